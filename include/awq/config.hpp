@@ -1,0 +1,135 @@
+/// \file
+/// \brief Compile-time quantization configs (QuantConfig), their run-time mirror (QuantSpec)
+///        and the one dispatch function that maps the latter onto the former.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "awq/error.hpp"
+#include "awq/macros.hpp"
+
+namespace awq {
+
+/// Signed index type used for every extent and stride.
+using index_t = std::ptrdiff_t;
+
+/// Group size meaning "one group per output row" (the reference's `q_group_size = -1`).
+inline constexpr int kPerChannel = -1;
+
+/// \brief A quantization scheme fixed at compile time.
+/// \tparam Bits       code width, 2 to 8.
+/// \tparam GroupSize  32, 64, 128, 256 or awq::kPerChannel; groups run along the input dimension.
+/// \tparam ZeroPoint  true: asymmetric codes in [0, 2^Bits - 1] with an integer zero point;
+///                    false: symmetric codes in [-2^(Bits-1), 2^(Bits-1) - 1].
+///
+/// Codes are always stored unsigned: a symmetric code q is stored as q + 2^(Bits-1), and its
+/// zero is reported as 2^(Bits-1), so `w_hat = (code - zero) * scale` holds for both kinds.
+/// \sa QuantSpec, dispatch
+template <int Bits, int GroupSize, bool ZeroPoint>
+struct QuantConfig {
+  static_assert(Bits >= 2 && Bits <= 8, "awq::QuantConfig: Bits must be between 2 and 8");
+  static_assert(GroupSize == kPerChannel || GroupSize == 32 || GroupSize == 64 || GroupSize == 128 ||
+                    GroupSize == 256,
+                "awq::QuantConfig: GroupSize must be 32, 64, 128, 256 or awq::kPerChannel");
+
+  static constexpr int bits = Bits;              ///< code width
+  static constexpr int group_size = GroupSize;   ///< elements per group, or kPerChannel
+  static constexpr bool zero_point = ZeroPoint;  ///< asymmetric with zero point?
+  static constexpr bool per_channel = GroupSize == kPerChannel;  ///< one group per row?
+  /// Largest integer of the reference formula (2^b - 1 asymmetric, 2^(b-1) - 1 symmetric).
+  static constexpr int max_int = ZeroPoint ? (1 << Bits) - 1 : (1 << (Bits - 1)) - 1;
+  /// Smallest integer of the reference formula (0 asymmetric, -2^(b-1) symmetric).
+  static constexpr int min_int = ZeroPoint ? 0 : -(1 << (Bits - 1));
+  /// Offset added to a symmetric integer to store it as an unsigned code.
+  static constexpr int code_offset = ZeroPoint ? 0 : (1 << (Bits - 1));
+  /// Largest stored code.
+  static constexpr int max_code = (1 << Bits) - 1;
+
+  /// Group length for a row of `in_features` elements.
+  static constexpr index_t group_for(index_t in_features) noexcept {
+    return per_channel ? in_features : static_cast<index_t>(GroupSize);
+  }
+};
+
+/// \brief Run-time mirror of QuantConfig; validate() or dispatch() rejects what is not built in.
+struct QuantSpec {
+  int bits = 4;             ///< 2..8
+  int group_size = 128;     ///< 32, 64, 128, 256 or kPerChannel (-1)
+  bool zero_point = true;   ///< asymmetric with zero point
+
+  /// Throws awq::Error naming the field when the spec is outside the instantiated set.
+  void validate() const {
+    detail::require(bits >= 2 && bits <= 8, "awq::QuantSpec: bits ", bits, " is out of range [2, 8]");
+    detail::require(group_size == kPerChannel || group_size == 32 || group_size == 64 ||
+                        group_size == 128 || group_size == 256,
+                    "awq::QuantSpec: group_size ", group_size,
+                    " is not supported (32, 64, 128, 256 or -1 for per-channel)");
+  }
+  /// Group length for `in_features`; throws when it does not divide `in_features`.
+  index_t group_for(index_t in_features) const {
+    validate();
+    const index_t g = group_size == kPerChannel ? in_features : group_size;
+    detail::require(in_features > 0 && in_features % g == 0, "awq: group_size ", group_size,
+                    " does not divide in_features ", in_features);
+    return g;
+  }
+  /// A short human-readable name such as `w4-g128-asym`.
+  std::string name() const {
+    return detail::concat("w", bits, "-g", group_size == kPerChannel ? std::string("ch") : std::to_string(group_size),
+                          zero_point ? "-asym" : "-sym");
+  }
+  /// Field-wise equality.
+  friend bool operator==(const QuantSpec& a, const QuantSpec& b) {
+    return a.bits == b.bits && a.group_size == b.group_size && a.zero_point == b.zero_point;
+  }
+};
+
+namespace detail {
+
+template <int Bits, int Group, class F>
+decltype(auto) dispatch_zp(bool zp, F&& f) {
+  if (zp) return std::forward<F>(f)(QuantConfig<Bits, Group, true>{});
+  return std::forward<F>(f)(QuantConfig<Bits, Group, false>{});
+}
+
+template <int Bits, class F>
+decltype(auto) dispatch_group(const QuantSpec& s, F&& f) {
+  switch (s.group_size) {
+    case 32: return dispatch_zp<Bits, 32>(s.zero_point, std::forward<F>(f));
+    case 64: return dispatch_zp<Bits, 64>(s.zero_point, std::forward<F>(f));
+    case 128: return dispatch_zp<Bits, 128>(s.zero_point, std::forward<F>(f));
+    case 256: return dispatch_zp<Bits, 256>(s.zero_point, std::forward<F>(f));
+    default: return dispatch_zp<Bits, kPerChannel>(s.zero_point, std::forward<F>(f));
+  }
+}
+
+}  // namespace detail
+
+/// \brief Calls `f(QuantConfig<...>{})` for the config that `spec` names.
+///
+/// Every instantiation must return the same type. Throws awq::Error for a spec outside the
+/// built-in set (bits 2..8, group 32/64/128/256/per-channel, either zero-point mode).
+template <class F>
+decltype(auto) dispatch(const QuantSpec& spec, F&& f) {
+  spec.validate();
+  switch (spec.bits) {
+    case 2: return detail::dispatch_group<2>(spec, std::forward<F>(f));
+    case 3: return detail::dispatch_group<3>(spec, std::forward<F>(f));
+    case 4: return detail::dispatch_group<4>(spec, std::forward<F>(f));
+    case 5: return detail::dispatch_group<5>(spec, std::forward<F>(f));
+    case 6: return detail::dispatch_group<6>(spec, std::forward<F>(f));
+    case 7: return detail::dispatch_group<7>(spec, std::forward<F>(f));
+    default: return detail::dispatch_group<8>(spec, std::forward<F>(f));
+  }
+}
+
+/// The QuantSpec that mirrors a QuantConfig.
+template <class Cfg>
+constexpr QuantSpec spec_of() noexcept {
+  return QuantSpec{Cfg::bits, Cfg::group_size, Cfg::zero_point};
+}
+
+}  // namespace awq

@@ -1,0 +1,8 @@
+/// \file
+/// \brief Opt-in umbrella for the GPU side of awq (nvcc only): everything in awq/awq.hpp plus
+///        the CUDA runtime helpers and kernels.
+#pragma once
+
+#include "awq/awq.hpp"
+#include "awq/backend/cuda_runtime.cuh"
+#include "awq/kernels/cuda/pseudo_quantize.cuh"

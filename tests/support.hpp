@@ -1,0 +1,88 @@
+// Test support: golden-data loading and random weight generators. Not part of the library.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#ifndef AWQ_GOLDEN_DIR
+#error "AWQ_GOLDEN_DIR must be set by CMake"
+#endif
+
+namespace awq_test {
+
+/// A float32 tensor read from tests/golden/<case>/<name>.f32 with its shape from meta.json.
+struct Tensor {
+  std::vector<float> data;
+  std::vector<long> shape;
+  long rows() const { return shape.size() == 1 ? 1 : shape[0]; }
+  long cols() const {
+    long c = 1;
+    for (std::size_t i = shape.size() == 1 ? 0 : 1; i < shape.size(); ++i) c *= shape[i];
+    return c;
+  }
+};
+
+inline std::string golden_dir(const std::string& case_name) { return std::string(AWQ_GOLDEN_DIR) + "/" + case_name; }
+
+inline nlohmann::json golden_meta(const std::string& case_name) {
+  std::ifstream f(golden_dir(case_name) + "/meta.json");
+  if (!f) throw std::runtime_error("missing golden meta for " + case_name);
+  return nlohmann::json::parse(f);
+}
+
+inline Tensor golden_tensor(const std::string& case_name, const std::string& name) {
+  const auto meta = golden_meta(case_name);
+  const auto& t = meta.at("tensors").at(name);
+  Tensor out;
+  long n = 1;
+  for (const auto& d : t.at("shape")) {
+    out.shape.push_back(d.get<long>());
+    n *= d.get<long>();
+  }
+  out.data.resize(static_cast<std::size_t>(n));
+  std::ifstream f(golden_dir(case_name) + "/" + t.at("file").get<std::string>(), std::ios::binary);
+  f.read(reinterpret_cast<char*>(out.data.data()), static_cast<std::streamsize>(n * 4));
+  if (!f || f.gcount() != n * 4) throw std::runtime_error("short golden file " + case_name + "/" + name);
+  return out;
+}
+
+/// Weight kinds for random tests.
+enum class Dist { normal, student_t3, outliers };
+
+/// rows × cols row-major weights: N(0, std), Student-t(3)·std, or N(0, std) with 4 entries ×50 a row.
+inline std::vector<double> random_weights(long rows, long cols, Dist d, std::uint64_t seed, double std = 0.02) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> n01(0.0, 1.0);
+  std::student_t_distribution<double> t3(3.0);
+  std::vector<double> w(static_cast<std::size_t>(rows * cols));
+  for (long r = 0; r < rows; ++r) {
+    for (long c = 0; c < cols; ++c) {
+      const double v = d == Dist::student_t3 ? t3(rng) : n01(rng);
+      w[static_cast<std::size_t>(r * cols + c)] = v * std;
+    }
+    if (d == Dist::outliers) {
+      std::uniform_int_distribution<long> pick(0, cols - 1);
+      for (int k = 0; k < 4; ++k) w[static_cast<std::size_t>(r * cols + pick(rng))] *= 50.0;
+    }
+  }
+  return w;
+}
+
+template <class T>
+std::vector<T> cast_vec(const std::vector<double>& v) {
+  std::vector<T> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<T>(v[i]);
+  return out;
+}
+
+/// A poison value so that any element a kernel forgot to write fails the comparison.
+inline float poison() { return std::nanf(""); }
+
+}  // namespace awq_test

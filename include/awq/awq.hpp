@@ -8,4 +8,5 @@
 #include "awq/error.hpp"
 #include "awq/pack.hpp"
 #include "awq/quantizer.hpp"
+#include "awq/search.hpp"
 #include "awq/view.hpp"

@@ -1,0 +1,172 @@
+/// \file
+/// \brief `awq::backend::cpu`: the CPU policy on Eigen. Provides the primitives the generic
+///        search asks a backend for: linear (x·Wᵀ + b), scaled pseudo-quantization, mean squared
+///        error, and a parallel loop over a small thread pool of all cores.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "awq/config.hpp"
+#include "awq/error.hpp"
+#include "awq/quantizer.hpp"
+#include "awq/view.hpp"
+
+namespace awq {
+namespace backend {
+
+/// \brief CPU backend policy (Eigen matrix products, std::thread parallelism).
+///
+/// Scalars S are float (the default) or double. Every matrix argument is a row-major view
+/// whose rows are contiguous (col_stride 1); row strides may be larger than cols.
+struct cpu {
+  static constexpr const char* name = "cpu";  ///< backend name for reports
+
+  /// Threads used by parallel work; 0 (the default) means all hardware threads.
+  static int& threads() noexcept {
+    static int n = 0;
+    return n;
+  }
+  /// The thread count actually used.
+  static int thread_count() noexcept {
+    const int t = threads();
+    if (t > 0) return t;
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw ? static_cast<int>(hw) : 1;
+  }
+
+  /// Calls f(begin, end) over a partition of [0, n) on up to thread_count() threads. An
+  /// exception from any part is rethrown (the first one) after all parts finish.
+  template <class F>
+  static void parallel_for(index_t n, F&& f, index_t min_chunk = 1) {
+    if (n <= 0) return;
+    const index_t parts = std::max<index_t>(1, std::min<index_t>(thread_count(), n / std::max<index_t>(1, min_chunk)));
+    if (parts == 1) {
+      f(index_t{0}, n);
+      return;
+    }
+    std::vector<std::thread> pool;
+    std::exception_ptr err;
+    std::mutex m;
+    auto run = [&](index_t p) {
+      try {
+        f(n * p / parts, n * (p + 1) / parts);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(m);
+        if (!err) err = std::current_exception();
+      }
+    };
+    pool.reserve(static_cast<std::size_t>(parts - 1));
+    for (index_t p = 1; p < parts; ++p) pool.emplace_back(run, p);
+    run(0);
+    for (auto& t : pool) t.join();
+    if (err) std::rethrow_exception(err);
+  }
+
+  /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), rows split over threads.
+  template <class S>
+  static void linear(const MatrixView<const S>& x, const MatrixView<const S>& w, const S* bias, const MatrixView<S>& y) {
+    constexpr const char* fn = "awq::backend::cpu::linear";
+    detail::require(x.cols() == w.cols(), fn, ": x has ", x.cols(), " columns but w has ", w.cols());
+    detail::require_shape(y, x.rows(), w.rows(), fn, "y");
+    require_rows(fn, x, "x");
+    require_rows(fn, w, "w");
+    require_rows(fn, y, "y");
+    const auto W = map(w);
+    parallel_for(
+        x.rows(),
+        [&](index_t t0, index_t t1) {
+          auto Y = map(y.middle_rows(t0, t1 - t0));
+          Y.noalias() = map(x.middle_rows(t0, t1 - t0)) * W.transpose();
+          if (bias) {
+            for (index_t t = 0; t < Y.rows(); ++t)
+              for (index_t n = 0; n < Y.cols(); ++n) Y(t, n) += bias[n];
+          }
+        },
+        16);
+  }
+
+  /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹: the weight the scale search evaluates, computed
+  /// as the reference does (multiply, pseudo-quantize, divide), rows split over threads.
+  template <class S>
+  static void scaled_pseudo_quantize(const QuantSpec& spec, const MatrixView<const S>& w, const S* s,
+                                     const MatrixView<S>& out) {
+    constexpr const char* fn = "awq::backend::cpu::scaled_pseudo_quantize";
+    detail::require_shape(out, w.rows(), w.cols(), fn, "out");
+    const index_t g = detail::checked_group(fn, spec, w);
+    dispatch(spec, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      parallel_for(
+          w.rows(),
+          [&](index_t r0, index_t r1) {
+            for (index_t r = r0; r < r1; ++r) {
+              // w·s is formed twice (range, then values) rather than stored: no allocation.
+              for (index_t j0 = 0; j0 < w.cols(); j0 += g) {
+                S lo = w(r, j0) * s[j0], hi = lo;
+                for (index_t k = j0; k < j0 + g; ++k) {
+                  const S v = w(r, k) * s[k];
+                  lo = v < lo ? v : lo;
+                  hi = hi < v ? v : hi;
+                }
+                const GroupParams<S> p = group_params<Cfg>(lo, hi);
+                for (index_t k = j0; k < j0 + g; ++k) out(r, k) = fake_quantize_value<Cfg>(w(r, k) * s[k], p) / s[k];
+              }
+            }
+          },
+          4);
+    });
+  }
+
+  /// mean((a - b)^2) accumulated in double.
+  template <class S>
+  static double mse(const MatrixView<const S>& a, const MatrixView<const S>& b) {
+    detail::require_shape(b, a.rows(), a.cols(), "awq::backend::cpu::mse", "b");
+    if (a.size() == 0) return 0.0;
+    std::vector<double> part(static_cast<std::size_t>(a.rows()), 0.0);
+    parallel_for(
+        a.rows(),
+        [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) {
+            double acc = 0.0;
+            for (index_t c = 0; c < a.cols(); ++c) {
+              const double d = static_cast<double>(a(r, c)) - static_cast<double>(b(r, c));
+              acc += d * d;
+            }
+            part[static_cast<std::size_t>(r)] = acc;
+          }
+        },
+        64);
+    double total = 0.0;
+    for (double v : part) total += v;
+    return total / static_cast<double>(a.size());
+  }
+
+  /// An Eigen map over a row-contiguous view (no copy).
+  template <class T>
+  static auto map(const MatrixView<T>& v) {
+    using S = std::remove_cv_t<T>;
+    using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using M = std::conditional_t<std::is_const_v<T>, const Mat, Mat>;
+    return Eigen::Map<M, 0, Eigen::OuterStride<>>(v.data(), v.rows(), v.cols(),
+                                                  Eigen::OuterStride<>(std::max<index_t>(v.row_stride(), v.cols())));
+  }
+
+ private:
+  template <class T>
+  static void require_rows(const char* fn, const MatrixView<T>& v, const char* what) {
+    detail::require(v.row_contiguous() && v.row_stride() >= v.cols(), fn, ": ", what,
+                    " must be row-major with contiguous rows (col_stride ", v.col_stride(), ", row_stride ",
+                    v.row_stride(), ")");
+  }
+};
+
+}  // namespace backend
+}  // namespace awq

@@ -1,0 +1,220 @@
+/// \file
+/// \brief The activation-aware scale search (AWQ paper Eq. 4–5), written once and generic over
+///        the backend policy.
+///
+/// For a group of linears that share one input X (q,k,v after the input norm; gate,up after
+/// the post-attention norm; a single o_proj or down_proj), and the block whose output is
+/// judged, it tries per-input-channel scales s = mean|x|^α (optionally divided by
+/// mean-normalised |w|^(1-α), AutoAWQ's "duo scaling") over a grid of α and keeps the one
+/// whose pseudo-quantized weights Q(W·diag(s))·diag(s)⁻¹ give the smallest block-output MSE.
+/// Reference semantics: the 1e-4 floors, the sqrt(max·min) normalisation, non-finite scales
+/// set to 1, the first strict minimum wins; the loss is accumulated in double.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "awq/backend/cpu.hpp"
+#include "awq/config.hpp"
+#include "awq/error.hpp"
+#include "awq/progress.hpp"
+#include "awq/stats.hpp"
+#include "awq/view.hpp"
+
+namespace awq {
+
+/// \brief One linear layer of a scale group: weight [out, in] and optional bias [out].
+template <class S>
+struct Linear {
+  MatrixView<const S> weight;  ///< [out_features, in_features], row-major, contiguous rows
+  const S* bias = nullptr;     ///< out_features values, or null
+};
+
+/// \brief Options of search_scales; the defaults are the reference's.
+struct ScaleSearchOptions {
+  QuantSpec quant{};               ///< quantizer the candidates are judged with
+  int n_grid = 20;                 ///< α = i / n_grid for i in [0, n_grid)
+  bool include_alpha_one = false;  ///< also try α = 1 (the reference stops at (n_grid-1)/n_grid)
+  bool duo_scaling = false;        ///< AutoAWQ's s = x^α / (w^(1-α) + 1e-4); llm-awq: off
+  ProgressCallback progress{};     ///< called after each grid point
+  std::string name = "scale search";  ///< phase name in progress events
+};
+
+/// \brief What the scale search chose, and the whole loss curve.
+template <class S>
+struct ScaleSearchResult {
+  int best_index = -1;          ///< index into alphas / losses
+  double best_alpha = 0.0;      ///< alphas[best_index]
+  std::vector<S> scales;        ///< per input channel, to fold (awq/search/fold.hpp)
+  std::vector<double> alphas;   ///< the grid
+  std::vector<double> losses;   ///< block-output MSE per grid point
+};
+
+/// \brief The built-in block "single linear" / "concatenated linears": y = [x·W₀ᵀ+b₀ | x·W₁ᵀ+b₁ | …].
+///
+/// A block is any callable `void(const MatrixView<const S>& x, const std::vector<MatrixView<const S>>& weights,
+/// const MatrixView<S>& out)` with a member `index_t output_cols() const`; `out` is [x.rows(), output_cols()].
+/// An engine plugs in its own attention or MLP the same way.
+template <class S, class Backend = backend::cpu>
+struct LinearsBlock {
+  std::vector<const S*> biases;   ///< one per linear (null for none)
+  std::vector<index_t> outs;      ///< out_features per linear
+
+  /// Built from the linears of a scale group.
+  explicit LinearsBlock(const std::vector<Linear<S>>& linears) {
+    for (const auto& l : linears) {
+      biases.push_back(l.bias);
+      outs.push_back(l.weight.rows());
+    }
+  }
+  /// Sum of out_features.
+  index_t output_cols() const {
+    index_t n = 0;
+    for (index_t o : outs) n += o;
+    return n;
+  }
+  /// Evaluates the block.
+  void operator()(const MatrixView<const S>& x, const std::vector<MatrixView<const S>>& weights,
+                  const MatrixView<S>& out) const {
+    index_t off = 0;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      Backend::linear(x, weights[i], biases[i], out.middle_cols(off, outs[i]));
+      off += outs[i];
+    }
+  }
+};
+
+namespace detail {
+
+template <class T>
+void require_finite(const char* fn, const char* what, const MatrixView<T>& m) {
+  for (index_t r = 0; r < m.rows(); ++r)
+    for (index_t c = 0; c < m.cols(); ++c)
+      if (!std::isfinite(static_cast<double>(m(r, c))))
+        throw Error(concat(fn, ": non-finite ", what, " value ", static_cast<double>(m(r, c)), " at row ", r,
+                           ", column ", c));
+}
+
+/// AutoAWQ's w_mean: per input channel, the mean over all rows of |w| / (max |w| in its group + 1e-6).
+template <class S>
+std::vector<S> duo_weight_mean(const std::vector<Linear<S>>& linears, index_t g) {
+  const index_t k = linears.front().weight.cols();
+  std::vector<double> acc(static_cast<std::size_t>(k), 0.0);
+  index_t rows = 0;
+  for (const auto& l : linears) {
+    const auto& w = l.weight;
+    for (index_t r = 0; r < w.rows(); ++r) {
+      for (index_t j0 = 0; j0 < k; j0 += g) {
+        S amax = 0;
+        for (index_t c = j0; c < j0 + g; ++c) amax = std::max(amax, static_cast<S>(std::fabs(w(r, c))));
+        const S den = amax + static_cast<S>(1e-6);
+        for (index_t c = j0; c < j0 + g; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(std::fabs(w(r, c)) / den);
+      }
+    }
+    rows += w.rows();
+  }
+  std::vector<S> out(acc.size());
+  for (std::size_t c = 0; c < acc.size(); ++c) out[c] = static_cast<S>(acc[c] / static_cast<double>(rows));
+  return out;
+}
+
+}  // namespace detail
+
+/// \brief Candidate scales for one α, exactly as the reference forms them (in S precision).
+template <class S>
+void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vector<S>* w_mean, std::vector<S>& s) {
+  s.resize(x_mean.size());
+  const S a = static_cast<S>(alpha), b = static_cast<S>(1.0 - alpha);
+  bool nan = false;
+  S mx = -std::numeric_limits<S>::infinity(), mn = std::numeric_limits<S>::infinity();
+  for (std::size_t c = 0; c < s.size(); ++c) {
+    S v = std::pow(x_mean[c], a);
+    if (w_mean) v = v / (std::pow((*w_mean)[c], b) + static_cast<S>(1e-4));
+    v = v < static_cast<S>(1e-4) ? static_cast<S>(1e-4) : v;  // clamp(min=1e-4); NaN stays NaN
+    nan = nan || std::isnan(v);
+    mx = v > mx ? v : mx;
+    mn = v < mn ? v : mn;
+    s[c] = v;
+  }
+  const S norm = nan ? std::numeric_limits<S>::quiet_NaN() : std::sqrt(mx * mn);
+  for (auto& v : s) {
+    v = v / norm;
+    if (!std::isfinite(v)) v = 1;  // the reference's guard against overflow
+  }
+}
+
+/// \brief Search the per-input-channel scales for a group of linears sharing input x.
+/// \tparam Backend a backend policy (backend::cpu).
+/// \param x       calibration inputs [tokens, in] (a sample; row-major, contiguous rows)
+/// \param linears the linears fed by x, each [out_i, in]
+/// \param block   the module whose output is judged (see LinearsBlock for the interface)
+/// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
+///                than the sample); empty: computed from x
+/// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
+template <class Backend = backend::cpu, class S, class Block>
+ScaleSearchResult<S> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears, const Block& block,
+                                   const ScaleSearchOptions& opt, std::vector<S> x_mean = {}) {
+  constexpr const char* fn = "awq::search_scales";
+  detail::require(!linears.empty(), fn, ": no linear given");
+  detail::require(opt.n_grid >= 1, fn, ": n_grid ", opt.n_grid, " must be at least 1");
+  const index_t k = x.cols();
+  const index_t g = opt.quant.group_for(k);
+  for (std::size_t i = 0; i < linears.size(); ++i) {
+    detail::require(linears[i].weight.cols() == k, fn, ": linear ", i, " has ", linears[i].weight.cols(),
+                    " input features but x has ", k);
+    detail::require_finite(fn, "weight", linears[i].weight);
+  }
+  detail::require(x.rows() > 0, fn, ": x has no token");
+  detail::require_finite(fn, "activation", x);
+  if (x_mean.empty()) {
+    ActStats st(k);
+    st.update(x);
+    x_mean = st.mean<S>();
+  }
+  detail::require(static_cast<index_t>(x_mean.size()) == k, fn, ": x_mean has ", x_mean.size(), " channels, expected ", k);
+  std::vector<S> w_mean;
+  if (opt.duo_scaling) w_mean = detail::duo_weight_mean(linears, g);
+
+  // Workspace, allocated once for the whole grid.
+  const index_t n_out = block.output_cols();
+  std::vector<S> org(static_cast<std::size_t>(x.rows() * n_out)), cur(org.size());
+  std::vector<std::vector<S>> wq(linears.size());
+  std::vector<MatrixView<const S>> orig_w, q_w;
+  for (std::size_t i = 0; i < linears.size(); ++i) {
+    wq[i].resize(static_cast<std::size_t>(linears[i].weight.size()));
+    orig_w.push_back(linears[i].weight);
+    q_w.push_back(make_row_major<const S>(wq[i].data(), linears[i].weight.rows(), k));
+  }
+  block(x, orig_w, make_row_major(org.data(), x.rows(), n_out));
+
+  ScaleSearchResult<S> res;
+  for (int i = 0; i < opt.n_grid; ++i) res.alphas.push_back(static_cast<double>(i) / opt.n_grid);
+  if (opt.include_alpha_one) res.alphas.push_back(1.0);
+  detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(res.alphas.size()));
+  std::vector<S> s;
+  double best = std::numeric_limits<double>::infinity();
+  for (std::size_t ai = 0; ai < res.alphas.size(); ++ai) {
+    scales_for_alpha(res.alphas[ai], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
+    for (std::size_t i = 0; i < linears.size(); ++i) {
+      Backend::scaled_pseudo_quantize(opt.quant, linears[i].weight, s.data(),
+                                      make_row_major(wq[i].data(), linears[i].weight.rows(), k));
+    }
+    block(x, q_w, make_row_major(cur.data(), x.rows(), n_out));
+    const double loss = Backend::mse(make_row_major<const S>(org.data(), x.rows(), n_out),
+                                     make_row_major<const S>(cur.data(), x.rows(), n_out));
+    res.losses.push_back(loss);
+    if (loss < best) {
+      best = loss;
+      res.best_index = static_cast<int>(ai);
+      res.scales = s;
+    }
+    tracker.step(static_cast<long>(ai + 1));
+  }
+  detail::require(res.best_index >= 0, fn, ": no finite loss on the grid (block output is not finite)");
+  res.best_alpha = res.alphas[static_cast<std::size_t>(res.best_index)];
+  return res;
+}
+
+}  // namespace awq

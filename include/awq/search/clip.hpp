@@ -15,6 +15,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "awq/backend/cpu.hpp"
@@ -161,6 +162,12 @@ ClipSearchResult<S> search_clip(const MatrixView<const S>& w, const MatrixView<c
     });
   });
   return res;
+}
+
+/// Overload for mutable views (the search never writes to them).
+template <class Backend = backend::cpu, class S, class = std::enable_if_t<!std::is_const_v<S>>>
+ClipSearchResult<S> search_clip(const MatrixView<S>& w, const MatrixView<S>& x, const ClipSearchOptions& opt) {
+  return search_clip<Backend, S>(MatrixView<const S>(w), MatrixView<const S>(x), opt);
 }
 
 /// \brief Clamp w [out, in] in place to [−c, c] per (row, group), c from `clip` [out, n_groups].

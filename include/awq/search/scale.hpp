@@ -14,6 +14,8 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "awq/backend/cpu.hpp"
@@ -150,6 +152,7 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 /// \param x       calibration inputs [tokens, in] (a sample; row-major, contiguous rows)
 /// \param linears the linears fed by x, each [out_i, in]
 /// \param block   the module whose output is judged (see LinearsBlock for the interface)
+/// \param opt     grid, quantizer, duo scaling, progress callback
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
 ///                than the sample); empty: computed from x
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
@@ -215,6 +218,13 @@ ScaleSearchResult<S> search_scales(const MatrixView<const S>& x, const std::vect
   detail::require(res.best_index >= 0, fn, ": no finite loss on the grid (block output is not finite)");
   res.best_alpha = res.alphas[static_cast<std::size_t>(res.best_index)];
   return res;
+}
+
+/// Overload for a mutable x view (the search never writes to it).
+template <class Backend = backend::cpu, class S, class Block, class = std::enable_if_t<!std::is_const_v<S>>>
+ScaleSearchResult<S> search_scales(const MatrixView<S>& x, const std::vector<Linear<S>>& linears, const Block& block,
+                                   const ScaleSearchOptions& opt, std::vector<S> x_mean = {}) {
+  return search_scales<Backend, S>(MatrixView<const S>(x), linears, block, opt, std::move(x_mean));
 }
 
 }  // namespace awq

@@ -20,6 +20,15 @@ Mat to_mat(const Tensor& t) {
   return m;
 }
 
+// The example engine's group name for one of run_awq's scale groups.
+std::string group_key(const nlohmann::json& g) {
+  const auto layers = g.at("layers").dump();
+  if (layers.find("q_proj") != std::string::npos) return "qkv";
+  if (layers.find("o_proj") != std::string::npos) return "o";
+  if (layers.find("gate_proj") != std::string::npos) return "gate_up";
+  return "down";
+}
+
 void check_case(const std::string& c) {
   const auto meta = golden_meta(c);
   const auto& p = meta.at("params");
@@ -63,11 +72,7 @@ void check_case(const std::string& c) {
   const auto& groups = meta.at("results").at("scale_groups");
   CHECK(groups.size() == res.scales.size());
   for (const auto& g : groups) {
-    const auto layers = g.at("layers").dump();
-    const std::string key = layers.find("q_proj") != std::string::npos    ? "qkv"
-                            : layers.find("o_proj") != std::string::npos  ? "o"
-                            : layers.find("gate_proj") != std::string::npos ? "gate_up"
-                                                                            : "down";
+    const std::string key = group_key(g);
     CAPTURE(key);
     REQUIRE(res.scales.count(key) == 1);
     const auto& r = res.scales.at(key);
@@ -93,12 +98,7 @@ void check_case(const std::string& c) {
   awq_example::LlamaLayer l2 = original;
   awq_example::BlockAwqOptions given = opt;
   for (const auto& g : groups) {
-    const auto layers = g.at("layers").dump();
-    const std::string key = layers.find("q_proj") != std::string::npos    ? "qkv"
-                            : layers.find("o_proj") != std::string::npos  ? "o"
-                            : layers.find("gate_proj") != std::string::npos ? "gate_up"
-                                                                            : "down";
-    given.given_scales[key] = golden_tensor(c, g.at("scales").get<std::string>()).data;
+    given.given_scales[group_key(g)] = golden_tensor(c, g.at("scales").get<std::string>()).data;
   }
   const auto replay = awq_example::awq_block(cfg, b, l2, hidden, given);
   const std::vector<std::pair<std::string, std::string>> clips = {

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch_data.sh
 export PATH="$PATH:/usr/local/cuda/bin"
 jobs=$(nproc)
 
@@ -15,4 +16,4 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O
       -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j "$jobs" --target awq_tests embed_minimal
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest -j "$jobs" --output-on-failure -LE "packaging|docs")
+   ctest -j "$jobs" --output-on-failure -LE "packaging|docs|model")

@@ -8,6 +8,7 @@
 #include <awq/awq.hpp>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -167,6 +168,9 @@ struct BlockAwqOptions {
   awq::QuantSpec quant{4, 128, true};
   bool duo_scaling = false;
   bool clip = true;
+  /// Sequences whose block-output loss the scale search evaluates (0: all). mean|x| and the clip
+  /// search still use every calibration token, so calibration size and search cost decouple.
+  int search_seqs = 0;
   awq::ProgressCallback progress{};
   /// Scales to use instead of searching, by group ("qkv", "o", "gate_up", "down"): resuming
   /// from a checkpoint, or replaying another implementation's choice.
@@ -195,12 +199,14 @@ inline BlockAwqResult awq_block(const LlamaConfig& cfg, const Batch& b, LlamaLay
   BlockAwqResult res;
 
   // 1. Every group searched on the original weights (or taken as given).
-  auto search = [&](const std::string& key, const awq::MatrixView<const float>& x,
-                    const std::vector<awq::Linear<float>>& lin, const auto& block) {
+  const Batch sb{opt.search_seqs > 0 ? std::min(opt.search_seqs, b.n_seq) : b.n_seq, b.seq_len};
+  auto search = [&](const std::string& key, const Mat& x, const std::vector<awq::Linear<float>>& lin, const auto& block) {
     so.name = "scales " + key;
     const auto it = opt.given_scales.find(key);
     if (it == opt.given_scales.end()) {
-      res.scales[key] = awq::search_scales(x, lin, block, so);
+      awq::ActStats st(x.cols());
+      st.update(cv(x));
+      res.scales[key] = awq::search_scales(cv(x).middle_rows(0, sb.tokens()), lin, block, so, st.mean());
     } else {
       awq::ScaleSearchResult<float> given;
       given.scales = it->second;
@@ -209,19 +215,19 @@ inline BlockAwqResult awq_block(const LlamaConfig& cfg, const Batch& b, LlamaLay
   };
   {
     std::vector<awq::Linear<float>> lin{{cv(l.wq), nullptr}, {cv(l.wk), nullptr}, {cv(l.wv), nullptr}};
-    search("qkv", cv(cap.x_attn), lin, AttentionBlock{&cfg, b, cv(l.wo)});
+    search("qkv", cap.x_attn, lin, AttentionBlock{&cfg, sb, cv(l.wo)});
   }
   if (l.wv.rows() == l.wo.rows() && l.wv.cols() == l.wo.cols()) {  // skipped for GQA, as the reference
     std::vector<awq::Linear<float>> lin{{cv(l.wo), nullptr}};
-    search("o", cv(cap.x_o), lin, awq::LinearsBlock<float>(lin));
+    search("o", cap.x_o, lin, awq::LinearsBlock<float>(lin));
   }
   {
     std::vector<awq::Linear<float>> lin{{cv(l.wg), nullptr}, {cv(l.wu), nullptr}};
-    search("gate_up", cv(cap.x_mlp), lin, MlpBlock{cv(l.wd)});
+    search("gate_up", cap.x_mlp, lin, MlpBlock{cv(l.wd)});
   }
   {
     std::vector<awq::Linear<float>> lin{{cv(l.wd), nullptr}};
-    search("down", cv(cap.x_down), lin, awq::LinearsBlock<float>(lin));
+    search("down", cap.x_down, lin, awq::LinearsBlock<float>(lin));
   }
 
   // 2. Fold every group: previous op ÷ s, consumers' input columns × s, cached inputs ÷ s.

@@ -1,0 +1,352 @@
+/// \file
+/// \brief GGUF (version 2 and 3) reader: header, metadata, tensor infos, alignment, and
+///        dequantization to float of F32, F16, BF16, Q4_0, Q4_1 and Q8_0 tensors.
+///
+/// Every length, count and offset is checked against the file size and against fixed limits
+/// before anything is allocated, so a truncated or hostile file raises awq::Error naming the
+/// field and the position instead of reading out of bounds or allocating gigabytes.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "awq/error.hpp"
+
+namespace awq {
+namespace io {
+
+/// ggml tensor types this reader dequantizes (others are listed but refused on read).
+enum class GgmlType : std::uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+
+/// \brief One metadata value. Scalars fill `i` (integers, bools), `f` (floats) or `s`;
+///        arrays fill `strs`, `ints` or `floats`.
+struct GgufValue {
+  std::uint32_t type = 0;          ///< GGUF value type (0..12)
+  std::uint32_t array_type = 0;    ///< element type when type == 9 (array)
+  std::int64_t i = 0;              ///< integer or bool value
+  double f = 0;                    ///< float value
+  std::string s;                   ///< string value
+  std::vector<std::string> strs;   ///< string array
+  std::vector<std::int64_t> ints;  ///< integer / bool array
+  std::vector<double> floats;      ///< float array
+};
+
+/// \brief Where a tensor is and what it holds. dims[0] is the fastest-varying (ggml ne0).
+struct GgufTensorInfo {
+  std::string name;                 ///< tensor name
+  std::vector<std::uint64_t> dims;  ///< extents, innermost first
+  std::uint32_t type = 0;           ///< ggml type id
+  std::uint64_t offset = 0;         ///< offset inside the data section
+  std::uint64_t n_elements = 0;     ///< product of dims
+  std::uint64_t n_bytes = 0;        ///< bytes in the file
+};
+
+namespace detail {
+
+struct TypeTraits {
+  std::uint64_t block;  // elements per block
+  std::uint64_t bytes;  // bytes per block
+};
+
+inline bool type_traits(std::uint32_t t, TypeTraits& out) {
+  switch (t) {
+    case 0: out = {1, 4}; return true;    // F32
+    case 1: out = {1, 2}; return true;    // F16
+    case 2: out = {32, 18}; return true;  // Q4_0: f16 d, 16 bytes of nibbles
+    case 3: out = {32, 20}; return true;  // Q4_1: f16 d, f16 m, 16 bytes of nibbles
+    case 6: out = {32, 22}; return true;  // Q5_0
+    case 7: out = {32, 24}; return true;  // Q5_1
+    case 8: out = {32, 34}; return true;  // Q8_0: f16 d, 32 int8
+    case 10: out = {256, 84}; return true;   // Q2_K
+    case 11: out = {256, 110}; return true;  // Q3_K
+    case 12: out = {256, 144}; return true;  // Q4_K
+    case 13: out = {256, 176}; return true;  // Q5_K
+    case 14: out = {256, 210}; return true;  // Q6_K
+    case 15: out = {256, 292}; return true;  // Q8_K
+    case 30: out = {1, 2}; return true;      // BF16
+    default: return false;
+  }
+}
+
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400u) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+/// Bounds-checked little-endian cursor over the file bytes.
+class Cursor {
+ public:
+  Cursor(const std::vector<std::uint8_t>& buf, const std::string& path) : b_(buf), path_(path) {}
+  std::uint64_t pos() const { return pos_; }
+  std::uint64_t left() const { return b_.size() - pos_; }
+  void need(std::uint64_t n, const char* what) const {
+    if (n > left())
+      throw Error(awq::detail::concat("awq::io::GgufFile: ", path_, " is truncated: ", what, " needs ", n, " bytes at offset ",
+                         pos_, ", ", left(), " left"));
+  }
+  template <class T>
+  T read(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string str(const char* what) {
+    const auto n = read<std::uint64_t>(what);
+    if (n > (1u << 20)) throw Error(awq::detail::concat("awq::io::GgufFile: ", path_, ": ", what, " length ", n, " at offset ", pos_ - 8, " exceeds 1 MiB"));
+    need(n, what);
+    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), static_cast<std::size_t>(n));
+    pos_ += n;
+    return s;
+  }
+
+ private:
+  const std::vector<std::uint8_t>& b_;
+  const std::string& path_;
+  std::uint64_t pos_ = 0;
+};
+
+}  // namespace detail
+
+/// \brief A GGUF file read into memory, with its metadata and tensor directory.
+class GgufFile {
+ public:
+  /// Reads and validates `path`; throws awq::Error for anything malformed or truncated.
+  static GgufFile open(const std::string& path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    awq::detail::require(static_cast<bool>(f), "awq::io::GgufFile: cannot open ", path);
+    const auto size = static_cast<std::uint64_t>(f.tellg());
+    GgufFile g;
+    g.path_ = path;
+    g.bytes_.resize(static_cast<std::size_t>(size));
+    f.seekg(0);
+    f.read(reinterpret_cast<char*>(g.bytes_.data()), static_cast<std::streamsize>(size));
+    awq::detail::require(static_cast<bool>(f), "awq::io::GgufFile: read error on ", path);
+    g.parse();
+    return g;
+  }
+  /// Parses bytes already in memory (`name` is used in messages).
+  static GgufFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name = "<memory>") {
+    GgufFile g;
+    g.path_ = name;
+    g.bytes_ = std::move(bytes);
+    g.parse();
+    return g;
+  }
+
+  std::uint32_t version() const { return version_; }                          ///< 2 or 3
+  std::uint64_t alignment() const { return alignment_; }                      ///< data alignment
+  const std::map<std::string, GgufValue>& metadata() const { return meta_; }  ///< all key/values
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }     ///< tensor directory
+
+  /// The metadata value under `key`; throws awq::Error naming the key when absent.
+  const GgufValue& value(const std::string& key) const {
+    const auto it = meta_.find(key);
+    awq::detail::require(it != meta_.end(), "awq::io::GgufFile: ", path_, " has no metadata key '", key, "'");
+    return it->second;
+  }
+  /// Integer metadata (any integer or bool type).
+  std::int64_t get_int(const std::string& key) const { return value(key).i; }
+  /// Float metadata (f32 or f64).
+  double get_float(const std::string& key) const { return value(key).f; }
+  /// String metadata.
+  const std::string& get_string(const std::string& key) const { return value(key).s; }
+  /// Is `key` present?
+  bool has(const std::string& key) const { return meta_.count(key) != 0; }
+
+  /// The tensor called `name`; throws awq::Error naming it when unknown.
+  const GgufTensorInfo& tensor(const std::string& name) const {
+    for (const auto& t : tensors_)
+      if (t.name == name) return t;
+    throw Error(awq::detail::concat("awq::io::GgufFile: ", path_, " has no tensor '", name, "'"));
+  }
+
+  /// Dequantizes tensor `name` to float, in file order (dims[0] fastest).
+  std::vector<float> dequantize(const std::string& name) const {
+    const GgufTensorInfo& t = tensor(name);
+    std::vector<float> out(static_cast<std::size_t>(t.n_elements));
+    const std::uint8_t* p = bytes_.data() + data_start_ + t.offset;
+    auto f16 = [](const std::uint8_t* q) {
+      std::uint16_t h;
+      std::memcpy(&h, q, 2);
+      return detail::half_to_float(h);
+    };
+    switch (t.type) {
+      case 0:
+        std::memcpy(out.data(), p, out.size() * 4);
+        break;
+      case 1:
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = f16(p + 2 * i);
+        break;
+      case 30:
+        for (std::size_t i = 0; i < out.size(); ++i) {
+          const std::uint32_t bits = static_cast<std::uint32_t>(p[2 * i] | (p[2 * i + 1] << 8)) << 16;
+          std::memcpy(&out[i], &bits, 4);
+        }
+        break;
+      case 2:  // Q4_0: x = d * (q - 8); low nibbles are elements 0..15, high nibbles 16..31
+      case 3:  // Q4_1: x = d * q + m
+        for (std::size_t b = 0; b < out.size() / 32; ++b) {
+          const std::uint8_t* blk = p + b * (t.type == 2 ? 18 : 20);
+          const float d = f16(blk), m = t.type == 3 ? f16(blk + 2) : 0.0f;
+          const std::uint8_t* qs = blk + (t.type == 2 ? 2 : 4);
+          for (int j = 0; j < 16; ++j) {
+            const int lo = qs[j] & 0xF, hi = qs[j] >> 4;
+            out[b * 32 + j] = t.type == 2 ? d * static_cast<float>(lo - 8) : d * static_cast<float>(lo) + m;
+            out[b * 32 + j + 16] = t.type == 2 ? d * static_cast<float>(hi - 8) : d * static_cast<float>(hi) + m;
+          }
+        }
+        break;
+      case 8:  // Q8_0: x = d * q
+        for (std::size_t b = 0; b < out.size() / 32; ++b) {
+          const std::uint8_t* blk = p + b * 34;
+          const float d = f16(blk);
+          for (int j = 0; j < 32; ++j) out[b * 32 + j] = d * static_cast<float>(static_cast<std::int8_t>(blk[2 + j]));
+        }
+        break;
+      default:
+        throw Error(awq::detail::concat("awq::io::GgufFile: tensor '", name, "' has ggml type ", t.type,
+                                   ", which this reader does not dequantize (F32, F16, BF16, Q4_0, Q4_1, Q8_0)"));
+    }
+    return out;
+  }
+
+  /// Limits checked before allocation.
+  static constexpr std::uint64_t kMaxTensors = 1u << 16;   ///< tensors in a file
+  static constexpr std::uint64_t kMaxKeys = 1u << 16;      ///< metadata keys
+  static constexpr std::uint64_t kMaxArray = 1u << 24;     ///< elements in one metadata array
+
+ private:
+  void parse() {
+    detail::Cursor c(bytes_, path_);
+    const auto magic = c.read<std::uint32_t>("magic");
+    awq::detail::require(magic == 0x46554747u, "awq::io::GgufFile: ", path_, " is not a GGUF file (magic 0x", std::hex, magic, ")");
+    version_ = c.read<std::uint32_t>("version");
+    awq::detail::require(version_ == 2 || version_ == 3, "awq::io::GgufFile: ", path_, ": unsupported GGUF version ", version_);
+    const auto n_tensors = c.read<std::uint64_t>("tensor count");
+    const auto n_kv = c.read<std::uint64_t>("metadata count");
+    awq::detail::require(n_tensors <= kMaxTensors, "awq::io::GgufFile: ", path_, ": tensor count ", n_tensors, " exceeds ", kMaxTensors);
+    awq::detail::require(n_kv <= kMaxKeys, "awq::io::GgufFile: ", path_, ": metadata count ", n_kv, " exceeds ", kMaxKeys);
+    for (std::uint64_t k = 0; k < n_kv; ++k) {
+      std::string key = c.str("metadata key");
+      GgufValue v;
+      v.type = c.read<std::uint32_t>("metadata type");
+      read_value(c, v, key);
+      meta_[key] = std::move(v);
+    }
+    alignment_ = 32;
+    if (has("general.alignment")) {
+      alignment_ = static_cast<std::uint64_t>(get_int("general.alignment"));
+      awq::detail::require(alignment_ > 0 && alignment_ <= 4096 && (alignment_ & (alignment_ - 1)) == 0, "awq::io::GgufFile: ", path_,
+                      ": general.alignment ", alignment_, " is not a power of two in [1, 4096]");
+    }
+    for (std::uint64_t i = 0; i < n_tensors; ++i) {
+      GgufTensorInfo t;
+      t.name = c.str("tensor name");
+      const auto nd = c.read<std::uint32_t>("tensor n_dims");
+      awq::detail::require(nd >= 1 && nd <= 4, "awq::io::GgufFile: ", path_, ": tensor '", t.name, "' has n_dims ", nd);
+      t.n_elements = 1;
+      for (std::uint32_t d = 0; d < nd; ++d) {
+        const auto e = c.read<std::uint64_t>("tensor dim");
+        awq::detail::require(e >= 1 && e <= (1ull << 32) && t.n_elements <= (1ull << 40) / e, "awq::io::GgufFile: ", path_, ": tensor '",
+                        t.name, "' has extent ", e, " in dim ", d);
+        t.dims.push_back(e);
+        t.n_elements *= e;
+      }
+      t.type = c.read<std::uint32_t>("tensor type");
+      t.offset = c.read<std::uint64_t>("tensor offset");
+      detail::TypeTraits tr{};
+      awq::detail::require(detail::type_traits(t.type, tr), "awq::io::GgufFile: ", path_, ": tensor '", t.name, "' has unknown ggml type ", t.type);
+      awq::detail::require(t.dims[0] % tr.block == 0, "awq::io::GgufFile: ", path_, ": tensor '", t.name, "' row of ", t.dims[0],
+                      " is not a multiple of its block size ", tr.block);
+      t.n_bytes = t.n_elements / tr.block * tr.bytes;
+      tensors_.push_back(std::move(t));
+    }
+    data_start_ = (c.pos() + alignment_ - 1) / alignment_ * alignment_;
+    awq::detail::require(data_start_ <= bytes_.size(), "awq::io::GgufFile: ", path_, " is truncated before its data section");
+    const std::uint64_t data_size = bytes_.size() - data_start_;
+    for (const auto& t : tensors_) {
+      awq::detail::require(t.offset % alignment_ == 0, "awq::io::GgufFile: ", path_, ": tensor '", t.name, "' offset ", t.offset,
+                      " is not aligned to ", alignment_);
+      awq::detail::require(t.offset <= data_size && t.n_bytes <= data_size - t.offset, "awq::io::GgufFile: ", path_, " is truncated: tensor '",
+                      t.name, "' needs bytes [", t.offset, ", ", t.offset + t.n_bytes, ") of a data section of ", data_size);
+    }
+  }
+
+  void read_value(detail::Cursor& c, GgufValue& v, const std::string& key) {
+    auto scalar = [&](std::uint32_t type, std::int64_t& i, double& f, std::string& s) {
+      switch (type) {
+        case 0: i = c.read<std::uint8_t>("u8"); break;
+        case 1: i = c.read<std::int8_t>("i8"); break;
+        case 2: i = c.read<std::uint16_t>("u16"); break;
+        case 3: i = c.read<std::int16_t>("i16"); break;
+        case 4: i = c.read<std::uint32_t>("u32"); break;
+        case 5: i = c.read<std::int32_t>("i32"); break;
+        case 6: f = c.read<float>("f32"); break;
+        case 7: i = c.read<std::uint8_t>("bool") != 0; break;
+        case 8: s = c.str("string value"); break;
+        case 10: i = static_cast<std::int64_t>(c.read<std::uint64_t>("u64")); break;
+        case 11: i = c.read<std::int64_t>("i64"); break;
+        case 12: f = c.read<double>("f64"); break;
+        default:
+          throw Error(awq::detail::concat("awq::io::GgufFile: ", path_, ": metadata '", key, "' has unknown value type ", type,
+                                     " at offset ", c.pos() - 4));
+      }
+    };
+    if (v.type != 9) {
+      scalar(v.type, v.i, v.f, v.s);
+      if (v.type == 6 || v.type == 12) v.i = static_cast<std::int64_t>(v.f);
+      else v.f = static_cast<double>(v.i);
+      return;
+    }
+    v.array_type = c.read<std::uint32_t>("array type");
+    const auto n = c.read<std::uint64_t>("array length");
+    awq::detail::require(v.array_type != 9, "awq::io::GgufFile: ", path_, ": metadata '", key, "' is a nested array");
+    awq::detail::require(n <= kMaxArray && n <= c.left(), "awq::io::GgufFile: ", path_, ": metadata '", key, "' array length ", n,
+                    " exceeds the file or the limit ", kMaxArray);
+    for (std::uint64_t e = 0; e < n; ++e) {
+      std::int64_t i = 0;
+      double f = 0;
+      std::string s;
+      scalar(v.array_type, i, f, s);
+      if (v.array_type == 8) v.strs.push_back(std::move(s));
+      else if (v.array_type == 6 || v.array_type == 12) v.floats.push_back(f);
+      else v.ints.push_back(i);
+    }
+  }
+
+  std::string path_;
+  std::vector<std::uint8_t> bytes_;
+  std::uint32_t version_ = 0;
+  std::uint64_t alignment_ = 32;
+  std::uint64_t data_start_ = 0;
+  std::map<std::string, GgufValue> meta_;
+  std::vector<GgufTensorInfo> tensors_;
+};
+
+}  // namespace io
+}  // namespace awq

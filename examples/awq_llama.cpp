@@ -6,6 +6,8 @@
 // Options: --configs w4g64,w3g64 (bits, group; zero point on)  --duo (AutoAWQ duo scaling)
 //          --calib-seqs 32 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
 //          --seq-len 512 --eval-tokens 16384 --layers N (first N layers only)  --report FILE.json
+//          --export DIR (a Hugging Face AWQ directory per config under DIR)
+// Final weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
 #include <awq/awq.hpp>
 #include <awq/io/gguf.hpp>
 
@@ -21,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "llama/export.hpp"
 #include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
 
@@ -35,7 +38,7 @@ double peak_rss_mb() {
 }
 
 struct Args {
-  std::string cmd = "quantize", model, calib_text, eval_text, report, inspect_file;
+  std::string cmd = "quantize", model, calib_text, eval_text, report, inspect_file, export_dir;
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
   int calib_seqs = 32, search_seqs = 4, seq_len = 512, eval_tokens = 16384, layers = -1;
@@ -75,6 +78,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--calib-text") a.calib_text = val();
     else if (k == "--eval-text") a.eval_text = val();
     else if (k == "--report") a.report = val();
+    else if (k == "--export") a.export_dir = val();
     else if (k == "--configs") a.configs = parse_configs(val());
     else if (k == "--duo") a.duo = true;
     else if (k == "--calib-seqs") a.calib_seqs = std::stoi(val());
@@ -155,7 +159,7 @@ int main(int argc, char** argv) try {
     Row row{q.name() + (a.duo ? "-duo" : ""), r_fp.ppl, 0, 0, 0, 0, t_eval};
     t0 = Clock::now();
     awq_example::LlamaModel rtn = fp;
-    for (auto& l : rtn.layers) awq_example::quantize_linears(l, q);
+    for (auto& l : rtn.layers) awq_example::finalize_layer(l, q);
     row.t_rtn = since(t0);
     row.ppl_rtn = awq_example::perplexity(rtn, eval, a.seq_len).ppl;
     std::fprintf(stderr, "%s RTN perplexity %.4f\n", row.config.c_str(), row.ppl_rtn);
@@ -166,6 +170,7 @@ int main(int argc, char** argv) try {
     awq_example::Mat h = awq_example::embed_tokens(m, calib);
     awq::TerminalProgress bar;
     awq::detail::ProgressTracker tracker(bar, "AWQ " + row.config, static_cast<long>(m.layers.size()));
+    std::vector<std::vector<awq_example::QuantizedLinear>> packed;
     for (std::size_t li = 0; li < m.layers.size(); ++li) {
       auto& l = m.layers[li];
       awq_example::Mat next = awq_example::layer_forward(m.cfg, b, l, h);  // the reference feeds on FP outputs
@@ -174,13 +179,18 @@ int main(int argc, char** argv) try {
       opt.duo_scaling = a.duo;
       opt.search_seqs = a.search_seqs;
       awq_example::awq_block(m.cfg, b, l, h, opt);
-      awq_example::quantize_linears(l, q);
+      packed.push_back(awq_example::finalize_layer(l, q));
       h = std::move(next);
       tracker.step(static_cast<long>(li + 1));
     }
     row.t_awq_search = since(t0);
     row.ppl_awq = awq_example::perplexity(m, eval, a.seq_len).ppl;
     std::fprintf(stderr, "%s AWQ perplexity %.4f (search %.1fs)\n", row.config.c_str(), row.ppl_awq, row.t_awq_search);
+    if (!a.export_dir.empty()) {
+      const std::string dir = a.export_dir + "/" + row.config;
+      awq_example::export_hf(dir, m, packed, g, q);
+      std::fprintf(stderr, "exported %s\n", dir.c_str());
+    }
     rows.push_back(row);
   }
 

@@ -3,11 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <iterator>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "llama/export.hpp"
 #include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
 
@@ -132,5 +135,68 @@ TEST_SUITE("model") {
     CHECK(l0.wq == awq1.layers.front().wq);
     CHECK(l0.wd == awq1.layers.front().wd);
     CHECK(l0.ln_in == awq1.layers.front().ln_in);
+  }
+
+  TEST_CASE("export: the checkpoint read back and dequantized equals the evaluated weights; two exports are identical") {
+    if (!have_data()) return;
+    auto& f = fixture();
+    for (const awq::QuantSpec q : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 64, true}}) {
+      CAPTURE(q.name());
+      awq_example::LlamaModel m = awq_example::load_llama(f.g, 2);
+      std::vector<std::vector<awq_example::QuantizedLinear>> packed;
+      for (auto& l : m.layers) packed.push_back(awq_example::finalize_layer(l, q));
+      const auto base = std::filesystem::temp_directory_path() / ("awq_export_test_" + q.name());
+      const std::string d1 = (base / "a").string(), d2 = (base / "b").string();
+      awq_example::export_hf(d1, m, packed, f.g, q);
+      awq_example::export_hf(d2, m, packed, f.g, q);
+      awq_example::export_hf(d2, m, packed, f.g, q);  // replacing an existing directory
+      for (const char* file : {"model.safetensors", "config.json", "tokenizer.json"}) {
+        std::ifstream a(d1 + "/" + file, std::ios::binary), b(d2 + "/" + file, std::ios::binary);
+        const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+        CHECK(!sa.empty());
+        CHECK(sa == sb);
+      }
+      CHECK(!std::filesystem::exists(d2 + ".tmp"));
+      CHECK(!std::filesystem::exists(d2 + ".old"));
+      const auto st = awq::io::SafetensorsFile::open(d1 + "/model.safetensors");
+      const auto& l = m.layers[1];
+      const awq_example::Mat& w = l.wd;  // down_proj: [576, 1536]
+      const auto out = w.rows(), in = w.cols(), ng = in / 64;
+      const auto qw = st.tensor("model.layers.1.mlp.down_proj.qweight"), qz = st.tensor("model.layers.1.mlp.down_proj.qzeros"),
+                 sc = st.tensor("model.layers.1.mlp.down_proj.scales");
+      std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in)), zeros(static_cast<std::size_t>(out * ng));
+      std::vector<float> scales(zeros.size());
+      if (q.bits == 4) {
+        CHECK(qw.dtype == "I32");
+        CHECK(qw.shape == std::vector<std::int64_t>{in, out / 8});
+        CHECK(qz.shape == std::vector<std::int64_t>{ng, out / 8});
+        CHECK(sc.shape == std::vector<std::int64_t>{ng, out});
+        awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qw.data.data()), in, out / 8),
+                             awq::make_row_major(codes.data(), out, in));
+        awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qz.data.data()), ng, out / 8),
+                             awq::make_row_major(zeros.data(), out, ng));
+        const auto* h = reinterpret_cast<const Eigen::half*>(sc.data.data());
+        for (long r = 0; r < out; ++r)
+          for (long j = 0; j < ng; ++j) scales[static_cast<std::size_t>(r * ng + j)] = static_cast<float>(h[j * out + r]);
+      } else {
+        CHECK(qw.dtype == "U8");
+        awq::unpack_plain(q.bits, awq::make_row_major(qw.data.data(), out, awq::plain_row_bytes(in, q.bits)),
+                          awq::make_row_major(codes.data(), out, in));
+        std::copy(qz.data.begin(), qz.data.end(), zeros.begin());
+        const auto* h = reinterpret_cast<const Eigen::half*>(sc.data.data());
+        for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = static_cast<float>(h[i]);
+      }
+      awq_example::Mat back(out, in);
+      awq::dequantize<float>(q.bits, awq::make_row_major<const std::uint8_t>(codes.data(), out, in),
+                             awq::make_row_major<const float>(scales.data(), out, ng),
+                             awq::make_row_major<const std::uint8_t>(zeros.data(), out, ng), awq::as_view(back));
+      CHECK(back == w);  // bit for bit
+      std::ifstream cfg(d1 + "/config.json");
+      const auto c = nlohmann::json::parse(cfg);
+      CHECK(c["quantization_config"]["bits"] == q.bits);
+      CHECK(c["quantization_config"]["group_size"] == 64);
+      CHECK(c["num_key_value_heads"] == 3);
+      std::filesystem::remove_all(base);
+    }
   }
 }

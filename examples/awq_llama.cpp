@@ -1,7 +1,7 @@
 // awq-llama: quantize a Llama-architecture GGUF model with RTN and AWQ and report perplexity.
 //
 //   awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]
-//   awq_llama inspect FILE.gguf
+//   awq_llama inspect FILE.gguf|FILE.safetensors
 //
 // Options: --configs w4g64,w3g64 (bits, group; zero point on)  --duo (AutoAWQ duo scaling)
 //          --calib-seqs 32 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
@@ -10,6 +10,7 @@
 // Final weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
 #include <awq/awq.hpp>
 #include <awq/io/gguf.hpp>
+#include <awq/io/safetensors.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -101,7 +102,28 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+int inspect_safetensors(const std::string& path) {
+  const auto st = awq::io::SafetensorsFile::open(path);
+  std::printf("safetensors, %zu tensors, %zu metadata entries\n", st.names().size(), st.metadata().size());
+  for (const auto& [k, v] : st.metadata()) std::printf("  %-45s %s\n", k.c_str(), v.substr(0, 80).c_str());
+  std::printf("%-56s %6s %-16s %12s\n", "tensor", "dtype", "shape", "bytes");
+  for (const auto& n : st.names()) {
+    const auto t = st.tensor(n);
+    std::string shape;
+    for (auto d : t.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    std::printf("%-56s %6s %-16s %12zu\n", n.c_str(), t.dtype.c_str(), shape.c_str(), t.data.size());
+  }
+  return 0;
+}
+
 int inspect(const std::string& path) {
+  {
+    std::ifstream f(path, std::ios::binary);
+    awq::detail::require(static_cast<bool>(f), "inspect: cannot open ", path);
+    char magic[4] = {};
+    f.read(magic, 4);
+    if (std::string(magic, 4) != "GGUF") return inspect_safetensors(path);
+  }
   const auto g = awq::io::GgufFile::open(path);
   std::printf("GGUF v%u, alignment %llu, %zu metadata keys, %zu tensors\n", g.version(),
               static_cast<unsigned long long>(g.alignment()), g.metadata().size(), g.tensors().size());

@@ -4,8 +4,8 @@
 //   awq_llama inspect FILE.gguf|FILE.safetensors
 //
 // Options: --configs w4g64,w3g64 (bits, group; zero point on)  --duo (AutoAWQ duo scaling)
-//          --calib-seqs 32 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
-//          --seq-len 512 --eval-tokens 16384 --layers N (first N layers only)  --report FILE.json
+//          --calib-seqs 64 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
+//          --seq-len 512 --eval-tokens 32768 --layers N (first N layers only)  --report FILE.json
 //          --export DIR (a Hugging Face AWQ directory per config under DIR)
 // Final weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
 #include <awq/awq.hpp>
@@ -42,7 +42,7 @@ struct Args {
   std::string cmd = "quantize", model, calib_text, eval_text, report, inspect_file, export_dir;
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
-  int calib_seqs = 32, search_seqs = 4, seq_len = 512, eval_tokens = 16384, layers = -1;
+  int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
 };
 
 std::vector<awq::QuantSpec> parse_configs(const std::string& s) {

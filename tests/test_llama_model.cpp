@@ -104,6 +104,7 @@ TEST_SUITE("model") {
     const awq::QuantSpec q{3, 64, true};
     awq_example::LlamaModel rtn = f.model;
     for (auto& l : rtn.layers) awq_example::quantize_linears(l, q);
+    std::vector<std::vector<awq_example::QuantizedLinear>> packed;
     auto run_awq = [&]() {
       awq_example::LlamaModel m = f.model;
       const awq_example::Batch b{1, 256};
@@ -113,7 +114,7 @@ TEST_SUITE("model") {
         awq_example::BlockAwqOptions opt;
         opt.quant = q;
         awq_example::awq_block(m.cfg, b, l, h, opt);
-        awq_example::quantize_linears(l, q);
+        packed.push_back(awq_example::finalize_layer(l, q));  // fp16 scales, as exported
         h = std::move(next);
       }
       return m;
@@ -131,10 +132,27 @@ TEST_SUITE("model") {
     opt.quant = q;
     const awq_example::Mat h0 = awq_example::embed_tokens(f.model, calib);
     awq_example::awq_block(f.model.cfg, awq_example::Batch{1, 256}, l0, h0, opt);
-    awq_example::quantize_linears(l0, q);
+    awq_example::finalize_layer(l0, q);
     CHECK(l0.wq == awq1.layers.front().wq);
     CHECK(l0.wd == awq1.layers.front().wd);
     CHECK(l0.ln_in == awq1.layers.front().ln_in);
+    // The exported checkpoint holds exactly the weights that gave p_awq.
+    const auto dir = (std::filesystem::temp_directory_path() / "awq_e2e_export").string();
+    awq_example::export_hf(dir, awq1, packed, f.g, q);
+    const auto st = awq::io::SafetensorsFile::open(dir + "/model.safetensors");
+    const auto& w = awq1.layers[7].wv;
+    const auto out = w.rows(), in = w.cols(), ng = in / 64;
+    const auto qw = st.tensor("model.layers.7.self_attn.v_proj.qweight"), qz = st.tensor("model.layers.7.self_attn.v_proj.qzeros"),
+               sc = st.tensor("model.layers.7.self_attn.v_proj.scales");
+    std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in));
+    awq::unpack_plain(3, awq::make_row_major(qw.data.data(), out, awq::plain_row_bytes(in, 3)), awq::make_row_major(codes.data(), out, in));
+    std::vector<float> scales(static_cast<std::size_t>(out * ng));
+    for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = static_cast<float>(reinterpret_cast<const Eigen::half*>(sc.data.data())[i]);
+    awq_example::Mat back(out, in);
+    awq::dequantize<float>(3, awq::make_row_major<const std::uint8_t>(codes.data(), out, in), awq::make_row_major<const float>(scales.data(), out, ng),
+                           awq::make_row_major(qz.data.data(), out, ng), awq::as_view(back));
+    CHECK(back == w);
+    std::filesystem::remove_all(dir);
   }
 
   TEST_CASE("export: the checkpoint read back and dequantized equals the evaluated weights; two exports are identical") {

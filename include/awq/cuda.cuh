@@ -6,3 +6,4 @@
 #include "awq/awq.hpp"
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
+#include "awq/kernels/cuda/w4a16_gemv.cuh"

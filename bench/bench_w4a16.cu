@@ -1,0 +1,116 @@
+// W4A16 GEMV vs cuBLAS fp16 in the same run. CUDA events, median of 7 repeats of 200 back-to-back
+// calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
+// Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
+// bandwidth measured in the same run, and the speedup over fp16.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "awq/cuda.cuh"
+
+namespace {
+
+void cublas_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw awq::Error(std::string("cuBLAS error in ") + what + ": " + std::to_string(static_cast<int>(s)));
+}
+
+template <class F>
+double time_us(F&& body, int calls) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<double> reps;
+  for (int r = 0; r < 7; ++r) {
+    cudaEventRecord(a);
+    for (int i = 0; i < calls; ++i) body(i);
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    reps.push_back(1000.0 * ms / calls);
+  }
+  std::sort(reps.begin(), reps.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return reps[3];
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s\n", prop.name);
+  // Copy bandwidth (read + write bytes), 1 GiB buffers.
+  const std::size_t cb = 1ull << 30;
+  awq::cuda::DeviceBuffer<char> src(cb), dst(cb);
+  cudaMemset(src.data(), 1, cb);
+  const double copy_us = time_us([&](int) { cudaMemcpyAsync(dst.data(), src.data(), cb, cudaMemcpyDeviceToDevice); }, 10);
+  const double copy_gbs = 2.0 * cb / (copy_us * 1e3);
+  std::printf("device copy: %.0f GB/s (read + write)\n", copy_gbs);
+
+  cublasHandle_t h;
+  cublas_check(cublasCreate(&h), "create");
+  std::printf("%6s %6s %6s %10s %10s %9s %9s %9s %8s\n", "M", "K", "N", "fp16_us", "w4_us", "w4_GB/s", "floor_us", "%floor", "speedup");
+  const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
+  for (int m : {1, 4, 8}) {
+    for (const auto& s : shapes) {
+      const int k = s[0], n = s[1], group = 128, ng = k / group;
+      const std::size_t w16_bytes = static_cast<std::size_t>(k) * n * 2;
+      const std::size_t w4_bytes = static_cast<std::size_t>(k) * n / 2 + static_cast<std::size_t>(ng) * n * 2 + static_cast<std::size_t>(ng) * n / 2;
+      const int c16 = static_cast<int>(std::max<std::size_t>(2, (256ull << 20) / w16_bytes + 1));
+      const int c4 = static_cast<int>(std::max<std::size_t>(2, (256ull << 20) / w4_bytes + 1));
+      std::vector<awq::cuda::DeviceBuffer<__half>> w16;
+      for (int i = 0; i < c16; ++i) {
+        w16.emplace_back(static_cast<std::size_t>(k) * n);
+        cudaMemset(w16.back().data(), 0x11, w16_bytes);
+      }
+      std::vector<awq::cuda::DeviceBuffer<std::int32_t>> qw, qz;
+      std::vector<awq::cuda::DeviceBuffer<__half>> sc;
+      for (int i = 0; i < c4; ++i) {
+        qw.emplace_back(static_cast<std::size_t>(k) * n / 8);
+        qz.emplace_back(static_cast<std::size_t>(ng) * n / 8);
+        sc.emplace_back(static_cast<std::size_t>(ng) * n);
+        cudaMemset(qw.back().data(), 0x37, static_cast<std::size_t>(k) * n / 2);
+        cudaMemset(qz.back().data(), 0x88, static_cast<std::size_t>(ng) * n / 2);
+        cudaMemset(sc.back().data(), 0x20, static_cast<std::size_t>(ng) * n * 2);
+      }
+      awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), y(static_cast<std::size_t>(m) * n);
+      awq::cuda::DeviceBuffer<float> ws(static_cast<std::size_t>(m) * n);
+      cudaMemset(x.data(), 0x30, static_cast<std::size_t>(m) * k * 2);
+      const float alpha = 1.0f, beta = 0.0f;
+      const double t16 = time_us(
+          [&](int i) {
+            cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w16[static_cast<std::size_t>(i % c16)].data(), CUDA_R_16F, k, x.data(),
+                         CUDA_R_16F, k, &beta, y.data(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+          },
+          200);
+      const double t4 = time_us(
+          [&](int i) {
+            awq::cuda::W4A16Args a;
+            const auto j = static_cast<std::size_t>(i % c4);
+            a.x = x.data();
+            a.qweight = qw[j].data();
+            a.qzeros = qz[j].data();
+            a.scales = sc[j].data();
+            a.y = y.data();
+            a.workspace = ws.data();
+            a.m = m;
+            a.k = k;
+            a.n = n;
+            a.group = group;
+            awq::cuda::w4a16_gemv(a);
+          },
+          200);
+      awq::cuda::check(cudaDeviceSynchronize(), "bench");
+      const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
+      std::printf("%6d %6d %6d %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx\n", m, k, n, t16, t4, w4_bytes / (t4 * 1e3), floor_us,
+                  100.0 * floor_us / t4, t16 / t4);
+    }
+  }
+  cublasDestroy(h);
+  return 0;
+}

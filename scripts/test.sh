@@ -13,7 +13,7 @@ cmake --build build -j "$jobs"
 (cd build && ctest -j "$jobs" --output-on-failure)
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DAWQ_SANITIZE=address,undefined -DAWQ_TEST_CXX_STANDARD=20 \
-      -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF >/dev/null
+      -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF -DAWQ_MODEL_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs" --target awq_tests embed_minimal
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest -j "$jobs" --output-on-failure -LE "packaging|docs|model")
+   ctest -j "$jobs" --output-on-failure -LE "packaging|docs")

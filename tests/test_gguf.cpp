@@ -175,3 +175,60 @@ TEST_CASE("gguf: the real SmolLM2 file (fetched at set-up)") {
     CHECK(w[static_cast<std::size_t>(j + 16)] == d * static_cast<float>(blk[4 + j] >> 4) + m);
   }
 }
+
+#include <cstdio>
+#include <filesystem>
+
+#include "awq/io/safetensors.hpp"
+
+TEST_CASE("safetensors: write, read back, and malformed files") {
+  const auto dir = std::filesystem::temp_directory_path() / "awq_st_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.safetensors").string();
+  awq::io::SafetensorsWriter w;
+  w.metadata("format", "pt");
+  w.add_typed("b", "F32", {2, 2}, std::vector<float>{1.0f, -2.0f, 3.5f, 0.25f});
+  w.add_typed("a", "I32", {3}, std::vector<std::int32_t>{7, -1, 1 << 30});
+  CHECK_THROWS_WITH_AS(w.add_typed("c", "F32", {3}, std::vector<float>{1.0f}), doctest::Contains("has 4 bytes but dtype F32"), awq::Error);
+  CHECK_THROWS_WITH_AS(w.add_typed("a", "I32", {1}, std::vector<std::int32_t>{1}), doctest::Contains("added twice"), awq::Error);
+  w.write(path);
+  CHECK(!std::filesystem::exists(path + ".tmp"));
+  const auto st = awq::io::SafetensorsFile::open(path);
+  CHECK(st.names() == std::vector<std::string>{"a", "b"});
+  CHECK(st.metadata().at("format") == "pt");
+  const auto b = st.tensor("b");
+  CHECK(b.dtype == "F32");
+  CHECK(b.shape == std::vector<std::int64_t>{2, 2});
+  float v[4];
+  std::memcpy(v, b.data.data(), 16);
+  CHECK(v[2] == 3.5f);
+  CHECK_THROWS_WITH_AS(st.tensor("zz"), doctest::Contains("has no tensor 'zz'"), awq::Error);
+
+  // Every truncation fails cleanly.
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  long errors = 0;
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    {
+      std::ofstream out(path + ".cut", std::ios::binary);
+      out.write(bytes.data(), static_cast<std::streamsize>(n));
+    }
+    try {
+      (void)awq::io::SafetensorsFile::open(path + ".cut");
+    } catch (const awq::Error&) {
+      ++errors;
+    }
+  }
+  CHECK(errors == static_cast<long>(bytes.size()));
+  // A header that lies about a tensor's range.
+  std::string bad = bytes;
+  const auto pos = bad.find("[0,12]");
+  REQUIRE(pos != std::string::npos);
+  bad.replace(pos, 6, "[0,99]");
+  {
+    std::ofstream out(path + ".bad", std::ios::binary);
+    out.write(bad.data(), static_cast<std::streamsize>(bad.size()));
+  }
+  CHECK_THROWS_WITH_AS(awq::io::SafetensorsFile::open(path + ".bad"), doctest::Contains("tensor 'a'"), awq::Error);
+  std::filesystem::remove_all(dir);
+}

@@ -155,7 +155,7 @@ TEST_SUITE("model") {
     std::filesystem::remove_all(dir);
   }
 
-  TEST_CASE("export: the checkpoint read back and dequantized equals the evaluated weights; two exports are identical") {
+  TEST_CASE("export: read back and dequantized it equals the evaluated weights and two exports are identical") {
     if (!have_data()) return;
     auto& f = fixture();
     for (const awq::QuantSpec q : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 64, true}}) {

@@ -399,3 +399,11 @@ TEST_CASE("search is deterministic and its options are validated") {
   CHECK_THROWS_WITH_AS(awq::scale_linear_inputs(awq::make_row_major(w2.data(), 64, k), awq::make_vector<const float>(s.data(), 128)),
                        doctest::Contains("scale -1 at channel 4"), awq::Error);
 }
+
+TEST_CASE("progress tracker keeps its own copy of a temporary callback") {
+  long sum = 0;
+  awq::detail::ProgressTracker t([&](const awq::Progress& p) { sum += p.done; }, "phase", 3);  // a temporary std::function
+  t.step(1);
+  t.step(2);
+  CHECK(sum == 3);
+}

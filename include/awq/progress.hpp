@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -66,8 +67,8 @@ namespace detail {
 /// Times one phase and forwards events to an optional callback.
 class ProgressTracker {
  public:
-  ProgressTracker(const ProgressCallback& cb, std::string phase, long total)
-      : cb_(cb), phase_(std::move(phase)), total_(total), t0_(std::chrono::steady_clock::now()) {}
+  ProgressTracker(ProgressCallback cb, std::string phase, long total)
+      : cb_(std::move(cb)), phase_(std::move(phase)), total_(total), t0_(std::chrono::steady_clock::now()) {}
   void step(long done) const {
     if (!cb_) return;
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
@@ -75,7 +76,7 @@ class ProgressTracker {
   }
 
  private:
-  const ProgressCallback& cb_;
+  ProgressCallback cb_;  // a copy: callers may pass a temporary (e.g. a TerminalProgress)
   std::string phase_;
   long total_;
   std::chrono::steady_clock::time_point t0_;

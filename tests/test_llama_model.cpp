@@ -103,7 +103,7 @@ TEST_SUITE("model") {
     calib.resize(256);  // one 256-token sequence keeps this under two minutes on 2 cores
     const awq::QuantSpec q{3, 64, true};
     awq_example::LlamaModel rtn = f.model;
-    for (auto& l : rtn.layers) awq_example::quantize_linears(l, q);
+    for (auto& l : rtn.layers) awq_example::finalize_layer(l, q);  // fp16 scales, like the AWQ model
     std::vector<std::vector<awq_example::QuantizedLinear>> packed;
     auto run_awq = [&]() {
       awq_example::LlamaModel m = f.model;

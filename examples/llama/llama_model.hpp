@@ -133,9 +133,4 @@ inline PerplexityResult perplexity(const LlamaModel& m, const std::vector<int>& 
   return r;
 }
 
-/// Round-to-nearest of every linear (in place).
-inline void quantize_linears(LlamaLayer& l, const awq::QuantSpec& spec) {
-  for (Mat* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.wg, &l.wu, &l.wd}) awq::pseudo_quantize(spec, awq::as_view(*w), awq::as_view(*w));
-}
-
 }  // namespace awq_example

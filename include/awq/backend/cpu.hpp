@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <cmath>
 #include <exception>
 #include <mutex>
@@ -21,6 +23,147 @@
 #include "awq/view.hpp"
 
 namespace awq {
+namespace detail {
+
+/// \brief A persistent pool of worker threads that runs one indexed job at a time.
+///
+/// `try_run(parts, body)` runs body(0 .. parts-1) on the workers and the calling thread and
+/// returns once every part has finished; it returns false without running anything when the pool
+/// is already busy with another caller's job. `body` must not throw (parallel_for wraps it).
+class ThreadPool {
+ public:
+  /// The process-wide pool, started on first use with hardware_concurrency() - 1 workers.
+  static ThreadPool& instance() {
+    static ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()) - 1u);
+    return pool;
+  }
+
+  /// True on a pool worker, or inside a part run by the caller: nested loops run serially.
+  static bool in_worker() noexcept { return worker_flag(); }
+
+  /// Marks the current thread as running a part for its lifetime (restores the previous state).
+  class WorkerScope {
+   public:
+    WorkerScope() noexcept : previous_(worker_flag()) { worker_flag() = true; }
+    ~WorkerScope() { worker_flag() = previous_; }
+    WorkerScope(const WorkerScope&) = delete;
+    WorkerScope& operator=(const WorkerScope&) = delete;
+
+   private:
+    bool previous_;
+  };
+
+  template <class Body>
+  bool try_run(index_t parts, Body& body) {
+    std::unique_lock<std::mutex> job(job_mutex_, std::try_to_lock);
+    if (!job.owns_lock()) return false;
+    const Call call{&body, [](void* b, index_t p) { (*static_cast<Body*>(b))(p); }};
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      call_ = call;
+      parts_ = parts;
+      next_.store(0);
+      remaining_.store(parts);
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    {
+      WorkerScope scope;
+      drain(call, parts);
+    }
+    // Back-to-back calls (a decode step is many small products) should not pay a sleep and a
+    // wake-up each: spin briefly before blocking.
+    for (int i = 0; i < kSpin && !finished(); ++i) relax();
+    std::unique_lock<std::mutex> lock(m_);
+    done_.wait(lock, [&] { return finished(); });
+    call_ = Call{};  // under the lock with no worker active: nobody can pick up this call again
+    return true;
+  }
+
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_.store(true);
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+ private:
+  static constexpr int kSpin = 1 << 14;  // about 0.1 to 1 ms of pause instructions
+
+  struct Call {
+    void* body = nullptr;
+    void (*invoke)(void*, index_t) = nullptr;
+  };
+
+  explicit ThreadPool(unsigned workers) {
+    workers_.reserve(workers);
+    for (unsigned i = 0; i < workers; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  static bool& worker_flag() noexcept {
+    thread_local bool flag = false;
+    return flag;
+  }
+
+  static void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  bool finished() const noexcept { return remaining_.load() == 0 && active_.load() == 0; }
+
+  // Runs parts until none is left.
+  void drain(const Call& call, index_t parts) {
+    for (index_t p = next_.fetch_add(1); p < parts; p = next_.fetch_add(1)) {
+      call.invoke(call.body, p);
+      remaining_.fetch_sub(1);
+    }
+  }
+
+  void work() {
+    worker_flag() = true;
+    std::uint64_t seen = 0;
+    for (;;) {
+      for (int i = 0; i < kSpin && generation_.load() == seen && !stop_.load(); ++i) relax();
+      Call call;
+      index_t parts = 0;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+        if (stop_.load()) return;
+        seen = generation_.load();
+        call = call_;
+        parts = parts_;
+        active_.fetch_add(1);  // under the lock: the caller cannot retire this call meanwhile
+      }
+      if (call.body) drain(call, parts);
+      active_.fetch_sub(1);
+      { std::lock_guard<std::mutex> lock(m_); }  // pairs with the caller's predicate check
+      done_.notify_all();
+    }
+  }
+
+  std::mutex job_mutex_;  // one job at a time
+  std::mutex m_;          // guards call_ and parts_, and orders the wake-ups
+  std::condition_variable wake_, done_;
+  Call call_{};
+  index_t parts_ = 0;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<index_t> next_{0}, remaining_{0};
+  std::atomic<int> active_{0};
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace detail
+
 namespace backend {
 
 /// \brief CPU backend policy (Eigen matrix products, std::thread parallelism).
@@ -45,15 +188,18 @@ struct cpu {
 
   /// Calls f(begin, end) over a partition of [0, n) on up to thread_count() threads. An
   /// exception from any part is rethrown (the first one) after all parts finish.
+  ///
+  /// The parts run on a persistent pool of hardware_concurrency() - 1 worker threads plus the
+  /// caller (no thread is started per call). A call made from inside a part runs serially on
+  /// that thread; a call made while another thread is using the pool starts its own threads.
   template <class F>
   static void parallel_for(index_t n, F&& f, index_t min_chunk = 1) {
     if (n <= 0) return;
     const index_t parts = std::max<index_t>(1, std::min<index_t>(thread_count(), n / std::max<index_t>(1, min_chunk)));
-    if (parts == 1) {
+    if (parts == 1 || detail::ThreadPool::in_worker()) {
       f(index_t{0}, n);
       return;
     }
-    std::vector<std::thread> pool;
     std::exception_ptr err;
     std::mutex m;
     auto run = [&](index_t p) {
@@ -64,10 +210,19 @@ struct cpu {
         if (!err) err = std::current_exception();
       }
     };
-    pool.reserve(static_cast<std::size_t>(parts - 1));
-    for (index_t p = 1; p < parts; ++p) pool.emplace_back(run, p);
-    run(0);
-    for (auto& t : pool) t.join();
+    if (!detail::ThreadPool::instance().try_run(parts, run)) {
+      std::vector<std::thread> pool;
+      pool.reserve(static_cast<std::size_t>(parts - 1));
+      for (index_t p = 1; p < parts; ++p) pool.emplace_back([&run, p] {
+        detail::ThreadPool::WorkerScope scope;
+        run(p);
+      });
+      {
+        detail::ThreadPool::WorkerScope scope;
+        run(0);
+      }
+      for (auto& t : pool) t.join();
+    }
     if (err) std::rethrow_exception(err);
   }
 

@@ -1,0 +1,105 @@
+// CPU W4A16 kernel against Eigen fp32 on the same shape, 1 and 2 threads, M = 1 and 16.
+//
+// Shape: W [N = 11008, K = 4096] (a 7B MLP up/gate projection), group 128, zero point. Weights
+// rotate over enough copies (≥ 96 MB for W4, one 180 MB matrix for fp32) that no cache holds
+// them. Counters: GB/s of weight bytes moved (packed weights + fp16 scales + packed zeros for
+// W4, the fp32 matrix for Eigen) — compare with the machine's DRAM bandwidth (the byte floor).
+//
+//   build/bench/bench_w4a16_cpu --benchmark_min_time=1 (see bench/RESULTS.md for recorded runs)
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "awq/awq.hpp"
+#include "awq/eigen.hpp"
+#include "awq/kernels/cpu/w4a16.hpp"
+
+namespace {
+
+constexpr awq::index_t kN = 11008, kK = 4096, kG = 128;
+
+struct PackedCopy {
+  std::vector<std::int32_t> qweight, qzeros;
+  std::vector<Eigen::half> scales;
+  awq::AwqGemmWeights view() const {
+    return {awq::make_row_major(qweight.data(), kK, kN / 8), awq::make_row_major(qzeros.data(), kK / kG, kN / 8),
+            awq::make_row_major(scales.data(), kK / kG, kN)};
+  }
+  static double bytes() { return kK * kN / 2.0 + (kK / kG) * kN * 2.0 + (kK / kG) * kN / 2.0; }
+};
+
+const std::vector<PackedCopy>& packed_copies() {
+  static const std::vector<PackedCopy> copies = [] {
+    std::mt19937_64 rng(1);
+    PackedCopy c;
+    c.qweight.resize(static_cast<std::size_t>(kK * kN / 8));
+    c.qzeros.resize(static_cast<std::size_t>(kK / kG * kN / 8));
+    c.scales.resize(static_cast<std::size_t>(kK / kG * kN));
+    for (auto& v : c.qweight) v = static_cast<std::int32_t>(rng());
+    for (auto& v : c.qzeros) v = static_cast<std::int32_t>(rng());
+    std::uniform_real_distribution<float> d(0.001f, 0.02f);
+    for (auto& v : c.scales) v = Eigen::half(d(rng));
+    return std::vector<PackedCopy>(4, c);  // 4 × 23.2 MB
+  }();
+  return copies;
+}
+
+Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> random_x(awq::index_t m) {
+  return Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Random(m, kK);
+}
+
+// Eigen fp32: y = W x for M = 1 (matrix-vector, single-threaded in Eigen), Y = X Wᵀ otherwise.
+void BM_eigen_fp32(benchmark::State& state) {
+  const auto m = static_cast<awq::index_t>(state.range(0));
+  static const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> W =
+      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Random(kN, kK);
+  Eigen::setNbThreads(static_cast<int>(state.range(1)));
+  const auto X = random_x(m);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y(m, kN);
+  for (auto _ : state) {
+    if (m == 1)
+      Y.row(0).transpose().noalias() = W * X.row(0).transpose();
+    else
+      Y.noalias() = X * W.transpose();
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kN * kK * 4.0 / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
+void BM_w4a16(benchmark::State& state, awq::CpuIsa isa) {
+  const auto m = static_cast<awq::index_t>(state.range(0));
+  awq::backend::cpu::threads() = static_cast<int>(state.range(1));
+  const auto& copies = packed_copies();
+  const auto X = random_x(m);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y(m, kN);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    awq::w4a16_gemm(awq::as_view(X), copies[i++ % copies.size()].view(), awq::as_view(Y),
+                    static_cast<const float*>(nullptr), awq::W4A16Options{isa});
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * PackedCopy::bytes() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  awq::backend::cpu::threads() = 0;
+}
+
+void args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (int m : {1, 16})
+    for (int t : {1, 2}) b->Args({m, t});
+}
+
+BENCHMARK(BM_eigen_fp32)->Apply(args);
+BENCHMARK_CAPTURE(BM_w4a16, avx2, awq::CpuIsa::automatic)->Apply(args);
+BENCHMARK_CAPTURE(BM_w4a16, portable, awq::CpuIsa::portable)->Apply(args);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,480 @@
+/// \file
+/// \brief W4A16 matrix product on the CPU: y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias), reading the
+///        AutoAWQ "GEMM" checkpoint layout (qweight [K, N/8] int32, qzeros [K/G, N/8] int32, fp16
+///        scales [K/G, N]) directly, fp32 accumulation, all cores.
+///
+/// Two code paths, chosen at run time: AVX2 + FMA + F16C on x86-64 processors that have them
+/// (compiled with function-level target attributes, so no -mavx2 is needed and the binary still
+/// runs on older processors), and a portable scalar path everywhere else. `W4A16Options::isa`
+/// forces one for tests and benchmarks.
+///
+/// How the AVX2 path works, per block of 64 output columns (8 packed words of a qweight row):
+/// - One 32-byte load gives a k row of the block; shifting it right by 4·i and masking gives
+///   nibble i of all 8 words, i.e. the columns {8j + order[i]}: a fixed permutation of the 64
+///   columns. The kernel works in that permuted order and un-permutes once when it writes y.
+/// - M = 1 (decode): per group it accumulates Σ_k x_k·q_k for each column and applies scale and
+///   zero once per group, y += s·(Σ x·q − z·Σ x): 4 vector operations per 8 weights.
+/// - M > 1: it dequantizes a group's 64-column tile into an fp32 panel in L1
+///   (w = (q − z)·s, the formula of awq::dequantize), then runs a 4-row × 16-column FMA
+///   micro-kernel over it, so each weight is decoded once for all M rows.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "awq/backend/cpu.hpp"
+#include "awq/config.hpp"
+#include "awq/error.hpp"
+#include "awq/pack.hpp"
+#include "awq/view.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(AWQ_NO_SIMD)
+#include <immintrin.h>
+#define AWQ_W4A16_HAVE_AVX2 1
+#define AWQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define AWQ_W4A16_HAVE_AVX2 0
+#endif
+
+namespace awq {
+
+/// \brief Host views of one linear layer's weights in the AutoAWQ GEMM layout (W is [N, K]).
+///
+/// All three are row-major with contiguous rows. `qzeros` may be empty (0 × 0) for symmetric
+/// weights, whose codes carry the offset 8 (see QuantConfig::code_offset).
+struct AwqGemmWeights {
+  MatrixView<const std::int32_t> qweight;  ///< [K, N/8]
+  MatrixView<const std::int32_t> qzeros;   ///< [K/G, N/8], or empty when symmetric
+  MatrixView<const Eigen::half> scales;    ///< [K/G, N]
+
+  index_t k() const noexcept { return qweight.rows(); }                       ///< input features
+  index_t n() const noexcept { return qweight.cols() * kAwqPackFactor; }     ///< output features
+  index_t groups() const noexcept { return scales.rows(); }                   ///< K / G
+};
+
+/// Instruction set for the CPU W4A16 kernel.
+enum class CpuIsa {
+  automatic,  ///< AVX2 when the processor has AVX2, FMA and F16C, else portable
+  portable,   ///< scalar C++ (any processor)
+  avx2        ///< AVX2 + FMA + F16C; awq::Error when the processor lacks them
+};
+
+/// Options of awq::w4a16_gemm.
+struct W4A16Options {
+  CpuIsa isa = CpuIsa::automatic;  ///< which code path
+};
+
+/// True when this processor (and this build) can run the AVX2 path.
+inline bool cpu_has_avx2() noexcept {
+#if AWQ_W4A16_HAVE_AVX2
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+namespace detail {
+namespace w4cpu {
+
+/// The problem after validation: float activations and output, raw pointers.
+struct Problem {
+  const float* x;
+  index_t ldx;
+  index_t m, k, n, group;
+  const std::int32_t* qw;
+  index_t ldq;
+  const std::int32_t* qz;  // null: symmetric, zero 8
+  index_t ldz;
+  const Eigen::half* sc;
+  index_t lds;
+  const float* bias;  // may be null
+  float* y;
+  index_t ldy;
+  const float* xsum;  // [M, K/G] sums of x over each group (M = 1 path)
+};
+
+inline float zero_of(const Problem& p, index_t g, index_t word, int nibble) {
+  if (!p.qz) return 8.0f;
+  return static_cast<float>((static_cast<std::uint32_t>(p.qz[g * p.ldz + word]) >> (4 * nibble)) & 0xFu);
+}
+
+/// Portable path for packed words [w0, w1) (8 columns each), all rows of x.
+inline void portable_words(const Problem& p, index_t w0, index_t w1) {
+  std::vector<float> acc(static_cast<std::size_t>(p.m) * 8);
+  for (index_t w = w0; w < w1; ++w) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (index_t g = 0; g * p.group < p.k; ++g) {
+      float s[8], z[8];
+      for (int i = 0; i < 8; ++i) {
+        const index_t col = 8 * w + kAwqPackOrder[static_cast<std::size_t>(i)];
+        s[i] = static_cast<float>(p.sc[g * p.lds + col]);
+        z[i] = zero_of(p, g, w, i);
+      }
+      for (index_t k = g * p.group; k < (g + 1) * p.group; ++k) {
+        const auto q = static_cast<std::uint32_t>(p.qw[k * p.ldq + w]);
+        float wv[8];
+        for (int i = 0; i < 8; ++i) wv[i] = (static_cast<float>((q >> (4 * i)) & 0xFu) - z[i]) * s[i];
+        for (index_t m = 0; m < p.m; ++m) {
+          const float xv = p.x[m * p.ldx + k];
+          float* a = acc.data() + m * 8;
+          for (int i = 0; i < 8; ++i) a[i] += xv * wv[i];
+        }
+      }
+    }
+    for (index_t m = 0; m < p.m; ++m)
+      for (int i = 0; i < 8; ++i) {
+        const index_t col = 8 * w + kAwqPackOrder[static_cast<std::size_t>(i)];
+        p.y[m * p.ldy + col] = acc[static_cast<std::size_t>(m * 8 + i)] + (p.bias ? p.bias[col] : 0.0f);
+      }
+  }
+}
+
+#if AWQ_W4A16_HAVE_AVX2
+
+// Column of permuted slot e = 8 i + j (nibble i of word j) inside a 64-column block.
+constexpr int slot_col(int e) { return 8 * (e % 8) + kAwqPackOrder[static_cast<std::size_t>(e / 8)]; }
+
+/// Scales and zeros of group g for the 64-column block starting at word w0, in slot order.
+AWQ_TARGET_AVX2 inline void group_params_perm(const Problem& p, index_t g, index_t w0, float* s, float* z) {
+  const Eigen::half* srow = p.sc + g * p.lds + 8 * w0;
+  alignas(32) float sc[64];
+  for (int j = 0; j < 8; ++j)
+    _mm256_store_ps(sc + 8 * j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(srow + 8 * j))));
+  for (int e = 0; e < 64; ++e) s[e] = sc[slot_col(e)];
+  if (p.qz) {
+    const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.qz + g * p.ldz + w0));
+    const __m256i mask = _mm256_set1_epi32(0xF);
+    for (int i = 0; i < 8; ++i)
+      _mm256_store_ps(z + 8 * i, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(words, _mm256_set1_epi32(4 * i)), mask)));
+  } else {
+    for (int e = 0; e < 64; ++e) z[e] = 8.0f;
+  }
+}
+
+// Prefetch distance in packed words (four blocks, two cache lines ahead along a row), and the rows
+// of a group handled per sweep over the blocks (their pages stay in the first-level TLB).
+inline constexpr index_t kPrefetchWords = 32;
+inline constexpr index_t kRowChunk = 32;
+
+/// M = 1: adds rows [k0, k1) of the 64-column block at word w0 into the group sums ga [64]
+/// (slot order): Σ_k x_k·q_k·16^i per column of nibble i (i < 7; nibble 7 is not scaled).
+AWQ_TARGET_AVX2 inline void avx2_rows_m1(const Problem& p, index_t k0, index_t k1, index_t w0, float* ga) {
+  const __m256i m0 = _mm256_set1_epi32(0xF), m1 = _mm256_set1_epi32(0xF0), m2 = _mm256_set1_epi32(0xF00),
+                m3 = _mm256_set1_epi32(0xF000), m4 = _mm256_set1_epi32(0xF0000), m5 = _mm256_set1_epi32(0xF00000),
+                m6 = _mm256_set1_epi32(0xF000000);
+  const std::int32_t* qcol = p.qw + w0;
+  __m256 a0 = _mm256_load_ps(ga), a1 = _mm256_load_ps(ga + 8), a2 = _mm256_load_ps(ga + 16),
+         a3 = _mm256_load_ps(ga + 24), a4 = _mm256_load_ps(ga + 32), a5 = _mm256_load_ps(ga + 40),
+         a6 = _mm256_load_ps(ga + 48), a7 = _mm256_load_ps(ga + 56);
+  for (index_t k = k0; k < k1; ++k) {
+    const std::int32_t* row = qcol + k * p.ldq;
+    // A later block of this row (another cache line) is wanted a few hundred cycles from now.
+    _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchWords), _MM_HINT_T0);
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+    const __m256 xb = _mm256_broadcast_ss(p.x + k);
+    // Nibble i masked in place is q·16^i, exact in float; the 16^-i goes into the group finish.
+    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m0)), xb, a0);
+    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m1)), xb, a1);
+    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m2)), xb, a2);
+    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m3)), xb, a3);
+    a4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m4)), xb, a4);
+    a5 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m5)), xb, a5);
+    a6 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m6)), xb, a6);
+    a7 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 28)), xb, a7);  // the sign bit: shift
+  }
+  _mm256_store_ps(ga, a0);
+  _mm256_store_ps(ga + 8, a1);
+  _mm256_store_ps(ga + 16, a2);
+  _mm256_store_ps(ga + 24, a3);
+  _mm256_store_ps(ga + 32, a4);
+  _mm256_store_ps(ga + 40, a5);
+  _mm256_store_ps(ga + 48, a6);
+  _mm256_store_ps(ga + 56, a7);
+}
+
+/// M = 1: yp [64] += s · (ga − z · Σ x) for group g of the block at word w0; clears ga.
+AWQ_TARGET_AVX2 inline void avx2_finish_group_m1(const Problem& p, index_t g, index_t w0, float* ga, float* yp) {
+  alignas(32) float s[64], z[64];
+  group_params_perm(p, g, w0, s, z);
+  const __m256 xs = _mm256_set1_ps(p.xsum[g]);
+  for (int i = 0; i < 8; ++i) {
+    const __m256 unscale = _mm256_set1_ps(i < 7 ? std::ldexp(1.0f, -4 * i) : 1.0f);  // exact
+    const __m256 t = _mm256_fnmadd_ps(_mm256_load_ps(z + 8 * i), xs, _mm256_mul_ps(_mm256_load_ps(ga + 8 * i), unscale));
+    _mm256_store_ps(yp + 8 * i, _mm256_fmadd_ps(_mm256_load_ps(s + 8 * i), t, _mm256_load_ps(yp + 8 * i)));
+    _mm256_store_ps(ga + 8 * i, _mm256_setzero_ps());
+  }
+}
+
+/// MT rows of x (at x0, stride ldx) times the panel [rows, 64] (slot order) into acc [MT, 64].
+template <int MT>
+AWQ_TARGET_AVX2 inline void avx2_micro(const float* x0, index_t ldx, const float* panel, index_t rows, float* acc) {
+  for (int c = 0; c < 64; c += 16) {
+    __m256 r0[MT], r1[MT];
+    for (int m = 0; m < MT; ++m) {
+      r0[m] = _mm256_load_ps(acc + m * 64 + c);
+      r1[m] = _mm256_load_ps(acc + m * 64 + c + 8);
+    }
+    for (index_t k = 0; k < rows; ++k) {
+      const __m256 w0 = _mm256_load_ps(panel + k * 64 + c);
+      const __m256 w1 = _mm256_load_ps(panel + k * 64 + c + 8);
+      for (int m = 0; m < MT; ++m) {
+        const __m256 xb = _mm256_broadcast_ss(x0 + m * ldx + k);
+        r0[m] = _mm256_fmadd_ps(w0, xb, r0[m]);
+        r1[m] = _mm256_fmadd_ps(w1, xb, r1[m]);
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      _mm256_store_ps(acc + m * 64 + c, r0[m]);
+      _mm256_store_ps(acc + m * 64 + c + 8, r1[m]);
+    }
+  }
+}
+
+/// M > 1: adds group g of the 64-column block at word w0 for rows [m0, m0 + mt) of x into
+/// acc [mt, 64] (slot order); panel is scratch of 32 × 64 floats (32-byte aligned).
+AWQ_TARGET_AVX2 inline void avx2_group_mn(const Problem& p, index_t g, index_t w0, index_t m0, index_t mt, float* acc,
+                                          float* panel) {
+  constexpr index_t kRows = 32;  // panel rows per pass: 32 × 64 floats = 8 KB
+  alignas(32) float s[64], z[64];
+  group_params_perm(p, g, w0, s, z);
+  // Nibble i is decoded in place as q·16^i (exact): z·16^i and s·16^-i keep w = (q − z)·s exact.
+  for (int e = 0; e < 56; ++e) {
+    z[e] = std::ldexp(z[e], 4 * (e / 8));
+    s[e] = std::ldexp(s[e], -4 * (e / 8));
+  }
+  const std::int32_t* qcol = p.qw + w0;
+  const index_t g1 = (g + 1) * p.group;
+  for (index_t k0 = g * p.group; k0 < g1; k0 += kRows) {
+    const index_t rows = std::min(kRows, g1 - k0);
+    for (index_t r = 0; r < rows; ++r) {
+      const std::int32_t* row = qcol + (k0 + r) * p.ldq;
+      _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+      for (int i = 0; i < 8; ++i) {
+        const __m256i bits = i < 7 ? _mm256_and_si256(v, _mm256_set1_epi32(0xF << (4 * i))) : _mm256_srli_epi32(v, 28);
+        const __m256 q = _mm256_cvtepi32_ps(bits);
+        const __m256 w = _mm256_mul_ps(_mm256_sub_ps(q, _mm256_load_ps(z + 8 * i)), _mm256_load_ps(s + 8 * i));
+        _mm256_store_ps(panel + r * 64 + 8 * i, w);
+      }
+    }
+    const float* x0 = p.x + m0 * p.ldx + k0;
+    index_t m = 0;
+    for (; m + 4 <= mt; m += 4) avx2_micro<4>(x0 + m * p.ldx, p.ldx, panel, rows, acc + m * 64);
+    switch (mt - m) {
+      case 3: avx2_micro<3>(x0 + m * p.ldx, p.ldx, panel, rows, acc + m * 64); break;
+      case 2: avx2_micro<2>(x0 + m * p.ldx, p.ldx, panel, rows, acc + m * 64); break;
+      case 1: avx2_micro<1>(x0 + m * p.ldx, p.ldx, panel, rows, acc + m * 64); break;
+      default: break;
+    }
+  }
+}
+
+/// Blocks [b0, b1) of 64 columns. Groups are the outer loop and blocks the inner one, so a
+/// thread sweeps the weight rows once, front to back, touching each page once per group
+/// (a block-outer order walks all K rows, one page each, per 64 columns: TLB misses dominate).
+inline void avx2_blocks(const Problem& p, index_t b0, index_t b1) {
+  constexpr index_t kMTile = 16;  // rows of x per sweep when M > 1
+  const index_t nb = b1 - b0, mt_max = std::min(p.m, kMTile);
+  // 32-byte aligned scratch: accumulators [nb][mt][64] in slot order, then either the group
+  // sums [nb][64] (M = 1) or one panel [32][64].
+  std::vector<float> buf(static_cast<std::size_t>(nb * mt_max * 64 + std::max<index_t>(nb * 64, 32 * 64) + 8));
+  const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
+  float* acc = buf.data() + ((32 - base % 32) % 32) / sizeof(float);
+  float* scratch = acc + nb * mt_max * 64;
+  for (index_t m0 = 0; m0 < p.m; m0 += kMTile) {
+    const index_t mt = std::min(kMTile, p.m - m0);
+    std::fill(acc, acc + nb * mt * 64, 0.0f);
+    if (p.m == 1) std::fill(scratch, scratch + nb * 64, 0.0f);
+    for (index_t g = 0; g * p.group < p.k; ++g) {
+      if (p.m == 1) {
+        // Row chunks small enough that their pages stay in the first-level TLB.
+        const index_t g1 = (g + 1) * p.group;
+        for (index_t k0 = g * p.group; k0 < g1; k0 += kRowChunk)
+          for (index_t b = 0; b < nb; ++b)
+            avx2_rows_m1(p, k0, std::min<index_t>(k0 + kRowChunk, g1), 8 * (b0 + b), scratch + b * 64);
+        for (index_t b = 0; b < nb; ++b) avx2_finish_group_m1(p, g, 8 * (b0 + b), scratch + b * 64, acc + b * 64);
+      } else {
+        for (index_t b = 0; b < nb; ++b) avx2_group_mn(p, g, 8 * (b0 + b), m0, mt, acc + b * mt * 64, scratch);
+      }
+    }
+    for (index_t b = 0; b < nb; ++b)
+      for (index_t m = 0; m < mt; ++m) {
+        const index_t col0 = 64 * (b0 + b);
+        float* y = p.y + (m0 + m) * p.ldy + col0;
+        const float* a = acc + (b * mt + m) * 64;
+        for (int e = 0; e < 64; ++e) {
+          const int c = slot_col(e);
+          y[c] = a[e] + (p.bias ? p.bias[col0 + c] : 0.0f);
+        }
+      }
+  }
+}
+
+#endif  // AWQ_W4A16_HAVE_AVX2
+
+template <class T>
+constexpr bool is_w4a16_activation =
+    std::is_same_v<T, float> || std::is_same_v<T, Eigen::half> || std::is_same_v<T, Eigen::bfloat16>;
+
+template <class TX, class TY>
+void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y, const TY* bias,
+          const W4A16Options& opt) {
+  static_assert(detail::w4cpu::is_w4a16_activation<TX>, "awq::w4a16_gemm: x must hold float, Eigen::half or Eigen::bfloat16");
+  static_assert(detail::w4cpu::is_w4a16_activation<std::remove_const_t<TY>> && !std::is_const_v<TY>,
+                "awq::w4a16_gemm: y must be a mutable float, Eigen::half or Eigen::bfloat16 view");
+  constexpr const char* fn = "awq::w4a16_gemm";
+  const index_t K = w.k(), N = w.n(), M = x.rows();
+  detail::require(K > 0 && N > 0, fn, ": qweight is empty (", w.qweight.rows(), " x ", w.qweight.cols(), ")");
+  detail::require(x.cols() == K, fn, ": x has ", x.cols(), " columns but qweight has K = ", K, " rows");
+  detail::require_shape(y, M, N, fn, "y");
+  detail::require(w.scales.rows() > 0 && K % w.scales.rows() == 0, fn, ": scales has ", w.scales.rows(),
+                  " rows, which does not divide K = ", K);
+  const index_t G = K / w.scales.rows();
+  detail::require(G == 32 || G == 64 || G == 128 || G == 256 || G == K, fn, ": group size ", G,
+                  " (K ", K, " / scales rows ", w.scales.rows(), ") is not 32, 64, 128, 256 or K");
+  detail::require_shape(w.scales, K / G, N, fn, "scales");
+  const bool symmetric = w.qzeros.size() == 0;
+  if (!symmetric) detail::require_shape(w.qzeros, K / G, N / kAwqPackFactor, fn, "qzeros");
+  auto contiguous = [&](const auto& v, const char* what) {
+    detail::require(v.size() == 0 || v.row_contiguous(), fn, ": ", what, " must have contiguous rows (col_stride ",
+                    v.col_stride(), ")");
+  };
+  contiguous(x, "x");
+  contiguous(y, "y");
+  contiguous(w.qweight, "qweight");
+  contiguous(w.qzeros, "qzeros");
+  contiguous(w.scales, "scales");
+  if (M == 0) return;
+
+  bool use_avx2 = false;
+  if (opt.isa == CpuIsa::avx2) {
+    detail::require(cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
+    use_avx2 = true;
+  } else if (opt.isa == CpuIsa::automatic) {
+    use_avx2 = cpu_has_avx2();
+  }
+
+  // float copies of x and y when stored narrower (or strided rows wider than needed are fine).
+  std::vector<float> xbuf, ybuf, bbuf;
+  const float* xf = nullptr;
+  index_t ldx = 0;
+  if constexpr (std::is_same_v<TX, float>) {
+    xf = x.data();
+    ldx = M > 1 ? x.row_stride() : K;
+  } else {
+    xbuf.resize(static_cast<std::size_t>(M * K));
+    for (index_t m = 0; m < M; ++m)
+      for (index_t k = 0; k < K; ++k) xbuf[static_cast<std::size_t>(m * K + k)] = static_cast<float>(x(m, k));
+    xf = xbuf.data();
+    ldx = K;
+  }
+  float* yf = nullptr;
+  index_t ldy = 0;
+  if constexpr (std::is_same_v<TY, float>) {
+    yf = y.data();
+    ldy = M > 1 ? y.row_stride() : N;
+  } else {
+    ybuf.resize(static_cast<std::size_t>(M * N));
+    yf = ybuf.data();
+    ldy = N;
+  }
+  const float* bf = nullptr;
+  if (bias) {
+    if constexpr (std::is_same_v<TY, float>) {
+      bf = bias;
+    } else {
+      bbuf.resize(static_cast<std::size_t>(N));
+      for (index_t c = 0; c < N; ++c) bbuf[static_cast<std::size_t>(c)] = static_cast<float>(bias[c]);
+      bf = bbuf.data();
+    }
+  }
+  std::vector<float> xsum(static_cast<std::size_t>(K / G), 0.0f);
+  if (M == 1)
+    for (index_t g = 0; g < K / G; ++g) {
+      float s = 0.0f;
+      for (index_t k = g * G; k < (g + 1) * G; ++k) s += xf[k];
+      xsum[static_cast<std::size_t>(g)] = s;
+    }
+
+  const detail::w4cpu::Problem p{xf,
+                                 ldx,
+                                 M,
+                                 K,
+                                 N,
+                                 G,
+                                 w.qweight.data(),
+                                 w.qweight.rows() > 1 ? w.qweight.row_stride() : w.qweight.cols(),
+                                 symmetric ? nullptr : w.qzeros.data(),
+                                 symmetric ? 0 : (w.qzeros.rows() > 1 ? w.qzeros.row_stride() : w.qzeros.cols()),
+                                 w.scales.data(),
+                                 w.scales.rows() > 1 ? w.scales.row_stride() : w.scales.cols(),
+                                 bf,
+                                 yf,
+                                 ldy,
+                                 xsum.data()};
+  const index_t words = N / kAwqPackFactor;
+#if AWQ_W4A16_HAVE_AVX2
+  if (use_avx2) {
+    const index_t blocks = words / 8;
+    backend::cpu::parallel_for(blocks, [&](index_t b0, index_t b1) { detail::w4cpu::avx2_blocks(p, b0, b1); });
+    if (words % 8) detail::w4cpu::portable_words(p, blocks * 8, words);
+  } else
+#endif
+  {
+    (void)use_avx2;
+    backend::cpu::parallel_for(words, [&](index_t w0, index_t w1) { detail::w4cpu::portable_words(p, w0, w1); }, 8);
+  }
+  if constexpr (!std::is_same_v<TY, float>) {
+    for (index_t m = 0; m < M; ++m)
+      for (index_t c = 0; c < N; ++c) y(m, c) = static_cast<TY>(ybuf[static_cast<std::size_t>(m * N + c)]);
+  }
+}
+
+}  // namespace w4cpu
+}  // namespace detail
+
+/// \brief y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias [N]) for 4-bit weights in the AutoAWQ GEMM
+///        layout, with the group size G = K / scales.rows() read from the views.
+///
+/// x and y hold float, Eigen::half or Eigen::bfloat16 (row-major, contiguous rows); products and
+/// sums are fp32 whatever the storage. `bias` may be null. Runs on all cores
+/// (backend::cpu::threads() limits them). Every element of y is written.
+///
+/// \throws awq::Error when a shape does not match, K is not a multiple of the group size, the
+///         group size is not 32, 64, 128, 256 or K (per channel), or a view's rows are not
+///         contiguous.
+template <class TX, class TY>
+void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
+                const TY* bias = nullptr, const W4A16Options& opt = {}) {
+  detail::w4cpu::gemm(x, w, y, bias, opt);
+}
+
+/// \brief As above with the configuration fixed at compile time: Cfg::bits must be 4 and the
+///        weights' group size must equal Cfg::group_size (K for per-channel); a symmetric Cfg
+///        takes no qzeros.
+template <class Cfg, class TX, class TY>
+void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
+                const TY* bias = nullptr, const W4A16Options& opt = {}) {
+  static_assert(Cfg::bits == 4, "awq::w4a16_gemm: the AutoAWQ GEMM layout holds 4-bit codes only");
+  constexpr const char* fn = "awq::w4a16_gemm";
+  detail::require(w.scales.rows() > 0, fn, ": scales is empty");
+  const index_t g = w.k() / w.scales.rows();
+  detail::require(g == Cfg::group_for(w.k()) && w.k() % w.scales.rows() == 0, fn, ": the weights have group size ", g,
+                  " but the config is ", QuantSpec{Cfg::bits, Cfg::group_size, Cfg::zero_point}.name());
+  detail::require((w.qzeros.size() != 0) == Cfg::zero_point, fn, ": config ",
+                  QuantSpec{Cfg::bits, Cfg::group_size, Cfg::zero_point}.name(),
+                  Cfg::zero_point ? " needs qzeros" : " is symmetric and takes no qzeros");
+  detail::w4cpu::gemm(x, w, y, bias, opt);
+}
+
+}  // namespace awq

@@ -1,0 +1,216 @@
+// CPU W4A16 kernel: both code paths against a float64 reference of the dequantized weights, on
+// fresh random inputs, with poisoned outputs, tails, strided rows, narrow storage and bad inputs.
+#include <doctest/doctest.h>
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "awq/awq.hpp"
+#include "awq/eigen.hpp"
+#include "awq/kernels/cpu/w4a16.hpp"
+
+using awq::index_t;
+
+namespace {
+
+/// A random 4-bit linear layer [N, K] in the AutoAWQ GEMM layout, with its float64 dequantized
+/// weights as the reference.
+struct Layer {
+  index_t k, n, g;
+  bool zp;
+  std::vector<std::int32_t> qweight, qzeros;
+  std::vector<Eigen::half> scales;  // [K/G, N]
+  std::vector<double> w;            // [N, K] dequantized, float64
+
+  awq::AwqGemmWeights view() const {
+    return {awq::make_row_major(qweight.data(), k, n / 8),
+            zp ? awq::make_row_major(qzeros.data(), k / g, n / 8) : awq::MatrixView<const std::int32_t>{},
+            awq::make_row_major(scales.data(), k / g, n)};
+  }
+};
+
+Layer make_layer(index_t k, index_t n, index_t g, bool zp, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> code(0, 15);
+  std::uniform_real_distribution<float> sd(0.002f, 0.03f);
+  Layer L{k, n, g, zp, {}, {}, {}, {}};
+  const index_t groups = k / g;
+  std::vector<std::uint8_t> q(static_cast<std::size_t>(n * k)), z(static_cast<std::size_t>(n * groups));
+  for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
+  for (auto& v : z) v = static_cast<std::uint8_t>(zp ? code(rng) : 8);
+  L.scales.resize(static_cast<std::size_t>(groups * n));
+  for (auto& s : L.scales) s = Eigen::half(sd(rng));
+  L.qweight.assign(static_cast<std::size_t>(k * n / 8), 0);
+  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(q.data(), n, k), awq::make_row_major(L.qweight.data(), k, n / 8));
+  if (zp) {
+    L.qzeros.assign(static_cast<std::size_t>(groups * n / 8), 0);
+    awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z.data(), n, groups),
+                       awq::make_row_major(L.qzeros.data(), groups, n / 8));
+  }
+  L.w.resize(static_cast<std::size_t>(n * k));
+  for (index_t r = 0; r < n; ++r)
+    for (index_t c = 0; c < k; ++c) {
+      const index_t gi = c / g;
+      const double s = static_cast<double>(static_cast<float>(L.scales[static_cast<std::size_t>(gi * n + r)]));
+      L.w[static_cast<std::size_t>(r * k + c)] =
+          (static_cast<double>(q[static_cast<std::size_t>(r * k + c)]) - z[static_cast<std::size_t>(r * groups + gi)]) * s;
+    }
+  return L;
+}
+
+template <class T>
+std::vector<T> random_x(index_t count, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<T> x(static_cast<std::size_t>(count));
+  for (auto& v : x) v = static_cast<T>(d(rng) + (d(rng) > 2.0f ? 8.0f : 0.0f));  // a few outliers
+  return x;
+}
+
+template <class T>
+double to_d(T v) {
+  return static_cast<double>(static_cast<float>(v));
+}
+
+// Runs the kernel and checks every output against the float64 reference:
+// |y - ref| <= tol · (Σ|x||w| + |bias|) + storage rounding of y.
+template <class TX, class TY>
+void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::CpuIsa isa, std::uint64_t seed) {
+  CAPTURE(L.k);
+  CAPTURE(L.n);
+  CAPTURE(L.g);
+  CAPTURE(L.zp);
+  CAPTURE(m);
+  CAPTURE(ldx);
+  CAPTURE(with_bias);
+  CAPTURE(static_cast<int>(isa));
+  const auto x = random_x<TX>(m * ldx, seed);
+  const auto bias = random_x<TY>(L.n, seed + 1);
+  std::vector<TY> y(static_cast<std::size_t>(m * L.n), TY(std::numeric_limits<float>::quiet_NaN()));
+  awq::w4a16_gemm(awq::MatrixView<const TX>(x.data(), m, L.k, ldx, 1), L.view(), awq::make_row_major(y.data(), m, L.n),
+                  with_bias ? bias.data() : nullptr, awq::W4A16Options{isa});
+  const double out_rel = std::is_same_v<TY, float> ? 0.0 : (std::is_same_v<TY, Eigen::half> ? 1.0 / 1024 : 1.0 / 128);
+  int bad = 0;
+  for (index_t r = 0; r < m; ++r)
+    for (index_t c = 0; c < L.n; ++c) {
+      double ref = with_bias ? to_d(bias[static_cast<std::size_t>(c)]) : 0.0;
+      double mag = std::abs(ref);
+      for (index_t kk = 0; kk < L.k; ++kk) {
+        const double xv = to_d(x[static_cast<std::size_t>(r * ldx + kk)]);
+        const double wv = L.w[static_cast<std::size_t>(c * L.k + kk)];
+        ref += xv * wv;
+        mag += std::abs(xv * wv);
+      }
+      const double got = to_d(y[static_cast<std::size_t>(r * L.n + c)]);
+      const double bound = 2e-6 * mag + out_rel * std::abs(ref) + 1e-30;
+      if (!(std::abs(got - ref) <= bound)) {  // NaN poison fails here
+        if (++bad <= 3) {
+          CAPTURE(r);
+          CAPTURE(c);
+          CAPTURE(got);
+          CAPTURE(ref);
+          CAPTURE(bound);
+          CHECK(std::abs(got - ref) <= bound);
+        }
+      }
+    }
+  CHECK(bad == 0);
+}
+
+std::vector<awq::CpuIsa> isas() {
+  std::vector<awq::CpuIsa> v{awq::CpuIsa::portable};
+  if (awq::cpu_has_avx2()) v.push_back(awq::CpuIsa::avx2);
+  return v;
+}
+
+struct ThreadsGuard {
+  int saved = awq::backend::cpu::threads();
+  ~ThreadsGuard() { awq::backend::cpu::threads() = saved; }
+};
+
+}  // namespace
+
+TEST_CASE("W4A16 CPU: float64 reference over shapes, tails, M, zero point and both code paths") {
+  INFO("AVX2 path available: " << awq::cpu_has_avx2());
+  struct Shape {
+    index_t k, n, g;
+  };
+  // N = 104 and 520 leave packed words outside whole 64-column blocks; N = 8 has no block at all;
+  // G = K is per channel.
+  const Shape shapes[] = {{128, 64, 32}, {256, 104, 64}, {384, 520, 128}, {512, 8, 128}, {96, 128, 96}, {512, 192, 256}};
+  std::uint64_t seed = 100;
+  for (const auto& s : shapes)
+    for (bool zp : {true, false}) {
+      const Layer L = make_layer(s.k, s.n, s.g, zp, ++seed);
+      for (awq::CpuIsa isa : isas())
+        for (index_t m : {1, 2, 3, 5, 16}) check_case<float, float>(L, m, s.k, m % 2 == 1, isa, ++seed);
+    }
+}
+
+TEST_CASE("W4A16 CPU: fp16 and bf16 storage, strided x rows, thread counts") {
+  ThreadsGuard guard;
+  const Layer L = make_layer(256, 200, 64, true, 7);
+  for (awq::CpuIsa isa : isas()) {
+    check_case<Eigen::half, Eigen::half>(L, 1, 256, true, isa, 11);
+    check_case<Eigen::half, float>(L, 4, 256, false, isa, 12);
+    check_case<Eigen::bfloat16, Eigen::bfloat16>(L, 3, 256, true, isa, 13);
+    check_case<float, float>(L, 6, 300, true, isa, 14);  // row stride 300 > K
+    for (int t : {1, 2, 3, 7}) {
+      awq::backend::cpu::threads() = t;
+      check_case<float, float>(L, 1, 256, false, isa, 20 + static_cast<std::uint64_t>(t));
+      check_case<float, float>(L, 9, 256, true, isa, 30 + static_cast<std::uint64_t>(t));
+    }
+  }
+}
+
+TEST_CASE("W4A16 CPU: both code paths agree, runs are deterministic, Eigen maps work") {
+  const Layer L = make_layer(512, 256, 128, true, 42);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> X(2, 512);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> d;
+  for (index_t i = 0; i < X.size(); ++i) X.data()[i] = d(rng);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y1(2, 256), Y2(2, 256), Y3(2, 256);
+  const auto x = awq::as_view(std::as_const(X));
+  awq::w4a16_gemm<awq::QuantConfig<4, 128, true>>(x, L.view(), awq::as_view(Y1));
+  awq::w4a16_gemm<awq::QuantConfig<4, 128, true>>(x, L.view(), awq::as_view(Y2));
+  CHECK((Y1.array() == Y2.array()).all());  // bit-identical run to run
+  awq::w4a16_gemm(x, L.view(), awq::as_view(Y3), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::portable});
+  CHECK((Y1 - Y3).cwiseAbs().maxCoeff() <= 1e-4f * Y3.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("W4A16 CPU: bad arguments are named") {
+  const Layer L = make_layer(128, 64, 32, true, 5);
+  std::vector<float> x(2 * 128, 1.0f), y(2 * 64, 0.0f);
+  auto X = awq::make_row_major<const float>(x.data(), 2, 128);
+  auto Y = awq::make_row_major(y.data(), 2, 64);
+  auto expect = [](auto&& f, const char* what) {
+    CAPTURE(what);
+    try {
+      f();
+      FAIL("no awq::Error");
+    } catch (const awq::Error& e) {
+      CHECK(std::string(e.what()).find(what) != std::string::npos);
+    }
+  };
+  expect([&] { awq::w4a16_gemm(awq::make_row_major<const float>(x.data(), 2, 127), L.view(), Y); }, "x has 127 columns");
+  expect([&] { awq::w4a16_gemm(X, L.view(), awq::make_row_major(y.data(), 2, 63)); }, "y");
+  auto w = L.view();
+  w.scales = awq::make_row_major(L.scales.data(), 3, 64);  // 128 % 3 != 0
+  expect([&] { awq::w4a16_gemm(X, w, Y); }, "does not divide K = 128");
+  w = L.view();
+  w.scales = awq::make_row_major(L.scales.data(), 8, 64);  // group 16
+  expect([&] { awq::w4a16_gemm(X, w, Y); }, "group size 16");
+  w = L.view();
+  w.qzeros = awq::make_row_major(L.qzeros.data(), 4, 4);
+  expect([&] { awq::w4a16_gemm(X, w, Y); }, "qzeros");
+  expect([&] { awq::w4a16_gemm(awq::MatrixView<const float>(x.data(), 2, 128, 1, 2), L.view(), Y); }, "contiguous rows");
+  expect([&] { awq::w4a16_gemm<awq::QuantConfig<4, 64, true>>(X, L.view(), Y); }, "group size 32 but the config");
+  expect([&] { awq::w4a16_gemm<awq::QuantConfig<4, 32, false>>(X, L.view(), Y); }, "takes no qzeros");
+  if (!awq::cpu_has_avx2())
+    expect([&] { awq::w4a16_gemm(X, L.view(), Y, static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx2}); },
+           "isa avx2");
+}

@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up, a warnings-as-errors build (CUDA targets too when nvcc is
-# found), ctest, then the suite again under AddressSanitizer + UndefinedBehaviorSanitizer as C++20.
+# found), ctest, the suite again under AddressSanitizer + UndefinedBehaviorSanitizer as C++20,
+# the multi-threaded paths under ThreadSanitizer, and a short libFuzzer run of the file readers
+# (AWQ_FUZZ_SECONDS each, default 60; scripts/fuzz.sh runs longer ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_data.sh
 export PATH="$PATH:/usr/local/cuda/bin"
 jobs=$(nproc)
+stage() { echo "== $1 (at ${SECONDS} s)"; }
 
+stage "build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$jobs"
+stage "tests"
 (cd build && ctest -j "$jobs" --output-on-failure)
 
+stage "AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DAWQ_SANITIZE=address,undefined -DAWQ_TEST_CXX_STANDARD=20 \
       -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF -DAWQ_MODEL_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs" --target awq_tests embed_minimal
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest -j "$jobs" --output-on-failure -LE "packaging|docs")
+
+stage "ThreadSanitizer"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DAWQ_SANITIZE=thread \
+      -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF -DAWQ_BUILD_EXAMPLES=OFF -DAWQ_MODEL_TESTS=OFF >/dev/null
+cmake --build build-tsan -j "$jobs" --target awq_thread_tests
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest -j "$jobs" --output-on-failure -R "^tsan\.")
+
+stage "fuzz"
+bash scripts/fuzz.sh "${AWQ_FUZZ_SECONDS:-60}"
+stage "done"

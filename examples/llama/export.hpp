@@ -167,9 +167,7 @@ inline void export_hf(const std::string& dir, const LlamaModel& m, const std::ve
                               {"zero_point", spec.zero_point}, {"version", spec.bits == 4 ? "gemm" : "awq_cpp_plain"},
                               {"modules_to_not_convert", nlohmann::json::array()}};
   auto write_json = [&](const char* name, const nlohmann::ordered_json& j) {
-    std::ofstream f(tmp_dir / name);
-    f << j.dump(2) << "\n";
-    awq::detail::require(static_cast<bool>(f), "export_hf: cannot write ", name);
+    awq::io::write_atomically((tmp_dir / name).string(), [&](awq::io::FileSink& out) { out.write(j.dump(2) + "\n"); });
   };
   write_json("config.json", c);
   write_json("tokenizer.json", tokenizer_json(g));

@@ -7,6 +7,7 @@
 /// field and the position instead of reading out of bounds or allocating gigabytes.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -319,7 +320,8 @@ class GgufFile {
     };
     if (v.type != 9) {
       scalar(v.type, v.i, v.f, v.s);
-      if (v.type == 6 || v.type == 12) v.i = static_cast<std::int64_t>(v.f);
+      if (v.type == 6 || v.type == 12)  // an out-of-range or NaN float has no integer value (0)
+        v.i = std::isfinite(v.f) && std::abs(v.f) < 9.2e18 ? static_cast<std::int64_t>(v.f) : 0;
       else v.f = static_cast<double>(v.i);
       return;
     }

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "awq/error.hpp"
+#include "awq/io/atomic_file.hpp"
 
 namespace awq {
 namespace io {
@@ -64,7 +65,8 @@ class SafetensorsWriter {
   /// A `__metadata__` string entry.
   void metadata(const std::string& key, const std::string& value) { meta_[key] = value; }
 
-  /// Writes the file: tensors in name order (so equal inputs give equal bytes), to `path.tmp`, then rename.
+  /// Writes the file: tensors in name order (so equal inputs give equal bytes), atomically
+  /// (io::write_atomically: `path.tmp`, fsync, rename; a failure leaves `path` as it was).
   void write(const std::string& path) const {
     nlohmann::ordered_json h;
     if (!meta_.empty()) h["__metadata__"] = meta_;
@@ -75,25 +77,12 @@ class SafetensorsWriter {
     }
     std::string header = h.dump();
     while ((header.size() + 8) % 8) header.push_back(' ');  // align the data section to 8 bytes
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsWriter: cannot create ", tmp);
+    write_atomically(path, [&](FileSink& out) {
       const std::uint64_t n = header.size();
-      f.write(reinterpret_cast<const char*>(&n), 8);
-      f.write(header.data(), static_cast<std::streamsize>(header.size()));
-      for (const auto& [name, t] : tensors_) f.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
-      f.flush();
-      if (!f) {
-        f.close();
-        std::remove(tmp.c_str());
-        throw Error(awq::detail::concat("awq::io::SafetensorsWriter: write to ", tmp, " failed (disk full?)"));
-      }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::remove(tmp.c_str());
-      throw Error(awq::detail::concat("awq::io::SafetensorsWriter: cannot rename ", tmp, " to ", path));
-    }
+      out.write(&n, 8);
+      out.write(header);
+      for (const auto& [name, t] : tensors_) out.write(t.data.data(), t.data.size());
+    });
   }
 
  private:
@@ -107,31 +96,45 @@ class SafetensorsFile {
   /// Header size limit checked before allocation.
   static constexpr std::uint64_t kMaxHeader = 100u << 20;
 
+  /// Tensor count limit checked while parsing.
+  static constexpr std::size_t kMaxTensors = 1u << 20;
+
   /// Reads and validates `path`; throws awq::Error for a truncated or malformed file.
   static SafetensorsFile open(const std::string& path) {
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: cannot open ", path);
     const auto size = static_cast<std::uint64_t>(f.tellg());
     f.seekg(0);
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+    f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: read error on ", path);
+    return from_bytes(std::move(bytes), path);
+  }
+
+  /// Validates a file already in memory (`name` is used in messages).
+  static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name = "<memory>") {
+    const std::string& path = name;
+    const std::uint64_t size = bytes.size();
     awq::detail::require(size >= 8, "awq::io::SafetensorsFile: ", path, " is truncated: ", size, " bytes, no header length");
     std::uint64_t n = 0;
-    f.read(reinterpret_cast<char*>(&n), 8);
+    std::memcpy(&n, bytes.data(), 8);
     awq::detail::require(n <= kMaxHeader && n <= size - 8, "awq::io::SafetensorsFile: ", path, ": header length ", n,
                          " exceeds the file (", size, " bytes) or 100 MiB");
-    std::string header(static_cast<std::size_t>(n), '\0');
-    f.read(header.data(), static_cast<std::streamsize>(n));
     nlohmann::json h;
     try {
-      h = nlohmann::json::parse(header);
+      h = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
     } catch (const std::exception& e) {
       throw Error(awq::detail::concat("awq::io::SafetensorsFile: ", path, ": malformed JSON header: ", e.what()));
     }
     awq::detail::require(h.is_object(), "awq::io::SafetensorsFile: ", path, ": header is not a JSON object");
+    awq::detail::require(h.size() <= kMaxTensors, "awq::io::SafetensorsFile: ", path, ": ", h.size(), " tensors exceed the limit ",
+                         kMaxTensors);
     SafetensorsFile s;
     s.path_ = path;
     const std::uint64_t data_size = size - 8 - n;
     for (auto it = h.begin(); it != h.end(); ++it) {
       if (it.key() == "__metadata__") {
+        awq::detail::require(it->is_object(), "awq::io::SafetensorsFile: ", path, ": __metadata__ is not an object");
         for (auto m = it->begin(); m != it->end(); ++m)
           if (m->is_string()) s.meta_[m.key()] = m->get<std::string>();
         continue;
@@ -147,26 +150,31 @@ class SafetensorsFile {
       e.dtype = v["dtype"].get<std::string>();
       const std::int64_t es = detail::dtype_size(e.dtype);
       if (es == 0) throw bad("has unknown dtype '" + e.dtype + "'");
+      if (v["shape"].size() > 8) throw bad(awq::detail::concat("has ", v["shape"].size(), " dimensions (at most 8)"));
       std::int64_t count = 1;
       for (const auto& d : v["shape"]) {
         if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (1ull << 40)) throw bad("has a bad shape");
-        e.shape.push_back(d.get<std::int64_t>());
-        count *= e.shape.back();
-        if (count > (1ll << 40)) throw bad("is too large");
+        const auto extent = d.get<std::int64_t>();
+        if (extent != 0 && count > (1ll << 40) / extent) throw bad("is too large");  // checked before multiplying
+        e.shape.push_back(extent);
+        count *= extent;
       }
       if (!v["data_offsets"][0].is_number_unsigned() || !v["data_offsets"][1].is_number_unsigned()) throw bad("has bad data_offsets");
       e.begin = v["data_offsets"][0].get<std::uint64_t>();
       e.end = v["data_offsets"][1].get<std::uint64_t>();
       if (e.begin > e.end || e.end > data_size)
         throw bad(awq::detail::concat("needs bytes [", e.begin, ", ", e.end, ") of a data section of ", data_size, " (truncated?)"));
-      if (static_cast<std::int64_t>(e.end - e.begin) != count * es) throw bad("byte range does not match dtype and shape");
+      if (e.end - e.begin != static_cast<std::uint64_t>(count) * static_cast<std::uint64_t>(es))
+        throw bad("byte range does not match dtype and shape");
       s.entries_[it.key()] = e;
     }
-    s.data_.resize(static_cast<std::size_t>(data_size));
-    f.read(reinterpret_cast<char*>(s.data_.data()), static_cast<std::streamsize>(data_size));
-    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: read error on ", path);
+    bytes.erase(bytes.begin(), bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+    s.data_ = std::move(bytes);
     return s;
   }
+
+  /// True when the file has a tensor called `name`.
+  bool contains(const std::string& name) const { return entries_.count(name) != 0; }
 
   /// Tensor names, sorted.
   std::vector<std::string> names() const {

@@ -35,6 +35,7 @@
 #include "awq/view.hpp"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(AWQ_NO_SIMD)
+#include <cpuid.h>
 #include <immintrin.h>
 #define AWQ_W4A16_HAVE_AVX2 1
 #define AWQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -74,8 +75,15 @@ struct W4A16Options {
 inline bool cpu_has_avx2() noexcept {
 #if AWQ_W4A16_HAVE_AVX2
   static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = (c >> 12) & 1u, osxsave = (c >> 27) & 1u, f16c = (c >> 29) & 1u;
+    if (!(fma && osxsave && f16c)) return false;
+    unsigned xlo = 0, xhi = 0;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));  // the OS saves the YMM state?
+    if ((xlo & 0x6u) != 0x6u) return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ((b >> 5) & 1u) != 0;  // AVX2
   }();
   return yes;
 #else

@@ -1,0 +1,20 @@
+// libFuzzer target: the safetensors reader on arbitrary bytes. Every input must either parse or
+// throw awq::Error; anything else (a crash, a sanitizer report, another exception, a huge
+// allocation) is a finding.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "awq/io/safetensors.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  try {
+    const auto f = awq::io::SafetensorsFile::from_bytes(std::vector<std::uint8_t>(data, data + size), "fuzz");
+    std::size_t total = 0;
+    for (const auto& name : f.names()) total += f.tensor(name).data.size();
+    (void)total;
+    (void)f.metadata();
+  } catch (const awq::Error&) {
+  }
+  return 0;
+}

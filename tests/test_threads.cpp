@@ -1,0 +1,121 @@
+// The CPU backend's thread pool and the multi-threaded paths on it. Also built as its own binary
+// under ThreadSanitizer (awq_thread_tests, scripts/test.sh).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "awq/awq.hpp"
+
+using awq::index_t;
+
+namespace {
+struct ThreadsGuard {
+  int saved = awq::backend::cpu::threads();
+  ~ThreadsGuard() { awq::backend::cpu::threads() = saved; }
+};
+
+std::vector<float> randn(index_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("parallel_for covers every index exactly once, for any thread count and size") {
+  ThreadsGuard guard;
+  for (int t : {1, 2, 3, 8})
+    for (index_t n : {1, 2, 7, 64, 1000}) {
+      awq::backend::cpu::threads() = t;
+      std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+      for (auto& h : hits) h = 0;
+      for (int rep = 0; rep < 20; ++rep)
+        awq::backend::cpu::parallel_for(n, [&](index_t a, index_t b) {
+          for (index_t i = a; i < b; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1);
+        });
+      for (auto& h : hits) CHECK(h.load() == 20);
+    }
+}
+
+TEST_CASE("parallel_for: nested calls run, exceptions propagate, concurrent callers are served") {
+  ThreadsGuard guard;
+  awq::backend::cpu::threads() = 4;
+  std::atomic<long> sum{0};
+  awq::backend::cpu::parallel_for(8, [&](index_t a, index_t b) {
+    for (index_t i = a; i < b; ++i)
+      awq::backend::cpu::parallel_for(10, [&](index_t c, index_t d) { sum.fetch_add(d - c); });
+  });
+  CHECK(sum.load() == 80);
+
+  CHECK_THROWS_WITH_AS(awq::backend::cpu::parallel_for(16,
+                                                       [&](index_t a, index_t) {
+                                                         if (a > 0) throw std::runtime_error("part failed");
+                                                       }),
+                       "part failed", std::runtime_error);
+  // The pool still works after an exception.
+  std::atomic<long> after{0};
+  awq::backend::cpu::parallel_for(100, [&](index_t a, index_t b) { after.fetch_add(b - a); });
+  CHECK(after.load() == 100);
+
+  // Several application threads at once: one gets the pool, the others start their own threads.
+  std::vector<std::thread> callers;
+  std::vector<long> totals(4, 0);
+  for (int c = 0; c < 4; ++c)
+    callers.emplace_back([&, c] {
+      for (int rep = 0; rep < 50; ++rep) {
+        std::atomic<long> s{0};
+        awq::backend::cpu::parallel_for(64, [&](index_t a, index_t b) { s.fetch_add(b - a); });
+        totals[static_cast<std::size_t>(c)] += s.load();
+      }
+    });
+  for (auto& t : callers) t.join();
+  for (long v : totals) CHECK(v == 64 * 50);
+}
+
+TEST_CASE("multi-threaded backend primitives equal their single-threaded results bit for bit") {
+  ThreadsGuard guard;
+  const index_t t = 96, k = 128, n = 80;
+  const auto x = randn(t * k, 1), w = randn(n * k, 2), b = randn(n, 3);
+  std::vector<float> s(static_cast<std::size_t>(k));
+  for (index_t i = 0; i < k; ++i) s[static_cast<std::size_t>(i)] = 0.5f + 0.01f * static_cast<float>(i);
+  auto run = [&](int threads) {
+    awq::backend::cpu::threads() = threads;
+    std::vector<float> y(static_cast<std::size_t>(t * n)), q(static_cast<std::size_t>(n * k));
+    awq::backend::cpu::linear(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major<const float>(w.data(), n, k),
+                              b.data(), awq::make_row_major(y.data(), t, n));
+    awq::backend::cpu::scaled_pseudo_quantize(awq::QuantSpec{4, 64, true}, awq::make_row_major<const float>(w.data(), n, k),
+                                              s.data(), awq::make_row_major(q.data(), n, k));
+    const double e = awq::backend::cpu::mse(awq::make_row_major<const float>(w.data(), n, k), awq::make_row_major<const float>(q.data(), n, k));
+    return std::make_tuple(y, q, e);
+  };
+  const auto one = run(1);
+  for (int threads : {2, 3, 5}) {
+    const auto many = run(threads);
+    CHECK(std::get<0>(many) == std::get<0>(one));
+    CHECK(std::get<1>(many) == std::get<1>(one));
+    CHECK(std::abs(std::get<2>(many) - std::get<2>(one)) <= 1e-12 * std::get<2>(one));
+  }
+}
+
+TEST_CASE("the scale search gives the same scales on 1 and 4 threads") {
+  ThreadsGuard guard;
+  const index_t t = 64, k = 128, n = 64;
+  auto x = randn(t * k, 4);
+  for (index_t r = 0; r < t; ++r) x[static_cast<std::size_t>(r * k + 5)] *= 20.0f;  // an outlier channel
+  const auto w = randn(n * k, 5);
+  std::vector<awq::Linear<float>> lin{{awq::make_row_major<const float>(w.data(), n, k), nullptr}};
+  awq::ScaleSearchOptions opt;
+  opt.quant = awq::QuantSpec{4, 64, true};
+  awq::backend::cpu::threads() = 1;
+  const auto r1 = awq::search_scales(awq::make_row_major<const float>(x.data(), t, k), lin, awq::LinearsBlock<float>(lin), opt);
+  awq::backend::cpu::threads() = 4;
+  const auto r4 = awq::search_scales(awq::make_row_major<const float>(x.data(), t, k), lin, awq::LinearsBlock<float>(lin), opt);
+  CHECK(r1.best_index == r4.best_index);
+  CHECK(r1.scales == r4.scales);
+}

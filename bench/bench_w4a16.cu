@@ -79,7 +79,8 @@ int main() {
         cudaMemset(sc.back().data(), 0x20, static_cast<std::size_t>(ng) * n * 2);
       }
       awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), y(static_cast<std::size_t>(m) * n);
-      awq::cuda::DeviceBuffer<float> ws(static_cast<std::size_t>(m) * n);
+      awq::cuda::DeviceBuffer<unsigned char> ws(awq::cuda::w4a16_workspace_bytes(m, k, n));
+      cudaMemset(ws.data(), 0, ws.size());
       cudaMemset(x.data(), 0x30, static_cast<std::size_t>(m) * k * 2);
       const float alpha = 1.0f, beta = 0.0f;
       const double t16 = time_us(

@@ -16,8 +16,10 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
 #include <unistd.h>
+/// 1 where fsync(2) is available (POSIX): written files and their directory are synced.
 #define AWQ_HAVE_FSYNC 1
 #else
+/// 0: fsync(2) is not available; files are flushed and renamed but not synced.
 #define AWQ_HAVE_FSYNC 0
 #endif
 
@@ -27,6 +29,7 @@ namespace io {
 /// \brief Sink handed to the writer callback of write_atomically.
 class FileSink {
  public:
+  /// Wraps an open file; `path` is named in error messages.
   explicit FileSink(std::FILE* f, const std::string& path) : f_(f), path_(path) {}
   /// Appends n bytes; throws awq::Error (with the system's reason) when they cannot be written.
   void write(const void* data, std::size_t n) {

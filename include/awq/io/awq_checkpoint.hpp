@@ -28,7 +28,9 @@ namespace io {
 /// \brief One quantized linear layer read from a checkpoint (W is [N, K]).
 struct AwqGemmLinear {
   std::string name;                    ///< the tensor prefix, e.g. "model.layers.0.mlp.up_proj"
-  index_t k = 0, n = 0, group = 0;     ///< input features, output features, group size
+  index_t k = 0;                       ///< input features
+  index_t n = 0;                       ///< output features
+  index_t group = 0;                   ///< group size
   std::vector<std::int32_t> qweight;   ///< [K, N/8]
   std::vector<std::int32_t> qzeros;    ///< [K/G, N/8]
   std::vector<Eigen::half> scales;     ///< [K/G, N]

@@ -37,9 +37,11 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(AWQ_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
+/// 1 when the AVX2 path is compiled in (x86-64 with GCC or Clang, and AWQ_NO_SIMD not defined).
 #define AWQ_W4A16_HAVE_AVX2 1
 #define AWQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #else
+/// 0: only the portable path is compiled in.
 #define AWQ_W4A16_HAVE_AVX2 0
 #endif
 

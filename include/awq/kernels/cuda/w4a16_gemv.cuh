@@ -3,16 +3,25 @@
 ///        the AutoAWQ "GEMM" checkpoint layout directly (qweight [K, N/8] int32, qzeros
 ///        [K/G, N/8] int32, scales [K/G, N] fp16), fp16 activations, fp32 accumulation.
 ///
-/// Each thread owns one packed int32 column (8 outputs) over a K range of whole groups; threads of
-/// a block cover adjacent columns, so every k row is one coalesced load. K is split over blocks
-/// (split-K) so that enough loads are in flight; partial sums go to an fp32 workspace with
-/// atomicAdd and a second kernel rounds to fp16 and adds the bias.
+/// Design (one launch, deterministic):
+/// - A thread owns one packed int32 column (8 outputs); a block of 128 threads covers 1024
+///   adjacent columns, so every k row is one fully used 512-byte stretch per block. K is split
+///   into slices (split-K) so that about eight blocks per SM are resident; each thread keeps 16 weight
+///   loads in flight (streaming loads, not kept in L1).
+/// - Decoding: a nibble masked in place (bits 0..19; nibbles 5..7 after one shift by 20) and
+///   OR-ed with the exponent of 2^23 is the float 2^23 + q·16^j (exact: it stays inside the 23
+///   mantissa bits), so one LOP3 and one FADD give q·16^j; the 16^-j goes into the group's scale. Per group the thread accumulates Σ x·q and applies
+///   y += s·(Σ x·q − z·Σ x) once (the AWQ formula w = (q − z)·s, factorized).
+/// - Split-K partial sums go to an fp32 workspace with plain stores; the last block of a column
+///   tile (an atomic ticket) adds the slices in a fixed order, adds the bias and writes fp16 y,
+///   then resets its ticket. The same inputs give the same bits every run.
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 #include "awq/backend/cuda_runtime.cuh"
@@ -24,13 +33,13 @@ namespace cuda {
 
 /// \brief Device pointers and sizes of one W4A16 product.
 struct W4A16Args {
-  const __half* x = nullptr;         ///< [M, K] row-major
+  const __half* x = nullptr;              ///< [M, K] row-major
   const std::int32_t* qweight = nullptr;  ///< [K, N/8]
   const std::int32_t* qzeros = nullptr;   ///< [K/G, N/8]
-  const __half* scales = nullptr;    ///< [K/G, N]
-  const __half* bias = nullptr;      ///< [N] or null
-  __half* y = nullptr;               ///< [M, N] row-major
-  float* workspace = nullptr;        ///< [M, N] fp32 scratch
+  const __half* scales = nullptr;         ///< [K/G, N]
+  const __half* bias = nullptr;           ///< [N] or null
+  __half* y = nullptr;                    ///< [M, N] row-major
+  void* workspace = nullptr;  ///< w4a16_workspace_bytes(); zero-filled once before the first call
   int m = 1, k = 0, n = 0, group = 128;  ///< sizes
 
   /// Throws awq::Error naming the argument that cannot be run.
@@ -46,164 +55,209 @@ struct W4A16Args {
 
 namespace detail {
 
+constexpr int kGemvThreads = 128;  // threads per block; one packed word (8 columns) each
+constexpr int kGemvUnroll = 16;    // weight loads in flight per thread
+
+/// How K is split: `slice` rows per block (a power of two, 32..2048), `splits` slices.
+/// About eight blocks per SM (loads in flight); at least 64 rows per block (a short final sum).
+struct GemvPlan {
+  int tiles = 0, splits = 0, slice = 0;
+};
+
+inline GemvPlan gemv_plan(int m, int k, int n, int sms) {
+  GemvPlan p;
+  const int words = n / 8;
+  p.tiles = (words + kGemvThreads - 1) / kGemvThreads;
+  const int want_splits = std::max(1, (8 * sms + p.tiles - 1) / p.tiles);
+  int slice = 2048;
+  while (slice > 64 && (slice / 2) * want_splits >= k) slice /= 2;
+  while (slice > 32 && slice * m > 8192) slice /= 2;  // the x slice lives in shared memory
+  p.slice = slice;
+  p.splits = (k + slice - 1) / slice;
+  return p;
+}
+
+/// Workspace layout: tickets [tiles] int (padded to 256 bytes), then partial sums [splits][M][N] float.
+inline std::size_t gemv_ticket_bytes(const GemvPlan& p) { return (static_cast<std::size_t>(p.tiles) * 4 + 255) / 256 * 256; }
+
+inline int device_sms() {
+  static int cache[64] = {};  // per device id; a race writes the same value
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev >= 0 && dev < 64 && cache[dev] > 0) return cache[dev];
+  int sms = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  if (dev >= 0 && dev < 64) cache[dev] = sms;
+  return sms;
+}
+
+__device__ __forceinline__ float nibble_times_pow16(std::uint32_t masked) {
+  return __int_as_float(static_cast<int>(masked | 0x4B000000u)) - 8388608.0f;  // exact
+}
+
 template <int M>
-__global__ void w4a16_gemv_kernel(W4A16Args a, int groups_per_split) {
-  const int cols = a.n / 8;
-  const int c = static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int g0 = static_cast<int>(blockIdx.y) * groups_per_split;
-  const int n_groups = a.k / a.group;
-  const int g1 = min(g0 + groups_per_split, n_groups);
-  extern __shared__ float xs[];  // [M][groups_per_split * group] slice of x, as float
-  const int k0 = g0 * a.group, kn = (g1 - g0) * a.group;
-  for (int i = threadIdx.x; i < M * kn; i += blockDim.x) {
-    const int mm = i / kn, kk = i % kn;
-    xs[i] = __half2float(a.x[static_cast<long>(mm) * a.k + k0 + kk]);
-  }
+__global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, int slice, int splits, int* tickets, float* partial) {
+  extern __shared__ float xs[];  // [M][slice]
+  __shared__ bool last_block;
+  const int words = a.n / 8;
+  const int word = static_cast<int>(blockIdx.x) * kGemvThreads + threadIdx.x;
+  const int split = static_cast<int>(blockIdx.y);
+  const int k0 = split * slice, k1 = min(k0 + slice, a.k), kn = k1 - k0;
+  for (int i = threadIdx.x; i < M * kn; i += kGemvThreads)
+    xs[(i / kn) * slice + i % kn] = __half2float(a.x[static_cast<long>(i / kn) * a.k + k0 + i % kn]);
   __syncthreads();
-  if (c >= cols) return;
-  float acc[M][8];
+
+  float yacc[M][8];
 #pragma unroll
   for (int mm = 0; mm < M; ++mm)
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[mm][j] = 0.0f;
-  for (int g = g0; g < g1; ++g) {
-    const unsigned zw = static_cast<unsigned>(__ldg(a.qzeros + static_cast<long>(g) * cols + c));
-    float s[8], zs[8];
+    for (int i = 0; i < 8; ++i) yacc[mm][i] = 0.0f;
+
+  if (word < words) {
+    const int seg = min(slice, a.group);  // rows that share one group inside this slice
+    for (int s0 = k0; s0 < k1; s0 += seg) {
+      float acc[M][8], xsum[M];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {  // nibble i holds column order[i] of the 8
-      constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-      s[i] = __half2float(a.scales[static_cast<long>(g) * a.n + 8 * c + order[i]]);
-      zs[i] = static_cast<float>((zw >> (4 * i)) & 0xFu) * s[i];
-    }
-    const std::int32_t* qp = a.qweight + static_cast<long>(g) * a.group * cols + c;
-    const float* xg = xs + (g - g0) * a.group;
-#pragma unroll 8
-    for (int kk = 0; kk < a.group; ++kk) {
-      const unsigned q = static_cast<unsigned>(__ldg(qp + static_cast<long>(kk) * cols));
+      for (int mm = 0; mm < M; ++mm) {
+        xsum[mm] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[mm][i] = 0.0f;
+      }
+      const std::int32_t* qp = a.qweight + static_cast<long>(s0) * words + word;
+      for (int kk = 0; kk < seg; kk += kGemvUnroll) {
+        std::uint32_t q[kGemvUnroll];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) q[u] = static_cast<std::uint32_t>(__ldcs(qp + static_cast<long>(kk + u) * words));
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+          // Bits 0..22 are the float's mantissa: nibbles 0..4 in place, nibbles 5..7 after >> 20.
+          const std::uint32_t hi = q[u] >> 20;
+          float v[8];
+#pragma unroll
+          for (int i = 0; i < 5; ++i) v[i] = nibble_times_pow16(q[u] & (0xFu << (4 * i)));
+#pragma unroll
+          for (int i = 5; i < 8; ++i) v[i] = nibble_times_pow16(hi & (0xFu << (4 * (i - 5))));
+#pragma unroll
+          for (int mm = 0; mm < M; ++mm) {
+            const float xv = xs[mm * slice + (s0 - k0) + kk + u];
+            xsum[mm] += xv;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[mm][i] = fmaf(xv, v[i], acc[mm][i]);
+          }
+        }
+      }
+      const int g = s0 / a.group;
+      const uint4 sraw = *reinterpret_cast<const uint4*>(a.scales + static_cast<long>(g) * a.n + 8 * word);
+      const __half* sh = reinterpret_cast<const __half*>(&sraw);
+      const std::uint32_t zw = static_cast<std::uint32_t>(__ldg(a.qzeros + static_cast<long>(g) * words + word));
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        const float w = static_cast<float>((q >> (4 * i)) & 0xFu) * s[i] - zs[i];
+        constexpr float kUnscale[8] = {1.0f, 1.0f / 16, 1.0f / 256, 1.0f / 4096, 1.0f / 65536, 1.0f, 1.0f / 16, 1.0f / 256};
+        constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+        const float sc = __half2float(sh[order[i]]);
+        const float z = static_cast<float>((zw >> (4 * i)) & 0xFu);
 #pragma unroll
-        for (int mm = 0; mm < M; ++mm) acc[mm][i] = fmaf(xg[mm * kn + kk], w, acc[mm][i]);
+        for (int mm = 0; mm < M; ++mm) yacc[mm][i] = fmaf(sc, fmaf(acc[mm][i], kUnscale[i], -z * xsum[mm]), yacc[mm][i]);
       }
     }
   }
-#pragma unroll
-  for (int mm = 0; mm < M; ++mm)
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-      atomicAdd(a.workspace + static_cast<long>(mm) * a.n + 8 * c + order[i], acc[mm][i]);
-    }
-}
 
-/// Wide variant for M <= 2: a thread owns 4 adjacent packed columns (32 outputs) and reads them
-/// with one 16-byte load per k; a block covers 64 × 4 columns and `kc` rows of K inside one group.
-template <int M>
-__global__ void w4a16_gemv_wide_kernel(W4A16Args a, int kc) {
-  const int cols = a.n / 8;
-  const int c4 = (static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
-  const int k0 = static_cast<int>(blockIdx.y) * kc;
-  const int g = k0 / a.group;
-  __shared__ float xs[M * 128];
-  for (int i = threadIdx.x; i < M * kc; i += blockDim.x) xs[i] = __half2float(a.x[static_cast<long>(i / kc) * a.k + k0 + i % kc]);
-  __syncthreads();
-  if (c4 >= cols) return;
   constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  float acc[M][32];
+  if (splits == 1) {
+    if (word < words)
 #pragma unroll
-  for (int mm = 0; mm < M; ++mm)
+      for (int mm = 0; mm < M; ++mm)
 #pragma unroll
-    for (int j = 0; j < 32; ++j) acc[mm][j] = 0.0f;
-  float s[32], zs[32];
+        for (int i = 0; i < 8; ++i) {
+          const int col = 8 * word + order[i];
+          a.y[static_cast<long>(mm) * a.n + col] = __float2half_rn(yacc[mm][i] + (a.bias ? __half2float(a.bias[col]) : 0.0f));
+        }
+    return;
+  }
+  if (word < words)
 #pragma unroll
-  for (int cc = 0; cc < 4; ++cc) {
-    const unsigned zw = static_cast<unsigned>(__ldg(a.qzeros + static_cast<long>(g) * cols + c4 + cc));
+    for (int mm = 0; mm < M; ++mm) {
+      float col[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      s[cc * 8 + i] = __half2float(a.scales[static_cast<long>(g) * a.n + 8 * (c4 + cc) + order[i]]);
-      zs[cc * 8 + i] = static_cast<float>((zw >> (4 * i)) & 0xFu) * s[cc * 8 + i];
+      for (int i = 0; i < 8; ++i) col[order[i]] = yacc[mm][i];
+      float4* dst = reinterpret_cast<float4*>(partial + (static_cast<long>(split) * M + mm) * a.n + 8 * word);
+      __stcg(dst, make_float4(col[0], col[1], col[2], col[3]));
+      __stcg(dst + 1, make_float4(col[4], col[5], col[6], col[7]));
     }
-  }
-  const int4* qp = reinterpret_cast<const int4*>(a.qweight + static_cast<long>(k0) * cols + c4);
-  const int stride4 = cols / 4;
-#pragma unroll 4
-  for (int kk = 0; kk < kc; ++kk) {
-    const int4 q4 = __ldg(qp + static_cast<long>(kk) * stride4);
-    const unsigned qs[4] = {static_cast<unsigned>(q4.x), static_cast<unsigned>(q4.y), static_cast<unsigned>(q4.z), static_cast<unsigned>(q4.w)};
+  __threadfence();  // partial sums visible device-wide before the ticket
+  __syncthreads();
+  if (threadIdx.x == 0) last_block = atomicAdd(tickets + blockIdx.x, 1) == splits - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  if (word < words)
+#pragma unroll 1
+    for (int mm = 0; mm < M; ++mm) {
+      float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int sp0 = 0; sp0 < splits; sp0 += 8) {
+        // Eight slices' loads in flight at once, then added in slice order: deterministic.
+        float4 lo[8], hi[8];
 #pragma unroll
-    for (int cc = 0; cc < 4; ++cc)
+        for (int j = 0; j < 8; ++j) {
+          if (sp0 + j < splits) {
+            const float4* src = reinterpret_cast<const float4*>(partial + (static_cast<long>(sp0 + j) * M + mm) * a.n + 8 * word);
+            lo[j] = __ldcg(src);
+            hi[j] = __ldcg(src + 1);
+          } else {
+            lo[j] = hi[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          }
+        }
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float w = static_cast<float>((qs[cc] >> (4 * i)) & 0xFu) * s[cc * 8 + i] - zs[cc * 8 + i];
-#pragma unroll
-        for (int mm = 0; mm < M; ++mm) acc[mm][cc * 8 + i] = fmaf(xs[mm * kc + kk], w, acc[mm][cc * 8 + i]);
+        for (int j = 0; j < 8; ++j) {
+          sum[0] += lo[j].x, sum[1] += lo[j].y, sum[2] += lo[j].z, sum[3] += lo[j].w;
+          sum[4] += hi[j].x, sum[5] += hi[j].y, sum[6] += hi[j].z, sum[7] += hi[j].w;
+        }
       }
-  }
 #pragma unroll
-  for (int mm = 0; mm < M; ++mm)
-#pragma unroll
-    for (int cc = 0; cc < 4; ++cc)
-#pragma unroll
-      for (int i = 0; i < 8; ++i) atomicAdd(a.workspace + static_cast<long>(mm) * a.n + 8 * (c4 + cc) + order[i], acc[mm][cc * 8 + i]);
-}
-
-template <class = void>  // a template, so the header can be included in several translation units
-__global__ void w4a16_finish_kernel(W4A16Args a) {
-  const long i = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= static_cast<long>(a.m) * a.n) return;
-  float v = a.workspace[i];
-  if (a.bias) v += __half2float(a.bias[i % a.n]);
-  a.y[i] = __float2half_rn(v);
+      for (int c = 0; c < 8; ++c) {
+        const int colx = 8 * word + c;
+        a.y[static_cast<long>(mm) * a.n + colx] = __float2half_rn(sum[c] + (a.bias ? __half2float(a.bias[colx]) : 0.0f));
+      }
+    }
+  if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // ready for the next call
 }
 
 template <int M>
-void launch(const W4A16Args& a, int splits, cudaStream_t stream) {
-  const int n_groups = a.k / a.group;
-  const int gps = (n_groups + splits - 1) / splits;
-  const dim3 block(128);
-  const dim3 grid(static_cast<unsigned>((a.n / 8 + 127) / 128), static_cast<unsigned>((n_groups + gps - 1) / gps));
-  const std::size_t smem = sizeof(float) * static_cast<std::size_t>(M) * gps * a.group;
-  w4a16_gemv_kernel<M><<<grid, block, smem, stream>>>(a, gps);
+void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
+  auto* base = static_cast<unsigned char*>(a.workspace);
+  int* tickets = reinterpret_cast<int*>(base);
+  float* partial = reinterpret_cast<float*>(base + gemv_ticket_bytes(p));
+  const dim3 grid(static_cast<unsigned>(p.tiles), static_cast<unsigned>(p.splits));
+  const std::size_t smem = sizeof(float) * static_cast<std::size_t>(M) * p.slice;
+  w4a16_gemv_kernel<M><<<grid, kGemvThreads, smem, stream>>>(a, p.slice, p.splits, tickets, partial);
 }
 
 }  // namespace detail
 
-/// \brief y = x · dequant(W)ᵀ (+ bias) for M = 1..8 on `stream`. `splits` divides K into that many
-///        ranges of whole groups (0: chosen from the shape so that ≈ 1000 blocks run).
-inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr, int splits = 0) {
+/// \brief Workspace bytes w4a16_gemv needs for these sizes on the current device. Allocate it once,
+///        zero-fill it once (cudaMemset), and reuse it for every call of at most these sizes.
+inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
+  const auto p = detail::gemv_plan(m, k, n, detail::device_sms());
+  return detail::gemv_ticket_bytes(p) + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
+}
+
+/// \brief y = x · dequant(W)ᵀ (+ bias) for M = 1..8 on `stream`. Requires a.workspace of
+///        w4a16_workspace_bytes(m, k, n) bytes, zero-filled before its first use (the kernel
+///        leaves it zero-filled again). Calls sharing a workspace must not run concurrently.
+inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
   a.can_implement();
-  const int n_groups = a.k / a.group;
-  check(cudaMemsetAsync(a.workspace, 0, sizeof(float) * static_cast<std::size_t>(a.m) * a.n, stream), "cudaMemsetAsync");
-  const int cols = a.n / 8;
-  if (a.m <= 2 && cols % 4 == 0 && splits == 0) {
-    // K chunks of up to 128 rows inside one group, enough of them for ~2000 blocks of 64 threads.
-    const int col_blocks = (cols / 4 + 63) / 64;
-    int kc = a.group;
-    while (kc > 32 && static_cast<long>(col_blocks) * (a.k / kc) < 2048) kc /= 2;
-    const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(a.k / kc));
-    if (a.m == 1) detail::w4a16_gemv_wide_kernel<1><<<grid, 64, 0, stream>>>(a, kc);
-    else detail::w4a16_gemv_wide_kernel<2><<<grid, 64, 0, stream>>>(a, kc);
-  } else {
-  if (splits <= 0) {
-    const int col_blocks = (a.n / 8 + 127) / 128;
-    splits = std::max(1, std::min(n_groups, 1024 / std::max(1, col_blocks)));
-  }
+  const auto p = detail::gemv_plan(a.m, a.k, a.n, detail::device_sms());
   switch (a.m) {
-    case 1: detail::launch<1>(a, splits, stream); break;
-    case 2: detail::launch<2>(a, splits, stream); break;
-    case 3: detail::launch<3>(a, splits, stream); break;
-    case 4: detail::launch<4>(a, splits, stream); break;
-    case 5: detail::launch<5>(a, splits, stream); break;
-    case 6: detail::launch<6>(a, splits, stream); break;
-    case 7: detail::launch<7>(a, splits, stream); break;
-    default: detail::launch<8>(a, splits, stream); break;
-  }
+    case 1: detail::launch<1>(a, p, stream); break;
+    case 2: detail::launch<2>(a, p, stream); break;
+    case 3: detail::launch<3>(a, p, stream); break;
+    case 4: detail::launch<4>(a, p, stream); break;
+    case 5: detail::launch<5>(a, p, stream); break;
+    case 6: detail::launch<6>(a, p, stream); break;
+    case 7: detail::launch<7>(a, p, stream); break;
+    default: detail::launch<8>(a, p, stream); break;
   }
   check(cudaGetLastError(), "w4a16_gemv_kernel launch");
-  const long total = static_cast<long>(a.m) * a.n;
-  detail::w4a16_finish_kernel<><<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(a);
-  check(cudaGetLastError(), "w4a16_finish_kernel launch");
 }
 
 }  // namespace cuda

@@ -2,7 +2,7 @@
 # The whole test suite: set-up, a warnings-as-errors build (CUDA targets too when nvcc is
 # found), ctest, the suite again under AddressSanitizer + UndefinedBehaviorSanitizer as C++20,
 # the multi-threaded paths under ThreadSanitizer, and a short libFuzzer run of the file readers
-# (AWQ_FUZZ_SECONDS each, default 60; scripts/fuzz.sh runs longer ones).
+# (AWQ_FUZZ_SECONDS each, default 30; scripts/fuzz.sh runs longer ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -31,5 +31,5 @@ cmake --build build-tsan -j "$jobs" --target awq_thread_tests
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest -j "$jobs" --output-on-failure -R "^tsan\.")
 
 stage "fuzz"
-bash scripts/fuzz.sh "${AWQ_FUZZ_SECONDS:-60}"
+bash scripts/fuzz.sh "${AWQ_FUZZ_SECONDS:-30}"
 stage "done"

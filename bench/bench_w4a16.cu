@@ -99,6 +99,7 @@ int main() {
             a.scales = sc[j].data();
             a.y = y.data();
             a.workspace = ws.data();
+            a.workspace_bytes = ws.size();
             a.m = m;
             a.k = k;
             a.n = n;

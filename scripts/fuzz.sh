@@ -14,8 +14,9 @@ cmake --build build-fuzz -j "$(nproc)"
 real=$(ls data/*.gguf 2>/dev/null | head -1 || true)
 ./build-fuzz/tests/fuzz/fuzz_seeds build-fuzz/seeds ${real:+"$real"}
 mkdir -p build-fuzz/findings
+targets=(safetensors gguf awq_checkpoint)
 pids=()
-for t in safetensors gguf awq_checkpoint; do
+for t in "${targets[@]}"; do
   mkdir -p build-fuzz/corpus/$t
   ./build-fuzz/tests/fuzz/fuzz_$t build-fuzz/corpus/$t build-fuzz/seeds/$t -max_total_time="$secs" -timeout=10 \
       -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=131072 -artifact_prefix=build-fuzz/findings/$t- -print_final_stats=1 \
@@ -23,8 +24,8 @@ for t in safetensors gguf awq_checkpoint; do
   pids+=($!)
 done
 status=0
-for i in 0 1 2; do
-  t=$(echo safetensors gguf awq_checkpoint | cut -d' ' -f$((i + 1)))
+for i in "${!targets[@]}"; do
+  t=${targets[$i]}
   if wait "${pids[$i]}"; then
     echo "fuzz_$t: $(grep -E 'stat::number_of_executed_units' build-fuzz/fuzz_$t.log | awk '{print $2}') runs in ${secs} s, no finding"
   else

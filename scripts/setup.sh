@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what awq needs on a fresh Debian machine, only when missing (idempotent).
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev doxygen python3 clang libclang-rt-dev)
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev doxygen python3 python3-pip clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,6 +26,7 @@
 #include "awq/io/awq_checkpoint.hpp"
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
+#include "gguf_writer.hpp"
 
 namespace fs = std::filesystem;
 using awq::index_t;
@@ -72,20 +73,13 @@ std::vector<std::uint8_t> checkpoint_bytes(const fs::path& dir, const CkTensors&
   return b;
 }
 
-std::vector<std::uint8_t> small_gguf() {
-  std::vector<std::uint8_t> b;
-  auto put32 = [&](std::uint32_t v) { b.insert(b.end(), reinterpret_cast<std::uint8_t*>(&v), reinterpret_cast<std::uint8_t*>(&v) + 4); };
-  auto put64 = [&](std::uint64_t v) { b.insert(b.end(), reinterpret_cast<std::uint8_t*>(&v), reinterpret_cast<std::uint8_t*>(&v) + 8); };
-  put32(0x46554747u);
-  put32(3);
-  put64(0);  // tensors
-  put64(1);  // kv
-  put64(4);
-  b.insert(b.end(), {'n', 'a', 'm', 'e'});
-  put32(8);
-  put64(3);
-  b.insert(b.end(), {'a', 'w', 'q'});
-  return b;
+std::vector<std::uint8_t> small_gguf() {  // one key: name = "awq"
+  awq_test::GgufWriter w;
+  w.header(3, 0, 1);
+  w.str("name");
+  w.put<std::uint32_t>(8);
+  w.str("awq");
+  return w.b;
 }
 
 // Lowers the file-size limit of this process (a full disk, as `ulimit -f` does) for its lifetime.

@@ -10,24 +10,11 @@
 #include <vector>
 
 #include "awq/io/gguf.hpp"
+#include "gguf_writer.hpp"
 
 namespace {
 
-struct Writer {
-  std::vector<std::uint8_t> b;
-  template <class T>
-  void put(T v) {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    b.insert(b.end(), p, p + sizeof(T));
-  }
-  void str(const std::string& s) {
-    put<std::uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-  void align(std::size_t a) {
-    while (b.size() % a) b.push_back(0);
-  }
-};
+using Writer = awq_test::GgufWriter;
 
 std::uint16_t f16(float x) {  // exact for the small values used here
   std::uint32_t u;
@@ -40,21 +27,14 @@ std::uint16_t f16(float x) {  // exact for the small values used here
 // A GGUF v3 file: metadata of several types; tensors a (F32 2x3), b (Q4_1 32), c (Q8_0 32), d (F16 4).
 std::vector<std::uint8_t> make_file(std::size_t* data_start = nullptr) {
   Writer w;
-  w.put<std::uint32_t>(0x46554747u);
-  w.put<std::uint32_t>(3);
-  w.put<std::uint64_t>(4);  // tensors
-  w.put<std::uint64_t>(4);  // kv
+  w.header(3, 4, 4);  // version 3, 4 tensors, 4 keys
   w.str("general.architecture"); w.put<std::uint32_t>(8); w.str("llama");
   w.str("llama.block_count"); w.put<std::uint32_t>(4); w.put<std::uint32_t>(30);
   w.str("llama.rope.freq_base"); w.put<std::uint32_t>(6); w.put<float>(100000.0f);
   w.str("tokenizer.ggml.tokens"); w.put<std::uint32_t>(9); w.put<std::uint32_t>(8); w.put<std::uint64_t>(2); w.str("a"); w.str("bc");
   std::uint64_t off = 0;
   auto info = [&](const std::string& n, std::vector<std::uint64_t> dims, std::uint32_t type, std::uint64_t bytes) {
-    w.str(n);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(dims.size()));
-    for (auto d : dims) w.put<std::uint64_t>(d);
-    w.put<std::uint32_t>(type);
-    w.put<std::uint64_t>(off);
+    w.tensor_info(n, dims, type, off);
     off += (bytes + 31) / 32 * 32;
   };
   info("a", {3, 2}, 0, 24);

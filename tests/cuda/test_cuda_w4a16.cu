@@ -66,6 +66,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
   a.bias = with_bias ? db.data() : nullptr;
   a.y = dy.data();
   a.workspace = ws.data();
+  a.workspace_bytes = ws.size();
   a.m = c.m;
   a.k = c.k;
   a.n = c.n;
@@ -117,4 +118,25 @@ TEST_CASE("w4a16 GEMV: bad shapes raise awq::Error") {
   a.m = 1;
   a.k = 100;
   CHECK_THROWS_WITH_AS(a.can_implement(), doctest::Contains("group 128 does not divide K 100"), awq::Error);
+}
+
+TEST_CASE("w4a16 GEMV: a workspace smaller than the sizes need raises awq::Error") {
+  const int m = 2, k = 256, n = 64;
+  awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), s(static_cast<std::size_t>(k / 128) * n),
+      y(static_cast<std::size_t>(m) * n);
+  awq::cuda::DeviceBuffer<std::int32_t> q(static_cast<std::size_t>(k) * n / 8), z(static_cast<std::size_t>(k / 128) * n / 8);
+  const std::size_t need = awq::cuda::w4a16_workspace_bytes(m, k, n);
+  awq::cuda::DeviceBuffer<unsigned char> ws(need);
+  awq::cuda::W4A16Args a;
+  a.x = x.data();
+  a.qweight = q.data();
+  a.qzeros = z.data();
+  a.scales = s.data();
+  a.y = y.data();
+  a.workspace = ws.data();
+  a.workspace_bytes = need - 1;
+  a.m = m;
+  a.k = k;
+  a.n = n;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv(a), doctest::Contains("workspace_bytes"), awq::Error);
 }

@@ -1,7 +1,8 @@
 // Writes the seed corpora of the fuzz targets into <out>/{safetensors,gguf,awq_checkpoint}.
 // With the real model (argument 2, the GGUF fetched at set-up) the seeds are made from it: a
-// checkpoint of a real weight slice quantized and packed as AutoAWQ does, a small GGUF with the
-// real file's leading metadata and real tensor slices, and the real file's first 64 KiB.
+// checkpoint of a real weight slice quantized and packed by the example engine's exporter (the
+// AutoAWQ GEMM layout), a small GGUF with the real file's metadata values and tokens, and the
+// real file's first 64 KiB.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,8 @@
 #include "awq/awq.hpp"
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
+#include "gguf_writer.hpp"
+#include "llama/export.hpp"
 
 namespace fs = std::filesystem;
 
@@ -25,67 +28,41 @@ void write_bytes(const fs::path& p, const std::vector<std::uint8_t>& b) {
   f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
+using awq_example::Mat;
+
 // A weight [rows, cols] from the real model when there is one, else random normal.
-std::vector<float> weight_slice(const awq::io::GgufFile* g, long rows, long cols) {
-  std::vector<float> w(static_cast<std::size_t>(rows * cols));
+Mat weight_slice(const awq::io::GgufFile* g, long rows, long cols) {
+  Mat w(rows, cols);
   if (g) {
     const auto& t = g->tensor("blk.0.attn_q.weight");
     const auto full = g->dequantize(t.name);
     const long in = static_cast<long>(t.dims[0]);
     for (long r = 0; r < rows; ++r)
-      for (long c = 0; c < cols; ++c) w[static_cast<std::size_t>(r * cols + c)] = full[static_cast<std::size_t>(r * in + c)];
+      for (long c = 0; c < cols; ++c) w(r, c) = full[static_cast<std::size_t>(r * in + c)];
   } else {
     std::mt19937 rng(1);
     std::normal_distribution<float> d(0.0f, 0.05f);
-    for (auto& v : w) v = d(rng);
+    for (long i = 0; i < w.size(); ++i) w.data()[i] = d(rng);
   }
   return w;
 }
 
-// A 4-bit g32 AutoAWQ GEMM checkpoint of one linear [out, in] plus an unquantized norm.
-void write_checkpoint(const std::string& path, const std::vector<float>& w, long out, long in) {
-  const long groups = in / 32;
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in));
-  std::vector<float> scales(static_cast<std::size_t>(out * groups)), zeros(scales.size());
-  awq::quantize<awq::QuantConfig<4, 32, true>>(awq::make_row_major(w.data(), out, in), awq::make_row_major(codes.data(), out, in),
-                                               awq::QuantArgs<float>{{}, awq::make_row_major(scales.data(), out, groups),
-                                                                     awq::make_row_major(zeros.data(), out, groups)});
-  std::vector<std::uint8_t> z8(zeros.begin(), zeros.end());
-  std::vector<std::int32_t> qweight(static_cast<std::size_t>(in * out / 8)), qzeros(static_cast<std::size_t>(groups * out / 8));
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(codes.data(), out, in), awq::make_row_major(qweight.data(), in, out / 8));
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z8.data(), out, groups), awq::make_row_major(qzeros.data(), groups, out / 8));
-  std::vector<Eigen::half> sc(static_cast<std::size_t>(groups * out));
-  awq::transpose_scales(awq::make_row_major<const float>(scales.data(), out, groups), awq::make_row_major(sc.data(), groups, out));
+// A 4-bit g32 checkpoint of one linear plus an unquantized norm, written as the exporter does.
+void write_checkpoint(const std::string& path, Mat w) {
   awq::io::SafetensorsWriter st;
   st.metadata("format", "pt");
-  st.add_typed("model.layers.0.self_attn.q_proj.qweight", "I32", {in, out / 8}, qweight);
-  st.add_typed("model.layers.0.self_attn.q_proj.qzeros", "I32", {groups, out / 8}, qzeros);
-  st.add_typed("model.layers.0.self_attn.q_proj.scales", "F16", {groups, out}, sc);
-  st.add_typed("model.layers.0.input_layernorm.weight", "F16", {in}, std::vector<Eigen::half>(static_cast<std::size_t>(in), Eigen::half(1.0f)));
+  const awq::QuantSpec spec{4, 32, true};
+  awq_example::add_linear(st, "model.layers.0.self_attn.q_proj", awq_example::finalize_linear(w, spec), spec.bits);
+  st.add_typed("model.layers.0.input_layernorm.weight", "F16", {w.cols()},
+               std::vector<Eigen::half>(static_cast<std::size_t>(w.cols()), Eigen::half(1.0f)));
   st.write(path);
 }
 
-struct GgufWriter {
-  std::vector<std::uint8_t> b;
-  template <class T>
-  void put(T v) {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    b.insert(b.end(), p, p + sizeof(T));
-  }
-  void str(const std::string& s) {
-    put<std::uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-};
-
-// A GGUF v3 with a few metadata values (copied from the real file when there is one) and three
-// small tensors: F32, F16 and Q4_1 (real bytes when there is a real file).
+// A GGUF v3 with a few metadata values and tokens (copied from the real file when there is one)
+// and three small tensors: F32, F16 and Q4_1.
 std::vector<std::uint8_t> small_gguf(const awq::io::GgufFile* g) {
-  GgufWriter w;
-  w.put<std::uint32_t>(0x46554747u);
-  w.put<std::uint32_t>(3);
-  w.put<std::uint64_t>(3);  // tensors
-  w.put<std::uint64_t>(5);  // kv
+  awq_test::GgufWriter w;
+  w.header(3, 3, 5);  // version 3, 3 tensors, 5 keys
   w.str("general.architecture");
   w.put<std::uint32_t>(8);
   w.str(g ? g->get_string("general.architecture") : "llama");
@@ -103,28 +80,13 @@ std::vector<std::uint8_t> small_gguf(const awq::io::GgufFile* g) {
   w.put<std::uint32_t>(8);
   w.put<std::uint64_t>(4);
   for (int i = 0; i < 4; ++i) w.str(g ? g->value("tokenizer.ggml.tokens").strs.at(static_cast<std::size_t>(i)) : "t" + std::to_string(i));
-  // tensors: name, n_dims, dims, type, offset
-  w.str("norm");
-  w.put<std::uint32_t>(1);
-  w.put<std::uint64_t>(8);
-  w.put<std::uint32_t>(0);
-  w.put<std::uint64_t>(0);
-  w.str("half");
-  w.put<std::uint32_t>(2);
-  w.put<std::uint64_t>(4);
-  w.put<std::uint64_t>(2);
-  w.put<std::uint32_t>(1);
-  w.put<std::uint64_t>(32);
-  w.str("q41");
-  w.put<std::uint32_t>(2);
-  w.put<std::uint64_t>(32);
-  w.put<std::uint64_t>(2);
-  w.put<std::uint32_t>(3);
-  w.put<std::uint64_t>(64);
-  while (w.b.size() % 32) w.b.push_back(0);
+  w.tensor_info("norm", {8}, 0, 0);        // F32
+  w.tensor_info("half", {4, 2}, 1, 32);    // F16
+  w.tensor_info("q41", {32, 2}, 3, 64);    // Q4_1
+  w.align(32);
   for (int i = 0; i < 8; ++i) w.put<float>(1.0f + 0.125f * static_cast<float>(i));  // 32 bytes
   for (int i = 0; i < 8; ++i) w.put<std::uint16_t>(0x3C00);                           // 16 bytes of F16 1.0
-  while (w.b.size() % 32) w.b.push_back(0);
+  w.align(32);
   std::vector<std::uint8_t> q41(40, 0x37);  // 2 Q4_1 blocks of 20 bytes
   w.b.insert(w.b.end(), q41.begin(), q41.end());
   return w.b;
@@ -142,11 +104,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<awq::io::GgufFile> real;
   if (argc > 2 && fs::exists(argv[2])) real = std::make_unique<awq::io::GgufFile>(awq::io::GgufFile::open(argv[2]));
 
-  const auto w = weight_slice(real.get(), 64, 128);
-  write_checkpoint((out / "awq_checkpoint" / "real_q_proj_64x128.safetensors").string(), w, 64, 128);
-  write_checkpoint((out / "safetensors" / "real_q_proj_64x128.safetensors").string(), w, 64, 128);
-  const auto w2 = weight_slice(nullptr, 16, 32);
-  write_checkpoint((out / "awq_checkpoint" / "random_16x32.safetensors").string(), w2, 16, 32);
+  const Mat w = weight_slice(real.get(), 64, 128);
+  write_checkpoint((out / "awq_checkpoint" / "real_q_proj_64x128.safetensors").string(), w);
+  write_checkpoint((out / "safetensors" / "real_q_proj_64x128.safetensors").string(), w);
+  write_checkpoint((out / "awq_checkpoint" / "random_16x32.safetensors").string(), weight_slice(nullptr, 16, 32));
 
   awq::io::SafetensorsWriter st;
   st.metadata("format", "pt");

@@ -108,7 +108,7 @@ class AwqCheckpoint {
     awq::detail::require(groups > 0 && L.k % groups == 0, where, "'", prefix, ".scales' has ", groups,
                          " rows, which does not divide K = ", L.k);
     L.group = L.k / groups;
-    awq::detail::require(L.group == 32 || L.group == 64 || L.group == 128 || L.group == 256 || L.group == L.k, where, "'",
+    awq::detail::require(AwqGemmWeights::group_supported(L.group, L.k), where, "'",
                          prefix, "' has group size ", L.group, " (not 32, 64, 128, 256 or K)");
     awq::detail::require(qz.shape[0] == groups && qz.shape[1] == qw.shape[1], where, "'", prefix, ".qzeros' is ", qz.shape[0],
                          " x ", qz.shape[1], ", expected ", groups, " x ", qw.shape[1]);

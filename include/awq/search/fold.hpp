@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "awq/error.hpp"
+#include "awq/quantizer.hpp"
 #include "awq/view.hpp"
 
 namespace awq {
@@ -25,10 +26,6 @@ void require_scales(const char* fn, const VectorView<T>& s, index_t n, const cha
   }
 }
 
-/// Computation type of folding into storage T (float for half/bfloat16/float, double for double).
-template <class T>
-using fold_t = std::conditional_t<std::is_same_v<std::remove_cv_t<T>, double>, double, float>;
-
 template <class T>
 constexpr const char* storage_name() {
   if constexpr (std::is_same_v<T, float>) return "float32";
@@ -38,18 +35,18 @@ constexpr const char* storage_name() {
   else return "its element type";
 }
 
-/// Applies out(i, j) = op(in(i, j)) to every element visited by `each`, or nothing at all: a
+/// Stores each value (computed in acc_t<T>) into its slot for every element visited by `each`, or nothing at all: a
 /// first pass checks that every result is finite once stored as T (fp16 overflows at 65504),
 /// and throws naming the tensor, the position and the value otherwise.
 template <class T, class Each>
 void fold_all_or_nothing(const char* fn, const char* what, Each&& each) {
-  each([&](T& slot, fold_t<T> value, index_t r, index_t c) {
+  each([&](T& slot, acc_t<T> value, index_t r, index_t c) {
     (void)slot;
     const double stored = static_cast<double>(static_cast<T>(value));
     require(std::isfinite(stored), fn, ": folding the scales makes ", what, " at (", r, ", ", c, ") ", value,
             ", which is not finite as ", storage_name<T>(), "; nothing was changed");
   });
-  each([&](T& slot, fold_t<T> value, index_t, index_t) { slot = static_cast<T>(value); });
+  each([&](T& slot, acc_t<T> value, index_t, index_t) { slot = static_cast<T>(value); });
 }
 }  // namespace detail
 
@@ -59,7 +56,7 @@ template <class T, class S>
 void scale_linear_inputs(const MatrixView<T>& w, const VectorView<S>& s) {
   constexpr const char* fn = "awq::scale_linear_inputs";
   detail::require_scales(fn, s, w.cols(), "in_features");
-  using A = detail::fold_t<T>;
+  using A = acc_t<T>;
   detail::fold_all_or_nothing<T>(fn, "weight", [&](auto&& f) {
     for (index_t r = 0; r < w.rows(); ++r)
       for (index_t c = 0; c < w.cols(); ++c) f(w(r, c), static_cast<A>(w(r, c)) * static_cast<A>(s[c]), r, c);
@@ -74,7 +71,7 @@ void fold_into_norm(const VectorView<T>& weight, const VectorView<T>& bias, cons
   detail::require_scales(fn, s, weight.size(), "the norm weight");
   detail::require(bias.empty() || bias.size() == weight.size(), fn, ": bias has ", bias.size(),
                   " elements but the norm weight has ", weight.size());
-  using A = detail::fold_t<T>;
+  using A = acc_t<T>;
   detail::fold_all_or_nothing<T>(fn, "the norm weight (row 0) or bias (row 1)", [&](auto&& f) {
     for (index_t i = 0; i < weight.size(); ++i) {
       f(weight[i], static_cast<A>(weight[i]) / static_cast<A>(s[i]), 0, i);
@@ -92,7 +89,7 @@ void fold_into_linear_output(const MatrixView<T>& w, const VectorView<T>& bias, 
   detail::require_scales(fn, s, w.rows(), "the previous linear's out_features");
   detail::require(bias.empty() || bias.size() == w.rows(), fn, ": bias has ", bias.size(), " elements but out_features is ",
                   w.rows());
-  using A = detail::fold_t<T>;
+  using A = acc_t<T>;
   detail::fold_all_or_nothing<T>(fn, "the previous linear's weight (bias: column -1)", [&](auto&& f) {
     for (index_t r = 0; r < w.rows(); ++r) {
       const A d = static_cast<A>(s[r]);
@@ -108,7 +105,7 @@ template <class T, class S>
 void scale_activations(const MatrixView<T>& x, const VectorView<S>& s) {
   constexpr const char* fn = "awq::scale_activations";
   detail::require_scales(fn, s, x.cols(), "x's channel count");
-  using A = detail::fold_t<T>;
+  using A = acc_t<T>;
   detail::fold_all_or_nothing<T>(fn, "an activation", [&](auto&& f) {
     for (index_t t = 0; t < x.rows(); ++t)
       for (index_t c = 0; c < x.cols(); ++c) f(x(t, c), static_cast<A>(x(t, c)) / static_cast<A>(s[c]), t, c);

@@ -59,6 +59,11 @@ struct AwqGemmWeights {
   index_t k() const noexcept { return qweight.rows(); }                       ///< input features
   index_t n() const noexcept { return qweight.cols() * kAwqPackFactor; }     ///< output features
   index_t groups() const noexcept { return scales.rows(); }                   ///< K / G
+
+  /// Group sizes the kernels take: 32, 64, 128, 256, or K (one group per row).
+  static constexpr bool group_supported(index_t g, index_t k) noexcept {
+    return g == 32 || g == 64 || g == 128 || g == 256 || g == k;
+  }
 };
 
 /// Instruction set for the CPU W4A16 kernel.
@@ -110,7 +115,7 @@ struct Problem {
   const float* bias;  // may be null
   float* y;
   index_t ldy;
-  const float* xsum;  // [M, K/G] sums of x over each group (M = 1 path)
+  const float* xsum;  // [K/G] sums of x over each group (the M = 1 path only)
 };
 
 inline float zero_of(const Problem& p, index_t g, index_t word, int nibble) {
@@ -350,7 +355,7 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
   detail::require(w.scales.rows() > 0 && K % w.scales.rows() == 0, fn, ": scales has ", w.scales.rows(),
                   " rows, which does not divide K = ", K);
   const index_t G = K / w.scales.rows();
-  detail::require(G == 32 || G == 64 || G == 128 || G == 256 || G == K, fn, ": group size ", G,
+  detail::require(AwqGemmWeights::group_supported(G, K), fn, ": group size ", G,
                   " (K ", K, " / scales rows ", w.scales.rows(), ") is not 32, 64, 128, 256 or K");
   detail::require_shape(w.scales, K / G, N, fn, "scales");
   const bool symmetric = w.qzeros.size() == 0;
@@ -380,7 +385,7 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
   index_t ldx = 0;
   if constexpr (std::is_same_v<TX, float>) {
     xf = x.data();
-    ldx = M > 1 ? x.row_stride() : K;
+    ldx = x.row_stride();
   } else {
     xbuf.resize(static_cast<std::size_t>(M * K));
     for (index_t m = 0; m < M; ++m)
@@ -392,7 +397,7 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
   index_t ldy = 0;
   if constexpr (std::is_same_v<TY, float>) {
     yf = y.data();
-    ldy = M > 1 ? y.row_stride() : N;
+    ldy = y.row_stride();
   } else {
     ybuf.resize(static_cast<std::size_t>(M * N));
     yf = ybuf.data();
@@ -408,7 +413,7 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
       bf = bbuf.data();
     }
   }
-  std::vector<float> xsum(static_cast<std::size_t>(K / G), 0.0f);
+  std::vector<float> xsum(M == 1 ? static_cast<std::size_t>(K / G) : 0);
   if (M == 1)
     for (index_t g = 0; g < K / G; ++g) {
       float s = 0.0f;
@@ -423,11 +428,11 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
                                  N,
                                  G,
                                  w.qweight.data(),
-                                 w.qweight.rows() > 1 ? w.qweight.row_stride() : w.qweight.cols(),
+                                 w.qweight.row_stride(),
                                  symmetric ? nullptr : w.qzeros.data(),
-                                 symmetric ? 0 : (w.qzeros.rows() > 1 ? w.qzeros.row_stride() : w.qzeros.cols()),
+                                 w.qzeros.row_stride(),
                                  w.scales.data(),
-                                 w.scales.rows() > 1 ? w.scales.row_stride() : w.scales.cols(),
+                                 w.scales.row_stride(),
                                  bf,
                                  yf,
                                  ldy,

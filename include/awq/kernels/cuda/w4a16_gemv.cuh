@@ -39,7 +39,8 @@ struct W4A16Args {
   const __half* scales = nullptr;         ///< [K/G, N]
   const __half* bias = nullptr;           ///< [N] or null
   __half* y = nullptr;                    ///< [M, N] row-major
-  void* workspace = nullptr;  ///< w4a16_workspace_bytes(); zero-filled once before the first call
+  void* workspace = nullptr;      ///< w4a16_workspace_bytes(m, k, n) bytes, zero-filled once before the first call
+  std::size_t workspace_bytes = 0;  ///< size of `workspace`, checked against what the sizes need
   int m = 1, k = 0, n = 0, group = 128;  ///< sizes
 
   /// Throws awq::Error naming the argument that cannot be run.
@@ -79,6 +80,9 @@ inline GemvPlan gemv_plan(int m, int k, int n, int sms) {
 
 /// Workspace layout: tickets [tiles] int (padded to 256 bytes), then partial sums [splits][M][N] float.
 inline std::size_t gemv_ticket_bytes(const GemvPlan& p) { return (static_cast<std::size_t>(p.tiles) * 4 + 255) / 256 * 256; }
+inline std::size_t gemv_workspace_bytes(const GemvPlan& p, int m, int n) {
+  return gemv_ticket_bytes(p) + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
+}
 
 inline int device_sms() {
   static int cache[64] = {};  // per device id; a race writes the same value
@@ -235,18 +239,22 @@ void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
 }  // namespace detail
 
 /// \brief Workspace bytes w4a16_gemv needs for these sizes on the current device. Allocate it once,
-///        zero-fill it once (cudaMemset), and reuse it for every call of at most these sizes.
+///        zero-fill it once (cudaMemset) and reuse it; w4a16_gemv checks the size on every call.
 inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
-  const auto p = detail::gemv_plan(m, k, n, detail::device_sms());
-  return detail::gemv_ticket_bytes(p) + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
+  return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
 }
 
-/// \brief y = x · dequant(W)ᵀ (+ bias) for M = 1..8 on `stream`. Requires a.workspace of
-///        w4a16_workspace_bytes(m, k, n) bytes, zero-filled before its first use (the kernel
-///        leaves it zero-filled again). Calls sharing a workspace must not run concurrently.
+/// \brief y = x · dequant(W)ᵀ (+ bias) for M = 1..8 on `stream`. Requires a.workspace of at least
+///        w4a16_workspace_bytes(m, k, n) bytes (a.workspace_bytes says how many; awq::Error when
+///        too few), zero-filled before its first use (the kernel leaves it zero-filled again).
+///        Calls sharing a workspace must not run concurrently.
 inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
   a.can_implement();
   const auto p = detail::gemv_plan(a.m, a.k, a.n, detail::device_sms());
+  const std::size_t need = detail::gemv_workspace_bytes(p, a.m, a.n);
+  awq::detail::require(a.workspace_bytes >= need, "awq::cuda::w4a16_gemv: workspace_bytes ", a.workspace_bytes,
+                       " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
+                       " need (w4a16_workspace_bytes)");
   switch (a.m) {
     case 1: detail::launch<1>(a, p, stream); break;
     case 2: detail::launch<2>(a, p, stream); break;

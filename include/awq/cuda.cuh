@@ -1,9 +1,10 @@
 /// \file
 /// \brief Opt-in umbrella for the GPU side of awq (nvcc only): everything in awq/awq.hpp plus
-///        the CUDA runtime helpers and kernels.
+///        the CUDA runtime helpers, the backend::cuda policy (cuBLAS: link CUDA::cublas) and the kernels.
 #pragma once
 
 #include "awq/awq.hpp"
+#include "awq/backend/cuda.cuh"
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"

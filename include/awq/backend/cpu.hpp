@@ -20,6 +20,7 @@
 #include "awq/config.hpp"
 #include "awq/error.hpp"
 #include "awq/quantizer.hpp"
+#include "awq/stats.hpp"
 #include "awq/view.hpp"
 
 namespace awq {
@@ -302,6 +303,133 @@ struct cpu {
     double total = 0.0;
     for (double v : part) total += v;
     return total / static_cast<double>(a.size());
+  }
+
+  /// Owning scratch array of n elements (the search's workspace lives where the backend computes).
+  template <class T>
+  using buffer = std::vector<T>;
+
+  /// Throws awq::Error naming `what`, the value, its row (× `row_step`: the source row of a
+  /// subsample) and column when m holds a NaN or an infinity.
+  template <class S>
+  static void check_finite(const char* fn, const char* what, const MatrixView<const S>& m, index_t row_step = 1) {
+    for (index_t r = 0; r < m.rows(); ++r)
+      for (index_t c = 0; c < m.cols(); ++c)
+        if (!std::isfinite(static_cast<double>(m(r, c))))
+          throw Error(detail::concat(fn, ": non-finite ", what, " value ", static_cast<double>(m(r, c)), " at row ",
+                                     r * row_step, ", column ", c));
+  }
+
+  /// Mean |x| per input channel over the rows of x, accumulated in double (ActStats).
+  template <class S>
+  static std::vector<acc_t<S>> channel_abs_mean(const MatrixView<const S>& x) {
+    ActStats st(x.cols());
+    st.update(x);
+    return st.mean<acc_t<S>>();
+  }
+
+  /// AutoAWQ's w_mean over the stacked rows of `weights` (all [·, k]): per input channel, the
+  /// mean of |w| / (max |w| of its group in that row + 1e-6), computed in S, summed in double.
+  template <class S>
+  static std::vector<acc_t<S>> duo_weight_mean(const std::vector<MatrixView<const S>>& weights, index_t g) {
+    const index_t k = weights.front().cols();
+    std::vector<double> acc(static_cast<std::size_t>(k), 0.0);
+    index_t rows = 0;
+    for (const auto& w : weights) {
+      for (index_t r = 0; r < w.rows(); ++r) {
+        for (index_t j0 = 0; j0 < k; j0 += g) {
+          S amax = 0;
+          for (index_t c = j0; c < j0 + g; ++c) amax = std::max(amax, static_cast<S>(std::fabs(w(r, c))));
+          const S den = amax + static_cast<S>(1e-6);
+          for (index_t c = j0; c < j0 + g; ++c)
+            acc[static_cast<std::size_t>(c)] += static_cast<double>(std::fabs(w(r, c)) / den);
+        }
+      }
+      rows += w.rows();
+    }
+    std::vector<acc_t<S>> out(acc.size());
+    for (std::size_t c = 0; c < acc.size(); ++c) out[c] = static_cast<acc_t<S>>(acc[c] / static_cast<double>(rows));
+    return out;
+  }
+
+  /// out [n, k] = rows 0, step, 2·step, … of x (n = out.rows()).
+  template <class S>
+  static void gather_rows(const MatrixView<const S>& x, index_t step, const MatrixView<S>& out) {
+    detail::require(out.cols() == x.cols() && (out.rows() - 1) * step < x.rows(), "awq::backend::cpu::gather_rows: ",
+                    out.rows(), " rows of step ", step, " do not fit x with ", x.rows(), " rows");
+    for (index_t t = 0; t < out.rows(); ++t)
+      for (index_t c = 0; c < x.cols(); ++c) out(t, c) = x(t * step, c);
+  }
+
+  /// The clip search's error table. For every output row r, group j and shrink i < n_shrink:
+  /// err[(i·rows + r)·groups + j] = mean over the tokens of xs of (xs_g · (Q(W_c) − W)_gᵀ)², where
+  /// W_c clamps the group to ±max|w_g|·(1 − i/n_grid); absmax[r·groups + j] = max|w_g|.
+  /// Work is split over (group, row batch) tasks on the thread pool; `done(n)` is called with the
+  /// number of (row, group) pairs finished so far.
+  template <class Cfg, class S, class Done>
+  static void clip_errors(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
+                          index_t row_batch, double* err, S* absmax, Done&& done) {
+    const index_t k = w.cols(), nt = xs.rows();
+    const index_t g = detail::checked_group("awq::backend::cpu::clip_errors", spec_of<Cfg>(), w);
+    const index_t ng = k / g, rows = w.rows();
+    const index_t n_batches = (rows + row_batch - 1) / row_batch;
+    std::atomic<long> finished{0};
+    std::mutex done_mutex;
+    parallel_for(ng * n_batches, [&](index_t a, index_t b) {
+      std::vector<S> wg, wq, org, cur;
+      std::vector<double> e;
+      for (index_t task = a; task < b; ++task) {
+        const index_t j = task % ng, r0 = (task / ng) * row_batch;
+        const index_t nr = std::min(row_batch, rows - r0);
+        wg.resize(static_cast<std::size_t>(nr * g));
+        wq.resize(wg.size());
+        for (index_t r = 0; r < nr; ++r) {
+          S m = 0;
+          for (index_t i = 0; i < g; ++i) {
+            const S v = w(r0 + r, j * g + i);
+            wg[static_cast<std::size_t>(r * g + i)] = v;
+            m = std::max(m, static_cast<S>(std::fabs(v)));
+          }
+          absmax[(r0 + r) * ng + j] = m;
+        }
+        const auto X = map(MatrixView<const S>(xs.data() + j * g, nt, g, xs.row_stride(), 1));
+        const auto Wg = map(make_row_major<const S>(wg.data(), nr, g));
+        org.resize(static_cast<std::size_t>(nt * nr));
+        cur.resize(org.size());
+        auto O = map(make_row_major(org.data(), nt, nr));
+        auto C = map(make_row_major(cur.data(), nt, nr));
+        O.noalias() = X * Wg.transpose();
+        e.resize(static_cast<std::size_t>(nr));
+        for (int i_s = 0; i_s < n_shrink; ++i_s) {
+          const S f = static_cast<S>(1.0 - static_cast<double>(i_s) / n_grid);
+          for (index_t r = 0; r < nr; ++r) {
+            const S c = absmax[(r0 + r) * ng + j] * f;
+            const S* src = wg.data() + r * g;
+            S lo = detail::clamp(src[0], -c, c), hi = lo;
+            for (index_t i = 1; i < g; ++i) {
+              const S v = detail::clamp(src[i], -c, c);
+              lo = v < lo ? v : lo;
+              hi = hi < v ? v : hi;
+            }
+            const GroupParams<S> p = group_params<Cfg>(lo, hi);
+            for (index_t i = 0; i < g; ++i)
+              wq[static_cast<std::size_t>(r * g + i)] = fake_quantize_value<Cfg>(detail::clamp(src[i], -c, c), p);
+          }
+          C.noalias() = X * map(make_row_major<const S>(wq.data(), nr, g)).transpose();
+          std::fill(e.begin(), e.end(), 0.0);
+          for (index_t t = 0; t < nt; ++t)
+            for (index_t r = 0; r < nr; ++r) {
+              const double d = static_cast<double>(C(t, r)) - static_cast<double>(O(t, r));
+              e[static_cast<std::size_t>(r)] += d * d;
+            }
+          for (index_t r = 0; r < nr; ++r)
+            err[(static_cast<index_t>(i_s) * rows + r0 + r) * ng + j] = e[static_cast<std::size_t>(r)] / static_cast<double>(nt);
+        }
+        const long d = finished += static_cast<long>(nr);
+        std::lock_guard<std::mutex> lock(done_mutex);
+        done(d);
+      }
+    });
   }
 
   /// An Eigen map over a row-contiguous view (no copy).

@@ -22,6 +22,7 @@
 #include "awq/config.hpp"
 #include "awq/error.hpp"
 #include "awq/progress.hpp"
+#include "awq/quantizer.hpp"
 #include "awq/stats.hpp"
 #include "awq/view.hpp"
 
@@ -57,8 +58,9 @@ struct ScaleSearchResult {
 /// \brief The built-in block "single linear" / "concatenated linears": y = [x·W₀ᵀ+b₀ | x·W₁ᵀ+b₁ | …].
 ///
 /// A block is any callable `void(const MatrixView<const S>& x, const std::vector<MatrixView<const S>>& weights,
-/// const MatrixView<S>& out)` with a member `index_t output_cols() const`; `out` is [x.rows(), output_cols()].
-/// An engine plugs in its own attention or MLP the same way.
+/// const MatrixView<acc_t<S>>& out)` with a member `index_t output_cols() const`; `out` is
+/// [x.rows(), output_cols()], in the memory of the backend the search runs on (host for
+/// backend::cpu, device for backend::cuda). An engine plugs in its own attention or MLP the same way.
 template <class S, class Backend = backend::cpu>
 struct LinearsBlock {
   std::vector<const S*> biases;   ///< one per linear (null for none)
@@ -79,7 +81,7 @@ struct LinearsBlock {
   }
   /// Evaluates the block.
   void operator()(const MatrixView<const S>& x, const std::vector<MatrixView<const S>>& weights,
-                  const MatrixView<S>& out) const {
+                  const MatrixView<acc_t<S>>& out) const {
     index_t off = 0;
     for (std::size_t i = 0; i < weights.size(); ++i) {
       Backend::linear(x, weights[i], biases[i], out.middle_cols(off, outs[i]));
@@ -87,42 +89,6 @@ struct LinearsBlock {
     }
   }
 };
-
-namespace detail {
-
-template <class T>
-void require_finite(const char* fn, const char* what, const MatrixView<T>& m) {
-  for (index_t r = 0; r < m.rows(); ++r)
-    for (index_t c = 0; c < m.cols(); ++c)
-      if (!std::isfinite(static_cast<double>(m(r, c))))
-        throw Error(concat(fn, ": non-finite ", what, " value ", static_cast<double>(m(r, c)), " at row ", r,
-                           ", column ", c));
-}
-
-/// AutoAWQ's w_mean: per input channel, the mean over all rows of |w| / (max |w| in its group + 1e-6).
-template <class S>
-std::vector<S> duo_weight_mean(const std::vector<Linear<S>>& linears, index_t g) {
-  const index_t k = linears.front().weight.cols();
-  std::vector<double> acc(static_cast<std::size_t>(k), 0.0);
-  index_t rows = 0;
-  for (const auto& l : linears) {
-    const auto& w = l.weight;
-    for (index_t r = 0; r < w.rows(); ++r) {
-      for (index_t j0 = 0; j0 < k; j0 += g) {
-        S amax = 0;
-        for (index_t c = j0; c < j0 + g; ++c) amax = std::max(amax, static_cast<S>(std::fabs(w(r, c))));
-        const S den = amax + static_cast<S>(1e-6);
-        for (index_t c = j0; c < j0 + g; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(std::fabs(w(r, c)) / den);
-      }
-    }
-    rows += w.rows();
-  }
-  std::vector<S> out(acc.size());
-  for (std::size_t c = 0; c < acc.size(); ++c) out[c] = static_cast<S>(acc[c] / static_cast<double>(rows));
-  return out;
-}
-
-}  // namespace detail
 
 /// \brief Candidate scales for one α, exactly as the reference forms them (in S precision).
 template <class S>
@@ -148,7 +114,8 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 }
 
 /// \brief Search the per-input-channel scales for a group of linears sharing input x.
-/// \tparam Backend a backend policy (backend::cpu).
+/// \tparam Backend a backend policy (backend::cpu, or backend::cuda from awq/backend/cuda.cuh);
+///         every view lives in that backend's memory, the result on the host.
 /// \param x       calibration inputs [tokens, in] (a sample; row-major, contiguous rows)
 /// \param linears the linears fed by x, each [out_i, in]
 /// \param block   the module whose output is judged (see LinearsBlock for the interface)
@@ -156,47 +123,49 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
 ///                than the sample); empty: computed from x
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
+///
+/// Scales and losses are computed in acc_t<S> (float for half and bfloat16 storage).
 template <class Backend = backend::cpu, class S, class Block>
-ScaleSearchResult<S> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears, const Block& block,
-                                   const ScaleSearchOptions& opt, std::vector<S> x_mean = {}) {
+ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears,
+                                          const Block& block, const ScaleSearchOptions& opt,
+                                          std::vector<acc_t<S>> x_mean = {}) {
+  using F = acc_t<S>;
   constexpr const char* fn = "awq::search_scales";
   detail::require(!linears.empty(), fn, ": no linear given");
   detail::require(opt.n_grid >= 1, fn, ": n_grid ", opt.n_grid, " must be at least 1");
   const index_t k = x.cols();
   const index_t g = opt.quant.group_for(k);
+  std::vector<MatrixView<const S>> orig_w;
   for (std::size_t i = 0; i < linears.size(); ++i) {
     detail::require(linears[i].weight.cols() == k, fn, ": linear ", i, " has ", linears[i].weight.cols(),
                     " input features but x has ", k);
-    detail::require_finite(fn, "weight", linears[i].weight);
+    Backend::check_finite(fn, "weight", linears[i].weight);
+    orig_w.push_back(linears[i].weight);
   }
   detail::require(x.rows() > 0, fn, ": x has no token");
-  detail::require_finite(fn, "activation", x);
-  if (x_mean.empty()) {
-    ActStats st(k);
-    st.update(x);
-    x_mean = st.mean<S>();
-  }
+  Backend::check_finite(fn, "activation", x);
+  if (x_mean.empty()) x_mean = Backend::channel_abs_mean(x);
   detail::require(static_cast<index_t>(x_mean.size()) == k, fn, ": x_mean has ", x_mean.size(), " channels, expected ", k);
-  std::vector<S> w_mean;
-  if (opt.duo_scaling) w_mean = detail::duo_weight_mean(linears, g);
+  std::vector<F> w_mean;
+  if (opt.duo_scaling) w_mean = Backend::duo_weight_mean(orig_w, g);
 
-  // Workspace, allocated once for the whole grid.
+  // Workspace in the backend's memory, allocated once for the whole grid.
   const index_t n_out = block.output_cols();
-  std::vector<S> org(static_cast<std::size_t>(x.rows() * n_out)), cur(org.size());
-  std::vector<std::vector<S>> wq(linears.size());
-  std::vector<MatrixView<const S>> orig_w, q_w;
+  const auto out_size = static_cast<std::size_t>(x.rows() * n_out);
+  typename Backend::template buffer<F> org(out_size), cur(out_size);
+  std::vector<typename Backend::template buffer<S>> wq;
+  std::vector<MatrixView<const S>> q_w;
   for (std::size_t i = 0; i < linears.size(); ++i) {
-    wq[i].resize(static_cast<std::size_t>(linears[i].weight.size()));
-    orig_w.push_back(linears[i].weight);
-    q_w.push_back(make_row_major<const S>(wq[i].data(), linears[i].weight.rows(), k));
+    wq.emplace_back(static_cast<std::size_t>(linears[i].weight.size()));
+    q_w.push_back(make_row_major<const S>(wq.back().data(), linears[i].weight.rows(), k));
   }
   block(x, orig_w, make_row_major(org.data(), x.rows(), n_out));
 
-  ScaleSearchResult<S> res;
+  ScaleSearchResult<F> res;
   for (int i = 0; i < opt.n_grid; ++i) res.alphas.push_back(static_cast<double>(i) / opt.n_grid);
   if (opt.include_alpha_one) res.alphas.push_back(1.0);
   detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(res.alphas.size()));
-  std::vector<S> s;
+  std::vector<F> s;
   double best = std::numeric_limits<double>::infinity();
   for (std::size_t ai = 0; ai < res.alphas.size(); ++ai) {
     scales_for_alpha(res.alphas[ai], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
@@ -205,8 +174,8 @@ ScaleSearchResult<S> search_scales(const MatrixView<const S>& x, const std::vect
                                       make_row_major(wq[i].data(), linears[i].weight.rows(), k));
     }
     block(x, q_w, make_row_major(cur.data(), x.rows(), n_out));
-    const double loss = Backend::mse(make_row_major<const S>(org.data(), x.rows(), n_out),
-                                     make_row_major<const S>(cur.data(), x.rows(), n_out));
+    const double loss = Backend::mse(make_row_major<const F>(org.data(), x.rows(), n_out),
+                                     make_row_major<const F>(cur.data(), x.rows(), n_out));
     res.losses.push_back(loss);
     if (loss < best) {
       best = loss;
@@ -222,8 +191,9 @@ ScaleSearchResult<S> search_scales(const MatrixView<const S>& x, const std::vect
 
 /// Overload for a mutable x view (the search never writes to it).
 template <class Backend = backend::cpu, class S, class Block, class = std::enable_if_t<!std::is_const_v<S>>>
-ScaleSearchResult<S> search_scales(const MatrixView<S>& x, const std::vector<Linear<S>>& linears, const Block& block,
-                                   const ScaleSearchOptions& opt, std::vector<S> x_mean = {}) {
+ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<S>& x, const std::vector<Linear<S>>& linears,
+                                          const Block& block, const ScaleSearchOptions& opt,
+                                          std::vector<acc_t<S>> x_mean = {}) {
   return search_scales<Backend, S>(MatrixView<const S>(x), linears, block, opt, std::move(x_mean));
 }
 

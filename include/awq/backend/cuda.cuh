@@ -1,0 +1,559 @@
+/// \file
+/// \brief `awq::backend::cuda`: the GPU policy (nvcc only). The same primitives as backend::cpu —
+///        linear (cuBLAS), scaled pseudo-quantization, mean squared error, activation statistics,
+///        finite checks, the clip search's error table — over views of device memory, so that
+///        `search_scales<backend::cuda>` and `search_clip<backend::cuda>` run the one generic search
+///        on the GPU.
+///
+/// Element types: float, __half, __nv_bfloat16 storage; every reduction in fp32 or double.
+/// Work goes to the calling thread's stream (`cuda::StreamScope`; the legacy default stream when
+/// none is set) through a per-thread cuBLAS handle. Every CUDA and cuBLAS status is checked and
+/// raised as awq::Error. fp32 matrix products run in true fp32 (no TF32), so fp32 searches agree
+/// with the CPU backend. Calls that return a host value (mse, the finite checks, the statistics)
+/// synchronise the stream.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "awq/backend/cuda_runtime.cuh"
+#include "awq/config.hpp"
+#include "awq/error.hpp"
+#include "awq/kernels/cuda/pseudo_quantize.cuh"
+#include "awq/quantizer.hpp"
+#include "awq/view.hpp"
+
+namespace awq {
+namespace cuda {
+
+/// Throws awq::Error naming `what` when a cuBLAS call did not succeed.
+inline void check(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    throw Error(awq::detail::concat("awq cuBLAS error in ", what, ": status ", static_cast<int>(status)
+#if CUBLAS_VERSION >= 11400
+                                                                                     , " (", cublasGetStatusString(status), ")"
+#endif
+                                    ));
+  }
+}
+
+/// \brief Owning, move-only cuBLAS handle.
+class BlasHandle {
+ public:
+  BlasHandle() { check(cublasCreate(&h_), "cublasCreate"); }
+  BlasHandle(BlasHandle&& o) noexcept : h_(o.h_) { o.h_ = nullptr; }
+  BlasHandle& operator=(BlasHandle&&) = delete;
+  BlasHandle(const BlasHandle&) = delete;
+  BlasHandle& operator=(const BlasHandle&) = delete;
+  ~BlasHandle() {
+    if (h_) (void)cublasDestroy(h_);
+  }
+  cublasHandle_t get() const noexcept { return h_; }  ///< the raw handle
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
+
+/// \brief The calling thread's GPU state for backend::cuda: its stream, its cuBLAS handle (made
+///        on first use, for the device current then) and small scratch buffers.
+struct ThreadContext {
+  cudaStream_t stream = nullptr;             ///< where backend::cuda enqueues work
+  std::unique_ptr<BlasHandle> blas;          ///< lazily created
+  DeviceBuffer<unsigned long long> flag;     ///< one word for "first bad index" searches
+  DeviceBuffer<float> vec;                   ///< per-channel scales uploaded for a launch
+  DeviceBuffer<double> partial;              ///< reduction partials
+
+  /// The handle, bound to `stream`.
+  cublasHandle_t handle() {
+    if (!blas) blas = std::make_unique<BlasHandle>();
+    check(cublasSetStream(blas->get(), stream), "cublasSetStream");
+    return blas->get();
+  }
+};
+
+/// The calling thread's context.
+inline ThreadContext& this_thread_context() {
+  thread_local ThreadContext ctx;
+  return ctx;
+}
+
+/// \brief Routes backend::cuda work of the calling thread to `stream` for the scope's lifetime.
+class StreamScope {
+ public:
+  explicit StreamScope(cudaStream_t stream) : prev_(this_thread_context().stream) { this_thread_context().stream = stream; }
+  ~StreamScope() { this_thread_context().stream = prev_; }
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  cudaStream_t prev_;
+};
+
+namespace detail {
+
+template <class T>
+struct cuda_type;
+template <>
+struct cuda_type<float> {
+  static constexpr cudaDataType_t value = CUDA_R_32F;
+};
+template <>
+struct cuda_type<__half> {
+  static constexpr cudaDataType_t value = CUDA_R_16F;
+};
+template <>
+struct cuda_type<__nv_bfloat16> {
+  static constexpr cudaDataType_t value = CUDA_R_16BF;
+};
+
+inline double host_value(float v) { return v; }
+inline double host_value(__half v) { return __half2float(v); }
+inline double host_value(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+inline unsigned blocks_for(index_t n, int threads, index_t cap = 65535 * 16) {
+  return static_cast<unsigned>(std::max<index_t>(1, std::min<index_t>((n + threads - 1) / threads, cap)));
+}
+
+template <class T>
+__global__ void find_nonfinite_kernel(MatrixView<const T> m, unsigned long long* bad) {
+  const index_t n = m.rows() * m.cols();
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const index_t r = i / m.cols(), c = i % m.cols();
+    if (!isfinite(to_float(m(r, c)))) atomicMin(bad, static_cast<unsigned long long>(i));
+  }
+}
+
+// Column sums of |x| over a chunk of rows, in double: partial[chunk, c].
+template <class T>
+__global__ void col_abs_sum_kernel(MatrixView<const T> x, index_t rows_per_chunk, double* partial) {
+  const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= x.cols()) return;
+  const index_t r0 = static_cast<index_t>(blockIdx.y) * rows_per_chunk;
+  const index_t r1 = min(x.rows(), r0 + rows_per_chunk);
+  double acc = 0.0;
+  for (index_t r = r0; r < r1; ++r) acc += fabs(static_cast<double>(to_float(x(r, c))));
+  partial[static_cast<index_t>(blockIdx.y) * x.cols() + c] = acc;
+}
+
+// AutoAWQ's w_mean numerators: partial[chunk, c] = Σ_rows |w(r,c)| / (max |w| of the group + 1e-6).
+template <class T>
+__global__ void duo_col_sum_kernel(MatrixView<const T> w, index_t g, index_t rows_per_chunk, double* partial) {
+  const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= w.cols()) return;
+  const index_t r0 = static_cast<index_t>(blockIdx.y) * rows_per_chunk;
+  const index_t r1 = min(w.rows(), r0 + rows_per_chunk);
+  const index_t j0 = (c / g) * g;
+  double acc = 0.0;
+  for (index_t r = r0; r < r1; ++r) {
+    float amax = 0.0f;
+    for (index_t i = j0; i < j0 + g; ++i) amax = fmaxf(amax, fabsf(to_float(w(r, i))));  // L1-resident: g threads share it
+    acc += static_cast<double>(fabsf(to_float(w(r, c))) / (amax + 1e-6f));
+  }
+  partial[static_cast<index_t>(blockIdx.y) * w.cols() + c] = acc;
+}
+
+// out[c] (+)= Σ_chunk partial[chunk, c], in chunk order.
+__global__ inline void sum_chunks_kernel(const double* partial, index_t chunks, index_t cols, double* out, bool accumulate) {
+  const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  double acc = accumulate ? out[c] : 0.0;
+  for (index_t k = 0; k < chunks; ++k) acc += partial[k * cols + c];
+  out[c] = acc;
+}
+
+// One warp per (row, group): out = Q(w·s)/s, as backend::cpu::scaled_pseudo_quantize.
+template <class Cfg, class T>
+__global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float* s, index_t g, MatrixView<T> out) {
+  const index_t ng = w.cols() / g;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= w.rows() * ng) return;
+  const index_t r = warp / ng, j0 = (warp % ng) * g;
+  float lo = INFINITY, hi = -INFINITY;
+  for (index_t i = j0 + lane; i < j0 + g; i += 32) {
+    const float v = to_float(w(r, i)) * s[i];
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  }
+  const GroupParams<float> p = group_params<Cfg>(lo, hi);
+  for (index_t i = j0 + lane; i < j0 + g; i += 32) {
+    const float v = to_float(w(r, i)) * s[i];
+    out(r, i) = from_float<T>(fake_quantize_value<Cfg>(v, p) / s[i]);
+  }
+}
+
+// Fixed-order partial sums of (a - b)^2 in double: one per block (deterministic).
+__global__ inline void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float> b, double* partial) {
+  __shared__ double sh[256];
+  const index_t n = a.rows() * a.cols();
+  double acc = 0.0;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const index_t r = i / a.cols(), c = i % a.cols();
+    const double d = static_cast<double>(a(r, c)) - static_cast<double>(b(r, c));
+    acc += d * d;
+  }
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = 128; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+
+template <class T, class B>
+__global__ void add_bias_kernel(MatrixView<T> y, const B* bias) {
+  const index_t n = y.rows() * y.cols();
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const index_t r = i / y.cols(), c = i % y.cols();
+    y(r, c) = from_float<T>(to_float(y(r, c)) + to_float(bias[c]));
+  }
+}
+
+template <class T>
+__global__ void to_float_kernel(MatrixView<const T> x, float* out) {
+  const index_t n = x.rows() * x.cols();
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x)
+    out[i] = to_float(x(i / x.cols(), i % x.cols()));
+}
+
+// One warp per (row, group): max |w| of the group.
+template <class T>
+__global__ void group_absmax_kernel(MatrixView<const T> w, index_t g, float* absmax) {
+  const index_t ng = w.cols() / g;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= w.rows() * ng) return;
+  const index_t r = warp / ng, j0 = (warp % ng) * g;
+  float m = 0.0f;
+  for (index_t i = j0 + lane; i < j0 + g; i += 32) m = fmaxf(m, fabsf(to_float(w(r, i))));
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (lane == 0) absmax[warp] = m;
+}
+
+// One warp per (row of the chunk, group): for every shrink i, d = Q(clamp(w)) − w into
+// D[(i·rc + r)·k + column] (fp32), the clamp bound absmax · (1 − i/n_grid) as the CPU forms it.
+template <class Cfg, class T>
+__global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc, index_t g, const float* absmax,
+                                  int n_shrink, int n_grid, float* D) {
+  const index_t k = w.cols(), ng = k / g;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= rc * ng) return;
+  const index_t r = warp / ng, j0 = (warp % ng) * g;
+  const float amax = absmax[(r0 + r) * ng + warp % ng];
+  for (int i_s = 0; i_s < n_shrink; ++i_s) {
+    const float c = amax * static_cast<float>(1.0 - static_cast<double>(i_s) / n_grid);
+    float lo = INFINITY, hi = -INFINITY;
+    for (index_t i = j0 + lane; i < j0 + g; i += 32) {
+      const float v = awq::detail::clamp(to_float(w(r0 + r, i)), -c, c);
+      lo = fminf(lo, v);
+      hi = fmaxf(hi, v);
+    }
+    for (int off = 16; off > 0; off /= 2) {
+      lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+      hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+    }
+    const GroupParams<float> p = group_params<Cfg>(lo, hi);
+    for (index_t i = j0 + lane; i < j0 + g; i += 32) {
+      const float v = to_float(w(r0 + r, i));
+      D[(static_cast<index_t>(i_s) * rc + r) * k + i] = fake_quantize_value<Cfg>(awq::detail::clamp(v, -c, c), p) - v;
+    }
+  }
+}
+
+// err[(i·rows + r0 + r)·ng + j] = mean over t of E_j[t, i·rc + r]², E_j = C + j·R·nt laid out [nt][R].
+__global__ inline void clip_reduce_kernel(const float* C, index_t R, index_t nt, index_t rc, index_t r0, index_t rows,
+                                          index_t ng, double* err) {
+  const index_t rr = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const index_t j = blockIdx.y;
+  if (rr >= R || r0 + rr % rc >= rows) return;  // the last chunk may be short
+  const float* E = C + j * R * nt + rr;
+  double acc = 0.0;
+  for (index_t t = 0; t < nt; ++t) {
+    const double v = E[t * R];
+    acc += v * v;
+  }
+  const index_t i_s = rr / rc, r = rr % rc;
+  err[(i_s * rows + r0 + r) * ng + j] = acc / static_cast<double>(nt);
+}
+
+template <class T>
+void require_device_rows(const char* fn, const MatrixView<T>& v, const char* what) {
+  awq::detail::require(v.col_stride() == 1 && v.row_stride() >= v.cols(), fn, ": ", what,
+                       " must be row-major with contiguous rows (col_stride ", v.col_stride(), ", row_stride ",
+                       v.row_stride(), ")");
+}
+
+}  // namespace detail
+}  // namespace cuda
+
+namespace backend {
+
+/// \brief The GPU backend policy. Every view is device memory; see the file comment.
+///
+/// S (storage) is float, __half or __nv_bfloat16; F = acc_t<S> (float) is the type of block
+/// outputs, scales and statistics.
+struct cuda {
+  static constexpr const char* name = "cuda";  ///< backend name for reports
+
+  /// Owning device array of n elements (cudaMalloc; never managed memory).
+  template <class T>
+  using buffer = ::awq::cuda::DeviceBuffer<T>;
+
+  /// The calling thread's stream.
+  static cudaStream_t stream() { return ::awq::cuda::this_thread_context().stream; }
+
+  /// Throws awq::Error naming `what`, the value, its row (× `row_step`) and column when the device
+  /// matrix m holds a NaN or an infinity. Synchronises the stream.
+  template <class S>
+  static void check_finite(const char* fn, const char* what, const MatrixView<const S>& m, index_t row_step = 1) {
+    namespace cu = ::awq::cuda;
+    if (m.size() == 0) return;
+    auto& ctx = cu::this_thread_context();
+    if (ctx.flag.size() < 1) ctx.flag = cu::DeviceBuffer<unsigned long long>(1);
+    const unsigned long long none = ULLONG_MAX;
+    cu::check(cudaMemcpyAsync(ctx.flag.data(), &none, sizeof(none), cudaMemcpyHostToDevice, ctx.stream), "cudaMemcpyAsync");
+    cu::detail::find_nonfinite_kernel<S><<<cu::detail::blocks_for(m.size(), 256, 4096), 256, 0, ctx.stream>>>(m, ctx.flag.data());
+    cu::check(cudaGetLastError(), "find_nonfinite_kernel launch");
+    unsigned long long first = none;
+    cu::check(cudaMemcpyAsync(&first, ctx.flag.data(), sizeof(first), cudaMemcpyDeviceToHost, ctx.stream), "cudaMemcpyAsync");
+    cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+    if (first == none) return;
+    const auto idx = static_cast<index_t>(first);
+    const index_t r = idx / m.cols(), c = idx % m.cols();
+    S v{};
+    cu::check(cudaMemcpy(&v, &m(r, c), sizeof(S), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    throw Error(detail::concat(fn, ": non-finite ", what, " value ", cu::detail::host_value(v), " at row ", r * row_step,
+                               ", column ", c));
+  }
+
+  /// Mean |x| per input channel over the rows of x (sums in double, fixed order).
+  template <class S>
+  static std::vector<acc_t<S>> channel_abs_mean(const MatrixView<const S>& x) {
+    namespace cu = ::awq::cuda;
+    detail::require(x.rows() > 0 && x.cols() > 0, "awq::backend::cuda::channel_abs_mean: x is empty");
+    auto& ctx = cu::this_thread_context();
+    const index_t rpc = 1024, chunks = (x.rows() + rpc - 1) / rpc;
+    cu::DeviceBuffer<double> partial(static_cast<std::size_t>(chunks * x.cols())), sum(static_cast<std::size_t>(x.cols()));
+    const dim3 grid(cu::detail::blocks_for(x.cols(), 128), static_cast<unsigned>(chunks));
+    cu::detail::col_abs_sum_kernel<S><<<grid, 128, 0, ctx.stream>>>(x, rpc, partial.data());
+    cu::check(cudaGetLastError(), "col_abs_sum_kernel launch");
+    cu::detail::sum_chunks_kernel<<<cu::detail::blocks_for(x.cols(), 128), 128, 0, ctx.stream>>>(
+        partial.data(), chunks, x.cols(), sum.data(), false);
+    cu::check(cudaGetLastError(), "sum_chunks_kernel launch");
+    const auto h = download(sum);
+    std::vector<acc_t<S>> out(h.size());
+    for (std::size_t c = 0; c < h.size(); ++c) out[c] = static_cast<acc_t<S>>(h[c] / static_cast<double>(x.rows()));
+    return out;
+  }
+
+  /// AutoAWQ's w_mean over the stacked rows of `weights` (see backend::cpu::duo_weight_mean).
+  template <class S>
+  static std::vector<acc_t<S>> duo_weight_mean(const std::vector<MatrixView<const S>>& weights, index_t g) {
+    namespace cu = ::awq::cuda;
+    auto& ctx = cu::this_thread_context();
+    const index_t k = weights.front().cols(), rpc = 256;
+    cu::DeviceBuffer<double> sum(static_cast<std::size_t>(k));
+    index_t rows = 0;
+    bool first = true;
+    for (const auto& w : weights) {
+      if (w.rows() == 0) continue;
+      const index_t chunks = (w.rows() + rpc - 1) / rpc;
+      cu::DeviceBuffer<double> partial(static_cast<std::size_t>(chunks * k));
+      const dim3 grid(cu::detail::blocks_for(k, 128), static_cast<unsigned>(chunks));
+      cu::detail::duo_col_sum_kernel<S><<<grid, 128, 0, ctx.stream>>>(w, g, rpc, partial.data());
+      cu::check(cudaGetLastError(), "duo_col_sum_kernel launch");
+      cu::detail::sum_chunks_kernel<<<cu::detail::blocks_for(k, 128), 128, 0, ctx.stream>>>(partial.data(), chunks, k,
+                                                                                            sum.data(), !first);
+      cu::check(cudaGetLastError(), "sum_chunks_kernel launch");
+      cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");  // before `partial` is freed
+      first = false;
+      rows += w.rows();
+    }
+    detail::require(rows > 0, "awq::backend::cuda::duo_weight_mean: no weight row");
+    const auto h = download(sum);
+    std::vector<acc_t<S>> out(h.size());
+    for (std::size_t c = 0; c < h.size(); ++c) out[c] = static_cast<acc_t<S>>(h[c] / static_cast<double>(rows));
+    return out;
+  }
+
+  /// out [n, k] = rows 0, step, 2·step, … of x (one strided device copy).
+  template <class S>
+  static void gather_rows(const MatrixView<const S>& x, index_t step, const MatrixView<S>& out) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::backend::cuda::gather_rows";
+    detail::require(out.cols() == x.cols() && (out.rows() - 1) * step < x.rows(), fn, ": ", out.rows(),
+                    " rows of step ", step, " do not fit x with ", x.rows(), " rows");
+    cu::detail::require_device_rows(fn, x, "x");
+    cu::detail::require_device_rows(fn, out, "out");
+    cu::check(cudaMemcpy2DAsync(out.data(), static_cast<std::size_t>(out.row_stride()) * sizeof(S), x.data(),
+                                static_cast<std::size_t>(x.row_stride() * step) * sizeof(S),
+                                static_cast<std::size_t>(x.cols()) * sizeof(S), static_cast<std::size_t>(out.rows()),
+                                cudaMemcpyDeviceToDevice, stream()),
+              "cudaMemcpy2DAsync");
+  }
+
+  /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), through cublasGemmEx with fp32
+  /// accumulation; y is S or float.
+  template <class S, class Y>
+  static void linear(const MatrixView<const S>& x, const MatrixView<const S>& w, const S* bias, const MatrixView<Y>& y) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::backend::cuda::linear";
+    detail::require(x.cols() == w.cols(), fn, ": x has ", x.cols(), " columns but w has ", w.cols());
+    detail::require_shape(y, x.rows(), w.rows(), fn, "y");
+    cu::detail::require_device_rows(fn, x, "x");
+    cu::detail::require_device_rows(fn, w, "w");
+    cu::detail::require_device_rows(fn, y, "y");
+    if (y.size() == 0) return;
+    for (index_t d : {x.rows(), w.rows(), x.cols(), x.row_stride(), w.row_stride(), y.row_stride()})
+      detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    auto& ctx = cu::this_thread_context();
+    const float one = 1.0f, zero = 0.0f;
+    cu::check(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows()), static_cast<int>(x.rows()),
+                           static_cast<int>(x.cols()), &one, w.data(), cu::detail::cuda_type<S>::value,
+                           static_cast<int>(w.row_stride()), x.data(), cu::detail::cuda_type<S>::value,
+                           static_cast<int>(x.row_stride()), &zero, y.data(), cu::detail::cuda_type<Y>::value,
+                           static_cast<int>(y.row_stride()), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmEx (awq::backend::cuda::linear)");
+    if (bias) {
+      cu::detail::add_bias_kernel<Y, S><<<cu::detail::blocks_for(y.size(), 256, 8192), 256, 0, ctx.stream>>>(y, bias);
+      cu::check(cudaGetLastError(), "add_bias_kernel launch");
+    }
+  }
+
+  /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹ with s given as k host values (uploaded here).
+  template <class S, class F>
+  static void scaled_pseudo_quantize(const QuantSpec& spec, const MatrixView<const S>& w, const F* s,
+                                     const MatrixView<S>& out) {
+    namespace cu = ::awq::cuda;
+    static_assert(std::is_same_v<F, float>, "backend::cuda: scales are float");
+    constexpr const char* fn = "awq::backend::cuda::scaled_pseudo_quantize";
+    detail::require_shape(out, w.rows(), w.cols(), fn, "out");
+    const index_t g = detail::checked_group(fn, spec, w);
+    auto& ctx = cu::this_thread_context();
+    if (ctx.vec.size() < static_cast<std::size_t>(w.cols())) ctx.vec = cu::DeviceBuffer<float>(static_cast<std::size_t>(w.cols()));
+    cu::check(cudaMemcpyAsync(ctx.vec.data(), s, static_cast<std::size_t>(w.cols()) * sizeof(float), cudaMemcpyHostToDevice,
+                              ctx.stream),
+              "cudaMemcpyAsync");
+    const index_t warps = w.rows() * (w.cols() / g);
+    if (warps == 0) return;
+    dispatch(spec, [&](auto cfg) {
+      cu::detail::scaled_pseudo_quantize_kernel<decltype(cfg), S>
+          <<<cu::detail::blocks_for(warps * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(w, ctx.vec.data(), g, out);
+    });
+    cu::check(cudaGetLastError(), "scaled_pseudo_quantize_kernel launch");
+  }
+
+  /// mean((a − b)²) of two device float matrices, in double, in a fixed order (deterministic).
+  static double mse(const MatrixView<const float>& a, const MatrixView<const float>& b) {
+    namespace cu = ::awq::cuda;
+    detail::require_shape(b, a.rows(), a.cols(), "awq::backend::cuda::mse", "b");
+    if (a.size() == 0) return 0.0;
+    auto& ctx = cu::this_thread_context();
+    const unsigned blocks = cu::detail::blocks_for(a.size(), 256, 2048);
+    if (ctx.partial.size() < blocks) ctx.partial = cu::DeviceBuffer<double>(blocks);
+    cu::detail::sq_diff_kernel<<<blocks, 256, 0, ctx.stream>>>(a, b, ctx.partial.data());
+    cu::check(cudaGetLastError(), "sq_diff_kernel launch");
+    std::vector<double> h(blocks);
+    cu::check(cudaMemcpyAsync(h.data(), ctx.partial.data(), blocks * sizeof(double), cudaMemcpyDeviceToHost, ctx.stream),
+              "cudaMemcpyAsync");
+    cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+    double total = 0.0;
+    for (double v : h) total += v;
+    return total / static_cast<double>(a.size());
+  }
+
+  /// Device bytes the clip search may use for its product buffer (default 1 GiB).
+  static std::size_t& clip_workspace_bytes() noexcept {
+    static std::size_t bytes = std::size_t{1} << 30;
+    return bytes;
+  }
+
+  /// The clip search's error table (same contract as backend::cpu::clip_errors; err and absmax
+  /// are host arrays). Per chunk of output rows: the deltas Q(W_c) − W of every shrink in fp32,
+  /// one strided-batched SGEMM over the groups (xs_g · Δ_gᵀ), squared and summed per column in
+  /// double. `row_batch` is unused: chunks are sized by clip_workspace_bytes().
+  template <class Cfg, class S, class Done>
+  static void clip_errors(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
+                          index_t /*row_batch*/, double* err, acc_t<S>* absmax, Done&& done) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::backend::cuda::clip_errors";
+    cu::detail::require_device_rows(fn, xs, "xs");
+    cu::detail::require_device_rows(fn, w, "w");
+    const index_t k = w.cols(), nt = xs.rows(), rows = w.rows();
+    const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
+    const index_t ng = k / g;
+    if (rows == 0 || nt == 0) return;
+    auto& ctx = cu::this_thread_context();
+    // Activations in fp32, contiguous.
+    cu::DeviceBuffer<float> xf(static_cast<std::size_t>(nt * k));
+    cu::detail::to_float_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, xf.data());
+    cu::check(cudaGetLastError(), "to_float_kernel launch");
+    cu::DeviceBuffer<float> amax(static_cast<std::size_t>(rows * ng));
+    cu::detail::group_absmax_kernel<S><<<cu::detail::blocks_for(rows * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+        w, g, amax.data());
+    cu::check(cudaGetLastError(), "group_absmax_kernel launch");
+    const std::size_t per_row = static_cast<std::size_t>(ng * n_shrink * nt) * sizeof(float);
+    const index_t rc = std::max<index_t>(1, std::min<index_t>(rows, static_cast<index_t>(clip_workspace_bytes() / per_row)));
+    const index_t R = n_shrink * rc;
+    for (index_t d : {R, nt, g, k}) detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    cu::DeviceBuffer<float> D(static_cast<std::size_t>(R * k)), C(static_cast<std::size_t>(ng * R * nt));
+    cu::DeviceBuffer<double> e(static_cast<std::size_t>(n_shrink * rows * ng));
+    const float one = 1.0f, zero = 0.0f;
+    for (index_t r0 = 0; r0 < rows; r0 += rc) {
+      const index_t nr = std::min(rc, rows - r0);
+      cu::detail::clip_delta_kernel<Cfg, S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+          w, r0, rc, g, amax.data(), n_shrink, n_grid, D.data());
+      cu::check(cudaGetLastError(), "clip_delta_kernel launch");
+      // C_j [R, nt] (column-major) = Δ_jᵀ-rows · xs_j: A = D (k-strided, op T), B = xf (k-strided).
+      cu::check(cublasSgemmStridedBatched(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(R), static_cast<int>(nt),
+                                          static_cast<int>(g), &one, D.data(), static_cast<int>(k), g, xf.data(),
+                                          static_cast<int>(k), g, &zero, C.data(), static_cast<int>(R), R * nt,
+                                          static_cast<int>(ng)),
+                "cublasSgemmStridedBatched (awq::backend::cuda::clip_errors)");
+      const dim3 grid(cu::detail::blocks_for(R, 256), static_cast<unsigned>(ng));
+      // A short last chunk leaves stale deltas past its rows: the reduction skips them.
+      cu::detail::clip_reduce_kernel<<<grid, 256, 0, ctx.stream>>>(C.data(), R, nt, rc, r0, rows, ng, e.data());
+      cu::check(cudaGetLastError(), "clip_reduce_kernel launch");
+      cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+      done(static_cast<long>((r0 + nr) * ng));
+    }
+    const auto he = download(e);
+    std::copy(he.begin(), he.end(), err);
+    const auto ha = download(amax);
+    std::copy(ha.begin(), ha.end(), absmax);
+  }
+
+ private:
+  template <class T>
+  static std::vector<T> download(const ::awq::cuda::DeviceBuffer<T>& b) {
+    namespace cu = ::awq::cuda;
+    std::vector<T> h(b.size());
+    if (!h.empty())
+      cu::check(cudaMemcpyAsync(h.data(), b.data(), h.size() * sizeof(T), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+    cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    return h;
+  }
+};
+
+}  // namespace backend
+}  // namespace awq

@@ -120,6 +120,15 @@ inline double host_value(float v) { return v; }
 inline double host_value(__half v) { return __half2float(v); }
 inline double host_value(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+template <class T>
+T host_from_float(float v);
+template <>
+inline float host_from_float<float>(float v) { return v; }
+template <>
+inline __half host_from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+inline __nv_bfloat16 host_from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
 inline unsigned blocks_for(index_t n, int threads, index_t cap = 65535 * 16) {
   return static_cast<unsigned>(std::max<index_t>(1, std::min<index_t>((n + threads - 1) / threads, cap)));
 }
@@ -228,11 +237,11 @@ __global__ void add_bias_kernel(MatrixView<T> y, const B* bias) {
 }
 
 template <class T>
-__global__ void to_float_kernel(MatrixView<const T> x, float* out) {
+__global__ void to_double_kernel(MatrixView<const T> x, double* out) {
   const index_t n = x.rows() * x.cols();
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<index_t>(gridDim.x) * blockDim.x)
-    out[i] = to_float(x(i / x.cols(), i % x.cols()));
+    out[i] = static_cast<double>(to_float(x(i / x.cols(), i % x.cols())));
 }
 
 // One warp per (row, group): max |w| of the group.
@@ -249,15 +258,16 @@ __global__ void group_absmax_kernel(MatrixView<const T> w, index_t g, float* abs
   if (lane == 0) absmax[warp] = m;
 }
 
-// One warp per (row of the chunk, group): for every shrink i, d = Q(clamp(w)) − w into
-// D[(i·rc + r)·k + column] (fp32), the clamp bound absmax · (1 − i/n_grid) as the CPU forms it.
+// One warp per (row of the chunk, group): for every shrink i, d = Q(clamp(w)) − w (formed in
+// fp32, stored in double) into D[(i·rc + r)·k + column], the clamp bound absmax · (1 − i/n_grid)
+// as the CPU forms it. Rows nr..rc of a short last chunk are left alone.
 template <class Cfg, class T>
-__global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc, index_t g, const float* absmax,
-                                  int n_shrink, int n_grid, float* D) {
+__global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc, index_t nr, index_t g,
+                                  const float* absmax, int n_shrink, int n_grid, double* D) {
   const index_t k = w.cols(), ng = k / g;
   const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (warp >= rc * ng) return;
+  if (warp >= nr * ng) return;
   const index_t r = warp / ng, j0 = (warp % ng) * g;
   const float amax = absmax[(r0 + r) * ng + warp % ng];
   for (int i_s = 0; i_s < n_shrink; ++i_s) {
@@ -275,25 +285,26 @@ __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc,
     const GroupParams<float> p = group_params<Cfg>(lo, hi);
     for (index_t i = j0 + lane; i < j0 + g; i += 32) {
       const float v = to_float(w(r0 + r, i));
-      D[(static_cast<index_t>(i_s) * rc + r) * k + i] = fake_quantize_value<Cfg>(awq::detail::clamp(v, -c, c), p) - v;
+      D[(static_cast<index_t>(i_s) * rc + r) * k + i] =
+          static_cast<double>(fake_quantize_value<Cfg>(awq::detail::clamp(v, -c, c), p)) - static_cast<double>(v);
     }
   }
 }
 
-// err[(i·rows + r0 + r)·ng + j] = mean over t of E_j[t, i·rc + r]², E_j = C + j·R·nt laid out [nt][R].
-__global__ inline void clip_reduce_kernel(const float* C, index_t R, index_t nt, index_t rc, index_t r0, index_t rows,
-                                          index_t ng, double* err) {
-  const index_t rr = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const index_t j = blockIdx.y;
-  if (rr >= R || r0 + rr % rc >= rows) return;  // the last chunk may be short
-  const float* E = C + j * R * nt + rr;
+// One warp per (row rr = i·rc + r of the chunk, group j): err[(i·rows + r0 + r)·ng + j] =
+// d·(G_j d) / nt, summed over the group in double.
+__global__ inline void clip_quadform_kernel(const double* D, const double* Y, index_t k, index_t g, index_t rc, index_t nr,
+                                            int n_shrink, index_t r0, index_t rows, index_t nt, double* err) {
+  const index_t ng = k / g;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= static_cast<index_t>(n_shrink) * rc * ng) return;
+  const index_t rr = warp / ng, j = warp % ng, r = rr % rc;
+  if (r >= nr) return;
   double acc = 0.0;
-  for (index_t t = 0; t < nt; ++t) {
-    const double v = E[t * R];
-    acc += v * v;
-  }
-  const index_t i_s = rr / rc, r = rr % rc;
-  err[(i_s * rows + r0 + r) * ng + j] = acc / static_cast<double>(nt);
+  for (index_t i = j * g + lane; i < (j + 1) * g; i += 32) acc += D[rr * k + i] * Y[rr * k + i];
+  for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0) err[((rr / rc) * rows + r0 + r) * ng + j] = acc / static_cast<double>(nt);
 }
 
 template <class T>
@@ -482,16 +493,18 @@ struct cuda {
     return total / static_cast<double>(a.size());
   }
 
-  /// Device bytes the clip search may use for its product buffer (default 1 GiB).
+  /// Device bytes the clip search may use for its delta buffers (default 1 GiB).
   static std::size_t& clip_workspace_bytes() noexcept {
     static std::size_t bytes = std::size_t{1} << 30;
     return bytes;
   }
 
   /// The clip search's error table (same contract as backend::cpu::clip_errors; err and absmax
-  /// are host arrays). Per chunk of output rows: the deltas Q(W_c) − W of every shrink in fp32,
-  /// one strided-batched SGEMM over the groups (xs_g · Δ_gᵀ), squared and summed per column in
-  /// double. `row_batch` is unused: chunks are sized by clip_workspace_bytes().
+  /// are host arrays), in double precision through the per-group Gram matrices of the sampled
+  /// tokens: mean_t (x_g · d)² = dᵀ G_j d / nt with G_j = X_gᵀ X_g (one batched DGEMM per linear)
+  /// and d = Q(W_c) − W. Per chunk of output rows: the deltas of every shrink (fp32, widened to
+  /// double), Y = D · G (a strided-batched DGEMM over the groups), then d · y per (row, group).
+  /// `row_batch` is unused: chunks are sized by clip_workspace_bytes().
   template <class Cfg, class S, class Done>
   static void clip_errors(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
                           index_t /*row_batch*/, double* err, acc_t<S>* absmax, Done&& done) {
@@ -504,36 +517,40 @@ struct cuda {
     const index_t ng = k / g;
     if (rows == 0 || nt == 0) return;
     auto& ctx = cu::this_thread_context();
-    // Activations in fp32, contiguous.
-    cu::DeviceBuffer<float> xf(static_cast<std::size_t>(nt * k));
-    cu::detail::to_float_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, xf.data());
-    cu::check(cudaGetLastError(), "to_float_kernel launch");
+    const std::size_t per_row = static_cast<std::size_t>(n_shrink * k) * 2 * sizeof(double);
+    const index_t rc = std::max<index_t>(1, std::min<index_t>(rows, static_cast<index_t>(clip_workspace_bytes() / per_row)));
+    const index_t R = n_shrink * rc;
+    for (index_t d : {R, nt, g, k}) detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    // Gram matrices G_j = X_jᵀ X_j [ng][g][g] in double (column-major per group; symmetric).
+    cu::DeviceBuffer<double> xd(static_cast<std::size_t>(nt * k)), G(static_cast<std::size_t>(ng * g * g));
+    cu::detail::to_double_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, xd.data());
+    cu::check(cudaGetLastError(), "to_double_kernel launch");
+    const double one = 1.0, zero = 0.0;
+    cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(g), static_cast<int>(g),
+                                        static_cast<int>(nt), &one, xd.data(), static_cast<int>(k), g, xd.data(),
+                                        static_cast<int>(k), g, &zero, G.data(), static_cast<int>(g), g * g,
+                                        static_cast<int>(ng)),
+              "cublasDgemmStridedBatched (clip Gram matrices)");
     cu::DeviceBuffer<float> amax(static_cast<std::size_t>(rows * ng));
     cu::detail::group_absmax_kernel<S><<<cu::detail::blocks_for(rows * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
         w, g, amax.data());
     cu::check(cudaGetLastError(), "group_absmax_kernel launch");
-    const std::size_t per_row = static_cast<std::size_t>(ng * n_shrink * nt) * sizeof(float);
-    const index_t rc = std::max<index_t>(1, std::min<index_t>(rows, static_cast<index_t>(clip_workspace_bytes() / per_row)));
-    const index_t R = n_shrink * rc;
-    for (index_t d : {R, nt, g, k}) detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
-    cu::DeviceBuffer<float> D(static_cast<std::size_t>(R * k)), C(static_cast<std::size_t>(ng * R * nt));
+    cu::DeviceBuffer<double> D(static_cast<std::size_t>(R * k)), Y(static_cast<std::size_t>(R * k));
     cu::DeviceBuffer<double> e(static_cast<std::size_t>(n_shrink * rows * ng));
-    const float one = 1.0f, zero = 0.0f;
     for (index_t r0 = 0; r0 < rows; r0 += rc) {
       const index_t nr = std::min(rc, rows - r0);
       cu::detail::clip_delta_kernel<Cfg, S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-          w, r0, rc, g, amax.data(), n_shrink, n_grid, D.data());
+          w, r0, rc, nr, g, amax.data(), n_shrink, n_grid, D.data());
       cu::check(cudaGetLastError(), "clip_delta_kernel launch");
-      // C_j [R, nt] (column-major) = Δ_jᵀ-rows · xs_j: A = D (k-strided, op T), B = xf (k-strided).
-      cu::check(cublasSgemmStridedBatched(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(R), static_cast<int>(nt),
-                                          static_cast<int>(g), &one, D.data(), static_cast<int>(k), g, xf.data(),
-                                          static_cast<int>(k), g, &zero, C.data(), static_cast<int>(R), R * nt,
+      // Per group j (column-major): Y_j [g, R] = G_j [g, g] · D_j [g, R], D_j and Y_j k-strided.
+      cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(g), static_cast<int>(R),
+                                          static_cast<int>(g), &one, G.data(), static_cast<int>(g), g * g, D.data(),
+                                          static_cast<int>(k), g, &zero, Y.data(), static_cast<int>(k), g,
                                           static_cast<int>(ng)),
-                "cublasSgemmStridedBatched (awq::backend::cuda::clip_errors)");
-      const dim3 grid(cu::detail::blocks_for(R, 256), static_cast<unsigned>(ng));
-      // A short last chunk leaves stale deltas past its rows: the reduction skips them.
-      cu::detail::clip_reduce_kernel<<<grid, 256, 0, ctx.stream>>>(C.data(), R, nt, rc, r0, rows, ng, e.data());
-      cu::check(cudaGetLastError(), "clip_reduce_kernel launch");
+                "cublasDgemmStridedBatched (clip errors)");
+      cu::detail::clip_quadform_kernel<<<cu::detail::blocks_for(R * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+          D.data(), Y.data(), k, g, rc, nr, n_shrink, r0, rows, nt, e.data());
+      cu::check(cudaGetLastError(), "clip_quadform_kernel launch");
       cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
       done(static_cast<long>((r0 + nr) * ng));
     }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device call for #5: build the CUDA tests and the search bench with nvcc (sm_90), run the
+# tests, compute-sanitizer memcheck + racecheck on them (SANITIZE=1), then the 7B-shaped search
+# bench (BENCH_ARGS, default the full 32 layers x 128 x 512 tokens).
+# usage (device machine, repo root, .deps carried): SANITIZE=1 bash bench/gpu_search.sh
+# SKIP_BUILD=1 reuses build-gpu/ from an earlier call on a warm machine; SKIP_TESTS=1 runs only the bench.
+set -euo pipefail
+deps=${AWQ_DEPS:-.deps/include}
+out=${OUT:-/tmp}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+lscpu | grep -E "Model name|^CPU\(s\)" || true
+flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
+mkdir -p build-gpu
+t0=$(date +%s)
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \
+  tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
+wait
+fi
+echo "build: $(( $(date +%s) - t0 )) s"
+[ "${SKIP_TESTS:-0}" = 1 ] || build-gpu/awq_cuda_tests 2>&1 | tail -25 | tee "$out/cuda_tests.log"
+if [ "${SANITIZE:-0}" = 1 ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests 2>&1 | tail -4 | tee "$out/memcheck.log"
+  compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/awq_cuda_tests -tc="*search*,*clip*,*mse*" 2>&1 | tail -4 | tee "$out/racecheck.log"
+fi
+build-gpu/bench_search_cuda ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_search.log"

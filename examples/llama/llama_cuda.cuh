@@ -1,0 +1,397 @@
+// The example engine's Llama decoder layer on the GPU (nvcc only): the same layer as
+// llama_block.hpp — rotate_half RoPE, GQA, RMSNorm in fp32, SwiGLU — with cuBLAS products
+// (awq::backend::cuda::linear, fp32 accumulation) and small kernels, and the scale-search blocks
+// "self_attn" and "mlp" that awq::search_scales<awq::backend::cuda> evaluates.
+//
+// T is the storage type of weights and activations (float, or __half as the fp16 reference runs);
+// norms, softmax and RoPE compute in fp32; block outputs and the residual stream are fp32.
+#pragma once
+
+#include <awq/cuda.cuh>
+
+#include <cublas_v2.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "llama_block.hpp"
+
+namespace awq_example {
+namespace gpu {
+
+namespace cu = awq::cuda;
+using awq::index_t;
+using awq::MatrixView;
+
+template <class T>
+using Buf = cu::DeviceBuffer<T>;
+
+template <class T>
+MatrixView<T> view(const Buf<T>& b, index_t rows, index_t cols) {
+  return awq::make_row_major<T>(b.data(), rows, cols);
+}
+template <class T>
+MatrixView<const T> cview(const Buf<T>& b, index_t rows, index_t cols) {
+  return awq::make_row_major<const T>(b.data(), rows, cols);
+}
+
+inline unsigned blocks(index_t n, int threads) { return cu::detail::blocks_for(n, threads, 1 << 20); }
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+template <class T>
+__global__ void rmsnorm_kernel(const float* x, index_t cols, const T* w, float eps, T* out) {
+  const index_t r = blockIdx.x;
+  __shared__ float sh[256];
+  float acc = 0.0f;
+  for (index_t c = threadIdx.x; c < cols; c += blockDim.x) acc += x[r * cols + c] * x[r * cols + c];
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = 128; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float inv = 1.0f / sqrtf(sh[0] / static_cast<float>(cols) + eps);
+  for (index_t c = threadIdx.x; c < cols; c += blockDim.x)
+    out[r * cols + c] = cu::detail::from_float<T>(cu::detail::to_float(w[c]) * (x[r * cols + c] * inv));
+}
+
+template <class T>
+__global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len, float theta) {
+  const int half = d / 2;
+  const index_t n = tokens * heads * half;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const int i = static_cast<int>(e % half);
+    const index_t th = e / half;
+    const index_t t = th / heads;
+    const int h = static_cast<int>(th % heads);
+    const float inv = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(d));
+    const float f = static_cast<float>(t % seq_len) * inv;
+    const float c = cosf(f), s = sinf(f);
+    T* v = m + t * heads * d + h * d;
+    const float x1 = cu::detail::to_float(v[i]), x2 = cu::detail::to_float(v[i + half]);
+    v[i] = cu::detail::from_float<T>(x1 * c + (-x2) * s);
+    v[i + half] = cu::detail::from_float<T>(x2 * c + x1 * s);
+  }
+}
+
+// One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
+template <class T>
+__global__ void causal_softmax_kernel(const float* scores, index_t rows, int L, float scaling, T* P) {
+  const index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const int i = static_cast<int>(row % L);
+  const float* s = scores + row * L;
+  float mx = -INFINITY;
+  for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
+  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  float sum = 0.0f;
+  for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  for (int j = lane; j < L; j += 32)
+    P[row * L + j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
+}
+
+template <class T>
+__global__ void swiglu_kernel(const T* gate, const T* up, index_t n, T* out) {
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const float g = cu::detail::to_float(gate[e]);
+    out[e] = cu::detail::from_float<T>((g / (1.0f + expf(-g))) * cu::detail::to_float(up[e]));
+  }
+}
+
+// out = a + b (fp32 residual stream).
+__global__ inline void add_kernel(const float* a, const float* b, index_t n, float* out) {
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x)
+    out[e] = a[e] + b[e];
+}
+
+// m(r, c) = m(r, c) * s[c] (mul) or / s[c] (div), on columns (cols) or rows (rows) of a row-major matrix.
+template <class T>
+__global__ void scale_kernel(T* m, index_t rows, index_t cols, const float* s, bool by_col, bool divide) {
+  const index_t n = rows * cols;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const float f = s[by_col ? e % cols : e / cols];
+    const float v = cu::detail::to_float(m[e]);
+    m[e] = cu::detail::from_float<T>(divide ? v / f : v * f);
+  }
+}
+
+// w(r, c) = clamp(w(r, c), -b, b) with b = bound[r, c / g].
+template <class T>
+__global__ void clamp_groups_kernel(T* w, index_t rows, index_t cols, index_t g, const float* bound) {
+  const index_t n = rows * cols;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const float b = bound[(e / cols) * (cols / g) + (e % cols) / g];
+    w[e] = cu::detail::from_float<T>(awq::detail::clamp(cu::detail::to_float(w[e]), -b, b));
+  }
+}
+
+template <class T>
+void check_launch(const char* what) {
+  cu::check(cudaGetLastError(), what);
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+/// Column scaling of a device matrix by host scales: × s (mul) or ÷ s; rows instead of columns with by_col = false.
+template <class T>
+void scale(const MatrixView<T>& m, const std::vector<float>& s, bool by_col, bool divide) {
+  Buf<float> ds(s);
+  scale_kernel<T><<<blocks(m.size(), 256), 256, 0, awq::backend::cuda::stream()>>>(m.data(), m.rows(), m.cols(), ds.data(),
+                                                                                     by_col, divide);
+  check_launch<T>("scale_kernel");
+  cu::check(cudaStreamSynchronize(awq::backend::cuda::stream()), "cudaStreamSynchronize");
+}
+
+/// apply_clip on the GPU: clamp w [rows, cols] per (row, group) to ± the host bounds [rows, groups].
+template <class T>
+void clamp_groups(const MatrixView<T>& w, const std::vector<float>& bound) {
+  const index_t g = w.cols() / static_cast<index_t>(bound.size() / static_cast<std::size_t>(w.rows()));
+  Buf<float> db(bound);
+  clamp_groups_kernel<T><<<blocks(w.size(), 256), 256, 0, awq::backend::cuda::stream()>>>(w.data(), w.rows(), w.cols(), g,
+                                                                                           db.data());
+  check_launch<T>("clamp_groups_kernel");
+  cu::check(cudaStreamSynchronize(awq::backend::cuda::stream()), "cudaStreamSynchronize");
+}
+
+/// One Llama layer's weights on the device.
+template <class T>
+struct Layer {
+  Buf<T> wq, wk, wv, wo, wg, wu, wd;  // [out, in]
+  Buf<T> ln_in, ln_post;              // [hidden]
+};
+
+/// Causal GQA attention context [T, n_heads·D] (type T) from x and q, k, v weights.
+template <class T>
+struct Attention {
+  const LlamaConfig* cfg;
+  Batch batch;
+  mutable Buf<T> q, k, v, ctx, P;
+  mutable Buf<float> scores;
+
+  void context(const MatrixView<const T>& x, const MatrixView<const T>& wq, const MatrixView<const T>& wk,
+               const MatrixView<const T>& wv) const {
+    const LlamaConfig& c = *cfg;
+    const index_t tok = x.rows(), hd = c.n_heads * c.head_dim, hdkv = c.n_kv_heads * c.head_dim;
+    const int L = batch.seq_len, D = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    auto need = [](auto& b, std::size_t n) {
+      if (b.size() < n) b = std::remove_reference_t<decltype(b)>(n);
+    };
+    need(q, static_cast<std::size_t>(tok * hd));
+    need(k, static_cast<std::size_t>(tok * hdkv));
+    need(v, static_cast<std::size_t>(tok * hdkv));
+    need(ctx, static_cast<std::size_t>(tok * hd));
+    need(scores, static_cast<std::size_t>(c.n_heads) * L * L);
+    need(P, static_cast<std::size_t>(c.n_heads) * L * L);
+    using B = awq::backend::cuda;
+    B::linear<T, T>(x, wq, nullptr, view(q, tok, hd));
+    B::linear<T, T>(x, wk, nullptr, view(k, tok, hdkv));
+    B::linear<T, T>(x, wv, nullptr, view(v, tok, hdkv));
+    cudaStream_t st = B::stream();
+    rope_kernel<T><<<blocks(tok * c.n_heads * (D / 2), 256), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, c.rope_theta);
+    rope_kernel<T><<<blocks(tok * c.n_kv_heads * (D / 2), 256), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, c.rope_theta);
+    check_launch<T>("rope_kernel");
+    const float scaling = static_cast<float>(std::pow(static_cast<double>(D), -0.5));
+    const float one = 1.0f, zero = 0.0f;
+    cublasHandle_t h = cu::this_thread_context().handle();
+    const auto ty = cu::detail::cuda_type<T>::value;
+    const long long LL = static_cast<long long>(L) * L;
+    for (int s = 0; s < batch.n_seq; ++s) {
+      const T* Q = q.data() + static_cast<index_t>(s) * L * hd;
+      const T* K = k.data() + static_cast<index_t>(s) * L * hdkv;
+      const T* V = v.data() + static_cast<index_t>(s) * L * hdkv;
+      T* C = ctx.data() + static_cast<index_t>(s) * L * hd;
+      for (int m = 0; m < group; ++m) {  // heads kvh·group + m, batched over kvh
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K, ty, static_cast<int>(hdkv), D,
+                                             Q + m * D, ty, static_cast<int>(hd), static_cast<long long>(group) * D, &zero,
+                                             scores.data() + m * LL, CUDA_R_32F, L, group * LL, c.n_kv_heads,
+                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  "cublasGemmStridedBatchedEx (scores)");
+      }
+      const index_t rows = static_cast<index_t>(c.n_heads) * L;
+      causal_softmax_kernel<T><<<blocks(rows * 32, 256), 256, 0, st>>>(scores.data(), rows, L, scaling, P.data());
+      check_launch<T>("causal_softmax_kernel");
+      for (int m = 0; m < group; ++m) {
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V, ty, static_cast<int>(hdkv), D,
+                                             P.data() + m * LL, ty, L, group * LL, &zero, C + m * D, ty, static_cast<int>(hd),
+                                             static_cast<long long>(group) * D, c.n_kv_heads, CUBLAS_COMPUTE_32F,
+                                             CUBLAS_GEMM_DEFAULT),
+                  "cublasGemmStridedBatchedEx (context)");
+      }
+    }
+  }
+};
+
+/// Block "self_attn" for the q,k,v scale search: weights {q, k, v}, o_proj kept; output fp32.
+template <class T>
+struct AttentionBlock {
+  Attention<T> attn;
+  MatrixView<const T> wo;
+  index_t output_cols() const { return wo.rows(); }
+  void operator()(const MatrixView<const T>& x, const std::vector<MatrixView<const T>>& w, const MatrixView<float>& out) const {
+    attn.context(x, w[0], w[1], w[2]);
+    awq::backend::cuda::linear<T, float>(cview(attn.ctx, x.rows(), wo.cols()), wo, nullptr, out);
+  }
+};
+
+/// Block "mlp" for the gate,up scale search: weights {gate, up}, down_proj kept; output fp32.
+template <class T>
+struct MlpBlock {
+  MatrixView<const T> wd;
+  mutable Buf<T> gate, up, act;
+  index_t output_cols() const { return wd.rows(); }
+  void operator()(const MatrixView<const T>& x, const std::vector<MatrixView<const T>>& w, const MatrixView<float>& out) const {
+    const index_t tok = x.rows(), inter = w[0].rows(), n = tok * inter;
+    if (gate.size() < static_cast<std::size_t>(n)) gate = Buf<T>(static_cast<std::size_t>(n)), up = Buf<T>(static_cast<std::size_t>(n)), act = Buf<T>(static_cast<std::size_t>(n));
+    using B = awq::backend::cuda;
+    B::linear<T, T>(x, w[0], nullptr, view(gate, tok, inter));
+    B::linear<T, T>(x, w[1], nullptr, view(up, tok, inter));
+    swiglu_kernel<T><<<blocks(n, 256), 256, 0, B::stream()>>>(gate.data(), up.data(), n, act.data());
+    check_launch<T>("swiglu_kernel");
+    B::linear<T, float>(cview(act, tok, inter), wd, nullptr, out);
+  }
+};
+
+/// Inputs of every linear group, captured during the forward (type T), and the layer output.
+template <class T>
+struct Captured {
+  Buf<T> x_attn, x_o, x_mlp, x_down;
+};
+
+/// out = layer(hidden) (fp32 [tokens, hidden]); fills `cap` with the inputs of the four groups.
+template <class T>
+void layer_forward(const LlamaConfig& c, const Batch& b, const Layer<T>& l, const Buf<float>& hidden, Buf<float>& out,
+                   Captured<T>& cap) {
+  using B = awq::backend::cuda;
+  const index_t tok = b.tokens(), H = c.hidden, I = c.intermediate, hd = c.n_heads * c.head_dim,
+                hdkv = c.n_kv_heads * c.head_dim;
+  cudaStream_t st = B::stream();
+  cap.x_attn = Buf<T>(static_cast<std::size_t>(tok * H));
+  cap.x_mlp = Buf<T>(static_cast<std::size_t>(tok * H));
+  Buf<float> h(static_cast<std::size_t>(tok * H)), tmp(static_cast<std::size_t>(tok * H));
+  rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(hidden.data(), H, l.ln_in.data(), c.rms_eps, cap.x_attn.data());
+  check_launch<T>("rmsnorm_kernel");
+  Attention<T> attn{&c, b, {}, {}, {}, {}, {}, {}};
+  attn.context(cview(cap.x_attn, tok, H), cview(l.wq, hd, H), cview(l.wk, hdkv, H), cview(l.wv, hdkv, H));
+  B::linear<T, float>(cview(attn.ctx, tok, hd), cview(l.wo, H, hd), nullptr, view(tmp, tok, H));
+  add_kernel<<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), tmp.data(), tok * H, h.data());
+  rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(h.data(), H, l.ln_post.data(), c.rms_eps, cap.x_mlp.data());
+  check_launch<T>("rmsnorm_kernel");
+  cap.x_o = std::move(attn.ctx);
+  MlpBlock<T> mlp{cview(l.wd, H, I), {}, {}, {}};
+  const MatrixView<const T> xm = cview(cap.x_mlp, tok, H);
+  mlp(xm, {cview(l.wg, I, H), cview(l.wu, I, H)}, view(tmp, tok, H));
+  add_kernel<<<blocks(tok * H, 256), 256, 0, st>>>(h.data(), tmp.data(), tok * H, out.data());
+  check_launch<T>("add_kernel");
+  cap.x_down = std::move(mlp.act);
+  cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
+}
+
+/// Which groups and linears to run, and the search options (as BlockAwqOptions).
+struct GpuBlockResult {
+  std::map<std::string, awq::ScaleSearchResult<float>> scales;
+  std::map<std::string, awq::ClipSearchResult<float>> clips;
+  std::map<std::string, double> seconds;  // per phase
+};
+
+/// The per-block AWQ flow on the GPU (as awq_block in llama_block.hpp): search the four groups,
+/// fold, clip-search the scaled weights on the scaled inputs, clamp. Modifies `l` in place.
+template <class T>
+GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Captured<T>& cap, const BlockAwqOptions& opt) {
+  using B = awq::backend::cuda;
+  using Clock = std::chrono::steady_clock;
+  const index_t tok = b.tokens(), H = c.hidden, I = c.intermediate, hd = c.n_heads * c.head_dim,
+                hdkv = c.n_kv_heads * c.head_dim;
+  const Batch sb{opt.search_seqs > 0 ? std::min(opt.search_seqs, b.n_seq) : b.n_seq, b.seq_len};
+  awq::ScaleSearchOptions so;
+  so.quant = opt.quant;
+  so.duo_scaling = opt.duo_scaling;
+  so.progress = opt.progress;
+  GpuBlockResult res;
+  auto timed = [&](const std::string& key, auto&& f) {
+    const auto t0 = Clock::now();
+    f();
+    cu::check(cudaStreamSynchronize(B::stream()), "cudaStreamSynchronize");
+    res.seconds[key] = std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  auto search = [&](const std::string& key, const Buf<T>& x, index_t k, const std::vector<awq::Linear<T>>& lin, const auto& block) {
+    timed("scales " + key, [&] {
+      so.name = "scales " + key;
+      const auto xv = cview(x, tok, k);
+      res.scales[key] = awq::search_scales<B>(xv.middle_rows(0, sb.tokens()), lin, block, so, B::channel_abs_mean(xv));
+    });
+  };
+  {
+    std::vector<awq::Linear<T>> lin{{cview(l.wq, hd, H), nullptr}, {cview(l.wk, hdkv, H), nullptr}, {cview(l.wv, hdkv, H), nullptr}};
+    search("qkv", cap.x_attn, H, lin, AttentionBlock<T>{Attention<T>{&c, sb, {}, {}, {}, {}, {}, {}}, cview(l.wo, H, hd)});
+  }
+  const bool o_group = hdkv == hd;  // skipped for GQA, as the reference
+  if (o_group) {
+    std::vector<awq::Linear<T>> lin{{cview(l.wo, H, hd), nullptr}};
+    search("o", cap.x_o, hd, lin, awq::LinearsBlock<T, B>(lin));
+  }
+  {
+    std::vector<awq::Linear<T>> lin{{cview(l.wg, I, H), nullptr}, {cview(l.wu, I, H), nullptr}};
+    search("gate_up", cap.x_mlp, H, lin, MlpBlock<T>{cview(l.wd, H, I), {}, {}, {}});
+  }
+  {
+    std::vector<awq::Linear<T>> lin{{cview(l.wd, H, I), nullptr}};
+    search("down", cap.x_down, I, lin, awq::LinearsBlock<T, B>(lin));
+  }
+  timed("fold", [&] {
+    const auto& s1 = res.scales["qkv"].scales;
+    scale(view(l.ln_in, 1, H), s1, true, true);
+    for (auto* w : {&l.wq, &l.wk, &l.wv}) scale(view(*w, static_cast<index_t>(w->size()) / H, H), s1, true, false);
+    scale(view(cap.x_attn, tok, H), s1, true, true);
+    if (o_group) {
+      const auto& s2 = res.scales["o"].scales;
+      scale(view(l.wv, hdkv, H), s2, false, true);
+      scale(view(l.wo, H, hd), s2, true, false);
+      scale(view(cap.x_o, tok, hd), s2, true, true);
+    }
+    const auto& s3 = res.scales["gate_up"].scales;
+    scale(view(l.ln_post, 1, H), s3, true, true);
+    for (auto* w : {&l.wg, &l.wu}) scale(view(*w, I, H), s3, true, false);
+    scale(view(cap.x_mlp, tok, H), s3, true, true);
+    const auto& s4 = res.scales["down"].scales;
+    scale(view(l.wu, I, H), s4, false, true);
+    scale(view(l.wd, H, I), s4, true, false);
+    scale(view(cap.x_down, tok, I), s4, true, true);
+  });
+  if (opt.clip) {
+    awq::ClipSearchOptions co;
+    co.quant = opt.quant;
+    co.progress = opt.progress;
+    struct Target {
+      const char* name;
+      Buf<T>* w;
+      index_t rows, cols;
+      const Buf<T>* x;
+    };
+    const std::vector<Target> targets = {{"v", &l.wv, hdkv, H, &cap.x_attn}, {"o", &l.wo, H, hd, &cap.x_o},
+                                         {"gate", &l.wg, I, H, &cap.x_mlp},   {"up", &l.wu, I, H, &cap.x_mlp},
+                                         {"down", &l.wd, H, I, &cap.x_down}};
+    timed("clip", [&] {
+      for (const auto& t : targets) {
+        co.name = std::string("clip ") + t.name;
+        res.clips[t.name] = awq::search_clip<B>(cview(*t.w, t.rows, t.cols), cview(*t.x, tok, t.cols), co);
+      }
+      for (const auto& t : targets) clamp_groups(view(*t.w, t.rows, t.cols), res.clips[t.name].max_val);
+    });
+  }
+  return res;
+}
+
+}  // namespace gpu
+}  // namespace awq_example

@@ -7,6 +7,8 @@
 //          --calib-seqs 64 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
 //          --seq-len 512 --eval-tokens 32768 --layers N (first N layers only)  --report FILE.json
 //          --export DIR (a Hugging Face AWQ directory per config under DIR)
+//          --backend cpu|cuda (where the search runs; cuda needs the awq_llama_cuda build)
+//          --checkpoint DIR (per-block results saved as they finish; a rerun resumes from them)
 // Final weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
 #include <awq/awq.hpp>
 #include <awq/io/gguf.hpp>
@@ -18,15 +20,21 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "llama/checkpoint.hpp"
 #include "llama/export.hpp"
 #include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
+#ifdef AWQ_LLAMA_CUDA
+#include "llama/llama_cuda.cuh"
+#endif
 
 namespace {
 
@@ -39,7 +47,7 @@ double peak_rss_mb() {
 }
 
 struct Args {
-  std::string cmd = "quantize", model, calib_text, eval_text, report, inspect_file, export_dir;
+  std::string cmd = "quantize", backend = "cpu", checkpoint_dir, model, calib_text, eval_text, report, inspect_file, export_dir;
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
@@ -87,10 +95,16 @@ Args parse(int argc, char** argv) {
     else if (k == "--seq-len") a.seq_len = std::stoi(val());
     else if (k == "--eval-tokens") a.eval_tokens = std::stoi(val());
     else if (k == "--layers") a.layers = std::stoi(val());
+    else if (k == "--backend") a.backend = val();
+    else if (k == "--checkpoint") a.checkpoint_dir = val();
     else throw awq::Error("unknown option " + k);
   }
   awq::detail::require(!a.model.empty() && !a.calib_text.empty() && !a.eval_text.empty(),
                        "quantize: --model, --calib-text and --eval-text are required");
+  awq::detail::require(a.backend == "cpu" || a.backend == "cuda", "--backend: '", a.backend, "' is not cpu or cuda");
+#ifndef AWQ_LLAMA_CUDA
+  awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
+#endif
   return a;
 }
 
@@ -193,18 +207,32 @@ int main(int argc, char** argv) try {
     awq::TerminalProgress bar;
     awq::detail::ProgressTracker tracker(bar, "AWQ " + row.config, static_cast<long>(m.layers.size()));
     std::vector<std::vector<awq_example::QuantizedLinear>> packed;
-    for (std::size_t li = 0; li < m.layers.size(); ++li) {
-      auto& l = m.layers[li];
-      awq_example::Mat next = awq_example::layer_forward(m.cfg, b, l, h);  // the reference feeds on FP outputs
-      awq_example::BlockAwqOptions opt;
-      opt.quant = q;
-      opt.duo_scaling = a.duo;
-      opt.search_seqs = a.search_seqs;
-      awq_example::awq_block(m.cfg, b, l, h, opt);
-      packed.push_back(awq_example::finalize_layer(l, q));
-      h = std::move(next);
-      tracker.step(static_cast<long>(li + 1));
+    awq_example::BlockAwqOptions opt;
+    opt.quant = q;
+    opt.duo_scaling = a.duo;
+    opt.search_seqs = a.search_seqs;
+    std::unique_ptr<awq_example::BlockCheckpoint> ck;
+    if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
+      const std::string dir = a.checkpoint_dir + "/" + row.config;
+      std::filesystem::create_directories(dir);
+      const std::string run = a.model + " " + row.config + " layers=" + std::to_string(m.layers.size()) + " calib=" +
+                              a.calib_text + ":" + std::to_string(n_cal) + "x" + std::to_string(a.seq_len) +
+                              " search_seqs=" + std::to_string(a.search_seqs);
+      ck = std::make_unique<awq_example::BlockCheckpoint>(dir, run);
     }
+    auto block_fn = [&](const auto& cfg, const auto& batch, auto& l, const auto& hidden, const auto& o) {
+#ifdef AWQ_LLAMA_CUDA
+      if (a.backend == "cuda") return awq_example::gpu::awq_block_on_gpu(cfg, batch, l, hidden, o);
+#endif
+      return awq_example::awq_block(cfg, batch, l, hidden, o);
+    };
+    const int resumed = awq_example::awq_layers(m.cfg, b, m.layers, std::move(h), opt, ck.get(), block_fn,
+                                                [&](std::size_t li, awq_example::LlamaLayer& l) {
+                                                  packed.push_back(awq_example::finalize_layer(l, q));
+                                                  tracker.step(static_cast<long>(li + 1));
+                                                });
+    if (resumed > 0) std::fprintf(stderr, "%s: %d of %zu blocks resumed from %s\n", row.config.c_str(), resumed, m.layers.size(),
+                                  a.checkpoint_dir.c_str());
     row.t_awq_search = since(t0);
     row.ppl_awq = awq_example::perplexity(m, eval, a.seq_len).ppl;
     std::fprintf(stderr, "%s AWQ perplexity %.4f (search %.1fs)\n", row.config.c_str(), row.ppl_awq, row.t_awq_search);
@@ -219,6 +247,7 @@ int main(int argc, char** argv) try {
   std::printf("\n%-16s %10s %10s %10s %14s %10s %12s\n", "config", "ppl_fp", "ppl_rtn", "ppl_awq", "gap_recovered", "rtn_s", "awq_search_s");
   nlohmann::json rep;
   rep["model"] = a.model;
+  rep["backend"] = a.backend;
   rep["layers"] = fp.layers.size();
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};

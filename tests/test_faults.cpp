@@ -20,6 +20,8 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "awq/awq.hpp"
 #include "awq/io/atomic_file.hpp"
@@ -383,4 +385,59 @@ TEST_CASE("checkpoint importer: a valid AutoAWQ file reads back, dequantizes and
     }
     CHECK(std::abs(y[static_cast<std::size_t>(c)] - ref) <= 1e-5 * mag);
   }
+}
+
+TEST_CASE("a process killed (SIGKILL) in the middle of writing leaves the previous file intact") {
+  const fs::path dir = fs::temp_directory_path() / ("awq_kill_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "model.safetensors").string();
+  std::vector<float> old_values(1000);
+  for (std::size_t i = 0; i < old_values.size(); ++i) old_values[i] = static_cast<float>(i) * 0.5f;
+  awq::io::SafetensorsWriter before;
+  before.add_typed("w", "F32", {1000}, old_values);
+  before.write(path);
+  const auto old_bytes = read_file(path);
+
+  int pipe_fd[2];
+  REQUIRE(::pipe(pipe_fd) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // the writer: signals once it is half way through a slow 8 MiB write, then keeps writing
+    ::close(pipe_fd[0]);
+    try {
+      awq::io::write_atomically(path, [&](awq::io::FileSink& out) {
+        std::vector<char> chunk(64 * 1024, 'x');
+        for (int i = 0; i < 128; ++i) {
+          out.write(chunk.data(), chunk.size());
+          if (i == 64) {
+            std::fflush(nullptr);
+            const char c = 1;
+            (void)!::write(pipe_fd[1], &c, 1);
+          }
+          if (i > 64) ::usleep(20000);  // the parent kills it here
+        }
+      });
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  ::close(pipe_fd[1]);
+  char c = 0;
+  REQUIRE(::read(pipe_fd[0], &c, 1) == 1);
+  ::close(pipe_fd[0]);
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(read_file(path) == old_bytes);  // the killed write never touched the file
+  const auto f = awq::io::SafetensorsFile::open(path);
+  CHECK(f.tensor("w").data.size() == 4000);
+  // The next write replaces the stale temporary file and lands whole.
+  awq::io::SafetensorsWriter after;
+  after.add_typed("w", "F32", {2}, std::vector<float>{1.0f, 2.0f});
+  after.write(path);
+  CHECK(awq::io::SafetensorsFile::open(path).tensor("w").data.size() == 8);
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  fs::remove_all(dir);
 }

@@ -127,3 +127,117 @@ void check_case(const std::string& c) {
 
 TEST_CASE("Llama block (MHA): forward and per-block AWQ match llm-awq run_awq") { check_case("llama_block_mha_h256"); }
 TEST_CASE("Llama block (GQA): forward and per-block AWQ match llm-awq run_awq") { check_case("llama_block_gqa_h256"); }
+
+// ---- per-block checkpoints: an interrupted run resumes and ends bit-identical -----------------
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "llama/checkpoint.hpp"
+
+namespace {
+
+struct TinyStack {
+  awq_example::LlamaConfig cfg;
+  awq_example::Batch batch{2, 16};
+  std::vector<awq_example::LlamaLayer> layers;
+  Mat h;
+};
+
+TinyStack tiny_stack() {
+  TinyStack s;
+  s.cfg.hidden = 64;
+  s.cfg.intermediate = 96;
+  s.cfg.n_heads = 4;
+  s.cfg.n_kv_heads = 2;
+  s.cfg.head_dim = 16;
+  std::uint64_t seed = 900;
+  auto mat = [&](long r, long c, double std) {
+    const auto v = random_weights(r, c, Dist::outliers, seed++, std);
+    Mat m(r, c);
+    for (long i = 0; i < r * c; ++i) m.data()[i] = static_cast<float>(v[static_cast<std::size_t>(i)]);
+    return m;
+  };
+  for (int i = 0; i < 3; ++i) {
+    awq_example::LlamaLayer l;
+    l.wq = mat(64, 64, 0.1), l.wk = mat(32, 64, 0.1), l.wv = mat(32, 64, 0.1), l.wo = mat(64, 64, 0.1);
+    l.wg = mat(96, 64, 0.1), l.wu = mat(96, 64, 0.1), l.wd = mat(64, 96, 0.1);
+    l.ln_in = awq_example::Vec::Ones(64) + mat(1, 64, 0.3).row(0).transpose().cwiseAbs();
+    l.ln_post = awq_example::Vec::Ones(64);
+    s.layers.push_back(l);
+  }
+  s.h = mat(s.batch.tokens(), 64, 1.0);
+  return s;
+}
+
+bool same_weights(const std::vector<awq_example::LlamaLayer>& a, const std::vector<awq_example::LlamaLayer>& b) {
+  bool same = a.size() == b.size();
+  for (std::size_t i = 0; same && i < a.size(); ++i)
+    same = a[i].wq == b[i].wq && a[i].wk == b[i].wk && a[i].wv == b[i].wv && a[i].wo == b[i].wo && a[i].wg == b[i].wg &&
+           a[i].wu == b[i].wu && a[i].wd == b[i].wd && a[i].ln_in == b[i].ln_in && a[i].ln_post == b[i].ln_post;
+  return same;
+}
+
+}  // namespace
+
+TEST_CASE("per-block checkpoints: a run stopped after block 1 resumes from its files and ends bit-identical") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("awq_resume_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  awq_example::BlockAwqOptions opt;
+  opt.quant = awq::QuantSpec{4, 32, true};
+  const auto search = [](const auto& c, const auto& b, auto& l, const auto& h, const auto& o) {
+    return awq_example::awq_block(c, b, l, h, o);
+  };
+  int searched = 0;
+  const auto counting = [&](const auto& c, const auto& b, auto& l, const auto& h, const auto& o) {
+    searched += o.given_scales.empty();
+    return awq_example::awq_block(c, b, l, h, o);
+  };
+
+  TinyStack ref = tiny_stack();
+  CHECK(awq_example::awq_layers(ref.cfg, ref.batch, ref.layers, ref.h, opt, nullptr, search, [](std::size_t, auto&) {}) == 0);
+  const TinyStack original = tiny_stack();
+  CHECK_FALSE(same_weights(ref.layers, original.layers));  // the flow did change the weights
+
+  const awq_example::BlockCheckpoint ck(dir.string(), "tiny w4-g32");
+  TinyStack run = tiny_stack();
+  CHECK_THROWS_WITH(awq_example::awq_layers(run.cfg, run.batch, run.layers, run.h, opt, &ck, search,
+                                            [](std::size_t li, auto&) {
+                                              if (li == 1) throw std::runtime_error("killed after block 1");
+                                            }),
+                    "killed after block 1");
+  CHECK(ck.has(0));
+  CHECK(ck.has(1));
+  CHECK_FALSE(ck.has(2));
+
+  TinyStack resumed = tiny_stack();
+  CHECK(awq_example::awq_layers(resumed.cfg, resumed.batch, resumed.layers, resumed.h, opt, &ck, counting,
+                                [](std::size_t, auto&) {}) == 2);
+  CHECK(searched == 1);  // only block 2 was searched
+  CHECK(same_weights(resumed.layers, ref.layers));
+  CHECK(ck.has(2));
+
+  // A file of another run, a truncated file and a missing tensor are errors, never used silently.
+  TinyStack other = tiny_stack();
+  const awq_example::BlockCheckpoint foreign(dir.string(), "tiny w3-g32");
+  CHECK_THROWS_WITH_AS(awq_example::awq_layers(other.cfg, other.batch, other.layers, other.h, opt, &foreign, search,
+                                               [](std::size_t, auto&) {}),
+                       doctest::Contains("belongs to another run ('tiny w4-g32'; this run is 'tiny w3-g32')"), awq::Error);
+  fs::resize_file(ck.path(1), fs::file_size(ck.path(1)) - 7);
+  TinyStack cut = tiny_stack();
+  CHECK_THROWS_AS(awq_example::awq_layers(cut.cfg, cut.batch, cut.layers, cut.h, opt, &ck, search, [](std::size_t, auto&) {}),
+                  awq::Error);
+  awq::io::SafetensorsWriter w;
+  w.metadata("awq_block_checkpoint", "1");
+  w.metadata("run", "tiny w4-g32");
+  w.metadata("block", "0");
+  w.add_typed<float>("scales.qkv", "F32", {64}, std::vector<float>(64, 1.0f));
+  w.write(ck.path(0));
+  TinyStack partial = tiny_stack();
+  CHECK_THROWS_WITH_AS(awq_example::awq_layers(partial.cfg, partial.batch, partial.layers, partial.h, opt, &ck, search,
+                                               [](std::size_t, auto&) {}),
+                       doctest::Contains("tensor 'scales.gate_up' is missing"), awq::Error);
+  fs::remove_all(dir);
+}

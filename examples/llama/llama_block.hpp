@@ -175,7 +175,21 @@ struct BlockAwqOptions {
   /// Scales to use instead of searching, by group ("qkv", "o", "gate_up", "down"): resuming
   /// from a checkpoint, or replaying another implementation's choice.
   std::map<std::string, std::vector<float>> given_scales{};
+  /// Clip bounds [rows × groups] to apply instead of searching, by linear ("v", "o", "gate", "up", "down").
+  std::map<std::string, std::vector<float>> given_clips{};
 };
+
+/// A clip result from given bounds (a checkpoint's), for w [rows, ·].
+inline awq::ClipSearchResult<float> given_clip(const std::vector<float>& bounds, awq::index_t rows) {
+  awq::detail::require(rows > 0 && bounds.size() % static_cast<std::size_t>(rows) == 0, "given clip bounds: ", bounds.size(),
+                       " values for ", rows, " rows");
+  awq::ClipSearchResult<float> c;
+  c.rows = rows;
+  c.groups = static_cast<awq::index_t>(bounds.size()) / rows;
+  c.max_val = bounds;
+  c.shrink_index.assign(bounds.size(), -1);  // not searched
+  return c;
+}
 
 struct BlockAwqResult {
   std::map<std::string, awq::ScaleSearchResult<float>> scales;  // by group: "qkv", "o", "gate_up", "down"
@@ -267,7 +281,9 @@ inline BlockAwqResult awq_block(const LlamaConfig& cfg, const Batch& b, LlamaLay
         {"up", &l.wu, &cap.x_mlp}, {"down", &l.wd, &cap.x_down}};
     for (const auto& [name, w, x] : targets) {
       co.name = "clip " + name;
-      res.clips[name] = awq::search_clip(cv(*w), cv(*x), co);
+      const auto given = opt.given_clips.find(name);
+      res.clips[name] = given != opt.given_clips.end() ? given_clip(given->second, w->rows())
+                                                       : awq::search_clip(cv(*w), cv(*x), co);
     }
     for (const auto& [name, w, x] : targets) awq::apply_clip(awq::as_view(*w), res.clips[name].view());
   }

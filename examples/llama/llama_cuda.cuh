@@ -326,6 +326,11 @@ GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Capt
     res.seconds[key] = std::chrono::duration<double>(Clock::now() - t0).count();
   };
   auto search = [&](const std::string& key, const Buf<T>& x, index_t k, const std::vector<awq::Linear<T>>& lin, const auto& block) {
+    const auto given = opt.given_scales.find(key);
+    if (given != opt.given_scales.end()) {  // resuming, or replaying another run's choice
+      res.scales[key].scales = given->second;
+      return;
+    }
     timed("scales " + key, [&] {
       so.name = "scales " + key;
       const auto xv = cview(x, tok, k);
@@ -385,12 +390,37 @@ GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Capt
     timed("clip", [&] {
       for (const auto& t : targets) {
         co.name = std::string("clip ") + t.name;
-        res.clips[t.name] = awq::search_clip<B>(cview(*t.w, t.rows, t.cols), cview(*t.x, tok, t.cols), co);
+        const auto given = opt.given_clips.find(t.name);
+        res.clips[t.name] = given != opt.given_clips.end()
+                                ? given_clip(given->second, t.rows)
+                                : awq::search_clip<B>(cview(*t.w, t.rows, t.cols), cview(*t.x, tok, t.cols), co);
       }
       for (const auto& t : targets) clamp_groups(view(*t.w, t.rows, t.cols), res.clips[t.name].max_val);
     });
   }
   return res;
+}
+
+/// The example engine's per-block AWQ (llama_block.hpp's awq_block) with the search on the GPU in
+/// fp32: uploads the layer and its input, captures the group inputs with the GPU forward, searches,
+/// folds and clips there, and writes the modified weights back into `l`.
+inline BlockAwqResult awq_block_on_gpu(const LlamaConfig& c, const Batch& b, LlamaLayer& l, const Mat& hidden,
+                                       const BlockAwqOptions& opt) {
+  auto up = [](const auto& m) {
+    return Buf<float>(std::vector<float>(m.data(), m.data() + m.size()));
+  };
+  Layer<float> g{up(l.wq), up(l.wk), up(l.wv), up(l.wo), up(l.wg), up(l.wu), up(l.wd), up(l.ln_in), up(l.ln_post)};
+  Buf<float> h = up(hidden), out(static_cast<std::size_t>(hidden.size()));
+  Captured<float> cap;
+  layer_forward(c, b, g, h, out, cap);
+  GpuBlockResult r = awq_block(c, b, g, cap, opt);
+  auto down = [](const Buf<float>& d, auto& m) {
+    cu::check(cudaMemcpy(m.data(), d.data(), static_cast<std::size_t>(m.size()) * sizeof(float), cudaMemcpyDeviceToHost),
+              "cudaMemcpy device->host");
+  };
+  down(g.wq, l.wq), down(g.wk, l.wk), down(g.wv, l.wv), down(g.wo, l.wo), down(g.wg, l.wg), down(g.wu, l.wu),
+      down(g.wd, l.wd), down(g.ln_in, l.ln_in), down(g.ln_post, l.ln_post);
+  return BlockAwqResult{std::move(r.scales), std::move(r.clips)};
 }
 
 }  // namespace gpu

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_data.sh
-cmake -S . -B build-main -DCMAKE_BUILD_TYPE=Release -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_TESTS=OFF -DAWQ_BUILD_BENCH=OFF >/dev/null
-cmake --build build-main -j "$(nproc)" --target awq_llama >/dev/null
-./build-main/examples/awq_llama --model data/SmolLM2-135M-Instruct.Q4_1.gguf \
+# `--backend cuda` runs the search on the GPU: that binary (awq_llama_cuda) needs nvcc and a device.
+tool=awq_llama cuda=OFF
+for arg in "$@"; do [ "$arg" = cuda ] && [ "${prev:-}" = --backend ] && tool=awq_llama_cuda cuda=ON; prev=$arg; done
+cmake -S . -B build-main -DCMAKE_BUILD_TYPE=Release -DAWQ_ENABLE_CUDA=$cuda -DAWQ_BUILD_TESTS=OFF -DAWQ_BUILD_BENCH=OFF >/dev/null
+cmake --build build-main -j "$(nproc)" --target $tool >/dev/null
+./build-main/examples/$tool --model data/SmolLM2-135M-Instruct.Q4_1.gguf \
   --calib-text data/handbook-calib.txt --eval-text data/handbook-eval.txt --report data/report.json "$@"

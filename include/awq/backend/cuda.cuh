@@ -321,7 +321,7 @@ namespace backend {
 
 /// \brief The GPU backend policy. Every view is device memory; see the file comment.
 ///
-/// S (storage) is float, __half or __nv_bfloat16; F = acc_t<S> (float) is the type of block
+/// S (storage) is float, __half or __nv_bfloat16; `F = acc_t<S>` (float) is the type of block
 /// outputs, scales and statistics.
 struct cuda {
   static constexpr const char* name = "cuda";  ///< backend name for reports

@@ -124,7 +124,7 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 ///                than the sample); empty: computed from x
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
 ///
-/// Scales and losses are computed in acc_t<S> (float for half and bfloat16 storage).
+/// Scales and losses are computed in `acc_t<S>` (float for half and bfloat16 storage).
 template <class Backend = backend::cpu, class S, class Block>
 ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears,
                                           const Block& block, const ScaleSearchOptions& opt,

@@ -1,6 +1,7 @@
 // Test support: golden-data loading and random weight generators. Not part of the library.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -9,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+
+#include "awq/search/scale.hpp"
 
 #ifndef AWQ_GOLDEN_DIR
 #error "AWQ_GOLDEN_DIR must be set by CMake"
@@ -84,5 +88,33 @@ std::vector<T> cast_vec(const std::vector<double>& v) {
 
 /// A poison value so that any element a kernel forgot to write fails the comparison.
 inline float poison() { return std::nanf(""); }
+
+/// |a − b| / |b| (b = 0 counts as 1e-30).
+inline double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
+
+/// The golden single-linear scale search (llm-awq, then AutoAWQ duo scaling): `search(x, w, opt)`
+/// (golden x [tokens, in] and w [out, in]; returns a ScaleSearchResult<float>) must pick the
+/// reference's α index and reproduce its 20 losses and its scales to 1e-5.
+template <class Search>
+void check_golden_scale_search(Search&& search) {
+  const std::string c = "scale_search_linear_512x512x384";
+  const Tensor x = golden_tensor(c, "x"), w = golden_tensor(c, "w");
+  const auto meta = golden_meta(c);
+  for (bool duo : {false, true}) {
+    CAPTURE(duo);
+    const auto& r = meta.at("results").at(duo ? "autoawq_duo" : "llm_awq");
+    const Tensor scales = golden_tensor(c, duo ? "scales_duo" : "scales");
+    awq::ScaleSearchOptions opt;
+    opt.quant = awq::QuantSpec{4, 128, true};
+    opt.duo_scaling = duo;
+    const auto res = search(x, w, opt);
+    CHECK(res.best_index == r.at("best_ratio_index").template get<int>());
+    REQUIRE(res.losses.size() == 20);
+    for (std::size_t i = 0; i < 20; ++i) CHECK(rel(res.losses[i], r.at("losses")[i].template get<double>()) < 1e-5);
+    double worst = 0;
+    for (std::size_t i = 0; i < scales.data.size(); ++i) worst = std::max(worst, rel(res.scales[i], scales.data[i]));
+    CHECK(worst < 1e-5);
+  }
+}
 
 }  // namespace awq_test

@@ -23,7 +23,6 @@ awq::MatrixView<const S> cview(const std::vector<S>& v, long r, long c) {
   return awq::make_row_major(v.data(), r, c);
 }
 
-double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
 
 // ---- plain float64 implementation of DESIGN.md, sharing no code with the library -------------
 double q_group_value(double v, double lo, double hi, int bits, bool zp) {
@@ -184,25 +183,10 @@ std::vector<double> activations(long t, long k, std::uint64_t seed) {
 }  // namespace
 
 TEST_CASE("scale search reproduces llm-awq and AutoAWQ duo scaling on the golden single linear") {
-  const std::string c = "scale_search_linear_512x512x384";
-  const Tensor x = golden_tensor(c, "x"), w = golden_tensor(c, "w");
-  const auto meta = golden_meta(c);
-  for (bool duo : {false, true}) {
-    CAPTURE(duo);
-    const auto& r = meta.at("results").at(duo ? "autoawq_duo" : "llm_awq");
-    const Tensor scales = golden_tensor(c, duo ? "scales_duo" : "scales");
+  check_golden_scale_search([](const Tensor& x, const Tensor& w, const awq::ScaleSearchOptions& opt) {
     std::vector<awq::Linear<float>> lin{{cview(w.data, w.rows(), w.cols()), nullptr}};
-    awq::ScaleSearchOptions opt;
-    opt.quant = QuantSpec{4, 128, true};
-    opt.duo_scaling = duo;
-    const auto res = awq::search_scales(cview(x.data, x.rows(), x.cols()), lin, awq::LinearsBlock<float>(lin), opt);
-    CHECK(res.best_index == r.at("best_ratio_index").get<int>());
-    REQUIRE(res.losses.size() == 20);
-    for (std::size_t i = 0; i < 20; ++i) CHECK(rel(res.losses[i], r.at("losses")[i].get<double>()) < 1e-5);
-    double worst = 0;
-    for (std::size_t i = 0; i < scales.data.size(); ++i) worst = std::max(worst, rel(res.scales[i], scales.data[i]));
-    CHECK(worst < 1e-5);
-  }
+    return awq::search_scales(cview(x.data, x.rows(), x.cols()), lin, awq::LinearsBlock<float>(lin), opt);
+  });
 }
 
 TEST_CASE("clip search reproduces llm-awq on the golden linear (near-ties accepted only where the margin says so)") {

@@ -21,8 +21,6 @@ namespace bc = awq::backend;
 
 namespace {
 
-double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
-
 template <class T>
 awq::MatrixView<const T> cview(const awq::cuda::DeviceBuffer<T>& b, long rows, long cols) {
   return awq::make_row_major<const T>(b.data(), rows, cols);
@@ -141,26 +139,11 @@ TEST_CASE("cuda check_finite names the first bad element; the searches reject Na
 }
 
 TEST_CASE("cuda scale search picks the golden llm-awq / AutoAWQ alpha and scales (fp32)") {
-  const std::string c = "scale_search_linear_512x512x384";
-  const Tensor x = golden_tensor(c, "x"), w = golden_tensor(c, "w");
-  const auto meta = golden_meta(c);
-  awq::cuda::DeviceBuffer<float> dx(x.data), dw(w.data);
-  for (bool duo : {false, true}) {
-    CAPTURE(duo);
-    const auto& r = meta.at("results").at(duo ? "autoawq_duo" : "llm_awq");
-    const Tensor scales = golden_tensor(c, duo ? "scales_duo" : "scales");
+  check_golden_scale_search([](const Tensor& x, const Tensor& w, const awq::ScaleSearchOptions& opt) {
+    awq::cuda::DeviceBuffer<float> dx(x.data), dw(w.data);
     std::vector<awq::Linear<float>> lin{{cview(dw, w.rows(), w.cols()), nullptr}};
-    awq::ScaleSearchOptions opt;
-    opt.quant = QuantSpec{4, 128, true};
-    opt.duo_scaling = duo;
-    const auto res = awq::search_scales<bc::cuda>(cview(dx, x.rows(), x.cols()), lin, awq::LinearsBlock<float, bc::cuda>(lin), opt);
-    CHECK(res.best_index == r.at("best_ratio_index").get<int>());
-    REQUIRE(res.losses.size() == 20);
-    for (std::size_t i = 0; i < 20; ++i) CHECK(rel(res.losses[i], r.at("losses")[i].get<double>()) < 1e-5);
-    double worst = 0;
-    for (std::size_t i = 0; i < scales.data.size(); ++i) worst = std::max(worst, rel(res.scales[i], scales.data[i]));
-    CHECK(worst < 1e-5);
-  }
+    return awq::search_scales<bc::cuda>(cview(dx, x.rows(), x.cols()), lin, awq::LinearsBlock<float, bc::cuda>(lin), opt);
+  });
 }
 
 TEST_CASE("cuda and cpu scale searches pick the same alpha; scales agree to 1e-5 (fp32, fixed seeds)") {

@@ -189,17 +189,7 @@ __global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float
   const int lane = threadIdx.x % 32;
   if (warp >= w.rows() * ng) return;
   const index_t r = warp / ng, j0 = (warp % ng) * g;
-  float lo = INFINITY, hi = -INFINITY;
-  for (index_t i = j0 + lane; i < j0 + g; i += 32) {
-    const float v = to_float(w(r, i)) * s[i];
-    lo = fminf(lo, v);
-    hi = fmaxf(hi, v);
-  }
-  for (int off = 16; off > 0; off /= 2) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-  }
-  const GroupParams<float> p = group_params<Cfg>(lo, hi);
+  const GroupParams<float> p = warp_group_params<Cfg>(j0, g, lane, [&](index_t i) { return to_float(w(r, i)) * s[i]; });
   for (index_t i = j0 + lane; i < j0 + g; i += 32) {
     const float v = to_float(w(r, i)) * s[i];
     out(r, i) = from_float<T>(fake_quantize_value<Cfg>(v, p) / s[i]);
@@ -272,17 +262,8 @@ __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc,
   const float amax = absmax[(r0 + r) * ng + warp % ng];
   for (int i_s = 0; i_s < n_shrink; ++i_s) {
     const float c = amax * static_cast<float>(1.0 - static_cast<double>(i_s) / n_grid);
-    float lo = INFINITY, hi = -INFINITY;
-    for (index_t i = j0 + lane; i < j0 + g; i += 32) {
-      const float v = awq::detail::clamp(to_float(w(r0 + r, i)), -c, c);
-      lo = fminf(lo, v);
-      hi = fmaxf(hi, v);
-    }
-    for (int off = 16; off > 0; off /= 2) {
-      lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-      hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-    }
-    const GroupParams<float> p = group_params<Cfg>(lo, hi);
+    const GroupParams<float> p = warp_group_params<Cfg>(
+        j0, g, lane, [&](index_t i) { return awq::detail::clamp(to_float(w(r0 + r, i)), -c, c); });
     for (index_t i = j0 + lane; i < j0 + g; i += 32) {
       const float v = to_float(w(r0 + r, i));
       D[(static_cast<index_t>(i_s) * rc + r) * k + i] =

@@ -30,6 +30,27 @@ __device__ __forceinline__ __half from_float<__half>(float x) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+/// Min and max across the 32 lanes of a warp (every lane gets both).
+__device__ __forceinline__ void warp_minmax(float& lo, float& hi) {
+  for (int off = 16; off > 0; off /= 2) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  }
+}
+
+/// One warp: the quantizer's parameters of the group value(i), i in [j0, j0 + g), lanes striding it.
+template <class Cfg, class Value>
+__device__ __forceinline__ GroupParams<float> warp_group_params(index_t j0, index_t g, int lane, Value&& value) {
+  float lo = INFINITY, hi = -INFINITY;
+  for (index_t i = j0 + lane; i < j0 + g; i += 32) {
+    const float v = value(i);
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+  }
+  warp_minmax(lo, hi);
+  return group_params<Cfg>(lo, hi);
+}
+
 /// One warp per (row, group). `bad` receives the smallest linear index (r * cols + c) of a
 /// non-finite weight, so the host can name it.
 template <class Cfg, class T>
@@ -51,10 +72,7 @@ __global__ void pseudo_quantize_kernel(MatrixView<const T> w, MatrixView<T> out,
     lo = fminf(lo, x);
     hi = fmaxf(hi, x);
   }
-  for (int off = 16; off > 0; off /= 2) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-  }
+  warp_minmax(lo, hi);
   if (!__all_sync(0xffffffffu, finite)) return;
   const GroupParams<float> p = group_params<Cfg>(lo, hi);
   if (lane == 0 && scales) scales[r * ng + j] = p.scale;

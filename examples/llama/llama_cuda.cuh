@@ -108,7 +108,7 @@ __global__ void swiglu_kernel(const T* gate, const T* up, index_t n, T* out) {
 }
 
 // out = a + b (fp32 residual stream).
-__global__ inline void add_kernel(const float* a, const float* b, index_t n, float* out) {
+__global__ void add_kernel(const float* a, const float* b, index_t n, float* out) {
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<index_t>(gridDim.x) * blockDim.x)
     out[e] = a[e] + b[e];

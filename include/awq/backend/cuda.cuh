@@ -173,7 +173,7 @@ __global__ void duo_col_sum_kernel(MatrixView<const T> w, index_t g, index_t row
 }
 
 // out[c] (+)= Σ_chunk partial[chunk, c], in chunk order.
-__global__ inline void sum_chunks_kernel(const double* partial, index_t chunks, index_t cols, double* out, bool accumulate) {
+__global__ void sum_chunks_kernel(const double* partial, index_t chunks, index_t cols, double* out, bool accumulate) {
   const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   double acc = accumulate ? out[c] : 0.0;
@@ -197,7 +197,7 @@ __global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float
 }
 
 // Fixed-order partial sums of (a - b)^2 in double: one per block (deterministic).
-__global__ inline void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float> b, double* partial) {
+__global__ void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float> b, double* partial) {
   __shared__ double sh[256];
   const index_t n = a.rows() * a.cols();
   double acc = 0.0;
@@ -274,7 +274,7 @@ __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc,
 
 // One warp per (row rr = i·rc + r of the chunk, group j): err[(i·rows + r0 + r)·ng + j] =
 // d·(G_j d) / nt, summed over the group in double.
-__global__ inline void clip_quadform_kernel(const double* D, const double* Y, index_t k, index_t g, index_t rc, index_t nr,
+__global__ void clip_quadform_kernel(const double* D, const double* Y, index_t k, index_t g, index_t rc, index_t nr,
                                             int n_shrink, index_t r0, index_t rows, index_t nt, double* err) {
   const index_t ng = k / g;
   const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;

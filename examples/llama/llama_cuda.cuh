@@ -108,6 +108,7 @@ __global__ void swiglu_kernel(const T* gate, const T* up, index_t n, T* out) {
 }
 
 // out = a + b (fp32 residual stream).
+template <int = 0>  // a template: header kernels need one definition per program
 __global__ void add_kernel(const float* a, const float* b, index_t n, float* out) {
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<index_t>(gridDim.x) * blockDim.x)
@@ -285,14 +286,14 @@ void layer_forward(const LlamaConfig& c, const Batch& b, const Layer<T>& l, cons
   Attention<T> attn{&c, b, {}, {}, {}, {}, {}, {}};
   attn.context(cview(cap.x_attn, tok, H), cview(l.wq, hd, H), cview(l.wk, hdkv, H), cview(l.wv, hdkv, H));
   B::linear<T, float>(cview(attn.ctx, tok, hd), cview(l.wo, H, hd), nullptr, view(tmp, tok, H));
-  add_kernel<<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), tmp.data(), tok * H, h.data());
+  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), tmp.data(), tok * H, h.data());
   rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(h.data(), H, l.ln_post.data(), c.rms_eps, cap.x_mlp.data());
   check_launch<T>("rmsnorm_kernel");
   cap.x_o = std::move(attn.ctx);
   MlpBlock<T> mlp{cview(l.wd, H, I), {}, {}, {}};
   const MatrixView<const T> xm = cview(cap.x_mlp, tok, H);
   mlp(xm, {cview(l.wg, I, H), cview(l.wu, I, H)}, view(tmp, tok, H));
-  add_kernel<<<blocks(tok * H, 256), 256, 0, st>>>(h.data(), tmp.data(), tok * H, out.data());
+  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(h.data(), tmp.data(), tok * H, out.data());
   check_launch<T>("add_kernel");
   cap.x_down = std::move(mlp.act);
   cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");

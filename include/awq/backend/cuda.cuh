@@ -173,6 +173,7 @@ __global__ void duo_col_sum_kernel(MatrixView<const T> w, index_t g, index_t row
 }
 
 // out[c] (+)= Σ_chunk partial[chunk, c], in chunk order.
+template <int = 0>  // a template: header kernels need one definition per program
 __global__ void sum_chunks_kernel(const double* partial, index_t chunks, index_t cols, double* out, bool accumulate) {
   const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
@@ -197,6 +198,7 @@ __global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float
 }
 
 // Fixed-order partial sums of (a - b)^2 in double: one per block (deterministic).
+template <int = 0>  // a template: header kernels need one definition per program
 __global__ void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float> b, double* partial) {
   __shared__ double sh[256];
   const index_t n = a.rows() * a.cols();
@@ -274,6 +276,7 @@ __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc,
 
 // One warp per (row rr = i·rc + r of the chunk, group j): err[(i·rows + r0 + r)·ng + j] =
 // d·(G_j d) / nt, summed over the group in double.
+template <int = 0>  // a template: header kernels need one definition per program
 __global__ void clip_quadform_kernel(const double* D, const double* Y, index_t k, index_t g, index_t rc, index_t nr,
                                             int n_shrink, index_t r0, index_t rows, index_t nt, double* err) {
   const index_t ng = k / g;
@@ -349,7 +352,7 @@ struct cuda {
     const dim3 grid(cu::detail::blocks_for(x.cols(), 128), static_cast<unsigned>(chunks));
     cu::detail::col_abs_sum_kernel<S><<<grid, 128, 0, ctx.stream>>>(x, rpc, partial.data());
     cu::check(cudaGetLastError(), "col_abs_sum_kernel launch");
-    cu::detail::sum_chunks_kernel<<<cu::detail::blocks_for(x.cols(), 128), 128, 0, ctx.stream>>>(
+    cu::detail::sum_chunks_kernel<><<<cu::detail::blocks_for(x.cols(), 128), 128, 0, ctx.stream>>>(
         partial.data(), chunks, x.cols(), sum.data(), false);
     cu::check(cudaGetLastError(), "sum_chunks_kernel launch");
     const auto h = download(sum);
@@ -374,7 +377,7 @@ struct cuda {
       const dim3 grid(cu::detail::blocks_for(k, 128), static_cast<unsigned>(chunks));
       cu::detail::duo_col_sum_kernel<S><<<grid, 128, 0, ctx.stream>>>(w, g, rpc, partial.data());
       cu::check(cudaGetLastError(), "duo_col_sum_kernel launch");
-      cu::detail::sum_chunks_kernel<<<cu::detail::blocks_for(k, 128), 128, 0, ctx.stream>>>(partial.data(), chunks, k,
+      cu::detail::sum_chunks_kernel<><<<cu::detail::blocks_for(k, 128), 128, 0, ctx.stream>>>(partial.data(), chunks, k,
                                                                                             sum.data(), !first);
       cu::check(cudaGetLastError(), "sum_chunks_kernel launch");
       cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");  // before `partial` is freed
@@ -463,7 +466,7 @@ struct cuda {
     auto& ctx = cu::this_thread_context();
     const unsigned blocks = cu::detail::blocks_for(a.size(), 256, 2048);
     if (ctx.partial.size() < blocks) ctx.partial = cu::DeviceBuffer<double>(blocks);
-    cu::detail::sq_diff_kernel<<<blocks, 256, 0, ctx.stream>>>(a, b, ctx.partial.data());
+    cu::detail::sq_diff_kernel<><<<blocks, 256, 0, ctx.stream>>>(a, b, ctx.partial.data());
     cu::check(cudaGetLastError(), "sq_diff_kernel launch");
     std::vector<double> h(blocks);
     cu::check(cudaMemcpyAsync(h.data(), ctx.partial.data(), blocks * sizeof(double), cudaMemcpyDeviceToHost, ctx.stream),
@@ -529,7 +532,7 @@ struct cuda {
                                           static_cast<int>(k), g, &zero, Y.data(), static_cast<int>(k), g,
                                           static_cast<int>(ng)),
                 "cublasDgemmStridedBatched (clip errors)");
-      cu::detail::clip_quadform_kernel<<<cu::detail::blocks_for(R * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+      cu::detail::clip_quadform_kernel<><<<cu::detail::blocks_for(R * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
           D.data(), Y.data(), k, g, rc, nr, n_shrink, r0, rows, nt, e.data());
       cu::check(cudaGetLastError(), "clip_quadform_kernel launch");
       cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");

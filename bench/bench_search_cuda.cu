@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "llama/llama_block.hpp"
@@ -204,6 +205,7 @@ int main(int argc, char** argv) {
                 seqs, seq_len, factor, (t_cpu - t_clip) * factor + t_clip);
 
     // The same layer and tokens on the GPU, fp32 and fp16.
+    double forward_rel = -1;
     auto gpu_alphas = [&](auto tag) {
       using T = decltype(tag);
       gpu::Layer<T> gl;
@@ -221,15 +223,37 @@ int main(int argc, char** argv) {
       gpu::Buf<float> hb(first_hidden), out(first_hidden.size());
       gpu::Captured<T> cap;
       gpu::layer_forward(cfg, sb, gl, hb, out, cap);
+      if constexpr (std::is_same_v<T, float>) {  // the GPU forward against the CPU's, same weights and tokens
+        const auto ref = awq_example::layer_forward(cfg, sb, cl, h0);
+        const auto got = to_host_float(out, static_cast<std::size_t>(ref.size()));
+        double num = 0, den = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          const double d = static_cast<double>(got[i]) - ref.data()[i];
+          num += d * d;
+          den += static_cast<double>(ref.data()[i]) * ref.data()[i];
+        }
+        forward_rel = std::sqrt(num / den);
+      }
       const auto t1 = Clock::now();
       const auto r = gpu::awq_block(cfg, sb, gl, cap, opt);
       const double t = since(t1);
-      std::map<std::string, awq::ScaleSearchResult<float>> s = r.scales;
-      return std::make_pair(s, t);
+      return std::make_pair(r, t);
     };
-    const auto [g32, t32] = gpu_alphas(float{});
-    const auto [g16, t16] = gpu_alphas(half{});
+    const auto [r32, t32] = gpu_alphas(float{});
+    const auto [r16, t16] = gpu_alphas(half{});
+    const auto& g32 = r32.scales;
+    const auto& g16 = r16.scales;
     std::printf("GPU on the same %d x %d tokens: fp32 %.3f s, fp16 %.3f s\n", sb.n_seq, seq_len, t32, t16);
+    std::printf("GPU fp32 layer forward vs the CPU's: relative error (Frobenius) %.2e%s\n", forward_rel,
+                forward_rel < 1e-4 ? "" : "  ** above 1e-4 **");
+    long clip_same = 0, clip_n = 0;
+    for (const auto& [name, c] : cres.clips) {
+      const auto& gc = r32.clips.at(name);
+      for (std::size_t i = 0; i < c.shrink_index.size(); ++i) clip_same += c.shrink_index[i] == gc.shrink_index[i];
+      clip_n += static_cast<long>(c.shrink_index.size());
+    }
+    std::printf("clip bounds CPU vs GPU fp32 (after each side's own fold): %ld of %ld (row, group) identical\n", clip_same,
+                clip_n);
     std::printf("\n| group | CPU fp32 alpha | GPU fp32 alpha | GPU fp16 alpha | max rel. scale diff CPU vs GPU fp32 |\n|---|---|---|---|---|\n");
     int same32 = 0, same16 = 0, n = 0;
     for (const char* g : kGroups) {

@@ -83,19 +83,20 @@ __global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len,
 // One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
 template <class T>
 __global__ void causal_softmax_kernel(const float* scores, index_t rows, int L, float scaling, T* P) {
-  const index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= rows) return;
-  const int i = static_cast<int>(row % L);
-  const float* s = scores + row * L;
-  float mx = -INFINITY;
-  for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
-  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  float sum = 0.0f;
-  for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  for (int j = lane; j < L; j += 32)
-    P[row * L + j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
+  const index_t warps = static_cast<index_t>(gridDim.x) * blockDim.x / 32;
+  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
+    const int i = static_cast<int>(row % L);
+    const float* s = scores + row * L;
+    float mx = -INFINITY;
+    for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.0f;
+    for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    for (int j = lane; j < L; j += 32)
+      P[row * L + j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
+  }
 }
 
 template <class T>
@@ -193,8 +194,14 @@ struct Attention {
     need(k, static_cast<std::size_t>(tok * hdkv));
     need(v, static_cast<std::size_t>(tok * hdkv));
     need(ctx, static_cast<std::size_t>(tok * hd));
-    need(scores, static_cast<std::size_t>(c.n_heads) * L * L);
-    need(P, static_cast<std::size_t>(c.n_heads) * L * L);
+    // Sequences go in chunks whose fp32 scores fit 2 GiB; per chunk one strided-batched GEMM per
+    // head for the scores and one for the context (batched over the chunk's sequences) and one
+    // softmax launch, instead of launches per sequence.
+    const long long LL = static_cast<long long>(L) * L, per_seq = static_cast<long long>(c.n_heads) * LL;
+    const int chunk = static_cast<int>(std::max<long long>(
+        1, std::min<long long>(batch.n_seq, (2LL << 30) / (per_seq * static_cast<long long>(sizeof(float))))));
+    need(scores, static_cast<std::size_t>(chunk * per_seq));
+    need(P, static_cast<std::size_t>(chunk * per_seq));
     using B = awq::backend::cuda;
     B::linear<T, T>(x, wq, nullptr, view(q, tok, hd));
     B::linear<T, T>(x, wk, nullptr, view(k, tok, hdkv));
@@ -207,27 +214,28 @@ struct Attention {
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = cu::this_thread_context().handle();
     const auto ty = cu::detail::cuda_type<T>::value;
-    const long long LL = static_cast<long long>(L) * L;
-    for (int s = 0; s < batch.n_seq; ++s) {
-      const T* Q = q.data() + static_cast<index_t>(s) * L * hd;
-      const T* K = k.data() + static_cast<index_t>(s) * L * hdkv;
-      const T* V = v.data() + static_cast<index_t>(s) * L * hdkv;
-      T* C = ctx.data() + static_cast<index_t>(s) * L * hd;
-      for (int m = 0; m < group; ++m) {  // heads kvh·group + m, batched over kvh
-        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K, ty, static_cast<int>(hdkv), D,
-                                             Q + m * D, ty, static_cast<int>(hd), static_cast<long long>(group) * D, &zero,
-                                             scores.data() + m * LL, CUDA_R_32F, L, group * LL, c.n_kv_heads,
-                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    const long long sq = static_cast<long long>(L) * hd, skv = static_cast<long long>(L) * hdkv;
+    for (int s0 = 0; s0 < batch.n_seq; s0 += chunk) {
+      const int nb = std::min(chunk, batch.n_seq - s0);
+      const T* Q = q.data() + s0 * sq;
+      const T* K = k.data() + s0 * skv;
+      const T* V = v.data() + s0 * skv;
+      T* C = ctx.data() + s0 * sq;
+      for (int hq = 0; hq < c.n_heads; ++hq) {  // head hq reads kv head hq / group; batched over sequences
+        const int kvh = hq / group;
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K + kvh * D, ty, static_cast<int>(hdkv),
+                                             skv, Q + hq * D, ty, static_cast<int>(hd), sq, &zero, scores.data() + hq * LL,
+                                             CUDA_R_32F, L, per_seq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (scores)");
       }
-      const index_t rows = static_cast<index_t>(c.n_heads) * L;
+      const index_t rows = static_cast<index_t>(nb) * c.n_heads * L;
       causal_softmax_kernel<T><<<blocks(rows * 32, 256), 256, 0, st>>>(scores.data(), rows, L, scaling, P.data());
       check_launch<T>("causal_softmax_kernel");
-      for (int m = 0; m < group; ++m) {
-        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V, ty, static_cast<int>(hdkv), D,
-                                             P.data() + m * LL, ty, L, group * LL, &zero, C + m * D, ty, static_cast<int>(hd),
-                                             static_cast<long long>(group) * D, c.n_kv_heads, CUBLAS_COMPUTE_32F,
-                                             CUBLAS_GEMM_DEFAULT),
+      for (int hq = 0; hq < c.n_heads; ++hq) {
+        const int kvh = hq / group;
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V + kvh * D, ty, static_cast<int>(hdkv),
+                                             skv, P.data() + hq * LL, ty, L, per_seq, &zero, C + hq * D, ty,
+                                             static_cast<int>(hd), sq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (context)");
       }
     }

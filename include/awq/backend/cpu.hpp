@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "awq/config.hpp"
+#include "awq/detail/first_min.hpp"
 #include "awq/error.hpp"
 #include "awq/quantizer.hpp"
 #include "awq/stats.hpp"
@@ -430,6 +431,18 @@ struct cpu {
         done(d);
       }
     });
+  }
+
+  /// The clip search's choice: best[r·groups + j] = the first strict minimum over the shrinks of
+  /// clip_errors' table (detail::first_strict_min; −1 when no error is finite), absmax as there.
+  template <class Cfg, class S, class Done>
+  static void clip_choose(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
+                          index_t row_batch, int* best, S* absmax, Done&& done) {
+    const index_t g = detail::checked_group("awq::backend::cpu::clip_choose", spec_of<Cfg>(), w);
+    const index_t n = w.rows() * (w.cols() / g);
+    std::vector<double> err(static_cast<std::size_t>(n_shrink * n));
+    clip_errors<Cfg>(xs, w, n_shrink, n_grid, row_batch, err.data(), absmax, std::forward<Done>(done));
+    for (index_t o = 0; o < n; ++o) best[o] = detail::first_strict_min(err.data() + o, n, n_shrink);
   }
 
   /// An Eigen map over a row-contiguous view (no copy).

@@ -28,6 +28,7 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/config.hpp"
+#include "awq/detail/first_min.hpp"
 #include "awq/error.hpp"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
 #include "awq/quantizer.hpp"
@@ -72,6 +73,16 @@ struct ThreadContext {
   DeviceBuffer<unsigned long long> flag;     ///< one word for "first bad index" searches
   DeviceBuffer<float> vec;                   ///< per-channel scales uploaded for a launch
   DeviceBuffer<double> partial;              ///< reduction partials
+  /// The clip search's workspace, kept between calls (at most clip_workspace_bytes() for the
+  /// deltas and their products, plus the tokens, Gram matrices and tables of the largest linear
+  /// seen); release_thread_workspace() frees it.
+  struct Clip {
+    DeviceBuffer<double> d, y, x, gram, err;
+    DeviceBuffer<float> absmax;
+    DeviceBuffer<int> best;
+    PinnedBuffer<int> best_host;
+    PinnedBuffer<float> absmax_host;
+  } clip;
 
   /// The handle, bound to `stream`.
   cublasHandle_t handle() {
@@ -85,6 +96,12 @@ struct ThreadContext {
 inline ThreadContext& this_thread_context() {
   thread_local ThreadContext ctx;
   return ctx;
+}
+
+/// Frees the calling thread's kept workspace (the clip search's); the stream and handle stay.
+inline void release_thread_workspace() {
+  check(cudaStreamSynchronize(this_thread_context().stream), "cudaStreamSynchronize");
+  this_thread_context().clip = ThreadContext::Clip{};
 }
 
 /// \brief Routes backend::cuda work of the calling thread to `stream` for the scope's lifetime.
@@ -291,6 +308,14 @@ __global__ void clip_quadform_kernel(const double* D, const double* Y, index_t k
   if (lane == 0) err[((rr / rc) * rows + r0 + r) * ng + j] = acc / static_cast<double>(nt);
 }
 
+// best[o] = first strict minimum over the shrinks of err[i·n + o] (the host rule, on the device).
+template <int = 0>  // a template: header kernels need one definition per program
+__global__ void clip_choose_kernel(const double* err, index_t n, int n_shrink, int* best) {
+  for (index_t o = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; o < n;
+       o += static_cast<index_t>(gridDim.x) * blockDim.x)
+    best[o] = ::awq::detail::first_strict_min(err + o, n, n_shrink);
+}
+
 template <class T>
 void require_device_rows(const char* fn, const MatrixView<T>& v, const char* what) {
   awq::detail::require(v.col_stride() == 1 && v.row_stride() >= v.cols(), fn, ": ", what,
@@ -483,65 +508,91 @@ struct cuda {
     return bytes;
   }
 
-  /// The clip search's error table (same contract as backend::cpu::clip_errors; err and absmax
-  /// are host arrays), in double precision through the per-group Gram matrices of the sampled
-  /// tokens: mean_t (x_g · d)² = dᵀ G_j d / nt with G_j = X_gᵀ X_g (one batched DGEMM per linear)
-  /// and d = Q(W_c) − W. Per chunk of output rows: the deltas of every shrink (fp32, widened to
-  /// double), Y = D · G (a strided-batched DGEMM over the groups), then d · y per (row, group).
-  /// `row_batch` is unused: chunks are sized by clip_workspace_bytes().
+  /// The clip search's choice (same contract as backend::cpu::clip_choose; best and absmax are
+  /// host arrays). The errors are computed in double precision through the per-group Gram
+  /// matrices of the sampled tokens: mean_t (x_g · d)² = dᵀ G_j d / nt with G_j = X_gᵀ X_g (one
+  /// batched DGEMM per linear) and d = Q(W_c) − W. Per chunk of output rows: the deltas of every
+  /// shrink (fp32, widened to double), Y = D · G (a strided-batched DGEMM over the groups), then
+  /// d · y per (row, group); the first strict minimum is taken on the device and only the choice
+  /// and max|w| come back (through page-locked memory). The workspace is kept in the thread's
+  /// context between calls. `row_batch` is unused: chunks are sized by clip_workspace_bytes().
   template <class Cfg, class S, class Done>
-  static void clip_errors(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
-                          index_t /*row_batch*/, double* err, acc_t<S>* absmax, Done&& done) {
+  static void clip_choose(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
+                          index_t /*row_batch*/, int* best, acc_t<S>* absmax, Done&& done) {
     namespace cu = ::awq::cuda;
-    constexpr const char* fn = "awq::backend::cuda::clip_errors";
+    constexpr const char* fn = "awq::backend::cuda::clip_choose";
     cu::detail::require_device_rows(fn, xs, "xs");
     cu::detail::require_device_rows(fn, w, "w");
     const index_t k = w.cols(), nt = xs.rows(), rows = w.rows();
     const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
-    const index_t ng = k / g;
+    const index_t ng = k / g, n = rows * ng;
     if (rows == 0 || nt == 0) return;
     auto& ctx = cu::this_thread_context();
+    auto& ws = ctx.clip;
     const std::size_t per_row = static_cast<std::size_t>(n_shrink * k) * 2 * sizeof(double);
     const index_t rc = std::max<index_t>(1, std::min<index_t>(rows, static_cast<index_t>(clip_workspace_bytes() / per_row)));
     const index_t R = n_shrink * rc;
     for (index_t d : {R, nt, g, k}) detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    const auto sz = [](index_t v) { return static_cast<std::size_t>(v); };
+    cu::grow(ws.x, sz(nt * k));
+    cu::grow(ws.gram, sz(ng * g * g));
+    cu::grow(ws.absmax, sz(n));
+    cu::grow(ws.d, sz(R * k));
+    cu::grow(ws.y, sz(R * k));
+    cu::grow(ws.err, sz(n_shrink * n));
+    cu::grow(ws.best, sz(n));
+    cu::grow(ws.best_host, sz(n));
+    cu::grow(ws.absmax_host, sz(n));
     // Gram matrices G_j = X_jᵀ X_j [ng][g][g] in double (column-major per group; symmetric).
-    cu::DeviceBuffer<double> xd(static_cast<std::size_t>(nt * k)), G(static_cast<std::size_t>(ng * g * g));
-    cu::detail::to_double_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, xd.data());
+    cu::detail::to_double_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, ws.x.data());
     cu::check(cudaGetLastError(), "to_double_kernel launch");
     const double one = 1.0, zero = 0.0;
     cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(g), static_cast<int>(g),
-                                        static_cast<int>(nt), &one, xd.data(), static_cast<int>(k), g, xd.data(),
-                                        static_cast<int>(k), g, &zero, G.data(), static_cast<int>(g), g * g,
+                                        static_cast<int>(nt), &one, ws.x.data(), static_cast<int>(k), g, ws.x.data(),
+                                        static_cast<int>(k), g, &zero, ws.gram.data(), static_cast<int>(g), g * g,
                                         static_cast<int>(ng)),
               "cublasDgemmStridedBatched (clip Gram matrices)");
-    cu::DeviceBuffer<float> amax(static_cast<std::size_t>(rows * ng));
-    cu::detail::group_absmax_kernel<S><<<cu::detail::blocks_for(rows * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-        w, g, amax.data());
+    cu::detail::group_absmax_kernel<S><<<cu::detail::blocks_for(n * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+        w, g, ws.absmax.data());
     cu::check(cudaGetLastError(), "group_absmax_kernel launch");
-    cu::DeviceBuffer<double> D(static_cast<std::size_t>(R * k)), Y(static_cast<std::size_t>(R * k));
-    cu::DeviceBuffer<double> e(static_cast<std::size_t>(n_shrink * rows * ng));
+    cudaEvent_t chunk_done = nullptr;  // progress without draining the queue: wait for the previous chunk only
+    cu::check(cudaEventCreateWithFlags(&chunk_done, cudaEventDisableTiming), "cudaEventCreate");
+    struct EventGuard {
+      cudaEvent_t e;
+      ~EventGuard() { (void)cudaEventDestroy(e); }
+    } guard{chunk_done};
     for (index_t r0 = 0; r0 < rows; r0 += rc) {
       const index_t nr = std::min(rc, rows - r0);
       cu::detail::clip_delta_kernel<Cfg, S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-          w, r0, rc, nr, g, amax.data(), n_shrink, n_grid, D.data());
+          w, r0, rc, nr, g, ws.absmax.data(), n_shrink, n_grid, ws.d.data());
       cu::check(cudaGetLastError(), "clip_delta_kernel launch");
       // Per group j (column-major): Y_j [g, R] = G_j [g, g] · D_j [g, R], D_j and Y_j k-strided.
       cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(g), static_cast<int>(R),
-                                          static_cast<int>(g), &one, G.data(), static_cast<int>(g), g * g, D.data(),
-                                          static_cast<int>(k), g, &zero, Y.data(), static_cast<int>(k), g,
+                                          static_cast<int>(g), &one, ws.gram.data(), static_cast<int>(g), g * g,
+                                          ws.d.data(), static_cast<int>(k), g, &zero, ws.y.data(), static_cast<int>(k), g,
                                           static_cast<int>(ng)),
                 "cublasDgemmStridedBatched (clip errors)");
       cu::detail::clip_quadform_kernel<><<<cu::detail::blocks_for(R * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-          D.data(), Y.data(), k, g, rc, nr, n_shrink, r0, rows, nt, e.data());
+          ws.d.data(), ws.y.data(), k, g, rc, nr, n_shrink, r0, rows, nt, ws.err.data());
       cu::check(cudaGetLastError(), "clip_quadform_kernel launch");
-      cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
-      done(static_cast<long>((r0 + nr) * ng));
+      if (r0 > 0) {
+        cu::check(cudaEventSynchronize(chunk_done), "cudaEventSynchronize");
+        done(static_cast<long>(r0 * ng));
+      }
+      cu::check(cudaEventRecord(chunk_done, ctx.stream), "cudaEventRecord");
     }
-    const auto he = download(e);
-    std::copy(he.begin(), he.end(), err);
-    const auto ha = download(amax);
-    std::copy(ha.begin(), ha.end(), absmax);
+    cu::detail::clip_choose_kernel<><<<cu::detail::blocks_for(n, 256, 8192), 256, 0, ctx.stream>>>(ws.err.data(), n, n_shrink,
+                                                                                                   ws.best.data());
+    cu::check(cudaGetLastError(), "clip_choose_kernel launch");
+    cu::check(cudaMemcpyAsync(ws.best_host.data(), ws.best.data(), sz(n) * sizeof(int), cudaMemcpyDeviceToHost, ctx.stream),
+              "cudaMemcpyAsync");
+    cu::check(cudaMemcpyAsync(ws.absmax_host.data(), ws.absmax.data(), sz(n) * sizeof(float), cudaMemcpyDeviceToHost,
+                              ctx.stream),
+              "cudaMemcpyAsync");
+    cu::check(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+    std::copy(ws.best_host.data(), ws.best_host.data() + n, best);
+    std::copy(ws.absmax_host.data(), ws.absmax_host.data() + n, absmax);
+    done(static_cast<long>(n));
   }
 
  private:

@@ -84,5 +84,50 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+/// \brief Owning, move-only page-locked host array of n elements of T (cudaMallocHost), for
+/// downloads that run at the link's speed instead of through a pageable bounce buffer.
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  /// Allocates n elements (uninitialised).
+  explicit PinnedBuffer(std::size_t n) : n_(n) {
+    if (n) check(cudaMallocHost(reinterpret_cast<void**>(&p_), n * sizeof(T)), "cudaMallocHost");
+  }
+  PinnedBuffer(PinnedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() { release(); }
+  T* data() const noexcept { return p_; }            ///< host pointer
+  std::size_t size() const noexcept { return n_; }   ///< number of elements
+
+ private:
+  void release() noexcept {
+    if (p_) (void)cudaFreeHost(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+/// Makes b hold at least n elements: a new (uninitialised) allocation when it is smaller, else
+/// unchanged. For workspaces kept between calls.
+template <class Buffer>
+void grow(Buffer& b, std::size_t n) {
+  if (b.size() < n) {
+    b = Buffer();  // free first: the old and new workspace need not fit together
+    b = Buffer(n);
+  }
+}
+
 }  // namespace cuda
 }  // namespace awq

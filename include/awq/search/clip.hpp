@@ -51,8 +51,9 @@ struct ClipSearchResult {
 /// \tparam Backend a backend policy (backend::cpu, or backend::cuda from awq/backend/cuda.cuh);
 ///         w and x live in that backend's memory, the result on the host.
 ///
-/// The backend computes the error of every (shrink, row, group) (`Backend::clip_errors`); the
-/// choice — the first strict minimum over the shrinks — is made here, the same for every backend.
+/// The backend computes the error of every (shrink, row, group) and chooses per (row, group) the
+/// first strict minimum over the shrinks (`Backend::clip_choose`, one rule for every backend:
+/// detail::first_strict_min); the bounds are made here.
 template <class Backend = backend::cpu, class S>
 ClipSearchResult<acc_t<S>> search_clip(const MatrixView<const S>& w, const MatrixView<const S>& x,
                                        const ClipSearchOptions& opt) {
@@ -78,29 +79,24 @@ ClipSearchResult<acc_t<S>> search_clip(const MatrixView<const S>& w, const Matri
   Backend::gather_rows(x, stride, xs_view);
   Backend::check_finite(fn, "activation", MatrixView<const S>(xs_view), stride);
 
-  std::vector<double> err(static_cast<std::size_t>(n_shrink * rows * ng));
+  std::vector<int> best(static_cast<std::size_t>(rows * ng));
   std::vector<F> absmax(static_cast<std::size_t>(rows * ng));
   detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(rows * ng));
   dispatch(opt.quant, [&](auto cfg) {
-    Backend::template clip_errors<decltype(cfg)>(MatrixView<const S>(xs_view), w, n_shrink, opt.n_grid, opt.row_batch,
-                                                 err.data(), absmax.data(), [&](long done) { tracker.step(done); });
+    Backend::template clip_choose<decltype(cfg)>(MatrixView<const S>(xs_view), w, n_shrink, opt.n_grid, opt.row_batch,
+                                                 best.data(), absmax.data(), [&](long done) { tracker.step(done); });
   });
 
   ClipSearchResult<F> res;
   res.rows = rows;
   res.groups = ng;
-  res.max_val.assign(static_cast<std::size_t>(rows * ng), F(0));
-  res.shrink_index.assign(res.max_val.size(), 0);
+  res.max_val.resize(best.size());
+  res.shrink_index = std::move(best);
   for (std::size_t o = 0; o < res.max_val.size(); ++o) {
-    double best = std::numeric_limits<double>::infinity();
-    for (int i_s = 0; i_s < n_shrink; ++i_s) {
-      const double e = err[static_cast<std::size_t>(i_s) * res.max_val.size() + o];
-      if (e < best) {
-        best = e;
-        res.max_val[o] = absmax[o] * static_cast<F>(1.0 - static_cast<double>(i_s) / opt.n_grid);
-        res.shrink_index[o] = i_s;
-      }
-    }
+    const int i_s = res.shrink_index[o];
+    detail::require(i_s >= 0, fn, ": no finite clip error for row ", static_cast<index_t>(o) / ng, ", group ",
+                    static_cast<index_t>(o) % ng, " (the products overflow)");
+    res.max_val[o] = absmax[o] * static_cast<F>(1.0 - static_cast<double>(i_s) / opt.n_grid);
   }
   return res;
 }

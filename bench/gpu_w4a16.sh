@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# One device call: build the CUDA tests and the W4A16 bench with nvcc, run the tests (pseudo-quantize
-# and W4A16 GEMV), compute-sanitizer memcheck + racecheck on them, then the bench table.
+# One device call for #6: build the CUDA tests (all of them, into build-gpu/ where gpu_search.sh
+# SKIP_BUILD=1 finds them), the W4A16 bench and the search bench with nvcc (sm_90), run the tests,
+# compute-sanitizer memcheck + racecheck on the W4A16 tests, then the W4A16 bench table.
 # usage (device machine, repo root, .deps carried): bash bench/gpu_w4a16.sh
 set -euo pipefail
 deps=${AWQ_DEPS:-.deps/include}
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -I"$deps" -I"$deps/eigen3")
+flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
+mkdir -p build-gpu
+t0=$(date +%s)
 nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \
-  tests/cuda/test_cuda_w4a16.cu -o /tmp/awq_cuda_tests 2>/tmp/build_tests.log &
-nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o /tmp/bench_w4a16 2>/tmp/build_bench.log &
+  tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build_bench_w4a16.log" &
+[ "${WITH_SEARCH:-1}" = 1 ] && nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
 wait
-/tmp/awq_cuda_tests 2>&1 | tee "$out/cuda_tests.log"
-compute-sanitizer --tool memcheck --error-exitcode 1 /tmp/awq_cuda_tests -tc="*w4a16*" 2>&1 | tail -3 | tee "$out/memcheck.log"
-compute-sanitizer --tool racecheck --error-exitcode 1 /tmp/awq_cuda_tests -tc="*w4a16*" 2>&1 | tail -3 | tee "$out/racecheck.log"
-/tmp/bench_w4a16 2>&1 | tee "$out/bench_w4a16.log"
+echo "build: $(( $(date +%s) - t0 )) s"
+build-gpu/awq_cuda_tests 2>&1 | tail -30 | tee "$out/cuda_tests.log"
+if [ "${SANITIZE:-1}" = 1 ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests -tc="*w4a16*" 2>&1 | tail -3 | tee "$out/memcheck.log"
+  compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/awq_cuda_tests -tc="*w4a16*" 2>&1 | tail -3 | tee "$out/racecheck.log"
+fi
+build-gpu/bench_w4a16 2>&1 | tee "$out/bench_w4a16.log"

@@ -363,6 +363,15 @@ TEST_CASE("search is deterministic and its options are validated") {
   CHECK(events == 42);
   CHECK(r1.scales == r2.scales);
   CHECK(r1.losses == r2.losses);
+  // A caller-supplied reference output (what a capture forward computed) gives the same result
+  // with one block evaluation fewer; a reference of the wrong shape is refused.
+  std::vector<float> ref(static_cast<std::size_t>(t * 64), std::nanf(""));
+  awq::LinearsBlock<float>(lin)(cview(x, t, k), {cview(w, 64, k)}, awq::make_row_major(ref.data(), t, 64));
+  const auto r3 = awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<float>(lin), opt, {}, cview(ref, t, 64));
+  CHECK(r3.scales == r1.scales);
+  CHECK(r3.losses == r1.losses);
+  CHECK_THROWS_WITH_AS(awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<float>(lin), opt, {}, cview(ref, t - 1, 64)),
+                       doctest::Contains("reference"), awq::Error);
   const auto c1 = awq::search_clip(cview(w, 64, k), cview(x, t, k), awq::ClipSearchOptions{QuantSpec{4, 64, true}});
   const auto c2 = awq::search_clip(cview(w, 64, k), cview(x, t, k), awq::ClipSearchOptions{QuantSpec{4, 64, true}});
   CHECK(c1.max_val == c2.max_val);

@@ -60,43 +60,92 @@ __global__ void rmsnorm_kernel(const float* x, index_t cols, const T* w, float e
     out[r * cols + c] = cu::detail::from_float<T>(cu::detail::to_float(w[c]) * (x[r * cols + c] * inv));
 }
 
+// RoPE from a [seq_len][d/2] table of (cos, sin): a block per token, threads over heads × d/2.
 template <class T>
-__global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len, float theta) {
+__global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len, const float2* cs) {
   const int half = d / 2;
-  const index_t n = tokens * heads * half;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const int i = static_cast<int>(e % half);
-    const index_t th = e / half;
-    const index_t t = th / heads;
-    const int h = static_cast<int>(th % heads);
-    const float inv = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(d));
-    const float f = static_cast<float>(t % seq_len) * inv;
-    const float c = cosf(f), s = sinf(f);
-    T* v = m + t * heads * d + h * d;
-    const float x1 = cu::detail::to_float(v[i]), x2 = cu::detail::to_float(v[i + half]);
-    v[i] = cu::detail::from_float<T>(x1 * c + (-x2) * s);
-    v[i + half] = cu::detail::from_float<T>(x2 * c + x1 * s);
+  for (index_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const float2* row = cs + (t % seq_len) * half;
+    for (int j = threadIdx.x; j < heads * half; j += blockDim.x) {
+      const int h = j / half, i = j % half;
+      const float c = row[i].x, s = row[i].y;
+      T* v = m + (t * heads + h) * d;
+      const float x1 = cu::detail::to_float(v[i]), x2 = cu::detail::to_float(v[i + half]);
+      v[i] = cu::detail::from_float<T>(x1 * c + (-x2) * s);
+      v[i + half] = cu::detail::from_float<T>(x2 * c + x1 * s);
+    }
   }
 }
 
+// The (cos, sin) table rope_kernel reads, computed on the host exactly as the CPU engine does.
+inline Buf<float2> rope_table(int seq_len, int d, float theta) {
+  const int half = d / 2;
+  std::vector<float2> h(static_cast<std::size_t>(seq_len) * half);
+  for (int i = 0; i < half; ++i) {
+    const float inv = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(d));
+    for (int p = 0; p < seq_len; ++p) {
+      const float f = static_cast<float>(p) * inv;
+      h[static_cast<std::size_t>(p) * half + i] = make_float2(std::cos(f), std::sin(f));
+    }
+  }
+  return Buf<float2>(h);
+}
+
 // One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
-template <class T>
+// NPER > 0: the row (L <= 32·NPER) is read once into registers; NPER = 0: any L, three passes.
+template <class T, int NPER>
 __global__ void causal_softmax_kernel(const float* scores, index_t rows, int L, float scaling, T* P) {
   const int lane = threadIdx.x % 32;
   const index_t warps = static_cast<index_t>(gridDim.x) * blockDim.x / 32;
   for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
     const int i = static_cast<int>(row % L);
     const float* s = scores + row * L;
-    float mx = -INFINITY;
-    for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
-    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.0f;
-    for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    for (int j = lane; j < L; j += 32)
-      P[row * L + j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
+    T* out = P + row * L;
+    if constexpr (NPER > 0) {
+      float v[NPER];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < NPER; ++u) {
+        const int j = lane + 32 * u;
+        v[u] = j <= i ? s[j] * scaling : -INFINITY;
+        mx = fmaxf(mx, v[u]);
+      }
+      for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      float sum = 0.0f;
+#pragma unroll
+      for (int u = 0; u < NPER; ++u) {
+        v[u] = lane + 32 * u <= i ? expf(v[u] - mx) : 0.0f;
+        sum += v[u];
+      }
+      for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+#pragma unroll
+      for (int u = 0; u < NPER; ++u)
+        if (lane + 32 * u < L) out[lane + 32 * u] = cu::detail::from_float<T>(v[u] / sum);
+    } else {
+      float mx = -INFINITY;
+      for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
+      for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      float sum = 0.0f;
+      for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
+      for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      for (int j = lane; j < L; j += 32) out[j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
+    }
   }
+}
+
+template <class T>
+void causal_softmax(const float* scores, index_t rows, int L, float scaling, T* P, cudaStream_t st) {
+  const unsigned grid = blocks(rows * 32, 256);
+  if (L <= 128)
+    causal_softmax_kernel<T, 4><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
+  else if (L <= 256)
+    causal_softmax_kernel<T, 8><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
+  else if (L <= 512)
+    causal_softmax_kernel<T, 16><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
+  else if (L <= 1024)
+    causal_softmax_kernel<T, 32><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
+  else
+    causal_softmax_kernel<T, 0><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
 }
 
 template <class T>
@@ -181,6 +230,7 @@ struct Attention {
   Batch batch;
   mutable Buf<T> q, k, v, ctx, P;
   mutable Buf<float> scores;
+  mutable Buf<float2> rope;  // (cos, sin) per position and frequency
 
   void context(const MatrixView<const T>& x, const MatrixView<const T>& wq, const MatrixView<const T>& wk,
                const MatrixView<const T>& wv) const {
@@ -207,8 +257,9 @@ struct Attention {
     B::linear<T, T>(x, wk, nullptr, view(k, tok, hdkv));
     B::linear<T, T>(x, wv, nullptr, view(v, tok, hdkv));
     cudaStream_t st = B::stream();
-    rope_kernel<T><<<blocks(tok * c.n_heads * (D / 2), 256), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, c.rope_theta);
-    rope_kernel<T><<<blocks(tok * c.n_kv_heads * (D / 2), 256), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, c.rope_theta);
+    if (rope.size() != static_cast<std::size_t>(L) * (D / 2)) rope = rope_table(L, D, c.rope_theta);
+    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, rope.data());
+    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, rope.data());
     check_launch<T>("rope_kernel");
     const float scaling = static_cast<float>(std::pow(static_cast<double>(D), -0.5));
     const float one = 1.0f, zero = 0.0f;
@@ -229,7 +280,7 @@ struct Attention {
                   "cublasGemmStridedBatchedEx (scores)");
       }
       const index_t rows = static_cast<index_t>(nb) * c.n_heads * L;
-      causal_softmax_kernel<T><<<blocks(rows * 32, 256), 256, 0, st>>>(scores.data(), rows, L, scaling, P.data());
+      causal_softmax<T>(scores.data(), rows, L, scaling, P.data(), st);
       check_launch<T>("causal_softmax_kernel");
       for (int hq = 0; hq < c.n_heads; ++hq) {
         const int kvh = hq / group;
@@ -276,6 +327,9 @@ struct MlpBlock {
 template <class T>
 struct Captured {
   Buf<T> x_attn, x_o, x_mlp, x_down;
+  /// The attention (after o_proj) and MLP outputs [tokens, hidden]: the reference outputs of the
+  /// qkv / o and gate_up / down searches, computed by the same calls the searches' blocks make.
+  Buf<float> attn_out, mlp_out;
 };
 
 /// out = layer(hidden) (fp32 [tokens, hidden]); fills `cap` with the inputs of the four groups.
@@ -288,20 +342,22 @@ void layer_forward(const LlamaConfig& c, const Batch& b, const Layer<T>& l, cons
   cudaStream_t st = B::stream();
   cap.x_attn = Buf<T>(static_cast<std::size_t>(tok * H));
   cap.x_mlp = Buf<T>(static_cast<std::size_t>(tok * H));
-  Buf<float> h(static_cast<std::size_t>(tok * H)), tmp(static_cast<std::size_t>(tok * H));
+  Buf<float> h(static_cast<std::size_t>(tok * H));
+  cap.attn_out = Buf<float>(static_cast<std::size_t>(tok * H));
+  cap.mlp_out = Buf<float>(static_cast<std::size_t>(tok * H));
   rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(hidden.data(), H, l.ln_in.data(), c.rms_eps, cap.x_attn.data());
   check_launch<T>("rmsnorm_kernel");
-  Attention<T> attn{&c, b, {}, {}, {}, {}, {}, {}};
+  Attention<T> attn{&c, b, {}, {}, {}, {}, {}, {}, {}};
   attn.context(cview(cap.x_attn, tok, H), cview(l.wq, hd, H), cview(l.wk, hdkv, H), cview(l.wv, hdkv, H));
-  B::linear<T, float>(cview(attn.ctx, tok, hd), cview(l.wo, H, hd), nullptr, view(tmp, tok, H));
-  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), tmp.data(), tok * H, h.data());
+  B::linear<T, float>(cview(attn.ctx, tok, hd), cview(l.wo, H, hd), nullptr, view(cap.attn_out, tok, H));
+  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), cap.attn_out.data(), tok * H, h.data());
   rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(h.data(), H, l.ln_post.data(), c.rms_eps, cap.x_mlp.data());
   check_launch<T>("rmsnorm_kernel");
   cap.x_o = std::move(attn.ctx);
   MlpBlock<T> mlp{cview(l.wd, H, I), {}, {}, {}};
   const MatrixView<const T> xm = cview(cap.x_mlp, tok, H);
-  mlp(xm, {cview(l.wg, I, H), cview(l.wu, I, H)}, view(tmp, tok, H));
-  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(h.data(), tmp.data(), tok * H, out.data());
+  mlp(xm, {cview(l.wg, I, H), cview(l.wu, I, H)}, view(cap.mlp_out, tok, H));
+  add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(h.data(), cap.mlp_out.data(), tok * H, out.data());
   check_launch<T>("add_kernel");
   cap.x_down = std::move(mlp.act);
   cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
@@ -334,7 +390,13 @@ GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Capt
     cu::check(cudaStreamSynchronize(B::stream()), "cudaStreamSynchronize");
     res.seconds[key] = std::chrono::duration<double>(Clock::now() - t0).count();
   };
-  auto search = [&](const std::string& key, const Buf<T>& x, index_t k, const std::vector<awq::Linear<T>>& lin, const auto& block) {
+  // The capture forward's attention / MLP outputs are the reference outputs of the searches when
+  // they run on all the tokens (then the same calls on the same shapes as the blocks make with the
+  // original weights): one block evaluation saved per group.
+  const bool have_ref = sb.n_seq == b.n_seq && cap.attn_out.size() >= static_cast<std::size_t>(tok * H) &&
+                        cap.mlp_out.size() >= static_cast<std::size_t>(tok * H);
+  auto search = [&](const std::string& key, const Buf<T>& x, index_t k, const std::vector<awq::Linear<T>>& lin,
+                    const auto& block, const Buf<float>& ref) {
     const auto given = opt.given_scales.find(key);
     if (given != opt.given_scales.end()) {  // resuming, or replaying another run's choice
       res.scales[key].scales = given->second;
@@ -343,25 +405,27 @@ GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Capt
     timed("scales " + key, [&] {
       so.name = "scales " + key;
       const auto xv = cview(x, tok, k);
-      res.scales[key] = awq::search_scales<B>(xv.middle_rows(0, sb.tokens()), lin, block, so, B::channel_abs_mean(xv));
+      const MatrixView<const float> rv = have_ref ? cview(ref, tok, H).middle_rows(0, sb.tokens()) : MatrixView<const float>{};
+      res.scales[key] = awq::search_scales<B>(xv.middle_rows(0, sb.tokens()), lin, block, so, B::channel_abs_mean(xv), rv);
     });
   };
   {
     std::vector<awq::Linear<T>> lin{{cview(l.wq, hd, H), nullptr}, {cview(l.wk, hdkv, H), nullptr}, {cview(l.wv, hdkv, H), nullptr}};
-    search("qkv", cap.x_attn, H, lin, AttentionBlock<T>{Attention<T>{&c, sb, {}, {}, {}, {}, {}, {}}, cview(l.wo, H, hd)});
+    search("qkv", cap.x_attn, H, lin, AttentionBlock<T>{Attention<T>{&c, sb, {}, {}, {}, {}, {}, {}, {}}, cview(l.wo, H, hd)},
+           cap.attn_out);
   }
   const bool o_group = hdkv == hd;  // skipped for GQA, as the reference
   if (o_group) {
     std::vector<awq::Linear<T>> lin{{cview(l.wo, H, hd), nullptr}};
-    search("o", cap.x_o, hd, lin, awq::LinearsBlock<T, B>(lin));
+    search("o", cap.x_o, hd, lin, awq::LinearsBlock<T, B>(lin), cap.attn_out);
   }
   {
     std::vector<awq::Linear<T>> lin{{cview(l.wg, I, H), nullptr}, {cview(l.wu, I, H), nullptr}};
-    search("gate_up", cap.x_mlp, H, lin, MlpBlock<T>{cview(l.wd, H, I), {}, {}, {}});
+    search("gate_up", cap.x_mlp, H, lin, MlpBlock<T>{cview(l.wd, H, I), {}, {}, {}}, cap.mlp_out);
   }
   {
     std::vector<awq::Linear<T>> lin{{cview(l.wd, H, I), nullptr}};
-    search("down", cap.x_down, I, lin, awq::LinearsBlock<T, B>(lin));
+    search("down", cap.x_down, I, lin, awq::LinearsBlock<T, B>(lin), cap.mlp_out);
   }
   timed("fold", [&] {
     const auto& s1 = res.scales["qkv"].scales;

@@ -7,4 +7,5 @@
 #include "awq/backend/cuda.cuh"
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
+#include "awq/kernels/cuda/w4a16_gemm.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -46,7 +47,9 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
       double acc = with_bias ? static_cast<double>(__half2float(bias[static_cast<std::size_t>(r)])) : 0.0, mag = 0;
       for (int kk = 0; kk < c.k; ++kk) {
         const int g = kk / c.group;
-        const double w = (q[static_cast<std::size_t>(r) * c.k + kk] - z[static_cast<std::size_t>(r) * ng + g]) * static_cast<double>(s[static_cast<std::size_t>(r) * ng + g]);
+        double w = (q[static_cast<std::size_t>(r) * c.k + kk] - z[static_cast<std::size_t>(r) * ng + g]) * static_cast<double>(s[static_cast<std::size_t>(r) * ng + g]);
+        // M > 8 runs on tensor cores with the fp16 weight AutoAWQ's dequantize makes: (q − z)·s rounded once.
+        if (c.m > 8) w = static_cast<double>(__half2float(__float2half_rn(static_cast<float>(w))));
         const double t = static_cast<double>(__half2float(x[static_cast<std::size_t>(mm) * c.k + kk])) * w;
         acc += t;
         mag += std::fabs(t);
@@ -57,7 +60,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
   awq::cuda::DeviceBuffer<__half> dx(x), ds(s_t), db(bias), dy(std::vector<__half>(static_cast<std::size_t>(c.m) * c.n, __ushort_as_half(0x7FFF)));
   awq::cuda::DeviceBuffer<std::int32_t> dq(qw), dz(qz);
   awq::cuda::DeviceBuffer<unsigned char> ws(awq::cuda::w4a16_workspace_bytes(c.m, c.k, c.n));
-  awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
+  if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
   awq::cuda::W4A16Args a;
   a.x = dx.data();
   a.qweight = dq.data();
@@ -71,10 +74,10 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
   a.k = c.k;
   a.n = c.n;
   a.group = c.group;
-  awq::cuda::w4a16_gemv(a);
+  awq::cuda::w4a16_matmul(a);
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y = dy.download();
-  awq::cuda::w4a16_gemv(a);  // again: the same bits (fixed-order split-K reduction)
+  awq::cuda::w4a16_matmul(a);  // again: the same bits (fixed-order sums)
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y2 = dy.download();
   for (std::size_t i = 0; i < y.size(); ++i)
@@ -105,8 +108,25 @@ TEST_CASE("w4a16 GEMV equals the float64 reference (M 1..8, groups 32/64/128, ta
   }
 }
 
-TEST_CASE("w4a16 GEMV stress: the same shapes many times with fresh inputs") {
+TEST_CASE("w4a16 tensor-core path equals the float64 reference (M 9..256, groups 32/64/128, tails in M, K and N, bias)") {
+  std::uint64_t seed = 100;
+  for (const Case c : {Case{9, 256, 256, 128}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
+                       Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{128, 2048, 1056, 128}, Case{40, 160, 1056, 32},
+                       Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64}, Case{12, 8192, 1024, 128}}) {
+    CAPTURE(c.m);
+    CAPTURE(c.k);
+    CAPTURE(c.n);
+    CAPTURE(c.group);
+    CHECK(run_case(c, seed++, seed % 2 == 1) <= 1.0);
+  }
+}
+
+TEST_CASE("w4a16 stress: the same shapes many times with fresh inputs (GEMV and tensor-core paths)") {
   for (int rep = 0; rep < 20; ++rep) CHECK(run_case(Case{1 + rep % 8, 2048, 2048, 128}, 1000 + static_cast<std::uint64_t>(rep), rep % 2) <= 1.0);
+  for (int rep = 0; rep < 12; ++rep) {
+    const int m = std::array<int, 4>{16, 64, 130, 256}[static_cast<std::size_t>(rep % 4)];
+    CHECK(run_case(Case{m, 1024, 1536, 128}, 2000 + static_cast<std::uint64_t>(rep), rep % 2) <= 1.0);
+  }
 }
 
 TEST_CASE("w4a16 GEMV: bad shapes raise awq::Error") {
@@ -114,10 +134,22 @@ TEST_CASE("w4a16 GEMV: bad shapes raise awq::Error") {
   a.m = 9;
   a.k = 128;
   a.n = 64;
-  CHECK_THROWS_WITH_AS(a.can_implement(), doctest::Contains("M 9 is outside 1..8"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv(a), doctest::Contains("null"), awq::Error);
+  a.m = 0;
+  CHECK_THROWS_WITH_AS(a.can_implement(), doctest::Contains("M 0 is not positive"), awq::Error);
   a.m = 1;
   a.k = 100;
   CHECK_THROWS_WITH_AS(a.can_implement(), doctest::Contains("group 128 does not divide K 100"), awq::Error);
+  // The tensor-core path needs 16-byte aligned x, scales and y (checked before any launch).
+  alignas(16) static unsigned char fake[64];
+  a.m = 16;
+  a.k = 128;
+  a.x = reinterpret_cast<const __half*>(fake + 2);
+  a.qweight = reinterpret_cast<const std::int32_t*>(fake);
+  a.qzeros = reinterpret_cast<const std::int32_t*>(fake);
+  a.scales = reinterpret_cast<const __half*>(fake);
+  a.y = reinterpret_cast<__half*>(fake);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("16-byte aligned"), awq::Error);
 }
 
 TEST_CASE("w4a16 GEMV: a workspace smaller than the sizes need raises awq::Error") {

@@ -152,12 +152,10 @@ inline unsigned blocks_for(index_t n, int threads, index_t cap = 65535 * 16) {
 
 template <class T>
 __global__ void find_nonfinite_kernel(MatrixView<const T> m, unsigned long long* bad) {
-  const index_t n = m.rows() * m.cols();
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t r = i / m.cols(), c = i % m.cols();
-    if (!isfinite(to_float(m(r, c)))) atomicMin(bad, static_cast<unsigned long long>(i));
-  }
+  // Rows over blocks, columns over threads: coalesced, and no 64-bit division per element.
+  for (index_t r = blockIdx.x; r < m.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < m.cols(); c += blockDim.x)
+      if (!isfinite(to_float(m(r, c)))) atomicMin(bad, static_cast<unsigned long long>(r * m.cols() + c));
 }
 
 // Column sums of |x| over a chunk of rows, in double: partial[chunk, c].
@@ -218,14 +216,12 @@ __global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float
 template <int = 0>  // a template: header kernels need one definition per program
 __global__ void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float> b, double* partial) {
   __shared__ double sh[256];
-  const index_t n = a.rows() * a.cols();
   double acc = 0.0;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t r = i / a.cols(), c = i % a.cols();
-    const double d = static_cast<double>(a(r, c)) - static_cast<double>(b(r, c));
-    acc += d * d;
-  }
+  for (index_t r = blockIdx.x; r < a.rows(); r += gridDim.x)  // rows over blocks, columns over threads
+    for (index_t c = threadIdx.x; c < a.cols(); c += blockDim.x) {
+      const double d = static_cast<double>(a(r, c)) - static_cast<double>(b(r, c));
+      acc += d * d;
+    }
   sh[threadIdx.x] = acc;
   __syncthreads();
   for (int s = 128; s > 0; s /= 2) {
@@ -237,20 +233,14 @@ __global__ void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float
 
 template <class T, class B>
 __global__ void add_bias_kernel(MatrixView<T> y, const B* bias) {
-  const index_t n = y.rows() * y.cols();
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t r = i / y.cols(), c = i % y.cols();
-    y(r, c) = from_float<T>(to_float(y(r, c)) + to_float(bias[c]));
-  }
+  for (index_t r = blockIdx.x; r < y.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < y.cols(); c += blockDim.x) y(r, c) = from_float<T>(to_float(y(r, c)) + to_float(bias[c]));
 }
 
 template <class T>
 __global__ void to_double_kernel(MatrixView<const T> x, double* out) {
-  const index_t n = x.rows() * x.cols();
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x)
-    out[i] = static_cast<double>(to_float(x(i / x.cols(), i % x.cols())));
+  for (index_t r = blockIdx.x; r < x.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < x.cols(); c += blockDim.x) out[r * x.cols() + c] = static_cast<double>(to_float(x(r, c)));
 }
 
 // One warp per (row, group): max |w| of the group.
@@ -352,7 +342,7 @@ struct cuda {
     if (ctx.flag.size() < 1) ctx.flag = cu::DeviceBuffer<unsigned long long>(1);
     const unsigned long long none = ULLONG_MAX;
     cu::check(cudaMemcpyAsync(ctx.flag.data(), &none, sizeof(none), cudaMemcpyHostToDevice, ctx.stream), "cudaMemcpyAsync");
-    cu::detail::find_nonfinite_kernel<S><<<cu::detail::blocks_for(m.size(), 256, 4096), 256, 0, ctx.stream>>>(m, ctx.flag.data());
+    cu::detail::find_nonfinite_kernel<S><<<cu::detail::blocks_for(m.rows(), 1, 4096), 256, 0, ctx.stream>>>(m, ctx.flag.data());
     cu::check(cudaGetLastError(), "find_nonfinite_kernel launch");
     unsigned long long first = none;
     cu::check(cudaMemcpyAsync(&first, ctx.flag.data(), sizeof(first), cudaMemcpyDeviceToHost, ctx.stream), "cudaMemcpyAsync");
@@ -455,7 +445,7 @@ struct cuda {
                            static_cast<int>(y.row_stride()), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx (awq::backend::cuda::linear)");
     if (bias) {
-      cu::detail::add_bias_kernel<Y, S><<<cu::detail::blocks_for(y.size(), 256, 8192), 256, 0, ctx.stream>>>(y, bias);
+      cu::detail::add_bias_kernel<Y, S><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, ctx.stream>>>(y, bias);
       cu::check(cudaGetLastError(), "add_bias_kernel launch");
     }
   }
@@ -489,7 +479,7 @@ struct cuda {
     detail::require_shape(b, a.rows(), a.cols(), "awq::backend::cuda::mse", "b");
     if (a.size() == 0) return 0.0;
     auto& ctx = cu::this_thread_context();
-    const unsigned blocks = cu::detail::blocks_for(a.size(), 256, 2048);
+    const unsigned blocks = cu::detail::blocks_for(a.rows(), 1, 2048);
     if (ctx.partial.size() < blocks) ctx.partial = cu::DeviceBuffer<double>(blocks);
     cu::detail::sq_diff_kernel<><<<blocks, 256, 0, ctx.stream>>>(a, b, ctx.partial.data());
     cu::check(cudaGetLastError(), "sq_diff_kernel launch");
@@ -544,7 +534,7 @@ struct cuda {
     cu::grow(ws.best_host, sz(n));
     cu::grow(ws.absmax_host, sz(n));
     // Gram matrices G_j = X_jᵀ X_j [ng][g][g] in double (column-major per group; symmetric).
-    cu::detail::to_double_kernel<S><<<cu::detail::blocks_for(nt * k, 256, 8192), 256, 0, ctx.stream>>>(xs, ws.x.data());
+    cu::detail::to_double_kernel<S><<<cu::detail::blocks_for(nt, 1, 8192), 256, 0, ctx.stream>>>(xs, ws.x.data());
     cu::check(cudaGetLastError(), "to_double_kernel launch");
     const double one = 1.0, zero = 0.0;
     cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(g), static_cast<int>(g),

@@ -122,13 +122,18 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 /// \param opt     grid, quantizer, duo scaling, progress callback
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
 ///                than the sample); empty: computed from x
+/// \param reference the block's output with the original weights, [tokens, block.output_cols()]
+///                in the backend's memory, when the caller already has it (a capture forward
+///                computes it): saves one block evaluation. It must be exactly what
+///                block(x, original weights) writes; an empty view: computed here.
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
 ///
 /// Scales and losses are computed in `acc_t<S>` (float for half and bfloat16 storage).
 template <class Backend = backend::cpu, class S, class Block>
 ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears,
                                           const Block& block, const ScaleSearchOptions& opt,
-                                          std::vector<acc_t<S>> x_mean = {}) {
+                                          std::vector<acc_t<S>> x_mean = {},
+                                          MatrixView<const acc_t<S>> reference = {}) {
   using F = acc_t<S>;
   constexpr const char* fn = "awq::search_scales";
   detail::require(!linears.empty(), fn, ": no linear given");
@@ -152,14 +157,19 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   // Workspace in the backend's memory, allocated once for the whole grid.
   const index_t n_out = block.output_cols();
   const auto out_size = static_cast<std::size_t>(x.rows() * n_out);
-  typename Backend::template buffer<F> org(out_size), cur(out_size);
+  const bool have_ref = reference.data() != nullptr;
+  if (have_ref) detail::require_shape(reference, x.rows(), n_out, fn, "reference");
+  typename Backend::template buffer<F> org(have_ref ? 0 : out_size), cur(out_size);
   std::vector<typename Backend::template buffer<S>> wq;
   std::vector<MatrixView<const S>> q_w;
   for (std::size_t i = 0; i < linears.size(); ++i) {
     wq.emplace_back(static_cast<std::size_t>(linears[i].weight.size()));
     q_w.push_back(make_row_major<const S>(wq.back().data(), linears[i].weight.rows(), k));
   }
-  block(x, orig_w, make_row_major(org.data(), x.rows(), n_out));
+  if (!have_ref) {
+    block(x, orig_w, make_row_major(org.data(), x.rows(), n_out));
+    reference = make_row_major<const F>(org.data(), x.rows(), n_out);
+  }
 
   ScaleSearchResult<F> res;
   for (int i = 0; i < opt.n_grid; ++i) res.alphas.push_back(static_cast<double>(i) / opt.n_grid);
@@ -174,8 +184,7 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
                                       make_row_major(wq[i].data(), linears[i].weight.rows(), k));
     }
     block(x, q_w, make_row_major(cur.data(), x.rows(), n_out));
-    const double loss = Backend::mse(make_row_major<const F>(org.data(), x.rows(), n_out),
-                                     make_row_major<const F>(cur.data(), x.rows(), n_out));
+    const double loss = Backend::mse(reference, make_row_major<const F>(cur.data(), x.rows(), n_out));
     res.losses.push_back(loss);
     if (loss < best) {
       best = loss;
@@ -193,8 +202,9 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
 template <class Backend = backend::cpu, class S, class Block, class = std::enable_if_t<!std::is_const_v<S>>>
 ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<S>& x, const std::vector<Linear<S>>& linears,
                                           const Block& block, const ScaleSearchOptions& opt,
-                                          std::vector<acc_t<S>> x_mean = {}) {
-  return search_scales<Backend, S>(MatrixView<const S>(x), linears, block, opt, std::move(x_mean));
+                                          std::vector<acc_t<S>> x_mean = {},
+                                          MatrixView<const acc_t<S>> reference = {}) {
+  return search_scales<Backend, S>(MatrixView<const S>(x), linears, block, opt, std::move(x_mean), reference);
 }
 
 }  // namespace awq

@@ -43,14 +43,16 @@ struct W4A16Args {
   std::size_t workspace_bytes = 0;  ///< size of `workspace`, checked against what the sizes need
   int m = 1, k = 0, n = 0, group = 128;  ///< sizes
 
-  /// Throws awq::Error naming the argument that cannot be run.
+  /// Throws awq::Error naming the argument that cannot be run (by w4a16_matmul; w4a16_gemv
+  /// also needs M ≤ 8).
   void can_implement() const {
-    constexpr const char* fn = "awq::cuda::w4a16_gemv";
-    awq::detail::require(m >= 1 && m <= 8, fn, ": M ", m, " is outside 1..8 (the GEMV path)");
+    constexpr const char* fn = "awq::cuda::w4a16";
+    awq::detail::require(m >= 1, fn, ": M ", m, " is not positive");
     awq::detail::require(group == 32 || group == 64 || group == 128, fn, ": group ", group, " is not 32, 64 or 128");
     awq::detail::require(k > 0 && k % group == 0, fn, ": group ", group, " does not divide K ", k);
     awq::detail::require(n > 0 && n % 8 == 0, fn, ": N ", n, " is not a multiple of 8");
-    awq::detail::require(x && qweight && qzeros && scales && y && workspace, fn, ": a required pointer is null");
+    awq::detail::require(x && qweight && qzeros && scales && y, fn, ": a required pointer is null");
+    awq::detail::require(m > 8 || workspace, fn, ": M ", m, " (the GEMV path) needs a workspace");
   }
 };
 
@@ -238,9 +240,11 @@ void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
 
 }  // namespace detail
 
-/// \brief Workspace bytes w4a16_gemv needs for these sizes on the current device. Allocate it once,
+/// \brief Workspace bytes w4a16_gemv needs for these sizes on the current device (0 for M > 8,
+///        where w4a16_matmul needs none). Allocate it once,
 ///        zero-fill it once (cudaMemset) and reuse it; w4a16_gemv checks the size on every call.
 inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
+  if (m > 8) return 0;  // w4a16_matmul's tensor-core path needs none
   return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
 }
 
@@ -250,6 +254,7 @@ inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
 ///        Calls sharing a workspace must not run concurrently.
 inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
   a.can_implement();
+  awq::detail::require(a.m <= 8, "awq::cuda::w4a16_gemv: M ", a.m, " is outside 1..8 (w4a16_matmul takes any M)");
   const auto p = detail::gemv_plan(a.m, a.k, a.n, detail::device_sms());
   const std::size_t need = detail::gemv_workspace_bytes(p, a.m, a.n);
   awq::detail::require(a.workspace_bytes >= need, "awq::cuda::w4a16_gemv: workspace_bytes ", a.workspace_bytes,

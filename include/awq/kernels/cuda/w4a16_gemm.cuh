@@ -1,0 +1,285 @@
+/// \file
+/// \brief W4A16 matrix product on the GPU for any M: y = x · dequant(W)ᵀ (+ bias) on tensor cores
+///        for M > 8 (the GEMV of w4a16_gemv.cuh below that), reading the AutoAWQ "GEMM" layout
+///        directly: qweight [K, N/8] int32, qzeros [K/G, N/8] int32, scales [K/G, N] fp16.
+///
+/// Design of the tensor-core path (sm_80 and later; one launch, no workspace, deterministic):
+/// - A block computes a BM × 128 tile of y (BM = 16, 32, 64 or 128 by M) with 8 warps, over K in
+///   steps of 64. A pipeline of 3–4 cp.async stages brings the x tile [BM, 64] and the packed
+///   weight tile [64, 128/8] into shared memory while earlier steps compute.
+/// - Per step the packed tile is dequantized once into a [64, 128] fp16 tile (double-buffered):
+///   one 32-bit word → 8 columns of one k row, decoded with the 0x6400 magic (the fp16 1024 + q),
+///   (q − z) exact in fp16, times the group's scale: the fp16 weight AutoAWQ's dequantize gives,
+///   stored with one 16-byte store.
+/// - Warps run mma.sync m16n8k16 (fp16 in, fp32 accumulate) on fragments read with ldmatrix
+///   (.trans for the weights). The sum over K runs in a fixed order: the same bits every run.
+/// - Tails: rows of x past M and columns of K past the end are zero-filled by cp.async; columns
+///   past N are skipped. K must be a multiple of the group (32, 64 or 128), N of 8.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "awq/backend/cuda_runtime.cuh"
+#include "awq/error.hpp"
+#include "awq/kernels/cuda/w4a16_gemv.cuh"
+
+namespace awq {
+namespace cuda {
+namespace detail {
+
+constexpr int kGemmBN = 128;      // output columns per block
+constexpr int kGemmBK = 64;       // K per pipeline step
+constexpr int kGemmThreads = 256;  // 8 warps
+constexpr int kGemmPadX = 8;      // halves of padding per x row (ldmatrix without bank conflicts)
+constexpr int kGemmPadB = 8;      // halves of padding per dequantized weight row
+
+template <int BM>
+struct GemmShape {
+  static constexpr int stages = BM >= 64 ? 3 : 4;  // cp.async stages in flight (two blocks per SM at BM 128)
+  static constexpr int warps_m = BM >= 128 ? 4 : (BM >= 32 ? 2 : 1);
+  static constexpr int warps_n = 8 / warps_m;
+  static constexpr int wm = BM / warps_m;          // rows per warp
+  static constexpr int wn = kGemmBN / warps_n;     // columns per warp
+  static constexpr int mt = wm / 16;               // m16 tiles per warp
+  static constexpr int nt = wn / 8;                // n8 tiles per warp
+  static constexpr int x_stride = kGemmBK + kGemmPadX;   // halves per x row in shared memory
+  static constexpr int b_stride = kGemmBN + kGemmPadB;   // halves per weight row in shared memory
+  static constexpr int x_halves = BM * x_stride;
+  static constexpr int q_words = kGemmBK * kGemmBN / 8;  // packed words per stage
+  static constexpr int b_halves = kGemmBK * b_stride;
+  static constexpr std::size_t smem_bytes =
+      stages * (sizeof(__half) * x_halves + sizeof(std::uint32_t) * q_words) + 2 * sizeof(__half) * b_halves;
+  static_assert(wm % 16 == 0 && wn % 16 == 0, "warp tile");
+};
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+// 16-byte (or 4-byte) global → shared copy; `bytes` < size zero-fills the rest (0: all zeros).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The 8 fp16 weights of one packed word (AutoAWQ order: nibble i holds column {0,2,4,6,1,3,5,7}[i]),
+// as (q − z)·s in column order, packed in a uint4.
+__device__ __forceinline__ uint4 dequant_word(std::uint32_t q, std::uint32_t z, uint4 s) {
+  const __half2* sc = reinterpret_cast<const __half2*>(&s);
+  uint4 out;
+  std::uint32_t* o = reinterpret_cast<std::uint32_t*>(&out);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    // Nibbles j and j + 4 (bits 4j and 16 + 4j) are columns 2j and 2j + 1.
+    const std::uint32_t qv = ((q >> (4 * j)) & 0x000F000Fu) | 0x64006400u;  // halves 1024 + q
+    const std::uint32_t zv = ((z >> (4 * j)) & 0x000F000Fu) | 0x64006400u;  // halves 1024 + z
+    const __half2 d = __hsub2(*reinterpret_cast<const __half2*>(&qv), *reinterpret_cast<const __half2*>(&zv));  // exact
+    const __half2 w = __hmul2(d, sc[j]);
+    o[j] = *reinterpret_cast<const std::uint32_t*>(&w);
+  }
+  return out;
+}
+
+template <int BM>
+__global__ void __launch_bounds__(kGemmThreads) w4a16_gemm_kernel(W4A16Args a) {
+  using Sh = GemmShape<BM>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __half* xs = reinterpret_cast<__half*>(smem);                                          // [stages][BM][x_stride]
+  std::uint32_t* qs = reinterpret_cast<std::uint32_t*>(xs + Sh::stages * Sh::x_halves);  // [stages][BK][BN/8]
+  __half* bs = reinterpret_cast<__half*>(qs + Sh::stages * Sh::q_words);                 // [2][BK][b_stride]
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp / Sh::warps_n, warp_n = warp % Sh::warps_n;
+  const int m0 = static_cast<int>(blockIdx.y) * BM, n0 = static_cast<int>(blockIdx.x) * kGemmBN;
+  const int words = a.n / 8, w0 = n0 / 8;
+  const int steps = (a.k + kGemmBK - 1) / kGemmBK;
+  // Rows of packed words allow 16-byte copies when they are multiples of 4 words, 16-byte aligned.
+  const bool q16 = words % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.qweight) % 16 == 0;
+
+  auto load_stage = [&](int step, int stage) {
+    const int k0 = step * kGemmBK;
+    __half* xd = xs + stage * Sh::x_halves;
+    // x tile: BM rows × 64 halves = BM × 8 chunks of 16 bytes.
+    for (int c = tid; c < BM * 8; c += kGemmThreads) {
+      const int r = c / 8, col = (c % 8) * 8;
+      const int gr = m0 + r, gk = k0 + col;
+      const bool ok = gr < a.m && gk < a.k;
+      const __half* src = a.x + (ok ? static_cast<long>(gr) * a.k + gk : 0);
+      cp_async16(xd + r * Sh::x_stride + col, src, ok ? 16 : 0);
+    }
+    std::uint32_t* qd = qs + stage * Sh::q_words;
+    if (q16) {  // 64 rows × 16 words = 256 chunks of 4 words
+      for (int c = tid; c < kGemmBK * 4; c += kGemmThreads) {
+        const int r = c / 4, wc = (c % 4) * 4;
+        const int gk = k0 + r, gw = w0 + wc;
+        const bool ok = gk < a.k && gw < words;
+        const std::int32_t* src = a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0);
+        cp_async16(qd + r * (kGemmBN / 8) + wc, src, ok ? 16 : 0);
+      }
+    } else {
+      for (int c = tid; c < kGemmBK * 16; c += kGemmThreads) {
+        const int r = c / 16, wc = c % 16;
+        const int gk = k0 + r, gw = w0 + wc;
+        const bool ok = gk < a.k && gw < words;
+        const std::int32_t* src = a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0);
+        cp_async4(qd + r * (kGemmBN / 8) + wc, src, ok ? 4 : 0);
+      }
+    }
+  };
+
+  // Dequantize stage `stage` (step `step`) into weight buffer `buf`: 1024 words, 4 per thread.
+  auto dequant_stage = [&](int step, int stage, int buf) {
+    const int k0 = step * kGemmBK;
+    const std::uint32_t* qd = qs + stage * Sh::q_words;
+    __half* bd = bs + buf * Sh::b_halves;
+#pragma unroll
+    for (int u = 0; u < kGemmBK * 16 / kGemmThreads; ++u) {
+      const int c = tid + u * kGemmThreads;
+      const int r = c / 16, wc = c % 16;
+      const int gk = min(k0 + r, a.k - 1), gw = min(w0 + wc, words - 1);  // in range; zero x covers the tail
+      const int g = gk / a.group;
+      const uint4 s = __ldg(reinterpret_cast<const uint4*>(a.scales + static_cast<long>(g) * a.n + 8 * gw));
+      const std::uint32_t z = static_cast<std::uint32_t>(__ldg(a.qzeros + static_cast<long>(g) * words + gw));
+      *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) = dequant_word(qd[r * (kGemmBN / 8) + wc], z, s);
+    }
+  };
+
+  float acc[Sh::mt][Sh::nt][4];
+#pragma unroll
+  for (int i = 0; i < Sh::mt; ++i)
+#pragma unroll
+    for (int j = 0; j < Sh::nt; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < Sh::stages - 1; ++s) {
+    if (s < steps) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step % Sh::stages, buf = step % 2;
+    cp_async_wait<Sh::stages - 2>();  // this step's stage has landed (for this thread)
+    __syncthreads();                   // … for every thread; and the stage refilled next is free
+    {
+      const int next = step + Sh::stages - 1;
+      if (next < steps) load_stage(next, next % Sh::stages);
+      cp_async_commit();
+    }
+    dequant_stage(step, stage, buf);
+    __syncthreads();  // the weight tile is complete
+    const __half* xd = xs + stage * Sh::x_halves;
+    const __half* bd = bs + buf * Sh::b_halves;
+#pragma unroll
+    for (int kk = 0; kk < kGemmBK; kk += 16) {
+      unsigned af[Sh::mt][4];
+#pragma unroll
+      for (int i = 0; i < Sh::mt; ++i) {
+        const int r = warp_m * Sh::wm + i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+        const int c = kk + 8 * (lane / 16);
+        ldmatrix_x4(af[i], xd + r * Sh::x_stride + c);
+      }
+#pragma unroll
+      for (int j = 0; j < Sh::nt; j += 2) {  // two n8 tiles per ldmatrix.x4.trans
+        unsigned bf[4];
+        const int r = kk + (lane % 8) + 8 * ((lane / 8) % 2);
+        const int c = warp_n * Sh::wn + j * 8 + 8 * (lane / 16);
+        ldmatrix_x4_trans(bf, bd + r * Sh::b_stride + c);
+#pragma unroll
+        for (int i = 0; i < Sh::mt; ++i) {
+          mma_16816(acc[i][j], af[i], bf[0], bf[1]);
+          mma_16816(acc[i][j + 1], af[i], bf[2], bf[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator (i, j): rows lane/4 and lane/4 + 8, columns 2·(lane % 4) + {0, 1}.
+#pragma unroll
+  for (int i = 0; i < Sh::mt; ++i)
+#pragma unroll
+    for (int j = 0; j < Sh::nt; ++j) {
+      const int col = n0 + warp_n * Sh::wn + j * 8 + 2 * (lane % 4);
+      if (col >= a.n) continue;
+      float b0 = 0.0f, b1 = 0.0f;
+      if (a.bias) b0 = __half2float(a.bias[col]), b1 = __half2float(a.bias[col + 1]);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + warp_m * Sh::wm + i * 16 + lane / 4 + 8 * h;
+        if (row < a.m)
+          *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) =
+              __floats2half2_rn(acc[i][j][2 * h] + b0, acc[i][j][2 * h + 1] + b1);
+      }
+    }
+}
+
+template <int BM>
+void launch_gemm(const W4A16Args& a, cudaStream_t stream) {
+  constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
+  static std::atomic<bool> configured[64] = {};  // per device; setting it twice is harmless
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev < 0 || dev >= 64 || !configured[dev].load(std::memory_order_acquire)) {
+    check(cudaFuncSetAttribute(w4a16_gemm_kernel<BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          "cudaFuncSetAttribute (w4a16_gemm_kernel)");
+    if (dev >= 0 && dev < 64) configured[dev].store(true, std::memory_order_release);
+  }
+  const dim3 grid(static_cast<unsigned>((a.n + kGemmBN - 1) / kGemmBN), static_cast<unsigned>((a.m + BM - 1) / BM));
+  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a);
+}
+
+}  // namespace detail
+
+/// \brief y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1 on `stream`: the split-K GEMV for M ≤ 8
+///        (a.workspace as w4a16_gemv requires), the tensor-core kernel above that (no workspace;
+///        x, y and scales 16-byte aligned; sm_80 or later). awq::Error for shapes it cannot run.
+inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
+  if (a.m <= 8) return w4a16_gemv(a, stream);
+  a.can_implement();
+  constexpr const char* fn = "awq::cuda::w4a16_matmul";
+  auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  awq::detail::require(aligned16(a.x) && aligned16(a.scales) && aligned16(a.y), fn,
+                       ": x, scales and y must be 16-byte aligned for M > 8");
+  awq::detail::require(a.k % 8 == 0, fn, ": K ", a.k, " is not a multiple of 8");
+  if (a.m <= 16)
+    detail::launch_gemm<16>(a, stream);
+  else if (a.m <= 32)
+    detail::launch_gemm<32>(a, stream);
+  else if (a.m <= 64)
+    detail::launch_gemm<64>(a, stream);
+  else
+    detail::launch_gemm<128>(a, stream);
+  check(cudaGetLastError(), "w4a16_gemm_kernel launch");
+}
+
+}  // namespace cuda
+}  // namespace awq

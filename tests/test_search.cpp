@@ -366,7 +366,8 @@ TEST_CASE("search is deterministic and its options are validated") {
   // A caller-supplied reference output (what a capture forward computed) gives the same result
   // with one block evaluation fewer; a reference of the wrong shape is refused.
   std::vector<float> ref(static_cast<std::size_t>(t * 64), std::nanf(""));
-  awq::LinearsBlock<float>(lin)(cview(x, t, k), {cview(w, 64, k)}, awq::make_row_major(ref.data(), t, 64));
+  const awq::LinearsBlock<float> block(lin);
+  block(cview(x, t, k), {cview(w, 64, k)}, awq::make_row_major(ref.data(), t, 64));
   const auto r3 = awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<float>(lin), opt, {}, cview(ref, t, 64));
   CHECK(r3.scales == r1.scales);
   CHECK(r3.losses == r1.losses);

@@ -112,7 +112,7 @@ TEST_CASE("w4a16 tensor-core path equals the float64 reference (M 9..256, groups
   std::uint64_t seed = 100;
   for (const Case c : {Case{9, 256, 256, 128}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{128, 2048, 1056, 128}, Case{40, 160, 1056, 32},
-                       Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64}, Case{12, 8192, 1024, 128}}) {
+                       Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64}, Case{12, 8192, 1024, 128}, Case{16, 4096, 256, 128}}) {
     CAPTURE(c.m);
     CAPTURE(c.k);
     CAPTURE(c.n);
@@ -152,23 +152,27 @@ TEST_CASE("w4a16 GEMV: bad shapes raise awq::Error") {
   CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("16-byte aligned"), awq::Error);
 }
 
-TEST_CASE("w4a16 GEMV: a workspace smaller than the sizes need raises awq::Error") {
-  const int m = 2, k = 256, n = 64;
-  awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), s(static_cast<std::size_t>(k / 128) * n),
-      y(static_cast<std::size_t>(m) * n);
-  awq::cuda::DeviceBuffer<std::int32_t> q(static_cast<std::size_t>(k) * n / 8), z(static_cast<std::size_t>(k / 128) * n / 8);
-  const std::size_t need = awq::cuda::w4a16_workspace_bytes(m, k, n);
-  awq::cuda::DeviceBuffer<unsigned char> ws(need);
-  awq::cuda::W4A16Args a;
-  a.x = x.data();
-  a.qweight = q.data();
-  a.qzeros = z.data();
-  a.scales = s.data();
-  a.y = y.data();
-  a.workspace = ws.data();
-  a.workspace_bytes = need - 1;
-  a.m = m;
-  a.k = k;
-  a.n = n;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv(a), doctest::Contains("workspace_bytes"), awq::Error);
+TEST_CASE("w4a16: a workspace smaller than the sizes need raises awq::Error (GEMV, and split-K on tensor cores)") {
+  for (const int m : {2, 16}) {
+    const int k = 4096, n = 256;  // for M 16: two column tiles, so K is split
+    awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), s(static_cast<std::size_t>(k / 128) * n),
+        y(static_cast<std::size_t>(m) * n);
+    awq::cuda::DeviceBuffer<std::int32_t> q(static_cast<std::size_t>(k) * n / 8), z(static_cast<std::size_t>(k / 128) * n / 8);
+    const std::size_t need = awq::cuda::w4a16_workspace_bytes(m, k, n);
+    REQUIRE(need > 0);
+    awq::cuda::DeviceBuffer<unsigned char> ws(need);
+    awq::cuda::W4A16Args a;
+    a.x = x.data();
+    a.qweight = q.data();
+    a.qzeros = z.data();
+    a.scales = s.data();
+    a.y = y.data();
+    a.workspace = ws.data();
+    a.workspace_bytes = need - 1;
+    a.m = m;
+    a.k = k;
+    a.n = n;
+    CAPTURE(m);
+    CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("workspace_bytes"), awq::Error);
+  }
 }

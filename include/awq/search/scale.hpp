@@ -175,15 +175,17 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   for (int i = 0; i < opt.n_grid; ++i) res.alphas.push_back(static_cast<double>(i) / opt.n_grid);
   if (opt.include_alpha_one) res.alphas.push_back(1.0);
   detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(res.alphas.size()));
-  std::vector<F> s;
+  std::vector<F> s, s_next;
   double best = std::numeric_limits<double>::infinity();
+  scales_for_alpha(res.alphas[0], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
   for (std::size_t ai = 0; ai < res.alphas.size(); ++ai) {
-    scales_for_alpha(res.alphas[ai], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
     for (std::size_t i = 0; i < linears.size(); ++i) {
       Backend::scaled_pseudo_quantize(opt.quant, linears[i].weight, s.data(),
                                       make_row_major(wq[i].data(), linears[i].weight.rows(), k));
     }
     block(x, q_w, make_row_major(cur.data(), x.rows(), n_out));
+    // The next grid point's scales, while an asynchronous backend still runs this one's block.
+    if (ai + 1 < res.alphas.size()) scales_for_alpha(res.alphas[ai + 1], x_mean, opt.duo_scaling ? &w_mean : nullptr, s_next);
     const double loss = Backend::mse(reference, make_row_major<const F>(cur.data(), x.rows(), n_out));
     res.losses.push_back(loss);
     if (loss < best) {
@@ -191,6 +193,7 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
       res.best_index = static_cast<int>(ai);
       res.scales = s;
     }
+    std::swap(s, s_next);
     tracker.step(static_cast<long>(ai + 1));
   }
   detail::require(res.best_index >= 0, fn, ": no finite loss on the grid (block output is not finite)");

@@ -3,7 +3,7 @@
 ///        for M > 8 (the GEMV of w4a16_gemv.cuh below that), reading the AutoAWQ "GEMM" layout
 ///        directly: qweight [K, N/8] int32, qzeros [K/G, N/8] int32, scales [K/G, N] fp16.
 ///
-/// Design of the tensor-core path (sm_80 and later; one launch, no workspace, deterministic):
+/// Design of the tensor-core path (sm_80 and later; one launch, deterministic):
 /// - A block computes a BM × 128 tile of y (BM = 16, 32, 64 or 128 by M) with 8 warps, over K in
 ///   steps of 64. A pipeline of 3–4 cp.async stages brings the x tile [BM, 64] and the packed
 ///   weight tile [64, 128/8] into shared memory while earlier steps compute.
@@ -11,6 +11,10 @@
 ///   one 32-bit word → 8 columns of one k row, decoded with the 0x6400 magic (the fp16 1024 + q),
 ///   (q − z) exact in fp16, times the group's scale: the fp16 weight AutoAWQ's dequantize gives,
 ///   stored with one 16-byte store.
+/// - The scales and packed zeros of a step's groups travel in the same pipeline stage, so the
+///   dequantization reads only shared memory.
+/// - When the output tiles alone would not fill the GPU, K is split into slices (split-K): each
+///   slice stores an fp32 tile and the tile's last block adds them in slice order (a ticket).
 /// - Warps run mma.sync m16n8k16 (fp16 in, fp32 accumulate) on fragments read with ldmatrix
 ///   (.trans for the weights). The sum over K runs in a fixed order: the same bits every run.
 /// - Tails: rows of x past M and columns of K past the end are zero-filled by cp.async; columns
@@ -20,6 +24,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -51,8 +56,10 @@ struct GemmShape {
   static constexpr int x_halves = BM * x_stride;
   static constexpr int q_words = kGemmBK * kGemmBN / 8;  // packed words per stage
   static constexpr int b_halves = kGemmBK * b_stride;
-  static constexpr std::size_t smem_bytes =
-      stages * (sizeof(__half) * x_halves + sizeof(std::uint32_t) * q_words) + 2 * sizeof(__half) * b_halves;
+  static constexpr int s_halves = 2 * kGemmBN;      // scales of the (at most two) groups of a step
+  static constexpr int z_words = 2 * kGemmBN / 8;   // their packed zeros
+  static constexpr std::size_t stage_bytes = sizeof(__half) * (x_halves + s_halves) + sizeof(std::uint32_t) * (q_words + z_words);
+  static constexpr std::size_t smem_bytes = stages * stage_bytes + 2 * sizeof(__half) * b_halves;
   static_assert(wm % 16 == 0 && wn % 16 == 0, "warp tile");
 };
 
@@ -107,67 +114,126 @@ __device__ __forceinline__ uint4 dequant_word(std::uint32_t q, std::uint32_t z, 
   return out;
 }
 
+/// How the tensor-core path splits the work: BM rows per block, `splits` slices of K of
+/// `steps_per_split` steps of 64 (split-K when the output tiles alone would not fill the GPU).
+struct GemmPlan {
+  int bm = 16, tiles_n = 0, tiles_m = 0, steps = 0, splits = 1, steps_per_split = 0;
+};
+
+inline GemmPlan gemm_plan(int m, int k, int n, int sms) {
+  GemmPlan p;
+  p.bm = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
+  p.tiles_n = (n + kGemmBN - 1) / kGemmBN;
+  p.tiles_m = (m + p.bm - 1) / p.bm;
+  p.steps = (k + kGemmBK - 1) / kGemmBK;
+  const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
+  const long want = (2L * sms + tiles - 1) / tiles;  // about two blocks per SM
+  const int max_splits = std::max(1, p.steps / 4);   // at least 4 steps (256 of K) per slice
+  int splits = static_cast<int>(std::max(1L, std::min<long>(want, max_splits)));
+  p.steps_per_split = (p.steps + splits - 1) / splits;
+  p.splits = (p.steps + p.steps_per_split - 1) / p.steps_per_split;  // no empty slice
+  return p;
+}
+
+/// Workspace: tickets [tiles] int (padded to 256 bytes), then fp32 partial tiles [splits][M][N];
+/// none when there is one slice.
+inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
+  if (p.splits == 1) return 0;
+  const std::size_t tickets = (static_cast<std::size_t>(p.tiles_n) * p.tiles_m * 4 + 255) / 256 * 256;
+  return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
+}
+
 template <int BM>
-__global__ void __launch_bounds__(kGemmThreads) w4a16_gemm_kernel(W4A16Args a) {
+__global__ void __launch_bounds__(kGemmThreads, 2) w4a16_gemm_kernel(W4A16Args a, int steps_per_split, int splits, int* tickets,
+                                                                  float* partial) {
   using Sh = GemmShape<BM>;
   extern __shared__ __align__(16) unsigned char smem[];
-  __half* xs = reinterpret_cast<__half*>(smem);                                          // [stages][BM][x_stride]
-  std::uint32_t* qs = reinterpret_cast<std::uint32_t*>(xs + Sh::stages * Sh::x_halves);  // [stages][BK][BN/8]
-  __half* bs = reinterpret_cast<__half*>(qs + Sh::stages * Sh::q_words);                 // [2][BK][b_stride]
+  // Per stage: x [BM][x_stride] halves, scales [2][BN] halves, packed weights [BK][BN/8] and zeros
+  // [2][BN/8] words; then the dequantized weights [2][BK][b_stride] halves.
+  auto x_of = [&](int st) { return reinterpret_cast<__half*>(smem + st * Sh::stage_bytes); };
+  auto s_of = [&](int st) { return x_of(st) + Sh::x_halves; };
+  auto q_of = [&](int st) { return reinterpret_cast<std::uint32_t*>(s_of(st) + Sh::s_halves); };
+  auto z_of = [&](int st) { return q_of(st) + Sh::q_words; };
+  __half* bs = reinterpret_cast<__half*>(smem + Sh::stages * Sh::stage_bytes);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp / Sh::warps_n, warp_n = warp % Sh::warps_n;
   const int m0 = static_cast<int>(blockIdx.y) * BM, n0 = static_cast<int>(blockIdx.x) * kGemmBN;
   const int words = a.n / 8, w0 = n0 / 8;
   const int steps = (a.k + kGemmBK - 1) / kGemmBK;
+  const int split = static_cast<int>(blockIdx.z);
+  const int step0 = split * steps_per_split, nsteps = min(steps, step0 + steps_per_split) - step0;
   // Rows of packed words allow 16-byte copies when they are multiples of 4 words, 16-byte aligned.
   const bool q16 = words % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.qweight) % 16 == 0;
+  const bool z16 = words % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.qzeros) % 16 == 0;
+  const int groups = a.k / a.group;
 
-  auto load_stage = [&](int step, int stage) {
+  auto load_stage = [&](int step, int st) {
     const int k0 = step * kGemmBK;
-    __half* xd = xs + stage * Sh::x_halves;
-    // x tile: BM rows × 64 halves = BM × 8 chunks of 16 bytes.
-    for (int c = tid; c < BM * 8; c += kGemmThreads) {
+    __half* xd = x_of(st);
+    for (int c = tid; c < BM * 8; c += kGemmThreads) {  // x: BM rows × 8 chunks of 16 bytes
       const int r = c / 8, col = (c % 8) * 8;
       const int gr = m0 + r, gk = k0 + col;
       const bool ok = gr < a.m && gk < a.k;
-      const __half* src = a.x + (ok ? static_cast<long>(gr) * a.k + gk : 0);
-      cp_async16(xd + r * Sh::x_stride + col, src, ok ? 16 : 0);
+      cp_async16(xd + r * Sh::x_stride + col, a.x + (ok ? static_cast<long>(gr) * a.k + gk : 0), ok ? 16 : 0);
     }
-    std::uint32_t* qd = qs + stage * Sh::q_words;
-    if (q16) {  // 64 rows × 16 words = 256 chunks of 4 words
-      for (int c = tid; c < kGemmBK * 4; c += kGemmThreads) {
+    std::uint32_t* qd = q_of(st);
+    if (q16) {
+      for (int c = tid; c < kGemmBK * 4; c += kGemmThreads) {  // 64 rows × 4 chunks of 4 words
         const int r = c / 4, wc = (c % 4) * 4;
         const int gk = k0 + r, gw = w0 + wc;
         const bool ok = gk < a.k && gw < words;
-        const std::int32_t* src = a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0);
-        cp_async16(qd + r * (kGemmBN / 8) + wc, src, ok ? 16 : 0);
+        cp_async16(qd + r * (kGemmBN / 8) + wc, a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0), ok ? 16 : 0);
       }
     } else {
       for (int c = tid; c < kGemmBK * 16; c += kGemmThreads) {
         const int r = c / 16, wc = c % 16;
         const int gk = k0 + r, gw = w0 + wc;
         const bool ok = gk < a.k && gw < words;
-        const std::int32_t* src = a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0);
-        cp_async4(qd + r * (kGemmBN / 8) + wc, src, ok ? 4 : 0);
+        cp_async4(qd + r * (kGemmBN / 8) + wc, a.qweight + (ok ? static_cast<long>(gk) * words + gw : 0), ok ? 4 : 0);
+      }
+    }
+    // Scales and zeros of the step's groups (two rows: the group of k0 and the next one).
+    const int g0 = k0 / a.group;
+    __half* sd = s_of(st);
+    for (int c = tid; c < 2 * 16; c += kGemmThreads) {  // 2 rows × 16 chunks of 8 halves
+      const int j = c / 16, col = (c % 16) * 8;
+      const int g = g0 + j, gn = n0 + col;
+      const bool ok = g < groups && gn < a.n;
+      cp_async16(sd + j * kGemmBN + col, a.scales + (ok ? static_cast<long>(g) * a.n + gn : 0), ok ? 16 : 0);
+    }
+    std::uint32_t* zd = z_of(st);
+    if (z16) {
+      for (int c = tid; c < 2 * 4; c += kGemmThreads) {
+        const int j = c / 4, wc = (c % 4) * 4;
+        const int g = g0 + j, gw = w0 + wc;
+        const bool ok = g < groups && gw < words;
+        cp_async16(zd + j * (kGemmBN / 8) + wc, a.qzeros + (ok ? static_cast<long>(g) * words + gw : 0), ok ? 16 : 0);
+      }
+    } else {
+      for (int c = tid; c < 2 * 16; c += kGemmThreads) {
+        const int j = c / 16, wc = c % 16;
+        const int g = g0 + j, gw = w0 + wc;
+        const bool ok = g < groups && gw < words;
+        cp_async4(zd + j * (kGemmBN / 8) + wc, a.qzeros + (ok ? static_cast<long>(g) * words + gw : 0), ok ? 4 : 0);
       }
     }
   };
 
-  // Dequantize stage `stage` (step `step`) into weight buffer `buf`: 1024 words, 4 per thread.
-  auto dequant_stage = [&](int step, int stage, int buf) {
-    const int k0 = step * kGemmBK;
-    const std::uint32_t* qd = qs + stage * Sh::q_words;
+  // Dequantize stage st (step `step`) into weight buffer `buf`: 1024 words, 4 per thread.
+  auto dequant_stage = [&](int step, int st, int buf) {
+    const int k0 = step * kGemmBK, g0 = k0 / a.group;
+    const std::uint32_t* qd = q_of(st);
+    const __half* sd = s_of(st);
+    const std::uint32_t* zd = z_of(st);
     __half* bd = bs + buf * Sh::b_halves;
 #pragma unroll
     for (int u = 0; u < kGemmBK * 16 / kGemmThreads; ++u) {
       const int c = tid + u * kGemmThreads;
       const int r = c / 16, wc = c % 16;
-      const int gk = min(k0 + r, a.k - 1), gw = min(w0 + wc, words - 1);  // in range; zero x covers the tail
-      const int g = gk / a.group;
-      const uint4 s = __ldg(reinterpret_cast<const uint4*>(a.scales + static_cast<long>(g) * a.n + 8 * gw));
-      const std::uint32_t z = static_cast<std::uint32_t>(__ldg(a.qzeros + static_cast<long>(g) * words + gw));
-      *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) = dequant_word(qd[r * (kGemmBN / 8) + wc], z, s);
+      const int j = min((k0 + r) / a.group - g0, 1);  // rows past K: zero x makes any weight harmless
+      const uint4 sc = *reinterpret_cast<const uint4*>(sd + j * kGemmBN + wc * 8);
+      *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) = dequant_word(qd[r * (kGemmBN / 8) + wc], zd[j * (kGemmBN / 8) + wc], sc);
     }
   };
 
@@ -181,22 +247,22 @@ __global__ void __launch_bounds__(kGemmThreads) w4a16_gemm_kernel(W4A16Args a) {
 
 #pragma unroll
   for (int s = 0; s < Sh::stages - 1; ++s) {
-    if (s < steps) load_stage(s, s);
+    if (s < nsteps) load_stage(step0 + s, s);
     cp_async_commit();
   }
 
-  for (int step = 0; step < steps; ++step) {
-    const int stage = step % Sh::stages, buf = step % 2;
+  for (int ls = 0; ls < nsteps; ++ls) {
+    const int st = ls % Sh::stages, buf = ls % 2;
     cp_async_wait<Sh::stages - 2>();  // this step's stage has landed (for this thread)
-    __syncthreads();                   // … for every thread; and the stage refilled next is free
+    __syncthreads();                  // … for every thread; and the stage refilled next is free
     {
-      const int next = step + Sh::stages - 1;
-      if (next < steps) load_stage(next, next % Sh::stages);
+      const int next = ls + Sh::stages - 1;
+      if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
       cp_async_commit();
     }
-    dequant_stage(step, stage, buf);
+    dequant_stage(step0 + ls, st, buf);
     __syncthreads();  // the weight tile is complete
-    const __half* xd = xs + stage * Sh::x_halves;
+    const __half* xd = x_of(st);
     const __half* bd = bs + buf * Sh::b_halves;
 #pragma unroll
     for (int kk = 0; kk < kGemmBK; kk += 16) {
@@ -224,26 +290,55 @@ __global__ void __launch_bounds__(kGemmThreads) w4a16_gemm_kernel(W4A16Args a) {
   cp_async_wait<0>();
 
   // Accumulator (i, j): rows lane/4 and lane/4 + 8, columns 2·(lane % 4) + {0, 1}.
+  auto for_each_out = [&](auto&& f) {
 #pragma unroll
-  for (int i = 0; i < Sh::mt; ++i)
+    for (int i = 0; i < Sh::mt; ++i)
 #pragma unroll
-    for (int j = 0; j < Sh::nt; ++j) {
-      const int col = n0 + warp_n * Sh::wn + j * 8 + 2 * (lane % 4);
-      if (col >= a.n) continue;
-      float b0 = 0.0f, b1 = 0.0f;
-      if (a.bias) b0 = __half2float(a.bias[col]), b1 = __half2float(a.bias[col + 1]);
+      for (int j = 0; j < Sh::nt; ++j) {
+        const int col = n0 + warp_n * Sh::wn + j * 8 + 2 * (lane % 4);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + warp_m * Sh::wm + i * 16 + lane / 4 + 8 * h;
-        if (row < a.m)
-          *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) =
-              __floats2half2_rn(acc[i][j][2 * h] + b0, acc[i][j][2 * h + 1] + b1);
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + warp_m * Sh::wm + i * 16 + lane / 4 + 8 * h;
+          if (row < a.m && col < a.n) f(row, col, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+        }
       }
+  };
+  auto store = [&](int row, int col, float v0, float v1) {
+    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
+    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
+  };
+  if (splits == 1) {
+    for_each_out(store);
+    return;
+  }
+  // Split-K: every slice stores its fp32 tile; the last block of the tile (a ticket) adds the
+  // slices in slice order (the same bits whichever block comes last) and resets the ticket.
+  __shared__ bool last_block;
+  const long mn = static_cast<long>(a.m) * a.n;
+  for_each_out([&](int row, int col, float v0, float v1) {
+    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
+  });
+  __threadfence();
+  __syncthreads();
+  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+  if (tid == 0) last_block = atomicAdd(tickets + tile, 1) == splits - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for_each_out([&](int row, int col, float, float) {
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
+      v0 += p.x;
+      v1 += p.y;
     }
+    store(row, col, v0, v1);
+  });
+  if (tid == 0) tickets[tile] = 0;  // ready for the next call
 }
 
 template <int BM>
-void launch_gemm(const W4A16Args& a, cudaStream_t stream) {
+void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
   static std::atomic<bool> configured[64] = {};  // per device; setting it twice is harmless
   int dev = 0;
@@ -253,15 +348,22 @@ void launch_gemm(const W4A16Args& a, cudaStream_t stream) {
           "cudaFuncSetAttribute (w4a16_gemm_kernel)");
     if (dev >= 0 && dev < 64) configured[dev].store(true, std::memory_order_release);
   }
-  const dim3 grid(static_cast<unsigned>((a.n + kGemmBN - 1) / kGemmBN), static_cast<unsigned>((a.m + BM - 1) / BM));
-  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a);
+  auto* base = static_cast<unsigned char*>(a.workspace);
+  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
+  float* partial = p.splits > 1 ? reinterpret_cast<float*>(
+                                      base + (static_cast<std::size_t>(p.tiles_n) * p.tiles_m * 4 + 255) / 256 * 256)
+                                : nullptr;
+  const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
+  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, tickets, partial);
 }
 
 }  // namespace detail
 
-/// \brief y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1 on `stream`: the split-K GEMV for M ≤ 8
-///        (a.workspace as w4a16_gemv requires), the tensor-core kernel above that (no workspace;
-///        x, y and scales 16-byte aligned; sm_80 or later). awq::Error for shapes it cannot run.
+/// \brief y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1 on `stream`: the split-K GEMV for M ≤ 8,
+///        the tensor-core kernel above that (x, y and scales 16-byte aligned; sm_80 or later).
+///        a.workspace: at least w4a16_workspace_bytes(m, k, n) bytes (checked), zero-filled once
+///        before first use and left zero-filled; calls sharing one must not run concurrently.
+///        awq::Error for shapes it cannot run.
 inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
   if (a.m <= 8) return w4a16_gemv(a, stream);
   a.can_implement();
@@ -269,16 +371,24 @@ inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
   auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   awq::detail::require(aligned16(a.x) && aligned16(a.scales) && aligned16(a.y), fn,
                        ": x, scales and y must be 16-byte aligned for M > 8");
-  awq::detail::require(a.k % 8 == 0, fn, ": K ", a.k, " is not a multiple of 8");
-  if (a.m <= 16)
-    detail::launch_gemm<16>(a, stream);
-  else if (a.m <= 32)
-    detail::launch_gemm<32>(a, stream);
-  else if (a.m <= 64)
-    detail::launch_gemm<64>(a, stream);
-  else
-    detail::launch_gemm<128>(a, stream);
+  const auto p = detail::gemm_plan(a.m, a.k, a.n, detail::device_sms());
+  const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
+  awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), fn, ": workspace_bytes ", a.workspace_bytes,
+                       " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n, " need (w4a16_workspace_bytes)");
+  switch (p.bm) {
+    case 16: detail::launch_gemm<16>(a, p, stream); break;
+    case 32: detail::launch_gemm<32>(a, p, stream); break;
+    case 64: detail::launch_gemm<64>(a, p, stream); break;
+    default: detail::launch_gemm<128>(a, p, stream); break;
+  }
   check(cudaGetLastError(), "w4a16_gemm_kernel launch");
+}
+
+/// \brief Workspace bytes w4a16_matmul (and w4a16_gemv) needs for these sizes on the current
+///        device; 0 when none. Allocate it once, zero-fill it once (cudaMemset) and reuse it.
+inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
+  if (m <= 8) return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
+  return detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::device_sms()), m, n);
 }
 
 }  // namespace cuda

@@ -52,7 +52,6 @@ struct W4A16Args {
     awq::detail::require(k > 0 && k % group == 0, fn, ": group ", group, " does not divide K ", k);
     awq::detail::require(n > 0 && n % 8 == 0, fn, ": N ", n, " is not a multiple of 8");
     awq::detail::require(x && qweight && qzeros && scales && y, fn, ": a required pointer is null");
-    awq::detail::require(m > 8 || workspace, fn, ": M ", m, " (the GEMV path) needs a workspace");
   }
 };
 
@@ -240,16 +239,8 @@ void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
 
 }  // namespace detail
 
-/// \brief Workspace bytes w4a16_gemv needs for these sizes on the current device (0 for M > 8,
-///        where w4a16_matmul needs none). Allocate it once,
-///        zero-fill it once (cudaMemset) and reuse it; w4a16_gemv checks the size on every call.
-inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
-  if (m > 8) return 0;  // w4a16_matmul's tensor-core path needs none
-  return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
-}
-
 /// \brief y = x · dequant(W)ᵀ (+ bias) for M = 1..8 on `stream`. Requires a.workspace of at least
-///        w4a16_workspace_bytes(m, k, n) bytes (a.workspace_bytes says how many; awq::Error when
+///        w4a16_workspace_bytes(m, k, n) bytes (w4a16_gemm.cuh; a.workspace_bytes says how many; awq::Error when
 ///        too few), zero-filled before its first use (the kernel leaves it zero-filled again).
 ///        Calls sharing a workspace must not run concurrently.
 inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
@@ -257,7 +248,7 @@ inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
   awq::detail::require(a.m <= 8, "awq::cuda::w4a16_gemv: M ", a.m, " is outside 1..8 (w4a16_matmul takes any M)");
   const auto p = detail::gemv_plan(a.m, a.k, a.n, detail::device_sms());
   const std::size_t need = detail::gemv_workspace_bytes(p, a.m, a.n);
-  awq::detail::require(a.workspace_bytes >= need, "awq::cuda::w4a16_gemv: workspace_bytes ", a.workspace_bytes,
+  awq::detail::require(a.workspace && a.workspace_bytes >= need, "awq::cuda::w4a16_gemv: workspace_bytes ", a.workspace_bytes,
                        " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_workspace_bytes)");
   switch (a.m) {

@@ -3,6 +3,7 @@
 # SKIP_BUILD=1 finds them), the W4A16 bench and the search bench with nvcc (sm_90), run the tests,
 # compute-sanitizer memcheck + racecheck on the W4A16 tests, then the W4A16 bench table.
 # usage (device machine, repo root, .deps carried): bash bench/gpu_w4a16.sh
+# W4A16_ONLY=1 builds only the W4A16 tests; WITH_SEARCH=0 skips the search bench; SANITIZE=0 skips compute-sanitizer.
 set -euo pipefail
 deps=${AWQ_DEPS:-.deps/include}
 out=${OUT:-/tmp}
@@ -10,8 +11,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
 mkdir -p build-gpu
 t0=$(date +%s)
-nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \
-  tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+if [ "${W4A16_ONLY:-0}" = 1 ]; then tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu); else
+  tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu); fi
+nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${tests[@]}" -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
 nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build_bench_w4a16.log" &
 [ "${WITH_SEARCH:-1}" = 1 ] && nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
 wait

@@ -44,7 +44,9 @@ constexpr int kGemmPadB = 8;      // halves of padding per dequantized weight ro
 
 template <int BM>
 struct GemmShape {
-  static constexpr int stages = BM >= 64 ? 3 : 4;  // cp.async stages in flight (two blocks per SM at BM 128)
+  // cp.async stages: deep for small BM (memory-bound: bytes in flight), shallow for large BM
+  // (shared memory for two blocks per SM).
+  static constexpr int stages = BM >= 128 ? 3 : (BM >= 64 ? 4 : 8);
   static constexpr int warps_m = BM >= 128 ? 4 : (BM >= 32 ? 2 : 1);
   static constexpr int warps_n = 8 / warps_m;
   static constexpr int wm = BM / warps_m;          // rows per warp
@@ -120,14 +122,18 @@ struct GemmPlan {
   int bm = 16, tiles_n = 0, tiles_m = 0, steps = 0, splits = 1, steps_per_split = 0;
 };
 
-inline GemmPlan gemm_plan(int m, int k, int n, int sms) {
+inline int gemm_bm(int m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }
+
+/// `slots`: blocks resident at once on the device. Split-K only fills one wave of them: with as
+/// many tiles as slots or more, no split (a second, partial wave would cost a whole step time).
+inline GemmPlan gemm_plan(int m, int k, int n, int slots) {
   GemmPlan p;
-  p.bm = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
+  p.bm = gemm_bm(m);
   p.tiles_n = (n + kGemmBN - 1) / kGemmBN;
   p.tiles_m = (m + p.bm - 1) / p.bm;
   p.steps = (k + kGemmBK - 1) / kGemmBK;
   const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
-  const long want = (2L * sms + tiles - 1) / tiles;  // about two blocks per SM
+  const long want = std::max(1L, slots / tiles);     // slices that still fit one wave
   const int max_splits = std::max(1, p.steps / 4);   // at least 4 steps (256 of K) per slice
   int splits = static_cast<int>(std::max(1L, std::min<long>(want, max_splits)));
   p.steps_per_split = (p.steps + splits - 1) / splits;
@@ -337,17 +343,40 @@ __global__ void __launch_bounds__(kGemmThreads, 2) w4a16_gemm_kernel(W4A16Args a
   if (tid == 0) tickets[tile] = 0;  // ready for the next call
 }
 
+// Sets the kernel's shared-memory limit once per device; returns the blocks resident at once
+// (SMs × blocks per SM) for it.
+template <int BM>
+int gemm_slots() {
+  constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
+  static std::atomic<int> slots[64] = {};  // per device; computing it twice gives the same value
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev >= 0 && dev < 64) {
+    const int s = slots[dev].load(std::memory_order_acquire);
+    if (s > 0) return s;
+  }
+  check(cudaFuncSetAttribute(w4a16_gemm_kernel<BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+        "cudaFuncSetAttribute (w4a16_gemm_kernel)");
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, w4a16_gemm_kernel<BM>, kGemmThreads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  const int s = std::max(1, per_sm) * device_sms();
+  if (dev >= 0 && dev < 64) slots[dev].store(s, std::memory_order_release);
+  return s;
+}
+
+inline int gemm_slots_for(int m) {
+  switch (gemm_bm(m)) {
+    case 16: return gemm_slots<16>();
+    case 32: return gemm_slots<32>();
+    case 64: return gemm_slots<64>();
+    default: return gemm_slots<128>();
+  }
+}
+
 template <int BM>
 void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
-  static std::atomic<bool> configured[64] = {};  // per device; setting it twice is harmless
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  if (dev < 0 || dev >= 64 || !configured[dev].load(std::memory_order_acquire)) {
-    check(cudaFuncSetAttribute(w4a16_gemm_kernel<BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          "cudaFuncSetAttribute (w4a16_gemm_kernel)");
-    if (dev >= 0 && dev < 64) configured[dev].store(true, std::memory_order_release);
-  }
   auto* base = static_cast<unsigned char*>(a.workspace);
   int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
   float* partial = p.splits > 1 ? reinterpret_cast<float*>(
@@ -371,7 +400,7 @@ inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
   auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   awq::detail::require(aligned16(a.x) && aligned16(a.scales) && aligned16(a.y), fn,
                        ": x, scales and y must be 16-byte aligned for M > 8");
-  const auto p = detail::gemm_plan(a.m, a.k, a.n, detail::device_sms());
+  const auto p = detail::gemm_plan(a.m, a.k, a.n, detail::gemm_slots_for(a.m));
   const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), fn, ": workspace_bytes ", a.workspace_bytes,
                        " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n, " need (w4a16_workspace_bytes)");
@@ -388,7 +417,7 @@ inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
 ///        device; 0 when none. Allocate it once, zero-fill it once (cudaMemset) and reuse it.
 inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
   if (m <= 8) return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
-  return detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::device_sms()), m, n);
+  return detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::gemm_slots_for(m)), m, n);
 }
 
 }  // namespace cuda

@@ -6,7 +6,7 @@
 /// Design (one launch, deterministic):
 /// - A thread owns one packed int32 column (8 outputs); a block of 128 threads covers 1024
 ///   adjacent columns, so every k row is one fully used 512-byte stretch per block. K is split
-///   into slices (split-K) so that about eight blocks per SM are resident; each thread keeps 16 weight
+///   into slices (split-K) so that about eight blocks per SM are resident; each thread keeps 16–32 weight
 ///   loads in flight (streaming loads, not kept in L1).
 /// - Decoding: a nibble masked in place (bits 0..19; nibbles 5..7 after one shift by 20) and
 ///   OR-ed with the exponent of 2^23 is the float 2^23 + q·16^j (exact: it stays inside the 23
@@ -58,7 +58,6 @@ struct W4A16Args {
 namespace detail {
 
 constexpr int kGemvThreads = 128;  // threads per block; one packed word (8 columns) each
-constexpr int kGemvUnroll = 16;    // weight loads in flight per thread
 
 /// How K is split: `slice` rows per block (a power of two, 32..2048), `splits` slices.
 /// About eight blocks per SM (loads in flight); at least 64 rows per block (a short final sum).
@@ -102,6 +101,9 @@ __device__ __forceinline__ float nibble_times_pow16(std::uint32_t masked) {
 
 template <int M>
 __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, int slice, int splits, int* tickets, float* partial) {
+  // Weight loads in flight per thread: 32 for M = 1 (the most bytes in flight per SM for the
+  // bandwidth-bound sizes), 16 above (registers). Segments are multiples of 32 rows.
+  constexpr int U = M == 1 ? 32 : 16;
   extern __shared__ float xs[];  // [M][slice]
   __shared__ bool last_block;
   const int words = a.n / 8;
@@ -129,12 +131,12 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
         for (int i = 0; i < 8; ++i) acc[mm][i] = 0.0f;
       }
       const std::int32_t* qp = a.qweight + static_cast<long>(s0) * words + word;
-      for (int kk = 0; kk < seg; kk += kGemvUnroll) {
-        std::uint32_t q[kGemvUnroll];
+      for (int kk = 0; kk < seg; kk += U) {
+        std::uint32_t q[U];
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) q[u] = static_cast<std::uint32_t>(__ldcs(qp + static_cast<long>(kk + u) * words));
+        for (int u = 0; u < U; ++u) q[u] = static_cast<std::uint32_t>(__ldcs(qp + static_cast<long>(kk + u) * words));
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
+        for (int u = 0; u < U; ++u) {
           // Bits 0..22 are the float's mantissa: nibbles 0..4 in place, nibbles 5..7 after >> 20.
           const std::uint32_t hi = q[u] >> 20;
           float v[8];

@@ -46,7 +46,8 @@ template <int BM>
 struct GemmShape {
   // cp.async stages: deep for small BM (memory-bound: bytes in flight), shallow for large BM
   // (shared memory for two blocks per SM).
-  static constexpr int stages = BM >= 128 ? 3 : (BM >= 64 ? 4 : 8);
+  static constexpr int stages = BM >= 128 ? 3 : (BM >= 64 ? 4 : 5);
+  static constexpr int min_blocks = BM <= 16 ? 3 : 2;  // blocks per SM the registers must allow
   static constexpr int warps_m = BM >= 128 ? 4 : (BM >= 32 ? 2 : 1);
   static constexpr int warps_n = 8 / warps_m;
   static constexpr int wm = BM / warps_m;          // rows per warp
@@ -150,7 +151,7 @@ inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
 }
 
 template <int BM>
-__global__ void __launch_bounds__(kGemmThreads, 2) w4a16_gemm_kernel(W4A16Args a, int steps_per_split, int splits, int* tickets,
+__global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16_gemm_kernel(W4A16Args a, int steps_per_split, int splits, int* tickets,
                                                                   float* partial) {
   using Sh = GemmShape<BM>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -204,7 +205,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) w4a16_gemm_kernel(W4A16Args a
     __half* sd = s_of(st);
     for (int c = tid; c < 2 * 16; c += kGemmThreads) {  // 2 rows × 16 chunks of 8 halves
       const int j = c / 16, col = (c % 16) * 8;
-      const int g = g0 + j, gn = n0 + col;
+      const int g = g0 + j, gn = n0 + col;  // g0 + 1 may be past the last group: zero-filled, unused
       const bool ok = g < groups && gn < a.n;
       cp_async16(sd + j * kGemmBN + col, a.scales + (ok ? static_cast<long>(g) * a.n + gn : 0), ok ? 16 : 0);
     }
@@ -226,20 +227,24 @@ __global__ void __launch_bounds__(kGemmThreads, 2) w4a16_gemm_kernel(W4A16Args a
     }
   };
 
-  // Dequantize stage st (step `step`) into weight buffer `buf`: 1024 words, 4 per thread.
+  // Dequantize stage st (step `step`) into weight buffer `buf`: 1024 words, 4 per thread, all in
+  // the thread's word column wc (so its scales and zeros are read once per step).
+  const int gshift = __ffs(a.group) - 1;  // the group is a power of two
   auto dequant_stage = [&](int step, int st, int buf) {
-    const int k0 = step * kGemmBK, g0 = k0 / a.group;
+    const int k0 = step * kGemmBK, g0 = k0 >> gshift;
     const std::uint32_t* qd = q_of(st);
     const __half* sd = s_of(st);
     const std::uint32_t* zd = z_of(st);
     __half* bd = bs + buf * Sh::b_halves;
+    const int wc = tid % 16, r0 = tid / 16;
+    const uint4 s0 = *reinterpret_cast<const uint4*>(sd + wc * 8), s1 = *reinterpret_cast<const uint4*>(sd + kGemmBN + wc * 8);
+    const std::uint32_t z0 = zd[wc], z1 = zd[kGemmBN / 8 + wc];
 #pragma unroll
     for (int u = 0; u < kGemmBK * 16 / kGemmThreads; ++u) {
-      const int c = tid + u * kGemmThreads;
-      const int r = c / 16, wc = c % 16;
-      const int j = min((k0 + r) / a.group - g0, 1);  // rows past K: zero x makes any weight harmless
-      const uint4 sc = *reinterpret_cast<const uint4*>(sd + j * kGemmBN + wc * 8);
-      *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) = dequant_word(qd[r * (kGemmBN / 8) + wc], zd[j * (kGemmBN / 8) + wc], sc);
+      const int r = r0 + u * (kGemmThreads / 16);
+      const bool second = ((k0 + r) >> gshift) != g0;  // only with group 32; rows past K: any finite weight
+      *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) =
+          dequant_word(qd[r * (kGemmBN / 8) + wc], second ? z1 : z0, second ? s1 : s0);
     }
   };
 

@@ -33,7 +33,7 @@
 #include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
 #ifdef AWQ_LLAMA_CUDA
-#include "llama/llama_cuda.cuh"
+#include "llama/gpu_block.hpp"
 #endif
 
 namespace {
@@ -222,7 +222,7 @@ int main(int argc, char** argv) try {
     }
     auto block_fn = [&](const auto& cfg, const auto& batch, auto& l, const auto& hidden, const auto& o) {
 #ifdef AWQ_LLAMA_CUDA
-      if (a.backend == "cuda") return awq_example::gpu::awq_block_on_gpu(cfg, batch, l, hidden, o);
+      if (a.backend == "cuda") return awq_example::awq_block_cuda(cfg, batch, l, hidden, o);
 #endif
       return awq_example::awq_block(cfg, batch, l, hidden, o);
     };

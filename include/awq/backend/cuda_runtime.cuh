@@ -32,19 +32,37 @@ inline int device_count() noexcept {
   return n;
 }
 
-/// \brief Owning, move-only device array of n elements of T (cudaMalloc; never managed memory).
-template <class T>
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  /// Allocates n elements (uninitialised).
-  explicit DeviceBuffer(std::size_t n) : n_(n) {
-    if (n) check(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)), "cudaMalloc");
+namespace detail {
+
+/// cudaMalloc / cudaFree: device memory (never managed memory).
+struct DeviceMemory {
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    check(cudaMalloc(&p, bytes), "cudaMalloc");
+    return p;
   }
-  /// Allocates and uploads `host`.
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host.data(), host.size()); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  static void release(void* p) noexcept { (void)cudaFree(p); }
+};
+
+/// cudaMallocHost / cudaFreeHost: page-locked host memory.
+struct PinnedMemory {
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    check(cudaMallocHost(&p, bytes), "cudaMallocHost");
+    return p;
+  }
+  static void release(void* p) noexcept { (void)cudaFreeHost(p); }
+};
+
+/// \brief Owning, move-only array of n elements of T in the memory `Memory` allocates.
+template <class T, class Memory>
+class OwningArray {
+ public:
+  OwningArray() = default;
+  /// Allocates n elements (uninitialised).
+  explicit OwningArray(std::size_t n) : p_(n ? static_cast<T*>(Memory::allocate(n * sizeof(T))) : nullptr), n_(n) {}
+  OwningArray(OwningArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  OwningArray& operator=(OwningArray&& o) noexcept {
     if (this != &o) {
       release();
       p_ = std::exchange(o.p_, nullptr);
@@ -52,31 +70,16 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { release(); }
+  OwningArray(const OwningArray&) = delete;
+  OwningArray& operator=(const OwningArray&) = delete;
+  ~OwningArray() { release(); }
 
-  T* data() const noexcept { return p_; }            ///< device pointer
-  std::size_t size() const noexcept { return n_; }   ///< number of elements
-
-  /// Copies n elements from host memory.
-  void upload(const T* host, std::size_t n) {
-    require_fits(n);
-    check(cudaMemcpy(p_, host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy host->device");
-  }
-  /// Copies the whole buffer to a new host vector.
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    if (n_) check(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy device->host");
-    return h;
-  }
+  T* data() const noexcept { return p_; }           ///< pointer to the first element
+  std::size_t size() const noexcept { return n_; }  ///< number of elements
 
  private:
-  void require_fits(std::size_t n) const {
-    detail::require(n <= n_, "awq::cuda::DeviceBuffer: copy of ", n, " elements into a buffer of ", n_);
-  }
   void release() noexcept {
-    if (p_) (void)cudaFree(p_);
+    if (p_) Memory::release(p_);
     p_ = nullptr;
     n_ = 0;
   }
@@ -84,39 +87,40 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+}  // namespace detail
+
+/// \brief Owning, move-only device array of n elements of T (cudaMalloc; never managed memory).
+template <class T>
+class DeviceBuffer : public detail::OwningArray<T, detail::DeviceMemory> {
+  using Base = detail::OwningArray<T, detail::DeviceMemory>;
+
+ public:
+  DeviceBuffer() = default;
+  /// Allocates n elements (uninitialised).
+  explicit DeviceBuffer(std::size_t n) : Base(n) {}
+  /// Allocates and uploads `host`.
+  explicit DeviceBuffer(const std::vector<T>& host) : Base(host.size()) { upload(host.data(), host.size()); }
+
+  /// Copies n elements from host memory.
+  void upload(const T* host, std::size_t n) {
+    awq::detail::require(n <= this->size(), "awq::cuda::DeviceBuffer: copy of ", n, " elements into a buffer of ", this->size());
+    check(cudaMemcpy(this->data(), host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+  }
+  /// Copies the whole buffer to a new host vector.
+  std::vector<T> download() const {
+    std::vector<T> h(this->size());
+    if (!h.empty())
+      check(cudaMemcpy(h.data(), this->data(), h.size() * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy device->host");
+    return h;
+  }
+};
+
 /// \brief Owning, move-only page-locked host array of n elements of T (cudaMallocHost), for
 /// downloads that run at the link's speed instead of through a pageable bounce buffer.
 template <class T>
-class PinnedBuffer {
+class PinnedBuffer : public detail::OwningArray<T, detail::PinnedMemory> {
  public:
-  PinnedBuffer() = default;
-  /// Allocates n elements (uninitialised).
-  explicit PinnedBuffer(std::size_t n) : n_(n) {
-    if (n) check(cudaMallocHost(reinterpret_cast<void**>(&p_), n * sizeof(T)), "cudaMallocHost");
-  }
-  PinnedBuffer(PinnedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() { release(); }
-  T* data() const noexcept { return p_; }            ///< host pointer
-  std::size_t size() const noexcept { return n_; }   ///< number of elements
-
- private:
-  void release() noexcept {
-    if (p_) (void)cudaFreeHost(p_);
-    p_ = nullptr;
-    n_ = 0;
-  }
-  T* p_ = nullptr;
-  std::size_t n_ = 0;
+  using detail::OwningArray<T, detail::PinnedMemory>::OwningArray;
 };
 
 /// Makes b hold at least n elements: a new (uninitialised) allocation when it is smaller, else

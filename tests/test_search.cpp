@@ -280,6 +280,23 @@ TEST_CASE("clip search equals the plain float64 pseudo-code") {
       }
 }
 
+TEST_CASE("clip choice: the first strict minimum, NaN and infinity never win; overflowing products are an error") {
+  const double inf = HUGE_VAL, nan = std::nan("");
+  const std::vector<double> e{3.0, 1.0, 1.0, nan, 0.5, 0.5, inf};
+  CHECK(awq::detail::first_strict_min(e.data(), 1, 7) == 4);  // ties keep the smaller shrink
+  CHECK(awq::detail::first_strict_min(e.data(), 1, 3) == 1);
+  CHECK(awq::detail::first_strict_min(e.data() + 3, 1, 1) == -1);  // only NaN
+  CHECK(awq::detail::first_strict_min(e.data() + 6, 1, 1) == -1);  // only +inf
+  CHECK(awq::detail::first_strict_min(e.data(), 2, 4) == 2);       // 3, 1, 0.5, inf with stride 2
+  // Finite inputs whose products overflow float: every candidate's error is inf or NaN.
+  const long rows = 4, k = 64, t = 8;
+  std::vector<float> w(static_cast<std::size_t>(rows * k)), x(static_cast<std::size_t>(t * k));
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = (i % 3 == 0 ? -1.0f : 1.0f) * 1e30f * (1.0f + static_cast<float>(i % 7));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 1e30f * (1.0f + static_cast<float>(i % 5));
+  CHECK_THROWS_WITH_AS(awq::search_clip(cview(w, rows, k), cview(x, t, k), awq::ClipSearchOptions{QuantSpec{4, 64, true}}),
+                       doctest::Contains("no finite clip error for row 0, group 0"), awq::Error);
+}
+
 TEST_CASE("folding scales leaves the full-precision block output unchanged") {
   const long t = 64, k = 128, n = 96, m = 80;
   const auto x = activations(t, k, 5);

@@ -56,18 +56,33 @@ inline Mat linear(const awq::MatrixView<const float>& x, const awq::MatrixView<c
 }
 
 /// Rotates q or k [T, heads*D] in place with HF's rotate_half RoPE at positions 0..seq_len-1.
+/// RoPE's (cos, sin) per position p < seq_len and frequency i < d/2, interleaved:
+/// [(p·d/2 + i)·2] = cos, [+1] = sin, with f = p · θ^(−2i/d) in float. The CPU and GPU engines
+/// both rotate with this table.
+inline std::vector<float> rope_cos_sin(int seq_len, int d, float theta) {
+  const int half = d / 2;
+  std::vector<float> t(static_cast<std::size_t>(seq_len) * half * 2);
+  for (int i = 0; i < half; ++i) {
+    const float inv = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(d));
+    for (int p = 0; p < seq_len; ++p) {
+      const float f = static_cast<float>(p) * inv;
+      const std::size_t o = (static_cast<std::size_t>(p) * half + static_cast<std::size_t>(i)) * 2;
+      t[o] = std::cos(f);
+      t[o + 1] = std::sin(f);
+    }
+  }
+  return t;
+}
+
 inline void apply_rope(Mat& m, int heads, const LlamaConfig& cfg, const Batch& b) {
   const int d = cfg.head_dim, half = d / 2;
-  std::vector<float> inv(static_cast<std::size_t>(half));
-  for (int i = 0; i < half; ++i)
-    inv[static_cast<std::size_t>(i)] = 1.0f / std::pow(cfg.rope_theta, static_cast<float>(2 * i) / static_cast<float>(d));
+  const std::vector<float> cs = rope_cos_sin(b.seq_len, d, cfg.rope_theta);
   for (int t = 0; t < b.tokens(); ++t) {
-    const float pos = static_cast<float>(t % b.seq_len);
+    const float* row = cs.data() + static_cast<std::size_t>(t % b.seq_len) * half * 2;
     for (int h = 0; h < heads; ++h) {
       float* v = m.data() + static_cast<Eigen::Index>(t) * m.cols() + h * d;
       for (int i = 0; i < half; ++i) {
-        const float f = pos * inv[static_cast<std::size_t>(i)];
-        const float c = std::cos(f), s = std::sin(f);
+        const float c = row[2 * i], s = row[2 * i + 1];
         const float x1 = v[i], x2 = v[i + half];
         v[i] = x1 * c + (-x2) * s;
         v[i + half] = x2 * c + x1 * s;

@@ -77,19 +77,6 @@ __global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len,
   }
 }
 
-// The (cos, sin) table rope_kernel reads, computed on the host exactly as the CPU engine does.
-inline Buf<float2> rope_table(int seq_len, int d, float theta) {
-  const int half = d / 2;
-  std::vector<float2> h(static_cast<std::size_t>(seq_len) * half);
-  for (int i = 0; i < half; ++i) {
-    const float inv = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(d));
-    for (int p = 0; p < seq_len; ++p) {
-      const float f = static_cast<float>(p) * inv;
-      h[static_cast<std::size_t>(p) * half + i] = make_float2(std::cos(f), std::sin(f));
-    }
-  }
-  return Buf<float2>(h);
-}
 
 // One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
 // NPER > 0: the row (L <= 32·NPER) is read once into registers; NPER = 0: any L, three passes.
@@ -230,7 +217,7 @@ struct Attention {
   Batch batch;
   mutable Buf<T> q, k, v, ctx, P;
   mutable Buf<float> scores;
-  mutable Buf<float2> rope;  // (cos, sin) per position and frequency
+  mutable Buf<float> rope;  // rope_cos_sin's table: (cos, sin) per position and frequency
 
   void context(const MatrixView<const T>& x, const MatrixView<const T>& wq, const MatrixView<const T>& wk,
                const MatrixView<const T>& wv) const {
@@ -257,9 +244,10 @@ struct Attention {
     B::linear<T, T>(x, wk, nullptr, view(k, tok, hdkv));
     B::linear<T, T>(x, wv, nullptr, view(v, tok, hdkv));
     cudaStream_t st = B::stream();
-    if (rope.size() != static_cast<std::size_t>(L) * (D / 2)) rope = rope_table(L, D, c.rope_theta);
-    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, rope.data());
-    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, rope.data());
+    if (rope.size() != static_cast<std::size_t>(L) * D) rope = Buf<float>(rope_cos_sin(L, D, c.rope_theta));
+    const auto* cs = reinterpret_cast<const float2*>(rope.data());  // (cos, sin) pairs; cudaMalloc aligns
+    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, cs);
+    rope_kernel<T><<<blocks(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
     check_launch<T>("rope_kernel");
     const float scaling = static_cast<float>(std::pow(static_cast<double>(D), -0.5));
     const float one = 1.0f, zero = 0.0f;

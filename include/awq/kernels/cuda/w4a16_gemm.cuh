@@ -146,7 +146,7 @@ inline GemmPlan gemm_plan(int m, int k, int n, int slots) {
 /// none when there is one slice.
 inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
   if (p.splits == 1) return 0;
-  const std::size_t tickets = (static_cast<std::size_t>(p.tiles_n) * p.tiles_m * 4 + 255) / 256 * 256;
+  const std::size_t tickets = split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m);
   return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }
 
@@ -384,8 +384,7 @@ void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
   auto* base = static_cast<unsigned char*>(a.workspace);
   int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
-  float* partial = p.splits > 1 ? reinterpret_cast<float*>(
-                                      base + (static_cast<std::size_t>(p.tiles_n) * p.tiles_m * 4 + 255) / 256 * 256)
+  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))
                                 : nullptr;
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
   w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, tickets, partial);

@@ -1,4 +1,5 @@
-// W4A16 (awq::cuda::w4a16_matmul: the GEMV for M <= 8, tensor cores above) vs cuBLAS fp16 in the same run. CUDA events, median of 7 repeats of 200 back-to-back
+// W4A16 vs cuBLAS fp16 in the same run: awq::cuda::w4a16_matmul on the AutoAWQ layout (the GEMV for
+// M <= 8, tensor cores above) and on the tiled layout (awq/kernels/w4a16_tiled.hpp, tensor cores at every M). CUDA events, median of 7 repeats of 200 back-to-back
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
 // bandwidth measured in the same run, and the speedup over fp16.
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "awq/cuda.cuh"
@@ -40,7 +42,11 @@ double time_us(F&& body, int calls) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // Optional arguments: the M values to run (default 1 4 8 16 64 256).
+  std::vector<int> ms;
+  for (int i = 1; i < argc; ++i) ms.push_back(std::atoi(argv[i]));
+  if (ms.empty()) ms = {1, 4, 8, 16, 64, 256};
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s\n", prop.name);
@@ -54,10 +60,10 @@ int main() {
 
   cublasHandle_t h;
   cublas_check(cublasCreate(&h), "create");
-  std::printf("%6s %6s %6s %10s %10s %9s %9s %9s %8s %9s\n", "M", "K", "N", "fp16_us", "w4_us", "w4_GB/s", "floor_us", "%floor",
-              "speedup", "w4_TF/s");
+  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
+              "%floor", "speedup", "tiled_TF/s");
   const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
-  for (int m : {1, 4, 8, 16, 64, 256}) {
+  for (int m : ms) {
     for (const auto& s : shapes) {
       const int k = s[0], n = s[1], group = 128, ng = k / group;
       const std::size_t w16_bytes = static_cast<std::size_t>(k) * n * 2;
@@ -79,6 +85,20 @@ int main() {
         cudaMemset(qz.back().data(), 0x88, static_cast<std::size_t>(ng) * n / 2);
         cudaMemset(sc.back().data(), 0x20, static_cast<std::size_t>(ng) * n * 2);
       }
+      // Tiled copies (padded sizes; arbitrary codes: the timing does not depend on them).
+      const int kp = (k + 63) / 64 * 64, np = (n + 63) / 64 * 64;
+      std::vector<awq::cuda::DeviceBuffer<std::uint32_t>> tq, tz;
+      std::vector<awq::cuda::DeviceBuffer<__half>> ts;
+      for (int i = 0; i < c4; ++i) {
+        tq.emplace_back(static_cast<std::size_t>(kp) * np / 8);
+        tz.emplace_back(static_cast<std::size_t>(kp / group) * np / 8);
+        ts.emplace_back(static_cast<std::size_t>(kp / group) * np);
+        cudaMemset(tq.back().data(), 0x37, static_cast<std::size_t>(kp) * np / 2);
+        cudaMemset(tz.back().data(), 0x88, static_cast<std::size_t>(kp / group) * np / 2);
+        cudaMemset(ts.back().data(), 0x20, static_cast<std::size_t>(kp / group) * np * 2);
+      }
+      awq::cuda::DeviceBuffer<unsigned char> tws(awq::cuda::w4a16_tiled_workspace_bytes(m, k, n));
+      if (tws.size()) cudaMemset(tws.data(), 0, tws.size());
       awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(m) * k), y(static_cast<std::size_t>(m) * n);
       awq::cuda::DeviceBuffer<unsigned char> ws(awq::cuda::w4a16_workspace_bytes(m, k, n));
       if (ws.size()) cudaMemset(ws.data(), 0, ws.size());
@@ -108,10 +128,29 @@ int main() {
             awq::cuda::w4a16_matmul(a);
           },
           200);
+      const double tt = time_us(
+          [&](int i) {
+            awq::cuda::W4A16TiledArgs a;
+            const auto j = static_cast<std::size_t>(i % c4);
+            a.x = x.data();
+            a.qweight = tq[j].data();
+            a.qzeros = tz[j].data();
+            a.scales = ts[j].data();
+            a.y = y.data();
+            a.workspace = tws.data();
+            a.workspace_bytes = tws.size();
+            a.m = m;
+            a.k = k;
+            a.n = n;
+            a.group = group;
+            awq::cuda::w4a16_matmul(a);
+          },
+          200);
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
-      std::printf("%6d %6d %6d %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f\n", m, k, n, t16, t4, w4_bytes / (t4 * 1e3), floor_us,
-                  100.0 * floor_us / t4, t16 / t4, 2.0 * m * k * static_cast<double>(n) / (t4 * 1e6));
+      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
+                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6));
+      std::fflush(stdout);
     }
   }
   cublasDestroy(h);

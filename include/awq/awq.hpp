@@ -6,6 +6,7 @@
 #include "awq/config.hpp"
 #include "awq/eigen.hpp"
 #include "awq/error.hpp"
+#include "awq/kernels/w4a16_tiled.hpp"
 #include "awq/pack.hpp"
 #include "awq/quantizer.hpp"
 #include "awq/search.hpp"

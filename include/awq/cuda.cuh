@@ -9,3 +9,4 @@
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
 #include "awq/kernels/cuda/w4a16_gemm.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"
+#include "awq/kernels/cuda/w4a16_tiled.cuh"

@@ -18,14 +18,18 @@ struct Case {
   int m, k, n, group;
 };
 
-double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
+enum class Layout { awq, tiled, tiled_symmetric };
+
+// Worst |y − ref| / tolerance over the outputs (≤ 1 passes); 1e9 for an unwritten (poisoned)
+// output, 2e9 when two runs differ in any bit.
+double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout = Layout::awq) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int ng = c.k / c.group;
   std::vector<std::uint8_t> q(static_cast<std::size_t>(c.n) * c.k), z(static_cast<std::size_t>(c.n) * ng);
   for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
-  for (auto& v : z) v = static_cast<std::uint8_t>(code(rng));
+  for (auto& v : z) v = static_cast<std::uint8_t>(layout == Layout::tiled_symmetric ? 8 : code(rng));
   std::vector<__half> s_t(static_cast<std::size_t>(ng) * c.n), x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
   std::vector<float> s(static_cast<std::size_t>(c.n) * ng);
   for (int r = 0; r < c.n; ++r)
@@ -48,8 +52,9 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
       for (int kk = 0; kk < c.k; ++kk) {
         const int g = kk / c.group;
         double w = (q[static_cast<std::size_t>(r) * c.k + kk] - z[static_cast<std::size_t>(r) * ng + g]) * static_cast<double>(s[static_cast<std::size_t>(r) * ng + g]);
-        // M > 8 runs on tensor cores with the fp16 weight AutoAWQ's dequantize makes: (q − z)·s rounded once.
-        if (c.m > 8) w = static_cast<double>(__half2float(__float2half_rn(static_cast<float>(w))));
+        // M > 8 and the tiled layout run on tensor cores with the fp16 weight AutoAWQ's dequantize
+        // makes: (q − z)·s rounded once.
+        if (c.m > 8 || layout != Layout::awq) w = static_cast<double>(__half2float(__float2half_rn(static_cast<float>(w))));
         const double t = static_cast<double>(__half2float(x[static_cast<std::size_t>(mm) * c.k + kk])) * w;
         acc += t;
         mag += std::fabs(t);
@@ -59,7 +64,8 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
     }
   awq::cuda::DeviceBuffer<__half> dx(x), ds(s_t), db(bias), dy(std::vector<__half>(static_cast<std::size_t>(c.m) * c.n, __ushort_as_half(0x7FFF)));
   awq::cuda::DeviceBuffer<std::int32_t> dq(qw), dz(qz);
-  awq::cuda::DeviceBuffer<unsigned char> ws(awq::cuda::w4a16_workspace_bytes(c.m, c.k, c.n));
+  awq::cuda::DeviceBuffer<unsigned char> ws(layout == Layout::awq ? awq::cuda::w4a16_workspace_bytes(c.m, c.k, c.n)
+                                                                  : awq::cuda::w4a16_tiled_workspace_bytes(c.m, c.k, c.n));
   if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
   awq::cuda::W4A16Args a;
   a.x = dx.data();
@@ -74,10 +80,23 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias) {
   a.k = c.k;
   a.n = c.n;
   a.group = c.group;
-  awq::cuda::w4a16_matmul(a);
+  awq::cuda::TiledW4A16Device tiled;
+  if (layout != Layout::awq)
+    tiled = awq::cuda::TiledW4A16Device(awq::tile_w4a16(
+        awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+        layout == Layout::tiled ? awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8) : awq::MatrixView<const std::int32_t>(),
+        awq::make_row_major<const __half>(s_t.data(), ng, c.n), c.group));
+  const auto ta = tiled.args(dx.data(), dy.data(), c.m, ws.data(), ws.size(), with_bias ? db.data() : nullptr);
+  auto run = [&] {
+    if (layout == Layout::awq)
+      awq::cuda::w4a16_matmul(a);
+    else
+      awq::cuda::w4a16_matmul(ta);
+  };
+  run();
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y = dy.download();
-  awq::cuda::w4a16_matmul(a);  // again: the same bits (fixed-order sums)
+  run();  // again: the same bits (fixed-order sums)
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y2 = dy.download();
   for (std::size_t i = 0; i < y.size(); ++i)
@@ -175,4 +194,66 @@ TEST_CASE("w4a16: a workspace smaller than the sizes need raises awq::Error (GEM
     CAPTURE(m);
     CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("workspace_bytes"), awq::Error);
   }
+}
+
+TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/64/128, tails, bias, zero point on and off)") {
+  std::uint64_t seed = 300;
+  for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{2, 96, 264, 32}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64},
+                       Case{1, 8192, 28672, 128}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
+                       Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
+                       Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}}) {
+    CAPTURE(c.m);
+    CAPTURE(c.k);
+    CAPTURE(c.n);
+    CAPTURE(c.group);
+    CHECK(run_case(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
+    CHECK(run_case(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
+  }
+}
+
+TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs") {
+  for (int rep = 0; rep < 24; ++rep) {
+    const int m = std::array<int, 6>{1, 4, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 6)];
+    CHECK(run_case(Case{m, 2048, 1536, 128}, 4000 + static_cast<std::uint64_t>(rep), rep % 2, Layout::tiled) <= 1.0);
+  }
+}
+
+TEST_CASE("w4a16 tiled: bad arguments raise awq::Error naming them") {
+  alignas(16) static unsigned char fake[64];
+  awq::cuda::W4A16TiledArgs a;
+  a.m = 1;
+  a.k = 128;
+  a.n = 64;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("null"), awq::Error);
+  a.x = reinterpret_cast<const __half*>(fake);
+  a.qweight = reinterpret_cast<const std::uint32_t*>(fake);
+  a.scales = reinterpret_cast<const __half*>(fake);
+  a.y = reinterpret_cast<__half*>(fake);
+  a.group = 48;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("group 48 is not 32, 64 or 128"), awq::Error);
+  a.group = 128;
+  a.n = 60;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("N 60 is not a multiple of 8"), awq::Error);
+  a.n = 64;
+  a.m = 0;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("M 0 is not positive"), awq::Error);
+  a.m = 1;
+  a.x = reinterpret_cast<const __half*>(fake + 8);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("16-byte aligned"), awq::Error);
+  // A split-K plan (one column tile, long K) with a workspace one byte short.
+  const int k = 8192, n = 256;
+  awq::cuda::DeviceBuffer<__half> x(static_cast<std::size_t>(k)), y(static_cast<std::size_t>(n)), s(static_cast<std::size_t>(k / 128) * n);
+  awq::cuda::DeviceBuffer<std::uint32_t> q(static_cast<std::size_t>(k) * n / 8);
+  const std::size_t need = awq::cuda::w4a16_tiled_workspace_bytes(1, k, n);
+  REQUIRE(need > 0);
+  awq::cuda::DeviceBuffer<unsigned char> ws(need);
+  a.x = x.data();
+  a.qweight = q.data();
+  a.scales = s.data();
+  a.y = y.data();
+  a.k = k;
+  a.n = n;
+  a.workspace = ws.data();
+  a.workspace_bytes = need - 1;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("workspace_bytes"), awq::Error);
 }

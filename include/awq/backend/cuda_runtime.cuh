@@ -104,7 +104,7 @@ class DeviceBuffer : public detail::OwningArray<T, detail::DeviceMemory> {
   /// Copies n elements from host memory.
   void upload(const T* host, std::size_t n) {
     awq::detail::require(n <= this->size(), "awq::cuda::DeviceBuffer: copy of ", n, " elements into a buffer of ", this->size());
-    check(cudaMemcpy(this->data(), host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+    if (n) check(cudaMemcpy(this->data(), host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy host->device");
   }
   /// Copies the whole buffer to a new host vector.
   std::vector<T> download() const {

@@ -324,18 +324,12 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
   }
   // Split-K: every slice stores its fp32 tile; the last block of the tile (a ticket) adds the
   // slices in slice order (the same bits whichever block comes last) and resets the ticket.
-  __shared__ bool last_block;
   const long mn = static_cast<long>(a.m) * a.n;
   for_each_out([&](int row, int col, float v0, float v1) {
     __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
   });
-  __threadfence();
-  __syncthreads();
   const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-  if (tid == 0) last_block = atomicAdd(tickets + tile, 1) == splits - 1;
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+  if (!split_k_arrive_last(tickets + tile, splits)) return;
   for_each_out([&](int row, int col, float, float) {
     float v0 = 0.0f, v1 = 0.0f;
     for (int sp = 0; sp < splits; ++sp) {
@@ -348,26 +342,28 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
   if (tid == 0) tickets[tile] = 0;  // ready for the next call
 }
 
-// Sets the kernel's shared-memory limit once per device; returns the blocks resident at once
-// (SMs × blocks per SM) for it.
-template <int BM>
-int gemm_slots() {
-  constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
-  static std::atomic<int> slots[64] = {};  // per device; computing it twice gives the same value
+/// Sets `kernel`'s dynamic shared-memory limit to `smem` once per device and returns the blocks
+/// resident at once on the device (SMs × blocks per SM), cached per device in `cache`.
+template <class Kernel>
+int resident_slots(Kernel* kernel, int threads, std::size_t smem, std::atomic<int> (&cache)[64], const char* name) {
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   if (dev >= 0 && dev < 64) {
-    const int s = slots[dev].load(std::memory_order_acquire);
+    const int s = cache[dev].load(std::memory_order_acquire);
     if (s > 0) return s;
   }
-  check(cudaFuncSetAttribute(w4a16_gemm_kernel<BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-        "cudaFuncSetAttribute (w4a16_gemm_kernel)");
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), name);
   int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, w4a16_gemm_kernel<BM>, kGemmThreads, smem),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem), name);
   const int s = std::max(1, per_sm) * device_sms();
-  if (dev >= 0 && dev < 64) slots[dev].store(s, std::memory_order_release);
+  if (dev >= 0 && dev < 64) cache[dev].store(s, std::memory_order_release);  // a race stores the same value
   return s;
+}
+
+template <int BM>
+int gemm_slots() {
+  static std::atomic<int> cache[64] = {};
+  return resident_slots(w4a16_gemm_kernel<BM>, kGemmThreads, GemmShape<BM>::smem_bytes, cache, "w4a16_gemm_kernel attributes");
 }
 
 inline int gemm_slots_for(int m) {

@@ -87,6 +87,20 @@ inline std::size_t gemv_workspace_bytes(const GemvPlan& p, int m, int n) {
   return gemv_ticket_bytes(p) + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }
 
+/// Split-K arrival of one block at output tile `ticket` (call after storing its partial sums,
+/// with every thread of the block): true in the block that arrives last, which then sees every
+/// other block's partial sums, adds them in slice order (the same bits whichever block comes
+/// last) and must reset the ticket to 0 for the next call.
+__device__ __forceinline__ bool split_k_arrive_last(int* ticket, int splits) {
+  __shared__ bool last;
+  __threadfence();  // this block's partial sums visible device-wide before its ticket
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(ticket, 1) == splits - 1;
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 inline int device_sms() {
   static int cache[64] = {};  // per device id; a race writes the same value
   int dev = 0;
@@ -108,7 +122,6 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
   // bandwidth-bound sizes), 16 above (registers). Segments are multiples of 32 rows.
   constexpr int U = M == 1 ? 32 : 16;
   extern __shared__ float xs[];  // [M][slice]
-  __shared__ bool last_block;
   const int words = a.n / 8;
   const int word = static_cast<int>(blockIdx.x) * kGemvThreads + threadIdx.x;
   const int split = static_cast<int>(blockIdx.y);
@@ -194,12 +207,7 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
       __stcg(dst, make_float4(col[0], col[1], col[2], col[3]));
       __stcg(dst + 1, make_float4(col[4], col[5], col[6], col[7]));
     }
-  __threadfence();  // partial sums visible device-wide before the ticket
-  __syncthreads();
-  if (threadIdx.x == 0) last_block = atomicAdd(tickets + blockIdx.x, 1) == splits - 1;
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+  if (!split_k_arrive_last(tickets + blockIdx.x, splits)) return;
   if (word < words)
 #pragma unroll 1
     for (int mm = 0; mm < M; ++mm) {

@@ -1,0 +1,438 @@
+/// \file
+/// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/kernels/w4a16_tiled.hpp):
+///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, fp16 x and y, fp32 accumulation.
+///
+/// Design (sm_80 and later; one launch; deterministic):
+/// - A block of 4 warps computes a (16·MT) × 256 tile of y, one 64-column strip per warp, over K
+///   in steps of 64. A pipeline of cp.async stages carries the x tile, the warps' packed weight
+///   tiles (4 × 2 KB, contiguous in the tiled layout), and the scales and zeros of the step's
+///   groups.
+/// - A warp reads each 16 × 64 weight tile with one 16-byte shared load per lane: four words
+///   that decode in registers into the B fragments of eight n8 sub-tiles. Decoding a pair of
+///   weights: LOP3 makes the fp16 pair 1024 + q (or 1024 + 16 q), HADD2 (HFMA2) subtracts
+///   1024 + z exactly, HMUL2 applies the scale: (q − z)·s rounded once to fp16, the weight
+///   AutoAWQ's dequantize makes. No shared-memory round trip for the weights.
+/// - x fragments come from shared memory through ldmatrix; rows past M are zeroed once per
+///   block instead of being copied (at M = 1, 15 of 16 rows).
+/// - Split-K when the output tiles would not fill one wave of resident blocks: fp32 partial
+///   tiles in the workspace, added in slice order by the tile's last block (deterministic).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "awq/backend/cuda_runtime.cuh"
+#include "awq/error.hpp"
+#include "awq/kernels/cuda/w4a16_gemm.cuh"
+#include "awq/kernels/w4a16_tiled.hpp"
+
+namespace awq {
+namespace cuda {
+
+/// \brief Device pointers and sizes of one W4A16 product over tiled weights
+///        (the arrays of awq::TiledW4A16, uploaded; TiledW4A16Device does that).
+struct W4A16TiledArgs {
+  const __half* x = nullptr;                ///< [M, K] row-major, 16-byte aligned
+  const std::uint32_t* qweight = nullptr;   ///< tiled codes, 16-byte aligned
+  const std::uint32_t* qzeros = nullptr;    ///< tiled zeros, 16-byte aligned; null: symmetric (zero 8)
+  const __half* scales = nullptr;           ///< tiled scales, 16-byte aligned
+  const __half* bias = nullptr;             ///< [N] or null
+  __half* y = nullptr;                      ///< [M, N] row-major, 4-byte aligned
+  void* workspace = nullptr;                ///< w4a16_tiled_workspace_bytes(m, k, n) bytes, zero-filled once
+  std::size_t workspace_bytes = 0;          ///< size of `workspace` (checked)
+  int m = 1, k = 0, n = 0, group = 128;     ///< logical sizes (TiledW4A16::k, n, group)
+
+  /// Throws awq::Error naming the argument that cannot be run.
+  void can_implement() const {
+    constexpr const char* fn = "awq::cuda::w4a16_matmul (tiled)";
+    using awq::detail::require;
+    require(m >= 1, fn, ": M ", m, " is not positive");
+    require(group == 32 || group == 64 || group == 128, fn, ": group ", group, " is not 32, 64 or 128");
+    require(k > 0 && k % group == 0, fn, ": group ", group, " does not divide K ", k);
+    require(n > 0 && n % 8 == 0, fn, ": N ", n, " is not a multiple of 8");
+    require(x && qweight && scales && y, fn, ": a required pointer is null");
+    auto aligned = [](const void* p, std::uintptr_t b) { return reinterpret_cast<std::uintptr_t>(p) % b == 0; };
+    require(aligned(x, 16) && aligned(qweight, 16) && aligned(scales, 16) && aligned(qzeros, 16), fn,
+            ": x, qweight, scales and qzeros must be 16-byte aligned");
+    require(aligned(y, 4) && aligned(bias, 2), fn, ": y must be 4-byte aligned");
+  }
+};
+
+namespace detail {
+
+constexpr int kTiledThreads = 128;  // 4 warps, one 64-column strip each
+constexpr int kTiledWarps = 4;
+constexpr int kTiledBN = kTiledWarps * kTiledN;  // 256 columns per block
+constexpr int kTiledBK = 64;                     // K per pipeline step
+constexpr int kTiledPadX = 8;                    // halves of padding per x row (ldmatrix without conflicts)
+static_assert(kTiledBK == kTiledPadK, "a step covers one padding unit of K");
+
+#ifndef AWQ_TILED_MIN_BLOCKS1
+#define AWQ_TILED_MIN_BLOCKS1 5  // tuning knob for benchmarks: blocks per SM of the one-m16-tile kernel
+#endif
+
+template <int MT>
+struct TiledShape {
+  static constexpr int bm = 16 * MT;                     // rows of y per block
+  // Pipeline depth and the blocks per SM the registers must allow. The kernel is bound by
+  // dependent ALU latency, not by bytes in flight (Nsight Compute: "wait" stalls dominate), so
+  // more resident warps beat deeper pipelines: 3 stages and 5 blocks per SM for one m16 tile.
+#ifdef AWQ_TILED_STAGES
+  static constexpr int stages = AWQ_TILED_STAGES;  // tuning knob for benchmarks
+#else
+  static constexpr int stages = MT == 1 ? 3 : 4;
+#endif
+  static constexpr int min_blocks = MT == 1 ? AWQ_TILED_MIN_BLOCKS1 : (MT == 2 ? 3 : 2);
+  static constexpr int x_stride = kTiledBK + kTiledPadX;  // halves per x row
+  static constexpr int x_bytes = bm * x_stride * 2;
+  static constexpr int strip_bytes = kTiledBK * kTiledN / 2;                 // one warp's codes per step: 2 KB
+  static constexpr int b_bytes = kTiledWarps * strip_bytes;                  // 8 KB
+  static constexpr int s_bytes = 2 * kTiledWarps * kTiledN * 2;              // scales of two groups
+  static constexpr int z_bytes = 2 * kTiledWarps * 8 * 4;                    // zeros of two groups
+  static constexpr int b_off = x_bytes, s_off = b_off + b_bytes, z_off = s_off + s_bytes;
+  static constexpr int stage_bytes = z_off + z_bytes;
+  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(stages) * stage_bytes;
+  static_assert(x_bytes % 16 == 0 && stage_bytes % 16 == 0, "16-byte aligned parts");
+};
+
+__device__ __forceinline__ std::uint32_t h2_bits(__half2 h) { return *reinterpret_cast<const std::uint32_t*>(&h); }
+__device__ __forceinline__ __half2 bits_h2(std::uint32_t u) { return *reinterpret_cast<const __half2*>(&u); }
+
+/// A group's decoding constants for the 8 columns {64 nt + 8 j + g} of a lane: the scale as an
+/// fp16 pair, −(1024 + z) for low nibbles and −(64 + z) for nibbles decoded as 1024 + 16 q.
+struct TiledConsts {
+  std::uint32_t s2[8], lo[8], hi[8];
+
+  __device__ __forceinline__ void load(uint4 sv, std::uint32_t zw) {
+    const std::uint32_t sw[4] = {sv.x, sv.y, sv.z, sv.w};
+    const __half2 sixteenth = __float2half2_rn(0.0625f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      s2[j] = __byte_perm(sw[j / 2], 0u, (j % 2) ? 0x3232u : 0x1010u);
+      const std::uint32_t z = (zw >> (4 * j)) & 0xFu;
+      lo[j] = (0xE400u | z) * 0x10001u;                                  // −(1024 + z), exact
+      hi[j] = h2_bits(__hmul2(bits_h2((0xE400u | (z << 4)) * 0x10001u), sixteenth));  // −(64 + z), exact
+    }
+  }
+};
+
+/// (a & mask) | magic in one LOP3 (the compiler splits it in two: both constants are immediates).
+template <std::uint32_t Mask>
+__device__ __forceinline__ std::uint32_t lop3_and_or(std::uint32_t a) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "n"(Mask), "r"(0x64006400u));
+  return r;
+}
+
+/// One word of a lane's fragment load → the B fragments {b0, b1} of sub-tiles 2w and 2w + 1.
+template <int W>
+__device__ __forceinline__ void decode_word(std::uint32_t q, const TiledConsts& c, std::uint32_t (&b)[4]) {
+  const __half2 sixteenth = __float2half2_rn(0.0625f);
+  const std::uint32_t q8 = q >> 8;
+  const std::uint32_t p0 = lop3_and_or<0x000F000Fu>(q), p1 = lop3_and_or<0x00F000F0u>(q);
+  const std::uint32_t p2 = lop3_and_or<0x000F000Fu>(q8), p3 = lop3_and_or<0x00F000F0u>(q8);
+  constexpr int j0 = 2 * W, j1 = 2 * W + 1;
+  b[0] = h2_bits(__hmul2(__hadd2(bits_h2(p0), bits_h2(c.lo[j0])), bits_h2(c.s2[j0])));
+  b[1] = h2_bits(__hmul2(__hfma2(bits_h2(p1), sixteenth, bits_h2(c.hi[j0])), bits_h2(c.s2[j0])));
+  b[2] = h2_bits(__hmul2(__hadd2(bits_h2(p2), bits_h2(c.lo[j1])), bits_h2(c.s2[j1])));
+  b[3] = h2_bits(__hmul2(__hfma2(bits_h2(p3), sixteenth, bits_h2(c.hi[j1])), bits_h2(c.s2[j1])));
+}
+
+template <int MT>
+__global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a16_tiled_kernel(W4A16TiledArgs a, int steps_per_split, int splits, int* tickets,
+                                                                    float* partial) {
+  using Sh = TiledShape<MT>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
+  const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
+  const int nt0 = static_cast<int>(blockIdx.x) * kTiledWarps, m0 = static_cast<int>(blockIdx.y) * Sh::bm;
+  const int steps = kp / kTiledBK, split = static_cast<int>(blockIdx.z);
+  const int step0 = split * steps_per_split, nsteps = min(steps, step0 + steps_per_split) - step0;
+  const int rows = min(Sh::bm, a.m - m0);  // rows of x this block reads
+  const int gshift = __ffs(a.group) - 1;
+  const int group_rows = a.group == 32 ? 2 : 1;  // groups a step touches (steps of 64 start on a group)
+  auto stage = [&](int st) { return smem + st * Sh::stage_bytes; };
+
+  // Rows of x past M: zero once in every stage, never copied.
+  for (int st = 0; st < Sh::stages; ++st)
+    for (int i = tid; i < (Sh::bm - rows) * (kTiledBK / 8); i += kTiledThreads)
+      *reinterpret_cast<uint4*>(stage(st) + ((rows + i / 8) * Sh::x_stride + (i % 8) * 8) * 2) = make_uint4(0u, 0u, 0u, 0u);
+
+  // What this thread copies each step, resolved once: up to MT chunks of x (16 bytes: 8 of the 64
+  // halves of a row), one 16-byte chunk of each warp's weight strip, and possibly one chunk of
+  // scales or zeros. Per step only the K offset moves.
+  const __half* x_src[MT];
+  int x_dst[MT], x_col[MT];
+  bool x_ok[MT];
+#pragma unroll
+  for (int u = 0; u < MT; ++u) {
+    const int c = tid + u * kTiledThreads, r = c / 8;
+    x_ok[u] = r < rows;
+    x_col[u] = (c % 8) * 8;
+    x_src[u] = a.x + static_cast<long>(m0 + (x_ok[u] ? r : 0)) * a.k + x_col[u];
+    x_dst[u] = (r * Sh::x_stride + x_col[u]) * 2;
+  }
+  // Weights: per step, each warp's strip is 4 tiles (2 KB) of contiguous memory; this thread
+  // copies 16 bytes of each.
+  const unsigned char* q_src = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(nt0) * ktiles * 512 + tid * 16;
+  const long q_strip = static_cast<long>(ktiles) * 512;  // bytes between the strips of neighbouring warps
+  const int strips = min(kTiledWarps, ntiles - nt0);
+  // Scales: threads 0..32·group_rows−1, one 16-byte chunk of group row j (4 strips × 128 bytes);
+  // zeros: threads 64.., one 16-byte chunk of group row j (4 strips × 32 bytes).
+  const unsigned char* sz_src = nullptr;
+  int sz_dst = 0;
+  long sz_row = 0;  // bytes per group row in global memory
+  if (tid < group_rows * 32) {
+    const int j = tid / 32, cc = tid % 32;
+    if (nt0 + cc / 8 < ntiles) {
+      sz_src = reinterpret_cast<const unsigned char*>(a.scales) + (static_cast<long>(j) * ntiles + nt0) * 128 + cc * 16;
+      sz_dst = Sh::s_off + j * 512 + cc * 16;
+      sz_row = static_cast<long>(ntiles) * 128;
+    }
+  } else if (a.qzeros && tid >= 64 && tid < 64 + group_rows * 8) {
+    const int j = (tid - 64) / 8, cc = (tid - 64) % 8;
+    if (nt0 + cc / 2 < ntiles) {
+      sz_src = reinterpret_cast<const unsigned char*>(a.qzeros) + (static_cast<long>(j) * ntiles + nt0) * 32 + cc * 16;
+      sz_dst = Sh::z_off + j * 128 + cc * 16;
+      sz_row = static_cast<long>(ntiles) * 32;
+    }
+  }
+
+  auto load_stage = [&](int step, int st) {
+    unsigned char* base = stage(st);
+    const int k0 = step * kTiledBK;
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+      if (x_ok[u]) {
+        const bool in = k0 + x_col[u] < a.k;  // K is a multiple of 32: a chunk is all in or all out
+        cp_async16(base + x_dst[u], in ? x_src[u] + k0 : a.x, in ? 16 : 0);
+      }
+    const unsigned char* q = q_src + static_cast<long>(step) * (kTiledBK / kTiledK) * 512;
+#pragma unroll
+    for (int u = 0; u < kTiledWarps; ++u)
+      if (u < strips) cp_async16(base + Sh::b_off + u * Sh::strip_bytes + tid * 16, q + u * q_strip, 16);
+    if (sz_src) cp_async16(base + sz_dst, sz_src + static_cast<long>(k0 >> gshift) * sz_row, 16);
+  };
+
+  float acc[MT][8][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < Sh::stages - 1; ++s) {
+    if (s < nsteps) load_stage(step0 + s, s);
+    cp_async_commit();
+  }
+
+  const bool active = nt0 + warp < ntiles;
+  TiledConsts cst;
+  int cur_group = -1;
+  for (int ls = 0; ls < nsteps; ++ls) {
+    const int st = ls % Sh::stages;
+    cp_async_wait<Sh::stages - 2>();  // this step's stage has landed (for this thread)
+    __syncthreads();                  // … for every thread; the stage refilled below is free
+    {
+      const int next = ls + Sh::stages - 1;
+      if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
+      cp_async_commit();
+    }
+    if (!active) continue;
+    const unsigned char* base = stage(st);
+    const int k0 = (step0 + ls) * kTiledBK;
+#pragma unroll
+    for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
+      const int g = (k0 + kk * kTiledK) >> gshift;
+      if (g != cur_group) {  // uniform across the warp
+        const int slot = g - (k0 >> gshift);
+        const uint4 sv = *reinterpret_cast<const uint4*>(base + Sh::s_off + slot * 512 + warp * 128 + (lane / 4) * 16);
+        const std::uint32_t zw =
+            a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + warp * 32 + (lane / 4) * 4) : 0x88888888u;
+        cst.load(sv, zw);
+        cur_group = g;
+      }
+      const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * Sh::strip_bytes + kk * 512 + lane * 16);
+      unsigned af[MT][4];
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        const int r = i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+        const int c = kk * kTiledK + 8 * (lane / 16);
+        ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
+      }
+      std::uint32_t b[4];
+#define AWQ_TILED_WORD(W, Q)                               \
+  decode_word<W>(Q, cst, b);                               \
+  _Pragma("unroll") for (int i = 0; i < MT; ++i) {         \
+    mma_16816(acc[i][2 * (W)], af[i], b[0], b[1]);         \
+    mma_16816(acc[i][2 * (W) + 1], af[i], b[2], b[3]);     \
+  }
+      AWQ_TILED_WORD(0, bw.x)
+      AWQ_TILED_WORD(1, bw.y)
+      AWQ_TILED_WORD(2, bw.z)
+      AWQ_TILED_WORD(3, bw.w)
+#undef AWQ_TILED_WORD
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator (i, j): rows 16 i + lane/4 (+ 8), columns 8 j + 2·(lane % 4) (+ 1) of the strip.
+  const int col0 = (nt0 + warp) * kTiledN + 2 * (lane % 4);
+  auto for_each_out = [&](auto&& f) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int col = col0 + 8 * j;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + i * 16 + lane / 4 + 8 * h;
+          if (row < a.m && col < a.n) f(row, col, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+        }
+      }
+  };
+  auto store = [&](int row, int col, float v0, float v1) {
+    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
+    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
+  };
+  if (splits == 1) {
+    for_each_out(store);
+    return;
+  }
+  const long mn = static_cast<long>(a.m) * a.n;
+  for_each_out([&](int row, int col, float v0, float v1) {
+    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
+  });
+  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+  if (!split_k_arrive_last(tickets + tile, splits)) return;
+  for_each_out([&](int row, int col, float, float) {
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
+      v0 += p.x;
+      v1 += p.y;
+    }
+    store(row, col, v0, v1);
+  });
+  if (tid == 0) tickets[tile] = 0;  // ready for the next call
+}
+
+template <int MT>
+int tiled_slots() {
+  static std::atomic<int> cache[64] = {};
+  return resident_slots(w4a16_tiled_kernel<MT>, kTiledThreads, TiledShape<MT>::smem_bytes, cache, "w4a16_tiled_kernel attributes");
+}
+
+inline int tiled_slots_for(int mt) { return mt == 1 ? tiled_slots<1>() : mt == 2 ? tiled_slots<2>() : tiled_slots<4>(); }
+
+#ifndef AWQ_TILED_MAX_MT
+#define AWQ_TILED_MAX_MT 4  // tuning knob for benchmarks: the largest m16 tiles per block (1, 2 or 4)
+#endif
+
+/// m16 tiles per block (1, 2 or 4). Taller blocks decode each weight for more rows, but a
+/// product with few output tiles then leaves SMs idle or needs deep split-K: take the tallest
+/// block whose tiles fill at least half a wave; failing that one m16 tile up to M = 64 (decoding
+/// again per 16 rows is cheaper than idle SMs there) and two above (bench/RESULTS.md).
+inline int tiled_mt(int m, int n) {
+  if (m <= 16 || AWQ_TILED_MAX_MT == 1) return 1;
+  const int tiles_n = (n + kTiledBN - 1) / kTiledBN;
+  for (int mt = AWQ_TILED_MAX_MT; mt >= 2; mt /= 2) {
+    if (mt > 2 && m <= 32) continue;
+    const long tiles = static_cast<long>(tiles_n) * ((m + 16 * mt - 1) / (16 * mt));
+    if (2 * tiles >= tiled_slots_for(mt)) return mt;
+  }
+  return m <= 64 ? 1 : 2;
+}
+
+/// Tiles and K slices of one product: split-K only fills one wave of resident blocks, with at
+/// least two steps (128 of K) per slice.
+inline GemmPlan tiled_plan(int m, int k, int n) {
+  GemmPlan p;
+  const int mt = tiled_mt(m, n), slots = tiled_slots_for(mt);
+  p.bm = 16 * mt;
+  const int ntiles = (n + kTiledN - 1) / kTiledN;
+  p.tiles_n = (ntiles + kTiledWarps - 1) / kTiledWarps;
+  p.tiles_m = (m + p.bm - 1) / p.bm;
+  p.steps = (k + kTiledPadK - 1) / kTiledPadK;
+  const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
+  const long want = std::max(1L, slots / tiles);
+  const int max_splits = std::max(1, p.steps / 2);
+  const int splits = static_cast<int>(std::max(1L, std::min<long>(want, max_splits)));
+  p.steps_per_split = (p.steps + splits - 1) / splits;
+  p.splits = (p.steps + p.steps_per_split - 1) / p.steps_per_split;
+  return p;
+}
+
+template <int MT>
+void launch_tiled(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+  auto* base = static_cast<unsigned char*>(a.workspace);
+  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
+  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))
+                                : nullptr;
+  const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
+  w4a16_tiled_kernel<MT><<<grid, kTiledThreads, TiledShape<MT>::smem_bytes, stream>>>(a, p.steps_per_split, p.splits, tickets, partial);
+}
+
+}  // namespace detail
+
+/// \brief Workspace bytes the tiled product needs for these sizes on the current device; 0 when
+///        none. Allocate once, zero-fill once (cudaMemset), reuse (not by concurrent calls).
+inline std::size_t w4a16_tiled_workspace_bytes(int m, int k, int n) {
+  return detail::gemm_workspace_bytes(detail::tiled_plan(m, k, n), m, n);
+}
+
+/// \brief y = x · dequant(W)ᵀ (+ bias) over tiled weights, any M ≥ 1, on `stream` (sm_80 or
+///        later). awq::Error for arguments it cannot run, naming them.
+inline void w4a16_matmul(const W4A16TiledArgs& a, cudaStream_t stream = nullptr) {
+  a.can_implement();
+  const auto p = detail::tiled_plan(a.m, a.k, a.n);
+  const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
+  awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
+                       a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
+                       " need (w4a16_tiled_workspace_bytes)");
+  switch (p.bm / 16) {
+    case 1: detail::launch_tiled<1>(a, p, stream); break;
+    case 2: detail::launch_tiled<2>(a, p, stream); break;
+    default: detail::launch_tiled<4>(a, p, stream); break;
+  }
+  check(cudaGetLastError(), "w4a16_tiled_kernel launch");
+}
+
+/// \brief Tiled W4A16 weights on the device (owning), made from host TiledW4A16.
+struct TiledW4A16Device {
+  DeviceBuffer<std::uint32_t> qweight, qzeros;
+  DeviceBuffer<__half> scales;
+  int k = 0, n = 0, group = 128;
+
+  TiledW4A16Device() = default;
+  explicit TiledW4A16Device(const TiledW4A16& t) : qweight(t.qweight), qzeros(t.qzeros), scales(t.scales.size()), k(t.k), n(t.n), group(t.group) {
+    scales.upload(reinterpret_cast<const __half*>(t.scales.data()), t.scales.size());
+  }
+  /// Arguments for y [m, n] = x [m, k] · dequant(W)ᵀ with these weights.
+  W4A16TiledArgs args(const __half* x, __half* y, int m, void* workspace, std::size_t workspace_bytes, const __half* bias = nullptr) const {
+    W4A16TiledArgs a;
+    a.x = x;
+    a.qweight = qweight.data();
+    a.qzeros = qzeros.size() ? qzeros.data() : nullptr;
+    a.scales = scales.data();
+    a.bias = bias;
+    a.y = y;
+    a.workspace = workspace;
+    a.workspace_bytes = workspace_bytes;
+    a.m = m;
+    a.k = k;
+    a.n = n;
+    a.group = group;
+    return a;
+  }
+};
+
+}  // namespace cuda
+}  // namespace awq

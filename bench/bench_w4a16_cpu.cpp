@@ -72,7 +72,7 @@ void BM_eigen_fp32(benchmark::State& state) {
                                               benchmark::Counter::kIsRate);
 }
 
-void BM_w4a16(benchmark::State& state, awq::CpuIsa isa) {
+void BM_w4a16(benchmark::State& state, awq::CpuIsa isa, awq::M1Decode decode) {
   const auto m = static_cast<awq::index_t>(state.range(0));
   awq::backend::cpu::threads() = static_cast<int>(state.range(1));
   const auto& copies = packed_copies();
@@ -81,7 +81,7 @@ void BM_w4a16(benchmark::State& state, awq::CpuIsa isa) {
   std::size_t i = 0;
   for (auto _ : state) {
     awq::w4a16_gemm(awq::as_view(X), copies[i++ % copies.size()].view(), awq::as_view(Y),
-                    static_cast<const float*>(nullptr), awq::W4A16Options{isa});
+                    static_cast<const float*>(nullptr), awq::W4A16Options{isa, decode});
     benchmark::DoNotOptimize(Y.data());
     benchmark::ClobberMemory();
   }
@@ -96,9 +96,15 @@ void args(benchmark::internal::Benchmark* b) {
     for (int t : {1, 2}) b->Args({m, t});
 }
 
+void m1_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (int t : {1, 2}) b->Args({1, t});
+}
+
 BENCHMARK(BM_eigen_fp32)->Apply(args);
-BENCHMARK_CAPTURE(BM_w4a16, avx2, awq::CpuIsa::automatic)->Apply(args);
-BENCHMARK_CAPTURE(BM_w4a16, portable, awq::CpuIsa::portable)->Apply(args);
+BENCHMARK_CAPTURE(BM_w4a16, avx2, awq::CpuIsa::automatic, awq::M1Decode::automatic)->Apply(args);
+BENCHMARK_CAPTURE(BM_w4a16, avx2_convert, awq::CpuIsa::automatic, awq::M1Decode::convert)->Apply(m1_args);
+BENCHMARK_CAPTURE(BM_w4a16, portable, awq::CpuIsa::portable, awq::M1Decode::automatic)->Apply(args);
 
 }  // namespace
 

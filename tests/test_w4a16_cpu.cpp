@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "awq/awq.hpp"
@@ -79,7 +80,8 @@ double to_d(T v) {
 // Runs the kernel and checks every output against the float64 reference:
 // |y - ref| <= tol · (Σ|x||w| + |bias|) + storage rounding of y.
 template <class TX, class TY>
-void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::CpuIsa isa, std::uint64_t seed) {
+void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::CpuIsa isa, std::uint64_t seed,
+                awq::M1Decode decode = awq::M1Decode::automatic, float x_scale = 1.0f) {
   CAPTURE(L.k);
   CAPTURE(L.n);
   CAPTURE(L.g);
@@ -88,11 +90,14 @@ void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::Cpu
   CAPTURE(ldx);
   CAPTURE(with_bias);
   CAPTURE(static_cast<int>(isa));
-  const auto x = random_x<TX>(m * ldx, seed);
+  CAPTURE(static_cast<int>(decode));
+  CAPTURE(x_scale);
+  auto x = random_x<TX>(m * ldx, seed);
+  for (auto& v : x) v = static_cast<TX>(static_cast<float>(v) * x_scale);
   const auto bias = random_x<TY>(L.n, seed + 1);
   std::vector<TY> y(static_cast<std::size_t>(m * L.n), TY(std::numeric_limits<float>::quiet_NaN()));
   awq::w4a16_gemm(awq::MatrixView<const TX>(x.data(), m, L.k, ldx, 1), L.view(), awq::make_row_major(y.data(), m, L.n),
-                  with_bias ? bias.data() : nullptr, awq::W4A16Options{isa});
+                  with_bias ? bias.data() : nullptr, awq::W4A16Options{isa, decode});
   const double out_rel = std::is_same_v<TY, float> ? 0.0 : (std::is_same_v<TY, Eigen::half> ? 1.0 / 1024 : 1.0 / 128);
   int bad = 0;
   for (index_t r = 0; r < m; ++r)
@@ -106,7 +111,7 @@ void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::Cpu
         mag += std::abs(xv * wv);
       }
       const double got = to_d(y[static_cast<std::size_t>(r * L.n + c)]);
-      const double bound = 2e-6 * mag + out_rel * std::abs(ref) + 1e-30;
+      const double bound = 2e-6 * mag + out_rel * std::abs(ref) + 1e-300;
       if (!(std::abs(got - ref) <= bound)) {  // NaN poison fails here
         if (++bad <= 3) {
           CAPTURE(r);
@@ -214,3 +219,32 @@ TEST_CASE("W4A16 CPU: bad arguments are named") {
     expect([&] { awq::w4a16_gemm(X, L.view(), Y, static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx2}); },
            "isa avx2");
 }
+
+#if AWQ_W4A16_HAVE_AVX2
+TEST_CASE("W4A16 CPU, M = 1: the convert and denormal decodes against the reference, at any activation scale, with DAZ set") {
+  if (!awq::cpu_has_avx2()) {
+    MESSAGE("skipped: no AVX2 on this processor (both decodes are AVX2 paths)");
+    return;
+  }
+  std::uint64_t seed = 500;
+  for (const auto& [k, n, g, zp] : {std::tuple<index_t, index_t, index_t, bool>{256, 512, 128, true}, {512, 192, 32, false},
+                                    {128, 1024, 64, true}, {384, 256, 384, true}}) {
+    const Layer L = make_layer(k, n, g, zp, ++seed);
+    for (const awq::M1Decode d : {awq::M1Decode::convert, awq::M1Decode::denormal, awq::M1Decode::automatic})
+      // Activations from denormal-small to 2^45 (the denormal decode hands those to the convert path).
+      for (const float scale : {1.0f, 1e-30f, 1e-20f, 7e5f, 1e13f}) {
+        ++seed;
+        check_case<float, float>(L, 1, k, seed % 2 == 0, awq::CpuIsa::avx2, seed, d, scale);
+      }
+  }
+  // With denormals-are-zero set in the calling thread (as a -ffast-math program does), the
+  // denormal decode would read every nibble as 0 there: that thread must fall back to converting.
+  const Layer L = make_layer(256, 4096, 128, true, 900);
+  ThreadsGuard guard;
+  awq::backend::cpu::threads() = 1;  // everything on the calling thread
+  const unsigned saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040u);  // DAZ and FTZ
+  check_case<float, float>(L, 1, 256, true, awq::CpuIsa::avx2, 901, awq::M1Decode::denormal);
+  _mm_setcsr(saved);
+}
+#endif  // AWQ_W4A16_HAVE_AVX2

@@ -13,7 +13,9 @@
 ///   nibble i of all 8 words, i.e. the columns {8j + order[i]}: a fixed permutation of the 64
 ///   columns. The kernel works in that permuted order and un-permutes once when it writes y.
 /// - M = 1 (decode): per group it accumulates Σ_k x_k·q_k for each column and applies scale and
-///   zero once per group, y += s·(Σ x·q − z·Σ x): 4 vector operations per 8 weights.
+///   zero once per group, y += s·(Σ x·q − z·Σ x): AND, convert, FMA per 8 weights — or, on AMD
+///   processors (`M1Decode`), AND and FMA only: the masked nibble's bits read as a denormal float
+///   times x pre-scaled by a power of two is the exact product (avx2_rows_m1<true>).
 /// - M > 1: it dequantizes a group's 64-column tile into an fp32 panel in L1
 ///   (w = (q − z)·s, the formula of awq::dequantize), then runs a 4-row × 16-column FMA
 ///   micro-kernel over it, so each weight is decoded once for all M rows.
@@ -73,9 +75,17 @@ enum class CpuIsa {
   avx2        ///< AVX2 + FMA + F16C; awq::Error when the processor lacks them
 };
 
+/// How the AVX2 path turns a masked nibble into a float at M = 1.
+enum class M1Decode {
+  automatic,  ///< `denormal` on AMD processors, `convert` elsewhere (and when max|x| >= 2^60)
+  convert,    ///< integer → float conversion: AND, CVT, FMA per 8 weights
+  denormal    ///< the masked bits used as a denormal float: AND, FMA per 8 weights (see below)
+};
+
 /// Options of awq::w4a16_gemm.
 struct W4A16Options {
-  CpuIsa isa = CpuIsa::automatic;  ///< which code path
+  CpuIsa isa = CpuIsa::automatic;        ///< which code path
+  M1Decode m1_decode = M1Decode::automatic;  ///< AVX2, M = 1: how nibbles become floats
 };
 
 /// True when this processor (and this build) can run the AVX2 path.
@@ -91,6 +101,21 @@ inline bool cpu_has_avx2() noexcept {
     if ((xlo & 0x6u) != 0x6u) return false;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     return ((b >> 5) & 1u) != 0;  // AVX2
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+/// True on AMD processors (CPUID vendor "AuthenticAMD"), whose FMA units take denormal inputs
+/// at full speed (measured on Zen 3; other vendors' may take a slow assist).
+inline bool cpu_is_amd() noexcept {
+#if AWQ_W4A16_HAVE_AVX2
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    return b == 0x68747541u && d == 0x69746E65u && c == 0x444D4163u;  // "Auth" "enti" "cAMD"
   }();
   return yes;
 #else
@@ -116,6 +141,8 @@ struct Problem {
   float* y;
   index_t ldy;
   const float* xsum;  // [K/G] sums of x over each group (the M = 1 path only)
+  const float* x_denormal = nullptr;  // M = 1 with M1Decode::denormal: x · 2^shift, else null
+  int denormal_unscale_exp = 0;        // 149 − shift: the group sums are in units of 2^-(149 − shift)
 };
 
 inline float zero_of(const Problem& p, index_t g, index_t word, int nibble) {
@@ -183,47 +210,60 @@ inline constexpr index_t kRowChunk = 32;
 
 /// M = 1: adds rows [k0, k1) of the 64-column block at word w0 into the group sums ga [64]
 /// (slot order): Σ_k x_k·q_k·16^i per column of nibble i (i < 7; nibble 7 is not scaled).
+///
+/// Denormal = true: a nibble masked in place (bits < 2^20) is used as the bits of a float without
+/// conversion: the denormal q·16^i·2^-149. Multiplied by x·2^shift (p.x_denormal; shift chosen so
+/// that max|x|·2^shift is in [2^64, 2^65)) it is the exact, normal product x·q·16^i·2^(shift−149) for
+/// every |x| ≥ max|x|·2^-41; smaller x give denormal products off by at most max|x|·2^-65. One AND
+/// and one FMA per 8 weights instead of AND, CVT, FMA. Nibbles 5..7 come from one shift by 20.
+template <bool Denormal>
 AWQ_TARGET_AVX2 inline void avx2_rows_m1(const Problem& p, index_t k0, index_t k1, index_t w0, float* ga) {
   const __m256i m0 = _mm256_set1_epi32(0xF), m1 = _mm256_set1_epi32(0xF0), m2 = _mm256_set1_epi32(0xF00),
                 m3 = _mm256_set1_epi32(0xF000), m4 = _mm256_set1_epi32(0xF0000), m5 = _mm256_set1_epi32(0xF00000),
                 m6 = _mm256_set1_epi32(0xF000000);
   const std::int32_t* qcol = p.qw + w0;
-  __m256 a0 = _mm256_load_ps(ga), a1 = _mm256_load_ps(ga + 8), a2 = _mm256_load_ps(ga + 16),
-         a3 = _mm256_load_ps(ga + 24), a4 = _mm256_load_ps(ga + 32), a5 = _mm256_load_ps(ga + 40),
-         a6 = _mm256_load_ps(ga + 48), a7 = _mm256_load_ps(ga + 56);
+  const float* xp = Denormal ? p.x_denormal : p.x;
+  __m256 a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_load_ps(ga + 8 * i);
   for (index_t k = k0; k < k1; ++k) {
     const std::int32_t* row = qcol + k * p.ldq;
     // A later block of this row (another cache line) is wanted a few hundred cycles from now.
     _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchWords), _MM_HINT_T0);
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
-    const __m256 xb = _mm256_broadcast_ss(p.x + k);
-    // Nibble i masked in place is q·16^i, exact in float; the 16^-i goes into the group finish.
-    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m0)), xb, a0);
-    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m1)), xb, a1);
-    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m2)), xb, a2);
-    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m3)), xb, a3);
-    a4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m4)), xb, a4);
-    a5 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m5)), xb, a5);
-    a6 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, m6)), xb, a6);
-    a7 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 28)), xb, a7);  // the sign bit: shift
+    const __m256 xb = _mm256_broadcast_ss(xp + k);
+    if constexpr (Denormal) {
+      const __m256i hi = _mm256_srli_epi32(v, 20);
+      const __m256i d[8] = {_mm256_and_si256(v, m0),  _mm256_and_si256(v, m1),  _mm256_and_si256(v, m2),
+                            _mm256_and_si256(v, m3),  _mm256_and_si256(v, m4),  _mm256_and_si256(hi, m0),
+                            _mm256_and_si256(hi, m1), _mm256_and_si256(hi, m2)};
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_castsi256_ps(d[i]), xb, a[i]);
+    } else {
+      // Nibble i masked in place is q·16^i, exact in float; the 16^-i goes into the group finish.
+      const __m256i d[8] = {_mm256_and_si256(v, m0), _mm256_and_si256(v, m1), _mm256_and_si256(v, m2),
+                            _mm256_and_si256(v, m3), _mm256_and_si256(v, m4), _mm256_and_si256(v, m5),
+                            _mm256_and_si256(v, m6), _mm256_srli_epi32(v, 28)};  // the sign bit: shift
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[i]), xb, a[i]);
+    }
   }
-  _mm256_store_ps(ga, a0);
-  _mm256_store_ps(ga + 8, a1);
-  _mm256_store_ps(ga + 16, a2);
-  _mm256_store_ps(ga + 24, a3);
-  _mm256_store_ps(ga + 32, a4);
-  _mm256_store_ps(ga + 40, a5);
-  _mm256_store_ps(ga + 48, a6);
-  _mm256_store_ps(ga + 56, a7);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) _mm256_store_ps(ga + 8 * i, a[i]);
 }
 
-/// M = 1: yp [64] += s · (ga − z · Σ x) for group g of the block at word w0; clears ga.
-AWQ_TARGET_AVX2 inline void avx2_finish_group_m1(const Problem& p, index_t g, index_t w0, float* ga, float* yp) {
+/// M = 1: yp [64] += s · (ga − z · Σ x) for group g of the block at word w0; clears ga. `denormal`:
+/// ga was summed by avx2_rows_m1<true>.
+AWQ_TARGET_AVX2 inline void avx2_finish_group_m1(const Problem& p, index_t g, index_t w0, float* ga, float* yp, bool denormal) {
   alignas(32) float s[64], z[64];
   group_params_perm(p, g, w0, s, z);
   const __m256 xs = _mm256_set1_ps(p.xsum[g]);
   for (int i = 0; i < 8; ++i) {
-    const __m256 unscale = _mm256_set1_ps(i < 7 ? std::ldexp(1.0f, -4 * i) : 1.0f);  // exact
+    // Exact powers of two: 16^-i for nibbles masked in place (nibble 7 is shifted down), or for the
+    // denormal decode 2^(149 − shift) · 16^-i (nibbles 0..4 in place), 16^-(i-5) (5..7 after >> 20).
+    const float unscale_f =
+        denormal ? std::ldexp(1.0f, p.denormal_unscale_exp - 4 * (i < 5 ? i : i - 5)) : (i < 7 ? std::ldexp(1.0f, -4 * i) : 1.0f);
+    const __m256 unscale = _mm256_set1_ps(unscale_f);
     const __m256 t = _mm256_fnmadd_ps(_mm256_load_ps(z + 8 * i), xs, _mm256_mul_ps(_mm256_load_ps(ga + 8 * i), unscale));
     _mm256_store_ps(yp + 8 * i, _mm256_fmadd_ps(_mm256_load_ps(s + 8 * i), t, _mm256_load_ps(yp + 8 * i)));
     _mm256_store_ps(ga + 8 * i, _mm256_setzero_ps());
@@ -306,6 +346,9 @@ inline void avx2_blocks(const Problem& p, index_t b0, index_t b1) {
   const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
   float* acc = buf.data() + ((32 - base % 32) % 32) / sizeof(float);
   float* scratch = acc + nb * mt_max * 64;
+  // The denormal decode needs denormal inputs honoured: not with DAZ set in this thread's MXCSR
+  // (e.g. a -ffast-math program), where it would read every nibble as 0.
+  const bool denormal = p.x_denormal && (_mm_getcsr() & 0x40u) == 0;
   for (index_t m0 = 0; m0 < p.m; m0 += kMTile) {
     const index_t mt = std::min(kMTile, p.m - m0);
     std::fill(acc, acc + nb * mt * 64, 0.0f);
@@ -315,9 +358,13 @@ inline void avx2_blocks(const Problem& p, index_t b0, index_t b1) {
         // Row chunks small enough that their pages stay in the first-level TLB.
         const index_t g1 = (g + 1) * p.group;
         for (index_t k0 = g * p.group; k0 < g1; k0 += kRowChunk)
-          for (index_t b = 0; b < nb; ++b)
-            avx2_rows_m1(p, k0, std::min<index_t>(k0 + kRowChunk, g1), 8 * (b0 + b), scratch + b * 64);
-        for (index_t b = 0; b < nb; ++b) avx2_finish_group_m1(p, g, 8 * (b0 + b), scratch + b * 64, acc + b * 64);
+          for (index_t b = 0; b < nb; ++b) {
+            if (denormal)
+              avx2_rows_m1<true>(p, k0, std::min<index_t>(k0 + kRowChunk, g1), 8 * (b0 + b), scratch + b * 64);
+            else
+              avx2_rows_m1<false>(p, k0, std::min<index_t>(k0 + kRowChunk, g1), 8 * (b0 + b), scratch + b * 64);
+          }
+        for (index_t b = 0; b < nb; ++b) avx2_finish_group_m1(p, g, 8 * (b0 + b), scratch + b * 64, acc + b * 64, denormal);
       } else {
         for (index_t b = 0; b < nb; ++b) avx2_group_mn(p, g, 8 * (b0 + b), m0, mt, acc + b * mt * 64, scratch);
       }
@@ -421,6 +468,23 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
       xsum[static_cast<std::size_t>(g)] = s;
     }
 
+  // The denormal decode (M = 1, AVX2): x scaled by the power of two that puts max|x| in
+  // [2^64, 2^65); off for max|x| ≥ 2^40 (and Inf), where the unscaling would leave float range.
+  std::vector<float> xden;
+  int den_exp = 0;
+  if (use_avx2 && M == 1 && opt.m1_decode != M1Decode::convert && (opt.m1_decode == M1Decode::denormal || cpu_is_amd())) {
+    float amax = 0.0f;
+    for (index_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xf[k]));  // NaN gives NaN on either path
+    if (amax < std::ldexp(1.0f, 40)) {
+      int e = 0;
+      std::frexp(amax, &e);  // amax = f · 2^e, f in [0.5, 1); 0 for amax = 0
+      const int shift = 65 - e;
+      xden.resize(static_cast<std::size_t>(K));
+      for (index_t k = 0; k < K; ++k) xden[static_cast<std::size_t>(k)] = std::ldexp(xf[k], shift);
+      den_exp = 149 - shift;
+    }
+  }
+
   const detail::w4cpu::Problem p{xf,
                                  ldx,
                                  M,
@@ -436,7 +500,9 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
                                  bf,
                                  yf,
                                  ldy,
-                                 xsum.data()};
+                                 xsum.data(),
+                                 xden.empty() ? nullptr : xden.data(),
+                                 den_exp};
   const index_t words = N / kAwqPackFactor;
 #if AWQ_W4A16_HAVE_AVX2
   if (use_avx2) {

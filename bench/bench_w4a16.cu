@@ -110,42 +110,24 @@ int main(int argc, char** argv) {
                          CUDA_R_16F, k, &beta, y.data(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
           },
           200);
-      const double t4 = time_us(
-          [&](int i) {
-            awq::cuda::W4A16Args a;
-            const auto j = static_cast<std::size_t>(i % c4);
-            a.x = x.data();
-            a.qweight = qw[j].data();
-            a.qzeros = qz[j].data();
-            a.scales = sc[j].data();
-            a.y = y.data();
-            a.workspace = ws.data();
-            a.workspace_bytes = ws.size();
-            a.m = m;
-            a.k = k;
-            a.n = n;
-            a.group = group;
-            awq::cuda::w4a16_matmul(a);
-          },
-          200);
-      const double tt = time_us(
-          [&](int i) {
-            awq::cuda::W4A16TiledArgs a;
-            const auto j = static_cast<std::size_t>(i % c4);
-            a.x = x.data();
-            a.qweight = tq[j].data();
-            a.qzeros = tz[j].data();
-            a.scales = ts[j].data();
-            a.y = y.data();
-            a.workspace = tws.data();
-            a.workspace_bytes = tws.size();
-            a.m = m;
-            a.k = k;
-            a.n = n;
-            a.group = group;
-            awq::cuda::w4a16_matmul(a);
-          },
-          200);
+      // One call on copy i % c4 of either layout (W4A16Args or W4A16TiledArgs: the same fields).
+      auto w4_call = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
+        const auto j = static_cast<std::size_t>(i % c4);
+        a.x = x.data();
+        a.qweight = q[j].data();
+        a.qzeros = z[j].data();
+        a.scales = sc_[j].data();
+        a.y = y.data();
+        a.workspace = ws_.data();
+        a.workspace_bytes = ws_.size();
+        a.m = m;
+        a.k = k;
+        a.n = n;
+        a.group = group;
+        awq::cuda::w4a16_matmul(a);
+      };
+      const double t4 = time_us([&](int i) { w4_call(awq::cuda::W4A16Args{}, qw, qz, sc, ws, i); }, 200);
+      const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
       std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),

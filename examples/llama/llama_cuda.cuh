@@ -77,7 +77,6 @@ __global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len,
   }
 }
 
-
 // One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
 // NPER > 0: the row (L <= 32·NPER) is read once into registers; NPER = 0: any L, three passes.
 template <class T, int NPER>

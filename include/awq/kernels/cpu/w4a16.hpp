@@ -77,7 +77,7 @@ enum class CpuIsa {
 
 /// How the AVX2 path turns a masked nibble into a float at M = 1.
 enum class M1Decode {
-  automatic,  ///< `denormal` on AMD processors, `convert` elsewhere (and when max|x| >= 2^60)
+  automatic,  ///< `denormal` on AMD processors, `convert` elsewhere (and when max|x| >= 2^40)
   convert,    ///< integer → float conversion: AND, CVT, FMA per 8 weights
   denormal    ///< the masked bits used as a denormal float: AND, FMA per 8 weights (see below)
 };

@@ -1,28 +1,74 @@
 #!/usr/bin/env bash
-# Tuning sweep for the tiled W4A16 kernel (one device call): builds the W4A16 tests and the bench,
-# runs the tests (SANITIZE=1: compute-sanitizer memcheck and racecheck on the tiled cases too), the
-# bench at the default settings, then the bench built with each variant of SWEEP ("name=-DX=1 -DY=2;...").
+# Tiled W4A16 kernel on the device, one call: builds the W4A16 CUDA tests and the bench (and the
+# variants below), runs the tests, the bench at the default settings, then each bench variant.
+# Every step writes its own log under $OUT as it goes, so a call that runs out of time still
+# returns what it measured (a piped `| tail` returns nothing then).
+#   SWEEP="name=-DX=1 -DY=2;..."   bench variants (run at SWEEP_M, default 1 16 64; 8192 x 28672 only
+#                                  unless SWEEP_BIG=0)
+#   TEST_VARIANTS="name=-DX=1;..." test binaries built and run with other settings
+#   SANITIZE=1                     compute-sanitizer memcheck + racecheck on the tiled cases of each
+#                                  test binary (SAN_LIMIT seconds each, default 120)
+#   NCU="bin:kernel-regex:M;..."   Nsight Compute (memory, occupancy, stall sections) on one launch of
+#                                  that kernel at 8192 x 28672 in build-gpu/<bin> (a bench binary)
+#   BUILD=0 / TESTS=0 / BENCH=0    skip a step (BUILD=0 reuses build-gpu/ of a warm machine)
 # usage (device machine, repo root, .deps carried): bash bench/tiled_sweep.sh
-set -euo pipefail
+set -uo pipefail
 deps=.deps/include
 out=${OUT:-/tmp}
 flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
 mkdir -p build-gpu
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
-nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build_bench.log" &
 IFS=';' read -ra variants <<< "${SWEEP:-}"
-for v in "${variants[@]}"; do name=${v%%=*}; defs=${v#*=}; nvcc "${flags[@]}" $defs bench/bench_w4a16.cu -lcublas -o "build-gpu/bench_$name" 2>/dev/null & done
-wait
-# Every step writes its own log under $OUT as it goes, so a call that runs out of time still
-# returns what it measured (a piped `| tail` returns nothing then).
-build-gpu/awq_cuda_tests > "$out/tests.log" 2>&1 || true
-tail -4 "$out/tests.log"
-if [ "${SANITIZE:-0}" = 1 ]; then
-  timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests -tc="*tiled*" > "$out/memcheck.log" 2>&1 || echo "memcheck rc=$?"
-  tail -3 "$out/memcheck.log"
-  timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/awq_cuda_tests -tc="*tiled: bad*" > "$out/racecheck.log" 2>&1 || echo "racecheck rc=$?"
-  tail -3 "$out/racecheck.log"
+IFS=';' read -ra tvariants <<< "${TEST_VARIANTS:-}"
+tests=(awq_cuda_tests)
+for v in "${tvariants[@]}"; do tests+=("awq_cuda_tests_${v%%=*}"); done
+if [ "${BUILD:-1}" = 1 ]; then
+  t0=$SECONDS
+  build_test() {  # name, extra flags
+    nvcc "${flags[@]}" $2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu -lcublas \
+      -o "build-gpu/$1" > "$out/build_$1.log" 2>&1 || echo "build $1 FAILED"
+  }
+  build_test awq_cuda_tests "" &
+  for v in "${tvariants[@]}"; do build_test "awq_cuda_tests_${v%%=*}" "${v#*=}" & done
+  nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 > "$out/build_bench.log" 2>&1 || echo "build bench FAILED" &
+  for v in "${variants[@]}"; do
+    name=${v%%=*}; defs=${v#*=}
+    nvcc "${flags[@]}" $defs bench/bench_w4a16.cu -lcublas -o "build-gpu/bench_$name" > "$out/build_bench_$name.log" 2>&1 || echo "build $name FAILED" &
+  done
+  wait
+  echo "build: $((SECONDS - t0)) s"
 fi
-build-gpu/bench_w4a16 ${BENCH_M:-1 4 8 16 64 256} | tee "$out/bench.log"
-for v in "${variants[@]}"; do name=${v%%=*}; echo "variant $name: ${v#*=}"; "build-gpu/bench_$name" ${SWEEP_M:-1 16 64} | tail -n +4; done
+if [ "${TESTS:-1}" = 1 ]; then
+  for t in "${tests[@]}"; do
+    "build-gpu/$t" > "$out/tests_$t.log" 2>&1
+    echo "$t: rc=$? $(tail -3 "$out/tests_$t.log" | grep -E 'test cases|assertions' | tr '\n' ' ')"
+  done
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  for t in "${tests[@]}"; do
+    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "build-gpu/$t" -tc="*tiled*" > "$out/memcheck_$t.log" 2>&1
+    echo "memcheck $t: rc=$? $(grep -E 'ERROR SUMMARY|test cases' "$out/memcheck_$t.log" | tr '\n' ' ')"
+    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool racecheck --error-exitcode 1 "build-gpu/$t" -tc="*tiled stress*" > "$out/racecheck_$t.log" 2>&1
+    echo "racecheck $t: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|test cases' "$out/racecheck_$t.log" | tr '\n' ' ')"
+  done
+fi
+echo "$(date +%T) tests/sanitizers done"
+if [ "${BENCH:-1}" = 1 ]; then
+  build-gpu/bench_w4a16 ${BENCH_M:-1 4 8 16 64 256} > "$out/bench.log" 2>&1; cat "$out/bench.log"
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    echo "variant $name: ${v#*=}"
+    AWQ_BENCH_BIG=${SWEEP_BIG:-1} "build-gpu/bench_$name" ${SWEEP_M:-1 16 64} > "$out/bench_$name.log" 2>&1; tail -n +4 "$out/bench_$name.log"
+  done
+fi
+IFS=';' read -ra ncus <<< "${NCU:-}"
+for v in "${ncus[@]}"; do
+  IFS=':' read -r bin kre mval <<< "$v"
+  AWQ_BENCH_BIG=1 ncu -k "regex:$kre" --launch-skip 20 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section SchedulerStats --section WarpStateStats --section LaunchStats \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__bytes_read.sum.per_second,lts__t_sector_hit_rate.pct" \
+    "build-gpu/$bin" "${mval:-1}" > "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" 2>&1
+  echo "== ncu $bin $kre M=${mval:-1}"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|dram__bytes_read|L2 Hit|lts__t_sector_hit|Mem Busy|Max Bandwidth|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Issued Warp|No Eligible|Active Warps Per" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" | head -24
+  grep -E "stalled_" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" | sort -k3 -rn | head -6
+done

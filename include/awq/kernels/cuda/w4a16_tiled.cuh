@@ -8,10 +8,18 @@
 ///   tiles (4 × 2 KB, contiguous in the tiled layout), and the scales and zeros of the step's
 ///   groups.
 /// - A warp reads each 16 × 64 weight tile with one 16-byte shared load per lane: four words
-///   that decode in registers into the B fragments of eight n8 sub-tiles. Decoding a pair of
-///   weights: LOP3 makes the fp16 pair 1024 + q (or 1024 + 16 q), HADD2 (HFMA2) subtracts
-///   1024 + z exactly, HMUL2 applies the scale: (q − z)·s rounded once to fp16, the weight
-///   AutoAWQ's dequantize makes. No shared-memory round trip for the weights.
+///   that decode in registers into the B fragments of eight n8 sub-tiles. No shared-memory round
+///   trip for the weights. Two decodes:
+///   - one m16 tile (M ≤ 16, and taller M in 16-row blocks when tiles are few), "raw codes": one
+///     LOP3 per two weights makes the fp16 pair 1024 + q (low nibbles) or 64 + q (high nibbles:
+///     64.0 has its unit in mantissa bit 4, where they sit) and the mma runs on those codes;
+///     one more mma per K tile against constant columns gives, per row, the offset part
+///     Σ x·(1024 or 64) and Σ x; at the end of each group the zero point and the scale are
+///     applied in fp32: acc += s·(Σ x·code − offset − z·Σ x). The weights are the exact
+///     (q − z)·s (no fp16 rounding of them); the fp32 subtraction loses about 8 of 24 bits.
+///   - taller blocks (2 or 4 m16 tiles share each decoded weight): LOP3, then HADD2 (HFMA2)
+///     subtracts 1024 + z exactly and HMUL2 applies the scale: (q − z)·s rounded once to fp16,
+///     the weight AutoAWQ's dequantize makes.
 /// - x fragments come from shared memory through ldmatrix; rows past M are zeroed once per
 ///   block instead of being copied (at M = 1, 15 of 16 rows).
 /// - Split-K when the output tiles would not fill one wave of resident blocks: fp32 partial
@@ -71,16 +79,25 @@ constexpr int kTiledBK = 64;                     // K per pipeline step
 constexpr int kTiledPadX = 8;                    // halves of padding per x row (ldmatrix without conflicts)
 static_assert(kTiledBK == kTiledPadK, "a step covers one padding unit of K");
 
+#ifndef AWQ_TILED_RAW
+#define AWQ_TILED_RAW 1  // 1: the raw-code kernel for one m16 tile (zero point and scale per group in fp32); 0: fp16 decode
+#endif
+#ifndef AWQ_TILED_NO_COMPUTE
+#define AWQ_TILED_NO_COMPUTE 0  // benchmark probe only: move the bytes, skip decode and mma (wrong results)
+#endif
+constexpr bool kTiledRaw = AWQ_TILED_RAW != 0;
+constexpr bool kTiledNoCompute = AWQ_TILED_NO_COMPUTE != 0;
+
 #ifndef AWQ_TILED_MIN_BLOCKS1
-#define AWQ_TILED_MIN_BLOCKS1 5  // tuning knob for benchmarks: blocks per SM of the one-m16-tile kernel
+#define AWQ_TILED_MIN_BLOCKS1 4  // tuning knob for benchmarks: blocks per SM of the one-m16-tile kernel
 #endif
 
 template <int MT>
 struct TiledShape {
   static constexpr int bm = 16 * MT;                     // rows of y per block
-  // Pipeline depth and the blocks per SM the registers must allow. The kernel is bound by
-  // dependent ALU latency, not by bytes in flight (Nsight Compute: "wait" stalls dominate), so
-  // more resident warps beat deeper pipelines: 3 stages and 5 blocks per SM for one m16 tile.
+  // Pipeline depth and the blocks per SM the registers must allow (measured, bench/RESULTS.md):
+  // 3 stages and 4 blocks per SM for one m16 tile (5 blocks leave 96 registers: the raw-code
+  // kernel spills, the fp16-decode one runs 8 % slower on an H100).
 #ifdef AWQ_TILED_STAGES
   static constexpr int stages = AWQ_TILED_STAGES;  // tuning knob for benchmarks
 #else
@@ -121,11 +138,23 @@ struct TiledConsts {
 };
 
 /// (a & mask) | magic in one LOP3 (the compiler splits it in two: both constants are immediates).
-template <std::uint32_t Mask>
+template <std::uint32_t Mask, std::uint32_t Magic = 0x64006400u>
 __device__ __forceinline__ std::uint32_t lop3_and_or(std::uint32_t a) {
   std::uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "n"(Mask), "r"(0x64006400u));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "n"(Mask), "r"(Magic));
   return r;
+}
+
+/// One word → the B fragments of sub-tiles 2w and 2w + 1 as raw codes: 1024 + q for the low
+/// nibble of each byte (K rows 2t, 2t + 1 of the fragment), 64 + q for the high nibble (rows
+/// 2t + 8, 2t + 9; fp16 64.0 has its unit in mantissa bit 4, where that nibble sits). Zero point
+/// and scale are applied per group in fp32 (raw-code kernel, see the kernel's comment).
+__device__ __forceinline__ void decode_word_raw(std::uint32_t q, std::uint32_t (&b)[4]) {
+  const std::uint32_t q8 = q >> 8;
+  b[0] = lop3_and_or<0x000F000Fu>(q);
+  b[1] = lop3_and_or<0x00F000F0u, 0x54005400u>(q);
+  b[2] = lop3_and_or<0x000F000Fu>(q8);
+  b[3] = lop3_and_or<0x00F000F0u, 0x54005400u>(q8);
 }
 
 /// One word of a lane's fragment load → the B fragments {b0, b1} of sub-tiles 2w and 2w + 1.
@@ -140,6 +169,54 @@ __device__ __forceinline__ void decode_word(std::uint32_t q, const TiledConsts& 
   b[1] = h2_bits(__hmul2(__hfma2(bits_h2(p1), sixteenth, bits_h2(c.hi[j0])), bits_h2(c.s2[j0])));
   b[2] = h2_bits(__hmul2(__hadd2(bits_h2(p2), bits_h2(c.lo[j1])), bits_h2(c.s2[j1])));
   b[3] = h2_bits(__hmul2(__hfma2(bits_h2(p3), sixteenth, bits_h2(c.hi[j1])), bits_h2(c.s2[j1])));
+}
+
+/// The tiled kernels' epilogue, for every thread of the block (it may synchronize): the warp's
+/// accumulators of strip `nt`, rows m0 + 16 i + lane/4 (+ 8), columns 64 nt + 8 j + 2·(lane % 4)
+/// (+ 1), go to y with the bias; under split-K to the fp32 partial sums, and the tile's last block
+/// adds the slices in order (deterministic) and writes y.
+template <int MT>
+__device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgs& a, const float (&acc)[MT][8][4], int nt, int m0, int split, int splits,
+                                               int* tickets, float* partial) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int col0 = nt * kTiledN + 2 * (lane % 4);
+  auto for_each_out = [&](auto&& f) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int col = col0 + 8 * j;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + i * 16 + lane / 4 + 8 * h;
+          if (row < a.m && col < a.n) f(row, col, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+        }
+      }
+  };
+  auto store = [&](int row, int col, float v0, float v1) {
+    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
+    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
+  };
+  if (splits == 1) {
+    for_each_out(store);
+    return;
+  }
+  const long mn = static_cast<long>(a.m) * a.n;
+  for_each_out([&](int row, int col, float v0, float v1) {
+    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
+  });
+  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+  if (!split_k_arrive_last(tickets + tile, splits)) return;
+  for_each_out([&](int row, int col, float, float) {
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
+      v0 += p.x;
+      v1 += p.y;
+    }
+    store(row, col, v0, v1);
+  });
+  if (threadIdx.x == 0) tickets[tile] = 0;  // ready for the next call
 }
 
 template <int MT>
@@ -236,6 +313,24 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   const bool active = nt0 + warp < ntiles;
   TiledConsts cst;
   int cur_group = -1;
+  // Raw-code kernel: per group, gacc = Σ x·code with code = 1024 + q (low nibbles) or 64 + q (high
+  // nibbles), and one more mma against constant columns gives, per row, the offset part
+  // O = Σ x·(1024 or 64) (even columns) and Σx (odd columns); at the group's end
+  // acc += s·(gacc − O − z·Σx) in fp32. Exact weights (q − z)·s, no fp16 rounding of them.
+  constexpr bool raw = kTiledRaw && MT == 1;
+  float gacc[raw ? MT : 1][8][4];
+  float sx[raw ? MT : 1][4];
+#pragma unroll
+  for (int i = 0; i < (raw ? MT : 1); ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) gacc[i][j][e] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) sx[i][e] = 0.0f;
+  }
+  const std::uint32_t ones_b0 = (lane / 4) % 2 ? 0x3C003C00u : 0x64006400u;  // column g: 1 (odd) or 1024 (even)
+  const std::uint32_t ones_b1 = (lane / 4) % 2 ? 0x3C003C00u : 0x54005400u;  // … 1 (odd) or 64 (even)
   for (int ls = 0; ls < nsteps; ++ls) {
     const int st = ls % Sh::stages;
     cp_async_wait<Sh::stages - 2>();  // this step's stage has landed (for this thread)
@@ -245,12 +340,73 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
       if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
       cp_async_commit();
     }
-    if (!active) continue;
+    if (!active || kTiledNoCompute) continue;
     const unsigned char* base = stage(st);
     const int k0 = (step0 + ls) * kTiledBK;
 #pragma unroll
     for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
       const int g = (k0 + kk * kTiledK) >> gshift;
+      if constexpr (raw) {
+        const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * Sh::strip_bytes + kk * 512 + lane * 16);
+        unsigned af[MT][4];
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          const int r = i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+          const int c = kk * kTiledK + 8 * (lane / 16);
+          ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
+          mma_16816(sx[i], af[i], ones_b0, ones_b1);
+        }
+        const std::uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          std::uint32_t b[4];
+          decode_word_raw(words[w], b);
+#pragma unroll
+          for (int i = 0; i < MT; ++i) {
+            mma_16816(gacc[i][2 * w], af[i], b[0], b[1]);
+            mma_16816(gacc[i][2 * w + 1], af[i], b[2], b[3]);
+          }
+        }
+        const int kn = k0 + (kk + 1) * kTiledK;
+        if ((kn & (a.group - 1)) == 0 || (ls == nsteps - 1 && kk == kTiledBK / kTiledK - 1)) {  // the group's (or slice's) end
+          const int slot = g - (k0 >> gshift), t = lane % 4;
+          const unsigned char* sp = base + Sh::s_off + slot * 512 + warp * 128;
+          const uint4 sv[2] = {*reinterpret_cast<const uint4*>(sp + (2 * t) * 16), *reinterpret_cast<const uint4*>(sp + (2 * t + 1) * 16)};
+          std::uint32_t zw[2] = {0x88888888u, 0x88888888u};
+          if (a.qzeros) {
+            const unsigned char* zp = base + Sh::z_off + slot * 128 + warp * 32;
+            zw[0] = *reinterpret_cast<const std::uint32_t*>(zp + (2 * t) * 4);
+            zw[1] = *reinterpret_cast<const std::uint32_t*>(zp + (2 * t + 1) * 4);
+          }
+          const bool lower_only = rows <= 8;  // rows 8..15 of the m16 tile are padding
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const std::uint32_t sw = j / 2 == 0 ? sv[c].x : j / 2 == 1 ? sv[c].y : j / 2 == 2 ? sv[c].z : sv[c].w;
+              const float sc = __half2float(__ushort_as_half(static_cast<unsigned short>(j % 2 ? sw >> 16 : sw & 0xFFFFu)));
+              const float zf = static_cast<float>((zw[c] >> (4 * j)) & 0xFu);
+#pragma unroll
+              for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                  if (h == 1 && lower_only) continue;
+                  acc[i][j][2 * h + c] = fmaf(sc, gacc[i][j][2 * h + c] - fmaf(zf, sx[i][2 * h + 1], sx[i][2 * h]), acc[i][j][2 * h + c]);
+                }
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < MT; ++i) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) gacc[i][j][e] = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sx[i][e] = 0.0f;
+          }
+        }
+        continue;
+      }
       if (g != cur_group) {  // uniform across the warp
         const int slot = g - (k0 >> gshift);
         const uint4 sv = *reinterpret_cast<const uint4*>(base + Sh::s_off + slot * 512 + warp * 128 + (lane / 4) * 16);
@@ -283,45 +439,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   }
   cp_async_wait<0>();
 
-  // Accumulator (i, j): rows 16 i + lane/4 (+ 8), columns 8 j + 2·(lane % 4) (+ 1) of the strip.
-  const int col0 = (nt0 + warp) * kTiledN + 2 * (lane % 4);
-  auto for_each_out = [&](auto&& f) {
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int col = col0 + 8 * j;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = m0 + i * 16 + lane / 4 + 8 * h;
-          if (row < a.m && col < a.n) f(row, col, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-        }
-      }
-  };
-  auto store = [&](int row, int col, float v0, float v1) {
-    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
-    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
-  };
-  if (splits == 1) {
-    for_each_out(store);
-    return;
-  }
-  const long mn = static_cast<long>(a.m) * a.n;
-  for_each_out([&](int row, int col, float v0, float v1) {
-    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
-  });
-  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-  if (!split_k_arrive_last(tickets + tile, splits)) return;
-  for_each_out([&](int row, int col, float, float) {
-    float v0 = 0.0f, v1 = 0.0f;
-    for (int sp = 0; sp < splits; ++sp) {
-      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
-      v0 += p.x;
-      v1 += p.y;
-    }
-    store(row, col, v0, v1);
-  });
-  if (tid == 0) tickets[tile] = 0;  // ready for the next call
+  tiled_epilogue<MT>(a, acc, nt0 + warp, m0, split, splits, tickets, partial);
 }
 
 template <int MT>
@@ -342,6 +460,9 @@ inline int tiled_slots_for(int mt) { return mt == 1 ? tiled_slots<1>() : mt == 2
 /// again per 16 rows is cheaper than idle SMs there) and two above (bench/RESULTS.md).
 inline int tiled_mt(int m, int n) {
   if (m <= 16 || AWQ_TILED_MAX_MT == 1) return 1;
+#ifdef AWQ_TILED_FORCE_MT
+  return AWQ_TILED_FORCE_MT;  // tuning knob for benchmarks: this block height above M = 16
+#endif
   const int tiles_n = (n + kTiledBN - 1) / kTiledBN;
   for (int mt = AWQ_TILED_MAX_MT; mt >= 2; mt /= 2) {
     if (mt > 2 && m <= 32) continue;

@@ -4,9 +4,8 @@
 # (a copy of the Debian packages' headers, carried to the device machine).
 # usage (on the device machine, repo root): bash bench/gpu_check.sh
 set -euo pipefail
-deps=${AWQ_DEPS:-.deps/include}
-out=${OUT:-/tmp}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+source bench/gpu_env.sh
+gpu_info
 nvcc --version | tail -2
 bin=/tmp/awq_cuda_tests
 time nvcc -std=c++17 -O2 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr \

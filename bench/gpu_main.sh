@@ -10,8 +10,7 @@
 # Prepare the carry folders here with: bash bench/gpu_main.sh prepare
 set -euo pipefail
 stage=${1:?stage: prepare, a or b}
-deps=${AWQ_DEPS:-.deps/include}
-out=${OUT:-/tmp}
+source bench/gpu_env.sh
 model_md5=a1231443440b107ff29f02bdb38c9d0a
 case "$stage" in
 prepare)
@@ -22,9 +21,8 @@ prepare)
   cp data/handbook-calib.txt data/handbook-eval.txt build-carry/b/
   ;;
 a)
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  gpu_info
   mkdir -p build-gpu/data .deps && cp build-carry/a/gguf.part00 build-gpu/data/ && tar -C .deps -xJf build-carry/a/deps.tar.xz
-  flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
   t0=$(date +%s)
   if [ "${TESTS:-1}" = 1 ]; then
   nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \

@@ -5,12 +5,9 @@
 # usage (device machine, repo root, .deps carried): SANITIZE=1 bash bench/gpu_search.sh
 # SKIP_BUILD=1 reuses build-gpu/ from an earlier call on a warm machine; SKIP_TESTS=1 runs only the bench.
 set -euo pipefail
-deps=${AWQ_DEPS:-.deps/include}
-out=${OUT:-/tmp}
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-lscpu | grep -E "Model name|^CPU\(s\)" || true
-flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
-mkdir -p build-gpu
+source bench/gpu_env.sh
+gpu_info
+lscpu | grep -E "Model name|^CPU\\(s\\)" || true
 t0=$(date +%s)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
 nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \

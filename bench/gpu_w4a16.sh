@@ -5,11 +5,8 @@
 # usage (device machine, repo root, .deps carried): bash bench/gpu_w4a16.sh
 # W4A16_ONLY=1 builds only the W4A16 tests; WITH_SEARCH=0 skips the search bench; SANITIZE=0 skips compute-sanitizer.
 set -euo pipefail
-deps=${AWQ_DEPS:-.deps/include}
-out=${OUT:-/tmp}
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
-mkdir -p build-gpu
+source bench/gpu_env.sh
+gpu_info
 t0=$(date +%s)
 if [ "${W4A16_ONLY:-0}" = 1 ]; then tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu); else
   tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu); fi

@@ -3,10 +3,7 @@
 # M values (default 1): throughput, occupancy and the warp stall reasons per issued instruction.
 # usage (device machine, repo root, .deps carried): bash bench/ncu_tiled.sh [M...]
 set -euo pipefail
-deps=.deps/include
-out=${OUT:-/tmp}
-flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
-mkdir -p build-gpu
+source bench/gpu_env.sh
 nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build.log" || { tail -20 "$out/build.log"; exit 1; }
 for m in "${@:-1}"; do
   ncu -k regex:w4a16_tiled_kernel --launch-skip 4200 -c 1 --section SpeedOfLight --section Occupancy --section SchedulerStats \

@@ -13,11 +13,8 @@
 #   BUILD=0 / TESTS=0 / BENCH=0    skip a step (BUILD=0 reuses build-gpu/ of a warm machine)
 # usage (device machine, repo root, .deps carried): bash bench/tiled_sweep.sh
 set -uo pipefail
-deps=.deps/include
-out=${OUT:-/tmp}
-flags=(-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr -Iinclude -Itests -Iexamples -I"$deps" -I"$deps/eigen3")
-mkdir -p build-gpu
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+source bench/gpu_env.sh
+gpu_info
 IFS=';' read -ra variants <<< "${SWEEP:-}"
 IFS=';' read -ra tvariants <<< "${TEST_VARIANTS:-}"
 tests=(awq_cuda_tests)

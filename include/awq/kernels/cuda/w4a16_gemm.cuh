@@ -150,6 +150,40 @@ inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
   return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }
 
+/// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
+/// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
+/// [M, N] (columns col, col + 1). Writes y (+ bias) in fp16; under split-K stores the fp32 partial
+/// sums, and the tile's last block (a ticket) adds the slices in slice order — the same bits
+/// whichever block comes last — writes y and resets the ticket for the next call.
+template <class ForEachOut>
+__device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, __half* y, const __half* bias, int m, int n, int split,
+                                                 int splits, int* tickets, float* partial) {
+  auto store = [&](int row, int col, float v0, float v1) {
+    if (bias) v0 += __half2float(bias[col]), v1 += __half2float(bias[col + 1]);
+    *reinterpret_cast<__half2*>(y + static_cast<long>(row) * n + col) = __floats2half2_rn(v0, v1);
+  };
+  if (splits == 1) {
+    for_each_out(store);
+    return;
+  }
+  const long mn = static_cast<long>(m) * n;
+  for_each_out([&](int row, int col, float v0, float v1) {
+    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * n + col), make_float2(v0, v1));
+  });
+  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+  if (!split_k_arrive_last(tickets + tile, splits)) return;
+  for_each_out([&](int row, int col, float, float) {
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * n + col));
+      v0 += p.x;
+      v1 += p.y;
+    }
+    store(row, col, v0, v1);
+  });
+  if (threadIdx.x == 0) tickets[tile] = 0;
+}
+
 template <int BM>
 __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16_gemm_kernel(W4A16Args a, int steps_per_split, int splits, int* tickets,
                                                                   float* partial) {
@@ -314,32 +348,7 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
         }
       }
   };
-  auto store = [&](int row, int col, float v0, float v1) {
-    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
-    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
-  };
-  if (splits == 1) {
-    for_each_out(store);
-    return;
-  }
-  // Split-K: every slice stores its fp32 tile; the last block of the tile (a ticket) adds the
-  // slices in slice order (the same bits whichever block comes last) and resets the ticket.
-  const long mn = static_cast<long>(a.m) * a.n;
-  for_each_out([&](int row, int col, float v0, float v1) {
-    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
-  });
-  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-  if (!split_k_arrive_last(tickets + tile, splits)) return;
-  for_each_out([&](int row, int col, float, float) {
-    float v0 = 0.0f, v1 = 0.0f;
-    for (int sp = 0; sp < splits; ++sp) {
-      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
-      v0 += p.x;
-      v1 += p.y;
-    }
-    store(row, col, v0, v1);
-  });
-  if (tid == 0) tickets[tile] = 0;  // ready for the next call
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
 /// Sets `kernel`'s dynamic shared-memory limit to `smem` once per device and returns the blocks

@@ -171,10 +171,9 @@ __device__ __forceinline__ void decode_word(std::uint32_t q, const TiledConsts& 
   b[3] = h2_bits(__hmul2(__hfma2(bits_h2(p3), sixteenth, bits_h2(c.hi[j1])), bits_h2(c.s2[j1])));
 }
 
-/// The tiled kernels' epilogue, for every thread of the block (it may synchronize): the warp's
+/// The tiled kernel's epilogue, for every thread of the block (it may synchronize): the warp's
 /// accumulators of strip `nt`, rows m0 + 16 i + lane/4 (+ 8), columns 64 nt + 8 j + 2·(lane % 4)
-/// (+ 1), go to y with the bias; under split-K to the fp32 partial sums, and the tile's last block
-/// adds the slices in order (deterministic) and writes y.
+/// (+ 1), through store_or_split_k.
 template <int MT>
 __device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgs& a, const float (&acc)[MT][8][4], int nt, int m0, int split, int splits,
                                                int* tickets, float* partial) {
@@ -193,30 +192,7 @@ __device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgs& a, const fl
         }
       }
   };
-  auto store = [&](int row, int col, float v0, float v1) {
-    if (a.bias) v0 += __half2float(a.bias[col]), v1 += __half2float(a.bias[col + 1]);
-    *reinterpret_cast<__half2*>(a.y + static_cast<long>(row) * a.n + col) = __floats2half2_rn(v0, v1);
-  };
-  if (splits == 1) {
-    for_each_out(store);
-    return;
-  }
-  const long mn = static_cast<long>(a.m) * a.n;
-  for_each_out([&](int row, int col, float v0, float v1) {
-    __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
-  });
-  const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-  if (!split_k_arrive_last(tickets + tile, splits)) return;
-  for_each_out([&](int row, int col, float, float) {
-    float v0 = 0.0f, v1 = 0.0f;
-    for (int sp = 0; sp < splits; ++sp) {
-      const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + sp * mn + static_cast<long>(row) * a.n + col));
-      v0 += p.x;
-      v1 += p.y;
-    }
-    store(row, col, v0, v1);
-  });
-  if (threadIdx.x == 0) tickets[tile] = 0;  // ready for the next call
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
 template <int MT>
@@ -320,15 +296,27 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   constexpr bool raw = kTiledRaw && MT == 1;
   float gacc[raw ? MT : 1][8][4];
   float sx[raw ? MT : 1][4];
+  auto clear_group = [&] {  // a new group starts
 #pragma unroll
-  for (int i = 0; i < (raw ? MT : 1); ++i) {
+    for (int i = 0; i < (raw ? MT : 1); ++i) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) gacc[i][j][e] = 0.0f;
+        for (int e = 0; e < 4; ++e) gacc[i][j][e] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) sx[i][e] = 0.0f;
-  }
+      for (int e = 0; e < 4; ++e) sx[i][e] = 0.0f;
+    }
+  };
+  clear_group();
+  // x fragments of K tile kk of a stage, for the MT m16 tiles
+  auto load_a = [&](unsigned(&af)[MT][4], const unsigned char* base, int kk) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      const int r = i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+      const int c = kk * kTiledK + 8 * (lane / 16);
+      ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
+    }
+  };
   const std::uint32_t ones_b0 = (lane / 4) % 2 ? 0x3C003C00u : 0x64006400u;  // column g: 1 (odd) or 1024 (even)
   const std::uint32_t ones_b1 = (lane / 4) % 2 ? 0x3C003C00u : 0x54005400u;  // … 1 (odd) or 64 (even)
   for (int ls = 0; ls < nsteps; ++ls) {
@@ -349,13 +337,9 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
       if constexpr (raw) {
         const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * Sh::strip_bytes + kk * 512 + lane * 16);
         unsigned af[MT][4];
+        load_a(af, base, kk);
 #pragma unroll
-        for (int i = 0; i < MT; ++i) {
-          const int r = i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-          const int c = kk * kTiledK + 8 * (lane / 16);
-          ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
-          mma_16816(sx[i], af[i], ones_b0, ones_b1);
-        }
+        for (int i = 0; i < MT; ++i) mma_16816(sx[i], af[i], ones_b0, ones_b1);
         const std::uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
@@ -395,15 +379,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
                 }
             }
           }
-#pragma unroll
-          for (int i = 0; i < MT; ++i) {
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) gacc[i][j][e] = 0.0f;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sx[i][e] = 0.0f;
-          }
+          clear_group();
         }
         continue;
       }
@@ -417,12 +393,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
       }
       const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * Sh::strip_bytes + kk * 512 + lane * 16);
       unsigned af[MT][4];
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        const int r = i * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-        const int c = kk * kTiledK + 8 * (lane / 16);
-        ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
-      }
+      load_a(af, base, kk);
       std::uint32_t b[4];
 #define AWQ_TILED_WORD(W, Q)                               \
   decode_word<W>(Q, cst, b);                               \

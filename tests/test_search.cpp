@@ -192,7 +192,8 @@ TEST_CASE("scale search reproduces llm-awq and AutoAWQ duo scaling on the golden
 TEST_CASE("clip search reproduces llm-awq on the golden linear (near-ties accepted only where the margin says so)") {
   const std::string c = "clip_search_linear_256x512_t1024";
   const Tensor x = golden_tensor(c, "x"), w = golden_tensor(c, "w");
-  for (auto [bits, group] : {std::pair<int, int>{4, 128}, {3, 64}}) {
+  for (const auto& bg : {std::pair<int, int>{4, 128}, {3, 64}}) {
+    const int bits = bg.first, group = bg.second;  // plain locals: CAPTURE's lambda takes them (clang 14)
     CAPTURE(bits);
     const std::string tag = "_b" + std::to_string(bits) + "_g" + std::to_string(group);
     const Tensor ref = golden_tensor(c, "max_val" + tag), margin = golden_tensor(c, "clip_rel_margin" + tag);

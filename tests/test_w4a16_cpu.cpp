@@ -227,8 +227,10 @@ TEST_CASE("W4A16 CPU, M = 1: the convert and denormal decodes against the refere
     return;
   }
   std::uint64_t seed = 500;
-  for (const auto& [k, n, g, zp] : {std::tuple<index_t, index_t, index_t, bool>{256, 512, 128, true}, {512, 192, 32, false},
-                                    {128, 1024, 64, true}, {384, 256, 384, true}}) {
+  for (const auto& shape : {std::tuple<index_t, index_t, index_t, bool>{256, 512, 128, true}, {512, 192, 32, false},
+                            {128, 1024, 64, true}, {384, 256, 384, true}}) {
+    const index_t k = std::get<0>(shape), n = std::get<1>(shape), g = std::get<2>(shape);
+    const bool zp = std::get<3>(shape);
     const Layer L = make_layer(k, n, g, zp, ++seed);
     for (const awq::M1Decode d : {awq::M1Decode::convert, awq::M1Decode::denormal, awq::M1Decode::automatic})
       // Activations from denormal-small to 2^45 (the denormal decode hands those to the convert path).

@@ -154,11 +154,13 @@ int main(int argc, char** argv) {
       };
       const double t4 = time_us([&](int i) { w4_call(awq::cuda::W4A16Args{}, qw, qz, sc, ws, i); }, 200);
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
-      awq::cuda::DeviceBuffer<unsigned> probe_out(1);
-      const std::size_t n16 = static_cast<std::size_t>(kp) * np / 32;
-      const double tr = time_us([&](int i) { read_probe<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<const uint4*>(tq[static_cast<std::size_t>(i % c4)].data()), n16, probe_out.data()); }, 200);
+      if (read_only) {  // timed only when asked for
+        awq::cuda::DeviceBuffer<unsigned> probe_out(1);
+        const std::size_t n16 = static_cast<std::size_t>(kp) * np / 32;
+        const double tr = time_us([&](int i) { read_probe<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<const uint4*>(tq[static_cast<std::size_t>(i % c4)].data()), n16, probe_out.data()); }, 200);
+        std::printf("read probe: codes %.1f MB in %.1f us = %.0f GB/s\n", n16 * 16 / 1e6, tr, n16 * 16 / (tr * 1e3));
+      }
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
-      if (read_only) std::printf("read probe: codes %.1f MB in %.1f us = %.0f GB/s\n", n16 * 16 / 1e6, tr, n16 * 16 / (tr * 1e3));
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
       std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
                   floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6));

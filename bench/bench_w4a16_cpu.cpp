@@ -111,9 +111,9 @@ void BM_read_floor(benchmark::State& state) {
     return a0 ^ a1 ^ a2 ^ a3;
   };
   constexpr awq::index_t kParts = 256;
+  std::vector<std::uint64_t> part(kParts);
   for (auto _ : state) {
     const auto& c = copies[i++ % copies.size()];
-    std::vector<std::uint64_t> part(kParts);
     awq::backend::cpu::parallel_for(kParts, [&](awq::index_t b0, awq::index_t b1) {
       part[static_cast<std::size_t>(b0)] = read(c.qweight.data(), c.qweight.size() * 4, b0, b1, kParts) ^
                                           read(c.scales.data(), c.scales.size() * 2, b0, b1, kParts) ^

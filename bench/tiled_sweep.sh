@@ -7,6 +7,7 @@
 #                                  unless SWEEP_BIG=0)
 #   TEST_VARIANTS="name=-DX=1;..." test binaries built and run with other settings
 #   ALL_TESTS=1                    the test binaries hold every CUDA test (quantize, search too)
+#   TEST_TC="*tiled*"              run only these test cases (doctest -tc filter; default all)
 #   SANITIZE=1                     compute-sanitizer memcheck (cases SAN_TC, default "*tiled*") and
 #                                  racecheck (cases RACE_TC, default "*tiled stress*") on each test
 #                                  binary, SAN_LIMIT seconds each (default 120)
@@ -41,7 +42,7 @@ if [ "${BUILD:-1}" = 1 ]; then
 fi
 if [ "${TESTS:-1}" = 1 ]; then
   for t in "${tests[@]}"; do
-    "build-gpu/$t" > "$out/tests_$t.log" 2>&1
+    "build-gpu/$t" -tc="${TEST_TC:-*}" > "$out/tests_$t.log" 2>&1
     echo "$t: rc=$? $(tail -3 "$out/tests_$t.log" | grep -E 'test cases|assertions' | tr '\n' ' ')"
   done
 fi

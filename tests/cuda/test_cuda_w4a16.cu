@@ -208,7 +208,9 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
   for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{2, 96, 264, 32}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64},
                        Case{1, 8192, 28672, 128}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
-                       Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}}) {
+                       Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}, Case{6, 96, 200, 32},
+                       Case{7, 4160, 520, 64}, Case{4, 11008, 4096, 128}, Case{8, 2048, 72, 128}, Case{2, 8192, 136, 64},
+                       Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 28672, 128}}) {
     CAPTURE(c.m);
     CAPTURE(c.k);
     CAPTURE(c.n);
@@ -219,8 +221,8 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
 }
 
 TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs") {
-  for (int rep = 0; rep < 24; ++rep) {
-    const int m = std::array<int, 6>{1, 4, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 6)];
+  for (int rep = 0; rep < 28; ++rep) {
+    const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];
     CHECK(run_case(Case{m, 2048, 1536, 128}, 4000 + static_cast<std::uint64_t>(rep), rep % 2, Layout::tiled) <= 1.0);
   }
 }

@@ -2,7 +2,13 @@
 /// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/kernels/w4a16_tiled.hpp):
 ///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, fp16 x and y, fp32 accumulation.
 ///
-/// Design (sm_80 and later; one launch; deterministic):
+/// Two kernels (sm_80 and later; one launch each; deterministic), chosen by M:
+/// - M ≤ 16: a streaming GEMV (w4a16_tiled_gemv_kernel, below) — the weights are the mma's A
+///   operand, each lane's 16-byte word one A fragment, loaded straight from global memory into
+///   registers eight tiles at a time; x (≤ 16 tokens) is the B operand. Near the memory floor.
+/// - M > 16: the mma pipeline described next.
+///
+/// The mma pipeline:
 /// - A block of 4 warps computes a (16·MT) × 256 tile of y, one 64-column strip per warp, over K
 ///   in steps of 64. A pipeline of cp.async stages carries the x tile, the warps' packed weight
 ///   tiles (4 × 2 KB, contiguous in the tiled layout), and the scales and zeros of the step's
@@ -413,6 +419,240 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   tiled_epilogue<MT>(a, acc, nt0 + warp, m0, split, splits, tickets, partial);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Streaming GEMV for M ≤ 8 over the same layout. In the tiled layout lane (g, t)'s word w of a
+// 16 × 64 tile holds columns 16 w + g and 16 w + 8 + g at K rows 2t, 2t + 1, 2t + 8, 2t + 9: with
+// the weights as the *A* operand of m16n8k16 (rows = 16 output columns, K = 16) that word is
+// exactly one A fragment — nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) are a0a1, a2a3, a4a5, a6a7.
+// x is the B operand (K × 8 tokens) from shared memory, so one mma serves up to 8 tokens and 4 mma
+// cover a tile (the m16-x mma pipeline above needs 8 per tile and wastes 15 of 16 rows at M = 1).
+// The weights never touch shared memory: every lane streams its 16-byte words straight into
+// registers, kTGemvBatch tiles (one 128-row batch, 8 loads) in flight per lane, the pattern of a
+// plain read kernel. Each weight is decoded to fp16 as ((1024 + q) − (1024 + z))·s: shift, LOP3,
+// HADD2 (exact), HMUL2 — the weight AutoAWQ's dequantize makes, rounded once. (The 64 + q magic
+// for high nibbles saves the shifts but needs a second constant per column: registers, here.)
+// A block of kTGemvWarps warps takes one 64-column strip and one K slice; its warps take the
+// slice's batches in turn, add their results in shared memory in a fixed order, and the slices
+// meet through store_or_split_k (deterministic).
+// ---------------------------------------------------------------------------------------------
+#ifndef AWQ_TGEMV_MAX_M
+#define AWQ_TGEMV_MAX_M 16  // M up to this (0, 8 or 16) runs the streaming GEMV; the mma pipeline above M (bench comparisons)
+#endif
+#ifndef AWQ_TGEMV_RAW
+#define AWQ_TGEMV_RAW 1  // 1: raw codes, zero point and scale per group in fp32 (exact weights); 0: fp16 decode per weight
+#endif
+#ifndef AWQ_TGEMV_SLICE
+#define AWQ_TGEMV_SLICE 0  // tuning knob for benchmarks: > 0 forces this many 128-row batches per K slice
+#endif
+#ifndef AWQ_TGEMV_MIN_BLOCKS
+#define AWQ_TGEMV_MIN_BLOCKS 4  // blocks per SM the registers must allow (≤ 128 registers a thread)
+#endif
+constexpr bool kTGemvRaw = AWQ_TGEMV_RAW != 0;
+#ifndef AWQ_TGEMV_WARPS
+#define AWQ_TGEMV_WARPS 4  // tuning knob for benchmarks: warps per block
+#endif
+#ifndef AWQ_TGEMV_BATCH
+#define AWQ_TGEMV_BATCH 8  // tuning knob for benchmarks: tiles a lane loads at once (8 or 16)
+#endif
+constexpr int kTGemvWarps = AWQ_TGEMV_WARPS;
+constexpr int kTGemvThreads = 32 * kTGemvWarps;
+constexpr int kTGemvBatch = AWQ_TGEMV_BATCH;            // tiles a lane loads at once
+constexpr int kTGemvRows = kTGemvBatch * kTiledK;       // rows of K per batch
+static_assert(kTGemvRows % 128 == 0, "a batch holds whole groups");
+
+/// G: group size; NT: blocks of 8 tokens (M ≤ 8 NT). NT = 1 runs raw codes (AWQ_TGEMV_RAW), NT = 2
+/// decodes each weight once to fp16 for both token blocks (raw codes would double the group
+/// accumulators: registers).
+template <int G, int NT>
+__global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
+    w4a16_tiled_gemv_kernel(W4A16TiledArgs a, int slice_batches, int splits, int* tickets, float* partial) {
+  static_assert(G == 32 || G == 64 || G == 128, "group 32, 64 or 128");
+  static_assert(NT == 1 || NT == 2, "up to 16 tokens");
+  constexpr int NG = kTGemvRows / G;  // groups per batch
+  constexpr int TPG = G / kTiledK;    // tiles per group
+  constexpr bool raw = kTGemvRaw && NT == 1;
+  __shared__ float red[kTGemvWarps * 8 * NT * kTiledN];  // the warps' results [warps][8 NT tokens][64 columns]
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
+  const int ntiles = np / kTiledN, ktiles = kp / kTiledK, groups = kp / G;
+  const int nbatches = (ktiles + kTGemvBatch - 1) / kTGemvBatch;
+  const int nt = static_cast<int>(blockIdx.x), split = static_cast<int>(blockIdx.z);
+  const int bt0 = split * slice_batches, bt1 = min(nbatches, bt0 + slice_batches);
+
+  float acc[NT][4][4];
+#pragma unroll
+  for (int u = 0; u < NT; ++u)
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[u][w][e] = 0.0f;
+  const uint4* qb = reinterpret_cast<const uint4*>(a.qweight) + static_cast<long>(nt) * ktiles * 32 + lane;
+  // B column g of token block u is token 8 u + g; columns past M stay zero.
+  bool has_token[NT];
+  const __half* xg[NT];
+#pragma unroll
+  for (int u = 0; u < NT; ++u) {
+    has_token[u] = 8 * u + g < a.m;
+    xg[u] = a.x + (has_token[u] ? static_cast<long>(8 * u + g) * a.k : 0L) + 2 * t;
+  }
+  // The B fragments of x for K tile kt: K rows 2t, 2t + 1 and 2t + 8, 2t + 9 of token 8 u + g, read
+  // through L1 (x is small and every block of a K range reads it); zero past M and past K (K is a
+  // multiple of 32: a tile is all in or all out). Measured against a block-wide x slice in shared
+  // memory: as fast at M = 1, faster at M = 4 and 8 (no cap on the slice length: no extra K slices).
+  auto x_frag = [&](int kt, std::uint32_t (&b0)[NT], std::uint32_t (&b1)[NT]) {
+    const int kr = kt * kTiledK;
+#pragma unroll
+    for (int u = 0; u < NT; ++u) {
+      const bool in = has_token[u] && kr < a.k;
+      b0[u] = in ? __ldg(reinterpret_cast<const unsigned*>(xg[u] + kr)) : 0u;
+      b1[u] = in ? __ldg(reinterpret_cast<const unsigned*>(xg[u] + kr + 8)) : 0u;
+    }
+  };
+  // Raw codes: A rows 0 and 1 of the constant operand are (1024 × 8, 64 × 8) and ones, so one more
+  // mma per tile gives per token the offset part O = Σ x·(1024 or 64) and Σ x.
+  const std::uint32_t lo_c = g == 0 ? 0x64006400u : g == 1 ? 0x3C003C00u : 0u, hi_c = g == 0 ? 0x54005400u : g == 1 ? 0x3C003C00u : 0u;
+  const unsigned ones_a[4] = {lo_c, 0u, hi_c, 0u};
+  for (int bt = bt0 + warp; bt < bt1; bt += kTGemvWarps) {
+    const int kt0 = bt * kTGemvBatch;
+    uint4 q[kTGemvBatch];
+#pragma unroll
+    for (int d = 0; d < kTGemvBatch; ++d) q[d] = kt0 + d < ktiles ? __ldcs(qb + static_cast<long>(kt0 + d) * 32) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int j = 0; j < NG; ++j) {
+      // The group's scales of columns 8 c + g (fp16 pairs c, c + 1 per word) and zeros (nibble c).
+      const int grp = kt0 * kTiledK / G + j;
+      const bool ok = grp < groups;
+      const long gi = (static_cast<long>(grp) * ntiles + nt) * 8 + g;
+      const uint4 sv = ok ? __ldg(reinterpret_cast<const uint4*>(a.scales) + gi) : make_uint4(0u, 0u, 0u, 0u);
+      const std::uint32_t zw = ok && a.qzeros ? __ldg(a.qzeros + gi) : 0x88888888u;
+      const std::uint32_t sw[4] = {sv.x, sv.y, sv.z, sv.w};
+      if constexpr (raw) {
+        float gacc[4][4], sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) gacc[w][e] = 0.0f;
+#pragma unroll
+        for (int dd = 0; dd < TPG; ++dd) {
+          const int d = j * TPG + dd;
+          std::uint32_t b0[NT], b1[NT];
+          x_frag(kt0 + d, b0, b1);
+          mma_16816(sx, ones_a, b0[0], b1[0]);
+          const std::uint32_t words[4] = {q[d].x, q[d].y, q[d].z, q[d].w};
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            // Nibble pairs (0, 4), (2, 6) → 1024 + q (K columns 2t, 2t + 1); (1, 5), (3, 7) → 64 + q
+            // (columns 2t + 8, 2t + 9): a0a1, a2a3, a4a5, a6a7 of the A fragment.
+            const std::uint32_t qw = words[w], q8 = qw >> 8;
+            const unsigned af[4] = {lop3_and_or<0x000F000Fu>(qw), lop3_and_or<0x000F000Fu>(q8), lop3_and_or<0x00F000F0u, 0x54005400u>(qw),
+                                    lop3_and_or<0x00F000F0u, 0x54005400u>(q8)};
+            mma_16816(gacc[w], af, b0[0], b1[0]);
+          }
+        }
+        // Group end: offsets O (row 0 of sx, lanes 0..3) and Σx (row 1, lanes 4..7) of tokens 2t, 2t + 1.
+        const float o0 = __shfl_sync(0xFFFFFFFFu, sx[0], t), o1 = __shfl_sync(0xFFFFFFFFu, sx[1], t);
+        const float x0 = __shfl_sync(0xFFFFFFFFu, sx[0], 4 + t), x1 = __shfl_sync(0xFFFFFFFFu, sx[1], 4 + t);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {  // column 8 c + g = row g (c even) or g + 8 (c odd) of m16 block c / 2
+          const float sc = __half2float(__ushort_as_half(static_cast<unsigned short>(c % 2 ? sw[c / 2] >> 16 : sw[c / 2] & 0xFFFFu)));
+          const float zf = static_cast<float>((zw >> (4 * c)) & 0xFu);
+          const int w = c / 2, h = c % 2;
+          acc[0][w][2 * h] = fmaf(sc, gacc[w][2 * h] - fmaf(zf, x0, o0), acc[0][w][2 * h]);
+          acc[0][w][2 * h + 1] = fmaf(sc, gacc[w][2 * h + 1] - fmaf(zf, x1, o1), acc[0][w][2 * h + 1]);
+        }
+      } else {
+        std::uint32_t nz[8];  // −(1024 + z) pairs
+#pragma unroll
+        for (int c = 0; c < 8; ++c) nz[c] = (0xE400u | ((zw >> (4 * c)) & 0xFu)) * 0x10001u;
+#pragma unroll
+        for (int dd = 0; dd < TPG; ++dd) {
+          const int d = j * TPG + dd;
+          std::uint32_t b0[NT], b1[NT];
+          x_frag(kt0 + d, b0, b1);
+          const std::uint32_t words[4] = {q[d].x, q[d].y, q[d].z, q[d].w};
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            // Nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) → 1024 + q → (q − z)·s: a0a1, a2a3, a4a5, a6a7.
+            const std::uint32_t qw = words[w];
+            const __half2 s0 = bits_h2(__byte_perm(sw[w], 0u, 0x1010u)), s1 = bits_h2(__byte_perm(sw[w], 0u, 0x3232u));
+            unsigned af[4];
+            af[0] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw)), bits_h2(nz[2 * w])), s0));
+            af[1] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 8)), bits_h2(nz[2 * w + 1])), s1));
+            af[2] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 4)), bits_h2(nz[2 * w])), s0));
+            af[3] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 12)), bits_h2(nz[2 * w + 1])), s1));
+#pragma unroll
+            for (int u = 0; u < NT; ++u) mma_16816(acc[u][w], af, b0[u], b1[u]);
+          }
+        }
+      }
+    }
+  }
+
+  // acc[u][w]: rows g / g + 8 of the m16 block = columns 16 w + g / 16 w + 8 + g; columns 2t, 2t + 1
+  // = tokens 8 u + 2t, 8 u + 2t + 1.
+  constexpr int TK = 8 * NT;
+#pragma unroll
+  for (int u = 0; u < NT; ++u)
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) red[(warp * TK + 8 * u + 2 * t + c) * kTiledN + 16 * w + 8 * h + g] = acc[u][w][2 * h + c];
+  __syncthreads();
+  auto for_each_out = [&](auto&& f) {
+    for (int i = tid; i < a.m * (kTiledN / 2); i += kTGemvThreads) {
+      const int tok = i / (kTiledN / 2), c = 2 * (i % (kTiledN / 2)), col = nt * kTiledN + c;
+      if (col >= a.n) continue;
+      float v0 = 0.0f, v1 = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kTGemvWarps; ++w) {  // fixed order: the same bits every run
+        v0 += red[(w * TK + tok) * kTiledN + c];
+        v1 += red[(w * TK + tok) * kTiledN + c + 1];
+      }
+      f(tok, col, v0, v1);
+    }
+  };
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
+}
+
+inline int tgemv_slots() {
+  static std::atomic<int> cache[64] = {};
+  return resident_slots(w4a16_tiled_gemv_kernel<128, 1>, kTGemvThreads, 0, cache, "w4a16_tiled_gemv_kernel attributes");
+}
+
+/// K slices of the streaming GEMV (bm = 8 marks the plan): a slice is a whole number of batches.
+/// Split-K only fills one wave of resident blocks (measured on an H100 at 8192 × 28672, M = 1:
+/// one slice 43.9 µs, two 46.6, eight 47.5 — bench/RESULTS.md): long-running warps, no second wave.
+inline GemmPlan tiled_gemv_plan(int m, int k, int n, int slots) {
+  GemmPlan p;
+  p.bm = 8;
+  p.tiles_n = (n + kTiledN - 1) / kTiledN;
+  p.tiles_m = 1;
+  const int kp = (k + kTiledPadK - 1) / kTiledPadK * kTiledPadK;
+  p.steps = (kp / kTiledK + kTGemvBatch - 1) / kTGemvBatch;
+  const int splits = static_cast<int>(std::max(1L, std::min<long>(slots / p.tiles_n, p.steps)));
+  int slice = (p.steps + splits - 1) / splits;
+  if (AWQ_TGEMV_SLICE > 0) slice = std::min(AWQ_TGEMV_SLICE, p.steps);
+  p.steps_per_split = slice;
+  p.splits = (p.steps + slice - 1) / slice;
+  return p;
+}
+
+inline void launch_tiled_gemv(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+  auto* base = static_cast<unsigned char*>(a.workspace);
+  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
+  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n))) : nullptr;
+  const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
+  auto run = [&](auto kernel) { kernel<<<grid, kTGemvThreads, 0, stream>>>(a, p.steps_per_split, p.splits, tickets, partial); };
+  const bool two = a.m > 8;
+  switch (a.group) {
+    case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2>) : run(w4a16_tiled_gemv_kernel<32, 1>); break;
+    case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2>) : run(w4a16_tiled_gemv_kernel<64, 1>); break;
+    default: two ? run(w4a16_tiled_gemv_kernel<128, 2>) : run(w4a16_tiled_gemv_kernel<128, 1>); break;
+  }
+}
+
 template <int MT>
 int tiled_slots() {
   static std::atomic<int> cache[64] = {};
@@ -446,6 +686,7 @@ inline int tiled_mt(int m, int n) {
 /// Tiles and K slices of one product: split-K only fills one wave of resident blocks, with at
 /// least two steps (128 of K) per slice.
 inline GemmPlan tiled_plan(int m, int k, int n) {
+  if (m <= AWQ_TGEMV_MAX_M) return tiled_gemv_plan(m, k, n, tgemv_slots());
   GemmPlan p;
   const int mt = tiled_mt(m, n), slots = tiled_slots_for(mt);
   p.bm = 16 * mt;
@@ -490,6 +731,7 @@ inline void w4a16_matmul(const W4A16TiledArgs& a, cudaStream_t stream = nullptr)
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_tiled_workspace_bytes)");
   switch (p.bm / 16) {
+    case 0: detail::launch_tiled_gemv(a, p, stream); break;
     case 1: detail::launch_tiled<1>(a, p, stream); break;
     case 2: detail::launch_tiled<2>(a, p, stream); break;
     default: detail::launch_tiled<4>(a, p, stream); break;

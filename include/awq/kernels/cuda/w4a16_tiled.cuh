@@ -6,7 +6,7 @@
 /// - M ≤ 16: a streaming GEMV (w4a16_tiled_gemv_kernel, below) — the weights are the mma's A
 ///   operand, each lane's 16-byte word one A fragment, loaded straight from global memory into
 ///   registers eight tiles at a time; x (≤ 16 tokens) is the B operand. Near the memory floor.
-/// - M > 16: the mma pipeline described next.
+/// - M > 16 (or every M with -DAWQ_TGEMV_MAX_M=0, for comparisons): the mma pipeline below.
 ///
 /// The mma pipeline:
 /// - A block of 4 warps computes a (16·MT) × 256 tile of y, one 64-column strip per warp, over K
@@ -16,7 +16,7 @@
 /// - A warp reads each 16 × 64 weight tile with one 16-byte shared load per lane: four words
 ///   that decode in registers into the B fragments of eight n8 sub-tiles. No shared-memory round
 ///   trip for the weights. Two decodes:
-///   - one m16 tile (M ≤ 16, and taller M in 16-row blocks when tiles are few), "raw codes": one
+///   - one m16 tile (M ≤ 64 in 16-row blocks when tiles are few), "raw codes": one
 ///     LOP3 per two weights makes the fp16 pair 1024 + q (low nibbles) or 64 + q (high nibbles:
 ///     64.0 has its unit in mantissa bit 4, where they sit) and the mma runs on those codes;
 ///     one more mma per K tile against constant columns gives, per row, the offset part
@@ -27,7 +27,7 @@
 ///     subtracts 1024 + z exactly and HMUL2 applies the scale: (q − z)·s rounded once to fp16,
 ///     the weight AutoAWQ's dequantize makes.
 /// - x fragments come from shared memory through ldmatrix; rows past M are zeroed once per
-///   block instead of being copied (at M = 1, 15 of 16 rows).
+///   block instead of being copied.
 /// - Split-K when the output tiles would not fill one wave of resident blocks: fp32 partial
 ///   tiles in the workspace, added in slice order by the tile's last block (deterministic).
 #pragma once
@@ -479,13 +479,7 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
   const int nt = static_cast<int>(blockIdx.x), split = static_cast<int>(blockIdx.z);
   const int bt0 = split * slice_batches, bt1 = min(nbatches, bt0 + slice_batches);
 
-  float acc[NT][4][4];
-#pragma unroll
-  for (int u = 0; u < NT; ++u)
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[u][w][e] = 0.0f;
+  float acc[NT][4][4] = {};
   const uint4* qb = reinterpret_cast<const uint4*>(a.qweight) + static_cast<long>(nt) * ktiles * 32 + lane;
   // B column g of token block u is token 8 u + g; columns past M stay zero.
   bool has_token[NT];
@@ -527,11 +521,7 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
       const std::uint32_t zw = ok && a.qzeros ? __ldg(a.qzeros + gi) : 0x88888888u;
       const std::uint32_t sw[4] = {sv.x, sv.y, sv.z, sv.w};
       if constexpr (raw) {
-        float gacc[4][4], sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int w = 0; w < 4; ++w)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) gacc[w][e] = 0.0f;
+        float gacc[4][4] = {}, sx[4] = {};
 #pragma unroll
         for (int dd = 0; dd < TPG; ++dd) {
           const int d = j * TPG + dd;

@@ -5,6 +5,8 @@
 //   strided    — the AutoAWQ [K, N/8] layout as the library reads it: 8-word blocks, 32-row chunks,
 //                prefetch 32 words ahead along the row;
 //   contiguous — each 8-word block's rows adjacent ([N/64][K][8 words]), prefetch 512 bytes ahead.
+// The probe leaves out the kernel's per-group work (scales, zeros, permutation): in the library the
+// contiguous order measured only 1.05x (bench/RESULTS.md), so it was not adopted.
 //   g++ -O2 bench/cpu_layout_probe.cpp -o /tmp/probe && /tmp/probe      (figures: bench/RESULTS.md)
 #include <immintrin.h>
 #include <chrono>

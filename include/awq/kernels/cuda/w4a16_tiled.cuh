@@ -436,7 +436,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 // meet through store_or_split_k (deterministic).
 // ---------------------------------------------------------------------------------------------
 #ifndef AWQ_TGEMV_MAX_M
-#define AWQ_TGEMV_MAX_M 16  // M up to this (0, 8 or 16) runs the streaming GEMV; the mma pipeline above M (bench comparisons)
+#define AWQ_TGEMV_MAX_M 16  // M up to this (0..16) runs the streaming GEMV; the mma pipeline above (bench comparisons)
 #endif
 #ifndef AWQ_TGEMV_RAW
 #define AWQ_TGEMV_RAW 1  // 1: raw codes, zero point and scale per group in fp32 (exact weights); 0: fp16 decode per weight
@@ -447,6 +447,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 #ifndef AWQ_TGEMV_MIN_BLOCKS
 #define AWQ_TGEMV_MIN_BLOCKS 4  // blocks per SM the registers must allow (≤ 128 registers a thread)
 #endif
+static_assert(AWQ_TGEMV_MAX_M >= 0 && AWQ_TGEMV_MAX_M <= 16, "AWQ_TGEMV_MAX_M: the streaming GEMV holds at most 16 tokens");
 constexpr bool kTGemvRaw = AWQ_TGEMV_RAW != 0;
 #ifndef AWQ_TGEMV_WARPS
 #define AWQ_TGEMV_WARPS 4  // tuning knob for benchmarks: warps per block

@@ -150,6 +150,17 @@ inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
   return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }
 
+/// The tickets and partial sums inside a workspace of that layout; both null with one slice.
+struct SplitKBuffers {
+  int* tickets = nullptr;
+  float* partial = nullptr;
+};
+inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
+  if (p.splits == 1) return {};
+  auto* base = static_cast<unsigned char*>(workspace);
+  return {reinterpret_cast<int*>(base), reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))};
+}
+
 /// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
 /// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
 /// [M, N] (columns col, col + 1). Writes y (+ bias) in fp16; under split-K stores the fp32 partial
@@ -387,12 +398,9 @@ inline int gemm_slots_for(int m) {
 template <int BM>
 void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
-  auto* base = static_cast<unsigned char*>(a.workspace);
-  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
-  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))
-                                : nullptr;
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, tickets, partial);
+  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
 }  // namespace detail

@@ -424,7 +424,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 // 16 × 64 tile holds columns 16 w + g and 16 w + 8 + g at K rows 2t, 2t + 1, 2t + 8, 2t + 9: with
 // the weights as the *A* operand of m16n8k16 (rows = 16 output columns, K = 16) that word is
 // exactly one A fragment — nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) are a0a1, a2a3, a4a5, a6a7.
-// x is the B operand (K × 8 tokens) from shared memory, so one mma serves up to 8 tokens and 4 mma
+// x is the B operand (K × 8 tokens, read through L1), so one mma serves up to 8 tokens and 4 mma
 // cover a tile (the m16-x mma pipeline above needs 8 per tile and wastes 15 of 16 rows at M = 1).
 // The weights never touch shared memory: every lane streams its 16-byte words straight into
 // registers, kTGemvBatch tiles (one 128-row batch, 8 loads) in flight per lane, the pattern of a
@@ -607,6 +607,8 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
+/// Resident blocks of the GEMV; one figure for every instantiation (the same launch bounds cap
+/// their registers), so the plan — and the workspace it sizes — depends on (M, K, N) only.
 inline int tgemv_slots() {
   static std::atomic<int> cache[64] = {};
   return resident_slots(w4a16_tiled_gemv_kernel<128, 1>, kTGemvThreads, 0, cache, "w4a16_tiled_gemv_kernel attributes");
@@ -631,11 +633,9 @@ inline GemmPlan tiled_gemv_plan(int m, int k, int n, int slots) {
 }
 
 inline void launch_tiled_gemv(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
-  auto* base = static_cast<unsigned char*>(a.workspace);
-  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
-  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n))) : nullptr;
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
-  auto run = [&](auto kernel) { kernel<<<grid, kTGemvThreads, 0, stream>>>(a, p.steps_per_split, p.splits, tickets, partial); };
+  auto run = [&](auto kernel) { kernel<<<grid, kTGemvThreads, 0, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial); };
   const bool two = a.m > 8;
   switch (a.group) {
     case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2>) : run(w4a16_tiled_gemv_kernel<32, 1>); break;
@@ -696,12 +696,9 @@ inline GemmPlan tiled_plan(int m, int k, int n) {
 
 template <int MT>
 void launch_tiled(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
-  auto* base = static_cast<unsigned char*>(a.workspace);
-  int* tickets = p.splits > 1 ? reinterpret_cast<int*>(base) : nullptr;
-  float* partial = p.splits > 1 ? reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))
-                                : nullptr;
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  w4a16_tiled_kernel<MT><<<grid, kTiledThreads, TiledShape<MT>::smem_bytes, stream>>>(a, p.steps_per_split, p.splits, tickets, partial);
+  w4a16_tiled_kernel<MT><<<grid, kTiledThreads, TiledShape<MT>::smem_bytes, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
 }  // namespace detail

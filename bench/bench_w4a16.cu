@@ -1,5 +1,5 @@
 // W4A16 vs cuBLAS fp16 in the same run: awq::cuda::w4a16_matmul on the AutoAWQ layout (the GEMV for
-// M <= 8, tensor cores above) and on the tiled layout (awq/kernels/w4a16_tiled.hpp: the streaming GEMV up to M = 16, an mma pipeline above). CUDA events, median of 7 repeats of 200 back-to-back
+// M <= 8, tensor cores above) and on the tiled layout (awq/kernels/w4a16_tiled.hpp: the streaming GEMV up to M = 16, the Hopper wgmma kernel or the mma pipeline above). CUDA events, median of 7 repeats of 200 back-to-back
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
 // bandwidth measured in the same run, and the speedup over fp16.

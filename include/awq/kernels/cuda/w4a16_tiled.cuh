@@ -2,11 +2,16 @@
 /// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/kernels/w4a16_tiled.hpp):
 ///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, fp16 x and y, fp32 accumulation.
 ///
-/// Two kernels (sm_80 and later; one launch each; deterministic), chosen by M:
-/// - M ≤ 16: a streaming GEMV (w4a16_tiled_gemv_kernel, below) — the weights are the mma's A
-///   operand, each lane's 16-byte word one A fragment, loaded straight from global memory into
-///   registers eight tiles at a time; x (≤ 16 tokens) is the B operand. Near the memory floor.
-/// - M > 16 (or every M with -DAWQ_TGEMV_MAX_M=0, for comparisons): the mma pipeline below.
+/// Three kernels (one launch each; deterministic), chosen by M and the device:
+/// - M ≤ 16: a streaming GEMV (w4a16_tiled_gemv_kernel, below; sm_80 and later) — the weights are
+///   the mma's A operand, each lane's 16-byte word one A fragment, loaded straight from global
+///   memory into registers eight tiles at a time; x (≤ 16 tokens) is the B operand. Near the
+///   memory floor.
+/// - M > 16 on Hopper (a build with sm_90a code and AWQ_CUDA_SM90A=1, a CC 9.0 device):
+///   w4a16_tiled_wgmma_kernel — warpgroup MMA with the decoded weights as the register operand and
+///   x read by the tensor cores from swizzled shared memory; unless the output tiles are so few
+///   that K would be split more than AWQ_TWG_MAX_SPLITS ways.
+/// - Otherwise (or every M with -DAWQ_TGEMV_MAX_M=0, for comparisons): the mma pipeline below.
 ///
 /// The mma pipeline:
 /// - A block of 4 warps computes a (16·MT) × 256 tile of y, one 64-column strip per warp, over K
@@ -644,6 +649,392 @@ inline void launch_tiled_gemv(const W4A16TiledArgs& a, const GemmPlan& p, cudaSt
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hopper (sm_90a) kernel for M > 16: warpgroup MMA with the weights as the register operand.
+// The same observation as the GEMV above: in the tiled layout lane (g, t)'s word w of a 16 × 64
+// tile is one m16 × k16 A fragment (rows = output columns 16 w + g, 16 w + 8 + g). wgmma's
+// m64nNk16 takes A from registers in exactly that fragment layout, one m16 block per warp of the
+// warpgroup, so the block's 4 warps (one 64-column strip each, as in the mma pipeline) decode
+// their words to fp16 and issue 4 wgmma per K tile: wgmma j multiplies the rows {strip w,
+// columns 16 j .. 16 j + 15 : w = 0..3} by x. x is the B operand (N = 32 or 64 tokens), read by the
+// tensor cores straight from shared memory (K-major, 128-byte swizzle, written swizzled by
+// cp.async): no ldmatrix, no x registers, and the MMA runs asynchronously while the warps decode
+// the next K tile (two A buffers, two wgmma groups in flight). Decode: the fp16 path of the mma
+// pipeline ((q − z)·s rounded once, AutoAWQ's weight). Same stages, split-K and epilogue as the
+// mma pipeline; the accumulators (rows = columns of y, columns = tokens) pair up across lanes
+// g, g ^ 1 with one shuffle to give the epilogue neighbouring columns of y.
+// Compiled only for sm_90a (define AWQ_CUDA_SM90A=1 when the build has sm_90a code; CMake does);
+// taken on devices of compute capability 9.0.
+// ---------------------------------------------------------------------------------------------
+#ifndef AWQ_CUDA_SM90A
+#define AWQ_CUDA_SM90A 0  // 1: this build holds sm_90a device code; the Hopper kernel serves M > 16 on CC 9.0
+#endif
+#ifndef AWQ_TILED_WGMMA
+#define AWQ_TILED_WGMMA 1  // tuning knob for benchmarks: 0 keeps the mma pipeline on Hopper too
+#endif
+#ifndef AWQ_TWG_STAGES
+#define AWQ_TWG_STAGES 4  // tuning knob for benchmarks: shared-memory stages (2 of them are not refilled in flight)
+#endif
+#ifndef AWQ_TWG_MAX_NTOK
+#define AWQ_TWG_MAX_NTOK 64  // tuning knob for benchmarks: tokens per block above M = 32 (32 or 64)
+#endif
+#ifndef AWQ_TWG_MAX_SPLITS
+#define AWQ_TWG_MAX_SPLITS 9  // above this many K slices (few output tiles) the mma pipeline serves instead (measured)
+#endif
+#ifndef AWQ_TWG_MIN_BLOCKS
+#define AWQ_TWG_MIN_BLOCKS 2  // tuning knob for benchmarks: blocks per SM the registers must allow
+#endif
+
+template <int NTOK>
+struct WgmmaShape {
+  static_assert(NTOK == 32 || NTOK == 64, "32 or 64 tokens per block");
+  static constexpr int stages = AWQ_TWG_STAGES;
+  static_assert(stages >= 3, "two stages stay out of the refill");
+  static constexpr int x_bytes = NTOK * 128;  // NTOK rows of 64 halves, 128-byte swizzle
+  static constexpr int b_off = x_bytes, b_bytes = kTiledWarps * kTiledBK * kTiledN / 2;
+  static constexpr int s_off = b_off + b_bytes, s_bytes = 2 * kTiledWarps * kTiledN * 2;
+  static constexpr int z_off = s_off + s_bytes, z_bytes = 2 * kTiledWarps * 8 * 4;
+  static constexpr int stage_bytes = (z_off + z_bytes + 1023) / 1024 * 1024;  // swizzle atoms stay 1024-aligned
+  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(stages) * stage_bytes + 1024;  // + alignment slack
+};
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/// Makes this thread's completed shared-memory writes (cp.async, stores) visible to wgmma.
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/// Shared-memory matrix descriptor of a K-major operand with 128-byte swizzle: rows of 128 bytes,
+/// 8-row atoms 1024 bytes apart (stride byte offset), leading byte offset unused (1).
+__device__ __forceinline__ std::uint64_t wgmma_desc_sw128(unsigned smem_addr) {
+  return static_cast<std::uint64_t>((smem_addr & 0x3FFFFu) >> 4) | (static_cast<std::uint64_t>(1) << 16) |
+         (static_cast<std::uint64_t>(1024 >> 4) << 32) | (static_cast<std::uint64_t>(1) << 62);
+}
+
+/// One wgmma.mma_async m64n32k16 (fp16 in, fp32 accumulate, D += A·B): A (64 × 16) from registers,
+/// B (16 × 32, K-major, 128-byte swizzle) in shared memory through `desc`.
+__device__ __forceinline__ void wgmma_m64n32k16_rs(float (&d)[16], const std::uint32_t (&a)[4], std::uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+
+/// One wgmma.mma_async m64n64k16 (fp16 in, fp32 accumulate, D += A·B): A (64 × 16) from registers,
+/// B (16 × 64, K-major, 128-byte swizzle) in shared memory through `desc`.
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+
+template <int NTOK>
+__device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32_t (&a)[4], std::uint64_t desc) {
+  if constexpr (NTOK == 32)
+    wgmma_m64n32k16_rs(d, a, desc);
+  else
+    wgmma_m64n64k16_rs(d, a, desc);
+}
+
+template <int NTOK>
+__global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
+    w4a16_tiled_wgmma_kernel(W4A16TiledArgs a, int steps_per_split, int splits, int* tickets, float* partial) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Sh = WgmmaShape<NTOK>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
+  const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
+  const int nt0 = static_cast<int>(blockIdx.x) * kTiledWarps, m0 = static_cast<int>(blockIdx.y) * NTOK;
+  const int steps = kp / kTiledBK, split = static_cast<int>(blockIdx.z);
+  const int step0 = split * steps_per_split, nsteps = min(steps, step0 + steps_per_split) - step0;
+  const int rows = min(NTOK, a.m - m0);
+  const int gshift = __ffs(a.group) - 1;
+  const int group_rows = a.group == 32 ? 2 : 1;
+  auto stage = [&](int st) { return smem + st * Sh::stage_bytes; };
+  constexpr int D = Sh::stages - 2;  // steps loaded ahead: the stage of step ls − 2 is refilled at ls
+
+  // What this thread copies each step, resolved once (per step only the K offset moves):
+  // x: NTOK / 16 chunks of 16 bytes; chunk c of row r lands at chunk c ^ (r % 8) (the 128-byte
+  // swizzle). Rows past M are zero-filled (source size 0), so no branch and no clearing pass.
+  constexpr int XU = NTOK * 8 / kTiledThreads;
+  const __half* x_src[XU];
+  unsigned x_dst[XU];
+  int x_size[XU], x_col[XU];
+  const unsigned smem0 = smem_u32(smem);
+#pragma unroll
+  for (int u = 0; u < XU; ++u) {
+    const int c = tid + u * kTiledThreads, r = c / 8, ch = c % 8;
+    x_size[u] = r < rows ? 16 : 0;
+    x_col[u] = ch * 8;
+    x_src[u] = a.x + static_cast<long>(m0 + (r < rows ? r : 0)) * a.k + x_col[u];
+    x_dst[u] = smem0 + r * 128 + ((ch ^ (r % 8)) * 16);
+  }
+  // Weights: 16 bytes of each warp's 2 KB strip tile group; strips past N are zero-filled (the
+  // warpgroup multiplies all four).
+  const int strips = min(kTiledWarps, ntiles - nt0);
+  const unsigned char* q_src[kTiledWarps];
+  int q_size[kTiledWarps];
+#pragma unroll
+  for (int u = 0; u < kTiledWarps; ++u) {
+    q_size[u] = u < strips ? 16 : 0;
+    q_src[u] = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(u < strips ? nt0 + u : nt0) * ktiles * 512 + tid * 16;
+  }
+  const unsigned char* sz_src = nullptr;
+  unsigned sz_dst = 0;
+  long sz_row = 0;
+  if (tid < group_rows * 32) {
+    const int j = tid / 32, cc = tid % 32;
+    if (nt0 + cc / 8 < ntiles) {
+      sz_src = reinterpret_cast<const unsigned char*>(a.scales) + (static_cast<long>(j) * ntiles + nt0) * 128 + cc * 16;
+      sz_dst = smem0 + Sh::s_off + j * 512 + cc * 16;
+      sz_row = static_cast<long>(ntiles) * 128;
+    }
+  } else if (a.qzeros && tid >= 64 && tid < 64 + group_rows * 8) {
+    const int j = (tid - 64) / 8, cc = (tid - 64) % 8;
+    if (nt0 + cc / 2 < ntiles) {
+      sz_src = reinterpret_cast<const unsigned char*>(a.qzeros) + (static_cast<long>(j) * ntiles + nt0) * 32 + cc * 16;
+      sz_dst = smem0 + Sh::z_off + j * 128 + cc * 16;
+      sz_row = static_cast<long>(ntiles) * 32;
+    }
+  }
+  auto cp16 = [](unsigned dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+  };
+  auto load_stage = [&](int step, int st) {
+    const unsigned so = static_cast<unsigned>(st * Sh::stage_bytes);
+    const int k0 = step * kTiledBK;
+    if (k0 + kTiledBK <= a.k) {
+#pragma unroll
+      for (int u = 0; u < XU; ++u) cp16(x_dst[u] + so, x_src[u] + k0, x_size[u]);
+    } else {  // the last step of a K that is not a multiple of 64: chunks past K are zero (K % 32 == 0)
+#pragma unroll
+      for (int u = 0; u < XU; ++u) {
+        const bool in = k0 + x_col[u] < a.k;
+        cp16(x_dst[u] + so, in ? x_src[u] + k0 : a.x, in ? x_size[u] : 0);
+      }
+    }
+    const long qo = static_cast<long>(step) * (kTiledBK / kTiledK) * 512;
+#pragma unroll
+    for (int u = 0; u < kTiledWarps; ++u) cp16(smem0 + so + Sh::b_off + u * (Sh::b_bytes / kTiledWarps) + tid * 16, q_src[u] + qo, q_size[u]);
+    if (sz_src) cp16(sz_dst + so, sz_src + static_cast<long>(k0 >> gshift) * sz_row, 16);
+  };
+
+  float acc[4][NTOK / 2];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < D; ++s) {
+    if (s < nsteps) load_stage(step0 + s, s);
+    cp_async_commit();
+  }
+
+  TiledConsts cst;
+  int cur_group = -1;
+  std::uint32_t af[2][4][4];
+  for (int ls = 0; ls < nsteps; ++ls) {
+    const int st = ls % Sh::stages;
+    cp_async_wait<D - 1>();      // this step's stage has landed (for this thread) …
+    fence_proxy_async_shared();  // … and is visible to the tensor cores' reads
+    __syncthreads();             // … for every thread; the wgmma of step ls − 2 are done (≤ 1 group pending)
+    {
+      const int next = ls + D;
+      if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
+      cp_async_commit();
+    }
+    const unsigned char* base = stage(st);
+    const unsigned x_addr = smem_u32(base);
+    const int k0 = (step0 + ls) * kTiledBK;
+#pragma unroll
+    for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
+      const int grp = (k0 + kk * kTiledK) >> gshift;
+      if (grp != cur_group) {  // uniform across the block
+        const int slot = grp - (k0 >> gshift);
+        const uint4 sv = *reinterpret_cast<const uint4*>(base + Sh::s_off + slot * 512 + warp * 128 + g * 16);
+        const std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + warp * 32 + g * 4) : 0x88888888u;
+        cst.load(sv, zw);
+        cur_group = grp;
+      }
+      const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16);
+      std::uint32_t(&A)[4][4] = af[kk % 2];
+      std::uint32_t b[4];
+      // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
+      // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
+#define AWQ_TWG_WORD(W, Q)   \
+  decode_word<W>(Q, cst, b); \
+  A[W][0] = b[0];            \
+  A[W][1] = b[2];            \
+  A[W][2] = b[1];            \
+  A[W][3] = b[3];
+      AWQ_TWG_WORD(0, bw.x)
+      AWQ_TWG_WORD(1, bw.y)
+      AWQ_TWG_WORD(2, bw.z)
+      AWQ_TWG_WORD(3, bw.w)
+#undef AWQ_TWG_WORD
+      wgmma_fence();
+      const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) wgmma_rs<NTOK>(acc[j], A[j], desc);
+      wgmma_commit();
+      wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
+    }
+  }
+  wgmma_wait<0>();
+  cp_async_wait<0>();
+
+  // acc[j][4 i + 2 h + c]: column 64 (nt0 + warp) + 16 j + 8 h + g of y, token m0 + 8 i + 2 t + c.
+  // Lanes g and g ^ 1 swap one value so that each holds two neighbouring columns of one token:
+  // even g → columns (c0, c0 + 1) of token 2 t, odd g → of token 2 t + 1.
+  const bool odd = g % 2;
+  const int col_base = (nt0 + warp) * kTiledN + (g & ~1);
+  auto for_each_out = [&](auto&& f) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int i = 0; i < NTOK / 8; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float v = acc[j][4 * i + 2 * h], w = acc[j][4 * i + 2 * h + 1];
+          const float recv = __shfl_xor_sync(0xFFFFFFFFu, odd ? v : w, 4);
+          const int col = col_base + 16 * j + 8 * h, row = m0 + 8 * i + 2 * t + (odd ? 1 : 0);
+          if (row < a.m && col < a.n) f(row, col, odd ? recv : v, odd ? w : recv);
+        }
+  };
+  if (splits > 1) {
+    // Split-K: the fp32 partial tile, then the tile's last block adds the slices in slice order.
+    // It reads them back into the accumulators (the same 0 + p0 + p1 + … as store_or_split_k, the
+    // same bits whichever block is last) with a whole slice's loads in flight at once — per element
+    // the generic path's loads wait behind the previous element's store (possible aliasing).
+    const long mn = static_cast<long>(a.m) * a.n;
+    for_each_out([&](int row, int col, float v0, float v1) {
+      __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
+    });
+    const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+    if (!split_k_arrive_last(tickets + tile, splits)) return;
+    // Per strip quarter j: sum[4 i + 2 h + c] = column pair_col + c of token pair_row (the pairs
+    // the shuffles made above), read as float2 a slice at a time, stored without shuffles.
+    const int row_t = m0 + 2 * t + (odd ? 1 : 0);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      float sum[NTOK / 2];
+#pragma unroll
+      for (int e = 0; e < NTOK / 2; ++e) sum[e] = 0.0f;
+      for (int sp = 0; sp < splits; ++sp) {
+        const float* ps = partial + sp * mn;
+#pragma unroll
+        for (int i = 0; i < NTOK / 8; ++i)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int col = col_base + 16 * j + 8 * h, row = row_t + 8 * i;
+            if (row < a.m && col < a.n) {
+              const float2 p = __ldcg(reinterpret_cast<const float2*>(ps + static_cast<long>(row) * a.n + col));
+              sum[4 * i + 2 * h] += p.x;
+              sum[4 * i + 2 * h + 1] += p.y;
+            }
+          }
+      }
+      auto for_each_pair = [&](auto&& f) {
+#pragma unroll
+        for (int i = 0; i < NTOK / 8; ++i)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int col = col_base + 16 * j + 8 * h, row = row_t + 8 * i;
+            if (row < a.m && col < a.n) f(row, col, sum[4 * i + 2 * h], sum[4 * i + 2 * h + 1]);
+          }
+      };
+      store_or_split_k(for_each_pair, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
+    }
+    if (threadIdx.x == 0) tickets[tile] = 0;
+    return;
+  }
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // built without sm_90a code: the host side only launches this with AWQ_CUDA_SM90A on CC 9.0
+#endif
+}
+
+/// Blocks of the Hopper kernel resident at once on the device.
+template <int NTOK>
+int tiled_wgmma_slots() {
+  static std::atomic<int> cache[64] = {};
+  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK>, kTiledThreads, WgmmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_wgmma_kernel attributes");
+}
+
+/// Whether the Hopper kernel serves this device: the build holds sm_90a code and the current
+/// device is compute capability 9.0 (cached per device).
+inline bool tiled_wgmma_available() {
+  if (!AWQ_CUDA_SM90A) return false;
+  static std::atomic<int> cache[64] = {};  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev >= 0 && dev < 64 && cache[dev].load(std::memory_order_acquire) != 0) return cache[dev].load(std::memory_order_acquire) == 2;
+  int major = 0, minor = 0;
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+  const bool yes = major == 9 && minor == 0;
+  if (dev >= 0 && dev < 64) cache[dev].store(yes ? 2 : 1, std::memory_order_release);
+  return yes;
+}
+
+/// Grid of the tiled kernels with 256-column blocks (4 strips) of `bm` rows, steps of 64 of K:
+/// split-K only fills one wave of `slots` resident blocks, with at least two steps (128 of K) per
+/// slice; `force_splits` > 0 overrides the slice count (benchmark knobs).
+inline GemmPlan tiled_grid_plan(int bm, int m, int k, int n, int slots, int force_splits = 0) {
+  GemmPlan p;
+  p.bm = bm;
+  const int ntiles = (n + kTiledN - 1) / kTiledN;
+  p.tiles_n = (ntiles + kTiledWarps - 1) / kTiledWarps;
+  p.tiles_m = (m + p.bm - 1) / p.bm;
+  p.steps = (k + kTiledPadK - 1) / kTiledPadK;
+  const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
+  const long want = std::max(1L, slots / tiles);
+  const int max_splits = std::max(1, p.steps / 2);
+  int splits = static_cast<int>(std::max(1L, std::min<long>(want, max_splits)));
+  if (force_splits > 0) splits = std::min(force_splits, p.steps);
+  p.steps_per_split = (p.steps + splits - 1) / splits;
+  p.splits = (p.steps + p.steps_per_split - 1) / p.steps_per_split;
+  return p;
+}
+
+/// One launch of a split-K tiled kernel over plan p's grid.
+template <class Kernel>
+void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);
+  const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
+  kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
+}
+
+#ifndef AWQ_TWG_FORCE_SPLITS
+#define AWQ_TWG_FORCE_SPLITS 0  // tuning knob for benchmarks: > 0 forces this many K slices on the Hopper kernel
+#endif
+
+/// Plan of the Hopper kernel: 256 columns × 32 or 64 tokens per block; `wgmma` marks it.
+inline GemmPlan tiled_wgmma_plan(int m, int k, int n) {
+  const int bm = m <= 32 || AWQ_TWG_MAX_NTOK == 32 ? 32 : 64;
+  GemmPlan p = tiled_grid_plan(bm, m, k, n, bm == 32 ? tiled_wgmma_slots<32>() : tiled_wgmma_slots<64>(), AWQ_TWG_FORCE_SPLITS);
+  p.wgmma = true;
+  return p;
+}
+
+template <int NTOK>
+void launch_tiled_wgmma(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+  launch_tiled_grid(w4a16_tiled_wgmma_kernel<NTOK>, WgmmaShape<NTOK>::smem_bytes, a, p, stream);
+}
+
 template <int MT>
 int tiled_slots() {
   static std::atomic<int> cache[64] = {};
@@ -678,27 +1069,17 @@ inline int tiled_mt(int m, int n) {
 /// least two steps (128 of K) per slice.
 inline GemmPlan tiled_plan(int m, int k, int n) {
   if (m <= AWQ_TGEMV_MAX_M) return tiled_gemv_plan(m, k, n, tgemv_slots());
-  GemmPlan p;
-  const int mt = tiled_mt(m, n), slots = tiled_slots_for(mt);
-  p.bm = 16 * mt;
-  const int ntiles = (n + kTiledN - 1) / kTiledN;
-  p.tiles_n = (ntiles + kTiledWarps - 1) / kTiledWarps;
-  p.tiles_m = (m + p.bm - 1) / p.bm;
-  p.steps = (k + kTiledPadK - 1) / kTiledPadK;
-  const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
-  const long want = std::max(1L, slots / tiles);
-  const int max_splits = std::max(1, p.steps / 2);
-  const int splits = static_cast<int>(std::max(1L, std::min<long>(want, max_splits)));
-  p.steps_per_split = (p.steps + splits - 1) / splits;
-  p.splits = (p.steps + p.steps_per_split - 1) / p.steps_per_split;
-  return p;
+  if (AWQ_TILED_WGMMA && tiled_wgmma_available()) {
+    const GemmPlan p = tiled_wgmma_plan(m, k, n);
+    if (p.splits <= AWQ_TWG_MAX_SPLITS) return p;  // deeper split-K: the mma pipeline's smaller tiles
+  }
+  const int mt = tiled_mt(m, n);
+  return tiled_grid_plan(16 * mt, m, k, n, tiled_slots_for(mt));
 }
 
 template <int MT>
 void launch_tiled(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
-  const SplitKBuffers w = split_k_buffers(a.workspace, p);
-  const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  w4a16_tiled_kernel<MT><<<grid, kTiledThreads, TiledShape<MT>::smem_bytes, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
+  launch_tiled_grid(w4a16_tiled_kernel<MT>, TiledShape<MT>::smem_bytes, a, p, stream);
 }
 
 }  // namespace detail
@@ -718,6 +1099,11 @@ inline void w4a16_matmul(const W4A16TiledArgs& a, cudaStream_t stream = nullptr)
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_tiled_workspace_bytes)");
+  if (p.wgmma) {
+    p.bm == 32 ? detail::launch_tiled_wgmma<32>(a, p, stream) : detail::launch_tiled_wgmma<64>(a, p, stream);
+    check(cudaGetLastError(), "w4a16_tiled_wgmma_kernel launch");
+    return;
+  }
   switch (p.bm / 16) {
     case 0: detail::launch_tiled_gemv(a, p, stream); break;
     case 1: detail::launch_tiled<1>(a, p, stream); break;

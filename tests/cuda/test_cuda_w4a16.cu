@@ -266,3 +266,73 @@ TEST_CASE("w4a16 tiled: bad arguments raise awq::Error naming them") {
   a.workspace_bytes = need - 1;
   CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("workspace_bytes"), awq::Error);
 }
+
+namespace {
+
+// The slices a plan's blocks take (the kernels' step0 / nsteps arithmetic): every step once, none empty.
+void check_slices(const awq::cuda::detail::GemmPlan& p) {
+  REQUIRE(p.splits >= 1);
+  REQUIRE(p.steps_per_split >= 1);
+  int covered = 0;
+  for (int z = 0; z < p.splits; ++z) {
+    const int step0 = z * p.steps_per_split, nsteps = std::min(p.steps, step0 + p.steps_per_split) - step0;
+    CHECK(nsteps > 0);
+    CHECK(step0 == covered);
+    covered += nsteps;
+  }
+  CHECK(covered == p.steps);
+}
+
+}  // namespace
+
+// Runs without a device too (test_cuda_main runs the "host-only" cases then): the plans are host code.
+TEST_CASE("host-only: W4A16 plans cover every output tile and K step once, no empty slice, one wave of split-K") {
+  using namespace awq::cuda::detail;
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> mdist(1, 600), kdist(1, 400), ndist(1, 4000), sdist(1, 1200);
+  int plans = 0;
+  for (int rep = 0; rep < 400; ++rep) {
+    const int m = rep % 5 == 0 ? 1 + rep % 17 : mdist(rng), k = 32 * kdist(rng), n = 8 * ndist(rng), slots = sdist(rng);
+    CAPTURE(m);
+    CAPTURE(k);
+    CAPTURE(n);
+    CAPTURE(slots);
+    for (int bm : {16, 32, 64}) {  // the mma pipeline (16 · MT rows) and the Hopper kernel (32 / 64 tokens)
+      for (int force : {0, 3}) {
+        const GemmPlan p = tiled_grid_plan(bm, m, k, n, slots, force);
+        CHECK(p.bm == bm);
+        CHECK(p.tiles_n * kTiledBN >= n);
+        CHECK((p.tiles_n - 1) * kTiledBN < n);
+        CHECK(p.tiles_m * bm >= m);
+        CHECK((p.tiles_m - 1) * bm < m);
+        CHECK(p.steps * kTiledBK >= k);
+        CHECK((p.steps - 1) * kTiledBK < k);
+        check_slices(p);
+        if (force == 0) {
+          const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
+          CHECK(tiles * p.splits <= std::max<long>(tiles, slots));             // split-K fills one wave, no more
+          CHECK((p.splits == 1 || p.steps_per_split >= 2));                    // at least 128 of K per slice
+          CHECK((gemm_workspace_bytes(p, m, n) == 0) == (p.splits == 1));      // a workspace only for split-K
+        } else {
+          const int f = std::min(3, p.steps);  // 3 slices asked: ceil(steps / 3) steps each, no empty one
+          CHECK(p.steps_per_split == (p.steps + f - 1) / f);
+          CHECK(p.splits <= 3);
+        }
+        ++plans;
+      }
+    }
+    if (m <= 16) {
+      const GemmPlan g = tiled_gemv_plan(m, k, n, slots);  // the streaming GEMV: slices of 128-row batches
+      CHECK(g.tiles_n * awq::kTiledN >= n);
+      CHECK(g.steps * kTGemvRows >= k);
+      check_slices(g);
+      ++plans;
+    }
+    const GemmPlan a = gemm_plan(m, k, n, slots);  // the AutoAWQ-layout tensor-core GEMM
+    CHECK(a.tiles_m * a.bm >= m);
+    CHECK(a.steps * kGemmBK >= k);
+    check_slices(a);
+    ++plans;
+  }
+  CHECK(plans > 2000);
+}

@@ -660,9 +660,10 @@ inline void launch_tiled_gemv(const W4A16TiledArgs& a, const GemmPlan& p, cudaSt
 // tensor cores straight from shared memory (K-major, 128-byte swizzle, written swizzled by
 // cp.async): no ldmatrix, no x registers, and the MMA runs asynchronously while the warps decode
 // the next K tile (two A buffers, two wgmma groups in flight). Decode: the fp16 path of the mma
-// pipeline ((q − z)·s rounded once, AutoAWQ's weight). Same stages, split-K and epilogue as the
-// mma pipeline; the accumulators (rows = columns of y, columns = tokens) pair up across lanes
-// g, g ^ 1 with one shuffle to give the epilogue neighbouring columns of y.
+// pipeline ((q − z)·s rounded once, AutoAWQ's weight). The mma pipeline's grid and split-K plan;
+// its own epilogue: the accumulators (rows = columns of y, columns = tokens) pair up across lanes
+// g, g ^ 1 with one shuffle to give neighbouring columns of y, and the split-K sum reads the slices
+// back into registers (below).
 // Compiled only for sm_90a (define AWQ_CUDA_SM90A=1 when the build has sm_90a code; CMake does);
 // taken on devices of compute capability 9.0.
 // ---------------------------------------------------------------------------------------------
@@ -781,8 +782,8 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     x_src[u] = a.x + static_cast<long>(m0 + (r < rows ? r : 0)) * a.k + x_col[u];
     x_dst[u] = smem0 + r * 128 + ((ch ^ (r % 8)) * 16);
   }
-  // Weights: 16 bytes of each warp's 2 KB strip tile group; strips past N are zero-filled (the
-  // warpgroup multiplies all four).
+  // Weights: 16 bytes of each of the 4 strips' 2 KB of codes per step; strips past N are
+  // zero-filled (the warpgroup multiplies all four).
   const int strips = min(kTiledWarps, ntiles - nt0);
   const unsigned char* q_src[kTiledWarps];
   int q_size[kTiledWarps];

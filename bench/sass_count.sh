@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# SASS of one kernel of a binary built on the device: opcode histogram of the whole kernel and of
-# its hottest loop body (the lines between the last backward branch's target and the branch).
+# SASS of one kernel of a binary built on the device (cuobjdump there): its instruction count, an
+# opcode histogram, then the full listing.
 # usage (device machine): bash bench/sass_count.sh build-gpu/bench_w4a16 'w4a16_tiled_wgmma_kernelILi64' > $OUT/sass.txt
 bin=$1; pat=$2
 cuobjdump -sass "$bin" | awk -v p="$pat" '/Function :/ {on = index($0, p) > 0} on' > /tmp/sass_kernel.txt

@@ -206,6 +206,37 @@ __device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgs& a, const fl
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
+/// A thread's 16-byte share of one step's group parameters for a block's four strips: threads
+/// 0 .. 32·group_rows − 1 copy scales (group row j = tid / 32: 4 strips × 128 bytes at s_off + 512 j),
+/// threads 64 .. 64 + 8·group_rows − 1 zeros (4 strips × 32 bytes at z_off + 128 j); strips past N
+/// are skipped. src: null when the thread copies nothing; dst: offset in the stage; row: bytes
+/// between group rows in global memory.
+struct GroupParamCopy {
+  const unsigned char* src = nullptr;
+  int dst = 0;
+  long row = 0;
+};
+__host__ __device__ inline GroupParamCopy group_param_copy(const W4A16TiledArgs& a, int tid, int nt0, int ntiles, int group_rows, int s_off,
+                                                         int z_off) {
+  GroupParamCopy c;
+  if (tid < group_rows * 32) {
+    const int j = tid / 32, cc = tid % 32;
+    if (nt0 + cc / 8 < ntiles) {
+      c.src = reinterpret_cast<const unsigned char*>(a.scales) + (static_cast<long>(j) * ntiles + nt0) * 128 + cc * 16;
+      c.dst = s_off + j * 512 + cc * 16;
+      c.row = static_cast<long>(ntiles) * 128;
+    }
+  } else if (a.qzeros && tid >= 64 && tid < 64 + group_rows * 8) {
+    const int j = (tid - 64) / 8, cc = (tid - 64) % 8;
+    if (nt0 + cc / 2 < ntiles) {
+      c.src = reinterpret_cast<const unsigned char*>(a.qzeros) + (static_cast<long>(j) * ntiles + nt0) * 32 + cc * 16;
+      c.dst = z_off + j * 128 + cc * 16;
+      c.row = static_cast<long>(ntiles) * 32;
+    }
+  }
+  return c;
+}
+
 template <int MT>
 __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a16_tiled_kernel(W4A16TiledArgs a, int steps_per_split, int splits, int* tickets,
                                                                     float* partial) {
@@ -246,26 +277,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   const unsigned char* q_src = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(nt0) * ktiles * 512 + tid * 16;
   const long q_strip = static_cast<long>(ktiles) * 512;  // bytes between the strips of neighbouring warps
   const int strips = min(kTiledWarps, ntiles - nt0);
-  // Scales: threads 0..32·group_rows−1, one 16-byte chunk of group row j (4 strips × 128 bytes);
-  // zeros: threads 64.., one 16-byte chunk of group row j (4 strips × 32 bytes).
-  const unsigned char* sz_src = nullptr;
-  int sz_dst = 0;
-  long sz_row = 0;  // bytes per group row in global memory
-  if (tid < group_rows * 32) {
-    const int j = tid / 32, cc = tid % 32;
-    if (nt0 + cc / 8 < ntiles) {
-      sz_src = reinterpret_cast<const unsigned char*>(a.scales) + (static_cast<long>(j) * ntiles + nt0) * 128 + cc * 16;
-      sz_dst = Sh::s_off + j * 512 + cc * 16;
-      sz_row = static_cast<long>(ntiles) * 128;
-    }
-  } else if (a.qzeros && tid >= 64 && tid < 64 + group_rows * 8) {
-    const int j = (tid - 64) / 8, cc = (tid - 64) % 8;
-    if (nt0 + cc / 2 < ntiles) {
-      sz_src = reinterpret_cast<const unsigned char*>(a.qzeros) + (static_cast<long>(j) * ntiles + nt0) * 32 + cc * 16;
-      sz_dst = Sh::z_off + j * 128 + cc * 16;
-      sz_row = static_cast<long>(ntiles) * 32;
-    }
-  }
+  const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, Sh::s_off, Sh::z_off);
 
   auto load_stage = [&](int step, int st) {
     unsigned char* base = stage(st);
@@ -280,7 +292,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 #pragma unroll
     for (int u = 0; u < kTiledWarps; ++u)
       if (u < strips) cp_async16(base + Sh::b_off + u * Sh::strip_bytes + tid * 16, q + u * q_strip, 16);
-    if (sz_src) cp_async16(base + sz_dst, sz_src + static_cast<long>(k0 >> gshift) * sz_row, 16);
+    if (sz.src) cp_async16(base + sz.dst, sz.src + static_cast<long>(k0 >> gshift) * sz.row, 16);
   };
 
   float acc[MT][8][4];
@@ -792,44 +804,25 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     q_size[u] = u < strips ? 16 : 0;
     q_src[u] = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(u < strips ? nt0 + u : nt0) * ktiles * 512 + tid * 16;
   }
-  const unsigned char* sz_src = nullptr;
-  unsigned sz_dst = 0;
-  long sz_row = 0;
-  if (tid < group_rows * 32) {
-    const int j = tid / 32, cc = tid % 32;
-    if (nt0 + cc / 8 < ntiles) {
-      sz_src = reinterpret_cast<const unsigned char*>(a.scales) + (static_cast<long>(j) * ntiles + nt0) * 128 + cc * 16;
-      sz_dst = smem0 + Sh::s_off + j * 512 + cc * 16;
-      sz_row = static_cast<long>(ntiles) * 128;
-    }
-  } else if (a.qzeros && tid >= 64 && tid < 64 + group_rows * 8) {
-    const int j = (tid - 64) / 8, cc = (tid - 64) % 8;
-    if (nt0 + cc / 2 < ntiles) {
-      sz_src = reinterpret_cast<const unsigned char*>(a.qzeros) + (static_cast<long>(j) * ntiles + nt0) * 32 + cc * 16;
-      sz_dst = smem0 + Sh::z_off + j * 128 + cc * 16;
-      sz_row = static_cast<long>(ntiles) * 32;
-    }
-  }
-  auto cp16 = [](unsigned dst, const void* src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-  };
+  const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, Sh::s_off, Sh::z_off);
+  const unsigned sz_dst = smem0 + sz.dst;
   auto load_stage = [&](int step, int st) {
     const unsigned so = static_cast<unsigned>(st * Sh::stage_bytes);
     const int k0 = step * kTiledBK;
     if (k0 + kTiledBK <= a.k) {
 #pragma unroll
-      for (int u = 0; u < XU; ++u) cp16(x_dst[u] + so, x_src[u] + k0, x_size[u]);
+      for (int u = 0; u < XU; ++u) cp_async16(x_dst[u] + so, x_src[u] + k0, x_size[u]);
     } else {  // the last step of a K that is not a multiple of 64: chunks past K are zero (K % 32 == 0)
 #pragma unroll
       for (int u = 0; u < XU; ++u) {
         const bool in = k0 + x_col[u] < a.k;
-        cp16(x_dst[u] + so, in ? x_src[u] + k0 : a.x, in ? x_size[u] : 0);
+        cp_async16(x_dst[u] + so, in ? x_src[u] + k0 : a.x, in ? x_size[u] : 0);
       }
     }
     const long qo = static_cast<long>(step) * (kTiledBK / kTiledK) * 512;
 #pragma unroll
-    for (int u = 0; u < kTiledWarps; ++u) cp16(smem0 + so + Sh::b_off + u * (Sh::b_bytes / kTiledWarps) + tid * 16, q_src[u] + qo, q_size[u]);
-    if (sz_src) cp16(sz_dst + so, sz_src + static_cast<long>(k0 >> gshift) * sz_row, 16);
+    for (int u = 0; u < kTiledWarps; ++u) cp_async16(smem0 + so + Sh::b_off + u * (Sh::b_bytes / kTiledWarps) + tid * 16, q_src[u] + qo, q_size[u]);
+    if (sz.src) cp_async16(sz_dst + so, sz.src + static_cast<long>(k0 >> gshift) * sz.row, 16);
   };
 
   float acc[4][NTOK / 2];

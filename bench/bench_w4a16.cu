@@ -2,7 +2,9 @@
 // M <= 8, tensor cores above) and on the tiled layout (awq/kernels/w4a16_tiled.hpp: the streaming GEMV up to M = 16, the Hopper wgmma kernel or the mma pipeline above). CUDA events, median of 7 repeats of 200 back-to-back
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
-// bandwidth measured in the same run, and the speedup over fp16.
+// bandwidth measured in the same run, and the speedup over fp16; last, the tiled layout with bf16
+// activations (bf16_us), and the tiled layout with overlap_previous (programmatic dependent launch:
+// each call's first weight loads overlap the previous call's end; M <= 16).
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -80,8 +82,8 @@ int main(int argc, char** argv) {
 
   cublasHandle_t h;
   cublas_check(cublasCreate(&h), "create");
-  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
-              "%floor", "speedup", "tiled_TF/s");
+  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
+              "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us");
   // AWQ_BENCH_BIG=1: only the largest shape (quick sweeps).
   const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
   const char* big_env = std::getenv("AWQ_BENCH_BIG");
@@ -136,14 +138,15 @@ int main(int argc, char** argv) {
                          CUDA_R_16F, k, &beta, y.data(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
           },
           200);
-      // One call on copy i % c4 of either layout (W4A16Args or W4A16TiledArgs: the same fields).
+      // One call on copy i % c4 of either layout (W4A16Args or W4A16TiledArgs: the same fields),
+      // fp16 or bf16 activations (the same buffers, reinterpreted: the timing does not depend on the values).
       auto w4_call = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
         const auto j = static_cast<std::size_t>(i % c4);
-        a.x = x.data();
+        a.x = reinterpret_cast<decltype(a.x)>(x.data());
         a.qweight = q[j].data();
         a.qzeros = z[j].data();
         a.scales = sc_[j].data();
-        a.y = y.data();
+        a.y = reinterpret_cast<decltype(a.y)>(y.data());
         a.workspace = ws_.data();
         a.workspace_bytes = ws_.size();
         a.m = m;
@@ -154,6 +157,10 @@ int main(int argc, char** argv) {
       };
       const double t4 = time_us([&](int i) { w4_call(awq::cuda::W4A16Args{}, qw, qz, sc, ws, i); }, 200);
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
+      const double tb = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgsBf16{}, tq, tz, ts, tws, i); }, 200);
+      awq::cuda::W4A16TiledArgs overlap{};
+      overlap.overlap_previous = true;  // programmatic dependent launch (M <= 16)
+      const double to = time_us([&](int i) { w4_call(overlap, tq, tz, ts, tws, i); }, 200);
       if (read_only) {  // timed only when asked for
         awq::cuda::DeviceBuffer<unsigned> probe_out(1);
         const std::size_t n16 = static_cast<std::size_t>(kp) * np / 32;
@@ -162,8 +169,8 @@ int main(int argc, char** argv) {
       }
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
-      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
-                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6));
+      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
+                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to);
       std::fflush(stdout);
     }
   }

@@ -2,12 +2,15 @@
 // with poisoned outputs, tails and every M of the GEMV path; then a stress loop.
 #include <doctest/doctest.h>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cmath>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "awq/cuda.cuh"
@@ -20,9 +23,25 @@ struct Case {
 
 enum class Layout { awq, tiled, tiled_symmetric };
 
+// The activation types, on the host: float ↔ T, T's bits, half an ulp (relative).
+template <class T>
+struct Host {
+  static constexpr bool fp16 = std::is_same_v<T, __half>;
+  static T from(float v) { return awq::cuda::detail::Act<T>::from_float(v); }
+  static float to(T v) { return awq::cuda::detail::Act<T>::to_float(v); }
+  static unsigned bits(T v) {
+    unsigned short u;
+    std::memcpy(&u, &v, 2);
+    return u;
+  }
+  static constexpr double ulp = fp16 ? 1.0 / 2048 : 1.0 / 256;
+};
+
 // Worst |y − ref| / tolerance over the outputs (≤ 1 passes); 1e9 for an unwritten (poisoned)
-// output, 2e9 when two runs differ in any bit.
+// output, 2e9 when two runs differ in any bit. T: the activation type.
+template <class T = __half>
 double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout = Layout::awq) {
+  using H = Host<T>;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -30,7 +49,8 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   std::vector<std::uint8_t> q(static_cast<std::size_t>(c.n) * c.k), z(static_cast<std::size_t>(c.n) * ng);
   for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
   for (auto& v : z) v = static_cast<std::uint8_t>(layout == Layout::tiled_symmetric ? 8 : code(rng));
-  std::vector<__half> s_t(static_cast<std::size_t>(ng) * c.n), x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
+  std::vector<__half> s_t(static_cast<std::size_t>(ng) * c.n);
+  std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
   std::vector<float> s(static_cast<std::size_t>(c.n) * ng);
   for (int r = 0; r < c.n; ++r)
     for (int g = 0; g < ng; ++g) {
@@ -38,42 +58,65 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
       s_t[static_cast<std::size_t>(g) * c.n + r] = h;
       s[static_cast<std::size_t>(r) * ng + g] = __half2float(h);
     }
-  for (auto& v : x) v = __float2half_rn(nd(rng));
-  for (auto& v : bias) v = __float2half_rn(nd(rng));
+  for (auto& v : x) v = H::from(nd(rng));
+  for (auto& v : bias) v = H::from(nd(rng));
   std::vector<std::int32_t> qw(static_cast<std::size_t>(c.k) * c.n / 8), qz(static_cast<std::size_t>(ng) * c.n / 8);
   awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(q.data(), c.n, c.k), awq::make_row_major(qw.data(), c.k, c.n / 8));
   awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z.data(), c.n, ng), awq::make_row_major(qz.data(), ng, c.n / 8));
   // float64 reference
   // ref: the weights a kernel multiplies — exact (q − z)·s for the GEMV; for M > 8 and the tiled
-  // layout the fp16 weight AutoAWQ's dequantize makes ((q − z)·s rounded once), except the tiled
-  // raw-code kernel (AWQ_TILED_RAW), which applies zero and scale per group in fp32: exact weights.
-  // `ref_alt` holds the other of the two; a tiled output may match either.
+  // layout the weight a dequantize to T makes ((q − z)·s rounded once; bf16: the scale rounded to
+  // bf16 first), except the raw-code kernels (AWQ_TILED_RAW, AWQ_TGEMV_RAW), which apply zero and
+  // scale per group in fp32: exact weights. `ref_alt` holds the other of the two; a tiled output
+  // may match either.
   std::vector<double> ref(static_cast<std::size_t>(c.m) * c.n, 0.0), ref_alt(ref.size(), 0.0);
   double scale_ref = 0;
   const bool rounded = c.m > 8 || layout != Layout::awq;
+  // The weights once: w exact, wt rounded to T ((q − z)·s_T has at most 4 + 11 significant bits:
+  // exact in float, then rounded once to T); x as double.
+  std::vector<double> w(static_cast<std::size_t>(c.n) * c.k), wt(w.size()), xd(x.size());
+  for (int r = 0; r < c.n; ++r)
+    for (int kk = 0; kk < c.k; ++kk) {
+      const int g = kk / c.group;
+      const int qz_diff = q[static_cast<std::size_t>(r) * c.k + kk] - z[static_cast<std::size_t>(r) * ng + g];
+      const float sc = s[static_cast<std::size_t>(r) * ng + g];
+      const std::size_t i = static_cast<std::size_t>(r) * c.k + kk;
+      w[i] = qz_diff * static_cast<double>(sc);
+      wt[i] = static_cast<double>(H::to(H::from(static_cast<float>(qz_diff * static_cast<double>(H::to(H::from(sc)))))));
+    }
+  for (std::size_t i = 0; i < x.size(); ++i) xd[i] = static_cast<double>(H::to(x[i]));
+  const std::vector<double>& w_main = rounded ? wt : w;
+  const std::vector<double>& w_alt = rounded ? w : wt;
   for (int mm = 0; mm < c.m; ++mm)
     for (int r = 0; r < c.n; ++r) {
-      double acc = with_bias ? static_cast<double>(__half2float(bias[static_cast<std::size_t>(r)])) : 0.0, acc_alt = acc, mag = 0;
+      double acc = with_bias ? static_cast<double>(H::to(bias[static_cast<std::size_t>(r)])) : 0.0, acc_alt = acc, mag = 0;
+      const double* xr = xd.data() + static_cast<std::size_t>(mm) * c.k;
+      const double* wm = w_main.data() + static_cast<std::size_t>(r) * c.k;
+      const double* wa = w_alt.data() + static_cast<std::size_t>(r) * c.k;
+      const double* we = w.data() + static_cast<std::size_t>(r) * c.k;
       for (int kk = 0; kk < c.k; ++kk) {
-        const int g = kk / c.group;
-        const double w = (q[static_cast<std::size_t>(r) * c.k + kk] - z[static_cast<std::size_t>(r) * ng + g]) *
-                         static_cast<double>(s[static_cast<std::size_t>(r) * ng + g]);
-        const double w16 = static_cast<double>(__half2float(__float2half_rn(static_cast<float>(w))));
-        const double xv = static_cast<double>(__half2float(x[static_cast<std::size_t>(mm) * c.k + kk]));
-        acc += xv * (rounded ? w16 : w);
-        acc_alt += xv * (rounded ? w : w16);
-        mag += std::fabs(xv * w);
+        acc += xr[kk] * wm[kk];
+        acc_alt += xr[kk] * wa[kk];
+        mag += std::fabs(xr[kk] * we[kk]);
       }
       ref[static_cast<std::size_t>(mm) * c.n + r] = acc;
       ref_alt[static_cast<std::size_t>(mm) * c.n + r] = layout == Layout::awq ? acc : acc_alt;
       scale_ref = std::max(scale_ref, mag);
     }
-  awq::cuda::DeviceBuffer<__half> dx(x), ds(s_t), db(bias), dy(std::vector<__half>(static_cast<std::size_t>(c.m) * c.n, __ushort_as_half(0x7FFF)));
+  awq::cuda::DeviceBuffer<T> dx(x), db(bias), dy(std::vector<T>(static_cast<std::size_t>(c.m) * c.n, H::from(std::nanf(""))));
+  awq::cuda::DeviceBuffer<__half> ds(s_t);
   awq::cuda::DeviceBuffer<std::int32_t> dq(qw), dz(qz);
   awq::cuda::DeviceBuffer<unsigned char> ws(layout == Layout::awq ? awq::cuda::w4a16_workspace_bytes(c.m, c.k, c.n)
                                                                   : awq::cuda::w4a16_tiled_workspace_bytes(c.m, c.k, c.n));
   if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
-  awq::cuda::W4A16Args a;
+  awq::cuda::TiledW4A16Device tiled;
+  if (layout != Layout::awq)
+    tiled = awq::cuda::TiledW4A16Device(awq::tile_w4a16(
+        awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+        layout == Layout::tiled ? awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8) : awq::MatrixView<const std::int32_t>(),
+        awq::make_row_major<const __half>(s_t.data(), ng, c.n), c.group));
+  const auto ta = tiled.args(dx.data(), dy.data(), c.m, ws.data(), ws.size(), with_bias ? db.data() : nullptr);
+  awq::cuda::W4A16ArgsT<T> a;
   a.x = dx.data();
   a.qweight = dq.data();
   a.qzeros = dz.data();
@@ -86,13 +129,6 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   a.k = c.k;
   a.n = c.n;
   a.group = c.group;
-  awq::cuda::TiledW4A16Device tiled;
-  if (layout != Layout::awq)
-    tiled = awq::cuda::TiledW4A16Device(awq::tile_w4a16(
-        awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
-        layout == Layout::tiled ? awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8) : awq::MatrixView<const std::int32_t>(),
-        awq::make_row_major<const __half>(s_t.data(), ng, c.n), c.group));
-  const auto ta = tiled.args(dx.data(), dy.data(), c.m, ws.data(), ws.size(), with_bias ? db.data() : nullptr);
   auto run = [&] {
     if (layout == Layout::awq)
       awq::cuda::w4a16_matmul(a);
@@ -106,14 +142,14 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y2 = dy.download();
   for (std::size_t i = 0; i < y.size(); ++i)
-    if (__half_as_ushort(y[i]) != __half_as_ushort(y2[i])) return 2e9;  // not deterministic
+    if (H::bits(y[i]) != H::bits(y2[i])) return 2e9;  // not deterministic
   double worst = 0;
   for (std::size_t i = 0; i < y.size(); ++i) {
-    const double v = static_cast<double>(__half2float(y[i]));
+    const double v = static_cast<double>(H::to(y[i]));
     if (!std::isfinite(v)) return 1e9;  // poison survived: an output was not written
-    // fp16 output rounding (2^-11 relative) plus fp32 accumulation over K terms
-    const double tol = std::fabs(ref[i]) * 1e-3 + scale_ref * 1e-5 + 1e-3;
-    const double tol_alt = std::fabs(ref_alt[i]) * 1e-3 + scale_ref * 1e-5 + 1e-3;
+    // output rounding to T (twice its half ulp) plus fp32 accumulation over K terms
+    const double tol = std::fabs(ref[i]) * 2 * H::ulp + scale_ref * 1e-5 + 1e-3;
+    const double tol_alt = std::fabs(ref_alt[i]) * 2 * H::ulp + scale_ref * 1e-5 + 1e-3;
     worst = std::max(worst, std::min(std::fabs(v - ref[i]) / tol, std::fabs(v - ref_alt[i]) / tol_alt));
   }
   return worst;  // <= 1 passes
@@ -126,10 +162,7 @@ TEST_CASE("w4a16 GEMV equals the float64 reference (M 1..8, groups 32/64/128, ta
   for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{2, 96, 264, 32}, Case{3, 640, 1032, 64},
                        Case{4, 4096, 1024, 128}, Case{5, 256, 4104, 32}, Case{8, 1024, 2048, 64}, Case{7, 8192, 512, 128},
                        Case{1, 256, 96, 64}, Case{2, 512, 2080, 32}, Case{1, 8192, 28672, 128}}) {
-    CAPTURE(c.m);
-    CAPTURE(c.k);
-    CAPTURE(c.n);
-    CAPTURE(c.group);
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 0) <= 1.0);
   }
 }
@@ -139,11 +172,18 @@ TEST_CASE("w4a16 tensor-core path equals the float64 reference (M 9..256, groups
   for (const Case c : {Case{9, 256, 256, 128}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{128, 2048, 1056, 128}, Case{40, 160, 1056, 32},
                        Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64}, Case{12, 8192, 1024, 128}, Case{16, 4096, 256, 128}}) {
-    CAPTURE(c.m);
-    CAPTURE(c.k);
-    CAPTURE(c.n);
-    CAPTURE(c.group);
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 1) <= 1.0);
+  }
+}
+
+TEST_CASE("w4a16 with bf16 activations equals the float64 reference (AutoAWQ layout: GEMV and tensor-core path)") {
+  std::uint64_t seed = 700;
+  for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64}, Case{5, 256, 4104, 32},
+                       Case{9, 256, 256, 128}, Case{17, 96, 264, 32}, Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32},
+                       Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64}}) {
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 0) <= 1.0);
   }
 }
 
@@ -211,19 +251,103 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
                        Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}, Case{6, 96, 200, 32},
                        Case{7, 4160, 520, 64}, Case{4, 11008, 4096, 128}, Case{8, 2048, 72, 128}, Case{2, 8192, 136, 64},
                        Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 2048, 128}}) {
-    CAPTURE(c.m);
-    CAPTURE(c.k);
-    CAPTURE(c.n);
-    CAPTURE(c.group);
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
   }
 }
 
-TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs") {
+TEST_CASE("w4a16 tiled layout with bf16 activations equals the float64 reference (M 1..256, groups 32/64/128, tails, bias, zero point on and off)") {
+  // Each kernel: streaming GEMV with raw codes (M ≤ 8) and bf16 decode (9..16); Hopper kernel or
+  // mma pipeline above (few output tiles: the mma pipeline, raw codes for one m16 tile).
+  std::uint64_t seed = 500;
+  for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64}, Case{1, 8192, 28672, 128},
+                       Case{12, 640, 1032, 64}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
+                       Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
+                       Case{48, 160, 1056, 32}, Case{40, 2048, 8192, 128}, Case{128, 4096, 4096, 128}}) {
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
+  }
+}
+
+TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp16 and bf16)") {
   for (int rep = 0; rep < 28; ++rep) {
     const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];
     CHECK(run_case(Case{m, 2048, 1536, 128}, 4000 + static_cast<std::uint64_t>(rep), rep % 2, Layout::tiled) <= 1.0);
+  }
+  for (int rep = 0; rep < 14; ++rep) {
+    const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];
+    CHECK(run_case<__nv_bfloat16>(Case{m, 2048, 1536, 128}, 5000 + static_cast<std::uint64_t>(rep), rep % 2, Layout::tiled) <= 1.0);
+  }
+}
+
+namespace {
+
+// Spins for `spin` clock cycles, then copies src to dst: a kernel that writes x late.
+__global__ void slow_copy(const __half* src, __half* dst, int n, long long spin) {
+  const long long t0 = clock64();
+  while (clock64() - t0 < spin) {
+  }
+  for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += static_cast<int>(gridDim.x * blockDim.x)) dst[i] = src[i];
+}
+
+}  // namespace
+
+TEST_CASE("w4a16 tiled overlap_previous: the product reads the x that the kernel just before it wrote (M 1..16)") {
+  const int k = 4096, n = 4096, group = 128, ng = k / group;
+  std::mt19937_64 rng(77);
+  std::vector<std::int32_t> qw(static_cast<std::size_t>(k) * n / 8), qz(static_cast<std::size_t>(ng) * n / 8);
+  for (auto& v : qw) v = static_cast<std::int32_t>(rng());
+  for (auto& v : qz) v = static_cast<std::int32_t>(rng());
+  std::vector<__half> s(static_cast<std::size_t>(ng) * n);
+  std::uniform_real_distribution<float> ud(0.01f, 0.03f);
+  for (auto& v : s) v = __float2half_rn(ud(rng));
+  const awq::cuda::TiledW4A16Device w(awq::tile_w4a16(awq::make_row_major<const std::int32_t>(qw.data(), k, n / 8),
+                                                      awq::make_row_major<const std::int32_t>(qz.data(), ng, n / 8),
+                                                      awq::make_row_major<const __half>(s.data(), ng, n), group));
+  for (const int m : {1, 5, 16}) {
+    CAPTURE(m);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<__half> xa(static_cast<std::size_t>(m) * k), xb(xa.size());
+    for (auto& v : xa) v = __float2half_rn(nd(rng));
+    for (auto& v : xb) v = __float2half_rn(nd(rng));
+    awq::cuda::DeviceBuffer<__half> dxa(xa), dxb(xb), x(xa.size()), y(static_cast<std::size_t>(m) * n);
+    awq::cuda::DeviceBuffer<unsigned char> ws(awq::cuda::w4a16_tiled_workspace_bytes(m, k, n));
+    if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
+    // Expected outputs: the ordinary launch (the same kernel: the same bits).
+    auto plain = [&](const awq::cuda::DeviceBuffer<__half>& xs) {
+      awq::cuda::w4a16_matmul(w.args(xs.data(), y.data(), m, ws.data(), ws.size()));
+      awq::cuda::check(cudaDeviceSynchronize(), "sync");
+      return y.download();
+    };
+    const auto ya = plain(dxa), yb = plain(dxb);
+    int differ = 0;
+    for (std::size_t i = 0; i < ya.size(); ++i) differ += __half_as_ushort(ya[i]) != __half_as_ushort(yb[i]);
+    REQUIRE(differ > 0);  // the two x give distinguishable outputs
+    auto a = w.args(static_cast<const __half*>(x.data()), y.data(), m, ws.data(), ws.size());
+    a.overlap_previous = true;
+    const int elems = static_cast<int>(xa.size());
+    int mismatches = 0;
+    for (int rep = 0; rep < 12; ++rep) {
+      const bool use_b = rep % 2 == 1;
+      slow_copy<<<64, 256>>>((use_b ? dxb : dxa).data(), x.data(), elems, 200000);  // ≈ 0.1 ms, then x
+      awq::cuda::w4a16_matmul(a);
+      awq::cuda::check(cudaDeviceSynchronize(), "sync");
+      const auto got = y.download();
+      const auto& want = use_b ? yb : ya;
+      for (std::size_t i = 0; i < got.size(); ++i) mismatches += __half_as_ushort(got[i]) != __half_as_ushort(want[i]);
+    }
+    CHECK(mismatches == 0);
+    // Back-to-back overlapped calls (each one's weights in flight while the previous ends), then one
+    // check: the workspace's tickets and partial sums are handed on correctly.
+    slow_copy<<<64, 256>>>(dxb.data(), x.data(), elems, 1000);
+    for (int rep = 0; rep < 20; ++rep) awq::cuda::w4a16_matmul(a);
+    awq::cuda::check(cudaDeviceSynchronize(), "sync");
+    const auto last = y.download();
+    int last_mismatches = 0;
+    for (std::size_t i = 0; i < last.size(); ++i) last_mismatches += __half_as_ushort(last[i]) != __half_as_ushort(yb[i]);
+    CHECK(last_mismatches == 0);
   }
 }
 
@@ -265,6 +389,20 @@ TEST_CASE("w4a16 tiled: bad arguments raise awq::Error naming them") {
   a.workspace = ws.data();
   a.workspace_bytes = need - 1;
   CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("workspace_bytes"), awq::Error);
+  // bf16 activations: the same checks.
+  awq::cuda::W4A16TiledArgsBf16 b;
+  b.m = 1;
+  b.k = 128;
+  b.n = 64;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(b), doctest::Contains("null"), awq::Error);
+  b.x = reinterpret_cast<const __nv_bfloat16*>(fake + 8);
+  b.qweight = reinterpret_cast<const std::uint32_t*>(fake);
+  b.scales = reinterpret_cast<const __half*>(fake);
+  b.y = reinterpret_cast<__nv_bfloat16*>(fake);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(b), doctest::Contains("16-byte aligned"), awq::Error);
+  b.x = reinterpret_cast<const __nv_bfloat16*>(fake);
+  b.k = 100;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(b), doctest::Contains("does not divide K 100"), awq::Error);
 }
 
 namespace {

@@ -1,21 +1,22 @@
 /// \file
 /// \brief W4A16 matrix product on the GPU for any M: y = x · dequant(W)ᵀ (+ bias) on tensor cores
 ///        for M > 8 (the GEMV of w4a16_gemv.cuh below that), reading the AutoAWQ "GEMM" layout
-///        directly: qweight [K, N/8] int32, qzeros [K/G, N/8] int32, scales [K/G, N] fp16.
+///        directly: qweight [K, N/8] int32, qzeros [K/G, N/8] int32, scales [K/G, N] fp16;
+///        x, bias and y in fp16 or bf16 (W4A16Args, W4A16ArgsBf16; w4a16_act.cuh).
 ///
 /// Design of the tensor-core path (sm_80 and later; one launch, deterministic):
 /// - A block computes a BM × 128 tile of y (BM = 16, 32, 64 or 128 by M) with 8 warps, over K in
 ///   steps of 64. A pipeline of 3–4 cp.async stages brings the x tile [BM, 64] and the packed
 ///   weight tile [64, 128/8] into shared memory while earlier steps compute.
-/// - Per step the packed tile is dequantized once into a [64, 128] fp16 tile (double-buffered):
-///   one 32-bit word → 8 columns of one k row, decoded with the 0x6400 magic (the fp16 1024 + q),
-///   (q − z) exact in fp16, times the group's scale: the fp16 weight AutoAWQ's dequantize gives,
-///   stored with one 16-byte store.
+/// - Per step the packed tile is dequantized once into a [64, 128] tile of x's type (double-buffered):
+///   one 32-bit word → 8 columns of one k row, decoded with the 0x6400 magic (the fp16 1024 + q;
+///   bf16: 0x4300, 128 + q), (q − z) exact, times the group's scale: the fp16 weight AutoAWQ's
+///   dequantize gives (bf16: the scale rounded to bf16 first), stored with one 16-byte store.
 /// - The scales and packed zeros of a step's groups travel in the same pipeline stage, so the
 ///   dequantization reads only shared memory.
 /// - When the output tiles alone would not fill the GPU, K is split into slices (split-K): each
 ///   slice stores an fp32 tile and the tile's last block adds them in slice order (a ticket).
-/// - Warps run mma.sync m16n8k16 (fp16 in, fp32 accumulate) on fragments read with ldmatrix
+/// - Warps run mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate) on fragments read with ldmatrix
 ///   (.trans for the weights). The sum over K runs in a fixed order: the same bits every run.
 /// - Tails: rows of x past M and columns of K past the end are zero-filled by cp.async; columns
 ///   past N are skipped. K must be a multiple of the group (32, 64 or 128), N of 8.
@@ -30,6 +31,7 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/error.hpp"
+#include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"
 
 namespace awq {
@@ -83,6 +85,22 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/// Programmatic dependent launch (sm_90 and later; no-ops before, and when the grid was launched
+/// without the attribute): wait until the grid before this one in the stream has completed and its
+/// memory is visible …
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+/// … and let the grid after this one start its blocks as this one's finish (it waits for this
+/// grid's completion itself before it reads what this grid writes).
+__device__ __forceinline__ void grid_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -93,28 +111,22 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
 }
-__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
-// The 8 fp16 weights of one packed word (AutoAWQ order: nibble i holds column {0,2,4,6,1,3,5,7}[i]),
-// as (q − z)·s in column order, packed in a uint4.
+// The 8 weights of one packed word (AutoAWQ order: nibble i holds column {0,2,4,6,1,3,5,7}[i]),
+// as (q − z)·s in T (fp16: rounded once; bf16: the fp16 scale rounded to bf16, then the product),
+// in column order, packed in a uint4.
+template <class T>
 __device__ __forceinline__ uint4 dequant_word(std::uint32_t q, std::uint32_t z, uint4 s) {
-  const __half2* sc = reinterpret_cast<const __half2*>(&s);
+  using A = Act<T>;
+  const std::uint32_t sc[4] = {s.x, s.y, s.z, s.w};
   uint4 out;
   std::uint32_t* o = reinterpret_cast<std::uint32_t*>(&out);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     // Nibbles j and j + 4 (bits 4j and 16 + 4j) are columns 2j and 2j + 1.
-    const std::uint32_t qv = ((q >> (4 * j)) & 0x000F000Fu) | 0x64006400u;  // halves 1024 + q
-    const std::uint32_t zv = ((z >> (4 * j)) & 0x000F000Fu) | 0x64006400u;  // halves 1024 + z
-    const __half2 d = __hsub2(*reinterpret_cast<const __half2*>(&qv), *reinterpret_cast<const __half2*>(&zv));  // exact
-    const __half2 w = __hmul2(d, sc[j]);
-    o[j] = *reinterpret_cast<const std::uint32_t*>(&w);
+    const std::uint32_t qv = ((q >> (4 * j)) & 0x000F000Fu) | A::magic;         // P + q (P = 1024 or 128)
+    const std::uint32_t nz = ((z >> (4 * j)) & 0x000F000Fu) | (A::neg_magic * 0x10001u);  // −(P + z)
+    o[j] = A::mul2(A::add2(qv, nz), A::scale_pair(sc[j]));  // (q − z) exact, times s
   }
   return out;
 }
@@ -166,15 +178,15 @@ inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
 
 /// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
 /// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
-/// [M, N] (columns col, col + 1). Writes y (+ bias) in fp16; under split-K stores the fp32 partial
+/// [M, N] (columns col, col + 1). Writes y (+ bias) in y's type (fp16 or bf16); under split-K stores the fp32 partial
 /// sums, and the tile's last block (a ticket) adds the slices in slice order — the same bits
 /// whichever block comes last — writes y and resets the ticket for the next call.
-template <class ForEachOut>
-__device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, __half* y, const __half* bias, int m, int n, int split,
-                                                 int splits, int* tickets, float* partial) {
+template <class ForEachOut, class T>
+__device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y, const T* bias, int m, int n, int split, int splits,
+                                                 int* tickets, float* partial) {
   auto store = [&](int row, int col, float v0, float v1) {
-    if (bias) v0 += __half2float(bias[col]), v1 += __half2float(bias[col + 1]);
-    *reinterpret_cast<__half2*>(y + static_cast<long>(row) * n + col) = __floats2half2_rn(v0, v1);
+    if (bias) v0 += Act<T>::to_float(bias[col]), v1 += Act<T>::to_float(bias[col + 1]);
+    *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = Act<T>::pack(v0, v1);
   };
   if (splits == 1) {
     for_each_out(store);
@@ -198,18 +210,18 @@ __device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, __ha
   if (threadIdx.x == 0) tickets[tile] = 0;
 }
 
-template <int BM>
-__global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16_gemm_kernel(W4A16Args a, int steps_per_split, int splits, int* tickets,
-                                                                  float* partial) {
+template <int BM, class T>
+__global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16_gemm_kernel(W4A16ArgsT<T> a, int steps_per_split, int splits,
+                                                                                             int* tickets, float* partial) {
   using Sh = GemmShape<BM>;
   extern __shared__ __align__(16) unsigned char smem[];
-  // Per stage: x [BM][x_stride] halves, scales [2][BN] halves, packed weights [BK][BN/8] and zeros
-  // [2][BN/8] words; then the dequantized weights [2][BK][b_stride] halves.
-  auto x_of = [&](int st) { return reinterpret_cast<__half*>(smem + st * Sh::stage_bytes); };
-  auto s_of = [&](int st) { return x_of(st) + Sh::x_halves; };
+  // Per stage: x [BM][x_stride] of T, scales [2][BN] fp16, packed weights [BK][BN/8] and zeros
+  // [2][BN/8] words; then the dequantized weights [2][BK][b_stride] of T.
+  auto x_of = [&](int st) { return reinterpret_cast<T*>(smem + st * Sh::stage_bytes); };
+  auto s_of = [&](int st) { return reinterpret_cast<__half*>(x_of(st) + Sh::x_halves); };
   auto q_of = [&](int st) { return reinterpret_cast<std::uint32_t*>(s_of(st) + Sh::s_halves); };
   auto z_of = [&](int st) { return q_of(st) + Sh::q_words; };
-  __half* bs = reinterpret_cast<__half*>(smem + Sh::stages * Sh::stage_bytes);
+  T* bs = reinterpret_cast<T*>(smem + Sh::stages * Sh::stage_bytes);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp / Sh::warps_n, warp_n = warp % Sh::warps_n;
@@ -225,7 +237,7 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
 
   auto load_stage = [&](int step, int st) {
     const int k0 = step * kGemmBK;
-    __half* xd = x_of(st);
+    T* xd = x_of(st);
     for (int c = tid; c < BM * 8; c += kGemmThreads) {  // x: BM rows × 8 chunks of 16 bytes
       const int r = c / 8, col = (c % 8) * 8;
       const int gr = m0 + r, gk = k0 + col;
@@ -283,7 +295,7 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
     const std::uint32_t* qd = q_of(st);
     const __half* sd = s_of(st);
     const std::uint32_t* zd = z_of(st);
-    __half* bd = bs + buf * Sh::b_halves;
+    T* bd = bs + buf * Sh::b_halves;
     const int wc = tid % 16, r0 = tid / 16;
     const uint4 s0 = *reinterpret_cast<const uint4*>(sd + wc * 8), s1 = *reinterpret_cast<const uint4*>(sd + kGemmBN + wc * 8);
     const std::uint32_t z0 = zd[wc], z1 = zd[kGemmBN / 8 + wc];
@@ -292,7 +304,7 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
       const int r = r0 + u * (kGemmThreads / 16);
       const bool second = ((k0 + r) >> gshift) != g0;  // only with group 32; rows past K: any finite weight
       *reinterpret_cast<uint4*>(bd + r * Sh::b_stride + wc * 8) =
-          dequant_word(qd[r * (kGemmBN / 8) + wc], second ? z1 : z0, second ? s1 : s0);
+          dequant_word<T>(qd[r * (kGemmBN / 8) + wc], second ? z1 : z0, second ? s1 : s0);
     }
   };
 
@@ -321,8 +333,8 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
     }
     dequant_stage(step0 + ls, st, buf);
     __syncthreads();  // the weight tile is complete
-    const __half* xd = x_of(st);
-    const __half* bd = bs + buf * Sh::b_halves;
+    const T* xd = x_of(st);
+    const T* bd = bs + buf * Sh::b_halves;
 #pragma unroll
     for (int kk = 0; kk < kGemmBK; kk += 16) {
       unsigned af[Sh::mt][4];
@@ -340,8 +352,8 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
         ldmatrix_x4_trans(bf, bd + r * Sh::b_stride + c);
 #pragma unroll
         for (int i = 0; i < Sh::mt; ++i) {
-          mma_16816(acc[i][j], af[i], bf[0], bf[1]);
-          mma_16816(acc[i][j + 1], af[i], bf[2], bf[3]);
+          Act<T>::mma_16816(acc[i][j], af[i], bf[0], bf[1]);
+          Act<T>::mma_16816(acc[i][j + 1], af[i], bf[2], bf[3]);
         }
       }
     }
@@ -383,27 +395,28 @@ int resident_slots(Kernel* kernel, int threads, std::size_t smem, std::atomic<in
   return s;
 }
 
-template <int BM>
+template <int BM, class T>
 int gemm_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_gemm_kernel<BM>, kGemmThreads, GemmShape<BM>::smem_bytes, cache, "w4a16_gemm_kernel attributes");
+  return resident_slots(w4a16_gemm_kernel<BM, T>, kGemmThreads, GemmShape<BM>::smem_bytes, cache, "w4a16_gemm_kernel attributes");
 }
 
-inline int gemm_slots_for(int m) {
+template <class T>
+int gemm_slots_for(int m) {
   switch (gemm_bm(m)) {
-    case 16: return gemm_slots<16>();
-    case 32: return gemm_slots<32>();
-    case 64: return gemm_slots<64>();
-    default: return gemm_slots<128>();
+    case 16: return gemm_slots<16, T>();
+    case 32: return gemm_slots<32, T>();
+    case 64: return gemm_slots<64, T>();
+    default: return gemm_slots<128, T>();
   }
 }
 
-template <int BM>
-void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
+template <int BM, class T>
+void launch_gemm(const W4A16ArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  w4a16_gemm_kernel<BM><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
+  w4a16_gemm_kernel<BM, T><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
 }  // namespace detail
@@ -413,31 +426,34 @@ void launch_gemm(const W4A16Args& a, const GemmPlan& p, cudaStream_t stream) {
 ///        a.workspace: at least w4a16_workspace_bytes(m, k, n) bytes (checked), zero-filled once
 ///        before first use and left zero-filled; calls sharing one must not run concurrently.
 ///        awq::Error for shapes it cannot run.
-inline void w4a16_matmul(const W4A16Args& a, cudaStream_t stream = nullptr) {
+template <class T>
+void w4a16_matmul(const W4A16ArgsT<T>& a, cudaStream_t stream = nullptr) {
   if (a.m <= 8) return w4a16_gemv(a, stream);
   a.can_implement();
   constexpr const char* fn = "awq::cuda::w4a16_matmul";
   auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   awq::detail::require(aligned16(a.x) && aligned16(a.scales) && aligned16(a.y), fn,
                        ": x, scales and y must be 16-byte aligned for M > 8");
-  const auto p = detail::gemm_plan(a.m, a.k, a.n, detail::gemm_slots_for(a.m));
+  const auto p = detail::gemm_plan(a.m, a.k, a.n, detail::gemm_slots_for<T>(a.m));
   const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), fn, ": workspace_bytes ", a.workspace_bytes,
                        " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n, " need (w4a16_workspace_bytes)");
   switch (p.bm) {
-    case 16: detail::launch_gemm<16>(a, p, stream); break;
-    case 32: detail::launch_gemm<32>(a, p, stream); break;
-    case 64: detail::launch_gemm<64>(a, p, stream); break;
-    default: detail::launch_gemm<128>(a, p, stream); break;
+    case 16: detail::launch_gemm<16, T>(a, p, stream); break;
+    case 32: detail::launch_gemm<32, T>(a, p, stream); break;
+    case 64: detail::launch_gemm<64, T>(a, p, stream); break;
+    default: detail::launch_gemm<128, T>(a, p, stream); break;
   }
   check(cudaGetLastError(), "w4a16_gemm_kernel launch");
 }
 
 /// \brief Workspace bytes w4a16_matmul (and w4a16_gemv) needs for these sizes on the current
-///        device; 0 when none. Allocate it once, zero-fill it once (cudaMemset) and reuse it.
+///        device, with fp16 or bf16 activations (the larger of the two); 0 when none. Allocate it
+///        once, zero-fill it once (cudaMemset) and reuse it.
 inline std::size_t w4a16_workspace_bytes(int m, int k, int n) {
   if (m <= 8) return detail::gemv_workspace_bytes(detail::gemv_plan(m, k, n, detail::device_sms()), m, n);
-  return detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::gemm_slots_for(m)), m, n);
+  return std::max(detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::gemm_slots_for<__half>(m)), m, n),
+                  detail::gemm_workspace_bytes(detail::gemm_plan(m, k, n, detail::gemm_slots_for<__nv_bfloat16>(m)), m, n));
 }
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
 /// \file
 /// \brief W4A16 GEMV on the GPU for small batches (M = 1..8): y = x · dequant(W)ᵀ (+ bias), reading
 ///        the AutoAWQ "GEMM" checkpoint layout directly (qweight [K, N/8] int32, qzeros
-///        [K/G, N/8] int32, scales [K/G, N] fp16), fp16 activations, fp32 accumulation.
+///        [K/G, N/8] int32, scales [K/G, N] fp16), fp16 or bf16 activations, fp32 accumulation.
 ///
 /// Design (one launch, deterministic):
 /// - A thread owns one packed int32 column (8 outputs); a block of 128 threads covers 1024
@@ -13,7 +13,7 @@
 ///   mantissa bits), so one LOP3 and one FADD give q·16^j; the 16^-j goes into the group's scale. Per group the thread accumulates Σ x·q and applies
 ///   y += s·(Σ x·q − z·Σ x) once (the AWQ formula w = (q − z)·s, factorized).
 /// - Split-K partial sums go to an fp32 workspace with plain stores; the last block of a column
-///   tile (an atomic ticket) adds the slices in a fixed order, adds the bias and writes fp16 y,
+///   tile (an atomic ticket) adds the slices in a fixed order, adds the bias and writes y (fp16 or bf16),
 ///   then resets its ticket. The same inputs give the same bits every run.
 #pragma once
 
@@ -26,19 +26,25 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/error.hpp"
+#include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/pack.hpp"
 
 namespace awq {
 namespace cuda {
 
-/// \brief Device pointers and sizes of one W4A16 product.
-struct W4A16Args {
-  const __half* x = nullptr;              ///< [M, K] row-major
+/// \brief Device pointers and sizes of one W4A16 product over the AutoAWQ layout, with
+///        activations x, bias and y of type T: __half (W4A16Args) or __nv_bfloat16 (W4A16ArgsBf16).
+///        The scales are fp16 either way (the checkpoint's).
+template <class T>
+struct W4A16ArgsT {
+  static_assert(is_w4a16_act_v<T>, "W4A16ArgsT: activations are __half or __nv_bfloat16");
+  using element_type = T;                 ///< the activation type
+  const T* x = nullptr;                   ///< [M, K] row-major
   const std::int32_t* qweight = nullptr;  ///< [K, N/8]
   const std::int32_t* qzeros = nullptr;   ///< [K/G, N/8]
-  const __half* scales = nullptr;         ///< [K/G, N]
-  const __half* bias = nullptr;           ///< [N] or null
-  __half* y = nullptr;                    ///< [M, N] row-major
+  const __half* scales = nullptr;         ///< [K/G, N] (fp16)
+  const T* bias = nullptr;                ///< [N] or null
+  T* y = nullptr;                         ///< [M, N] row-major
   void* workspace = nullptr;      ///< w4a16_workspace_bytes(m, k, n) bytes, zero-filled once before the first call
   std::size_t workspace_bytes = 0;  ///< size of `workspace`, checked against what the sizes need
   int m = 1, k = 0, n = 0, group = 128;  ///< sizes
@@ -54,6 +60,10 @@ struct W4A16Args {
     awq::detail::require(x && qweight && qzeros && scales && y, fn, ": a required pointer is null");
   }
 };
+/// fp16 activations.
+using W4A16Args = W4A16ArgsT<__half>;
+/// bf16 activations.
+using W4A16ArgsBf16 = W4A16ArgsT<__nv_bfloat16>;
 
 namespace detail {
 
@@ -116,8 +126,8 @@ __device__ __forceinline__ float nibble_times_pow16(std::uint32_t masked) {
   return __int_as_float(static_cast<int>(masked | 0x4B000000u)) - 8388608.0f;  // exact
 }
 
-template <int M>
-__global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, int slice, int splits, int* tickets, float* partial) {
+template <int M, class T>
+__global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16ArgsT<T> a, int slice, int splits, int* tickets, float* partial) {
   // Weight loads in flight per thread: 32 for M = 1 (the most bytes in flight per SM for the
   // bandwidth-bound sizes), 16 above (registers). Segments are multiples of 32 rows.
   constexpr int U = M == 1 ? 32 : 16;
@@ -127,7 +137,7 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
   const int split = static_cast<int>(blockIdx.y);
   const int k0 = split * slice, k1 = min(k0 + slice, a.k), kn = k1 - k0;
   for (int i = threadIdx.x; i < M * kn; i += kGemvThreads)
-    xs[(i / kn) * slice + i % kn] = __half2float(a.x[static_cast<long>(i / kn) * a.k + k0 + i % kn]);
+    xs[(i / kn) * slice + i % kn] = Act<T>::to_float(a.x[static_cast<long>(i / kn) * a.k + k0 + i % kn]);
   __syncthreads();
 
   float yacc[M][8];
@@ -193,7 +203,7 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
           const int col = 8 * word + order[i];
-          a.y[static_cast<long>(mm) * a.n + col] = __float2half_rn(yacc[mm][i] + (a.bias ? __half2float(a.bias[col]) : 0.0f));
+          a.y[static_cast<long>(mm) * a.n + col] = Act<T>::from_float(yacc[mm][i] + (a.bias ? Act<T>::to_float(a.bias[col]) : 0.0f));
         }
     return;
   }
@@ -234,20 +244,20 @@ __global__ void __launch_bounds__(kGemvThreads) w4a16_gemv_kernel(W4A16Args a, i
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
         const int colx = 8 * word + c;
-        a.y[static_cast<long>(mm) * a.n + colx] = __float2half_rn(sum[c] + (a.bias ? __half2float(a.bias[colx]) : 0.0f));
+        a.y[static_cast<long>(mm) * a.n + colx] = Act<T>::from_float(sum[c] + (a.bias ? Act<T>::to_float(a.bias[colx]) : 0.0f));
       }
     }
   if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // ready for the next call
 }
 
-template <int M>
-void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
+template <int M, class T>
+void launch(const W4A16ArgsT<T>& a, const GemvPlan& p, cudaStream_t stream) {
   auto* base = static_cast<unsigned char*>(a.workspace);
   int* tickets = reinterpret_cast<int*>(base);
   float* partial = reinterpret_cast<float*>(base + gemv_ticket_bytes(p));
   const dim3 grid(static_cast<unsigned>(p.tiles), static_cast<unsigned>(p.splits));
   const std::size_t smem = sizeof(float) * static_cast<std::size_t>(M) * p.slice;
-  w4a16_gemv_kernel<M><<<grid, kGemvThreads, smem, stream>>>(a, p.slice, p.splits, tickets, partial);
+  w4a16_gemv_kernel<M, T><<<grid, kGemvThreads, smem, stream>>>(a, p.slice, p.splits, tickets, partial);
 }
 
 }  // namespace detail
@@ -256,7 +266,8 @@ void launch(const W4A16Args& a, const GemvPlan& p, cudaStream_t stream) {
 ///        w4a16_workspace_bytes(m, k, n) bytes (w4a16_gemm.cuh; a.workspace_bytes says how many; awq::Error when
 ///        too few), zero-filled before its first use (the kernel leaves it zero-filled again).
 ///        Calls sharing a workspace must not run concurrently.
-inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
+template <class T>
+void w4a16_gemv(const W4A16ArgsT<T>& a, cudaStream_t stream = nullptr) {
   a.can_implement();
   awq::detail::require(a.m <= 8, "awq::cuda::w4a16_gemv: M ", a.m, " is outside 1..8 (w4a16_matmul takes any M)");
   const auto p = detail::gemv_plan(a.m, a.k, a.n, detail::device_sms());
@@ -265,14 +276,14 @@ inline void w4a16_gemv(const W4A16Args& a, cudaStream_t stream = nullptr) {
                        " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_workspace_bytes)");
   switch (a.m) {
-    case 1: detail::launch<1>(a, p, stream); break;
-    case 2: detail::launch<2>(a, p, stream); break;
-    case 3: detail::launch<3>(a, p, stream); break;
-    case 4: detail::launch<4>(a, p, stream); break;
-    case 5: detail::launch<5>(a, p, stream); break;
-    case 6: detail::launch<6>(a, p, stream); break;
-    case 7: detail::launch<7>(a, p, stream); break;
-    default: detail::launch<8>(a, p, stream); break;
+    case 1: detail::launch<1, T>(a, p, stream); break;
+    case 2: detail::launch<2, T>(a, p, stream); break;
+    case 3: detail::launch<3, T>(a, p, stream); break;
+    case 4: detail::launch<4, T>(a, p, stream); break;
+    case 5: detail::launch<5, T>(a, p, stream); break;
+    case 6: detail::launch<6, T>(a, p, stream); break;
+    case 7: detail::launch<7, T>(a, p, stream); break;
+    default: detail::launch<8, T>(a, p, stream); break;
   }
   check(cudaGetLastError(), "w4a16_gemv_kernel launch");
 }

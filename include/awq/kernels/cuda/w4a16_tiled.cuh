@@ -1,6 +1,7 @@
 /// \file
 /// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/kernels/w4a16_tiled.hpp):
-///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, fp16 x and y, fp32 accumulation.
+///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, x and y in fp16 or bf16 (w4a16_act.cuh),
+///        fp32 accumulation.
 ///
 /// Three kernels (one launch each; deterministic), chosen by M and the device:
 /// - M ≤ 16: a streaming GEMV (w4a16_tiled_gemv_kernel, below; sm_80 and later) — the weights are
@@ -46,6 +47,7 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/error.hpp"
+#include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/kernels/cuda/w4a16_gemm.cuh"
 #include "awq/kernels/w4a16_tiled.hpp"
 
@@ -53,17 +55,27 @@ namespace awq {
 namespace cuda {
 
 /// \brief Device pointers and sizes of one W4A16 product over tiled weights
-///        (the arrays of awq::TiledW4A16, uploaded; TiledW4A16Device does that).
-struct W4A16TiledArgs {
-  const __half* x = nullptr;                ///< [M, K] row-major, 16-byte aligned
+///        (the arrays of awq::TiledW4A16, uploaded; TiledW4A16Device does that), with
+///        activations x, bias and y of type T: __half (W4A16TiledArgs) or __nv_bfloat16
+///        (W4A16TiledArgsBf16). The scales are fp16 either way (the layout's).
+template <class T>
+struct W4A16TiledArgsT {
+  static_assert(is_w4a16_act_v<T>, "W4A16TiledArgsT: activations are __half or __nv_bfloat16");
+  using element_type = T;                   ///< the activation type
+  const T* x = nullptr;                     ///< [M, K] row-major, 16-byte aligned
   const std::uint32_t* qweight = nullptr;   ///< tiled codes, 16-byte aligned
   const std::uint32_t* qzeros = nullptr;    ///< tiled zeros, 16-byte aligned; null: symmetric (zero 8)
-  const __half* scales = nullptr;           ///< tiled scales, 16-byte aligned
-  const __half* bias = nullptr;             ///< [N] or null
-  __half* y = nullptr;                      ///< [M, N] row-major, 4-byte aligned
+  const __half* scales = nullptr;           ///< tiled scales (fp16), 16-byte aligned
+  const T* bias = nullptr;                  ///< [N] or null
+  T* y = nullptr;                           ///< [M, N] row-major, 4-byte aligned
   void* workspace = nullptr;                ///< w4a16_tiled_workspace_bytes(m, k, n) bytes, zero-filled once
   std::size_t workspace_bytes = 0;          ///< size of `workspace` (checked)
   int m = 1, k = 0, n = 0, group = 128;     ///< logical sizes (TiledW4A16::k, n, group)
+  /// true: for M ≤ 16 the call is launched with programmatic dependent launch (sm_90): its blocks
+  /// may start while the kernel before it in the stream ends, and wait for that kernel's completion
+  /// before they read anything (saves 1–1.5 µs a call on an H100; bench/RESULTS.md). Safe with any
+  /// kernel before it; pointless before sm_90 (the launch then behaves as an ordinary one).
+  bool overlap_previous = false;
 
   /// Throws awq::Error naming the argument that cannot be run.
   void can_implement() const {
@@ -80,6 +92,10 @@ struct W4A16TiledArgs {
     require(aligned(y, 4) && aligned(bias, 2), fn, ": y must be 4-byte aligned");
   }
 };
+/// fp16 activations.
+using W4A16TiledArgs = W4A16TiledArgsT<__half>;
+/// bf16 activations.
+using W4A16TiledArgsBf16 = W4A16TiledArgsT<__nv_bfloat16>;
 
 namespace detail {
 
@@ -130,20 +146,25 @@ struct TiledShape {
 __device__ __forceinline__ std::uint32_t h2_bits(__half2 h) { return *reinterpret_cast<const std::uint32_t*>(&h); }
 __device__ __forceinline__ __half2 bits_h2(std::uint32_t u) { return *reinterpret_cast<const __half2*>(&u); }
 
-/// A group's decoding constants for the 8 columns {64 nt + 8 j + g} of a lane: the scale as an
-/// fp16 pair, −(1024 + z) for low nibbles and −(64 + z) for nibbles decoded as 1024 + 16 q.
+/// A group's decoding constants for the 8 columns {64 nt + 8 j + g} of a lane: the scale as a
+/// pair of T, −(P + z) (P = Act<T>'s magic: 1024 or 128) and, for fp16, −(64 + z) for nibbles
+/// decoded as 1024 + 16 q.
+template <class T>
 struct TiledConsts {
-  std::uint32_t s2[8], lo[8], hi[8];
+  static constexpr bool fp16 = std::is_same_v<T, __half>;
+  std::uint32_t s2[8], lo[8], hi[fp16 ? 8 : 1];
 
   __device__ __forceinline__ void load(uint4 sv, std::uint32_t zw) {
     const std::uint32_t sw[4] = {sv.x, sv.y, sv.z, sv.w};
-    const __half2 sixteenth = __float2half2_rn(0.0625f);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      s2[j] = __byte_perm(sw[j / 2], 0u, (j % 2) ? 0x3232u : 0x1010u);
+      s2[j] = Act<T>::scale_pair(__byte_perm(sw[j / 2], 0u, (j % 2) ? 0x3232u : 0x1010u));
       const std::uint32_t z = (zw >> (4 * j)) & 0xFu;
-      lo[j] = (0xE400u | z) * 0x10001u;                                  // −(1024 + z), exact
-      hi[j] = h2_bits(__hmul2(bits_h2((0xE400u | (z << 4)) * 0x10001u), sixteenth));  // −(64 + z), exact
+      lo[j] = (Act<T>::neg_magic | z) * 0x10001u;  // −(P + z), exact
+      if constexpr (fp16) {
+        const __half2 sixteenth = __float2half2_rn(0.0625f);
+        hi[j] = h2_bits(__hmul2(bits_h2((0xE400u | (z << 4)) * 0x10001u), sixteenth));  // −(64 + z), exact
+      }
     }
   }
 };
@@ -156,37 +177,62 @@ __device__ __forceinline__ std::uint32_t lop3_and_or(std::uint32_t a) {
   return r;
 }
 
-/// One word → the B fragments of sub-tiles 2w and 2w + 1 as raw codes: 1024 + q for the low
-/// nibble of each byte (K rows 2t, 2t + 1 of the fragment), 64 + q for the high nibble (rows
-/// 2t + 8, 2t + 9; fp16 64.0 has its unit in mantissa bit 4, where that nibble sits). Zero point
-/// and scale are applied per group in fp32 (raw-code kernel, see the kernel's comment).
-__device__ __forceinline__ void decode_word_raw(std::uint32_t q, std::uint32_t (&b)[4]) {
-  const std::uint32_t q8 = q >> 8;
-  b[0] = lop3_and_or<0x000F000Fu>(q);
-  b[1] = lop3_and_or<0x00F000F0u, 0x54005400u>(q);
-  b[2] = lop3_and_or<0x000F000Fu>(q8);
-  b[3] = lop3_and_or<0x00F000F0u, 0x54005400u>(q8);
+/// Raw codes of the nibbles in bits 0..3 and 16..19 of q: the pair (P + q) of type T.
+template <class T>
+__device__ __forceinline__ std::uint32_t raw_lo(std::uint32_t q) {
+  return lop3_and_or<0x000F000Fu, Act<T>::magic>(q);
+}
+/// Raw codes of the nibbles in bits 4..7 and 20..23 of q: fp16 64 + q in place (64.0 has its unit
+/// in mantissa bit 4, where the nibble sits), bf16 128 + q after a shift. Act<T>::magic_hi is the offset.
+template <class T>
+__device__ __forceinline__ std::uint32_t raw_hi(std::uint32_t q) {
+  if constexpr (std::is_same_v<T, __half>)
+    return lop3_and_or<0x00F000F0u, Act<T>::magic_hi>(q);
+  else
+    return lop3_and_or<0x000F000Fu, Act<T>::magic>(q >> 4);
 }
 
-/// One word of a lane's fragment load → the B fragments {b0, b1} of sub-tiles 2w and 2w + 1.
-template <int W>
-__device__ __forceinline__ void decode_word(std::uint32_t q, const TiledConsts& c, std::uint32_t (&b)[4]) {
-  const __half2 sixteenth = __float2half2_rn(0.0625f);
+/// One word → the B fragments of sub-tiles 2w and 2w + 1 as raw codes: P + q for the low
+/// nibble of each byte (K rows 2t, 2t + 1 of the fragment), raw_hi for the high nibble (rows
+/// 2t + 8, 2t + 9). Zero point and scale are applied per group in fp32 (raw-code kernel, see the
+/// kernel's comment).
+template <class T>
+__device__ __forceinline__ void decode_word_raw(std::uint32_t q, std::uint32_t (&b)[4]) {
   const std::uint32_t q8 = q >> 8;
-  const std::uint32_t p0 = lop3_and_or<0x000F000Fu>(q), p1 = lop3_and_or<0x00F000F0u>(q);
-  const std::uint32_t p2 = lop3_and_or<0x000F000Fu>(q8), p3 = lop3_and_or<0x00F000F0u>(q8);
+  b[0] = raw_lo<T>(q);
+  b[1] = raw_hi<T>(q);
+  b[2] = raw_lo<T>(q8);
+  b[3] = raw_hi<T>(q8);
+}
+
+/// One word of a lane's fragment load → the B fragments {b0, b1} of sub-tiles 2w and 2w + 1:
+/// ((P + q) − (P + z))·s, rounded once to T (fp16; bf16: the scale rounded to bf16 first).
+template <int W, class T>
+__device__ __forceinline__ void decode_word(std::uint32_t q, const TiledConsts<T>& c, std::uint32_t (&b)[4]) {
+  using A = Act<T>;
+  const std::uint32_t q8 = q >> 8;
   constexpr int j0 = 2 * W, j1 = 2 * W + 1;
-  b[0] = h2_bits(__hmul2(__hadd2(bits_h2(p0), bits_h2(c.lo[j0])), bits_h2(c.s2[j0])));
-  b[1] = h2_bits(__hmul2(__hfma2(bits_h2(p1), sixteenth, bits_h2(c.hi[j0])), bits_h2(c.s2[j0])));
-  b[2] = h2_bits(__hmul2(__hadd2(bits_h2(p2), bits_h2(c.lo[j1])), bits_h2(c.s2[j1])));
-  b[3] = h2_bits(__hmul2(__hfma2(bits_h2(p3), sixteenth, bits_h2(c.hi[j1])), bits_h2(c.s2[j1])));
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 sixteenth = __float2half2_rn(0.0625f);
+    const std::uint32_t p0 = lop3_and_or<0x000F000Fu>(q), p1 = lop3_and_or<0x00F000F0u>(q);
+    const std::uint32_t p2 = lop3_and_or<0x000F000Fu>(q8), p3 = lop3_and_or<0x00F000F0u>(q8);
+    b[0] = h2_bits(__hmul2(__hadd2(bits_h2(p0), bits_h2(c.lo[j0])), bits_h2(c.s2[j0])));
+    b[1] = h2_bits(__hmul2(__hfma2(bits_h2(p1), sixteenth, bits_h2(c.hi[j0])), bits_h2(c.s2[j0])));
+    b[2] = h2_bits(__hmul2(__hadd2(bits_h2(p2), bits_h2(c.lo[j1])), bits_h2(c.s2[j1])));
+    b[3] = h2_bits(__hmul2(__hfma2(bits_h2(p3), sixteenth, bits_h2(c.hi[j1])), bits_h2(c.s2[j1])));
+  } else {
+    b[0] = A::mul2(A::add2(raw_lo<T>(q), c.lo[j0]), c.s2[j0]);
+    b[1] = A::mul2(A::add2(raw_hi<T>(q), c.lo[j0]), c.s2[j0]);
+    b[2] = A::mul2(A::add2(raw_lo<T>(q8), c.lo[j1]), c.s2[j1]);
+    b[3] = A::mul2(A::add2(raw_hi<T>(q8), c.lo[j1]), c.s2[j1]);
+  }
 }
 
 /// The tiled kernel's epilogue, for every thread of the block (it may synchronize): the warp's
 /// accumulators of strip `nt`, rows m0 + 16 i + lane/4 (+ 8), columns 64 nt + 8 j + 2·(lane % 4)
 /// (+ 1), through store_or_split_k.
-template <int MT>
-__device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgs& a, const float (&acc)[MT][8][4], int nt, int m0, int split, int splits,
+template <int MT, class T>
+__device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgsT<T>& a, const float (&acc)[MT][8][4], int nt, int m0, int split, int splits,
                                                int* tickets, float* partial) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int col0 = nt * kTiledN + 2 * (lane % 4);
@@ -216,7 +262,8 @@ struct GroupParamCopy {
   int dst = 0;
   long row = 0;
 };
-__host__ __device__ inline GroupParamCopy group_param_copy(const W4A16TiledArgs& a, int tid, int nt0, int ntiles, int group_rows, int s_off,
+template <class T>
+__host__ __device__ inline GroupParamCopy group_param_copy(const W4A16TiledArgsT<T>& a, int tid, int nt0, int ntiles, int group_rows, int s_off,
                                                          int z_off) {
   GroupParamCopy c;
   if (tid < group_rows * 32) {
@@ -237,10 +284,11 @@ __host__ __device__ inline GroupParamCopy group_param_copy(const W4A16TiledArgs&
   return c;
 }
 
-template <int MT>
-__global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a16_tiled_kernel(W4A16TiledArgs a, int steps_per_split, int splits, int* tickets,
-                                                                    float* partial) {
+template <int MT, class T>
+__global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a16_tiled_kernel(W4A16TiledArgsT<T> a, int steps_per_split, int splits,
+                                                                                             int* tickets, float* partial) {
   using Sh = TiledShape<MT>;
+  using A = Act<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
@@ -261,7 +309,7 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   // What this thread copies each step, resolved once: up to MT chunks of x (16 bytes: 8 of the 64
   // halves of a row), one 16-byte chunk of each warp's weight strip, and possibly one chunk of
   // scales or zeros. Per step only the K offset moves.
-  const __half* x_src[MT];
+  const T* x_src[MT];
   int x_dst[MT], x_col[MT];
   bool x_ok[MT];
 #pragma unroll
@@ -310,11 +358,11 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
   }
 
   const bool active = nt0 + warp < ntiles;
-  TiledConsts cst;
+  TiledConsts<T> cst;
   int cur_group = -1;
-  // Raw-code kernel: per group, gacc = Σ x·code with code = 1024 + q (low nibbles) or 64 + q (high
-  // nibbles), and one more mma against constant columns gives, per row, the offset part
-  // O = Σ x·(1024 or 64) (even columns) and Σx (odd columns); at the group's end
+  // Raw-code kernel: per group, gacc = Σ x·code with code = P + q (P = 1024 or 128; fp16 high
+  // nibbles 64 + q), and one more mma against constant columns gives, per row, the offset part
+  // O = Σ x·(1024 or 64; bf16 128) (even columns) and Σx (odd columns); at the group's end
   // acc += s·(gacc − O − z·Σx) in fp32. Exact weights (q − z)·s, no fp16 rounding of them.
   constexpr bool raw = kTiledRaw && MT == 1;
   float gacc[raw ? MT : 1][8][4];
@@ -340,8 +388,8 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
       ldmatrix_x4(af[i], base + (r * Sh::x_stride + c) * 2);
     }
   };
-  const std::uint32_t ones_b0 = (lane / 4) % 2 ? 0x3C003C00u : 0x64006400u;  // column g: 1 (odd) or 1024 (even)
-  const std::uint32_t ones_b1 = (lane / 4) % 2 ? 0x3C003C00u : 0x54005400u;  // … 1 (odd) or 64 (even)
+  const std::uint32_t ones_b0 = (lane / 4) % 2 ? A::one : A::magic;     // column g: 1 (odd) or the low-nibble offset (even)
+  const std::uint32_t ones_b1 = (lane / 4) % 2 ? A::one : A::magic_hi;  // … 1 (odd) or the high-nibble offset (even)
   for (int ls = 0; ls < nsteps; ++ls) {
     const int st = ls % Sh::stages;
     cp_async_wait<Sh::stages - 2>();  // this step's stage has landed (for this thread)
@@ -362,16 +410,16 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
         unsigned af[MT][4];
         load_a(af, base, kk);
 #pragma unroll
-        for (int i = 0; i < MT; ++i) mma_16816(sx[i], af[i], ones_b0, ones_b1);
+        for (int i = 0; i < MT; ++i) A::mma_16816(sx[i], af[i], ones_b0, ones_b1);
         const std::uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
           std::uint32_t b[4];
-          decode_word_raw(words[w], b);
+          decode_word_raw<T>(words[w], b);
 #pragma unroll
           for (int i = 0; i < MT; ++i) {
-            mma_16816(gacc[i][2 * w], af[i], b[0], b[1]);
-            mma_16816(gacc[i][2 * w + 1], af[i], b[2], b[3]);
+            A::mma_16816(gacc[i][2 * w], af[i], b[0], b[1]);
+            A::mma_16816(gacc[i][2 * w + 1], af[i], b[2], b[3]);
           }
         }
         const int kn = k0 + (kk + 1) * kTiledK;
@@ -421,8 +469,8 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 #define AWQ_TILED_WORD(W, Q)                               \
   decode_word<W>(Q, cst, b);                               \
   _Pragma("unroll") for (int i = 0; i < MT; ++i) {         \
-    mma_16816(acc[i][2 * (W)], af[i], b[0], b[1]);         \
-    mma_16816(acc[i][2 * (W) + 1], af[i], b[2], b[3]);     \
+    A::mma_16816(acc[i][2 * (W)], af[i], b[0], b[1]);      \
+    A::mma_16816(acc[i][2 * (W) + 1], af[i], b[2], b[3]);  \
   }
       AWQ_TILED_WORD(0, bw.x)
       AWQ_TILED_WORD(1, bw.y)
@@ -461,6 +509,9 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 #ifndef AWQ_TGEMV_SLICE
 #define AWQ_TGEMV_SLICE 0  // tuning knob for benchmarks: > 0 forces this many 128-row batches per K slice
 #endif
+#ifndef AWQ_TGEMV_PREFETCH
+#define AWQ_TGEMV_PREFETCH 0  // tuning knob for benchmarks: 1 prefetches the first weight batch into L2 before the grid-dependency wait
+#endif                        // (measured on an H100: 6.9 → 6.7 µs with overlap_previous at M = 1 on 4096², but 7.9 → 8.8 without)
 #ifndef AWQ_TGEMV_MIN_BLOCKS
 #define AWQ_TGEMV_MIN_BLOCKS 4  // blocks per SM the registers must allow (≤ 128 registers a thread)
 #endif
@@ -481,9 +532,10 @@ static_assert(kTGemvRows % 128 == 0, "a batch holds whole groups");
 /// G: group size; NT: blocks of 8 tokens (M ≤ 8 NT). NT = 1 runs raw codes (AWQ_TGEMV_RAW), NT = 2
 /// decodes each weight once to fp16 for both token blocks (raw codes would double the group
 /// accumulators: registers).
-template <int G, int NT>
+template <int G, int NT, class T>
 __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
-    w4a16_tiled_gemv_kernel(W4A16TiledArgs a, int slice_batches, int splits, int* tickets, float* partial) {
+    w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int* tickets, float* partial) {
+  using A = Act<T>;
   static_assert(G == 32 || G == 64 || G == 128, "group 32, 64 or 128");
   static_assert(NT == 1 || NT == 2, "up to 16 tokens");
   constexpr int NG = kTGemvRows / G;  // groups per batch
@@ -501,7 +553,7 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
   const uint4* qb = reinterpret_cast<const uint4*>(a.qweight) + static_cast<long>(nt) * ktiles * 32 + lane;
   // B column g of token block u is token 8 u + g; columns past M stay zero.
   bool has_token[NT];
-  const __half* xg[NT];
+  const T* xg[NT];
 #pragma unroll
   for (int u = 0; u < NT; ++u) {
     has_token[u] = 8 * u + g < a.m;
@@ -520,10 +572,24 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
       b1[u] = in ? __ldg(reinterpret_cast<const unsigned*>(xg[u] + kr + 8)) : 0u;
     }
   };
-  // Raw codes: A rows 0 and 1 of the constant operand are (1024 × 8, 64 × 8) and ones, so one more
-  // mma per tile gives per token the offset part O = Σ x·(1024 or 64) and Σ x.
-  const std::uint32_t lo_c = g == 0 ? 0x64006400u : g == 1 ? 0x3C003C00u : 0u, hi_c = g == 0 ? 0x54005400u : g == 1 ? 0x3C003C00u : 0u;
+  // Raw codes: A rows 0 and 1 of the constant operand are the code offsets (fp16 1024 × 8, 64 × 8;
+  // bf16 128 × 16) and ones, so one more mma per tile gives per token the offset part
+  // O = Σ x·offset and Σ x.
+  const std::uint32_t lo_c = g == 0 ? A::magic : g == 1 ? A::one : 0u, hi_c = g == 0 ? A::magic_hi : g == 1 ? A::one : 0u;
   const unsigned ones_a[4] = {lo_c, 0u, hi_c, 0u};
+  // Programmatic dependent launch (W4A16TiledArgsT::overlap_previous): this grid's blocks may start
+  // while the kernel before it ends; they wait for it here, before any read of x or write of y or
+  // the workspace. (Measured: holding the first weight batch in registers across the wait slowed
+  // the loop below, 42.8 → 44.0 µs at M = 1 and 54 → 66 µs at M = 16 on 8192 × 28672.)
+#if AWQ_TGEMV_PREFETCH
+  if (bt0 + warp < bt1)
+#pragma unroll
+    for (int d = 0; d < kTGemvBatch; ++d)
+      if ((bt0 + warp) * kTGemvBatch + d < ktiles)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(qb + static_cast<long>((bt0 + warp) * kTGemvBatch + d) * 32));
+#endif
+  grid_dependency_wait();
+  grid_launch_dependents();
   for (int bt = bt0 + warp; bt < bt1; bt += kTGemvWarps) {
     const int kt0 = bt * kTGemvBatch;
     uint4 q[kTGemvBatch];
@@ -545,16 +611,15 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
           const int d = j * TPG + dd;
           std::uint32_t b0[NT], b1[NT];
           x_frag(kt0 + d, b0, b1);
-          mma_16816(sx, ones_a, b0[0], b1[0]);
+          A::mma_16816(sx, ones_a, b0[0], b1[0]);
           const std::uint32_t words[4] = {q[d].x, q[d].y, q[d].z, q[d].w};
 #pragma unroll
           for (int w = 0; w < 4; ++w) {
-            // Nibble pairs (0, 4), (2, 6) → 1024 + q (K columns 2t, 2t + 1); (1, 5), (3, 7) → 64 + q
+            // Nibble pairs (0, 4), (2, 6) → P + q (K columns 2t, 2t + 1); (1, 5), (3, 7) → raw_hi
             // (columns 2t + 8, 2t + 9): a0a1, a2a3, a4a5, a6a7 of the A fragment.
             const std::uint32_t qw = words[w], q8 = qw >> 8;
-            const unsigned af[4] = {lop3_and_or<0x000F000Fu>(qw), lop3_and_or<0x000F000Fu>(q8), lop3_and_or<0x00F000F0u, 0x54005400u>(qw),
-                                    lop3_and_or<0x00F000F0u, 0x54005400u>(q8)};
-            mma_16816(gacc[w], af, b0[0], b1[0]);
+            const unsigned af[4] = {raw_lo<T>(qw), raw_lo<T>(q8), raw_hi<T>(qw), raw_hi<T>(q8)};
+            A::mma_16816(gacc[w], af, b0[0], b1[0]);
           }
         }
         // Group end: offsets O (row 0 of sx, lanes 0..3) and Σx (row 1, lanes 4..7) of tokens 2t, 2t + 1.
@@ -569,9 +634,12 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
           acc[0][w][2 * h + 1] = fmaf(sc, gacc[w][2 * h + 1] - fmaf(zf, x1, o1), acc[0][w][2 * h + 1]);
         }
       } else {
-        std::uint32_t nz[8];  // −(1024 + z) pairs
+        std::uint32_t nz[8];  // −(P + z) pairs
 #pragma unroll
-        for (int c = 0; c < 8; ++c) nz[c] = (0xE400u | ((zw >> (4 * c)) & 0xFu)) * 0x10001u;
+        for (int c = 0; c < 8; ++c) nz[c] = (A::neg_magic | ((zw >> (4 * c)) & 0xFu)) * 0x10001u;
+        std::uint32_t sp[8];  // scale pairs of columns 8 c + g, once per group (bf16: converted once)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) sp[c] = A::scale_pair(__byte_perm(sw[c / 2], 0u, c % 2 ? 0x3232u : 0x1010u));
 #pragma unroll
         for (int dd = 0; dd < TPG; ++dd) {
           const int d = j * TPG + dd;
@@ -580,16 +648,16 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
           const std::uint32_t words[4] = {q[d].x, q[d].y, q[d].z, q[d].w};
 #pragma unroll
           for (int w = 0; w < 4; ++w) {
-            // Nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) → 1024 + q → (q − z)·s: a0a1, a2a3, a4a5, a6a7.
+            // Nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) → P + q → (q − z)·s: a0a1, a2a3, a4a5, a6a7.
             const std::uint32_t qw = words[w];
-            const __half2 s0 = bits_h2(__byte_perm(sw[w], 0u, 0x1010u)), s1 = bits_h2(__byte_perm(sw[w], 0u, 0x3232u));
+            const std::uint32_t s0 = sp[2 * w], s1 = sp[2 * w + 1];
             unsigned af[4];
-            af[0] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw)), bits_h2(nz[2 * w])), s0));
-            af[1] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 8)), bits_h2(nz[2 * w + 1])), s1));
-            af[2] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 4)), bits_h2(nz[2 * w])), s0));
-            af[3] = h2_bits(__hmul2(__hadd2(bits_h2(lop3_and_or<0x000F000Fu>(qw >> 12)), bits_h2(nz[2 * w + 1])), s1));
+            af[0] = A::mul2(A::add2(raw_lo<T>(qw), nz[2 * w]), s0);
+            af[1] = A::mul2(A::add2(raw_lo<T>(qw >> 8), nz[2 * w + 1]), s1);
+            af[2] = A::mul2(A::add2(raw_lo<T>(qw >> 4), nz[2 * w]), s0);
+            af[3] = A::mul2(A::add2(raw_lo<T>(qw >> 12), nz[2 * w + 1]), s1);
 #pragma unroll
-            for (int u = 0; u < NT; ++u) mma_16816(acc[u][w], af, b0[u], b1[u]);
+            for (int u = 0; u < NT; ++u) A::mma_16816(acc[u][w], af, b0[u], b1[u]);
           }
         }
       }
@@ -626,9 +694,10 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
 
 /// Resident blocks of the GEMV; one figure for every instantiation (the same launch bounds cap
 /// their registers), so the plan — and the workspace it sizes — depends on (M, K, N) only.
-inline int tgemv_slots() {
+template <class T>
+int tgemv_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_gemv_kernel<128, 1>, kTGemvThreads, 0, cache, "w4a16_tiled_gemv_kernel attributes");
+  return resident_slots(w4a16_tiled_gemv_kernel<128, 1, T>, kTGemvThreads, 0, cache, "w4a16_tiled_gemv_kernel attributes");
 }
 
 /// K slices of the streaming GEMV (bm = 8 marks the plan): a slice is a whole number of batches.
@@ -649,15 +718,27 @@ inline GemmPlan tiled_gemv_plan(int m, int k, int n, int slots) {
   return p;
 }
 
-inline void launch_tiled_gemv(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+template <class T>
+void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
-  auto run = [&](auto kernel) { kernel<<<grid, kTGemvThreads, 0, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial); };
+  auto run = [&](auto kernel) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(kTGemvThreads);
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = a.overlap_previous ? 1 : 0;
+    check(cudaLaunchKernelEx(&cfg, kernel, a, p.steps_per_split, p.splits, w.tickets, w.partial), "w4a16_tiled_gemv_kernel launch");
+  };
   const bool two = a.m > 8;
   switch (a.group) {
-    case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2>) : run(w4a16_tiled_gemv_kernel<32, 1>); break;
-    case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2>) : run(w4a16_tiled_gemv_kernel<64, 1>); break;
-    default: two ? run(w4a16_tiled_gemv_kernel<128, 2>) : run(w4a16_tiled_gemv_kernel<128, 1>); break;
+    case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T>) : run(w4a16_tiled_gemv_kernel<32, 1, T>); break;
+    case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T>) : run(w4a16_tiled_gemv_kernel<64, 1, T>); break;
+    default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T>) : run(w4a16_tiled_gemv_kernel<128, 1, T>); break;
   }
 }
 
@@ -727,41 +808,50 @@ __device__ __forceinline__ std::uint64_t wgmma_desc_sw128(unsigned smem_addr) {
          (static_cast<std::uint64_t>(1024 >> 4) << 32) | (static_cast<std::uint64_t>(1) << 62);
 }
 
-/// One wgmma.mma_async m64n32k16 (fp16 in, fp32 accumulate, D += A·B): A (64 × 16) from registers,
-/// B (16 × 32, K-major, 128-byte swizzle) in shared memory through `desc`.
-__device__ __forceinline__ void wgmma_m64n32k16_rs(float (&d)[16], const std::uint32_t (&a)[4], std::uint64_t desc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-      "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-}
+// One wgmma.mma_async m64nNk16 (TY = "f16" or "bf16" in, fp32 accumulate, D += A·B): A (64 × 16)
+// from registers, B (16 × N, K-major, 128-byte swizzle) in shared memory through `desc`.
+#define AWQ_WGMMA_N32_RS(TY)                                                                                                                   \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"                                                                                  \
+               "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                                                                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "                                                       \
+               "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"                                                                                   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),       \
+                 "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                                   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1))
+#define AWQ_WGMMA_N64_RS(TY)                                                                                                                   \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                                                  \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                                                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, "      \
+               "%26, %27, %28, %29, %30, %31}, "                                                                                                \
+               "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                                                                                   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),       \
+                 "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),           \
+                 "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),           \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                                             \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1))
 
-/// One wgmma.mma_async m64n64k16 (fp16 in, fp32 accumulate, D += A·B): A (64 × 16) from registers,
-/// B (16 × 64, K-major, 128-byte swizzle) in shared memory through `desc`.
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t desc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-}
-
-template <int NTOK>
+/// One wgmma m64nNk16 (N = NTOK) with A of type T from registers and B from swizzled shared memory.
+template <int NTOK, class T>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32_t (&a)[4], std::uint64_t desc) {
-  if constexpr (NTOK == 32)
-    wgmma_m64n32k16_rs(d, a, desc);
-  else
-    wgmma_m64n64k16_rs(d, a, desc);
+  constexpr bool fp16 = std::is_same_v<T, __half>;
+  if constexpr (NTOK == 32) {
+    if constexpr (fp16)
+      AWQ_WGMMA_N32_RS("f16");
+    else
+      AWQ_WGMMA_N32_RS("bf16");
+  } else {
+    if constexpr (fp16)
+      AWQ_WGMMA_N64_RS("f16");
+    else
+      AWQ_WGMMA_N64_RS("bf16");
+  }
 }
+#undef AWQ_WGMMA_N32_RS
+#undef AWQ_WGMMA_N64_RS
 
-template <int NTOK>
+template <int NTOK, class T>
 __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
-    w4a16_tiled_wgmma_kernel(W4A16TiledArgs a, int steps_per_split, int splits, int* tickets, float* partial) {
+    w4a16_tiled_wgmma_kernel(W4A16TiledArgsT<T> a, int steps_per_split, int splits, int* tickets, float* partial) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Sh = WgmmaShape<NTOK>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -782,7 +872,7 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
   // x: NTOK / 16 chunks of 16 bytes; chunk c of row r lands at chunk c ^ (r % 8) (the 128-byte
   // swizzle). Rows past M are zero-filled (source size 0), so no branch and no clearing pass.
   constexpr int XU = NTOK * 8 / kTiledThreads;
-  const __half* x_src[XU];
+  const T* x_src[XU];
   unsigned x_dst[XU];
   int x_size[XU], x_col[XU];
   const unsigned smem0 = smem_u32(smem);
@@ -837,7 +927,7 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     cp_async_commit();
   }
 
-  TiledConsts cst;
+  TiledConsts<T> cst;
   int cur_group = -1;
   std::uint32_t af[2][4][4];
   for (int ls = 0; ls < nsteps; ++ls) {
@@ -882,7 +972,7 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
       wgmma_fence();
       const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) wgmma_rs<NTOK>(acc[j], A[j], desc);
+      for (int j = 0; j < 4; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
       wgmma_commit();
       wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
     }
@@ -962,10 +1052,10 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
 }
 
 /// Blocks of the Hopper kernel resident at once on the device.
-template <int NTOK>
+template <int NTOK, class T>
 int tiled_wgmma_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK>, kTiledThreads, WgmmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_wgmma_kernel attributes");
+  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK, T>, kTiledThreads, WgmmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_wgmma_kernel attributes");
 }
 
 /// Whether the Hopper kernel serves this device: the build holds sm_90a code and the current
@@ -1005,8 +1095,8 @@ inline GemmPlan tiled_grid_plan(int bm, int m, int k, int n, int slots, int forc
 }
 
 /// One launch of a split-K tiled kernel over plan p's grid.
-template <class Kernel>
-void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
+template <class Kernel, class T>
+void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
   kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
@@ -1017,25 +1107,29 @@ void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgs& a
 #endif
 
 /// Plan of the Hopper kernel: 256 columns × 32 or 64 tokens per block; `wgmma` marks it.
-inline GemmPlan tiled_wgmma_plan(int m, int k, int n) {
+template <class T>
+GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   const int bm = m <= 32 || AWQ_TWG_MAX_NTOK == 32 ? 32 : 64;
-  GemmPlan p = tiled_grid_plan(bm, m, k, n, bm == 32 ? tiled_wgmma_slots<32>() : tiled_wgmma_slots<64>(), AWQ_TWG_FORCE_SPLITS);
+  GemmPlan p = tiled_grid_plan(bm, m, k, n, bm == 32 ? tiled_wgmma_slots<32, T>() : tiled_wgmma_slots<64, T>(), AWQ_TWG_FORCE_SPLITS);
   p.wgmma = true;
   return p;
 }
 
-template <int NTOK>
-void launch_tiled_wgmma(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
-  launch_tiled_grid(w4a16_tiled_wgmma_kernel<NTOK>, WgmmaShape<NTOK>::smem_bytes, a, p, stream);
+template <int NTOK, class T>
+void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
+  launch_tiled_grid(w4a16_tiled_wgmma_kernel<NTOK, T>, WgmmaShape<NTOK>::smem_bytes, a, p, stream);
 }
 
-template <int MT>
+template <int MT, class T>
 int tiled_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_kernel<MT>, kTiledThreads, TiledShape<MT>::smem_bytes, cache, "w4a16_tiled_kernel attributes");
+  return resident_slots(w4a16_tiled_kernel<MT, T>, kTiledThreads, TiledShape<MT>::smem_bytes, cache, "w4a16_tiled_kernel attributes");
 }
 
-inline int tiled_slots_for(int mt) { return mt == 1 ? tiled_slots<1>() : mt == 2 ? tiled_slots<2>() : tiled_slots<4>(); }
+template <class T>
+int tiled_slots_for(int mt) {
+  return mt == 1 ? tiled_slots<1, T>() : mt == 2 ? tiled_slots<2, T>() : tiled_slots<4, T>();
+}
 
 #ifndef AWQ_TILED_MAX_MT
 #define AWQ_TILED_MAX_MT 4  // tuning knob for benchmarks: the largest m16 tiles per block (1, 2 or 4)
@@ -1045,7 +1139,8 @@ inline int tiled_slots_for(int mt) { return mt == 1 ? tiled_slots<1>() : mt == 2
 /// product with few output tiles then leaves SMs idle or needs deep split-K: take the tallest
 /// block whose tiles fill at least half a wave; failing that one m16 tile up to M = 64 (decoding
 /// again per 16 rows is cheaper than idle SMs there) and two above (bench/RESULTS.md).
-inline int tiled_mt(int m, int n) {
+template <class T>
+int tiled_mt(int m, int n) {
   if (m <= 16 || AWQ_TILED_MAX_MT == 1) return 1;
 #ifdef AWQ_TILED_FORCE_MT
   return AWQ_TILED_FORCE_MT;  // tuning knob for benchmarks: this block height above M = 16
@@ -1054,41 +1149,46 @@ inline int tiled_mt(int m, int n) {
   for (int mt = AWQ_TILED_MAX_MT; mt >= 2; mt /= 2) {
     if (mt > 2 && m <= 32) continue;
     const long tiles = static_cast<long>(tiles_n) * ((m + 16 * mt - 1) / (16 * mt));
-    if (2 * tiles >= tiled_slots_for(mt)) return mt;
+    if (2 * tiles >= tiled_slots_for<T>(mt)) return mt;
   }
   return m <= 64 ? 1 : 2;
 }
 
 /// Tiles and K slices of one product: split-K only fills one wave of resident blocks, with at
 /// least two steps (128 of K) per slice.
-inline GemmPlan tiled_plan(int m, int k, int n) {
-  if (m <= AWQ_TGEMV_MAX_M) return tiled_gemv_plan(m, k, n, tgemv_slots());
+template <class T>
+GemmPlan tiled_plan(int m, int k, int n) {
+  if (m <= AWQ_TGEMV_MAX_M) return tiled_gemv_plan(m, k, n, tgemv_slots<T>());
   if (AWQ_TILED_WGMMA && tiled_wgmma_available()) {
-    const GemmPlan p = tiled_wgmma_plan(m, k, n);
+    const GemmPlan p = tiled_wgmma_plan<T>(m, k, n);
     if (p.splits <= AWQ_TWG_MAX_SPLITS) return p;  // deeper split-K: the mma pipeline's smaller tiles
   }
-  const int mt = tiled_mt(m, n);
-  return tiled_grid_plan(16 * mt, m, k, n, tiled_slots_for(mt));
+  const int mt = tiled_mt<T>(m, n);
+  return tiled_grid_plan(16 * mt, m, k, n, tiled_slots_for<T>(mt));
 }
 
-template <int MT>
-void launch_tiled(const W4A16TiledArgs& a, const GemmPlan& p, cudaStream_t stream) {
-  launch_tiled_grid(w4a16_tiled_kernel<MT>, TiledShape<MT>::smem_bytes, a, p, stream);
+template <int MT, class T>
+void launch_tiled(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
+  launch_tiled_grid(w4a16_tiled_kernel<MT, T>, TiledShape<MT>::smem_bytes, a, p, stream);
 }
 
 }  // namespace detail
 
-/// \brief Workspace bytes the tiled product needs for these sizes on the current device; 0 when
-///        none. Allocate once, zero-fill once (cudaMemset), reuse (not by concurrent calls).
+/// \brief Workspace bytes the tiled product needs for these sizes on the current device, with
+///        fp16 or bf16 activations (the larger of the two); 0 when none. Allocate once, zero-fill
+///        once (cudaMemset), reuse (not by concurrent calls).
 inline std::size_t w4a16_tiled_workspace_bytes(int m, int k, int n) {
-  return detail::gemm_workspace_bytes(detail::tiled_plan(m, k, n), m, n);
+  return std::max(detail::gemm_workspace_bytes(detail::tiled_plan<__half>(m, k, n), m, n),
+                  detail::gemm_workspace_bytes(detail::tiled_plan<__nv_bfloat16>(m, k, n), m, n));
 }
 
 /// \brief y = x · dequant(W)ᵀ (+ bias) over tiled weights, any M ≥ 1, on `stream` (sm_80 or
-///        later). awq::Error for arguments it cannot run, naming them.
-inline void w4a16_matmul(const W4A16TiledArgs& a, cudaStream_t stream = nullptr) {
+///        later), x, bias and y in fp16 (W4A16TiledArgs) or bf16 (W4A16TiledArgsBf16).
+///        awq::Error for arguments it cannot run, naming them.
+template <class T>
+void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr) {
   a.can_implement();
-  const auto p = detail::tiled_plan(a.m, a.k, a.n);
+  const auto p = detail::tiled_plan<T>(a.m, a.k, a.n);
   const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
@@ -1117,9 +1217,11 @@ struct TiledW4A16Device {
   explicit TiledW4A16Device(const TiledW4A16& t) : qweight(t.qweight), qzeros(t.qzeros), scales(t.scales.size()), k(t.k), n(t.n), group(t.group) {
     scales.upload(reinterpret_cast<const __half*>(t.scales.data()), t.scales.size());
   }
-  /// Arguments for y [m, n] = x [m, k] · dequant(W)ᵀ with these weights.
-  W4A16TiledArgs args(const __half* x, __half* y, int m, void* workspace, std::size_t workspace_bytes, const __half* bias = nullptr) const {
-    W4A16TiledArgs a;
+  /// Arguments for y [m, n] = x [m, k] · dequant(W)ᵀ with these weights; T (fp16 or bf16) from x.
+  template <class T>
+  W4A16TiledArgsT<T> args(const T* x, T* y, int m, void* workspace, std::size_t workspace_bytes,
+                          const typename detail::Act<T>::element* bias = nullptr) const {
+    W4A16TiledArgsT<T> a;
     a.x = x;
     a.qweight = qweight.data();
     a.qzeros = qzeros.size() ? qzeros.data() : nullptr;

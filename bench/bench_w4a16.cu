@@ -3,8 +3,8 @@
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
 // bandwidth measured in the same run, and the speedup over fp16; last, the tiled layout with bf16
-// activations (bf16_us), and the tiled layout with overlap_previous (programmatic dependent launch:
-// each call's first weight loads overlap the previous call's end; M <= 16).
+// activations (bf16_us), and the tiled layout with overlap_previous (overlap_us: programmatic
+// dependent launch, each call's blocks start as the previous call's blocks finish).
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -159,7 +159,7 @@ int main(int argc, char** argv) {
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
       const double tb = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgsBf16{}, tq, tz, ts, tws, i); }, 200);
       awq::cuda::W4A16TiledArgs overlap{};
-      overlap.overlap_previous = true;  // programmatic dependent launch (M <= 16)
+      overlap.overlap_previous = true;  // programmatic dependent launch
       const double to = time_us([&](int i) { w4_call(overlap, tq, tz, ts, tws, i); }, 200);
       if (read_only) {  // timed only when asked for
         awq::cuda::DeviceBuffer<unsigned> probe_out(1);

@@ -785,6 +785,9 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_MAX_SPLITS
 #define AWQ_TWG_MAX_SPLITS 9  // above this many K slices (few output tiles) the mma pipeline serves instead (measured)
 #endif
+#ifndef AWQ_TWG_PRELOAD
+#define AWQ_TWG_PRELOAD 1  // tuning knob for benchmarks: 0 reads a K tile's weight words after the previous wgmma wait
+#endif
 #ifndef AWQ_TWG_MIN_BLOCKS
 #define AWQ_TWG_MIN_BLOCKS 2  // tuning knob for benchmarks: blocks per SM the registers must allow
 #endif
@@ -953,6 +956,9 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     const unsigned char* base = stage(st);
     const unsigned x_addr = smem_u32(base);
     const int k0 = (step0 + ls) * kTiledBK;
+    auto weight_words = [&](int kk) { return *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16); };
+    constexpr bool preload = AWQ_TWG_PRELOAD && NTOK == 64;
+    uint4 bw_next = preload ? weight_words(0) : uint4{};
 #pragma unroll
     for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
       const int grp = (k0 + kk * kTiledK) >> gshift;
@@ -963,7 +969,7 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
         cst.load(sv, zw);
         cur_group = grp;
       }
-      const uint4 bw = *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16);
+      const uint4 bw = preload ? bw_next : weight_words(kk);
       std::uint32_t(&A)[4][4] = af[kk % 2];
       std::uint32_t b[4];
       // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
@@ -984,6 +990,9 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
 #pragma unroll
       for (int j = 0; j < 4; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
       wgmma_commit();
+      // The next K tile's words are read before the wait: the shared-memory load's latency runs
+      // under it (AWQ_TWG_PRELOAD; 64 tokens only: at 32 the extra registers cost the third block per SM).
+      if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
       wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
     }
   }

@@ -42,7 +42,6 @@ struct Act {
   static constexpr bool fp16 = std::is_same_v<T, __half>;
   using element = T;
   using T2 = std::conditional_t<fp16, __half2, __nv_bfloat162>;
-  static constexpr const char* name = fp16 ? "fp16" : "bf16";
   /// The pair P, P: P + q for a code in bits 0..3 of a lane (fp16 1024, bf16 128).
   static constexpr std::uint32_t magic = fp16 ? 0x64006400u : 0x43004300u;
   /// Offset of the raw code of a nibble in bits 4..7: fp16 64 (64 + q in place), bf16 128 (shifted down).

@@ -70,8 +70,8 @@ struct GemmShape {
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
 
-// 16-byte (or 4-byte) global → shared copy; `bytes` < size zero-fills the rest (0: all zeros).
-/// 16-byte cp.async to a shared-memory address (`bytes` < 16: the rest zero-filled).
+// 16-byte (or 4-byte) global → shared copy, to a shared-memory address or pointer; `bytes` < size
+// zero-fills the rest (0: all zeros).
 __device__ __forceinline__ void cp_async16(unsigned dst_smem, const void* src, int bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_smem), "l"(src), "r"(bytes));
 }

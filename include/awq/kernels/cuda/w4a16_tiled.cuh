@@ -511,9 +511,6 @@ __global__ void __launch_bounds__(kTiledThreads, TiledShape<MT>::min_blocks) w4a
 #ifndef AWQ_TGEMV_SLICE
 #define AWQ_TGEMV_SLICE 0  // tuning knob for benchmarks: > 0 forces this many 128-row batches per K slice
 #endif
-#ifndef AWQ_TGEMV_PREFETCH
-#define AWQ_TGEMV_PREFETCH 0  // tuning knob for benchmarks: 1 prefetches the first weight batch into L2 before the grid-dependency wait
-#endif                        // (measured on an H100: 6.9 → 6.7 µs with overlap_previous at M = 1 on 4096², but 7.9 → 8.8 without)
 #ifndef AWQ_TGEMV_MIN_BLOCKS
 #define AWQ_TGEMV_MIN_BLOCKS 4  // blocks per SM the registers must allow (≤ 128 registers a thread)
 #endif
@@ -582,14 +579,8 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
   // Programmatic dependent launch (W4A16TiledArgsT::overlap_previous): this grid's blocks may start
   // while the kernel before it ends; they wait for it here, before any read of x or write of y or
   // the workspace. (Measured: holding the first weight batch in registers across the wait slowed
-  // the loop below, 42.8 → 44.0 µs at M = 1 and 54 → 66 µs at M = 16 on 8192 × 28672.)
-#if AWQ_TGEMV_PREFETCH
-  if (bt0 + warp < bt1)
-#pragma unroll
-    for (int d = 0; d < kTGemvBatch; ++d)
-      if ((bt0 + warp) * kTGemvBatch + d < ktiles)
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(qb + static_cast<long>((bt0 + warp) * kTGemvBatch + d) * 32));
-#endif
+  // the loop below, 42.8 → 44.0 µs at M = 1 and 54 → 66 µs at M = 16 on 8192 × 28672; an L2
+  // prefetch of it slowed calls without overlap, 7.9 → 8.8 µs at 4096², M = 1.)
   grid_dependency_wait();
   grid_launch_dependents();
   for (int bt = bt0 + warp; bt < bt1; bt += kTGemvWarps) {
@@ -636,12 +627,8 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
           acc[0][w][2 * h + 1] = fmaf(sc, gacc[w][2 * h + 1] - fmaf(zf, x1, o1), acc[0][w][2 * h + 1]);
         }
       } else {
-        std::uint32_t nz[8];  // −(P + z) pairs
-#pragma unroll
-        for (int c = 0; c < 8; ++c) nz[c] = (A::neg_magic | ((zw >> (4 * c)) & 0xFu)) * 0x10001u;
-        std::uint32_t sp[8];  // scale pairs of columns 8 c + g, once per group (bf16: converted once)
-#pragma unroll
-        for (int c = 0; c < 8; ++c) sp[c] = A::scale_pair(__byte_perm(sw[c / 2], 0u, c % 2 ? 0x3232u : 0x1010u));
+        TiledConsts<T> cst;  // scale pairs and −(P + z) of columns 8 c + g, once per group
+        cst.load(sv, zw);
 #pragma unroll
         for (int dd = 0; dd < TPG; ++dd) {
           const int d = j * TPG + dd;
@@ -652,12 +639,12 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
           for (int w = 0; w < 4; ++w) {
             // Nibble pairs (0, 4), (2, 6), (1, 5), (3, 7) → P + q → (q − z)·s: a0a1, a2a3, a4a5, a6a7.
             const std::uint32_t qw = words[w];
-            const std::uint32_t s0 = sp[2 * w], s1 = sp[2 * w + 1];
+            const std::uint32_t s0 = cst.s2[2 * w], s1 = cst.s2[2 * w + 1], z0 = cst.lo[2 * w], z1 = cst.lo[2 * w + 1];
             unsigned af[4];
-            af[0] = A::mul2(A::add2(raw_lo<T>(qw), nz[2 * w]), s0);
-            af[1] = A::mul2(A::add2(raw_lo<T>(qw >> 8), nz[2 * w + 1]), s1);
-            af[2] = A::mul2(A::add2(raw_lo<T>(qw >> 4), nz[2 * w]), s0);
-            af[3] = A::mul2(A::add2(raw_lo<T>(qw >> 12), nz[2 * w + 1]), s1);
+            af[0] = A::mul2(A::add2(raw_lo<T>(qw), z0), s0);
+            af[1] = A::mul2(A::add2(raw_lo<T>(qw >> 8), z1), s1);
+            af[2] = A::mul2(A::add2(raw_lo<T>(qw >> 4), z0), s0);
+            af[3] = A::mul2(A::add2(raw_lo<T>(qw >> 12), z1), s1);
 #pragma unroll
             for (int u = 0; u < NT; ++u) A::mma_16816(acc[u][w], af, b0[u], b1[u]);
           }
@@ -695,7 +682,7 @@ __global__ void __launch_bounds__(kTGemvThreads, AWQ_TGEMV_MIN_BLOCKS)
 }
 
 /// kernel<<<grid, block, smem, stream>>>(args…), with programmatic dependent launch when `overlap`
-/// (the kernels wait for the grid before them before they read or write global memory).
+/// (for kernels that call grid_dependency_wait() before they touch global memory: the GEMV above).
 template <class... Params, class... Args>
 void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
@@ -758,12 +745,13 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 // tile is one m16 × k16 A fragment (rows = output columns 16 w + g, 16 w + 8 + g). wgmma's
 // m64nNk16 takes A from registers in exactly that fragment layout, one m16 block per warp of the
 // warpgroup, so the block's 4 warps (one 64-column strip each, as in the mma pipeline) decode
-// their words to fp16 and issue 4 wgmma per K tile: wgmma j multiplies the rows {strip w,
+// their words to x's type (fp16 or bf16) and issue 4 wgmma per K tile: wgmma j multiplies the rows {strip w,
 // columns 16 j .. 16 j + 15 : w = 0..3} by x. x is the B operand (N = 32 or 64 tokens), read by the
 // tensor cores straight from shared memory (K-major, 128-byte swizzle, written swizzled by
 // cp.async): no ldmatrix, no x registers, and the MMA runs asynchronously while the warps decode
-// the next K tile (two A buffers, two wgmma groups in flight). Decode: the fp16 path of the mma
-// pipeline ((q − z)·s rounded once, AutoAWQ's weight). The mma pipeline's grid and split-K plan;
+// the next K tile (two A buffers, two wgmma groups in flight). Decode: the decode path of the
+// mma pipeline ((q − z)·s rounded once, AutoAWQ's weight; bf16: the scale rounded to bf16
+// first). The mma pipeline's grid and split-K plan;
 // its own epilogue: the accumulators (rows = columns of y, columns = tokens) pair up across lanes
 // g, g ^ 1 with one shuffle to give neighbouring columns of y, and the split-K sum reads the slices
 // back into registers (below).

@@ -250,7 +250,8 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
                        Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}, Case{6, 96, 200, 32},
                        Case{7, 4160, 520, 64}, Case{4, 11008, 4096, 128}, Case{8, 2048, 72, 128}, Case{2, 8192, 136, 64},
-                       Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 2048, 128}}) {
+                       Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 2048, 128},
+                       Case{50, 256, 28672, 64}}) {  // 112 column tiles: the one-warpgroup Hopper kernel at M ≤ 64
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
@@ -264,7 +265,7 @@ TEST_CASE("w4a16 tiled layout with bf16 activations equals the float64 reference
   for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64}, Case{1, 8192, 28672, 128},
                        Case{12, 640, 1032, 64}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
-                       Case{48, 160, 1056, 32}, Case{40, 2048, 8192, 128}, Case{128, 4096, 4096, 128}}) {
+                       Case{48, 160, 1056, 32}, Case{40, 2048, 8192, 128}, Case{128, 4096, 4096, 128}, Case{50, 256, 28672, 64}}) {
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
@@ -436,7 +437,7 @@ TEST_CASE("host-only: W4A16 plans cover every output tile and K step once, no em
     CAPTURE(k);
     CAPTURE(n);
     CAPTURE(slots);
-    for (int bm : {16, 32, 64}) {  // the mma pipeline (16 · MT rows) and the Hopper kernel (32 / 64 tokens)
+    for (int bm : {16, 32, 64, 128}) {  // the mma pipeline (16 · MT rows) and the Hopper kernel (32 / 64 / 128 tokens)
       for (int force : {0, 3}) {
         const GemmPlan p = tiled_grid_plan(bm, m, k, n, slots, force);
         CHECK(p.bm == bm);
@@ -452,6 +453,10 @@ TEST_CASE("host-only: W4A16 plans cover every output tile and K step once, no em
           CHECK(tiles * p.splits <= std::max<long>(tiles, slots));             // split-K fills one wave, no more
           CHECK((p.splits == 1 || p.steps_per_split >= 2));                    // at least 128 of K per slice
           CHECK((gemm_workspace_bytes(p, m, n) == 0) == (p.splits == 1));      // a workspace only for split-K
+          GemmPlan w = p;                                                      // the Hopper kernel's compact partial tiles
+          w.wgmma = true;
+          CHECK(tiled_plan_workspace_bytes(w, m, n) == (p.splits == 1 ? 0 : split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m) +
+                                                                                 sizeof(float) * p.tiles_n * p.tiles_m * p.splits * bm * kTiledBN));
         } else {
           const int f = std::min(3, p.steps);  // 3 slices asked: ceil(steps / 3) steps each, no empty one
           CHECK(p.steps_per_split == (p.steps + f - 1) / f);

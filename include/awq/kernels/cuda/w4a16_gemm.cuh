@@ -136,6 +136,7 @@ __device__ __forceinline__ uint4 dequant_word(std::uint32_t q, std::uint32_t z, 
 struct GemmPlan {
   int bm = 16, tiles_n = 0, tiles_m = 0, steps = 0, splits = 1, steps_per_split = 0;
   bool wgmma = false;  ///< the tiled layout's Hopper kernel (bm tokens per block)
+  int warpgroups = 1;  ///< the Hopper kernel's warpgroups per block (1 or 4)
 };
 
 inline int gemm_bm(int m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }

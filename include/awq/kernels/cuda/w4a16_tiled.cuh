@@ -10,8 +10,9 @@
 ///   memory floor.
 /// - M > 16 on Hopper (a build with sm_90a code and AWQ_CUDA_SM90A=1, a CC 9.0 device):
 ///   w4a16_tiled_wgmma_kernel — warpgroup MMA with the decoded weights as the register operand and
-///   x read by the tensor cores from swizzled shared memory; unless the output tiles are so few
-///   that K would be split more than AWQ_TWG_MAX_SPLITS ways.
+///   x read by the tensor cores from swizzled shared memory: one warpgroup per block (32 or 64
+///   tokens) or, above M = 32, four (64 or 128 tokens, one 64-column strip each); unless the
+///   output tiles are so few that K would be split more than AWQ_TWG_MAX_SPLITS ways.
 /// - Otherwise (or every M with -DAWQ_TGEMV_MAX_M=0, for comparisons): the mma pipeline below.
 ///
 /// The mma pipeline:
@@ -746,15 +747,18 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 // m64nNk16 takes A from registers in exactly that fragment layout, one m16 block per warp of the
 // warpgroup, so the block's 4 warps (one 64-column strip each, as in the mma pipeline) decode
 // their words to x's type (fp16 or bf16) and issue 4 wgmma per K tile: wgmma j multiplies the rows {strip w,
-// columns 16 j .. 16 j + 15 : w = 0..3} by x. x is the B operand (N = 32 or 64 tokens), read by the
+// columns 16 j .. 16 j + 15 : w = 0..3} by x. The four-warpgroup form (WGS = 4, M > 32) gives each
+// strip a warpgroup instead: its warp w decodes only word w, and one wgmma m64nNk16 per K tile covers
+// the strip's 64 columns in order (see the kernel). x is the B operand (N = 32 to 128 tokens), read by the
 // tensor cores straight from shared memory (K-major, 128-byte swizzle, written swizzled by
 // cp.async): no ldmatrix, no x registers, and the MMA runs asynchronously while the warps decode
 // the next K tile (two A buffers, two wgmma groups in flight). Decode: the decode path of the
 // mma pipeline ((q − z)·s rounded once, AutoAWQ's weight; bf16: the scale rounded to bf16
-// first). The mma pipeline's grid and split-K plan;
+// first). The mma pipeline's tiles and split-K plan over a one-dimensional grid (WgmmaGrid);
 // its own epilogue: the accumulators (rows = columns of y, columns = tokens) pair up across lanes
-// g, g ^ 1 with one shuffle to give neighbouring columns of y, and the split-K sum reads the slices
-// back into registers (below).
+// g, g ^ 1 with one shuffle to give neighbouring columns of y; under split-K each slice stores its
+// accumulators as they lie (a compact fp32 tile per slice) and the last block reads the slices back
+// into them before that same store (below).
 // Compiled only for sm_90a (define AWQ_CUDA_SM90A=1 when the build has sm_90a code; CMake does);
 // taken on devices of compute capability 9.0.
 // ---------------------------------------------------------------------------------------------
@@ -768,7 +772,7 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #define AWQ_TWG_STAGES 4  // tuning knob for benchmarks: shared-memory stages (2 of them are not refilled in flight)
 #endif
 #ifndef AWQ_TWG_MAX_NTOK
-#define AWQ_TWG_MAX_NTOK 64  // tuning knob for benchmarks: tokens per block above M = 32 (32 or 64)
+#define AWQ_TWG_MAX_NTOK 64  // tuning knob for benchmarks: tokens per one-warpgroup block above M = 32 (32 or 64)
 #endif
 #ifndef AWQ_TWG_MAX_SPLITS
 #define AWQ_TWG_MAX_SPLITS 9  // above this many K slices (few output tiles) the mma pipeline serves instead (measured)
@@ -776,13 +780,38 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_PRELOAD
 #define AWQ_TWG_PRELOAD 1  // tuning knob for benchmarks: 0 reads a K tile's weight words after the previous wgmma wait
 #endif
+#ifndef AWQ_TWG_NARROW_MAX_SPLITS
+#define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
+#endif
 #ifndef AWQ_TWG_MIN_BLOCKS
 #define AWQ_TWG_MIN_BLOCKS 2  // tuning knob for benchmarks: blocks per SM the registers must allow
 #endif
 
+#ifndef AWQ_TWG_WIDE_MIN_M
+#define AWQ_TWG_WIDE_MIN_M 32  // above this M the four-warpgroup kernel (one strip per warpgroup, 64 or 128 tokens) serves (measured)
+#endif
+
+/// The Hopper kernel's one-dimensional grid: block b is K slice b % splits of tile b / splits
+/// (the slices of a tile adjacent); tile t is column block t % tiles_n, token block t / tiles_n.
+struct WgmmaGrid {
+  int tiles_n = 0, splits = 1, steps_per_split = 0;
+};
+/// A block's tile (column block tn, token block tm) and K slice.
+struct WgmmaBlock {
+  int tile, tn, tm, split;
+};
+/// blockIdx.x read so that the compiler cannot keep it (and what is derived from it) in a register
+/// across the main loop: the epilogue derives its tile again instead of holding it live.
+__device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
+  int b;
+  asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(b));
+  const int tile = b / gr.splits;
+  return {tile, tile % gr.tiles_n, tile / gr.tiles_n, b % gr.splits};
+}
+
 template <int NTOK>
 struct WgmmaShape {
-  static_assert(NTOK == 32 || NTOK == 64, "32 or 64 tokens per block");
+  static_assert(NTOK == 32 || NTOK == 64 || NTOK == 128, "32, 64 or 128 tokens per block");
   static constexpr int stages = AWQ_TWG_STAGES;
   static_assert(stages >= 3, "two stages stay out of the refill");
   static constexpr int x_bytes = NTOK * 128;  // NTOK rows of 64 halves, 128-byte swizzle
@@ -831,6 +860,24 @@ __device__ __forceinline__ std::uint64_t wgmma_desc_sw128(unsigned smem_addr) {
                  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                                             \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1))
 
+#define AWQ_WGMMA_N128_RS(TY)                                                                                                                         \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                                                           \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                                                           \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                                              \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                                                     \
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                                                     \
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                                                    \
+               "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"                                                                                          \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                      \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                              \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),                              \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),                              \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),                              \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),                              \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                               \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1))
+
 /// One wgmma m64nNk16 (N = NTOK) with A of type T from registers and B from swizzled shared memory.
 template <int NTOK, class T>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32_t (&a)[4], std::uint64_t desc) {
@@ -840,29 +887,48 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32
       AWQ_WGMMA_N32_RS("f16");
     else
       AWQ_WGMMA_N32_RS("bf16");
-  } else {
+  } else if constexpr (NTOK == 64) {
     if constexpr (fp16)
       AWQ_WGMMA_N64_RS("f16");
     else
       AWQ_WGMMA_N64_RS("bf16");
+  } else {
+    if constexpr (fp16)
+      AWQ_WGMMA_N128_RS("f16");
+    else
+      AWQ_WGMMA_N128_RS("bf16");
   }
 }
 #undef AWQ_WGMMA_N32_RS
 #undef AWQ_WGMMA_N64_RS
+#undef AWQ_WGMMA_N128_RS
 
-template <int NTOK, class T>
-__global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
-    w4a16_tiled_wgmma_kernel(W4A16TiledArgsT<T> a, int steps_per_split, int splits, int* tickets, float* partial) {
+/// WGS = 1: one warpgroup, warp w owns strip nt0 + w and issues 4 wgmma per K tile (one per word
+/// of its lanes). WGS = 4: four warpgroups, warpgroup v owns strip nt0 + v; its warp w decodes word
+/// w of every lane's 16 bytes (rows 16 w .. 16 w + 15 of the strip: the warpgroup's m64 block is
+/// the strip's 64 columns in order) and the warpgroup issues one wgmma per K tile — a quarter of the
+/// decode and wgmma issue per warp, four times the warps per SM, x shared by all 256 columns.
+///
+/// Grid: WgmmaGrid. Under split-K a tile's fp32 partial tiles lie compact in `partial` (NTOK × 256
+/// each, slot t·splits + slice); its last block adds them in slice order.
+template <int NTOK, int WGS, class T>
+__global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLOCKS : 1)
+    w4a16_tiled_wgmma_kernel(W4A16TiledArgsT<T> a, WgmmaGrid gr, int* tickets, float* partial) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(WGS == 1 || WGS == 4, "one or four warpgroups");
+  constexpr int kThreads = kTiledThreads * WGS, J = kTiledWarps / WGS;  // J: wgmma (fragments) per K tile per warp
   using Sh = WgmmaShape<NTOK>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  // The strip this warp's wgmma rows belong to and its first fragment (word) in each lane's 16 bytes.
+  const int strip = WGS == 1 ? warp : warp / 4, frag0 = WGS == 1 ? 0 : warp % 4;
   const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
   const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
-  const int nt0 = static_cast<int>(blockIdx.x) * kTiledWarps, m0 = static_cast<int>(blockIdx.y) * NTOK;
-  const int steps = kp / kTiledBK, split = static_cast<int>(blockIdx.z);
-  const int step0 = split * steps_per_split, nsteps = min(steps, step0 + steps_per_split) - step0;
+  const int steps = kp / kTiledBK;
+  const WgmmaBlock blk = wgmma_block(gr);
+  const int nt0 = blk.tn * kTiledWarps, m0 = blk.tm * NTOK;
+  const int step0 = blk.split * gr.steps_per_split, nsteps = min(steps, step0 + gr.steps_per_split) - step0;
   const int rows = min(NTOK, a.m - m0);
   const int gshift = __ffs(a.group) - 1;
   const int group_rows = a.group == 32 ? 2 : 1;
@@ -872,28 +938,33 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
   // What this thread copies each step, resolved once (per step only the K offset moves):
   // x: NTOK / 16 chunks of 16 bytes; chunk c of row r lands at chunk c ^ (r % 8) (the 128-byte
   // swizzle). Rows past M are zero-filled (source size 0), so no branch and no clearing pass.
-  constexpr int XU = NTOK * 8 / kTiledThreads;
+  constexpr int XU = NTOK * 8 / kThreads;
+  static_assert(XU >= 1 && NTOK * 8 % kThreads == 0, "whole x chunks per thread");
   const T* x_src[XU];
   unsigned x_dst[XU];
   int x_size[XU], x_col[XU];
   const unsigned smem0 = smem_u32(smem);
 #pragma unroll
   for (int u = 0; u < XU; ++u) {
-    const int c = tid + u * kTiledThreads, r = c / 8, ch = c % 8;
+    const int c = tid + u * kThreads, r = c / 8, ch = c % 8;
     x_size[u] = r < rows ? 16 : 0;
     x_col[u] = ch * 8;
     x_src[u] = a.x + static_cast<long>(m0 + (r < rows ? r : 0)) * a.k + x_col[u];
     x_dst[u] = smem0 + r * 128 + ((ch ^ (r % 8)) * 16);
   }
-  // Weights: 16 bytes of each of the 4 strips' 2 KB of codes per step; strips past N are
-  // zero-filled (the warpgroup multiplies all four).
+  // Weights: the 4 strips' 2 KB of codes per step in 16-byte chunks, chunk c = tid + u·threads of
+  // strip c / 128; strips past N are zero-filled (their wgmma multiply zeros).
+  constexpr int QU = kTiledWarps / WGS;
   const int strips = min(kTiledWarps, ntiles - nt0);
-  const unsigned char* q_src[kTiledWarps];
-  int q_size[kTiledWarps];
+  const unsigned char* q_src[QU];
+  unsigned q_dst[QU];
+  int q_size[QU];
 #pragma unroll
-  for (int u = 0; u < kTiledWarps; ++u) {
-    q_size[u] = u < strips ? 16 : 0;
-    q_src[u] = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(u < strips ? nt0 + u : nt0) * ktiles * 512 + tid * 16;
+  for (int u = 0; u < QU; ++u) {
+    const int c = tid + u * kThreads, sp = c / kTiledThreads;
+    q_size[u] = sp < strips ? 16 : 0;
+    q_src[u] = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(sp < strips ? nt0 + sp : nt0) * ktiles * 512 + (c % kTiledThreads) * 16;
+    q_dst[u] = smem_u32(smem) + Sh::b_off + sp * (Sh::b_bytes / kTiledWarps) + (c % kTiledThreads) * 16;
   }
   const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, Sh::s_off, Sh::z_off);
   const unsigned sz_dst = smem0 + sz.dst;
@@ -912,13 +983,13 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     }
     const long qo = static_cast<long>(step) * (kTiledBK / kTiledK) * 512;
 #pragma unroll
-    for (int u = 0; u < kTiledWarps; ++u) cp_async16(smem0 + so + Sh::b_off + u * (Sh::b_bytes / kTiledWarps) + tid * 16, q_src[u] + qo, q_size[u]);
+    for (int u = 0; u < QU; ++u) cp_async16(q_dst[u] + so, q_src[u] + qo, q_size[u]);
     if (sz.src) cp_async16(sz_dst + so, sz.src + static_cast<long>(k0 >> gshift) * sz.row, 16);
   };
 
-  float acc[4][NTOK / 2];
+  float acc[J][NTOK / 2];
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+  for (int j = 0; j < J; ++j)
 #pragma unroll
     for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
 
@@ -930,7 +1001,7 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
 
   TiledConsts<T> cst;
   int cur_group = -1;
-  std::uint32_t af[2][4][4];
+  std::uint32_t af[2][J][4];
   for (int ls = 0; ls < nsteps; ++ls) {
     const int st = ls % Sh::stages;
     cp_async_wait<D - 1>();      // this step's stage has landed (for this thread) …
@@ -944,21 +1015,33 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
     const unsigned char* base = stage(st);
     const unsigned x_addr = smem_u32(base);
     const int k0 = (step0 + ls) * kTiledBK;
-    auto weight_words = [&](int kk) { return *reinterpret_cast<const uint4*>(base + Sh::b_off + warp * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16); };
-    constexpr bool preload = AWQ_TWG_PRELOAD && NTOK == 64;
+    // WGS = 1: the lane's 16 bytes (4 words); WGS = 4: its word frag0 (in .x).
+    auto weight_words = [&](int kk) {
+      const unsigned char* w = base + Sh::b_off + strip * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16;
+      if constexpr (WGS == 1)
+        return *reinterpret_cast<const uint4*>(w);
+      else
+        return uint4{*reinterpret_cast<const std::uint32_t*>(w + 4 * frag0), 0u, 0u, 0u};
+    };
+    constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
     uint4 bw_next = preload ? weight_words(0) : uint4{};
 #pragma unroll
     for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
       const int grp = (k0 + kk * kTiledK) >> gshift;
       if (grp != cur_group) {  // uniform across the block
         const int slot = grp - (k0 >> gshift);
-        const uint4 sv = *reinterpret_cast<const uint4*>(base + Sh::s_off + slot * 512 + warp * 128 + g * 16);
-        const std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + warp * 32 + g * 4) : 0x88888888u;
-        cst.load(sv, zw);
+        const unsigned char* sp = base + Sh::s_off + slot * 512 + strip * 128 + g * 16;
+        std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + strip * 32 + g * 4) : 0x88888888u;
+        if constexpr (WGS == 1) {
+          cst.load(*reinterpret_cast<const uint4*>(sp), zw);
+        } else {  // columns 8 j + g for j = 2 frag0, 2 frag0 + 1, as entries 0 and 1 (the rest unused)
+          zw >>= 8 * frag0;
+          cst.load(uint4{*reinterpret_cast<const std::uint32_t*>(sp + 4 * frag0), 0u, 0u, 0u}, zw);
+        }
         cur_group = grp;
       }
       const uint4 bw = preload ? bw_next : weight_words(kk);
-      std::uint32_t(&A)[4][4] = af[kk % 2];
+      std::uint32_t(&A)[J][4] = af[kk % 2];
       std::uint32_t b[4];
       // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
       // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
@@ -969,17 +1052,19 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
   A[W][2] = b[1];            \
   A[W][3] = b[3];
       AWQ_TWG_WORD(0, bw.x)
-      AWQ_TWG_WORD(1, bw.y)
-      AWQ_TWG_WORD(2, bw.z)
-      AWQ_TWG_WORD(3, bw.w)
+      if constexpr (J == 4) {
+        AWQ_TWG_WORD(1, bw.y)
+        AWQ_TWG_WORD(2, bw.z)
+        AWQ_TWG_WORD(3, bw.w)
+      }
 #undef AWQ_TWG_WORD
       wgmma_fence();
       const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
+      for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
       wgmma_commit();
       // The next K tile's words are read before the wait: the shared-memory load's latency runs
-      // under it (AWQ_TWG_PRELOAD; 64 tokens only: at 32 the extra registers cost the third block per SM).
+      // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
       if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
       wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
     }
@@ -987,14 +1072,14 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
   wgmma_wait<0>();
   cp_async_wait<0>();
 
-  // acc[j][4 i + 2 h + c]: column 64 (nt0 + warp) + 16 j + 8 h + g of y, token m0 + 8 i + 2 t + c.
+  // acc[j][4 i + 2 h + c]: column 64 (nt0 + strip) + 16 (frag0 + j) + 8 h + g of y, token m0 + 8 i + 2 t + c.
   // Lanes g and g ^ 1 swap one value so that each holds two neighbouring columns of one token:
   // even g → columns (c0, c0 + 1) of token 2 t, odd g → of token 2 t + 1.
   const bool odd = g % 2;
-  const int col_base = (nt0 + warp) * kTiledN + (g & ~1);
+  const int col_base = (nt0 + strip) * kTiledN + 16 * frag0 + (g & ~1);
   auto for_each_out = [&](auto&& f) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < J; ++j)
 #pragma unroll
       for (int i = 0; i < NTOK / 8; ++i)
 #pragma unroll
@@ -1005,52 +1090,41 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
           if (row < a.m && col < a.n) f(row, col, odd ? recv : v, odd ? w : recv);
         }
   };
-  if (splits > 1) {
-    // Split-K: the fp32 partial tile, then the tile's last block adds the slices in slice order.
-    // It reads them back into the accumulators (the same 0 + p0 + p1 + … as store_or_split_k, the
-    // same bits whichever block is last) with a whole slice's loads in flight at once — per element
-    // the generic path's loads wait behind the previous element's store (possible aliasing).
-    const long mn = static_cast<long>(a.m) * a.n;
-    for_each_out([&](int row, int col, float v0, float v1) {
-      __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * a.n + col), make_float2(v0, v1));
-    });
-    const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-    if (!split_k_arrive_last(tickets + tile, splits)) return;
-    // Per strip quarter j: sum[4 i + 2 h + c] = column pair_col + c of token pair_row (the pairs
-    // the shuffles made above), read as float2 a slice at a time, stored without shuffles.
-    const int row_t = m0 + 2 * t + (odd ? 1 : 0);
+  const WgmmaBlock eb = wgmma_block(gr);  // derived again, not held through the main loop
+  if (gr.splits > 1) {
+    // Split-K: each slice's fp32 partial tile in the accumulators' own layout (column c of the
+    // tile, 0..255, holds its NTOK tokens contiguously: one float2 per accumulator pair, no
+    // shuffles, no bounds — padded rows and columns are zeros), then the tile's last block reads
+    // the slices back into the accumulators in slice order (0 + p0 + p1 + …: the same bits
+    // whichever block is last) and stores y as an unsplit tile does.
+    constexpr long kTile = static_cast<long>(NTOK) * kTiledBN;
+    float* const pt = partial + static_cast<long>(eb.tile) * gr.splits * kTile;
+    const int c0 = strip * kTiledN + 16 * frag0 + g;
+    auto at = [&](int sp, int j, int h, int i) { return reinterpret_cast<float2*>(pt + sp * kTile + (c0 + 16 * j + 8 * h) * NTOK + 8 * i + 2 * t); };
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float sum[NTOK / 2];
+    for (int j = 0; j < J; ++j)
 #pragma unroll
-      for (int e = 0; e < NTOK / 2; ++e) sum[e] = 0.0f;
-      for (int sp = 0; sp < splits; ++sp) {
-        const float* ps = partial + sp * mn;
+      for (int i = 0; i < NTOK / 8; ++i)
 #pragma unroll
-        for (int i = 0; i < NTOK / 8; ++i)
+        for (int h = 0; h < 2; ++h) __stcg(at(eb.split, j, h, i), make_float2(acc[j][4 * i + 2 * h], acc[j][4 * i + 2 * h + 1]));
+    if (!split_k_arrive_last(tickets + eb.tile, gr.splits)) return;
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int col = col_base + 16 * j + 8 * h, row = row_t + 8 * i;
-            if (row < a.m && col < a.n) {
-              const float2 p = __ldcg(reinterpret_cast<const float2*>(ps + static_cast<long>(row) * a.n + col));
-              sum[4 * i + 2 * h] += p.x;
-              sum[4 * i + 2 * h + 1] += p.y;
-            }
-          }
-      }
-      auto for_each_pair = [&](auto&& f) {
+    for (int j = 0; j < J; ++j)
+#pragma unroll
+      for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
+#pragma unroll 1
+    for (int sp = 0; sp < gr.splits; ++sp)
+#pragma unroll
+      for (int j = 0; j < J; ++j)
 #pragma unroll
         for (int i = 0; i < NTOK / 8; ++i)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            const int col = col_base + 16 * j + 8 * h, row = row_t + 8 * i;
-            if (row < a.m && col < a.n) f(row, col, sum[4 * i + 2 * h], sum[4 * i + 2 * h + 1]);
+            const float2 p = __ldcg(at(sp, j, h, i));
+            acc[j][4 * i + 2 * h] += p.x;
+            acc[j][4 * i + 2 * h + 1] += p.y;
           }
-      };
-      store_or_split_k(for_each_pair, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
-    }
-    if (threadIdx.x == 0) tickets[tile] = 0;
-    return;
+    if (threadIdx.x == 0) tickets[eb.tile] = 0;  // for the next call (this tile's other blocks have arrived)
   }
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
 #elif defined(__CUDA_ARCH__)
@@ -1059,10 +1133,11 @@ __global__ void __launch_bounds__(kTiledThreads, AWQ_TWG_MIN_BLOCKS)
 }
 
 /// Blocks of the Hopper kernel resident at once on the device.
-template <int NTOK, class T>
+template <int NTOK, int WGS, class T>
 int tiled_wgmma_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK, T>, kTiledThreads, WgmmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_wgmma_kernel attributes");
+  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK, WGS, T>, kTiledThreads * WGS, WgmmaShape<NTOK>::smem_bytes, cache,
+                        "w4a16_tiled_wgmma_kernel attributes");
 }
 
 /// Whether the Hopper kernel serves this device: the build holds sm_90a code and the current
@@ -1103,28 +1178,65 @@ inline GemmPlan tiled_grid_plan(int bm, int m, int k, int n, int slots, int forc
 
 /// One launch of a split-K tiled kernel over plan p's grid.
 template <class Kernel, class T>
-void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
+void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream,
+                       int threads = kTiledThreads) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
+  kernel<<<grid, threads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
 #ifndef AWQ_TWG_FORCE_SPLITS
 #define AWQ_TWG_FORCE_SPLITS 0  // tuning knob for benchmarks: > 0 forces this many K slices on the Hopper kernel
 #endif
 
-/// Plan of the Hopper kernel: 256 columns × 32 or 64 tokens per block; `wgmma` marks it.
+/// Plan of the Hopper kernel: 256 columns per block × 32 or 64 tokens (one warpgroup) or, above
+/// M = AWQ_TWG_WIDE_MIN_M, 64 or 128 tokens (four warpgroups); `wgmma` marks it. Split-K as
+/// tiled_grid_plan. (Cutting only a last, partial wave's tiles into K slices — 224 tiles on 132
+/// SMs at M = 256, 8192 × 28672 — was measured slower: 241.5 against 227.0 µs, bench/RESULTS.md.)
 template <class T>
 GemmPlan tiled_wgmma_plan(int m, int k, int n) {
-  const int bm = m <= 32 || AWQ_TWG_MAX_NTOK == 32 ? 32 : 64;
-  GemmPlan p = tiled_grid_plan(bm, m, k, n, bm == 32 ? tiled_wgmma_slots<32, T>() : tiled_wgmma_slots<64, T>(), AWQ_TWG_FORCE_SPLITS);
-  p.wgmma = true;
-  return p;
+  auto plan = [&](int bm, int warpgroups) {
+    const int slots = warpgroups == 4 ? (bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>())
+                                      : (bm == 32 ? tiled_wgmma_slots<32, 1, T>() : tiled_wgmma_slots<64, 1, T>());
+    GemmPlan p = tiled_grid_plan(bm, m, k, n, slots, AWQ_TWG_FORCE_SPLITS);
+    p.wgmma = true;
+    p.warpgroups = warpgroups;
+    return p;
+  };
+  const GemmPlan narrow = plan(m <= 32 || AWQ_TWG_MAX_NTOK == 32 ? 32 : 64, 1);
+  if (m <= AWQ_TWG_WIDE_MIN_M) return narrow;
+  // Up to 64 tokens the one-warpgroup kernel (two blocks per SM) is the faster one when the output
+  // tiles nearly fill a wave (8192 × 28672: 82.7 against 88.2 µs); with fewer tiles its deeper
+  // split-K loses (4096 × 11008: 38.9 against 26.8 µs; bench/RESULTS.md).
+  if (m <= 64 && narrow.splits <= AWQ_TWG_NARROW_MAX_SPLITS) return narrow;
+  return plan(m <= 64 ? 64 : 128, 4);
 }
 
-template <int NTOK, class T>
+/// Workspace of a tiled plan: the Hopper kernel's compact partial tiles, else the grid kernels'.
+inline std::size_t tiled_plan_workspace_bytes(const GemmPlan& p, int m, int n) {
+  if (!p.wgmma) return gemm_workspace_bytes(p, m, n);
+  if (p.splits == 1) return 0;
+  const std::size_t tiles = static_cast<std::size_t>(p.tiles_n) * p.tiles_m;
+  return split_k_ticket_bytes(tiles) + sizeof(float) * tiles * p.splits * p.bm * kTiledBN;
+}
+
+template <int NTOK, int WGS, class T>
 void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
-  launch_tiled_grid(w4a16_tiled_wgmma_kernel<NTOK, T>, WgmmaShape<NTOK>::smem_bytes, a, p, stream);
+  auto* kernel = w4a16_tiled_wgmma_kernel<NTOK, WGS, T>;
+  WgmmaGrid gr;
+  gr.tiles_n = p.tiles_n;
+  gr.splits = p.splits;
+  gr.steps_per_split = p.steps_per_split;
+  int* tickets = nullptr;
+  float* partial = nullptr;
+  if (p.splits > 1) {
+    auto* base = static_cast<unsigned char*>(a.workspace);
+    tickets = reinterpret_cast<int*>(base);
+    partial = reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m));
+  }
+  tiled_wgmma_slots<NTOK, WGS, T>();  // sets the kernel's shared-memory limit (once per device)
+  const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
+  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK>::smem_bytes, stream>>>(a, gr, tickets, partial);
 }
 
 template <int MT, class T>
@@ -1185,8 +1297,8 @@ void launch_tiled(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t s
 ///        fp16 or bf16 activations (the larger of the two); 0 when none. Allocate once, zero-fill
 ///        once (cudaMemset), reuse (not by concurrent calls).
 inline std::size_t w4a16_tiled_workspace_bytes(int m, int k, int n) {
-  return std::max(detail::gemm_workspace_bytes(detail::tiled_plan<__half>(m, k, n), m, n),
-                  detail::gemm_workspace_bytes(detail::tiled_plan<__nv_bfloat16>(m, k, n), m, n));
+  return std::max(detail::tiled_plan_workspace_bytes(detail::tiled_plan<__half>(m, k, n), m, n),
+                  detail::tiled_plan_workspace_bytes(detail::tiled_plan<__nv_bfloat16>(m, k, n), m, n));
 }
 
 /// \brief y = x · dequant(W)ᵀ (+ bias) over tiled weights, any M ≥ 1, on `stream` (sm_80 or
@@ -1196,12 +1308,15 @@ template <class T>
 void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr) {
   a.can_implement();
   const auto p = detail::tiled_plan<T>(a.m, a.k, a.n);
-  const std::size_t need = detail::gemm_workspace_bytes(p, a.m, a.n);
+  const std::size_t need = detail::tiled_plan_workspace_bytes(p, a.m, a.n);
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_tiled_workspace_bytes)");
   if (p.wgmma) {
-    p.bm == 32 ? detail::launch_tiled_wgmma<32>(a, p, stream) : detail::launch_tiled_wgmma<64>(a, p, stream);
+    if (p.warpgroups == 4)
+      p.bm == 64 ? detail::launch_tiled_wgmma<64, 4>(a, p, stream) : detail::launch_tiled_wgmma<128, 4>(a, p, stream);
+    else
+      p.bm == 32 ? detail::launch_tiled_wgmma<32, 1>(a, p, stream) : detail::launch_tiled_wgmma<64, 1>(a, p, stream);
     check(cudaGetLastError(), "w4a16_tiled_wgmma_kernel launch");
     return;
   }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "awq/cuda.cuh"
@@ -84,15 +85,17 @@ int main(int argc, char** argv) {
   cublas_check(cublasCreate(&h), "create");
   std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
               "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us");
-  // AWQ_BENCH_BIG=1: only the largest shape (quick sweeps).
+  // AWQ_BENCH_BIG=1: only the largest shape (quick sweeps); AWQ_BENCH_SHAPE=KxN: only that one.
   const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
   const char* big_env = std::getenv("AWQ_BENCH_BIG");
   const bool big_only = big_env && big_env[0] == '1';
+  const char* shape_env = std::getenv("AWQ_BENCH_SHAPE");  // "KxN": only that shape
   const char* probe_env = std::getenv("AWQ_BENCH_PROBE");
   const bool read_only = probe_env && probe_env[0] == '1';  // print the read probe's figure
   for (int m : ms) {
     for (const auto& s : shapes) {
       if (big_only && s[0] != 8192) continue;
+      if (shape_env && shape_env[0] && std::to_string(s[0]) + "x" + std::to_string(s[1]) != shape_env) continue;
       const int k = s[0], n = s[1], group = 128, ng = k / group;
       const std::size_t w16_bytes = static_cast<std::size_t>(k) * n * 2;
       const std::size_t w4_bytes = static_cast<std::size_t>(k) * n / 2 + static_cast<std::size_t>(ng) * n * 2 + static_cast<std::size_t>(ng) * n / 2;

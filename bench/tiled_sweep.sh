@@ -11,8 +11,8 @@
 #   SANITIZE=1                     compute-sanitizer memcheck (cases SAN_TC, default "*tiled*") and
 #                                  racecheck (cases RACE_TC, default "*tiled stress*") on each test
 #                                  binary, SAN_LIMIT seconds each (default 120)
-#   NCU="bin:kernel-regex:M;..."   Nsight Compute (memory, occupancy, stall sections) on one launch of
-#                                  that kernel at 8192 x 28672 in build-gpu/<bin> (a bench binary)
+#   NCU="bin:kernel-regex:M[:KxN];..."  Nsight Compute (memory, occupancy, stall sections) on one launch
+#                                  of that kernel at 8192 x 28672 (or KxN) in build-gpu/<bin> (a bench binary)
 #   BUILD=0 / TESTS=0 / BENCH=0    skip a step (BUILD=0 reuses build-gpu/ of a warm machine)
 # usage (device machine, repo root, .deps carried): bash bench/tiled_sweep.sh
 set -uo pipefail
@@ -65,12 +65,12 @@ if [ "${BENCH:-1}" = 1 ]; then
 fi
 IFS=';' read -ra ncus <<< "${NCU:-}"
 for v in "${ncus[@]}"; do
-  IFS=':' read -r bin kre mval <<< "$v"
-  AWQ_BENCH_BIG=1 ncu -k "regex:$kre" --launch-skip 20 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+  IFS=':' read -r bin kre mval shape <<< "$v"
+  AWQ_BENCH_BIG=$([ -n "${shape:-}" ] && echo 0 || echo 1) AWQ_BENCH_SHAPE=${shape:-} ncu -k "regex:$kre" --launch-skip 20 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
     --section SchedulerStats --section WarpStateStats --section LaunchStats \
     --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__bytes_read.sum.per_second,lts__t_sector_hit_rate.pct" \
-    "build-gpu/$bin" "${mval:-1}" > "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" 2>&1
-  echo "== ncu $bin $kre M=${mval:-1}"
-  grep -E "Duration|DRAM Throughput|Memory Throughput|dram__bytes_read|L2 Hit|lts__t_sector_hit|Mem Busy|Max Bandwidth|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Issued Warp|No Eligible|Active Warps Per" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" | head -24
-  grep -E "stalled_" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}.txt" | sort -k3 -rn | head -6
+    "build-gpu/$bin" "${mval:-1}" > "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}${shape:+_$shape}.txt" 2>&1
+  echo "== ncu $bin $kre M=${mval:-1} ${shape:-8192x28672}"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|dram__bytes_read|L2 Hit|lts__t_sector_hit|Mem Busy|Max Bandwidth|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Issued Warp|No Eligible|Active Warps Per" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}${shape:+_$shape}.txt" | head -24
+  grep -E "stalled_" "$out/ncu_${bin}_${kre//[^a-z0-9]/_}_${mval:-1}${shape:+_$shape}.txt" | sort -k3 -rn | head -6
 done

@@ -910,7 +910,8 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32
 /// decode and wgmma issue per warp, four times the warps per SM, x shared by all 256 columns.
 ///
 /// Grid: WgmmaGrid. Under split-K a tile's fp32 partial tiles lie compact in `partial` (NTOK × 256
-/// each, slot t·splits + slice); its last block adds them in slice order.
+/// floats each, slot t·splits + slice, in the threads' register order); its last block adds them in
+/// slice order.
 template <int NTOK, int WGS, class T>
 __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLOCKS : 1)
     w4a16_tiled_wgmma_kernel(W4A16TiledArgsT<T> a, WgmmaGrid gr, int* tickets, float* partial) {
@@ -1092,21 +1093,23 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   };
   const WgmmaBlock eb = wgmma_block(gr);  // derived again, not held through the main loop
   if (gr.splits > 1) {
-    // Split-K: each slice's fp32 partial tile in the accumulators' own layout (column c of the
-    // tile, 0..255, holds its NTOK tokens contiguously: one float2 per accumulator pair, no
-    // shuffles, no bounds — padded rows and columns are zeros), then the tile's last block reads
-    // the slices back into the accumulators in slice order (0 + p0 + p1 + …: the same bits
-    // whichever block is last) and stores y as an unsplit tile does.
+    // Split-K: each slice's fp32 partial tile as the accumulators lie in registers — float4 v of
+    // thread tid at (v · threads + tid) · 16 bytes, so each store or load instruction of a warp
+    // covers 512 contiguous bytes; no shuffles, no bounds (padded rows and columns hold zeros) —
+    // then the tile's last block (same threads, same layout) reads the slices back into the
+    // accumulators in slice order (0 + p0 + p1 + …: the same bits whichever block is last) and
+    // stores y as an unsplit tile does.
+    constexpr int V = J * NTOK / 8;  // float4 per thread
     constexpr long kTile = static_cast<long>(NTOK) * kTiledBN;
-    float* const pt = partial + static_cast<long>(eb.tile) * gr.splits * kTile;
-    const int c0 = strip * kTiledN + 16 * frag0 + g;
-    auto at = [&](int sp, int j, int h, int i) { return reinterpret_cast<float2*>(pt + sp * kTile + (c0 + 16 * j + 8 * h) * NTOK + 8 * i + 2 * t); };
+    static_assert(V * 4 * kThreads == kTile, "a thread's accumulators are its share of the tile");
+    float4* const pt = reinterpret_cast<float4*>(partial + static_cast<long>(eb.tile) * gr.splits * kTile) + tid;
+    auto acc4 = [&](int v) -> float* { return &acc[v / (NTOK / 8)][4 * (v % (NTOK / 8))]; };
+    float4* const own = pt + eb.split * (kTile / 4);
 #pragma unroll
-    for (int j = 0; j < J; ++j)
-#pragma unroll
-      for (int i = 0; i < NTOK / 8; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) __stcg(at(eb.split, j, h, i), make_float2(acc[j][4 * i + 2 * h], acc[j][4 * i + 2 * h + 1]));
+    for (int v = 0; v < V; ++v) {
+      const float* q = acc4(v);
+      __stcg(own + v * kThreads, make_float4(q[0], q[1], q[2], q[3]));
+    }
     if (!split_k_arrive_last(tickets + eb.tile, gr.splits)) return;
 #pragma unroll
     for (int j = 0; j < J; ++j)
@@ -1115,15 +1118,14 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 #pragma unroll 1
     for (int sp = 0; sp < gr.splits; ++sp)
 #pragma unroll
-      for (int j = 0; j < J; ++j)
-#pragma unroll
-        for (int i = 0; i < NTOK / 8; ++i)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float2 p = __ldcg(at(sp, j, h, i));
-            acc[j][4 * i + 2 * h] += p.x;
-            acc[j][4 * i + 2 * h + 1] += p.y;
-          }
+      for (int v = 0; v < V; ++v) {
+        const float4 p = __ldcg(pt + sp * (kTile / 4) + v * kThreads);
+        float* q = acc4(v);
+        q[0] += p.x;
+        q[1] += p.y;
+        q[2] += p.z;
+        q[3] += p.w;
+      }
     if (threadIdx.x == 0) tickets[eb.tile] = 0;  // for the next call (this tile's other blocks have arrived)
   }
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);

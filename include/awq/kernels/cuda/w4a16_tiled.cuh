@@ -769,7 +769,7 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #define AWQ_TILED_WGMMA 1  // tuning knob for benchmarks: 0 keeps the mma pipeline on Hopper too
 #endif
 #ifndef AWQ_TWG_STAGES
-#define AWQ_TWG_STAGES 4  // tuning knob for benchmarks: shared-memory stages (2 of them are not refilled in flight)
+#define AWQ_TWG_STAGES 4  // tuning knob for benchmarks: shared-memory stages of the one-warpgroup form (2 are not refilled in flight)
 #endif
 #ifndef AWQ_TWG_MAX_NTOK
 #define AWQ_TWG_MAX_NTOK 64  // tuning knob for benchmarks: tokens per one-warpgroup block above M = 32 (32 or 64)
@@ -779,6 +779,12 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #endif
 #ifndef AWQ_TWG_PRELOAD
 #define AWQ_TWG_PRELOAD 1  // tuning knob for benchmarks: 0 reads a K tile's weight words after the previous wgmma wait
+#endif
+#ifndef AWQ_TWG_WIDE_STAGES
+#define AWQ_TWG_WIDE_STAGES 6  // tuning knob for benchmarks: shared-memory stages of the four-warpgroup form
+#endif
+#ifndef AWQ_TWG_WIDE_PAIR
+#define AWQ_TWG_WIDE_PAIR 1  // tuning knob for benchmarks: 1: the four-warpgroup form computes two steps per barrier, 0: one
 #endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
@@ -809,10 +815,18 @@ __device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
   return {tile, tile % gr.tiles_n, tile / gr.tiles_n, b % gr.splits};
 }
 
-template <int NTOK>
+/// Shared-memory stages and steps per barrier of the one- and four-warpgroup forms (measured,
+/// bench/RESULTS.md): four warpgroups take 6 stages and two steps per barrier.
+template <int WGS>
+struct WgmmaPipe {
+  static constexpr int stages = WGS == 4 ? AWQ_TWG_WIDE_STAGES : AWQ_TWG_STAGES;
+  static constexpr int steps_per_barrier = WGS == 4 ? AWQ_TWG_WIDE_PAIR + 1 : 1;
+};
+
+template <int NTOK, int WGS>
 struct WgmmaShape {
   static_assert(NTOK == 32 || NTOK == 64 || NTOK == 128, "32, 64 or 128 tokens per block");
-  static constexpr int stages = AWQ_TWG_STAGES;
+  static constexpr int stages = WgmmaPipe<WGS>::stages;
   static_assert(stages >= 3, "two stages stay out of the refill");
   static constexpr int x_bytes = NTOK * 128;  // NTOK rows of 64 halves, 128-byte swizzle
   static constexpr int b_off = x_bytes, b_bytes = kTiledWarps * kTiledBK * kTiledN / 2;
@@ -918,7 +932,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(WGS == 1 || WGS == 4, "one or four warpgroups");
   constexpr int kThreads = kTiledThreads * WGS, J = kTiledWarps / WGS;  // J: wgmma (fragments) per K tile per warp
-  using Sh = WgmmaShape<NTOK>;
+  using Sh = WgmmaShape<NTOK, WGS>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -934,7 +948,12 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   const int gshift = __ffs(a.group) - 1;
   const int group_rows = a.group == 32 ? 2 : 1;
   auto stage = [&](int st) { return smem + st * Sh::stage_bytes; };
-  constexpr int D = Sh::stages - 2;  // steps loaded ahead: the stage of step ls − 2 is refilled at ls
+  // P steps per barrier; D steps loaded ahead: the stages refilled after a barrier belong to steps
+  // ≤ ls0 − 2 (the wgmma of step ls0 − 1 may still run).
+  constexpr int P = WgmmaPipe<WGS>::steps_per_barrier;
+  constexpr int D = Sh::stages - 1 - P;
+  static_assert(P == 1 || P == 2, "one or two steps per barrier");
+  static_assert(D >= P, "two steps per barrier need 5 stages or more");
 
   // What this thread copies each step, resolved once (per step only the K offset moves):
   // x: NTOK / 16 chunks of 16 bytes; chunk c of row r lands at chunk c ^ (r % 8) (the 128-byte
@@ -1003,71 +1022,76 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   TiledConsts<T> cst;
   int cur_group = -1;
   std::uint32_t af[2][J][4];
-  for (int ls = 0; ls < nsteps; ++ls) {
-    const int st = ls % Sh::stages;
-    cp_async_wait<D - 1>();      // this step's stage has landed (for this thread) …
-    fence_proxy_async_shared();  // … and is visible to the tensor cores' reads
-    __syncthreads();             // … for every thread; the wgmma of step ls − 2 are done (≤ 1 group pending)
-    {
-      const int next = ls + D;
+  for (int ls0 = 0; ls0 < nsteps; ls0 += P) {
+    cp_async_wait<D - P>();      // the stages of steps ls0 .. ls0 + P − 1 have landed (for this thread) …
+    fence_proxy_async_shared();  // … and are visible to the tensor cores' reads
+    __syncthreads();             // … for every thread; the wgmma of step ls0 − 2 are done (≤ 1 group pending)
+#pragma unroll
+    for (int q = 0; q < P; ++q) {
+      const int next = ls0 + D + q;
       if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
       cp_async_commit();
     }
-    const unsigned char* base = stage(st);
-    const unsigned x_addr = smem_u32(base);
-    const int k0 = (step0 + ls) * kTiledBK;
-    // WGS = 1: the lane's 16 bytes (4 words); WGS = 4: its word frag0 (in .x).
-    auto weight_words = [&](int kk) {
-      const unsigned char* w = base + Sh::b_off + strip * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16;
-      if constexpr (WGS == 1)
-        return *reinterpret_cast<const uint4*>(w);
-      else
-        return uint4{*reinterpret_cast<const std::uint32_t*>(w + 4 * frag0), 0u, 0u, 0u};
-    };
-    constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
-    uint4 bw_next = preload ? weight_words(0) : uint4{};
 #pragma unroll
-    for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
-      const int grp = (k0 + kk * kTiledK) >> gshift;
-      if (grp != cur_group) {  // uniform across the block
-        const int slot = grp - (k0 >> gshift);
-        const unsigned char* sp = base + Sh::s_off + slot * 512 + strip * 128 + g * 16;
-        std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + strip * 32 + g * 4) : 0x88888888u;
-        if constexpr (WGS == 1) {
-          cst.load(*reinterpret_cast<const uint4*>(sp), zw);
-        } else {  // columns 8 j + g for j = 2 frag0, 2 frag0 + 1, as entries 0 and 1 (the rest unused)
-          zw >>= 8 * frag0;
-          cst.load(uint4{*reinterpret_cast<const std::uint32_t*>(sp + 4 * frag0), 0u, 0u, 0u}, zw);
+    for (int q = 0; q < P; ++q) {
+      const int ls = ls0 + q;
+      if (P > 1 && ls >= nsteps) break;
+      const unsigned char* base = stage(ls % Sh::stages);
+      const unsigned x_addr = smem_u32(base);
+      const int k0 = (step0 + ls) * kTiledBK;
+      // WGS = 1: the lane's 16 bytes (4 words); WGS = 4: its word frag0 (in .x).
+      auto weight_words = [&](int kk) {
+        const unsigned char* w = base + Sh::b_off + strip * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16;
+        if constexpr (WGS == 1)
+          return *reinterpret_cast<const uint4*>(w);
+        else
+          return uint4{*reinterpret_cast<const std::uint32_t*>(w + 4 * frag0), 0u, 0u, 0u};
+      };
+      constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
+      uint4 bw_next = preload ? weight_words(0) : uint4{};
+#pragma unroll
+      for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
+        const int grp = (k0 + kk * kTiledK) >> gshift;
+        if (grp != cur_group) {  // uniform across the block
+          const int slot = grp - (k0 >> gshift);
+          const unsigned char* sp = base + Sh::s_off + slot * 512 + strip * 128 + g * 16;
+          std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + strip * 32 + g * 4) : 0x88888888u;
+          if constexpr (WGS == 1) {
+            cst.load(*reinterpret_cast<const uint4*>(sp), zw);
+          } else {  // columns 8 j + g for j = 2 frag0, 2 frag0 + 1, as entries 0 and 1 (the rest unused)
+            zw >>= 8 * frag0;
+            cst.load(uint4{*reinterpret_cast<const std::uint32_t*>(sp + 4 * frag0), 0u, 0u, 0u}, zw);
+          }
+          cur_group = grp;
         }
-        cur_group = grp;
-      }
-      const uint4 bw = preload ? bw_next : weight_words(kk);
-      std::uint32_t(&A)[J][4] = af[kk % 2];
-      std::uint32_t b[4];
-      // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
-      // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
+        const uint4 bw = preload ? bw_next : weight_words(kk);
+        std::uint32_t(&A)[J][4] = af[kk % 2];
+        std::uint32_t b[4];
+        // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
+        // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
 #define AWQ_TWG_WORD(W, Q)   \
   decode_word<W>(Q, cst, b); \
   A[W][0] = b[0];            \
   A[W][1] = b[2];            \
   A[W][2] = b[1];            \
   A[W][3] = b[3];
-      AWQ_TWG_WORD(0, bw.x)
-      if constexpr (J == 4) {
-        AWQ_TWG_WORD(1, bw.y)
-        AWQ_TWG_WORD(2, bw.z)
-        AWQ_TWG_WORD(3, bw.w)
-      }
+        AWQ_TWG_WORD(0, bw.x)
+        if constexpr (J == 4) {
+          AWQ_TWG_WORD(1, bw.y)
+          AWQ_TWG_WORD(2, bw.z)
+          AWQ_TWG_WORD(3, bw.w)
+        }
 #undef AWQ_TWG_WORD
-      wgmma_fence();
-      const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
+        wgmma_fence();
+        const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
 #pragma unroll
-      for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
-      wgmma_commit();
-      // The next K tile's words are read before the wait: the shared-memory load's latency runs
-      // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
-      if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
-      wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
+        for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
+        wgmma_commit();
+        // The next K tile's words are read before the wait: the shared-memory load's latency runs
+        // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
+        if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
+        wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
+      }
     }
   }
   wgmma_wait<0>();
@@ -1138,7 +1162,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 template <int NTOK, int WGS, class T>
 int tiled_wgmma_slots() {
   static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK, WGS, T>, kTiledThreads * WGS, WgmmaShape<NTOK>::smem_bytes, cache,
+  return resident_slots(w4a16_tiled_wgmma_kernel<NTOK, WGS, T>, kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, cache,
                         "w4a16_tiled_wgmma_kernel attributes");
 }
 
@@ -1238,7 +1262,7 @@ void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStre
   }
   tiled_wgmma_slots<NTOK, WGS, T>();  // sets the kernel's shared-memory limit (once per device)
   const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
-  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK>::smem_bytes, stream>>>(a, gr, tickets, partial);
+  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, tickets, partial);
 }
 
 template <int MT, class T>

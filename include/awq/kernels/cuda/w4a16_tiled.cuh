@@ -1217,8 +1217,9 @@ void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T
 
 /// Plan of the Hopper kernel: 256 columns per block × 32 or 64 tokens (one warpgroup) or, above
 /// M = AWQ_TWG_WIDE_MIN_M, 64 or 128 tokens (four warpgroups); `wgmma` marks it. Split-K as
-/// tiled_grid_plan. (Cutting only a last, partial wave's tiles into K slices — 224 tiles on 132
-/// SMs at M = 256, 8192 × 28672 — was measured slower: 241.5 against 227.0 µs, bench/RESULTS.md.)
+/// tiled_grid_plan: only to fill a single partial wave. (Slicing more to balance several waves —
+/// the last partial wave's tiles only, or every tile, e.g. 224 tiles on 132 SMs at M = 256,
+/// 8192 × 28672 — was measured slower: 241.5 and 244.5 against 227.0 and 225.7 µs, bench/RESULTS.md.)
 template <class T>
 GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   auto plan = [&](int bm, int warpgroups) {

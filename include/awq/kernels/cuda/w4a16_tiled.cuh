@@ -984,7 +984,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
     const int c = tid + u * kThreads, sp = c / kTiledThreads;
     q_size[u] = sp < strips ? 16 : 0;
     q_src[u] = reinterpret_cast<const unsigned char*>(a.qweight) + static_cast<long>(sp < strips ? nt0 + sp : nt0) * ktiles * 512 + (c % kTiledThreads) * 16;
-    q_dst[u] = smem_u32(smem) + Sh::b_off + sp * (Sh::b_bytes / kTiledWarps) + (c % kTiledThreads) * 16;
+    q_dst[u] = smem0 + Sh::b_off + sp * (Sh::b_bytes / kTiledWarps) + (c % kTiledThreads) * 16;
   }
   const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, Sh::s_off, Sh::z_off);
   const unsigned sz_dst = smem0 + sz.dst;
@@ -1204,11 +1204,10 @@ inline GemmPlan tiled_grid_plan(int bm, int m, int k, int n, int slots, int forc
 
 /// One launch of a split-K tiled kernel over plan p's grid.
 template <class Kernel, class T>
-void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream,
-                       int threads = kTiledThreads) {
+void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
-  kernel<<<grid, threads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
+  kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
 #ifndef AWQ_TWG_FORCE_SPLITS
@@ -1254,16 +1253,10 @@ void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStre
   gr.tiles_n = p.tiles_n;
   gr.splits = p.splits;
   gr.steps_per_split = p.steps_per_split;
-  int* tickets = nullptr;
-  float* partial = nullptr;
-  if (p.splits > 1) {
-    auto* base = static_cast<unsigned char*>(a.workspace);
-    tickets = reinterpret_cast<int*>(base);
-    partial = reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m));
-  }
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);  // tickets, then the compact partial tiles
   tiled_wgmma_slots<NTOK, WGS, T>();  // sets the kernel's shared-memory limit (once per device)
   const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
-  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, tickets, partial);
+  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, w.tickets, w.partial);
 }
 
 template <int MT, class T>

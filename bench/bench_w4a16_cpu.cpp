@@ -1,4 +1,5 @@
-// CPU W4A16 kernel against Eigen fp32 on the same shape, 1 and 2 threads, M = 1 and 16.
+// CPU W4A16 kernels against Eigen fp32 on the same shape, 1 and 2 threads, M = 1 and 16: the
+// checkpoint-layout kernel (AVX2, portable) and the blocked-layout kernel (AVX-512 VNNI, AVX2).
 //
 // Shape: W [N = 11008, K = 4096] (a 7B MLP up/gate projection), group 128, zero point. Weights
 // rotate over enough copies (≥ 96 MB for W4, one 180 MB matrix for fp32) that no cache holds
@@ -18,6 +19,7 @@
 #include "awq/awq.hpp"
 #include "awq/eigen.hpp"
 #include "awq/kernels/cpu/w4a16.hpp"
+#include "awq/kernels/cpu/w4a16_blocked.hpp"
 
 namespace {
 
@@ -91,8 +93,40 @@ void BM_w4a16(benchmark::State& state, awq::CpuIsa isa, awq::M1Decode decode) {
   awq::backend::cpu::threads() = 0;
 }
 
+// The same weights in the blocked CPU layout (awq::block_w4a16): the same bytes, re-ordered.
+const std::vector<awq::BlockedW4A16>& blocked_copies() {
+  static const std::vector<awq::BlockedW4A16> copies = [] {
+    std::vector<awq::BlockedW4A16> v;
+    for (const auto& c : packed_copies()) v.push_back(awq::block_w4a16(c.view()));
+    return v;
+  }();
+  return copies;
+}
+
+void BM_w4a16_blocked(benchmark::State& state, awq::CpuIsa isa) {
+  if ((isa == awq::CpuIsa::avx512vnni && !awq::cpu_has_avx512vnni()) || (isa == awq::CpuIsa::avx2 && !awq::cpu_has_avx2())) {
+    state.SkipWithError("this processor lacks the instruction set");
+    return;
+  }
+  const auto m = static_cast<awq::index_t>(state.range(0));
+  awq::backend::cpu::threads() = static_cast<int>(state.range(1));
+  const auto& copies = blocked_copies();
+  const auto X = random_x(m);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y(m, kN);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    awq::w4a16_gemm(awq::as_view(X), copies[i++ % copies.size()], awq::as_view(Y), static_cast<const float*>(nullptr),
+                    awq::W4A16Options{isa});
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * PackedCopy::bytes() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  awq::backend::cpu::threads() = 0;
+}
+
 // The byte floor measured in the same binary: read the same rotating W4 copies (codes, scales,
-// zeros) with 8-byte loads, four independent XOR chains per thread, split over the threads as the
+// zeros) with 8-byte loads, four independent XOR chains per thread, a software prefetch 4 KB ahead, split over the threads as the
 // kernel splits its columns. Its GB/s is what DRAM gives this access; the kernel's GB/s over it is
 // its % of the floor.
 void BM_read_floor(benchmark::State& state) {
@@ -106,7 +140,10 @@ void BM_read_floor(benchmark::State& state) {
                       hi = n * static_cast<std::size_t>(b1) / static_cast<std::size_t>(parts);
     std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     std::size_t j = lo;
-    for (; j + 4 <= hi; j += 4) a0 ^= p[j], a1 ^= p[j + 1], a2 ^= p[j + 2], a3 ^= p[j + 3];
+    for (; j + 8 <= hi; j += 8) {
+      __builtin_prefetch(p + j + 512);  // 4 KB ahead, as the blocked kernel (one core reads ~1.5x more with it)
+      a0 ^= p[j] ^ p[j + 4], a1 ^= p[j + 1] ^ p[j + 5], a2 ^= p[j + 2] ^ p[j + 6], a3 ^= p[j + 3] ^ p[j + 7];
+    }
     for (; j < hi; ++j) a0 ^= p[j];
     return a0 ^ a1 ^ a2 ^ a3;
   };
@@ -142,6 +179,9 @@ BENCHMARK(BM_read_floor)->Apply(m1_args);
 BENCHMARK(BM_eigen_fp32)->Apply(args);
 BENCHMARK_CAPTURE(BM_w4a16, avx2, awq::CpuIsa::automatic, awq::M1Decode::automatic)->Apply(args);
 BENCHMARK_CAPTURE(BM_w4a16, avx2_convert, awq::CpuIsa::automatic, awq::M1Decode::convert)->Apply(m1_args);
+BENCHMARK_CAPTURE(BM_w4a16, avx2_denormal, awq::CpuIsa::automatic, awq::M1Decode::denormal)->Apply(m1_args);
+BENCHMARK_CAPTURE(BM_w4a16_blocked, avx512vnni, awq::CpuIsa::avx512vnni)->Apply(args);
+BENCHMARK_CAPTURE(BM_w4a16_blocked, avx2, awq::CpuIsa::avx2)->Apply(args);
 BENCHMARK_CAPTURE(BM_w4a16, portable, awq::CpuIsa::portable, awq::M1Decode::automatic)->Apply(args);
 
 }  // namespace

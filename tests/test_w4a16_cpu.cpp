@@ -3,8 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <tuple>
@@ -13,6 +15,7 @@
 #include "awq/awq.hpp"
 #include "awq/eigen.hpp"
 #include "awq/kernels/cpu/w4a16.hpp"
+#include "awq/kernels/cpu/w4a16_blocked.hpp"
 
 using awq::index_t;
 
@@ -81,7 +84,8 @@ double to_d(T v) {
 // |y - ref| <= tol · (Σ|x||w| + |bias|) + storage rounding of y.
 template <class TX, class TY>
 void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::CpuIsa isa, std::uint64_t seed,
-                awq::M1Decode decode = awq::M1Decode::automatic, float x_scale = 1.0f) {
+                awq::M1Decode decode = awq::M1Decode::automatic, float x_scale = 1.0f,
+                const awq::BlockedW4A16* blocked = nullptr) {
   CAPTURE(L.k);
   CAPTURE(L.n);
   CAPTURE(L.g);
@@ -92,26 +96,40 @@ void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::Cpu
   CAPTURE(static_cast<int>(isa));
   CAPTURE(static_cast<int>(decode));
   CAPTURE(x_scale);
+  CAPTURE(blocked != nullptr);
   auto x = random_x<TX>(m * ldx, seed);
   for (auto& v : x) v = static_cast<TX>(static_cast<float>(v) * x_scale);
   const auto bias = random_x<TY>(L.n, seed + 1);
   std::vector<TY> y(static_cast<std::size_t>(m * L.n), TY(std::numeric_limits<float>::quiet_NaN()));
-  awq::w4a16_gemm(awq::MatrixView<const TX>(x.data(), m, L.k, ldx, 1), L.view(), awq::make_row_major(y.data(), m, L.n),
-                  with_bias ? bias.data() : nullptr, awq::W4A16Options{isa, decode});
+  const awq::MatrixView<const TX> xv(x.data(), m, L.k, ldx, 1);
+  if (blocked)
+    awq::w4a16_gemm(xv, *blocked, awq::make_row_major(y.data(), m, L.n), with_bias ? bias.data() : nullptr,
+                    awq::W4A16Options{isa, decode});
+  else
+    awq::w4a16_gemm(xv, L.view(), awq::make_row_major(y.data(), m, L.n), with_bias ? bias.data() : nullptr,
+                    awq::W4A16Options{isa, decode});
+  // The VNNI path rounds x to 23-bit fixed point per group: |Δx| <= max|x over the group| · 2^-22.
+  const bool fixed_point = blocked && (isa == awq::CpuIsa::avx512vnni || (isa == awq::CpuIsa::automatic && awq::cpu_has_avx512vnni()));
   const double out_rel = std::is_same_v<TY, float> ? 0.0 : (std::is_same_v<TY, Eigen::half> ? 1.0 / 1024 : 1.0 / 128);
   int bad = 0;
   for (index_t r = 0; r < m; ++r)
     for (index_t c = 0; c < L.n; ++c) {
       double ref = with_bias ? to_d(bias[static_cast<std::size_t>(c)]) : 0.0;
-      double mag = std::abs(ref);
-      for (index_t kk = 0; kk < L.k; ++kk) {
-        const double xv = to_d(x[static_cast<std::size_t>(r * ldx + kk)]);
-        const double wv = L.w[static_cast<std::size_t>(c * L.k + kk)];
-        ref += xv * wv;
-        mag += std::abs(xv * wv);
+      double mag = std::abs(ref), fixed = 0.0;
+      for (index_t g0 = 0; g0 < L.k; g0 += L.g) {
+        double amax = 0.0, wsum = 0.0;
+        for (index_t kk = g0; kk < g0 + L.g; ++kk) {
+          const double xv = to_d(x[static_cast<std::size_t>(r * ldx + kk)]);
+          const double wv = L.w[static_cast<std::size_t>(c * L.k + kk)];
+          ref += xv * wv;
+          mag += std::abs(xv * wv);
+          amax = std::max(amax, std::abs(xv));
+          wsum += std::abs(wv);
+        }
+        fixed += amax * wsum;
       }
       const double got = to_d(y[static_cast<std::size_t>(r * L.n + c)]);
-      const double bound = 2e-6 * mag + out_rel * std::abs(ref) + 1e-300;
+      const double bound = 2e-6 * mag + (fixed_point ? std::ldexp(fixed, -22) : 0.0) + out_rel * std::abs(ref) + 1e-300;
       if (!(std::abs(got - ref) <= bound)) {  // NaN poison fails here
         if (++bad <= 3) {
           CAPTURE(r);
@@ -130,6 +148,18 @@ std::vector<awq::CpuIsa> isas() {
   std::vector<awq::CpuIsa> v{awq::CpuIsa::portable};
   if (awq::cpu_has_avx2()) v.push_back(awq::CpuIsa::avx2);
   return v;
+}
+
+/// Runs f and checks that it throws awq::Error whose message contains `what`.
+template <class F>
+void expect(F&& f, const char* what) {
+  CAPTURE(what);
+  try {
+    f();
+    FAIL("no awq::Error");
+  } catch (const awq::Error& e) {
+    CHECK(std::string(e.what()).find(what) != std::string::npos);
+  }
 }
 
 struct ThreadsGuard {
@@ -192,15 +222,6 @@ TEST_CASE("W4A16 CPU: bad arguments are named") {
   std::vector<float> x(2 * 128, 1.0f), y(2 * 64, 0.0f);
   auto X = awq::make_row_major<const float>(x.data(), 2, 128);
   auto Y = awq::make_row_major(y.data(), 2, 64);
-  auto expect = [](auto&& f, const char* what) {
-    CAPTURE(what);
-    try {
-      f();
-      FAIL("no awq::Error");
-    } catch (const awq::Error& e) {
-      CHECK(std::string(e.what()).find(what) != std::string::npos);
-    }
-  };
   expect([&] { awq::w4a16_gemm(awq::make_row_major<const float>(x.data(), 2, 127), L.view(), Y); }, "x has 127 columns");
   expect([&] { awq::w4a16_gemm(X, L.view(), awq::make_row_major(y.data(), 2, 63)); }, "y");
   auto w = L.view();
@@ -250,3 +271,132 @@ TEST_CASE("W4A16 CPU, M = 1: the convert and denormal decodes against the refere
   _mm_setcsr(saved);
 }
 #endif  // AWQ_W4A16_HAVE_AVX2
+
+namespace {
+std::vector<awq::CpuIsa> blocked_isas() {
+  std::vector<awq::CpuIsa> v{awq::CpuIsa::portable};
+  if (awq::cpu_has_avx2()) v.push_back(awq::CpuIsa::avx2);
+  if (awq::cpu_has_avx512vnni()) v.push_back(awq::CpuIsa::avx512vnni);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("W4A16 CPU, blocked layout: the converter keeps every code, zero and scale") {
+  for (const auto& shape : {std::tuple<index_t, index_t, index_t, bool>{128, 64, 32, true}, {100, 104, 100, true},
+                            {256, 8, 64, false}, {512, 520, 128, true}}) {
+    const index_t k = std::get<0>(shape), n = std::get<1>(shape), g = std::get<2>(shape);
+    const bool zp = std::get<3>(shape);
+    CAPTURE(k);
+    CAPTURE(n);
+    const Layer L = make_layer(k, n, g, zp, static_cast<std::uint64_t>(k + n));
+    const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+    CHECK(b.kp % awq::kBlockedK == 0);
+    CHECK(b.np % awq::kBlockedN == 0);
+    std::vector<std::uint8_t> q(static_cast<std::size_t>(n * k)), z(static_cast<std::size_t>(n * (k / g)));
+    awq::unpack_awq_gemm(awq::make_row_major<const std::int32_t>(L.qweight.data(), k, n / 8), awq::make_row_major(q.data(), n, k));
+    if (zp)
+      awq::unpack_awq_gemm(awq::make_row_major<const std::int32_t>(L.qzeros.data(), k / g, n / 8),
+                           awq::make_row_major(z.data(), n, k / g));
+    int bad = 0;
+    for (index_t c = 0; c < b.np; ++c)
+      for (index_t kk = 0; kk < b.kp; ++kk) {
+        const int want = (c < n && kk < k) ? q[static_cast<std::size_t>(c * k + kk)] : 0;
+        bad += b.code(kk, c) != want;
+      }
+    for (index_t gi = 0; gi < k / g; ++gi)
+      for (index_t c = 0; c < n; ++c) {
+        std::uint16_t bits;
+        std::memcpy(&bits, &L.scales[static_cast<std::size_t>(gi * n + c)], 2);
+        bad += b.scale_bits(gi, c) != bits;
+        bad += b.zero(gi, c) != (zp ? z[static_cast<std::size_t>(c * (k / g) + gi)] : 8);
+      }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("W4A16 CPU, blocked layout: float64 reference over shapes, tails, M and every code path") {
+  INFO("AVX2: " << awq::cpu_has_avx2() << ", AVX-512 VNNI: " << awq::cpu_has_avx512vnni());
+  if (!awq::cpu_has_avx512vnni()) MESSAGE("the AVX-512 VNNI path is not run: this processor lacks AVX-512 VNNI");
+  struct Shape {
+    index_t k, n, g;
+  };
+  // N = 104, 520, 8: partial 16-column blocks; K = 100 per channel: K padded to 104; G = 32 has
+  // 4 chunks (even), per-channel K = 120 has 15 (odd: the single-chunk tail of the VNNI loop).
+  const Shape shapes[] = {{128, 64, 32}, {256, 104, 64}, {384, 520, 128}, {512, 8, 128}, {100, 48, 100},
+                          {120, 32, 120}, {512, 192, 256}};
+  std::uint64_t seed = 2000;
+  for (const auto& s : shapes)
+    for (bool zp : {true, false}) {
+      const Layer L = make_layer(s.k, s.n, s.g, zp, ++seed);
+      const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+      for (awq::CpuIsa isa : blocked_isas())
+        for (index_t m : {1, 2, 3, 5, 16})
+          check_case<float, float>(L, m, s.k + (m == 3 ? 5 : 0), m % 2 == 1, isa, ++seed, awq::M1Decode::automatic, 1.0f, &b);
+    }
+  // Narrow storage, threads, and activations from tiny to huge (the fixed point follows each group).
+  ThreadsGuard guard;
+  const Layer L = make_layer(256, 200, 64, true, 77);
+  const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+  for (awq::CpuIsa isa : blocked_isas()) {
+    check_case<Eigen::half, Eigen::half>(L, 1, 256, true, isa, 11, awq::M1Decode::automatic, 1.0f, &b);
+    check_case<Eigen::bfloat16, float>(L, 4, 256, false, isa, 12, awq::M1Decode::automatic, 1.0f, &b);
+    for (float scale : {1e-30f, 1e-20f, 7e5f, 1e30f})
+      check_case<float, float>(L, 2, 256, true, isa, 13, awq::M1Decode::automatic, scale, &b);
+    for (int t : {1, 2, 3, 7}) {
+      awq::backend::cpu::threads() = t;
+      check_case<float, float>(L, 1, 256, false, isa, 20 + static_cast<std::uint64_t>(t), awq::M1Decode::automatic, 1.0f, &b);
+    }
+  }
+}
+
+TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf reach their row, bad arguments") {
+  const Layer L = make_layer(512, 256, 128, true, 43);
+  const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> X(3, 512);
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> d;
+  for (index_t i = 0; i < X.size(); ++i) X.data()[i] = d(rng);
+  const auto x = awq::as_view(std::as_const(X));
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y1(3, 256), Y2(3, 256), Yp(3, 256);
+  awq::w4a16_gemm(x, b, awq::as_view(Y1));
+  awq::w4a16_gemm(x, b, awq::as_view(Y2));
+  CHECK((Y1.array() == Y2.array()).all());  // bit-identical run to run
+  awq::w4a16_gemm(x, b, awq::as_view(Yp), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::portable});
+  CHECK((Y1 - Yp).cwiseAbs().maxCoeff() <= 1e-4f * Yp.cwiseAbs().maxCoeff());
+
+  X(1, 300) = std::numeric_limits<float>::quiet_NaN();
+  X(2, 7) = std::numeric_limits<float>::infinity();
+  for (awq::CpuIsa isa : blocked_isas()) {
+    CAPTURE(static_cast<int>(isa));
+    Y1.setConstant(0.0f);
+    awq::w4a16_gemm(x, b, awq::as_view(Y1), static_cast<const float*>(nullptr), awq::W4A16Options{isa});
+    CHECK(Y1.row(0).allFinite());
+    for (index_t c = 0; c < 256; ++c) {
+      CHECK(std::isnan(Y1(1, c)));
+      CHECK(!std::isfinite(Y1(2, c)));
+    }
+  }
+
+  std::vector<float> xs(2 * 512, 1.0f), ys(2 * 256, 0.0f);
+  auto Xs = awq::make_row_major<const float>(xs.data(), 2, 512);
+  auto Ys = awq::make_row_major(ys.data(), 2, 256);
+  expect([&] { awq::w4a16_gemm(awq::make_row_major<const float>(xs.data(), 2, 511), b, Ys); }, "x has 511 columns");
+  expect([&] { awq::w4a16_gemm(Xs, b, awq::make_row_major(ys.data(), 2, 255)); }, "y");
+  expect([&] { awq::w4a16_gemm(Xs, awq::BlockedW4A16{}, Ys); }, "empty or inconsistent");
+  expect([&] { awq::w4a16_gemm(Xs, L.view(), Ys, static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx512vnni}); },
+         "blocked layout only");
+  if (!awq::cpu_has_avx512vnni())
+    expect([&] { awq::w4a16_gemm(Xs, b, Ys, static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx512vnni}); },
+           "isa avx512vnni");
+  auto w = L.view();
+  w.scales = awq::make_row_major(L.scales.data(), 32, 256);  // group 16
+  expect([&] { awq::block_w4a16(w); }, "group size 16");
+  w = L.view();
+  w.qzeros = awq::make_row_major(L.qzeros.data(), 4, 16);
+  expect([&] { awq::block_w4a16(w); }, "qzeros");
+  std::vector<Eigen::half> bad_scales(L.scales);
+  bad_scales[37] = Eigen::half(std::numeric_limits<float>::infinity());
+  w = L.view();
+  w.scales = awq::make_row_major<const Eigen::half>(bad_scales.data(), 4, 256);
+  expect([&] { awq::block_w4a16(w); }, "scale (0, 37) is not finite");
+}

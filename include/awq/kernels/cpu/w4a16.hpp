@@ -70,9 +70,10 @@ struct AwqGemmWeights {
 
 /// Instruction set for the CPU W4A16 kernel.
 enum class CpuIsa {
-  automatic,  ///< AVX2 when the processor has AVX2, FMA and F16C, else portable
+  automatic,  ///< the fastest this processor has for the layout: AVX-512 VNNI (blocked layout), AVX2, portable
   portable,   ///< scalar C++ (any processor)
-  avx2        ///< AVX2 + FMA + F16C; awq::Error when the processor lacks them
+  avx2,       ///< AVX2 + FMA + F16C; awq::Error when the processor lacks them
+  avx512vnni  ///< AVX-512 F/BW/VL/VNNI: the blocked layout only (awq::block_w4a16); awq::Error elsewhere
 };
 
 /// How the AVX2 path turns a masked nibble into a float at M = 1.
@@ -388,6 +389,56 @@ template <class T>
 constexpr bool is_w4a16_activation =
     std::is_same_v<T, float> || std::is_same_v<T, Eigen::half> || std::is_same_v<T, Eigen::bfloat16>;
 
+/// float pointers to x, y and bias for the kernels: the caller's memory when it holds float,
+/// else float copies (x and bias converted here, y converted back by write_back).
+template <class TX, class TY>
+struct FloatIo {
+  std::vector<float> xbuf, ybuf, bbuf;
+  const float* x = nullptr;
+  index_t ldx = 0;
+  float* y = nullptr;
+  index_t ldy = 0;
+  const float* bias = nullptr;
+
+  FloatIo(const MatrixView<const TX>& xv, const MatrixView<TY>& yv, const TY* b) {
+    const index_t M = xv.rows(), K = xv.cols(), N = yv.cols();
+    if constexpr (std::is_same_v<TX, float>) {
+      x = xv.data();
+      ldx = xv.row_stride();
+    } else {
+      xbuf.resize(static_cast<std::size_t>(M * K));
+      for (index_t m = 0; m < M; ++m)
+        for (index_t k = 0; k < K; ++k) xbuf[static_cast<std::size_t>(m * K + k)] = static_cast<float>(xv(m, k));
+      x = xbuf.data();
+      ldx = K;
+    }
+    if constexpr (std::is_same_v<TY, float>) {
+      y = yv.data();
+      ldy = yv.row_stride();
+    } else {
+      ybuf.resize(static_cast<std::size_t>(M * N));
+      y = ybuf.data();
+      ldy = N;
+    }
+    if (b) {
+      if constexpr (std::is_same_v<TY, float>) {
+        bias = b;
+      } else {
+        bbuf.resize(static_cast<std::size_t>(N));
+        for (index_t c = 0; c < N; ++c) bbuf[static_cast<std::size_t>(c)] = static_cast<float>(b[c]);
+        bias = bbuf.data();
+      }
+    }
+  }
+  /// Converts the float result into y when y is stored narrower (no-op for float).
+  void write_back(const MatrixView<TY>& yv) const {
+    if constexpr (!std::is_same_v<TY, float>) {
+      for (index_t m = 0; m < yv.rows(); ++m)
+        for (index_t c = 0; c < yv.cols(); ++c) yv(m, c) = static_cast<TY>(ybuf[static_cast<std::size_t>(m * yv.cols() + c)]);
+    }
+  }
+};
+
 template <class TX, class TY>
 void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y, const TY* bias,
           const W4A16Options& opt) {
@@ -418,6 +469,8 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
   contiguous(w.scales, "scales");
   if (M == 0) return;
 
+  detail::require(opt.isa != CpuIsa::avx512vnni, fn,
+                  ": isa avx512vnni runs on the blocked layout only (convert the weights with awq::block_w4a16)");
   bool use_avx2 = false;
   if (opt.isa == CpuIsa::avx2) {
     detail::require(cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
@@ -426,40 +479,12 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
     use_avx2 = cpu_has_avx2();
   }
 
-  // float copies of x and y when stored narrower (or strided rows wider than needed are fine).
-  std::vector<float> xbuf, ybuf, bbuf;
-  const float* xf = nullptr;
-  index_t ldx = 0;
-  if constexpr (std::is_same_v<TX, float>) {
-    xf = x.data();
-    ldx = x.row_stride();
-  } else {
-    xbuf.resize(static_cast<std::size_t>(M * K));
-    for (index_t m = 0; m < M; ++m)
-      for (index_t k = 0; k < K; ++k) xbuf[static_cast<std::size_t>(m * K + k)] = static_cast<float>(x(m, k));
-    xf = xbuf.data();
-    ldx = K;
-  }
-  float* yf = nullptr;
-  index_t ldy = 0;
-  if constexpr (std::is_same_v<TY, float>) {
-    yf = y.data();
-    ldy = y.row_stride();
-  } else {
-    ybuf.resize(static_cast<std::size_t>(M * N));
-    yf = ybuf.data();
-    ldy = N;
-  }
-  const float* bf = nullptr;
-  if (bias) {
-    if constexpr (std::is_same_v<TY, float>) {
-      bf = bias;
-    } else {
-      bbuf.resize(static_cast<std::size_t>(N));
-      for (index_t c = 0; c < N; ++c) bbuf[static_cast<std::size_t>(c)] = static_cast<float>(bias[c]);
-      bf = bbuf.data();
-    }
-  }
+  FloatIo<TX, TY> io(x, y, bias);
+  const float* xf = io.x;
+  const index_t ldx = io.ldx;
+  float* yf = io.y;
+  const index_t ldy = io.ldy;
+  const float* bf = io.bias;
   std::vector<float> xsum(M == 1 ? static_cast<std::size_t>(K / G) : 0);
   if (M == 1)
     for (index_t g = 0; g < K / G; ++g) {
@@ -515,10 +540,7 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
     (void)use_avx2;
     backend::cpu::parallel_for(words, [&](index_t w0, index_t w1) { detail::w4cpu::portable_words(p, w0, w1); }, 8);
   }
-  if constexpr (!std::is_same_v<TY, float>) {
-    for (index_t m = 0; m < M; ++m)
-      for (index_t c = 0; c < N; ++c) y(m, c) = static_cast<TY>(ybuf[static_cast<std::size_t>(m * N + c)]);
-  }
+  io.write_back(y);
 }
 
 }  // namespace w4cpu

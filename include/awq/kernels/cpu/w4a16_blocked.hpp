@@ -1,0 +1,534 @@
+/// \file
+/// \brief The "blocked" CPU W4A16 layout: AutoAWQ GEMM weights re-ordered once so that each
+///        block of 16 output columns is one contiguous stream over K and each 32-bit word holds
+///        8 consecutive K rows of one column — the operand order of integer dot-product
+///        instructions (AVX-512 VNNI `vpdpbusd`) — and the matrix product that reads it.
+///
+/// **Why.** In the checkpoint layout a 32-bit word holds 8 columns of one K row, so the only
+/// way to use it on a CPU is one float FMA per weight, plus a mask and a convert to make the
+/// float (see w4a16.hpp): about 3 vector µops per 8 weights, more than one core can issue while
+/// DRAM delivers the bytes. Here a word holds 8 rows of one column, so `vpdpbusd` multiplies 4
+/// codes by 4 activation bytes and adds them into the column's 32-bit sum: 64 weights per
+/// instruction. Activations are signed bytes, so each x is written as a 23-bit fixed-point
+/// number per group, as three signed base-256 digits (below), and the dot product runs once per
+/// digit: per 128 weights one load, a shift, two ANDs and six `vpdpbusd`.
+///
+/// **Layout.** K is padded to Kp (a multiple of 8) and N to Np (a multiple of 16); padding holds
+/// code 0, scale 0 and zero 0, the kernels never read padded rows (x has none) and never write
+/// padded columns:
+/// \code
+///   qweight  uint32 [Np/16][Kp/8][16]    word (b, j, c): column 16 b + c, rows 8 j .. 8 j + 7;
+///                                        byte i (i < 4) = code(8 j + i) | code(8 j + 4 + i) << 4
+///   scales   fp16   [Np/16][groups][16]  (bits)
+///   qzeros   uint8  [Np/16][groups][8]   column c < 8: low nibble of byte c, c >= 8: high nibble
+///                                        of byte c - 8; empty: symmetric (zero 8)
+/// \endcode
+/// The bytes are those of the checkpoint layout (codes, fp16 scales, 4-bit zeros), re-ordered.
+///
+/// **Numerics (AVX-512 VNNI path).** Per row of x and group g, with e the exponent such that
+/// max|x_k| over the group is in [2^(e-1), 2^e): X_k = x_k · 2^(22-e) rounded to the nearest integer (ties away from zero) (|X_k| <= 2^22),
+/// written X = 65536 d2 + 256 d1 + d0 with signed digits d in [-128, 127]. Then
+/// Σ_k x_k q_k ≈ 2^(e-22) (65536 D2 + 256 D1 + D0), D = Σ_k d_k q_k exact in int32, and
+/// y += s · (2^(e-22) Σ X_k q_k − z · 2^(e-22) Σ X_k) per group. The only error beyond fp32
+/// accumulation is the rounding of x to that fixed point: |x_k − 2^(e-22) X_k| <= max|x| · 2^-22
+/// over the group (exact for every x within 2^12 of the group's largest, e.g. all fp16 values
+/// there). A group holding NaN or Inf gives NaN in every output of that row. The portable and
+/// AVX2 paths compute in fp32 from the exact dequantized weights, as the checkpoint-layout kernel.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "awq/backend/cpu.hpp"
+#include "awq/error.hpp"
+#include "awq/kernels/cpu/w4a16.hpp"
+#include "awq/pack.hpp"
+#include "awq/view.hpp"
+
+#if AWQ_W4A16_HAVE_AVX2
+/// Function attribute for the AVX-512 VNNI code (chosen at run time, like the AVX2 path).
+#define AWQ_TARGET_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#endif
+
+namespace awq {
+
+inline constexpr int kBlockedN = 16;  ///< output columns per block of the blocked layout
+inline constexpr int kBlockedK = 8;   ///< K rows per 32-bit word of the blocked layout
+
+/// True when this processor (and this build) can run the AVX-512 VNNI path: AVX-512 F, BW, VL and
+/// VNNI, with the OS saving the ZMM state.
+inline bool cpu_has_avx512vnni() noexcept {
+#if AWQ_W4A16_HAVE_AVX2
+  static const bool yes = [] {
+    if (!cpu_has_avx2()) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    unsigned xlo = 0, xhi = 0;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & 0xE6u) != 0xE6u) return false;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool f = (b >> 16) & 1u, bw = (b >> 30) & 1u, vl = (b >> 31) & 1u, vnni = (c >> 11) & 1u;
+    return f && bw && vl && vnni;
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+namespace detail {
+/// Minimal allocator of 64-byte aligned storage (the blocked layout's streams start on a line).
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  Aligned64(const Aligned64<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const Aligned64<U>&) const noexcept {
+    return true;
+  }
+  template <class U>
+  bool operator!=(const Aligned64<U>&) const noexcept {
+    return false;
+  }
+};
+}  // namespace detail
+
+/// \brief W4A16 weights in the blocked CPU layout (see the file comment), made by block_w4a16.
+struct BlockedW4A16 {
+  index_t k = 0;      ///< logical K (input features)
+  index_t n = 0;      ///< logical N (output features)
+  index_t group = 0;  ///< quantization group along K (K itself for per-channel)
+  index_t kp = 0;     ///< K padded to a multiple of 8
+  index_t np = 0;     ///< N padded to a multiple of 16
+  std::vector<std::uint32_t, detail::Aligned64<std::uint32_t>> qweight;  ///< [np/16][kp/8][16]
+  std::vector<std::uint16_t, detail::Aligned64<std::uint16_t>> scales;   ///< fp16 bits [np/16][groups][16]
+  std::vector<std::uint8_t> qzeros;  ///< [np/16][groups][8]; empty: symmetric (zero 8)
+
+  index_t groups() const noexcept { return group > 0 ? k / group : 0; }  ///< K / group
+  index_t blocks() const noexcept { return np / kBlockedN; }           ///< column blocks
+  index_t chunks() const noexcept { return kp / kBlockedK; }           ///< 8-row words per column
+  /// 8-row words per group: group / 8, or all of them for per-channel weights.
+  index_t group_chunks() const noexcept { return group == k ? chunks() : group / kBlockedK; }
+
+  /// The 4-bit code of row kk (input), column c (output); padded positions read 0.
+  int code(index_t kk, index_t c) const {
+    const std::uint32_t word = qweight[static_cast<std::size_t>(((c / kBlockedN) * chunks() + kk / kBlockedK) * kBlockedN + c % kBlockedN)];
+    const int r = static_cast<int>(kk % kBlockedK);
+    return static_cast<int>((word >> (8 * (r % 4) + 4 * (r / 4))) & 0xFu);
+  }
+  /// fp16 bits of the scale of group g, column c.
+  std::uint16_t scale_bits(index_t g, index_t c) const {
+    return scales[static_cast<std::size_t>(((c / kBlockedN) * groups() + g) * kBlockedN + c % kBlockedN)];
+  }
+  /// Zero point of group g, column c (8 without zeros).
+  int zero(index_t g, index_t c) const {
+    if (qzeros.empty()) return 8;
+    const index_t i = c % kBlockedN;
+    const std::uint8_t byte = qzeros[static_cast<std::size_t>(((c / kBlockedN) * groups() + g) * 8 + i % 8)];
+    return i < 8 ? byte & 0xF : byte >> 4;
+  }
+};
+
+/// \brief Re-orders AutoAWQ GEMM tensors into the blocked CPU layout (a copy; the input is not
+///        kept). Group size G = K / scales.rows(): 32, 64, 128, 256 or K (per channel).
+/// \throws awq::Error naming the argument when a shape or the group size is invalid, K exceeds
+///         2^20 (the int32 sums of the VNNI path), or a scale is NaN or Inf.
+inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {
+  constexpr const char* fn = "awq::block_w4a16";
+  const index_t K = w.k(), N = w.n();
+  detail::require(K > 0 && N > 0, fn, ": qweight is empty (", w.qweight.rows(), " x ", w.qweight.cols(), ")");
+  detail::require(K <= (index_t{1} << 20), fn, ": K ", K, " is larger than 2^20");
+  detail::require(w.scales.rows() > 0 && K % w.scales.rows() == 0, fn, ": scales has ", w.scales.rows(),
+                  " rows, which does not divide K = ", K);
+  const index_t G = K / w.scales.rows();
+  detail::require(AwqGemmWeights::group_supported(G, K), fn, ": group size ", G, " (K ", K, " / scales rows ",
+                  w.scales.rows(), ") is not 32, 64, 128, 256 or K");
+  detail::require_shape(w.scales, K / G, N, fn, "scales");
+  const bool sym = w.qzeros.size() == 0;
+  if (!sym) detail::require_shape(w.qzeros, K / G, N / kAwqPackFactor, fn, "qzeros");
+
+  BlockedW4A16 b;
+  b.k = K;
+  b.n = N;
+  b.group = G;
+  b.kp = (K + kBlockedK - 1) / kBlockedK * kBlockedK;
+  b.np = (N + kBlockedN - 1) / kBlockedN * kBlockedN;
+  const index_t groups = K / G, nb = b.blocks(), kc = b.chunks();
+  b.qweight.assign(static_cast<std::size_t>(nb * kc * kBlockedN), 0u);
+  b.scales.assign(static_cast<std::size_t>(nb * groups * kBlockedN), 0u);
+  if (!sym) b.qzeros.assign(static_cast<std::size_t>(nb * groups * 8), 0u);
+  for (index_t kk = 0; kk < K; ++kk) {
+    const int r = static_cast<int>(kk % kBlockedK), shift = 8 * (r % 4) + 4 * (r / 4);
+    for (index_t wd = 0; wd < N / kAwqPackFactor; ++wd) {
+      const auto word = static_cast<std::uint32_t>(w.qweight(kk, wd));
+      for (int e = 0; e < 8; ++e) {
+        const index_t c = 8 * wd + kAwqPackOrder[static_cast<std::size_t>(e)];
+        b.qweight[static_cast<std::size_t>(((c / kBlockedN) * kc + kk / kBlockedK) * kBlockedN + c % kBlockedN)] |=
+            ((word >> (4 * e)) & 0xFu) << shift;
+      }
+    }
+  }
+  for (index_t g = 0; g < groups; ++g)
+    for (index_t c = 0; c < N; ++c) {
+      std::uint16_t bits;
+      std::memcpy(&bits, &w.scales(g, c), 2);
+      detail::require((bits & 0x7C00u) != 0x7C00u, fn, ": scale (", g, ", ", c, ") is not finite");
+      const index_t blk = c / kBlockedN, i = c % kBlockedN;
+      b.scales[static_cast<std::size_t>((blk * groups + g) * kBlockedN + i)] = bits;
+      if (!sym) {
+        const int e = kAwqUnpackOrder[static_cast<std::size_t>(c % 8)];
+        const auto z = static_cast<std::uint8_t>((static_cast<std::uint32_t>(w.qzeros(g, c / 8)) >> (4 * e)) & 0xFu);
+        b.qzeros[static_cast<std::size_t>((blk * groups + g) * 8 + i % 8)] |= static_cast<std::uint8_t>(i < 8 ? z : z << 4);
+      }
+    }
+  return b;
+}
+
+namespace detail {
+namespace w4blk {
+
+/// Row m of x as the VNNI path reads it: per 8-row chunk j, 6 int32 words (digit 0 rows 8j..8j+3,
+/// digit 0 rows 8j+4..8j+7, then digits 1 and 2 likewise), one signed byte per row; per group the
+/// fixed-point step t = 2^(e-22) and t · Σ X (NaN when the group holds NaN or Inf).
+struct Digits {
+  std::vector<std::int32_t> words;  // [M][kc][6]
+  std::vector<float> t, xs;         // [M][groups]
+};
+
+inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW4A16& w) {
+  const index_t kc = w.chunks(), groups = w.groups(), gk = w.group == w.k ? w.kp : w.group;
+  Digits d;
+  d.words.assign(static_cast<std::size_t>(M * kc * 6), 0);
+  d.t.assign(static_cast<std::size_t>(M * groups), 0.0f);
+  d.xs.assign(static_cast<std::size_t>(M * groups), 0.0f);
+  for (index_t m = 0; m < M; ++m)
+    for (index_t g = 0; g < groups; ++g) {
+      const index_t k0 = g * gk, k1 = std::min(w.k, k0 + gk);
+      const float* xr = x + m * ldx;
+      float amax = 0.0f;
+      bool finite = true;
+      for (index_t k = k0; k < k1; ++k) {
+        finite = finite && std::isfinite(xr[k]);
+        amax = std::max(amax, std::fabs(xr[k]));
+      }
+      const std::size_t gi = static_cast<std::size_t>(m * groups + g);
+      if (!finite) {
+        d.xs[gi] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      int e = 0;
+      std::frexp(amax, &e);  // amax in [2^(e-1), 2^e); e = 0 for amax = 0
+      d.t[gi] = std::ldexp(1.0f, e - 22);
+      const double up = std::ldexp(1.0, 22 - e);  // x · up is exact in double
+      std::int64_t sum = 0;
+      auto* bytes = reinterpret_cast<std::int8_t*>(d.words.data() + m * kc * 6);
+      for (index_t k = k0; k < k1; ++k) {
+        const double v = static_cast<double>(xr[k]) * up;  // |v| < 2^22
+        const auto X = static_cast<std::int32_t>(v + (v < 0.0 ? -0.5 : 0.5));  // ties away from zero
+        sum += X;
+        const std::int32_t d0 = static_cast<std::int8_t>(static_cast<std::uint8_t>(X & 0xFF));  // X - d0 ≡ 0 mod 256
+        const std::int32_t x1 = (X - d0) / 256;
+        const std::int32_t d1 = static_cast<std::int8_t>(static_cast<std::uint8_t>(x1 & 0xFF));
+        const std::int32_t d2 = (x1 - d1) / 256;  // |d2| <= 64
+        const index_t j = k / kBlockedK, r = k % kBlockedK;
+        std::int8_t* cj = bytes + j * 24 + (r / 4) * 4 + r % 4;
+        cj[0] = static_cast<std::int8_t>(d0);
+        cj[8] = static_cast<std::int8_t>(d1);
+        cj[16] = static_cast<std::int8_t>(d2);
+      }
+      d.xs[gi] = static_cast<float>(static_cast<double>(sum) * static_cast<double>(d.t[gi]));
+    }
+  return d;
+}
+
+/// Portable path: blocks [b0, b1), all rows, exact fp32 products of the dequantized weights.
+inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, index_t M, const float* bias, float* y,
+                            index_t ldy, index_t b0, index_t b1) {
+  const index_t gk = w.group == w.k ? w.kp : w.group;
+  for (index_t b = b0; b < b1; ++b)
+    for (index_t m = 0; m < M; ++m) {
+      float acc[kBlockedN] = {};
+      for (index_t g = 0; g < w.groups(); ++g) {
+        float s[kBlockedN], z[kBlockedN];
+        for (int c = 0; c < kBlockedN; ++c) {
+          s[c] = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(w.scale_bits(g, kBlockedN * b + c)));
+          z[c] = static_cast<float>(w.zero(g, kBlockedN * b + c));
+        }
+        for (index_t k = g * gk; k < std::min(w.k, (g + 1) * gk); ++k) {
+          const float xv = x[m * ldx + k];
+          for (int c = 0; c < kBlockedN; ++c)
+            acc[c] += xv * ((static_cast<float>(w.code(k, kBlockedN * b + c)) - z[c]) * s[c]);
+        }
+      }
+      for (int c = 0; c < kBlockedN; ++c) {
+        const index_t col = kBlockedN * b + c;
+        if (col < w.n) y[m * ldy + col] = acc[c] + (bias ? bias[col] : 0.0f);
+      }
+    }
+}
+
+/// Software prefetch distance of the SIMD loops, in 64-byte chunks (4 KB) along a block's
+/// stream: without it one core streamed 10 GB/s, with it 19 (1 KB: 13; 16 KB: no better).
+inline constexpr index_t kBlockedPrefetchChunks = 64;
+
+#if AWQ_W4A16_HAVE_AVX2
+
+/// Writes 16 results of block b, row m (columns past N are not written).
+inline void store_block(const BlockedW4A16& w, const float* res, const float* bias, float* yrow, index_t b) {
+  for (int c = 0; c < kBlockedN; ++c) {
+    const index_t col = kBlockedN * b + c;
+    if (col < w.n) yrow[col] = res[c] + (bias ? bias[col] : 0.0f);
+  }
+}
+
+/// AVX2 path for M = 1 (processors without VNNI): per 8 columns and 8-row chunk, row r's nibble is
+/// masked in place (q·2^p, p = 8 (r % 4) + 4 (r / 4), exact in float; r = 7 is shifted down to keep
+/// clear of the sign bit), converted and multiplied by x_r into its own accumulator: AND, CVT,
+/// FMA per 8 weights, as the checkpoint-layout kernel. The 2^-p goes into the group's finish.
+/// x: the row padded with zeros to Kp; xsum: Σ x per group.
+AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x, const float* xsum, const float* bias, float* y,
+                                           index_t b0, index_t b1) {
+  const index_t gk = w.group == w.k ? w.kp : w.group, kc = w.chunks(), groups = w.groups();
+  alignas(32) float res[kBlockedN], zf[8];
+  for (index_t b = b0; b < b1; ++b) {
+    __m256 yacc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (index_t g = 0; g < groups; ++g)
+      for (int h = 0; h < 2; ++h) {  // the second half reads the group's lines from L1
+        const std::uint32_t* codes = w.qweight.data() + b * kc * kBlockedN + 8 * h;
+        __m256 a[kBlockedK];
+        for (auto& v : a) v = _mm256_setzero_ps();
+        const index_t j1 = std::min((g + 1) * gk, w.kp) / kBlockedK;
+        for (index_t j = g * gk / kBlockedK; j < j1; ++j) {
+          const std::uint32_t* cj = codes + j * kBlockedN;
+          _mm_prefetch(reinterpret_cast<const char*>(cj + kBlockedPrefetchChunks * kBlockedN), _MM_HINT_T0);
+          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(cj));
+          const float* xr = x + 8 * j;
+#pragma GCC unroll 8
+          for (int r = 0; r < kBlockedK; ++r) {
+            const int p = 8 * (r % 4) + 4 * (r / 4);
+            const __m256i q = r == 7 ? _mm256_srli_epi32(v, 28) : _mm256_and_si256(v, _mm256_set1_epi32(0xF << p));
+            a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_broadcast_ss(xr + r), a[r]);
+          }
+        }
+        __m256 sxq = _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int r = 0; r < kBlockedK; ++r) {
+          const int p = 8 * (r % 4) + 4 * (r / 4);
+          sxq = _mm256_fmadd_ps(a[r], _mm256_set1_ps(r == 7 ? 1.0f : std::ldexp(1.0f, -p)), sxq);
+        }
+        const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(w.scales.data() + (b * groups + g) * kBlockedN + 8 * h)));
+        for (int c = 0; c < 8; ++c) zf[c] = static_cast<float>(w.zero(g, kBlockedN * b + 8 * h + c));
+        yacc[h] = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(_mm256_load_ps(zf), _mm256_set1_ps(xsum[g]), sxq), yacc[h]);
+      }
+    _mm256_store_ps(res, yacc[0]);
+    _mm256_store_ps(res + 8, yacc[1]);
+    store_block(w, res, bias, y, b);
+  }
+}
+
+/// AVX2 path for M > 1 (processors without VNNI): per group, the block's weights dequantized into an fp32
+/// panel [rows][16] in L1 (w = (q − z)·s), then one FMA per weight and row of x.
+AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, index_t ldx, index_t M, const float* bias,
+                                        float* y, index_t ldy, index_t b0, index_t b1) {
+  constexpr index_t kRows = 64;  // panel rows per pass: 64 × 16 floats = 4 KB
+  alignas(32) float panel[kRows * kBlockedN];
+  std::vector<float> acc(static_cast<std::size_t>(M * kBlockedN));
+  const index_t gk = w.group == w.k ? w.kp : w.group, kc = w.chunks(), groups = w.groups();
+  const __m256i mask = _mm256_set1_epi32(0xF);
+  for (index_t b = b0; b < b1; ++b) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    const std::uint32_t* codes = w.qweight.data() + b * kc * kBlockedN;
+    for (index_t g = 0; g < groups; ++g) {
+      __m256 s[2], z[2];
+      for (int h = 0; h < 2; ++h) {
+        s[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales.data() + (b * groups + g) * kBlockedN + 8 * h)));
+        alignas(32) float zf[8];
+        for (int c = 0; c < 8; ++c) zf[c] = static_cast<float>(w.zero(g, kBlockedN * b + 8 * h + c));
+        z[h] = _mm256_load_ps(zf);
+      }
+      for (index_t k0 = g * gk; k0 < (g + 1) * gk; k0 += kRows) {
+        const index_t rows = std::min(kRows, (g + 1) * gk - k0);  // a multiple of 8
+        for (index_t j = 0; j < rows / kBlockedK; ++j)
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + ((k0 / kBlockedK + j) * kBlockedN + 8 * h)));
+            for (int r = 0; r < kBlockedK; ++r) {
+              const __m256i q = _mm256_and_si256(_mm256_srli_epi32(v, 8 * (r % 4) + 4 * (r / 4)), mask);
+              _mm256_store_ps(panel + (j * kBlockedK + r) * kBlockedN + 8 * h,
+                              _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), z[h]), s[h]));
+            }
+          }
+        const index_t kend = std::min(rows, w.k - k0);  // rows past K are padding (x has none)
+        for (index_t m = 0; m < M; ++m) {
+          const float* xr = x + m * ldx + k0;
+          __m256 a0 = _mm256_loadu_ps(acc.data() + m * kBlockedN), a1 = _mm256_loadu_ps(acc.data() + m * kBlockedN + 8);
+          for (index_t r = 0; r < kend; ++r) {
+            const __m256 xb = _mm256_broadcast_ss(xr + r);
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(panel + r * kBlockedN), xb, a0);
+            a1 = _mm256_fmadd_ps(_mm256_load_ps(panel + r * kBlockedN + 8), xb, a1);
+          }
+          _mm256_storeu_ps(acc.data() + m * kBlockedN, a0);
+          _mm256_storeu_ps(acc.data() + m * kBlockedN + 8, a1);
+        }
+      }
+    }
+    for (index_t m = 0; m < M; ++m) store_block(w, acc.data() + m * kBlockedN, bias, y + m * ldy, b);
+  }
+}
+
+// GCC 12's AVX-512 intrinsics start from a self-initialised "undefined" vector, which
+// -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define AWQ_W4BLK_POP_DIAGNOSTIC 1
+#endif
+
+
+/// One 8-row chunk of a block into the six digit sums (lo/hi row halves × 3 digits).
+AWQ_TARGET_AVX512VNNI inline void vnni_step(const __m512i* chunk, const std::int32_t* dj, __m512i low, __m512i* acc) {
+  _mm_prefetch(reinterpret_cast<const char*>(chunk + kBlockedPrefetchChunks), _MM_HINT_T0);
+  const __m512i v = _mm512_load_si512(chunk);
+  const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low);
+  acc[0] = _mm512_dpbusd_epi32(acc[0], lo, _mm512_set1_epi32(dj[0]));
+  acc[1] = _mm512_dpbusd_epi32(acc[1], hi, _mm512_set1_epi32(dj[1]));
+  acc[2] = _mm512_dpbusd_epi32(acc[2], lo, _mm512_set1_epi32(dj[2]));
+  acc[3] = _mm512_dpbusd_epi32(acc[3], hi, _mm512_set1_epi32(dj[3]));
+  acc[4] = _mm512_dpbusd_epi32(acc[4], lo, _mm512_set1_epi32(dj[4]));
+  acc[5] = _mm512_dpbusd_epi32(acc[5], hi, _mm512_set1_epi32(dj[5]));
+}
+
+/// AVX-512 VNNI path: blocks [b0, b1), every row (see the file comment for the numerics).
+/// Two chunks per step with their own accumulators (12 independent vpdpbusd chains).
+AWQ_TARGET_AVX512VNNI inline void vnni_blocks(const BlockedW4A16& w, const Digits& d, index_t M, const float* bias,
+                                              float* y, index_t ldy, index_t b0, index_t b1) {
+  const index_t kc = w.chunks(), groups = w.groups(), gc = w.group_chunks();
+  const __m512i low = _mm512_set1_epi32(0x0F0F0F0F);
+  const __m512i zshift = _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
+  const bool sym = w.qzeros.empty();
+  alignas(64) float res[kBlockedN];
+  for (index_t b = b0; b < b1; ++b) {
+    const auto* codes = reinterpret_cast<const __m512i*>(w.qweight.data() + b * kc * kBlockedN);
+    for (index_t m = 0; m < M; ++m) {
+      const std::int32_t* dw = d.words.data() + m * kc * 6;
+      const float* tg = d.t.data() + m * groups;
+      const float* xs = d.xs.data() + m * groups;
+      __m512 yacc = _mm512_setzero_ps();
+      for (index_t g = 0; g < groups; ++g) {
+        __m512i a[2][6];
+        for (auto& row : a)
+          for (auto& v : row) v = _mm512_setzero_si512();
+        const index_t j0 = g * gc, j1 = j0 + gc;
+        index_t j = j0;
+        for (; j + 2 <= j1; j += 2) {
+          vnni_step(codes + j, dw + j * 6, low, a[0]);
+          vnni_step(codes + j + 1, dw + (j + 1) * 6, low, a[1]);
+        }
+        if (j < j1) vnni_step(codes + j, dw + j * 6, low, a[0]);
+        const __m512i D0 = _mm512_add_epi32(_mm512_add_epi32(a[0][0], a[0][1]), _mm512_add_epi32(a[1][0], a[1][1]));
+        const __m512i D1 = _mm512_add_epi32(_mm512_add_epi32(a[0][2], a[0][3]), _mm512_add_epi32(a[1][2], a[1][3]));
+        const __m512i D2 = _mm512_add_epi32(_mm512_add_epi32(a[0][4], a[0][5]), _mm512_add_epi32(a[1][4], a[1][5]));
+        const __m512 S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D2), _mm512_set1_ps(65536.0f),
+                                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(D1), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(D0)));
+        const std::size_t pg = static_cast<std::size_t>(b * groups + g);
+        const __m512 s = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(w.scales.data() + pg * kBlockedN)));
+        __m512 z;
+        if (sym) {
+          z = _mm512_set1_ps(8.0f);
+        } else {
+          std::uint64_t zb;
+          std::memcpy(&zb, w.qzeros.data() + pg * 8, 8);
+          const __m512i zi = _mm512_cvtepu8_epi32(_mm_set1_epi64x(static_cast<long long>(zb)));
+          z = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(zi, zshift), _mm512_set1_epi32(0xF)));
+        }
+        // y += s · (t · Σ X q − z · t Σ X)
+        yacc = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(xs[g]), _mm512_mul_ps(S, _mm512_set1_ps(tg[g]))), yacc);
+      }
+      _mm512_store_ps(res, yacc);
+      store_block(w, res, bias, y + m * ldy, b);
+    }
+  }
+}
+
+#ifdef AWQ_W4BLK_POP_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#undef AWQ_W4BLK_POP_DIAGNOSTIC
+#endif
+
+#endif  // AWQ_W4A16_HAVE_AVX2
+
+}  // namespace w4blk
+}  // namespace detail
+
+/// \brief y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias [N]) for weights in the blocked CPU layout.
+///
+/// Code path by `opt.isa`: `automatic` takes AVX-512 VNNI where the processor has it (x as 23-bit
+/// fixed point per group, see the file comment), else AVX2 (fp32 FMA over a dequantized panel),
+/// else portable; `avx512vnni`, `avx2` and `portable` force one (awq::Error when the processor
+/// lacks it). x, y and bias as for the checkpoint-layout overload; every element of y is written.
+/// \throws awq::Error on a shape mismatch, non-contiguous rows, or a forced ISA this processor lacks.
+template <class TX, class TY>
+void w4a16_gemm(const MatrixView<const TX>& x, const BlockedW4A16& w, const MatrixView<TY>& y, const TY* bias = nullptr,
+                const W4A16Options& opt = {}) {
+  static_assert(detail::w4cpu::is_w4a16_activation<TX>, "awq::w4a16_gemm: x must hold float, Eigen::half or Eigen::bfloat16");
+  static_assert(detail::w4cpu::is_w4a16_activation<std::remove_const_t<TY>> && !std::is_const_v<TY>,
+                "awq::w4a16_gemm: y must be a mutable float, Eigen::half or Eigen::bfloat16 view");
+  constexpr const char* fn = "awq::w4a16_gemm (blocked)";
+  const index_t M = x.rows();
+  detail::require(w.k > 0 && w.n > 0 && w.qweight.size() == static_cast<std::size_t>(w.blocks() * w.chunks() * kBlockedN) &&
+                      w.scales.size() == static_cast<std::size_t>(w.blocks() * w.groups() * kBlockedN),
+                  fn, ": the blocked weights are empty or inconsistent (K ", w.k, ", N ", w.n, ")");
+  detail::require(x.cols() == w.k, fn, ": x has ", x.cols(), " columns but the weights have K = ", w.k);
+  detail::require_shape(y, M, w.n, fn, "y");
+  detail::require(x.size() == 0 || x.row_contiguous(), fn, ": x must have contiguous rows (col_stride ", x.col_stride(), ")");
+  detail::require(y.size() == 0 || y.row_contiguous(), fn, ": y must have contiguous rows (col_stride ", y.col_stride(), ")");
+  if (M == 0) return;
+  CpuIsa isa = opt.isa;
+  if (isa == CpuIsa::automatic)
+    isa = cpu_has_avx512vnni() ? CpuIsa::avx512vnni : (cpu_has_avx2() ? CpuIsa::avx2 : CpuIsa::portable);
+  detail::require(isa != CpuIsa::avx512vnni || cpu_has_avx512vnni(), fn,
+                  ": isa avx512vnni was asked for but this processor or build lacks AVX-512 F/BW/VL/VNNI");
+  detail::require(isa != CpuIsa::avx2 || cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
+
+  detail::w4cpu::FloatIo<TX, TY> io(x, y, bias);
+#if AWQ_W4A16_HAVE_AVX2
+  if (isa == CpuIsa::avx512vnni) {
+    const detail::w4blk::Digits d = detail::w4blk::make_digits(io.x, io.ldx, M, w);
+    backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
+      detail::w4blk::vnni_blocks(w, d, M, io.bias, io.y, io.ldy, b0, b1);
+    });
+  } else if (isa == CpuIsa::avx2 && M == 1) {
+    std::vector<float> xpad(static_cast<std::size_t>(w.kp), 0.0f), xsum(static_cast<std::size_t>(w.groups()), 0.0f);
+    const index_t gk = w.group == w.k ? w.kp : w.group;
+    for (index_t k = 0; k < w.k; ++k) {
+      xpad[static_cast<std::size_t>(k)] = io.x[k];
+      xsum[static_cast<std::size_t>(k / gk)] += io.x[k];
+    }
+    backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
+      detail::w4blk::avx2_m1_blocks(w, xpad.data(), xsum.data(), io.bias, io.y, b0, b1);
+    });
+  } else if (isa == CpuIsa::avx2) {
+    backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
+      detail::w4blk::avx2_blocks(w, io.x, io.ldx, M, io.bias, io.y, io.ldy, b0, b1);
+    });
+  } else
+#endif
+  {
+    backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
+      detail::w4blk::portable_blocks(w, io.x, io.ldx, M, io.bias, io.y, io.ldy, b0, b1);
+    });
+  }
+  io.write_back(y);
+}
+
+}  // namespace awq

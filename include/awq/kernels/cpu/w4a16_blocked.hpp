@@ -142,6 +142,10 @@ struct BlockedW4A16 {
 
 /// \brief Re-orders AutoAWQ GEMM tensors into the blocked CPU layout (a copy; the input is not
 ///        kept). Group size G = K / scales.rows(): 32, 64, 128, 256 or K (per channel).
+///
+/// Worth it where cpu_has_avx512vnni(): at M = 1 its kernel reads the weights at DRAM speed
+/// (bench/RESULTS.md). Without VNNI its AVX2 path is about as fast as the checkpoint-layout
+/// kernel, which needs no conversion.
 /// \throws awq::Error naming the argument when a shape or the group size is invalid, K exceeds
 ///         2^20 (the int32 sums of the VNNI path), or a scale is NaN or Inf.
 inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {

@@ -3,8 +3,9 @@
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
 // bandwidth measured in the same run, and the speedup over fp16; last, the tiled layout with bf16
-// activations (bf16_us), and the tiled layout with overlap_previous (overlap_us: programmatic
-// dependent launch, each call's blocks start as the previous call's blocks finish).
+// activations (bf16_us), the tiled layout with overlap_previous (overlap_us: programmatic
+// dependent launch, each call's blocks start as the previous call's blocks finish), and the AutoAWQ
+// layout with bf16 activations (w4bf16_us).
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -83,8 +84,8 @@ int main(int argc, char** argv) {
 
   cublasHandle_t h;
   cublas_check(cublasCreate(&h), "create");
-  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
-              "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us");
+  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s %10s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
+              "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us", "w4bf16_us");
   // AWQ_BENCH_BIG=1: only the largest shape (quick sweeps); AWQ_BENCH_SHAPE=KxN: only that one.
   const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
   const char* big_env = std::getenv("AWQ_BENCH_BIG");
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
       const double t4 = time_us([&](int i) { w4_call(awq::cuda::W4A16Args{}, qw, qz, sc, ws, i); }, 200);
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
       const double tb = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgsBf16{}, tq, tz, ts, tws, i); }, 200);
+      const double t4b = time_us([&](int i) { w4_call(awq::cuda::W4A16ArgsBf16{}, qw, qz, sc, ws, i); }, 200);
       awq::cuda::W4A16TiledArgs overlap{};
       overlap.overlap_previous = true;  // programmatic dependent launch
       const double to = time_us([&](int i) { w4_call(overlap, tq, tz, ts, tws, i); }, 200);
@@ -172,8 +174,8 @@ int main(int argc, char** argv) {
       }
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
-      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
-                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to);
+      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f %10.1f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
+                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to, t4b);
       std::fflush(stdout);
     }
   }

@@ -364,6 +364,20 @@ TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf re
   awq::w4a16_gemm(x, b, awq::as_view(Yp), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::portable});
   CHECK((Y1 - Yp).cwiseAbs().maxCoeff() <= 1e-4f * Yp.cwiseAbs().maxCoeff());
 
+  // VNNI and portable: a row's result does not depend on the rows beside it (integer digit sums
+  // are exact however rows are paired), bit for bit.
+  for (awq::CpuIsa isa : blocked_isas()) {
+    if (isa == awq::CpuIsa::avx2) continue;  // M = 1 and M > 1 take different AVX2 loops
+    CAPTURE(static_cast<int>(isa));
+    awq::w4a16_gemm(x, b, awq::as_view(Y1), static_cast<const float*>(nullptr), awq::W4A16Options{isa});
+    for (index_t r = 0; r < 3; ++r) {
+      Eigen::Matrix<float, 1, Eigen::Dynamic, Eigen::RowMajor> y1(256);
+      awq::w4a16_gemm(awq::make_row_major<const float>(X.data() + r * 512, 1, 512), b, awq::make_row_major(y1.data(), 1, 256),
+                      static_cast<const float*>(nullptr), awq::W4A16Options{isa});
+      CHECK((y1.array() == Y1.row(r).array()).all());
+    }
+  }
+
   X(1, 300) = std::numeric_limits<float>::quiet_NaN();
   X(2, 7) = std::numeric_limits<float>::infinity();
   for (awq::CpuIsa isa : blocked_isas()) {

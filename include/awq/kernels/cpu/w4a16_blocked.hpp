@@ -56,6 +56,8 @@
 #if AWQ_W4A16_HAVE_AVX2
 /// Function attribute for the AVX-512 VNNI code (chosen at run time, like the AVX2 path).
 #define AWQ_TARGET_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+/// The VNNI loop's helpers must inline: called out of line, their accumulator arrays live in memory.
+#define AWQ_W4BLK_ALWAYS_INLINE __attribute__((always_inline))
 #endif
 
 namespace awq {
@@ -400,7 +402,7 @@ AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, i
 
 
 /// One 8-row chunk of a block into the six digit sums (lo/hi row halves × 3 digits).
-AWQ_TARGET_AVX512VNNI inline void vnni_step(const __m512i* chunk, const std::int32_t* dj, __m512i low, __m512i* acc) {
+AWQ_TARGET_AVX512VNNI AWQ_W4BLK_ALWAYS_INLINE inline void vnni_step(const __m512i* chunk, const std::int32_t* dj, __m512i low, __m512i* acc) {
   _mm_prefetch(reinterpret_cast<const char*>(chunk + kBlockedPrefetchChunks), _MM_HINT_T0);
   const __m512i v = _mm512_load_si512(chunk);
   const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low);
@@ -412,55 +414,95 @@ AWQ_TARGET_AVX512VNNI inline void vnni_step(const __m512i* chunk, const std::int
   acc[5] = _mm512_dpbusd_epi32(acc[5], hi, _mm512_set1_epi32(dj[5]));
 }
 
-/// AVX-512 VNNI path: blocks [b0, b1), every row (see the file comment for the numerics).
-/// Two chunks per step with their own accumulators (12 independent vpdpbusd chains).
+/// One 8-row chunk for two rows of x at once (the codes decoded once for both).
+AWQ_TARGET_AVX512VNNI AWQ_W4BLK_ALWAYS_INLINE inline void vnni_step2(const __m512i* chunk, const std::int32_t* dj0, const std::int32_t* dj1, __m512i low,
+                                             __m512i* acc0, __m512i* acc1) {
+  _mm_prefetch(reinterpret_cast<const char*>(chunk + kBlockedPrefetchChunks), _MM_HINT_T0);
+  const __m512i v = _mm512_load_si512(chunk);
+  const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low);
+#pragma GCC unroll 3
+  for (int i = 0; i < 6; i += 2) {  // unrolled: the accumulators must stay in registers
+    acc0[i] = _mm512_dpbusd_epi32(acc0[i], lo, _mm512_set1_epi32(dj0[i]));
+    acc0[i + 1] = _mm512_dpbusd_epi32(acc0[i + 1], hi, _mm512_set1_epi32(dj0[i + 1]));
+    acc1[i] = _mm512_dpbusd_epi32(acc1[i], lo, _mm512_set1_epi32(dj1[i]));
+    acc1[i + 1] = _mm512_dpbusd_epi32(acc1[i + 1], hi, _mm512_set1_epi32(dj1[i + 1]));
+  }
+}
+
+/// Σ X q of a group as float from its six digit sums (lo/hi halves of digits 0, 1, 2), plus six
+/// more when `b` is not null (a second set of chains for the same row). Integer sums are exact,
+/// so how the chunks were spread over the chains does not change the result.
+AWQ_TARGET_AVX512VNNI AWQ_W4BLK_ALWAYS_INLINE inline __m512 digit_sum(const __m512i* a, const __m512i* b) {
+  __m512i D[3];
+#pragma GCC unroll 3
+  for (int i = 0; i < 3; ++i) {
+    D[i] = _mm512_add_epi32(a[2 * i], a[2 * i + 1]);
+    if (b) D[i] = _mm512_add_epi32(D[i], _mm512_add_epi32(b[2 * i], b[2 * i + 1]));
+  }
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(D[2]), _mm512_set1_ps(65536.0f),
+                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(D[1]), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(D[0])));
+}
+
+/// ym [16] += s · (t · S − z · xs): one group of one row (S = Σ X q, xs = t Σ X).
+AWQ_TARGET_AVX512VNNI AWQ_W4BLK_ALWAYS_INLINE inline void vnni_finish(float* ym, __m512 s, __m512 z, float t, float xs, __m512 S) {
+  const __m512 v = _mm512_fnmadd_ps(z, _mm512_set1_ps(xs), _mm512_mul_ps(S, _mm512_set1_ps(t)));
+  _mm512_storeu_ps(ym, _mm512_fmadd_ps(s, v, _mm512_loadu_ps(ym)));
+}
+
+/// AVX-512 VNNI path: blocks [b0, b1), every row (see the file comment for the numerics). Per
+/// block and group, scales and zeros are decoded once; rows go in pairs that share each chunk's
+/// decode (12 vpdpbusd chains), a last odd row alone with two chunks per step (12 chains again).
 AWQ_TARGET_AVX512VNNI inline void vnni_blocks(const BlockedW4A16& w, const Digits& d, index_t M, const float* bias,
                                               float* y, index_t ldy, index_t b0, index_t b1) {
   const index_t kc = w.chunks(), groups = w.groups(), gc = w.group_chunks();
   const __m512i low = _mm512_set1_epi32(0x0F0F0F0F);
   const __m512i zshift = _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
   const bool sym = w.qzeros.empty();
-  alignas(64) float res[kBlockedN];
+  std::vector<float> yacc(static_cast<std::size_t>(M * kBlockedN));
   for (index_t b = b0; b < b1; ++b) {
     const auto* codes = reinterpret_cast<const __m512i*>(w.qweight.data() + b * kc * kBlockedN);
-    for (index_t m = 0; m < M; ++m) {
-      const std::int32_t* dw = d.words.data() + m * kc * 6;
-      const float* tg = d.t.data() + m * groups;
-      const float* xs = d.xs.data() + m * groups;
-      __m512 yacc = _mm512_setzero_ps();
-      for (index_t g = 0; g < groups; ++g) {
-        __m512i a[2][6];
-        for (auto& row : a)
-          for (auto& v : row) v = _mm512_setzero_si512();
-        const index_t j0 = g * gc, j1 = j0 + gc;
+    std::fill(yacc.begin(), yacc.end(), 0.0f);
+    for (index_t g = 0; g < groups; ++g) {
+      const std::size_t pg = static_cast<std::size_t>(b * groups + g);
+      const __m512 s = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(w.scales.data() + pg * kBlockedN)));
+      __m512 z;
+      if (sym) {
+        z = _mm512_set1_ps(8.0f);
+      } else {
+        std::uint64_t zb;
+        std::memcpy(&zb, w.qzeros.data() + pg * 8, 8);
+        const __m512i zi = _mm512_cvtepu8_epi32(_mm_set1_epi64x(static_cast<long long>(zb)));
+        z = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(zi, zshift), _mm512_set1_epi32(0xF)));
+      }
+      const index_t j0 = g * gc, j1 = j0 + gc;
+      index_t m = 0;
+      for (; m + 2 <= M; m += 2) {
+        const std::int32_t* dw0 = d.words.data() + m * kc * 6;
+        const std::int32_t* dw1 = dw0 + kc * 6;
+        __m512i a0[6], a1[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) a0[i] = a1[i] = _mm512_setzero_si512();
+        for (index_t j = j0; j < j1; ++j) vnni_step2(codes + j, dw0 + j * 6, dw1 + j * 6, low, a0, a1);
+        const std::size_t i = static_cast<std::size_t>(m * groups + g);
+        vnni_finish(yacc.data() + m * kBlockedN, s, z, d.t[i], d.xs[i], digit_sum(a0, nullptr));
+        vnni_finish(yacc.data() + (m + 1) * kBlockedN, s, z, d.t[i + groups], d.xs[i + groups], digit_sum(a1, nullptr));
+      }
+      if (m < M) {
+        const std::int32_t* dw = d.words.data() + m * kc * 6;
+        __m512i a0[6], a1[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) a0[i] = a1[i] = _mm512_setzero_si512();
         index_t j = j0;
         for (; j + 2 <= j1; j += 2) {
-          vnni_step(codes + j, dw + j * 6, low, a[0]);
-          vnni_step(codes + j + 1, dw + (j + 1) * 6, low, a[1]);
+          vnni_step(codes + j, dw + j * 6, low, a0);
+          vnni_step(codes + j + 1, dw + (j + 1) * 6, low, a1);
         }
-        if (j < j1) vnni_step(codes + j, dw + j * 6, low, a[0]);
-        const __m512i D0 = _mm512_add_epi32(_mm512_add_epi32(a[0][0], a[0][1]), _mm512_add_epi32(a[1][0], a[1][1]));
-        const __m512i D1 = _mm512_add_epi32(_mm512_add_epi32(a[0][2], a[0][3]), _mm512_add_epi32(a[1][2], a[1][3]));
-        const __m512i D2 = _mm512_add_epi32(_mm512_add_epi32(a[0][4], a[0][5]), _mm512_add_epi32(a[1][4], a[1][5]));
-        const __m512 S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D2), _mm512_set1_ps(65536.0f),
-                                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(D1), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(D0)));
-        const std::size_t pg = static_cast<std::size_t>(b * groups + g);
-        const __m512 s = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(w.scales.data() + pg * kBlockedN)));
-        __m512 z;
-        if (sym) {
-          z = _mm512_set1_ps(8.0f);
-        } else {
-          std::uint64_t zb;
-          std::memcpy(&zb, w.qzeros.data() + pg * 8, 8);
-          const __m512i zi = _mm512_cvtepu8_epi32(_mm_set1_epi64x(static_cast<long long>(zb)));
-          z = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(zi, zshift), _mm512_set1_epi32(0xF)));
-        }
-        // y += s · (t · Σ X q − z · t Σ X)
-        yacc = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(xs[g]), _mm512_mul_ps(S, _mm512_set1_ps(tg[g]))), yacc);
+        if (j < j1) vnni_step(codes + j, dw + j * 6, low, a0);
+        const std::size_t i = static_cast<std::size_t>(m * groups + g);
+        vnni_finish(yacc.data() + m * kBlockedN, s, z, d.t[i], d.xs[i], digit_sum(a0, a1));
       }
-      _mm512_store_ps(res, yacc);
-      store_block(w, res, bias, y + m * ldy, b);
     }
+    for (index_t m = 0; m < M; ++m) store_block(w, yacc.data() + m * kBlockedN, bias, y + m * ldy, b);
   }
 }
 

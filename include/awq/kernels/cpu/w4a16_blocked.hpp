@@ -174,17 +174,23 @@ inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {
   b.qweight.assign(static_cast<std::size_t>(nb * kc * kBlockedN), 0u);
   b.scales.assign(static_cast<std::size_t>(nb * groups * kBlockedN), 0u);
   if (!sym) b.qzeros.assign(static_cast<std::size_t>(nb * groups * 8), 0u);
-  for (index_t kk = 0; kk < K; ++kk) {
-    const int r = static_cast<int>(kk % kBlockedK), shift = 8 * (r % 4) + 4 * (r / 4);
-    for (index_t wd = 0; wd < N / kAwqPackFactor; ++wd) {
-      const auto word = static_cast<std::uint32_t>(w.qweight(kk, wd));
-      for (int e = 0; e < 8; ++e) {
-        const index_t c = 8 * wd + kAwqPackOrder[static_cast<std::size_t>(e)];
-        b.qweight[static_cast<std::size_t>(((c / kBlockedN) * kc + kk / kBlockedK) * kBlockedN + c % kBlockedN)] |=
-            ((word >> (4 * e)) & 0xFu) << shift;
+  // Per 8-row chunk j and checkpoint word column wd: an 8 × 8 nibble transpose of the rows' words
+  // into the 8 columns' words (all in one 16-column block), chunks spread over the threads.
+  backend::cpu::parallel_for(kc, [&](index_t j0, index_t j1) {
+    for (index_t j = j0; j < j1; ++j)
+      for (index_t wd = 0; wd < N / kAwqPackFactor; ++wd) {
+        std::uint32_t in[kBlockedK];
+        for (index_t r = 0; r < kBlockedK; ++r)
+          in[r] = kBlockedK * j + r < K ? static_cast<std::uint32_t>(w.qweight(kBlockedK * j + r, wd)) : 0u;
+        const index_t c0 = kAwqPackFactor * wd;
+        std::uint32_t* out = b.qweight.data() + ((c0 / kBlockedN) * kc + j) * kBlockedN + c0 % kBlockedN;
+        for (int e = 0; e < 8; ++e) {
+          std::uint32_t word = 0;
+          for (int r = 0; r < kBlockedK; ++r) word |= ((in[r] >> (4 * e)) & 0xFu) << (8 * (r % 4) + 4 * (r / 4));
+          out[kAwqPackOrder[static_cast<std::size_t>(e)]] = word;
+        }
       }
-    }
-  }
+  }, 16);
   for (index_t g = 0; g < groups; ++g)
     for (index_t c = 0; c < N; ++c) {
       std::uint16_t bits;

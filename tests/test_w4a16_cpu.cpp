@@ -397,6 +397,12 @@ TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf re
   expect([&] { awq::w4a16_gemm(awq::make_row_major<const float>(xs.data(), 2, 511), b, Ys); }, "x has 511 columns");
   expect([&] { awq::w4a16_gemm(Xs, b, awq::make_row_major(ys.data(), 2, 255)); }, "y");
   expect([&] { awq::w4a16_gemm(Xs, awq::BlockedW4A16{}, Ys); }, "empty or inconsistent");
+  awq::BlockedW4A16 broken = b;
+  broken.qzeros.pop_back();
+  expect([&] { awq::w4a16_gemm(Xs, broken, Ys); }, "empty or inconsistent");
+  broken = b;
+  broken.group = 96;  // does not divide K = 512
+  expect([&] { awq::w4a16_gemm(Xs, broken, Ys); }, "group 96");
   expect([&] { awq::w4a16_gemm(Xs, L.view(), Ys, static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx512vnni}); },
          "blocked layout only");
   if (!awq::cpu_has_avx512vnni())

@@ -26,14 +26,16 @@
 /// The bytes are those of the checkpoint layout (codes, fp16 scales, 4-bit zeros), re-ordered.
 ///
 /// **Numerics (AVX-512 VNNI path).** Per row of x and group g, with e the exponent such that
-/// max|x_k| over the group is in [2^(e-1), 2^e): X_k = x_k · 2^(22-e) rounded to the nearest integer (ties away from zero) (|X_k| <= 2^22),
-/// written X = 65536 d2 + 256 d1 + d0 with signed digits d in [-128, 127]. Then
-/// Σ_k x_k q_k ≈ 2^(e-22) (65536 D2 + 256 D1 + D0), D = Σ_k d_k q_k exact in int32, and
-/// y += s · (2^(e-22) Σ X_k q_k − z · 2^(e-22) Σ X_k) per group. The only error beyond fp32
-/// accumulation is the rounding of x to that fixed point: |x_k − 2^(e-22) X_k| <= max|x| · 2^-22
-/// over the group (exact for every x within 2^12 of the group's largest, e.g. all fp16 values
-/// there). A group holding NaN or Inf gives NaN in every output of that row. The portable and
-/// AVX2 paths compute in fp32 from the exact dequantized weights, as the checkpoint-layout kernel.
+/// max|x_k| over the group is in [2^(e-1), 2^e): X_k = x_k · 2^(22-e) rounded to the nearest
+/// integer, ties away from zero (|X_k| <= 2^22), written X = 65536 d2 + 256 d1 + d0 with signed
+/// digits d in [-128, 127]. Then Σ_k x_k q_k ≈ 2^(e-22) (65536 D2 + 256 D1 + D0), D = Σ_k d_k q_k
+/// exact in int32, and y += s · (2^(e-22) Σ X_k q_k − z · 2^(e-22) Σ X_k) per group. The only
+/// error beyond fp32 accumulation is the rounding of x to that fixed point:
+/// |x_k − 2^(e-22) X_k| <= max|x| · 2^-22 over the group (none for fp16 inputs within a factor
+/// 2^11 of the group's largest |x|, bf16 inputs within 2^14). Integer sums are exact, so a row's
+/// result does not depend on M or on the rows beside it. A group holding NaN or Inf gives NaN in
+/// every output of that row. The portable and AVX2 paths compute in fp32 from the exact
+/// dequantized weights, as the checkpoint-layout kernel.
 #pragma once
 
 #include <Eigen/Core>
@@ -537,9 +539,14 @@ void w4a16_gemm(const MatrixView<const TX>& x, const BlockedW4A16& w, const Matr
                 "awq::w4a16_gemm: y must be a mutable float, Eigen::half or Eigen::bfloat16 view");
   constexpr const char* fn = "awq::w4a16_gemm (blocked)";
   const index_t M = x.rows();
-  detail::require(w.k > 0 && w.n > 0 && w.qweight.size() == static_cast<std::size_t>(w.blocks() * w.chunks() * kBlockedN) &&
-                      w.scales.size() == static_cast<std::size_t>(w.blocks() * w.groups() * kBlockedN),
-                  fn, ": the blocked weights are empty or inconsistent (K ", w.k, ", N ", w.n, ")");
+  const bool consistent =
+      w.k > 0 && w.n > 0 && w.group > 0 && w.k % w.group == 0 && AwqGemmWeights::group_supported(w.group, w.k) &&
+      w.kp == (w.k + kBlockedK - 1) / kBlockedK * kBlockedK && w.np == (w.n + kBlockedN - 1) / kBlockedN * kBlockedN &&
+      w.qweight.size() == static_cast<std::size_t>(w.blocks() * w.chunks() * kBlockedN) &&
+      w.scales.size() == static_cast<std::size_t>(w.blocks() * w.groups() * kBlockedN) &&
+      (w.qzeros.empty() || w.qzeros.size() == static_cast<std::size_t>(w.blocks() * w.groups() * 8));
+  detail::require(consistent, fn, ": the blocked weights are empty or inconsistent (K ", w.k, ", N ", w.n, ", group ", w.group,
+                  "; make them with awq::block_w4a16)");
   detail::require(x.cols() == w.k, fn, ": x has ", x.cols(), " columns but the weights have K = ", w.k);
   detail::require_shape(y, M, w.n, fn, "y");
   detail::require(x.size() == 0 || x.row_contiguous(), fn, ": x must have contiguous rows (col_stride ", x.col_stride(), ")");

@@ -781,10 +781,10 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #define AWQ_TWG_PRELOAD 1  // tuning knob for benchmarks: 0 reads a K tile's weight words after the previous wgmma wait
 #endif
 #ifndef AWQ_TWG_WIDE_STAGES
-#define AWQ_TWG_WIDE_STAGES 6  // tuning knob for benchmarks: shared-memory stages of the four-warpgroup form
+#define AWQ_TWG_WIDE_STAGES 7  // tuning knob for benchmarks: shared-memory stages of the four-warpgroup form (>= 2 P + 1)
 #endif
 #ifndef AWQ_TWG_WIDE_PAIR
-#define AWQ_TWG_WIDE_PAIR 1  // tuning knob for benchmarks: 1: the four-warpgroup form computes two steps per barrier, 0: one
+#define AWQ_TWG_WIDE_PAIR 2  // tuning knob for benchmarks: the four-warpgroup form computes P = this + 1 steps per barrier (1..4)
 #endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
@@ -816,7 +816,7 @@ __device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
 }
 
 /// Shared-memory stages and steps per barrier of the one- and four-warpgroup forms (measured,
-/// bench/RESULTS.md): four warpgroups take 6 stages and two steps per barrier.
+/// bench/RESULTS.md): four warpgroups take 7 stages and three steps per barrier.
 template <int WGS>
 struct WgmmaPipe {
   static constexpr int stages = WGS == 4 ? AWQ_TWG_WIDE_STAGES : AWQ_TWG_STAGES;
@@ -952,8 +952,8 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   // ≤ ls0 − 2 (the wgmma of step ls0 − 1 may still run).
   constexpr int P = WgmmaPipe<WGS>::steps_per_barrier;
   constexpr int D = Sh::stages - 1 - P;
-  static_assert(P == 1 || P == 2, "one or two steps per barrier");
-  static_assert(D >= P, "two steps per barrier need 5 stages or more");
+  static_assert(P >= 1 && P <= 4, "one to four steps per barrier");
+  static_assert(D >= P, "P steps per barrier need 2 P + 1 stages or more");
 
   // What this thread copies each step, resolved once (per step only the K offset moves):
   // x: NTOK / 16 chunks of 16 bytes; chunk c of row r lands at chunk c ^ (r % 8) (the 128-byte

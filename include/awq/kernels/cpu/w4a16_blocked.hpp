@@ -148,8 +148,8 @@ struct BlockedW4A16 {
 ///        kept). Group size G = K / scales.rows(): 32, 64, 128, 256 or K (per channel).
 ///
 /// Worth it where cpu_has_avx512vnni(): at M = 1 its kernel reads the weights at DRAM speed
-/// (bench/RESULTS.md). Without VNNI its AVX2 path is about as fast as the checkpoint-layout
-/// kernel, which needs no conversion.
+/// (bench/RESULTS.md). Without VNNI its AVX2 path is within a few percent of the checkpoint-layout
+/// kernel at M = 1 (which needs no conversion) and faster at M > 1.
 /// \throws awq::Error naming the argument when a shape or the group size is invalid, K exceeds
 ///         2^20 (the int32 sums of the VNNI path), or a scale is NaN or Inf.
 inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {
@@ -306,6 +306,15 @@ inline void store_block(const BlockedW4A16& w, const float* res, const float* bi
   }
 }
 
+/// Zero points of group g for columns 8 h .. 8 h + 7 of block b, as floats (8 when symmetric).
+AWQ_TARGET_AVX2 inline __m256 avx2_zeros(const BlockedW4A16& w, index_t b, index_t g, int h) {
+  if (w.qzeros.empty()) return _mm256_set1_ps(8.0f);
+  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.qzeros.data() + (b * w.groups() + g) * 8));
+  __m256i z = _mm256_cvtepu8_epi32(bytes);  // byte c: column c (low nibble) and column 8 + c (high)
+  if (h) z = _mm256_srli_epi32(z, 4);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(z, _mm256_set1_epi32(0xF)));
+}
+
 /// AVX2 path for M = 1 (processors without VNNI): per 8 columns and 8-row chunk, row r's nibble is
 /// masked in place (q·2^p, p = 8 (r % 4) + 4 (r / 4), exact in float; r = 7 is shifted down to keep
 /// clear of the sign bit), converted and multiplied by x_r into its own accumulator: AND, CVT,
@@ -314,7 +323,7 @@ inline void store_block(const BlockedW4A16& w, const float* res, const float* bi
 AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x, const float* xsum, const float* bias, float* y,
                                            index_t b0, index_t b1) {
   const index_t gk = w.group == w.k ? w.kp : w.group, kc = w.chunks(), groups = w.groups();
-  alignas(32) float res[kBlockedN], zf[8];
+  alignas(32) float res[kBlockedN];
   for (index_t b = b0; b < b1; ++b) {
     __m256 yacc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (index_t g = 0; g < groups; ++g)
@@ -342,8 +351,7 @@ AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x
           sxq = _mm256_fmadd_ps(a[r], _mm256_set1_ps(r == 7 ? 1.0f : std::ldexp(1.0f, -p)), sxq);
         }
         const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(w.scales.data() + (b * groups + g) * kBlockedN + 8 * h)));
-        for (int c = 0; c < 8; ++c) zf[c] = static_cast<float>(w.zero(g, kBlockedN * b + 8 * h + c));
-        yacc[h] = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(_mm256_load_ps(zf), _mm256_set1_ps(xsum[g]), sxq), yacc[h]);
+        yacc[h] = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(avx2_zeros(w, b, g, h), _mm256_set1_ps(xsum[g]), sxq), yacc[h]);
       }
     _mm256_store_ps(res, yacc[0]);
     _mm256_store_ps(res + 8, yacc[1]);
@@ -367,9 +375,7 @@ AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, i
       __m256 s[2], z[2];
       for (int h = 0; h < 2; ++h) {
         s[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales.data() + (b * groups + g) * kBlockedN + 8 * h)));
-        alignas(32) float zf[8];
-        for (int c = 0; c < 8; ++c) zf[c] = static_cast<float>(w.zero(g, kBlockedN * b + 8 * h + c));
-        z[h] = _mm256_load_ps(zf);
+        z[h] = avx2_zeros(w, b, g, h);
       }
       for (index_t k0 = g * gk; k0 < (g + 1) * gk; k0 += kRows) {
         const index_t rows = std::min(kRows, (g + 1) * gk - k0);  // a multiple of 8

@@ -75,22 +75,27 @@ void BM_eigen_fp32(benchmark::State& state) {
                                               benchmark::Counter::kIsRate);
 }
 
-void BM_w4a16(benchmark::State& state, awq::CpuIsa isa, awq::M1Decode decode) {
+// Times w4a16_gemm over rotating weight copies of either layout (M = state.range(0), threads =
+// state.range(1)); GB/s counts the checkpoint bytes, the same for both layouts.
+template <class Copies, class View>
+void time_w4a16(benchmark::State& state, const Copies& copies, View view, const awq::W4A16Options& opt) {
   const auto m = static_cast<awq::index_t>(state.range(0));
   awq::backend::cpu::threads() = static_cast<int>(state.range(1));
-  const auto& copies = packed_copies();
   const auto X = random_x(m);
   Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y(m, kN);
   std::size_t i = 0;
   for (auto _ : state) {
-    awq::w4a16_gemm(awq::as_view(X), copies[i++ % copies.size()].view(), awq::as_view(Y),
-                    static_cast<const float*>(nullptr), awq::W4A16Options{isa, decode});
+    awq::w4a16_gemm(awq::as_view(X), view(copies[i++ % copies.size()]), awq::as_view(Y), static_cast<const float*>(nullptr), opt);
     benchmark::DoNotOptimize(Y.data());
     benchmark::ClobberMemory();
   }
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * PackedCopy::bytes() / 1e9,
                                               benchmark::Counter::kIsRate);
   awq::backend::cpu::threads() = 0;
+}
+
+void BM_w4a16(benchmark::State& state, awq::CpuIsa isa, awq::M1Decode decode) {
+  time_w4a16(state, packed_copies(), [](const PackedCopy& c) { return c.view(); }, awq::W4A16Options{isa, decode});
 }
 
 // The same weights in the blocked CPU layout (awq::block_w4a16): the same bytes, re-ordered.
@@ -108,21 +113,7 @@ void BM_w4a16_blocked(benchmark::State& state, awq::CpuIsa isa) {
     state.SkipWithError("this processor lacks the instruction set");
     return;
   }
-  const auto m = static_cast<awq::index_t>(state.range(0));
-  awq::backend::cpu::threads() = static_cast<int>(state.range(1));
-  const auto& copies = blocked_copies();
-  const auto X = random_x(m);
-  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Y(m, kN);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    awq::w4a16_gemm(awq::as_view(X), copies[i++ % copies.size()], awq::as_view(Y), static_cast<const float*>(nullptr),
-                    awq::W4A16Options{isa});
-    benchmark::DoNotOptimize(Y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * PackedCopy::bytes() / 1e9,
-                                              benchmark::Counter::kIsRate);
-  awq::backend::cpu::threads() = 0;
+  time_w4a16(state, blocked_copies(), [](const awq::BlockedW4A16& b) -> const awq::BlockedW4A16& { return b; }, awq::W4A16Options{isa});
 }
 
 // The byte floor measured in the same binary: read the same rotating W4 copies (codes, scales,

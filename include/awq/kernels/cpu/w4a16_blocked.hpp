@@ -122,8 +122,10 @@ struct BlockedW4A16 {
   index_t groups() const noexcept { return group > 0 ? k / group : 0; }  ///< K / group
   index_t blocks() const noexcept { return np / kBlockedN; }           ///< column blocks
   index_t chunks() const noexcept { return kp / kBlockedK; }           ///< 8-row words per column
-  /// 8-row words per group: group / 8, or all of them for per-channel weights.
-  index_t group_chunks() const noexcept { return group == k ? chunks() : group / kBlockedK; }
+  /// Rows per group in the padded layout: group, or Kp for per-channel weights.
+  index_t group_rows() const noexcept { return group == k ? kp : group; }
+  /// 8-row words per group.
+  index_t group_chunks() const noexcept { return group_rows() / kBlockedK; }
 
   /// The 4-bit code of row kk (input), column c (output); padded positions read 0.
   int code(index_t kk, index_t c) const {
@@ -221,7 +223,7 @@ struct Digits {
 };
 
 inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW4A16& w) {
-  const index_t kc = w.chunks(), groups = w.groups(), gk = w.group == w.k ? w.kp : w.group;
+  const index_t kc = w.chunks(), groups = w.groups(), gk = w.group_rows();
   Digits d;
   d.words.assign(static_cast<std::size_t>(M * kc * 6), 0);
   d.t.assign(static_cast<std::size_t>(M * groups), 0.0f);
@@ -269,7 +271,7 @@ inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW
 /// Portable path: blocks [b0, b1), all rows, exact fp32 products of the dequantized weights.
 inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, index_t M, const float* bias, float* y,
                             index_t ldy, index_t b0, index_t b1) {
-  const index_t gk = w.group == w.k ? w.kp : w.group;
+  const index_t gk = w.group_rows();
   for (index_t b = b0; b < b1; ++b)
     for (index_t m = 0; m < M; ++m) {
       float acc[kBlockedN] = {};
@@ -322,7 +324,7 @@ AWQ_TARGET_AVX2 inline __m256 avx2_zeros(const BlockedW4A16& w, index_t b, index
 /// x: the row padded with zeros to Kp; xsum: Σ x per group.
 AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x, const float* xsum, const float* bias, float* y,
                                            index_t b0, index_t b1) {
-  const index_t gk = w.group == w.k ? w.kp : w.group, kc = w.chunks(), groups = w.groups();
+  const index_t gk = w.group_rows(), kc = w.chunks(), groups = w.groups();
   alignas(32) float res[kBlockedN];
   for (index_t b = b0; b < b1; ++b) {
     __m256 yacc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -331,8 +333,7 @@ AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x
         const std::uint32_t* codes = w.qweight.data() + b * kc * kBlockedN + 8 * h;
         __m256 a[kBlockedK];
         for (auto& v : a) v = _mm256_setzero_ps();
-        const index_t j1 = std::min((g + 1) * gk, w.kp) / kBlockedK;
-        for (index_t j = g * gk / kBlockedK; j < j1; ++j) {
+        for (index_t j = g * gk / kBlockedK; j < (g + 1) * gk / kBlockedK; ++j) {
           const std::uint32_t* cj = codes + j * kBlockedN;
           _mm_prefetch(reinterpret_cast<const char*>(cj + kBlockedPrefetchChunks * kBlockedN), _MM_HINT_T0);
           const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(cj));
@@ -366,7 +367,7 @@ AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, i
   constexpr index_t kRows = 64;  // panel rows per pass: 64 × 16 floats = 4 KB
   alignas(32) float panel[kRows * kBlockedN];
   std::vector<float> acc(static_cast<std::size_t>(M * kBlockedN));
-  const index_t gk = w.group == w.k ? w.kp : w.group, kc = w.chunks(), groups = w.groups();
+  const index_t gk = w.group_rows(), kc = w.chunks(), groups = w.groups();
   const __m256i mask = _mm256_set1_epi32(0xF);
   for (index_t b = b0; b < b1; ++b) {
     std::fill(acc.begin(), acc.end(), 0.0f);
@@ -413,7 +414,6 @@ AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, i
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define AWQ_W4BLK_POP_DIAGNOSTIC 1
 #endif
-
 
 /// One 8-row chunk of a block into the six digit sums (lo/hi row halves × 3 digits).
 AWQ_TARGET_AVX512VNNI AWQ_W4BLK_ALWAYS_INLINE inline void vnni_step(const __m512i* chunk, const std::int32_t* dj, __m512i low, __m512i* acc) {
@@ -574,7 +574,7 @@ void w4a16_gemm(const MatrixView<const TX>& x, const BlockedW4A16& w, const Matr
     });
   } else if (isa == CpuIsa::avx2 && M == 1) {
     std::vector<float> xpad(static_cast<std::size_t>(w.kp), 0.0f), xsum(static_cast<std::size_t>(w.groups()), 0.0f);
-    const index_t gk = w.group == w.k ? w.kp : w.group;
+    const index_t gk = w.group_rows();
     for (index_t k = 0; k < w.k; ++k) {
       xpad[static_cast<std::size_t>(k)] = io.x[k];
       xsum[static_cast<std::size_t>(k / gk)] += io.x[k];

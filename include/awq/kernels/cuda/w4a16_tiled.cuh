@@ -783,8 +783,8 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_WIDE_STAGES
 #define AWQ_TWG_WIDE_STAGES 7  // tuning knob for benchmarks: shared-memory stages of the four-warpgroup form (>= 2 P + 1)
 #endif
-#ifndef AWQ_TWG_WIDE_PAIR
-#define AWQ_TWG_WIDE_PAIR 2  // tuning knob for benchmarks: the four-warpgroup form computes P = this + 1 steps per barrier (1..4)
+#ifndef AWQ_TWG_WIDE_STEPS
+#define AWQ_TWG_WIDE_STEPS 3  // tuning knob for benchmarks: K steps per barrier of the four-warpgroup form (P, 1..4)
 #endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
@@ -820,7 +820,7 @@ __device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
 template <int WGS>
 struct WgmmaPipe {
   static constexpr int stages = WGS == 4 ? AWQ_TWG_WIDE_STAGES : AWQ_TWG_STAGES;
-  static constexpr int steps_per_barrier = WGS == 4 ? AWQ_TWG_WIDE_PAIR + 1 : 1;
+  static constexpr int steps_per_barrier = WGS == 4 ? AWQ_TWG_WIDE_STEPS : 1;
 };
 
 template <int NTOK, int WGS>

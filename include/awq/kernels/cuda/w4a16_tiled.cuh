@@ -39,6 +39,8 @@
 ///   tiles in the workspace, added in slice order by the tile's last block (deterministic).
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (types only: the encoder is reached through the runtime, no -lcuda)
+#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -786,6 +788,18 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_WIDE_STEPS
 #define AWQ_TWG_WIDE_STEPS 3  // tuning knob for benchmarks: K steps per barrier of the four-warpgroup form (P, 1..4)
 #endif
+#ifndef AWQ_TWG_TMA
+#define AWQ_TWG_TMA 0  // tuning knob for benchmarks: 1 runs four warpgroups on the TMA + mbarrier pipeline (w4a16_tiled_tma_kernel; slower)
+#endif
+#ifndef AWQ_TWG_TMA_STAGES
+#define AWQ_TWG_TMA_STAGES 7  // tuning knob for benchmarks: shared-memory stages of the TMA pipeline
+#endif
+#ifndef AWQ_TWG_TMA_AHEAD
+#define AWQ_TWG_TMA_AHEAD (AWQ_TWG_TMA_STAGES - 2)  // tuning knob for benchmarks: steps the TMA loads run ahead (≤ stages − 2)
+#endif
+#ifndef AWQ_TWG_TMA_L2PROMO
+#define AWQ_TWG_TMA_L2PROMO 1  // tuning knob for benchmarks: L2 promotion of the x tensor map (0 none, 1 128 B, 2 256 B)
+#endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
 #endif
@@ -841,6 +855,15 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/// Pins the accumulators in their registers at this point of the program: no instruction that
+/// defines them is moved across it (into a wgmma pipeline stage, which would serialize the wgmma).
+template <int J, int N>
+__device__ __forceinline__ void wgmma_fence_operand(float (&d)[J][N]) {
+#pragma unroll
+  for (int j = 0; j < J; ++j)
+#pragma unroll
+    for (int e = 0; e < N; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
 }
 /// Makes this thread's completed shared-memory writes (cp.async, stores) visible to wgmma.
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -917,11 +940,150 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32
 #undef AWQ_WGMMA_N64_RS
 #undef AWQ_WGMMA_N128_RS
 
+/// One pipeline step of the Hopper kernels for one warp: the four K tiles of 16 in the stage at
+/// `base` (K offset k0) — decode of the warp's weight words (the group's constants loaded when the
+/// group changes), wgmma into acc, at most two groups in flight. `after_first_wait` runs after the
+/// first K tile's wait: the previous step's wgmma are then done (its stage is no longer read).
+template <int NTOK, int WGS, class T, class F>
+__device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK / 2], TiledConsts<T>& cst, int& cur_group, const unsigned char* base, int k0, int gshift, bool zeros,
+                                           F&& after_first_wait) {
+  using Sh = WgmmaShape<NTOK, WGS>;
+  constexpr int J = kTiledWarps / WGS;
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32, g = lane / 4;
+  // The strip this warp's wgmma rows belong to and its first fragment (word) in each lane's 16 bytes.
+  const int strip = WGS == 1 ? warp : warp / 4, frag0 = WGS == 1 ? 0 : warp % 4;
+  const unsigned x_addr = smem_u32(base);
+  // WGS = 1: the lane's 16 bytes (4 words); WGS = 4: its word frag0 (in .x).
+  auto weight_words = [&](int kk) {
+    const unsigned char* w = base + Sh::b_off + strip * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16;
+    if constexpr (WGS == 1)
+      return *reinterpret_cast<const uint4*>(w);
+    else
+      return uint4{*reinterpret_cast<const std::uint32_t*>(w + 4 * frag0), 0u, 0u, 0u};
+  };
+  constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
+  uint4 bw_next = preload ? weight_words(0) : uint4{};
+  std::uint32_t af[2][J][4];
+#pragma unroll
+  for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
+    const int grp = (k0 + kk * kTiledK) >> gshift;
+    if (grp != cur_group) {  // uniform across the block
+      const int slot = grp - (k0 >> gshift);
+      const unsigned char* sp = base + Sh::s_off + slot * 512 + strip * 128 + g * 16;
+      std::uint32_t zw = zeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + strip * 32 + g * 4) : 0x88888888u;
+      if constexpr (WGS == 1) {
+        cst.load(*reinterpret_cast<const uint4*>(sp), zw);
+      } else {  // columns 8 j + g for j = 2 frag0, 2 frag0 + 1, as entries 0 and 1 (the rest unused)
+        zw >>= 8 * frag0;
+        cst.load(uint4{*reinterpret_cast<const std::uint32_t*>(sp + 4 * frag0), 0u, 0u, 0u}, zw);
+      }
+      cur_group = grp;
+    }
+    const uint4 bw = preload ? bw_next : weight_words(kk);
+    std::uint32_t(&A)[J][4] = af[kk % 2];
+    std::uint32_t b[4];
+    // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
+    // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
+#define AWQ_TWG_WORD(W, Q)   \
+  decode_word<W>(Q, cst, b); \
+  A[W][0] = b[0];            \
+  A[W][1] = b[2];            \
+  A[W][2] = b[1];            \
+  A[W][3] = b[3];
+    AWQ_TWG_WORD(0, bw.x)
+    if constexpr (J == 4) {
+      AWQ_TWG_WORD(1, bw.y)
+      AWQ_TWG_WORD(2, bw.z)
+      AWQ_TWG_WORD(3, bw.w)
+    }
+#undef AWQ_TWG_WORD
+    wgmma_fence();
+    const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
+#pragma unroll
+    for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
+    wgmma_commit();
+    // The next K tile's words are read before the wait: the shared-memory load's latency runs
+    // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
+    if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
+    wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
+    if (kk == 0) after_first_wait();
+  }
+}
+
+/// The Hopper kernels' epilogue (every thread of the block; it may return early: a K slice that
+/// is not its tile's last). acc[j][4 i + 2 h + c]: column 64 (nt0 + strip) + 16 (frag0 + j) + 8 h + g
+/// of y, token m0 + 8 i + 2 t + c.
+template <int NTOK, int WGS, class T>
+__device__ __forceinline__ void wgmma_epilogue(float (&acc)[kTiledWarps / WGS][NTOK / 2], const W4A16TiledArgsT<T>& a, const WgmmaGrid& gr,
+                                               int* tickets, float* partial) {
+  constexpr int kThreads = kTiledThreads * WGS, J = kTiledWarps / WGS;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int strip = WGS == 1 ? warp : warp / 4, frag0 = WGS == 1 ? 0 : warp % 4;
+  const WgmmaBlock eb = wgmma_block(gr);  // derived again, not held through the main loop
+  const int nt0 = eb.tn * kTiledWarps, m0 = eb.tm * NTOK;
+  // Lanes g and g ^ 1 swap one value so that each holds two neighbouring columns of one token:
+  // even g → columns (c0, c0 + 1) of token 2 t, odd g → of token 2 t + 1.
+  const bool odd = g % 2;
+  const int col_base = (nt0 + strip) * kTiledN + 16 * frag0 + (g & ~1);
+  auto for_each_out = [&](auto&& f) {
+#pragma unroll
+    for (int j = 0; j < J; ++j)
+#pragma unroll
+      for (int i = 0; i < NTOK / 8; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float v = acc[j][4 * i + 2 * h], w = acc[j][4 * i + 2 * h + 1];
+          const float recv = __shfl_xor_sync(0xFFFFFFFFu, odd ? v : w, 4);
+          const int col = col_base + 16 * j + 8 * h, row = m0 + 8 * i + 2 * t + (odd ? 1 : 0);
+          if (row < a.m && col < a.n) f(row, col, odd ? recv : v, odd ? w : recv);
+        }
+  };
+  if (gr.splits > 1) {
+    // Split-K: each slice's fp32 partial tile as the accumulators lie in registers — float4 v of
+    // thread tid at (v · threads + tid) · 16 bytes, so each store or load instruction of a warp
+    // covers 512 contiguous bytes; no shuffles, no bounds (padded rows and columns hold zeros) —
+    // then the tile's last block (same threads, same layout) reads the slices back into the
+    // accumulators in slice order (0 + p0 + p1 + …: the same bits whichever block is last) and
+    // stores y as an unsplit tile does.
+    constexpr int V = J * NTOK / 8;  // float4 per thread
+    constexpr long kTile = static_cast<long>(NTOK) * kTiledBN;
+    static_assert(V * 4 * kThreads == kTile, "a thread's accumulators are its share of the tile");
+    float4* const pt = reinterpret_cast<float4*>(partial + static_cast<long>(eb.tile) * gr.splits * kTile) + tid;
+    auto acc4 = [&](int v) -> float* { return &acc[v / (NTOK / 8)][4 * (v % (NTOK / 8))]; };
+    float4* const own = pt + eb.split * (kTile / 4);
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const float* q = acc4(v);
+      __stcg(own + v * kThreads, make_float4(q[0], q[1], q[2], q[3]));
+    }
+    if (!split_k_arrive_last(tickets + eb.tile, gr.splits)) return;
+#pragma unroll
+    for (int j = 0; j < J; ++j)
+#pragma unroll
+      for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
+#pragma unroll 1
+    for (int sp = 0; sp < gr.splits; ++sp)
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const float4 p = __ldcg(pt + sp * (kTile / 4) + v * kThreads);
+        float* q = acc4(v);
+        q[0] += p.x;
+        q[1] += p.y;
+        q[2] += p.z;
+        q[3] += p.w;
+      }
+    if (threadIdx.x == 0) tickets[eb.tile] = 0;  // for the next call (this tile's other blocks have arrived)
+  }
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
+}
+
 /// WGS = 1: one warpgroup, warp w owns strip nt0 + w and issues 4 wgmma per K tile (one per word
 /// of its lanes). WGS = 4: four warpgroups, warpgroup v owns strip nt0 + v; its warp w decodes word
 /// w of every lane's 16 bytes (rows 16 w .. 16 w + 15 of the strip: the warpgroup's m64 block is
 /// the strip's 64 columns in order) and the warpgroup issues one wgmma per K tile — a quarter of the
 /// decode and wgmma issue per warp, four times the warps per SM, x shared by all 256 columns.
+/// Stages filled by cp.async, one block barrier per P steps. (Four warpgroups on the TMA and
+/// mbarrier pipeline: w4a16_tiled_tma_kernel.)
 ///
 /// Grid: WgmmaGrid. Under split-K a tile's fp32 partial tiles lie compact in `partial` (NTOK × 256
 /// floats each, slot t·splits + slice, in the threads' register order); its last block adds them in
@@ -935,9 +1097,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   using Sh = WgmmaShape<NTOK, WGS>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
-  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-  // The strip this warp's wgmma rows belong to and its first fragment (word) in each lane's 16 bytes.
-  const int strip = WGS == 1 ? warp : warp / 4, frag0 = WGS == 1 ? 0 : warp % 4;
+  const int tid = static_cast<int>(threadIdx.x);
   const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
   const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
   const int steps = kp / kTiledBK;
@@ -1012,6 +1172,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   for (int j = 0; j < J; ++j)
 #pragma unroll
     for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
+  wgmma_fence_operand(acc);
 
 #pragma unroll
   for (int s = 0; s < D; ++s) {
@@ -1021,7 +1182,6 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 
   TiledConsts<T> cst;
   int cur_group = -1;
-  std::uint32_t af[2][J][4];
   for (int ls0 = 0; ls0 < nsteps; ls0 += P) {
     cp_async_wait<D - P>();      // the stages of steps ls0 .. ls0 + P − 1 have landed (for this thread) …
     fence_proxy_async_shared();  // … and are visible to the tensor cores' reads
@@ -1036,123 +1196,149 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
     for (int q = 0; q < P; ++q) {
       const int ls = ls0 + q;
       if (P > 1 && ls >= nsteps) break;
-      const unsigned char* base = stage(ls % Sh::stages);
-      const unsigned x_addr = smem_u32(base);
-      const int k0 = (step0 + ls) * kTiledBK;
-      // WGS = 1: the lane's 16 bytes (4 words); WGS = 4: its word frag0 (in .x).
-      auto weight_words = [&](int kk) {
-        const unsigned char* w = base + Sh::b_off + strip * (Sh::b_bytes / kTiledWarps) + kk * 512 + lane * 16;
-        if constexpr (WGS == 1)
-          return *reinterpret_cast<const uint4*>(w);
-        else
-          return uint4{*reinterpret_cast<const std::uint32_t*>(w + 4 * frag0), 0u, 0u, 0u};
-      };
-      constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
-      uint4 bw_next = preload ? weight_words(0) : uint4{};
-#pragma unroll
-      for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
-        const int grp = (k0 + kk * kTiledK) >> gshift;
-        if (grp != cur_group) {  // uniform across the block
-          const int slot = grp - (k0 >> gshift);
-          const unsigned char* sp = base + Sh::s_off + slot * 512 + strip * 128 + g * 16;
-          std::uint32_t zw = a.qzeros ? *reinterpret_cast<const std::uint32_t*>(base + Sh::z_off + slot * 128 + strip * 32 + g * 4) : 0x88888888u;
-          if constexpr (WGS == 1) {
-            cst.load(*reinterpret_cast<const uint4*>(sp), zw);
-          } else {  // columns 8 j + g for j = 2 frag0, 2 frag0 + 1, as entries 0 and 1 (the rest unused)
-            zw >>= 8 * frag0;
-            cst.load(uint4{*reinterpret_cast<const std::uint32_t*>(sp + 4 * frag0), 0u, 0u, 0u}, zw);
-          }
-          cur_group = grp;
-        }
-        const uint4 bw = preload ? bw_next : weight_words(kk);
-        std::uint32_t(&A)[J][4] = af[kk % 2];
-        std::uint32_t b[4];
-        // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
-        // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
-#define AWQ_TWG_WORD(W, Q)   \
-  decode_word<W>(Q, cst, b); \
-  A[W][0] = b[0];            \
-  A[W][1] = b[2];            \
-  A[W][2] = b[1];            \
-  A[W][3] = b[3];
-        AWQ_TWG_WORD(0, bw.x)
-        if constexpr (J == 4) {
-          AWQ_TWG_WORD(1, bw.y)
-          AWQ_TWG_WORD(2, bw.z)
-          AWQ_TWG_WORD(3, bw.w)
-        }
-#undef AWQ_TWG_WORD
-        wgmma_fence();
-        const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
-#pragma unroll
-        for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
-        wgmma_commit();
-        // The next K tile's words are read before the wait: the shared-memory load's latency runs
-        // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
-        if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
-        wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
-      }
+      wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr, [] {});
     }
   }
   wgmma_wait<0>();
+  wgmma_fence_operand(acc);
   cp_async_wait<0>();
+  wgmma_epilogue<NTOK, WGS, T>(acc, a, gr, tickets, partial);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // built without sm_90a code: the host side only launches this with AWQ_CUDA_SM90A on CC 9.0
+#endif
+}
 
-  // acc[j][4 i + 2 h + c]: column 64 (nt0 + strip) + 16 (frag0 + j) + 8 h + g of y, token m0 + 8 i + 2 t + c.
-  // Lanes g and g ^ 1 swap one value so that each holds two neighbouring columns of one token:
-  // even g → columns (c0, c0 + 1) of token 2 t, odd g → of token 2 t + 1.
-  const bool odd = g % 2;
-  const int col_base = (nt0 + strip) * kTiledN + 16 * frag0 + (g & ~1);
-  auto for_each_out = [&](auto&& f) {
-#pragma unroll
-    for (int j = 0; j < J; ++j)
-#pragma unroll
-      for (int i = 0; i < NTOK / 8; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float v = acc[j][4 * i + 2 * h], w = acc[j][4 * i + 2 * h + 1];
-          const float recv = __shfl_xor_sync(0xFFFFFFFFu, odd ? v : w, 4);
-          const int col = col_base + 16 * j + 8 * h, row = m0 + 8 * i + 2 * t + (odd ? 1 : 0);
-          if (row < a.m && col < a.n) f(row, col, odd ? recv : v, odd ? w : recv);
-        }
-  };
-  const WgmmaBlock eb = wgmma_block(gr);  // derived again, not held through the main loop
-  if (gr.splits > 1) {
-    // Split-K: each slice's fp32 partial tile as the accumulators lie in registers — float4 v of
-    // thread tid at (v · threads + tid) · 16 bytes, so each store or load instruction of a warp
-    // covers 512 contiguous bytes; no shuffles, no bounds (padded rows and columns hold zeros) —
-    // then the tile's last block (same threads, same layout) reads the slices back into the
-    // accumulators in slice order (0 + p0 + p1 + …: the same bits whichever block is last) and
-    // stores y as an unsplit tile does.
-    constexpr int V = J * NTOK / 8;  // float4 per thread
-    constexpr long kTile = static_cast<long>(NTOK) * kTiledBN;
-    static_assert(V * 4 * kThreads == kTile, "a thread's accumulators are its share of the tile");
-    float4* const pt = reinterpret_cast<float4*>(partial + static_cast<long>(eb.tile) * gr.splits * kTile) + tid;
-    auto acc4 = [&](int v) -> float* { return &acc[v / (NTOK / 8)][4 * (v % (NTOK / 8))]; };
-    float4* const own = pt + eb.split * (kTile / 4);
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      const float* q = acc4(v);
-      __stcg(own + v * kThreads, make_float4(q[0], q[1], q[2], q[3]));
+/// Stage layout of the TMA pipeline: the four-warpgroup stages (x, weights, scales, zeros) and,
+/// after them, a "full" and an "empty" mbarrier per stage.
+template <int NTOK>
+struct TmaShape {
+  using Stage = WgmmaShape<NTOK, 4>;
+  static constexpr int stages = AWQ_TWG_TMA_STAGES, ahead = AWQ_TWG_TMA_AHEAD;
+  static_assert(ahead >= 1 && ahead <= stages - 2, "a refilled stage was read two steps before (the empty barrier of the step before waits on this warp)");
+  static constexpr int bar_off = stages * Stage::stage_bytes;
+  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(bar_off) + 2 * 8 * stages + 1024;  // + alignment slack
+};
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/// Makes the initialised mbarriers visible to the async proxy (the TMA unit).
+__device__ __forceinline__ void mbar_fence_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+/// Arrives once and adds `bytes` to the transactions the current phase waits for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"); }
+/// Waits until the phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nAWQ_MBAR_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra AWQ_MBAR_WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+/// TMA: the box at (c0, c1) of the 2-D tensor `map` into shared memory at `dst`, completing on `bar`.
+__device__ __forceinline__ void tma_load_2d(unsigned dst, const CUtensorMap* map, int c0, int c1, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+               "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+               : "memory");
+}
+/// Arrives on `bar` once this thread's cp.async copies so far have landed (the barrier's count
+/// includes this arrival: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+/// Bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned), completing on `bar`.
+__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst), "l"(src), "r"(bytes),
+               "r"(bar)
+               : "memory");
+}
+
+/// The four-warpgroup Hopper kernel (strips, decode and wgmma as w4a16_tiled_wgmma_kernel<NTOK, 4>)
+/// on an mbarrier pipeline without block barriers (measured slower, bench/RESULTS.md; off unless
+/// AWQ_TWG_TMA=1): thread 0 loads each stage's x tile with one tensor-map load (128-byte swizzle,
+/// async proxy, as wgmma reads it); every thread copies its 16 bytes of weights (and its group
+/// parameters) with cp.async and arrives on the stage's "full" barrier when they land (.noinc);
+/// once the wgmma that read a stage are done, each warp's lane 0 arrives on its "empty" barrier,
+/// which every thread waits on before it refills the stage `ahead` steps later.
+constexpr int kTmaThreads = kTiledThreads * 4;
+template <int NTOK, class T>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    w4a16_tiled_tma_kernel(W4A16TiledArgsT<T> a, const __grid_constant__ CUtensorMap xmap, WgmmaGrid gr, int* tickets, float* partial) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Sh = TmaShape<NTOK>;
+  using St = typename Sh::Stage;
+  constexpr int S = Sh::stages, D = Sh::ahead;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  const unsigned smem0 = smem_u32(smem), full0 = smem0 + Sh::bar_off, empty0 = full0 + 8 * S;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
+  const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
+  const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
+  const int steps = kp / kTiledBK;
+  const WgmmaBlock blk = wgmma_block(gr);
+  const int nt0 = blk.tn * kTiledWarps, m0 = blk.tm * NTOK;
+  const int step0 = blk.split * gr.steps_per_split, nsteps = min(steps, step0 + gr.steps_per_split) - step0;
+  const int gshift = __ffs(a.group) - 1;
+  const int group_rows = a.group == 32 ? 2 : 1;
+  const int strips = min(kTiledWarps, ntiles - nt0);
+  if (tid == 0) {
+    for (int s = 0; s < S; ++s) {
+      mbar_init(full0 + 8 * s, kTmaThreads + 1);   // every thread's cp.async arrival and thread 0's x transaction
+      mbar_init(empty0 + 8 * s, kTiledWarps * 4);  // lane 0 of each of the 16 warps
     }
-    if (!split_k_arrive_last(tickets + eb.tile, gr.splits)) return;
-#pragma unroll
-    for (int j = 0; j < J; ++j)
-#pragma unroll
-      for (int e = 0; e < NTOK / 2; ++e) acc[j][e] = 0.0f;
-#pragma unroll 1
-    for (int sp = 0; sp < gr.splits; ++sp)
-#pragma unroll
-      for (int v = 0; v < V; ++v) {
-        const float4 p = __ldcg(pt + sp * (kTile / 4) + v * kThreads);
-        float* q = acc4(v);
-        q[0] += p.x;
-        q[1] += p.y;
-        q[2] += p.z;
-        q[3] += p.w;
-      }
-    if (threadIdx.x == 0) tickets[eb.tile] = 0;  // for the next call (this tile's other blocks have arrived)
+    mbar_fence_init();
   }
-  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
+  __syncthreads();
+  // Weights: 16 bytes a thread, chunk tid of the four strips' 8 KB (strip tid / 128); strips past N
+  // are zero-filled. Scales and zeros: GroupParamCopy.
+  const int sp = tid / kTiledThreads;
+  const unsigned char* const q_src = reinterpret_cast<const unsigned char*>(a.qweight) +
+                                     static_cast<long>(sp < strips ? nt0 + sp : nt0) * ktiles * 512 + (tid % kTiledThreads) * 16;
+  const unsigned q_dst = smem0 + St::b_off + tid * 16;
+  const int q_size = sp < strips ? 16 : 0;
+  const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, St::s_off, St::z_off);
+  auto produce = [&](int ls) {
+    const int st = ls % S, step = step0 + ls, k0 = step * kTiledBK;
+    const unsigned so = static_cast<unsigned>(st * St::stage_bytes), fb = full0 + 8 * st;
+    if (tid == 0) {
+      mbar_arrive_expect_tx(fb, NTOK * 128);
+      tma_load_2d(smem0 + so, &xmap, k0, m0, fb);
+    }
+    cp_async16(q_dst + so, q_src + static_cast<long>(step) * 2048, q_size);
+    if (sz.src) cp_async16(smem0 + sz.dst + so, sz.src + static_cast<long>(k0 >> gshift) * sz.row, 16);
+    cp_async_mbar_arrive(fb);
+  };
+  for (int ls = 0; ls < D && ls < nsteps; ++ls) produce(ls);
+
+  float acc[1][NTOK / 2];
+#pragma unroll
+  for (int e = 0; e < NTOK / 2; ++e) acc[0][e] = 0.0f;
+  wgmma_fence_operand(acc);
+  TiledConsts<T> cst;
+  int cur_group = -1;
+  for (int ls = 0; ls < nsteps; ++ls) {
+    {
+      const int nx = ls + D;
+      if (nx < nsteps) {
+        if (nx >= S) mbar_wait(empty0 + 8 * (nx % S), (nx / S - 1) & 1);  // the step before in that stage is done
+        produce(nx);
+      }
+    }
+    const int st = ls % S;
+    mbar_wait(full0 + 8 * st, (ls / S) & 1);
+#ifdef AWQ_TWG_TMA_SYNC
+    if (ls % AWQ_TWG_TMA_SYNC == 0) __syncthreads();  // probe: lockstep like the cp.async form
+#endif
+    wgmma_step<NTOK, 4, T>(acc, cst, cur_group, smem + st * St::stage_bytes, (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr, [&] {
+      if (ls > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((ls - 1) % S));  // step ls − 1's wgmma are done
+    });
+  }
+  wgmma_wait<0>();
+  wgmma_fence_operand(acc);
+  wgmma_epilogue<NTOK, 4, T>(acc, a, gr, tickets, partial);
 #elif defined(__CUDA_ARCH__)
   __trap();  // built without sm_90a code: the host side only launches this with AWQ_CUDA_SM90A on CC 9.0
 #endif
@@ -1259,6 +1445,59 @@ void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStre
   kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, w.tickets, w.partial);
 }
 
+/// Blocks of the TMA kernel resident at once (sets its shared-memory limit; once per device).
+template <int NTOK, class T>
+int tiled_tma_slots() {
+  static std::atomic<int> cache[64] = {};
+  return resident_slots(w4a16_tiled_tma_kernel<NTOK, T>, kTmaThreads, TmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_tma_kernel attributes");
+}
+
+/// The driver's tensor-map encoder, reached through the runtime (no link against libcuda).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q), "cudaGetDriverEntryPointByVersion");
+    awq::detail::require(p != nullptr && q == cudaDriverEntryPointSuccess, "awq::cuda: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+/// Tensor map of x [m, k] (row-major, 16-byte aligned, k % 8 == 0) in boxes of 64 × NTOK with the
+/// 128-byte swizzle the wgmma descriptors expect; out-of-range elements read as zero.
+template <int NTOK, class T>
+CUtensorMap x_tensor_map(const T* x, int m, int k) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k) * sizeof(T)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kTiledBK), static_cast<cuuint32_t>(NTOK)};
+  const cuuint32_t unit[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+                                          const_cast<T*>(x), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                          AWQ_TWG_TMA_L2PROMO == 0   ? CU_TENSOR_MAP_L2_PROMOTION_NONE
+                                          : AWQ_TWG_TMA_L2PROMO == 1 ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
+                                                                     : CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  awq::detail::require(r == CUDA_SUCCESS, "awq::cuda::w4a16_matmul (tiled): cuTensorMapEncodeTiled failed (", static_cast<int>(r), ") for x of M ",
+                       m, ", K ", k);
+  return map;
+}
+
+template <int NTOK, class T>
+void launch_tiled_tma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
+  WgmmaGrid gr;
+  gr.tiles_n = p.tiles_n;
+  gr.splits = p.splits;
+  gr.steps_per_split = p.steps_per_split;
+  const SplitKBuffers w = split_k_buffers(a.workspace, p);
+  tiled_tma_slots<NTOK, T>();
+  const CUtensorMap map = x_tensor_map<NTOK>(a.x, a.m, a.k);
+  const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
+  w4a16_tiled_tma_kernel<NTOK, T><<<static_cast<unsigned>(blocks), kTmaThreads, TmaShape<NTOK>::smem_bytes, stream>>>(a, map, gr, w.tickets,
+                                                                                                                             w.partial);
+}
+
 template <int MT, class T>
 int tiled_slots() {
   static std::atomic<int> cache[64] = {};
@@ -1333,7 +1572,9 @@ void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr) {
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_tiled_workspace_bytes)");
   if (p.wgmma) {
-    if (p.warpgroups == 4)
+    if (p.warpgroups == 4 && AWQ_TWG_TMA)
+      p.bm == 64 ? detail::launch_tiled_tma<64>(a, p, stream) : detail::launch_tiled_tma<128>(a, p, stream);
+    else if (p.warpgroups == 4)
       p.bm == 64 ? detail::launch_tiled_wgmma<64, 4>(a, p, stream) : detail::launch_tiled_wgmma<128, 4>(a, p, stream);
     else
       p.bm == 32 ? detail::launch_tiled_wgmma<32, 1>(a, p, stream) : detail::launch_tiled_wgmma<64, 1>(a, p, stream);

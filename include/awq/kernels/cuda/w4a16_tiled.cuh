@@ -39,8 +39,6 @@
 ///   tiles in the workspace, added in slice order by the tile's last block (deterministic).
 #pragma once
 
-#include <cuda.h>  // CUtensorMap (types only: the encoder is reached through the runtime, no -lcuda)
-#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -788,18 +786,6 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_WIDE_STEPS
 #define AWQ_TWG_WIDE_STEPS 3  // tuning knob for benchmarks: K steps per barrier of the four-warpgroup form (P, 1..4)
 #endif
-#ifndef AWQ_TWG_TMA
-#define AWQ_TWG_TMA 0  // tuning knob for benchmarks: 1 runs four warpgroups on the TMA + mbarrier pipeline (w4a16_tiled_tma_kernel; slower)
-#endif
-#ifndef AWQ_TWG_TMA_STAGES
-#define AWQ_TWG_TMA_STAGES 7  // tuning knob for benchmarks: shared-memory stages of the TMA pipeline
-#endif
-#ifndef AWQ_TWG_TMA_AHEAD
-#define AWQ_TWG_TMA_AHEAD (AWQ_TWG_TMA_STAGES - 2)  // tuning knob for benchmarks: steps the TMA loads run ahead (≤ stages − 2)
-#endif
-#ifndef AWQ_TWG_TMA_L2PROMO
-#define AWQ_TWG_TMA_L2PROMO 1  // tuning knob for benchmarks: L2 promotion of the x tensor map (0 none, 1 128 B, 2 256 B)
-#endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
 #endif
@@ -1082,8 +1068,8 @@ __device__ __forceinline__ void wgmma_epilogue(float (&acc)[kTiledWarps / WGS][N
 /// w of every lane's 16 bytes (rows 16 w .. 16 w + 15 of the strip: the warpgroup's m64 block is
 /// the strip's 64 columns in order) and the warpgroup issues one wgmma per K tile — a quarter of the
 /// decode and wgmma issue per warp, four times the warps per SM, x shared by all 256 columns.
-/// Stages filled by cp.async, one block barrier per P steps. (Four warpgroups on the TMA and
-/// mbarrier pipeline: w4a16_tiled_tma_kernel.)
+/// Stages filled by cp.async, one block barrier per P steps. (A TMA and mbarrier pipeline without
+/// block barriers was measured slower: bench/RESULTS.md, tenth session.)
 ///
 /// Grid: WgmmaGrid. Under split-K a tile's fp32 partial tiles lie compact in `partial` (NTOK × 256
 /// floats each, slot t·splits + slice, in the threads' register order); its last block adds them in
@@ -1208,142 +1194,6 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 #endif
 }
 
-/// Stage layout of the TMA pipeline: the four-warpgroup stages (x, weights, scales, zeros) and,
-/// after them, a "full" and an "empty" mbarrier per stage.
-template <int NTOK>
-struct TmaShape {
-  using Stage = WgmmaShape<NTOK, 4>;
-  static constexpr int stages = AWQ_TWG_TMA_STAGES, ahead = AWQ_TWG_TMA_AHEAD;
-  static_assert(ahead >= 1 && ahead <= stages - 2, "a refilled stage was read two steps before (the empty barrier of the step before waits on this warp)");
-  static constexpr int bar_off = stages * Stage::stage_bytes;
-  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(bar_off) + 2 * 8 * stages + 1024;  // + alignment slack
-};
-
-__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-/// Makes the initialised mbarriers visible to the async proxy (the TMA unit).
-__device__ __forceinline__ void mbar_fence_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
-/// Arrives once and adds `bytes` to the transactions the current phase waits for.
-__device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(unsigned bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"); }
-/// Waits until the phase with this parity has completed.
-__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nAWQ_MBAR_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra AWQ_MBAR_WAIT;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-/// TMA: the box at (c0, c1) of the 2-D tensor `map` into shared memory at `dst`, completing on `bar`.
-__device__ __forceinline__ void tma_load_2d(unsigned dst, const CUtensorMap* map, int c0, int c1, unsigned bar) {
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-               "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-               : "memory");
-}
-/// Arrives on `bar` once this thread's cp.async copies so far have landed (the barrier's count
-/// includes this arrival: .noinc).
-__device__ __forceinline__ void cp_async_mbar_arrive(unsigned bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-/// Bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned), completing on `bar`.
-__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst), "l"(src), "r"(bytes),
-               "r"(bar)
-               : "memory");
-}
-
-/// The four-warpgroup Hopper kernel (strips, decode and wgmma as w4a16_tiled_wgmma_kernel<NTOK, 4>)
-/// on an mbarrier pipeline without block barriers (measured slower, bench/RESULTS.md; off unless
-/// AWQ_TWG_TMA=1): thread 0 loads each stage's x tile with one tensor-map load (128-byte swizzle,
-/// async proxy, as wgmma reads it); every thread copies its 16 bytes of weights (and its group
-/// parameters) with cp.async and arrives on the stage's "full" barrier when they land (.noinc);
-/// once the wgmma that read a stage are done, each warp's lane 0 arrives on its "empty" barrier,
-/// which every thread waits on before it refills the stage `ahead` steps later.
-constexpr int kTmaThreads = kTiledThreads * 4;
-template <int NTOK, class T>
-__global__ void __launch_bounds__(kTmaThreads, 1)
-    w4a16_tiled_tma_kernel(W4A16TiledArgsT<T> a, const __grid_constant__ CUtensorMap xmap, WgmmaGrid gr, int* tickets, float* partial) {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Sh = TmaShape<NTOK>;
-  using St = typename Sh::Stage;
-  constexpr int S = Sh::stages, D = Sh::ahead;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
-  const unsigned smem0 = smem_u32(smem), full0 = smem0 + Sh::bar_off, empty0 = full0 + 8 * S;
-  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
-  const int kp = (a.k + kTiledPadK - 1) / kTiledPadK * kTiledPadK, np = (a.n + kTiledN - 1) / kTiledN * kTiledN;
-  const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
-  const int steps = kp / kTiledBK;
-  const WgmmaBlock blk = wgmma_block(gr);
-  const int nt0 = blk.tn * kTiledWarps, m0 = blk.tm * NTOK;
-  const int step0 = blk.split * gr.steps_per_split, nsteps = min(steps, step0 + gr.steps_per_split) - step0;
-  const int gshift = __ffs(a.group) - 1;
-  const int group_rows = a.group == 32 ? 2 : 1;
-  const int strips = min(kTiledWarps, ntiles - nt0);
-  if (tid == 0) {
-    for (int s = 0; s < S; ++s) {
-      mbar_init(full0 + 8 * s, kTmaThreads + 1);   // every thread's cp.async arrival and thread 0's x transaction
-      mbar_init(empty0 + 8 * s, kTiledWarps * 4);  // lane 0 of each of the 16 warps
-    }
-    mbar_fence_init();
-  }
-  __syncthreads();
-  // Weights: 16 bytes a thread, chunk tid of the four strips' 8 KB (strip tid / 128); strips past N
-  // are zero-filled. Scales and zeros: GroupParamCopy.
-  const int sp = tid / kTiledThreads;
-  const unsigned char* const q_src = reinterpret_cast<const unsigned char*>(a.qweight) +
-                                     static_cast<long>(sp < strips ? nt0 + sp : nt0) * ktiles * 512 + (tid % kTiledThreads) * 16;
-  const unsigned q_dst = smem0 + St::b_off + tid * 16;
-  const int q_size = sp < strips ? 16 : 0;
-  const GroupParamCopy sz = group_param_copy(a, tid, nt0, ntiles, group_rows, St::s_off, St::z_off);
-  auto produce = [&](int ls) {
-    const int st = ls % S, step = step0 + ls, k0 = step * kTiledBK;
-    const unsigned so = static_cast<unsigned>(st * St::stage_bytes), fb = full0 + 8 * st;
-    if (tid == 0) {
-      mbar_arrive_expect_tx(fb, NTOK * 128);
-      tma_load_2d(smem0 + so, &xmap, k0, m0, fb);
-    }
-    cp_async16(q_dst + so, q_src + static_cast<long>(step) * 2048, q_size);
-    if (sz.src) cp_async16(smem0 + sz.dst + so, sz.src + static_cast<long>(k0 >> gshift) * sz.row, 16);
-    cp_async_mbar_arrive(fb);
-  };
-  for (int ls = 0; ls < D && ls < nsteps; ++ls) produce(ls);
-
-  float acc[1][NTOK / 2];
-#pragma unroll
-  for (int e = 0; e < NTOK / 2; ++e) acc[0][e] = 0.0f;
-  wgmma_fence_operand(acc);
-  TiledConsts<T> cst;
-  int cur_group = -1;
-  for (int ls = 0; ls < nsteps; ++ls) {
-    {
-      const int nx = ls + D;
-      if (nx < nsteps) {
-        if (nx >= S) mbar_wait(empty0 + 8 * (nx % S), (nx / S - 1) & 1);  // the step before in that stage is done
-        produce(nx);
-      }
-    }
-    const int st = ls % S;
-    mbar_wait(full0 + 8 * st, (ls / S) & 1);
-#ifdef AWQ_TWG_TMA_SYNC
-    if (ls % AWQ_TWG_TMA_SYNC == 0) __syncthreads();  // probe: lockstep like the cp.async form
-#endif
-    wgmma_step<NTOK, 4, T>(acc, cst, cur_group, smem + st * St::stage_bytes, (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr, [&] {
-      if (ls > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((ls - 1) % S));  // step ls − 1's wgmma are done
-    });
-  }
-  wgmma_wait<0>();
-  wgmma_fence_operand(acc);
-  wgmma_epilogue<NTOK, 4, T>(acc, a, gr, tickets, partial);
-#elif defined(__CUDA_ARCH__)
-  __trap();  // built without sm_90a code: the host side only launches this with AWQ_CUDA_SM90A on CC 9.0
-#endif
-}
-
 /// Blocks of the Hopper kernel resident at once on the device.
 template <int NTOK, int WGS, class T>
 int tiled_wgmma_slots() {
@@ -1445,59 +1295,6 @@ void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStre
   kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, w.tickets, w.partial);
 }
 
-/// Blocks of the TMA kernel resident at once (sets its shared-memory limit; once per device).
-template <int NTOK, class T>
-int tiled_tma_slots() {
-  static std::atomic<int> cache[64] = {};
-  return resident_slots(w4a16_tiled_tma_kernel<NTOK, T>, kTmaThreads, TmaShape<NTOK>::smem_bytes, cache, "w4a16_tiled_tma_kernel attributes");
-}
-
-/// The driver's tensor-map encoder, reached through the runtime (no link against libcuda).
-inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q), "cudaGetDriverEntryPointByVersion");
-    awq::detail::require(p != nullptr && q == cudaDriverEntryPointSuccess, "awq::cuda: the driver has no cuTensorMapEncodeTiled");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
-/// Tensor map of x [m, k] (row-major, 16-byte aligned, k % 8 == 0) in boxes of 64 × NTOK with the
-/// 128-byte swizzle the wgmma descriptors expect; out-of-range elements read as zero.
-template <int NTOK, class T>
-CUtensorMap x_tensor_map(const T* x, int m, int k) {
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(m)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k) * sizeof(T)};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kTiledBK), static_cast<cuuint32_t>(NTOK)};
-  const cuuint32_t unit[2] = {1, 1};
-  const CUresult r = tensor_map_encoder()(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-                                          const_cast<T*>(x), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                          AWQ_TWG_TMA_L2PROMO == 0   ? CU_TENSOR_MAP_L2_PROMOTION_NONE
-                                          : AWQ_TWG_TMA_L2PROMO == 1 ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
-                                                                     : CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  awq::detail::require(r == CUDA_SUCCESS, "awq::cuda::w4a16_matmul (tiled): cuTensorMapEncodeTiled failed (", static_cast<int>(r), ") for x of M ",
-                       m, ", K ", k);
-  return map;
-}
-
-template <int NTOK, class T>
-void launch_tiled_tma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
-  WgmmaGrid gr;
-  gr.tiles_n = p.tiles_n;
-  gr.splits = p.splits;
-  gr.steps_per_split = p.steps_per_split;
-  const SplitKBuffers w = split_k_buffers(a.workspace, p);
-  tiled_tma_slots<NTOK, T>();
-  const CUtensorMap map = x_tensor_map<NTOK>(a.x, a.m, a.k);
-  const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
-  w4a16_tiled_tma_kernel<NTOK, T><<<static_cast<unsigned>(blocks), kTmaThreads, TmaShape<NTOK>::smem_bytes, stream>>>(a, map, gr, w.tickets,
-                                                                                                                             w.partial);
-}
-
 template <int MT, class T>
 int tiled_slots() {
   static std::atomic<int> cache[64] = {};
@@ -1572,9 +1369,7 @@ void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr) {
                        a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
                        " need (w4a16_tiled_workspace_bytes)");
   if (p.wgmma) {
-    if (p.warpgroups == 4 && AWQ_TWG_TMA)
-      p.bm == 64 ? detail::launch_tiled_tma<64>(a, p, stream) : detail::launch_tiled_tma<128>(a, p, stream);
-    else if (p.warpgroups == 4)
+    if (p.warpgroups == 4)
       p.bm == 64 ? detail::launch_tiled_wgmma<64, 4>(a, p, stream) : detail::launch_tiled_wgmma<128, 4>(a, p, stream);
     else
       p.bm == 32 ? detail::launch_tiled_wgmma<32, 1>(a, p, stream) : detail::launch_tiled_wgmma<64, 1>(a, p, stream);

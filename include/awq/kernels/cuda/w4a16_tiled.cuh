@@ -786,6 +786,9 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #ifndef AWQ_TWG_WIDE_STEPS
 #define AWQ_TWG_WIDE_STEPS 3  // tuning knob for benchmarks: K steps per barrier of the four-warpgroup form (P, 1..4)
 #endif
+#ifndef AWQ_TWG_KK_GROUP
+#define AWQ_TWG_KK_GROUP 2  // K tiles per wgmma group of the four-warpgroup form (1, 2; 4 runs out of registers): 2 measured faster
+#endif
 #ifndef AWQ_TWG_NARROW_MAX_SPLITS
 #define AWQ_TWG_NARROW_MAX_SPLITS 2  // M ≤ 64: the one-warpgroup kernel serves when its plan splits K at most this many ways (measured)
 #endif
@@ -928,11 +931,10 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NTOK / 2], const std::uint32
 
 /// One pipeline step of the Hopper kernels for one warp: the four K tiles of 16 in the stage at
 /// `base` (K offset k0) — decode of the warp's weight words (the group's constants loaded when the
-/// group changes), wgmma into acc, at most two groups in flight. `after_first_wait` runs after the
-/// first K tile's wait: the previous step's wgmma are then done (its stage is no longer read).
-template <int NTOK, int WGS, class T, class F>
-__device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK / 2], TiledConsts<T>& cst, int& cur_group, const unsigned char* base, int k0, int gshift, bool zeros,
-                                           F&& after_first_wait) {
+/// group changes), wgmma into acc, at most two groups in flight (a group: one K tile; for four
+/// warpgroups AWQ_TWG_KK_GROUP = 2 of them, bench/RESULTS.md).
+template <int NTOK, int WGS, class T>
+__device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK / 2], TiledConsts<T>& cst, int& cur_group, const unsigned char* base, int k0, int gshift, bool zeros) {
   using Sh = WgmmaShape<NTOK, WGS>;
   constexpr int J = kTiledWarps / WGS;
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32, g = lane / 4;
@@ -949,7 +951,11 @@ __device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK 
   };
   constexpr bool preload = AWQ_TWG_PRELOAD && NTOK >= 64;
   uint4 bw_next = preload ? weight_words(0) : uint4{};
-  std::uint32_t af[2][J][4];
+  constexpr int KG = WGS == 4 ? AWQ_TWG_KK_GROUP : 1;  // K tiles per wgmma group
+  static_assert(KG == 1 || KG == 2 || KG == 4, "1, 2 or 4 K tiles per wgmma group");
+  // A group's K tiles are all decoded before its first wgmma is issued (a decode between two wgmma
+  // of one group would make ptxas serialize them); 2·KG A buffers, so the group in flight keeps its own.
+  std::uint32_t af[2 * KG][J][4];
 #pragma unroll
   for (int kk = 0; kk < kTiledBK / kTiledK; ++kk) {
     const int grp = (k0 + kk * kTiledK) >> gshift;
@@ -966,7 +972,7 @@ __device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK 
       cur_group = grp;
     }
     const uint4 bw = preload ? bw_next : weight_words(kk);
-    std::uint32_t(&A)[J][4] = af[kk % 2];
+    std::uint32_t(&A)[J][4] = af[kk % (2 * KG)];
     std::uint32_t b[4];
     // decode_word gives the B fragments of columns 16 w + g (b0, b1) and 16 w + 8 + g (b2, b3):
     // as A rows g and g + 8 that is {a0a1, a4a5} and {a2a3, a6a7}.
@@ -983,16 +989,20 @@ __device__ __forceinline__ void wgmma_step(float (&acc)[kTiledWarps / WGS][NTOK 
       AWQ_TWG_WORD(3, bw.w)
     }
 #undef AWQ_TWG_WORD
-    wgmma_fence();
-    const std::uint64_t desc = wgmma_desc_sw128(x_addr + kk * kTiledK * 2);
+    if (kk % KG == KG - 1) {  // the group's K tiles are decoded: issue their wgmma
+      wgmma_fence();
 #pragma unroll
-    for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], A[j], desc);
-    wgmma_commit();
+      for (int q = kk + 1 - KG; q <= kk; ++q) {
+        const std::uint64_t desc = wgmma_desc_sw128(x_addr + q * kTiledK * 2);
+#pragma unroll
+        for (int j = 0; j < J; ++j) wgmma_rs<NTOK, T>(acc[j], af[q % (2 * KG)][j], desc);
+      }
+      wgmma_commit();
+    }
     // The next K tile's words are read before the wait: the shared-memory load's latency runs
     // under it (AWQ_TWG_PRELOAD; 64 tokens or more: at 32 the extra registers cost the third block per SM).
     if (preload && kk + 1 < kTiledBK / kTiledK) bw_next = weight_words(kk + 1);
-    wgmma_wait<1>();  // the group before this one is done: its A buffer is free for the next K tile
-    if (kk == 0) after_first_wait();
+    if (kk % KG == KG - 1) wgmma_wait<1>();  // the group before this one is done: its A buffers are free
   }
 }
 
@@ -1182,7 +1192,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
     for (int q = 0; q < P; ++q) {
       const int ls = ls0 + q;
       if (P > 1 && ls >= nsteps) break;
-      wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr, [] {});
+      wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr);
     }
   }
   wgmma_wait<0>();

@@ -108,8 +108,12 @@ void check_case(const Layer& L, index_t m, index_t ldx, bool with_bias, awq::Cpu
   else
     awq::w4a16_gemm(xv, L.view(), awq::make_row_major(y.data(), m, L.n), with_bias ? bias.data() : nullptr,
                     awq::W4A16Options{isa, decode});
-  // The VNNI path rounds x to 23-bit fixed point per group: |Δx| <= max|x over the group| · 2^-22.
-  const bool fixed_point = blocked && (isa == awq::CpuIsa::avx512vnni || (isa == awq::CpuIsa::automatic && awq::cpu_has_avx512vnni()));
+  // The VNNI path (and AVX2 at M = 1, on its digits) rounds x to 23-bit fixed point per group:
+  // |Δx| <= max|x over the group| · 2^-22.
+  awq::CpuIsa used = isa;  // the path the blocked kernel takes
+  if (used == awq::CpuIsa::automatic)
+    used = awq::cpu_has_avx512vnni() ? awq::CpuIsa::avx512vnni : (awq::cpu_has_avx2() ? awq::CpuIsa::avx2 : awq::CpuIsa::portable);
+  const bool fixed_point = blocked && (used == awq::CpuIsa::avx512vnni || (used == awq::CpuIsa::avx2 && m == 1));
   const double out_rel = std::is_same_v<TY, float> ? 0.0 : (std::is_same_v<TY, Eigen::half> ? 1.0 / 1024 : 1.0 / 128);
   int bad = 0;
   for (index_t r = 0; r < m; ++r)
@@ -364,6 +368,15 @@ TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf re
   awq::w4a16_gemm(x, b, awq::as_view(Yp), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::portable});
   CHECK((Y1 - Yp).cwiseAbs().maxCoeff() <= 1e-4f * Yp.cwiseAbs().maxCoeff());
 
+  // AVX2 at M = 1 runs the VNNI path's digits and integer sums: the same bits.
+  if (awq::cpu_has_avx2() && awq::cpu_has_avx512vnni())
+    for (index_t r = 0; r < 3; ++r) {
+      Eigen::Matrix<float, 1, Eigen::Dynamic, Eigen::RowMajor> ya(256), yv(256);
+      const auto xr = awq::make_row_major<const float>(X.data() + r * 512, 1, 512);
+      awq::w4a16_gemm(xr, b, awq::make_row_major(ya.data(), 1, 256), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx2});
+      awq::w4a16_gemm(xr, b, awq::make_row_major(yv.data(), 1, 256), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::avx512vnni});
+      CHECK((ya.array() == yv.array()).all());
+    }
   // VNNI and portable: a row's result does not depend on the rows beside it (integer digit sums
   // are exact however rows are paired), bit for bit.
   for (awq::CpuIsa isa : blocked_isas()) {

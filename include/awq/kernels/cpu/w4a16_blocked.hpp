@@ -34,8 +34,10 @@
 /// |x_k − 2^(e-22) X_k| <= max|x| · 2^-22 over the group (none for fp16 inputs within a factor
 /// 2^11 of the group's largest |x|, bf16 inputs within 2^14). Integer sums are exact, so a row's
 /// result does not depend on M or on the rows beside it. A group holding NaN or Inf gives NaN in
-/// every output of that row. The portable and AVX2 paths compute in fp32 from the exact
-/// dequantized weights, as the checkpoint-layout kernel.
+/// every output of that row. The AVX2 path at M = 1 uses the same digits and sums (`vpmaddubsw`
+/// and `vpmaddwd` in place of `vpdpbusd`): its results are the VNNI path's, bit for bit. The
+/// portable path and AVX2 at M > 1 compute in fp32 from the exact dequantized weights, as the
+/// checkpoint-layout kernel.
 #pragma once
 
 #include <Eigen/Core>
@@ -150,8 +152,9 @@ struct BlockedW4A16 {
 ///        kept). Group size G = K / scales.rows(): 32, 64, 128, 256 or K (per channel).
 ///
 /// Worth it where cpu_has_avx512vnni(): at M = 1 its kernel reads the weights at DRAM speed
-/// (bench/RESULTS.md). Without VNNI its AVX2 path is within a few percent of the checkpoint-layout
-/// kernel at M = 1 (which needs no conversion) and faster at M > 1.
+/// (bench/RESULTS.md). Without VNNI its AVX2 path runs the same digits at M = 1 (1.9x the
+/// checkpoint-layout AVX2 kernel on an Intel VM; bit-identical to the VNNI path) and an fp32 panel
+/// above, faster than the checkpoint layout there too.
 /// \throws awq::Error naming the argument when a shape or the group size is invalid, K exceeds
 ///         2^20 (the int32 sums of the VNNI path), or a scale is NaN or Inf.
 inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {
@@ -317,43 +320,50 @@ AWQ_TARGET_AVX2 inline __m256 avx2_zeros(const BlockedW4A16& w, index_t b, index
   return _mm256_cvtepi32_ps(_mm256_and_si256(z, _mm256_set1_epi32(0xF)));
 }
 
-/// AVX2 path for M = 1 (processors without VNNI): per 8 columns and 8-row chunk, row r's nibble is
-/// masked in place (q·2^p, p = 8 (r % 4) + 4 (r / 4), exact in float; r = 7 is shifted down to keep
-/// clear of the sign bit), converted and multiplied by x_r into its own accumulator: AND, CVT,
-/// FMA per 8 weights, as the checkpoint-layout kernel. The 2^-p goes into the group's finish.
-/// x: the row padded with zeros to Kp; xsum: Σ x per group.
-AWQ_TARGET_AVX2 inline void avx2_m1_blocks(const BlockedW4A16& w, const float* x, const float* xsum, const float* bias, float* y,
-                                           index_t b0, index_t b1) {
-  const index_t gk = w.group_rows(), kc = w.chunks(), groups = w.groups();
+/// AVX2 path for M = 1 on the VNNI path's numerics (processors without VNNI): the same digits of x
+/// and exact integer sums, with `vpmaddubsw` (two code × digit products per 16-bit lane, at most
+/// 2 · 15 · 128 in magnitude) summed over four chunks in 16 bits, then widened by `vpmaddwd`: per
+/// 64 weights one load, a shift, two ANDs, six `vpmaddubsw` and six 16-bit adds, against 24 µops
+/// for the float path. Results are the VNNI path's, bit for bit.
+AWQ_TARGET_AVX2 inline void avx2_digits_m1_blocks(const BlockedW4A16& w, const Digits& d, const float* bias, float* y, index_t b0, index_t b1) {
+  const index_t kc = w.chunks(), groups = w.groups(), gc = w.group_chunks();
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const std::int32_t* dw = d.words.data();
   alignas(32) float res[kBlockedN];
   for (index_t b = b0; b < b1; ++b) {
+    const auto* codes = reinterpret_cast<const __m256i*>(w.qweight.data() + b * kc * kBlockedN);
     __m256 yacc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (index_t g = 0; g < groups; ++g)
-      for (int h = 0; h < 2; ++h) {  // the second half reads the group's lines from L1
-        const std::uint32_t* codes = w.qweight.data() + b * kc * kBlockedN + 8 * h;
-        __m256 a[kBlockedK];
-        for (auto& v : a) v = _mm256_setzero_ps();
-        for (index_t j = g * gk / kBlockedK; j < (g + 1) * gk / kBlockedK; ++j) {
-          const std::uint32_t* cj = codes + j * kBlockedN;
-          _mm_prefetch(reinterpret_cast<const char*>(cj + kBlockedPrefetchChunks * kBlockedN), _MM_HINT_T0);
-          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(cj));
-          const float* xr = x + 8 * j;
-#pragma GCC unroll 8
-          for (int r = 0; r < kBlockedK; ++r) {
-            const int p = 8 * (r % 4) + 4 * (r / 4);
-            const __m256i q = r == 7 ? _mm256_srli_epi32(v, 28) : _mm256_and_si256(v, _mm256_set1_epi32(0xF << p));
-            a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_broadcast_ss(xr + r), a[r]);
+    for (index_t g = 0; g < groups; ++g) {
+      const index_t j0 = g * gc, j1 = j0 + gc;
+      const std::size_t pg = static_cast<std::size_t>(b * groups + g);
+      for (int h = 0; h < 2; ++h) {  // columns 8 h .. 8 h + 7; the second half reads the group's lines from L1
+        __m256i D[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (index_t jj = j0; jj < j1; jj += 4) {  // four chunks: |16-bit sum| <= 4 · 2 · 3840 < 2^15
+          __m256i s16[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+          const index_t je = std::min(j1, jj + 4);
+          for (index_t j = jj; j < je; ++j) {
+            const __m256i* c = codes + 2 * j + h;
+            _mm_prefetch(reinterpret_cast<const char*>(c + 2 * kBlockedPrefetchChunks), _MM_HINT_T0);
+            const __m256i v = _mm256_load_si256(c);
+            const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            const std::int32_t* dj = dw + j * 6;
+#pragma GCC unroll 3
+            for (int i = 0; i < 3; ++i) {
+              s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(dj[2 * i])));
+              s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(dj[2 * i + 1])));
+            }
           }
+#pragma GCC unroll 3
+          for (int i = 0; i < 3; ++i) D[i] = _mm256_add_epi32(D[i], _mm256_madd_epi16(s16[i], ones));
         }
-        __m256 sxq = _mm256_setzero_ps();
-#pragma GCC unroll 8
-        for (int r = 0; r < kBlockedK; ++r) {
-          const int p = 8 * (r % 4) + 4 * (r / 4);
-          sxq = _mm256_fmadd_ps(a[r], _mm256_set1_ps(r == 7 ? 1.0f : std::ldexp(1.0f, -p)), sxq);
-        }
-        const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(w.scales.data() + (b * groups + g) * kBlockedN + 8 * h)));
-        yacc[h] = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(avx2_zeros(w, b, g, h), _mm256_set1_ps(xsum[g]), sxq), yacc[h]);
+        const __m256 S = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D[2]), _mm256_set1_ps(65536.0f),
+                                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(D[1]), _mm256_set1_ps(256.0f), _mm256_cvtepi32_ps(D[0])));
+        const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(w.scales.data() + pg * kBlockedN + 8 * h)));
+        const __m256 v = _mm256_fnmadd_ps(avx2_zeros(w, b, g, h), _mm256_set1_ps(d.xs[static_cast<std::size_t>(g)]),
+                                          _mm256_mul_ps(S, _mm256_set1_ps(d.t[static_cast<std::size_t>(g)])));
+        yacc[h] = _mm256_fmadd_ps(s, v, yacc[h]);
       }
+    }
     _mm256_store_ps(res, yacc[0]);
     _mm256_store_ps(res + 8, yacc[1]);
     store_block(w, res, bias, y, b);
@@ -573,14 +583,9 @@ void w4a16_gemm(const MatrixView<const TX>& x, const BlockedW4A16& w, const Matr
       detail::w4blk::vnni_blocks(w, d, M, io.bias, io.y, io.ldy, b0, b1);
     });
   } else if (isa == CpuIsa::avx2 && M == 1) {
-    std::vector<float> xpad(static_cast<std::size_t>(w.kp), 0.0f), xsum(static_cast<std::size_t>(w.groups()), 0.0f);
-    const index_t gk = w.group_rows();
-    for (index_t k = 0; k < w.k; ++k) {
-      xpad[static_cast<std::size_t>(k)] = io.x[k];
-      xsum[static_cast<std::size_t>(k / gk)] += io.x[k];
-    }
+    const detail::w4blk::Digits d = detail::w4blk::make_digits(io.x, io.ldx, 1, w);
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
-      detail::w4blk::avx2_m1_blocks(w, xpad.data(), xsum.data(), io.bias, io.y, b0, b1);
+      detail::w4blk::avx2_digits_m1_blocks(w, d, io.bias, io.y, b0, b1);
     });
   } else if (isa == CpuIsa::avx2) {
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {

@@ -217,7 +217,7 @@ inline BlockedW4A16 block_w4a16(const AwqGemmWeights& w) {
 namespace detail {
 namespace w4blk {
 
-/// Row m of x as the VNNI path reads it: per 8-row chunk j, 6 int32 words (digit 0 rows 8j..8j+3,
+/// Row m of x as the VNNI path (and AVX2 at M = 1) reads it: per 8-row chunk j, 6 int32 words (digit 0 rows 8j..8j+3,
 /// digit 0 rows 8j+4..8j+7, then digits 1 and 2 likewise), one signed byte per row; per group the
 /// fixed-point step t = 2^(e-22) and t · Σ X (NaN when the group holds NaN or Inf).
 struct Digits {
@@ -271,6 +271,14 @@ inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW
   return d;
 }
 
+/// Writes the 16 results of block b into row y (+ bias; columns past N are not written).
+inline void store_block(const BlockedW4A16& w, const float* res, const float* bias, float* yrow, index_t b) {
+  for (int c = 0; c < kBlockedN; ++c) {
+    const index_t col = kBlockedN * b + c;
+    if (col < w.n) yrow[col] = res[c] + (bias ? bias[col] : 0.0f);
+  }
+}
+
 /// Portable path: blocks [b0, b1), all rows, exact fp32 products of the dequantized weights.
 inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, index_t M, const float* bias, float* y,
                             index_t ldy, index_t b0, index_t b1) {
@@ -290,10 +298,7 @@ inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, 
             acc[c] += xv * ((static_cast<float>(w.code(k, kBlockedN * b + c)) - z[c]) * s[c]);
         }
       }
-      for (int c = 0; c < kBlockedN; ++c) {
-        const index_t col = kBlockedN * b + c;
-        if (col < w.n) y[m * ldy + col] = acc[c] + (bias ? bias[col] : 0.0f);
-      }
+      store_block(w, acc, bias, y + m * ldy, b);
     }
 }
 
@@ -302,14 +307,6 @@ inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, 
 inline constexpr index_t kBlockedPrefetchChunks = 64;
 
 #if AWQ_W4A16_HAVE_AVX2
-
-/// Writes 16 results of block b, row m (columns past N are not written).
-inline void store_block(const BlockedW4A16& w, const float* res, const float* bias, float* yrow, index_t b) {
-  for (int c = 0; c < kBlockedN; ++c) {
-    const index_t col = kBlockedN * b + c;
-    if (col < w.n) yrow[col] = res[c] + (bias ? bias[col] : 0.0f);
-  }
-}
 
 /// Zero points of group g for columns 8 h .. 8 h + 7 of block b, as floats (8 when symmetric).
 AWQ_TARGET_AVX2 inline __m256 avx2_zeros(const BlockedW4A16& w, index_t b, index_t g, int h) {
@@ -544,8 +541,8 @@ AWQ_TARGET_AVX512VNNI inline void vnni_blocks(const BlockedW4A16& w, const Digit
 /// \brief y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias [N]) for weights in the blocked CPU layout.
 ///
 /// Code path by `opt.isa`: `automatic` takes AVX-512 VNNI where the processor has it (x as 23-bit
-/// fixed point per group, see the file comment), else AVX2 (fp32 FMA over a dequantized panel),
-/// else portable; `avx512vnni`, `avx2` and `portable` force one (awq::Error when the processor
+/// fixed point per group, see the file comment), else AVX2 (at M = 1 the same digits and sums,
+/// bit-identical; above, fp32 FMA over a dequantized panel), else portable; `avx512vnni`, `avx2` and `portable` force one (awq::Error when the processor
 /// lacks it). x, y and bias as for the checkpoint-layout overload; every element of y is written.
 /// \throws awq::Error on a shape mismatch, non-contiguous rows, or a forced ISA this processor lacks.
 template <class TX, class TY>

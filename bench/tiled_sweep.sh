@@ -3,7 +3,7 @@
 # variants below), runs the tests, the bench at the default settings, then each bench variant.
 # Every step writes its own log under $OUT as it goes, so a call that runs out of time still
 # returns what it measured (a piped `| tail` returns nothing then).
-#   SWEEP="name=-DX=1 -DY=2;..."   bench variants (run at SWEEP_M, default 1 16 64; 8192 x 28672 only
+#   SWEEP="name=-DX=1 -DY=2;..."   bench variants (their flags first: an -Idir there is searched first; run at SWEEP_M, default 1 16 64; 8192 x 28672 only
 #                                  unless SWEEP_BIG=0)
 #   TEST_VARIANTS="name=-DX=1;..." test binaries built and run with other settings
 #   ALL_TESTS=1                    the test binaries hold every CUDA test (quantize, search too)
@@ -35,7 +35,7 @@ if [ "${BUILD:-1}" = 1 ]; then
   nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 > "$out/build_bench.log" 2>&1 || echo "build bench FAILED" &
   for v in "${variants[@]}"; do
     name=${v%%=*}; defs=${v#*=}
-    nvcc "${flags[@]}" $defs bench/bench_w4a16.cu -lcublas -o "build-gpu/bench_$name" > "$out/build_bench_$name.log" 2>&1 || echo "build $name FAILED" &
+    nvcc $defs "${flags[@]}" bench/bench_w4a16.cu -lcublas -o "build-gpu/bench_$name" > "$out/build_bench_$name.log" 2>&1 || echo "build $name FAILED" &
   done
   wait
   echo "build: $((SECONDS - t0)) s"

@@ -5,10 +5,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -39,8 +41,10 @@ struct Host {
 
 // Worst |y − ref| / tolerance over the outputs (≤ 1 passes); 1e9 for an unwritten (poisoned)
 // output, 2e9 when two runs differ in any bit. T: the activation type.
+// `tiled_run`, when given, runs the tiled product instead of w4a16_matmul (a plan of the test's choosing).
 template <class T = __half>
-double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout = Layout::awq) {
+double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout = Layout::awq,
+                const std::function<void(const awq::cuda::W4A16TiledArgsT<T>&)>& tiled_run = {}) {
   using H = Host<T>;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> code(0, 15);
@@ -132,6 +136,8 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   auto run = [&] {
     if (layout == Layout::awq)
       awq::cuda::w4a16_matmul(a);
+    else if (tiled_run)
+      tiled_run(ta);
     else
       awq::cuda::w4a16_matmul(ta);
   };
@@ -251,7 +257,8 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
                        Case{5, 11008, 4096, 128}, Case{48, 160, 1056, 32}, Case{1, 32, 200, 32}, Case{6, 96, 200, 32},
                        Case{7, 4160, 520, 64}, Case{4, 11008, 4096, 128}, Case{8, 2048, 72, 128}, Case{2, 8192, 136, 64},
                        Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 2048, 128},
-                       Case{50, 256, 28672, 64}}) {  // 112 column tiles: the one-warpgroup Hopper kernel at M ≤ 64
+                       Case{50, 256, 28672, 64},    // 112 column tiles: the one-warpgroup Hopper kernel at M ≤ 64
+                       Case{256, 256, 11008, 64}}) {  // 86 unsplit tiles: 3-strip blocks on a 132-SM H100 (wgmma_mix_plan)
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
@@ -281,6 +288,44 @@ TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp1
     const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];
     CHECK(run_case<__nv_bfloat16>(Case{m, 2048, 1536, 128}, 5000 + static_cast<std::uint64_t>(rep), rep % 2, Layout::tiled) <= 1.0);
   }
+}
+
+TEST_CASE("w4a16 tiled Hopper plans that end on narrower blocks equal the float64 reference (fp16 and bf16)") {
+  // Plans made for small slot counts, so that the 2- and 3-strip tail blocks (their other
+  // warpgroups idle) run on any Hopper device: tails in M, N, K; 64- and 128-token blocks.
+  using namespace awq::cuda::detail;
+  if (!tiled_wgmma_available()) {
+    MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the Hopper kernel is not run");
+    return;
+  }
+  std::uint64_t seed = 900;
+  int runs = 0, widths = 0;
+  for (const Case c : {Case{256, 512, 1032, 128}, Case{200, 640, 2056, 64}, Case{60, 1024, 1544, 32}, Case{130, 4160, 776, 64}}) {
+    for (int slots : {4, 7, 9, 12, 17, 26}) {
+      const int bm = c.m <= 64 ? 64 : 128;
+      GemmPlan p = tiled_grid_plan(bm, c.m, c.k, c.n, slots);
+      p.wgmma = true;
+      p.warpgroups = 4;
+      wgmma_mix_plan(p, c.n, slots);
+      if (p.tail_w == 0) continue;
+      INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, ", slots ", slots, ": ", p.wide_c4, " 4-strip and ", p.tail_pieces, " ",
+           p.tail_w, "-strip blocks per token block");
+      widths |= 1 << p.tail_w;
+      auto launch = [&](const auto& ta) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(ta.x)>>;
+        if (bm == 64)
+          launch_tiled_wgmma<64, 4, T>(ta, p, nullptr);
+        else
+          launch_tiled_wgmma<128, 4, T>(ta, p, nullptr);
+        awq::cuda::check(cudaGetLastError(), "launch_tiled_wgmma");
+      };
+      CHECK(run_case<__half>(c, seed++, seed % 2 == 0, Layout::tiled, launch) <= 1.0);
+      CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric, launch) <= 1.0);
+      ++runs;
+    }
+  }
+  CHECK(runs >= 8);
+  CHECK(widths == ((1 << 2) | (1 << 3)));  // both tail widths ran
 }
 
 namespace {
@@ -479,4 +524,51 @@ TEST_CASE("host-only: W4A16 plans cover every output tile and K step once, no em
     ++plans;
   }
   CHECK(plans > 2000);
+}
+
+TEST_CASE("host-only: Hopper plans with narrower tail blocks cover every strip of every token block once") {
+  using namespace awq::cuda::detail;
+  std::mt19937 rng(78);
+  std::uniform_int_distribution<int> mdist(65, 3000), kdist(1, 400), ndist(1, 8000), sdist(1, 400);
+  int mixed = 0;
+  for (int rep = 0; rep < 600; ++rep) {
+    const int m = mdist(rng), k = 32 * kdist(rng), n = 8 * ndist(rng), slots = sdist(rng);
+    CAPTURE(m);
+    CAPTURE(k);
+    CAPTURE(n);
+    CAPTURE(slots);
+    for (int bm : {64, 128}) {
+      GemmPlan p = tiled_grid_plan(bm, m, k, n, slots);
+      p.wgmma = true;
+      p.warpgroups = 4;
+      const GemmPlan before = p;
+      wgmma_mix_plan(p, n, slots);
+      const int strips_n = (n + awq::kTiledN - 1) / awq::kTiledN;
+      if (p.tail_w == 0) {
+        CHECK(wgmma_plan_blocks(p) == wgmma_plan_blocks(before));
+        continue;
+      }
+      ++mixed;
+      CHECK(before.splits == 1);  // only an unsplit plan ends on narrower blocks
+      CHECK(p.splits == 1);
+      CHECK((p.tail_w == 2 || p.tail_w == 3));
+      CHECK(tiled_plan_workspace_bytes(p, m, n) == 0);
+      const WgmmaGrid gr = wgmma_grid(p);
+      std::vector<int> hits(static_cast<std::size_t>(p.tiles_m) * strips_n, 0);
+      const long blocks = wgmma_plan_blocks(p);
+      for (long b = 0; b < blocks; ++b) {
+        const WgmmaBlock wb = wgmma_block_of(gr, static_cast<int>(b));
+        REQUIRE(wb.tm >= 0);
+        REQUIRE(wb.tm < p.tiles_m);
+        REQUIRE(wb.nt0 >= 0);
+        REQUIRE(wb.nt0 < strips_n);  // no block without a column
+        CHECK(wb.split == 0);
+        CHECK(wb.ns == (b < gr.full ? kTiledWarps : p.tail_w));
+        if (b > 0) CHECK(wgmma_block_of(gr, static_cast<int>(b - 1)).ns >= wb.ns);  // the 4-strip blocks first
+        for (int s = wb.nt0; s < std::min(strips_n, wb.nt0 + wb.ns); ++s) ++hits[static_cast<std::size_t>(wb.tm) * strips_n + s];
+      }
+      CHECK(std::count(hits.begin(), hits.end(), 1) == static_cast<long>(hits.size()));
+    }
+  }
+  CHECK(mixed > 50);
 }

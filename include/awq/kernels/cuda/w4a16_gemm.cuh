@@ -137,6 +137,10 @@ struct GemmPlan {
   int bm = 16, tiles_n = 0, tiles_m = 0, steps = 0, splits = 1, steps_per_split = 0;
   bool wgmma = false;  ///< the tiled layout's Hopper kernel (bm tokens per block)
   int warpgroups = 1;  ///< the Hopper kernel's warpgroups per block (1 or 4)
+  /// Four warpgroups, no split-K, mixed block widths (0 = every block 4 strips of 64 columns):
+  /// per token block, wide_c4 blocks of 4 strips, then tail_pieces blocks of tail_w strips (the
+  /// last one narrower where the strips run out); the 4-strip blocks of every token block first.
+  int wide_c4 = 0, tail_w = 0, tail_pieces = 0;
 };
 
 inline int gemm_bm(int m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }

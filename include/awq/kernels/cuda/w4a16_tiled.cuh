@@ -12,7 +12,9 @@
 ///   w4a16_tiled_wgmma_kernel — warpgroup MMA with the decoded weights as the register operand and
 ///   x read by the tensor cores from swizzled shared memory: one warpgroup per block (32 or 64
 ///   tokens) or, above M = 32, four (64 or 128 tokens, one 64-column strip each); unless the
-///   output tiles are so few that K would be split more than AWQ_TWG_MAX_SPLITS ways.
+///   output tiles are so few that K would be split more than AWQ_TWG_MAX_SPLITS ways. An unsplit
+///   four-warpgroup grid that would end on a partial wave ends instead on blocks of 3 or 2 strips
+///   (wgmma_mix_plan; their other warpgroups copy but issue no wgmma).
 /// - Otherwise (or every M with -DAWQ_TGEMV_MAX_M=0, for comparisons): the mma pipeline below.
 ///
 /// The mma pipeline:
@@ -796,26 +798,46 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #define AWQ_TWG_MIN_BLOCKS 2  // tuning knob for benchmarks: blocks per SM the registers must allow
 #endif
 
+#ifndef AWQ_TWG_IDLE
+#define AWQ_TWG_IDLE 3  // warpgroups past a tail block's strips: 0 multiply zeros, 1 skip each step's wgmma, 2 run a loop without
+                        // them, 3 as 2 in tail blocks only (full blocks keep one loop and the aligned barrier)
+#endif
+
 #ifndef AWQ_TWG_WIDE_MIN_M
 #define AWQ_TWG_WIDE_MIN_M 32  // above this M the four-warpgroup kernel (one strip per warpgroup, 64 or 128 tokens) serves (measured)
 #endif
 
-/// The Hopper kernel's one-dimensional grid: block b is K slice b % splits of tile b / splits
-/// (the slices of a tile adjacent); tile t is column block t % tiles_n, token block t / tiles_n.
+/// The Hopper kernel's one-dimensional grid. Without tail (tail_w = 0): block b is K slice
+/// b % splits of tile b / splits (the slices of a tile adjacent); tile t is column block
+/// t % tiles_n (4 strips), token block t / tiles_n. With a tail (four warpgroups, splits = 1):
+/// blocks b < full = token blocks · c4 take 4 strips, strip 4 (b % c4) of token block b / c4; the
+/// rest, b' = b − full, take tail_w strips from strip 4 c4 + tail_w (b' % tail_pieces) of token
+/// block b' / tail_pieces (fewer where the strips end) — GemmPlan::tail_w.
 struct WgmmaGrid {
   int tiles_n = 0, splits = 1, steps_per_split = 0;
+  int full = 0, c4 = 0, tail_w = 0, tail_pieces = 0;
 };
-/// A block's tile (column block tn, token block tm) and K slice.
+/// A block's tile (under split-K: its index), first strip nt0 and strips ns (of 64 columns; the
+/// columns may end before them), token block tm and K slice.
 struct WgmmaBlock {
-  int tile, tn, tm, split;
+  int tile, nt0, ns, tm, split;
 };
+/// The block b of grid gr (host and device: the plan tests check the cover).
+__host__ __device__ inline WgmmaBlock wgmma_block_of(const WgmmaGrid& gr, int b) {
+  if (gr.tail_w == 0) {
+    const int tile = b / gr.splits;
+    return {tile, tile % gr.tiles_n * kTiledWarps, kTiledWarps, tile / gr.tiles_n, b % gr.splits};
+  }
+  if (b < gr.full) return {b, b % gr.c4 * kTiledWarps, kTiledWarps, b / gr.c4, 0};
+  const int t = b - gr.full;
+  return {b, gr.c4 * kTiledWarps + t % gr.tail_pieces * gr.tail_w, gr.tail_w, t / gr.tail_pieces, 0};
+}
 /// blockIdx.x read so that the compiler cannot keep it (and what is derived from it) in a register
 /// across the main loop: the epilogue derives its tile again instead of holding it live.
 __device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
   int b;
   asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(b));
-  const int tile = b / gr.splits;
-  return {tile, tile % gr.tiles_n, tile / gr.tiles_n, b % gr.splits};
+  return wgmma_block_of(gr, b);
 }
 
 /// Shared-memory stages and steps per barrier of the one- and four-warpgroup forms (measured,
@@ -1016,7 +1038,7 @@ __device__ __forceinline__ void wgmma_epilogue(float (&acc)[kTiledWarps / WGS][N
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
   const int strip = WGS == 1 ? warp : warp / 4, frag0 = WGS == 1 ? 0 : warp % 4;
   const WgmmaBlock eb = wgmma_block(gr);  // derived again, not held through the main loop
-  const int nt0 = eb.tn * kTiledWarps, m0 = eb.tm * NTOK;
+  const int nt0 = eb.nt0, m0 = eb.tm * NTOK, n_end = min(a.n, (nt0 + eb.ns) * kTiledN);
   // Lanes g and g ^ 1 swap one value so that each holds two neighbouring columns of one token:
   // even g → columns (c0, c0 + 1) of token 2 t, odd g → of token 2 t + 1.
   const bool odd = g % 2;
@@ -1031,7 +1053,7 @@ __device__ __forceinline__ void wgmma_epilogue(float (&acc)[kTiledWarps / WGS][N
           const float v = acc[j][4 * i + 2 * h], w = acc[j][4 * i + 2 * h + 1];
           const float recv = __shfl_xor_sync(0xFFFFFFFFu, odd ? v : w, 4);
           const int col = col_base + 16 * j + 8 * h, row = m0 + 8 * i + 2 * t + (odd ? 1 : 0);
-          if (row < a.m && col < a.n) f(row, col, odd ? recv : v, odd ? w : recv);
+          if (row < a.m && col < n_end) f(row, col, odd ? recv : v, odd ? w : recv);
         }
   };
   if (gr.splits > 1) {
@@ -1098,7 +1120,7 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   const int ntiles = np / kTiledN, ktiles = kp / kTiledK;
   const int steps = kp / kTiledBK;
   const WgmmaBlock blk = wgmma_block(gr);
-  const int nt0 = blk.tn * kTiledWarps, m0 = blk.tm * NTOK;
+  const int nt0 = blk.nt0, m0 = blk.tm * NTOK;
   const int step0 = blk.split * gr.steps_per_split, nsteps = min(steps, step0 + gr.steps_per_split) - step0;
   const int rows = min(NTOK, a.m - m0);
   const int gshift = __ffs(a.group) - 1;
@@ -1129,9 +1151,11 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
     x_dst[u] = smem0 + r * 128 + ((ch ^ (r % 8)) * 16);
   }
   // Weights: the 4 strips' 2 KB of codes per step in 16-byte chunks, chunk c = tid + u·threads of
-  // strip c / 128; strips past N are zero-filled (their wgmma multiply zeros).
+  // strip c / 128; strips past N are zero-filled (their wgmma multiply zeros); so are those past
+  // the block's ns (a tail block: their warpgroups issue no wgmma).
   constexpr int QU = kTiledWarps / WGS;
-  const int strips = min(kTiledWarps, ntiles - nt0);
+  const int strips = min(blk.ns, ntiles - nt0);
+  const bool active = WGS == 1 || tid / kTiledThreads < strips;
   const unsigned char* q_src[QU];
   unsigned q_dst[QU];
   int q_size[QU];
@@ -1178,22 +1202,49 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
 
   TiledConsts<T> cst;
   int cur_group = -1;
-  for (int ls0 = 0; ls0 < nsteps; ls0 += P) {
-    cp_async_wait<D - P>();      // the stages of steps ls0 .. ls0 + P − 1 have landed (for this thread) …
-    fence_proxy_async_shared();  // … and are visible to the tensor cores' reads
-    __syncthreads();             // … for every thread; the wgmma of step ls0 − 2 are done (≤ 1 group pending)
+  // The main loop; `compute` false: a warpgroup past a tail block's strips, which copies and meets
+  // the barriers but issues no wgmma (AWQ_TWG_IDLE ≥ 2: its own copy of the loop); `aligned`
+  // false: the barrier of a block whose warpgroups run different copies of the loop.
+  auto main_loop = [&](auto compute, auto aligned) {
+    constexpr bool kCompute = decltype(compute)::value;
+    for (int ls0 = 0; ls0 < nsteps; ls0 += P) {
+      cp_async_wait<D - P>();      // the stages of steps ls0 .. ls0 + P − 1 have landed (for this thread) …
+      fence_proxy_async_shared();  // … and are visible to the tensor cores' reads
+      if constexpr (!decltype(aligned)::value)
+        asm volatile("barrier.sync 0;\n" ::: "memory");  // two copies of the loop meet here: not .aligned
+      else
+        __syncthreads();  // … for every thread; the wgmma of step ls0 − 2 are done (≤ 1 group pending)
 #pragma unroll
-    for (int q = 0; q < P; ++q) {
-      const int next = ls0 + D + q;
-      if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
-      cp_async_commit();
-    }
+      for (int q = 0; q < P; ++q) {
+        const int next = ls0 + D + q;
+        if (next < nsteps) load_stage(step0 + next, next % Sh::stages);
+        cp_async_commit();
+      }
+      if constexpr (kCompute) {
 #pragma unroll
-    for (int q = 0; q < P; ++q) {
-      const int ls = ls0 + q;
-      if (P > 1 && ls >= nsteps) break;
-      wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr);
+        for (int q = 0; q < P; ++q) {
+          const int ls = ls0 + q;
+          if (P > 1 && ls >= nsteps) break;
+          if (AWQ_TWG_IDLE != 1 || active)
+            wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr);
+        }
+      }
     }
+  };
+  if constexpr (WGS == 4 && AWQ_TWG_IDLE == 2) {
+    if (active)
+      main_loop(std::true_type{}, std::false_type{});
+    else
+      main_loop(std::false_type{}, std::false_type{});
+  } else if constexpr (WGS == 4 && AWQ_TWG_IDLE == 3) {  // a full block keeps the aligned barrier
+    if (blk.ns == kTiledWarps)
+      main_loop(std::true_type{}, std::true_type{});
+    else if (active)
+      main_loop(std::true_type{}, std::false_type{});
+    else
+      main_loop(std::false_type{}, std::false_type{});
+  } else {
+    main_loop(std::true_type{}, std::true_type{});
   }
   wgmma_wait<0>();
   wgmma_fence_operand(acc);
@@ -1256,6 +1307,82 @@ void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T
   kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 
+#ifndef AWQ_TWG_MIX
+#define AWQ_TWG_MIX 1  // tuning knob for benchmarks: 0 keeps every four-warpgroup block 4 strips wide (no wgmma_mix_plan)
+#endif
+#ifndef AWQ_TWG_MIX_OVH
+#define AWQ_TWG_MIX_OVH 8  // wgmma_mix_plan's cost model: a block's fill and epilogue, in strip-steps
+#endif
+#ifndef AWQ_TWG_MIX_NARROW_PCT
+#define AWQ_TWG_MIX_NARROW_PCT 110  // wgmma_mix_plan's cost model: a strip-step of a block of 2 or 3 strips, % of one of 4
+#endif
+
+/// Deals `count` blocks of cost `cost`, in order, each to the slot that is free first; `free`
+/// holds the slots as (free time, slots) groups in time order, `groups` of them. Two batches of
+/// equal-cost blocks leave at most two consecutive multiples of each cost past each start: ≤ 5.
+inline void deal_blocks(long (&free)[8][2], int& groups, long count, long cost) {
+  while (count > 0) {
+    const long t = free[0][0], a = std::min(free[0][1], count);
+    count -= a;
+    if ((free[0][1] -= a) == 0) {
+      for (int i = 1; i < groups; ++i) free[i - 1][0] = free[i][0], free[i - 1][1] = free[i][1];
+      --groups;
+    }
+    int i = 0;  // (t + cost, a) into time order, merged with an equal time
+    while (i < groups && free[i][0] < t + cost) ++i;
+    if (i < groups && free[i][0] == t + cost) {
+      free[i][1] += a;
+      continue;
+    }
+    awq::detail::require(groups < 8, "awq::cuda::detail::deal_blocks: more than 8 slot groups");
+    for (int j = groups; j > i; --j) free[j][0] = free[j - 1][0], free[j][1] = free[j - 1][1];
+    free[i][0] = t + cost;
+    free[i][1] = a;
+    ++groups;
+  }
+}
+
+/// An unsplit four-warpgroup plan whose blocks run in more than one wave, or leave SMs idle in
+/// one (e.g. 224 blocks on 132 SMs at M = 256 on 8192 × 28672: two waves for 1.7 of work), may end
+/// on narrower blocks: per token block c4 blocks of 4 strips, then the rest of its strips in blocks
+/// of w = 3 or 2 (warpgroups past them idle), all 4-strip blocks first. Chosen by the finish time
+/// of the blocks dealt in order to `slots` resident slots under a cost model (strips · steps ·
+/// AWQ_TWG_MIX_NARROW_PCT % for narrow blocks, + AWQ_TWG_MIX_OVH), taken when 3 % better.
+inline void wgmma_mix_plan(GemmPlan& p, int n, int slots) {
+  if (p.splits != 1 || p.warpgroups != 4 || slots < 1) return;
+  const int strips_n = (n + kTiledN - 1) / kTiledN;
+  auto cost = [&](int w) { return (w == 4 ? 100L : static_cast<long>(AWQ_TWG_MIX_NARROW_PCT)) * w * p.steps + 100L * AWQ_TWG_MIX_OVH; };
+  auto finish = [&](long full, long tail, int w) {
+    long free[8][2] = {{0, slots}};
+    int groups = 1;
+    deal_blocks(free, groups, full, cost(4));
+    deal_blocks(free, groups, tail, cost(w));
+    return free[groups - 1][0];
+  };
+  const long base = finish(static_cast<long>(p.tiles_m) * p.tiles_n, 0, 4);
+  long best = base;
+  int best_c4 = 0, best_w = 0, best_pieces = 0;
+  for (int w = 3; w >= 2; --w)
+    for (int c4 = 0; 4 * c4 < strips_n; ++c4) {
+      const int pieces = (strips_n - 4 * c4 + w - 1) / w;
+      const long f = finish(static_cast<long>(p.tiles_m) * c4, static_cast<long>(p.tiles_m) * pieces, w);
+      if (f < best) best = f, best_c4 = c4, best_w = w, best_pieces = pieces;
+    }
+  if (best_w == 0 || 100 * best > 97 * base) return;
+  p.wide_c4 = best_c4;
+  p.tail_w = best_w;
+  p.tail_pieces = best_pieces;
+}
+
+/// Blocks of a Hopper-kernel plan.
+inline long wgmma_plan_blocks(const GemmPlan& p) {
+  return p.tail_w ? static_cast<long>(p.tiles_m) * (p.wide_c4 + p.tail_pieces) : static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
+}
+
+#ifndef AWQ_TWG_NARROW_PER_SM
+#define AWQ_TWG_NARROW_PER_SM 2  // the one-warpgroup plan counts at most this many blocks per SM (0: as many as fit), measured:
+                                 // a third 32-token block fits, but the deeper split-K it invites costs more (bench/RESULTS.md)
+#endif
 #ifndef AWQ_TWG_FORCE_SPLITS
 #define AWQ_TWG_FORCE_SPLITS 0  // tuning knob for benchmarks: > 0 forces this many K slices on the Hopper kernel
 #endif
@@ -1265,12 +1392,14 @@ void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T
 /// tiled_grid_plan: only to fill a single partial wave. (Slicing more to balance several waves —
 /// the last partial wave's tiles only, or every tile, e.g. 224 tiles on 132 SMs at M = 256,
 /// 8192 × 28672 — was measured slower: 241.5 and 244.5 against 227.0 and 225.7 µs, bench/RESULTS.md.)
+/// The partial wave is balanced by narrower blocks instead (wgmma_mix_plan; there 212 → 201 µs).
 template <class T>
 GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   auto plan = [&](int bm, int warpgroups) {
     const int slots = warpgroups == 4 ? (bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>())
                                       : (bm == 32 ? tiled_wgmma_slots<32, 1, T>() : tiled_wgmma_slots<64, 1, T>());
-    GemmPlan p = tiled_grid_plan(bm, m, k, n, slots, AWQ_TWG_FORCE_SPLITS);
+    GemmPlan p = tiled_grid_plan(bm, m, k, n, warpgroups == 1 && AWQ_TWG_NARROW_PER_SM > 0 ? std::min(slots, AWQ_TWG_NARROW_PER_SM * device_sms()) : slots,
+                                 AWQ_TWG_FORCE_SPLITS);
     p.wgmma = true;
     p.warpgroups = warpgroups;
     return p;
@@ -1281,7 +1410,9 @@ GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   // tiles nearly fill a wave (8192 × 28672: 82.7 against 88.2 µs); with fewer tiles its deeper
   // split-K loses (4096 × 11008: 38.9 against 26.8 µs; bench/RESULTS.md).
   if (m <= 64 && narrow.splits <= AWQ_TWG_NARROW_MAX_SPLITS) return narrow;
-  return plan(m <= 64 ? 64 : 128, 4);
+  GemmPlan wide = plan(m <= 64 ? 64 : 128, 4);
+  if (AWQ_TWG_MIX) wgmma_mix_plan(wide, n, m <= 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>());
+  return wide;
 }
 
 /// Workspace of a tiled plan: the Hopper kernel's compact partial tiles, else the grid kernels'.
@@ -1292,16 +1423,26 @@ inline std::size_t tiled_plan_workspace_bytes(const GemmPlan& p, int m, int n) {
   return split_k_ticket_bytes(tiles) + sizeof(float) * tiles * p.splits * p.bm * kTiledBN;
 }
 
-template <int NTOK, int WGS, class T>
-void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
-  auto* kernel = w4a16_tiled_wgmma_kernel<NTOK, WGS, T>;
+/// The kernel's view of plan p.
+inline WgmmaGrid wgmma_grid(const GemmPlan& p) {
   WgmmaGrid gr;
   gr.tiles_n = p.tiles_n;
   gr.splits = p.splits;
   gr.steps_per_split = p.steps_per_split;
+  gr.full = p.tiles_m * p.wide_c4;
+  gr.c4 = p.wide_c4;
+  gr.tail_w = p.tail_w;
+  gr.tail_pieces = p.tail_pieces;
+  return gr;
+}
+
+template <int NTOK, int WGS, class T>
+void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
+  auto* kernel = w4a16_tiled_wgmma_kernel<NTOK, WGS, T>;
+  const WgmmaGrid gr = wgmma_grid(p);
   const SplitKBuffers w = split_k_buffers(a.workspace, p);  // tickets, then the compact partial tiles
   tiled_wgmma_slots<NTOK, WGS, T>();  // sets the kernel's shared-memory limit (once per device)
-  const long blocks = static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;
+  const long blocks = wgmma_plan_blocks(p);
   kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS>::smem_bytes, stream>>>(a, gr, w.tickets, w.partial);
 }
 

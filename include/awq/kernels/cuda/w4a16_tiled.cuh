@@ -1383,6 +1383,12 @@ inline long wgmma_plan_blocks(const GemmPlan& p) {
 #define AWQ_TWG_NARROW_PER_SM 2  // the one-warpgroup plan counts at most this many blocks per SM (0: as many as fit), measured:
                                  // a third 32-token block fits, but the deeper split-K it invites costs more (bench/RESULTS.md)
 #endif
+#ifndef AWQ_TWG_WIDE_NTOK
+#define AWQ_TWG_WIDE_NTOK 128  // tuning knob for benchmarks: 64 keeps the four-warpgroup kernel at 64 tokens per block above M = 64
+#endif
+#ifndef AWQ_TWG_SHORT_SLICE
+#define AWQ_TWG_SHORT_SLICE 12  // K slices of the 128-token plan shorter than this many steps: the 64-token plan serves (measured)
+#endif
 #ifndef AWQ_TWG_FORCE_SPLITS
 #define AWQ_TWG_FORCE_SPLITS 0  // tuning knob for benchmarks: > 0 forces this many K slices on the Hopper kernel
 #endif
@@ -1410,8 +1416,14 @@ GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   // tiles nearly fill a wave (8192 × 28672: 82.7 against 88.2 µs); with fewer tiles its deeper
   // split-K loses (4096 × 11008: 38.9 against 26.8 µs; bench/RESULTS.md).
   if (m <= 64 && narrow.splits <= AWQ_TWG_NARROW_MAX_SPLITS) return narrow;
-  GemmPlan wide = plan(m <= 64 ? 64 : 128, 4);
-  if (AWQ_TWG_MIX) wgmma_mix_plan(wide, n, m <= 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>());
+  int wide_bm = m <= 64 || AWQ_TWG_WIDE_NTOK == 64 ? 64 : 128;
+  GemmPlan wide = plan(wide_bm, 4);
+  // Few output tiles cut into short K slices (each block refills its pipeline, the last one of a
+  // tile sums all partial tiles): 64-token blocks halve the slices and the partial bytes. Measured
+  // at M = 128: 4096² (8 slices of 8 steps) 25.0 → 20.7 µs; with slices of 16–22 steps the
+  // 128-token plan stays faster or even (bench/RESULTS.md).
+  if (wide_bm == 128 && wide.splits > 1 && wide.steps_per_split < AWQ_TWG_SHORT_SLICE) wide = plan(wide_bm = 64, 4);
+  if (AWQ_TWG_MIX) wgmma_mix_plan(wide, n, wide_bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>());
   return wide;
 }
 

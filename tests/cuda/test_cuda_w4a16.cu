@@ -258,7 +258,8 @@ TEST_CASE("w4a16 tiled layout equals the float64 reference (M 1..256, groups 32/
                        Case{7, 4160, 520, 64}, Case{4, 11008, 4096, 128}, Case{8, 2048, 72, 128}, Case{2, 8192, 136, 64},
                        Case{9, 96, 264, 32}, Case{12, 640, 1032, 64}, Case{15, 4224, 520, 128}, Case{16, 8192, 2048, 128},
                        Case{50, 256, 28672, 64},    // 112 column tiles: the one-warpgroup Hopper kernel at M ≤ 64
-                       Case{256, 256, 11008, 64}}) {  // 86 unsplit tiles: 3-strip blocks on a 132-SM H100 (wgmma_mix_plan)
+                       Case{256, 256, 11008, 64},   // 86 unsplit tiles: 3-strip blocks on a 132-SM H100 (wgmma_mix_plan)
+                       Case{24, 4096, 4096, 128}}) {  // M ≤ 32, few tiles: four warpgroups over 64 tokens (rows past M zero)
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
@@ -272,7 +273,8 @@ TEST_CASE("w4a16 tiled layout with bf16 activations equals the float64 reference
   for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 128, 8, 128}, Case{3, 640, 1032, 64}, Case{8, 1024, 2048, 64}, Case{1, 8192, 28672, 128},
                        Case{12, 640, 1032, 64}, Case{16, 4096, 4096, 128}, Case{17, 96, 264, 32}, Case{33, 640, 1032, 64},
                        Case{64, 1024, 2048, 64}, Case{100, 512, 4104, 32}, Case{256, 512, 1032, 128}, Case{200, 4096, 136, 64},
-                       Case{48, 160, 1056, 32}, Case{40, 2048, 8192, 128}, Case{128, 4096, 4096, 128}, Case{50, 256, 28672, 64}}) {
+                       Case{48, 160, 1056, 32}, Case{40, 2048, 8192, 128}, Case{128, 4096, 4096, 128}, Case{50, 256, 28672, 64},
+                       Case{30, 2048, 4096, 64}}) {
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);

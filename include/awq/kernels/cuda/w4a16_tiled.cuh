@@ -1389,6 +1389,9 @@ inline long wgmma_plan_blocks(const GemmPlan& p) {
 #ifndef AWQ_TWG_SHORT_SLICE
 #define AWQ_TWG_SHORT_SLICE 12  // K slices of the 128-token plan shorter than this many steps: the 64-token plan serves (measured)
 #endif
+#ifndef AWQ_TWG_SMALL_M_WIDE
+#define AWQ_TWG_SMALL_M_WIDE 1  // tuning knob for benchmarks: 0 leaves M ≤ 32 with few output tiles to the mma pipeline
+#endif
 #ifndef AWQ_TWG_FORCE_SPLITS
 #define AWQ_TWG_FORCE_SPLITS 0  // tuning knob for benchmarks: > 0 forces this many K slices on the Hopper kernel
 #endif
@@ -1411,11 +1414,14 @@ GemmPlan tiled_wgmma_plan(int m, int k, int n) {
     return p;
   };
   const GemmPlan narrow = plan(m <= 32 || AWQ_TWG_MAX_NTOK == 32 ? 32 : 64, 1);
-  if (m <= AWQ_TWG_WIDE_MIN_M) return narrow;
+  // Up to M = 32 the one-warpgroup kernel, unless its plan would split K more than
+  // AWQ_TWG_MAX_SPLITS ways (few output tiles; it would leave the Hopper kernel for the mma
+  // pipeline): then four warpgroups over 64 tokens, which need half the slices (AWQ_TWG_SMALL_M_WIDE).
+  if (m <= AWQ_TWG_WIDE_MIN_M && (narrow.splits <= AWQ_TWG_MAX_SPLITS || !AWQ_TWG_SMALL_M_WIDE)) return narrow;
   // Up to 64 tokens the one-warpgroup kernel (two blocks per SM) is the faster one when the output
   // tiles nearly fill a wave (8192 × 28672: 82.7 against 88.2 µs); with fewer tiles its deeper
   // split-K loses (4096 × 11008: 38.9 against 26.8 µs; bench/RESULTS.md).
-  if (m <= 64 && narrow.splits <= AWQ_TWG_NARROW_MAX_SPLITS) return narrow;
+  if (m > AWQ_TWG_WIDE_MIN_M && m <= 64 && narrow.splits <= AWQ_TWG_NARROW_MAX_SPLITS) return narrow;
   int wide_bm = m <= 64 || AWQ_TWG_WIDE_NTOK == 64 ? 64 : 128;
   GemmPlan wide = plan(wide_bm, 4);
   // Few output tiles cut into short K slices (each block refills its pipeline, the last one of a

@@ -11,7 +11,8 @@
 /// - M > 16 on Hopper (a build with sm_90a code and AWQ_CUDA_SM90A=1, a CC 9.0 device):
 ///   w4a16_tiled_wgmma_kernel — warpgroup MMA with the decoded weights as the register operand and
 ///   x read by the tensor cores from swizzled shared memory: one warpgroup per block (32 or 64
-///   tokens) or, above M = 32, four (64 or 128 tokens, one 64-column strip each); unless the
+///   tokens) or, above M = 32 (and at M ≤ 32 when one warpgroup would need too many K slices),
+///   four (64 or 128 tokens, one 64-column strip each); unless the
 ///   output tiles are so few that K would be split more than AWQ_TWG_MAX_SPLITS ways. An unsplit
 ///   four-warpgroup grid that would end on a partial wave ends instead on blocks of 3 or 2 strips
 ///   (wgmma_mix_plan; their other warpgroups copy but issue no wgmma).

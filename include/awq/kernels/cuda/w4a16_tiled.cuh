@@ -1346,26 +1346,30 @@ inline void deal_blocks(long (&free)[8][2], int& groups, long count, long cost) 
 /// An unsplit four-warpgroup plan whose blocks run in more than one wave, or leave SMs idle in
 /// one (e.g. 224 blocks on 132 SMs at M = 256 on 8192 × 28672: two waves for 1.7 of work), may end
 /// on narrower blocks: per token block c4 blocks of 4 strips, then the rest of its strips in blocks
-/// of w = 3 or 2 (warpgroups past them idle), all 4-strip blocks first. Chosen by the finish time
-/// of the blocks dealt in order to `slots` resident slots under a cost model (strips · steps ·
-/// AWQ_TWG_MIX_NARROW_PCT % for narrow blocks, + AWQ_TWG_MIX_OVH), taken when 3 % better.
+/// of w = 3 or 2 (warpgroups past them idle), all 4-strip blocks first, narrow blocks for at most
+/// two waves. Chosen by the finish time of the blocks dealt in order to `slots` resident slots
+/// under a cost model (strips · steps · AWQ_TWG_MIX_NARROW_PCT % for narrow blocks, +
+/// AWQ_TWG_MIX_OVH), taken when 3 % better.
 inline void wgmma_mix_plan(GemmPlan& p, int n, int slots) {
   if (p.splits != 1 || p.warpgroups != 4 || slots < 1) return;
   const int strips_n = (n + kTiledN - 1) / kTiledN;
   auto cost = [&](int w) { return (w == 4 ? 100L : static_cast<long>(AWQ_TWG_MIX_NARROW_PCT)) * w * p.steps + 100L * AWQ_TWG_MIX_OVH; };
   auto finish = [&](long full, long tail, int w) {
-    long free[8][2] = {{0, slots}};
-    int groups = 1;
-    deal_blocks(free, groups, full, cost(4));
+    // The 4-strip blocks first: full / slots whole rounds, the remainder one round more.
+    const long q = full / slots, r = full % slots, a = cost(4);
+    long free[8][2] = {{q * a, slots - r}, {(q + 1) * a, r}};
+    int groups = r == 0 ? 1 : 2;
     deal_blocks(free, groups, tail, cost(w));
     return free[groups - 1][0];
   };
   const long base = finish(static_cast<long>(p.tiles_m) * p.tiles_n, 0, 4);
   long best = base;
   int best_c4 = 0, best_w = 0, best_pieces = 0;
+  // Narrow blocks only for the last two waves' worth (so the search stays short for big grids).
   for (int w = 3; w >= 2; --w)
     for (int c4 = 0; 4 * c4 < strips_n; ++c4) {
       const int pieces = (strips_n - 4 * c4 + w - 1) / w;
+      if (static_cast<long>(p.tiles_m) * pieces > 2L * slots) continue;
       const long f = finish(static_cast<long>(p.tiles_m) * c4, static_cast<long>(p.tiles_m) * pieces, w);
       if (f < best) best = f, best_c4 = c4, best_w = w, best_pieces = pieces;
     }

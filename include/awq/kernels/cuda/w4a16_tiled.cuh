@@ -799,11 +799,6 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
 #define AWQ_TWG_MIN_BLOCKS 2  // tuning knob for benchmarks: blocks per SM the registers must allow
 #endif
 
-#ifndef AWQ_TWG_IDLE
-#define AWQ_TWG_IDLE 3  // warpgroups past a tail block's strips: 0 multiply zeros, 1 skip each step's wgmma, 2 run a loop without
-                        // them, 3 as 2 in tail blocks only (full blocks keep one loop and the aligned barrier)
-#endif
-
 #ifndef AWQ_TWG_WIDE_MIN_M
 #define AWQ_TWG_WIDE_MIN_M 32  // above this M the four-warpgroup kernel (one strip per warpgroup, 64 or 128 tokens) serves (measured)
 #endif
@@ -1204,8 +1199,10 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
   TiledConsts<T> cst;
   int cur_group = -1;
   // The main loop; `compute` false: a warpgroup past a tail block's strips, which copies and meets
-  // the barriers but issues no wgmma (AWQ_TWG_IDLE ≥ 2: its own copy of the loop); `aligned`
-  // false: the barrier of a block whose warpgroups run different copies of the loop.
+  // the barriers but issues no wgmma, in its own copy of the loop; `aligned` false: the barrier of a
+  // block whose warpgroups run different copies of the loop. (Measured, bench/RESULTS.md: a branch
+  // around each step's wgmma instead slowed every block; a non-aligned barrier in full blocks too cost
+  // them ~3 %, so full blocks keep the one loop and __syncthreads.)
   auto main_loop = [&](auto compute, auto aligned) {
     constexpr bool kCompute = decltype(compute)::value;
     for (int ls0 = 0; ls0 < nsteps; ls0 += P) {
@@ -1226,18 +1223,12 @@ __global__ void __launch_bounds__(kTiledThreads* WGS, WGS == 1 ? AWQ_TWG_MIN_BLO
         for (int q = 0; q < P; ++q) {
           const int ls = ls0 + q;
           if (P > 1 && ls >= nsteps) break;
-          if (AWQ_TWG_IDLE != 1 || active)
-            wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr);
+          wgmma_step<NTOK, WGS, T>(acc, cst, cur_group, stage(ls % Sh::stages), (step0 + ls) * kTiledBK, gshift, a.qzeros != nullptr);
         }
       }
     }
   };
-  if constexpr (WGS == 4 && AWQ_TWG_IDLE == 2) {
-    if (active)
-      main_loop(std::true_type{}, std::false_type{});
-    else
-      main_loop(std::false_type{}, std::false_type{});
-  } else if constexpr (WGS == 4 && AWQ_TWG_IDLE == 3) {  // a full block keeps the aligned barrier
+  if constexpr (WGS == 4) {
     if (blk.ns == kTiledWarps)
       main_loop(std::true_type{}, std::true_type{});
     else if (active)

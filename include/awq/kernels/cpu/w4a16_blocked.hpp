@@ -152,7 +152,7 @@ struct BlockedW4A16 {
 ///        kept). Group size G = K / scales.rows(): 32, 64, 128, 256 or K (per channel).
 ///
 /// Worth it where cpu_has_avx512vnni(): at M = 1 its kernel reads the weights at DRAM speed
-/// (bench/RESULTS.md). Without VNNI its AVX2 path runs the same digits at M = 1 (1.9x the
+/// (bench/RESULTS.md). Without VNNI its AVX2 path runs the same digits at M = 1 (2.2x the
 /// checkpoint-layout AVX2 kernel on an Intel VM; bit-identical to the VNNI path) and an fp32 panel
 /// above, faster than the checkpoint layout there too.
 /// \throws awq::Error naming the argument when a shape or the group size is invalid, K exceeds

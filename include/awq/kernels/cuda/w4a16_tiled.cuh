@@ -1400,9 +1400,12 @@ inline long wgmma_plan_blocks(const GemmPlan& p) {
 /// The partial wave is balanced by narrower blocks instead (wgmma_mix_plan; there 212 → 201 µs).
 template <class T>
 GemmPlan tiled_wgmma_plan(int m, int k, int n) {
+  auto slots_of = [](int bm, int warpgroups) {
+    return warpgroups == 4 ? (bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>())
+                           : (bm == 32 ? tiled_wgmma_slots<32, 1, T>() : tiled_wgmma_slots<64, 1, T>());
+  };
   auto plan = [&](int bm, int warpgroups) {
-    const int slots = warpgroups == 4 ? (bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>())
-                                      : (bm == 32 ? tiled_wgmma_slots<32, 1, T>() : tiled_wgmma_slots<64, 1, T>());
+    const int slots = slots_of(bm, warpgroups);
     GemmPlan p = tiled_grid_plan(bm, m, k, n, warpgroups == 1 && AWQ_TWG_NARROW_PER_SM > 0 ? std::min(slots, AWQ_TWG_NARROW_PER_SM * device_sms()) : slots,
                                  AWQ_TWG_FORCE_SPLITS);
     p.wgmma = true;
@@ -1425,7 +1428,7 @@ GemmPlan tiled_wgmma_plan(int m, int k, int n) {
   // at M = 128: 4096² (8 slices of 8 steps) 25.0 → 20.7 µs; with slices of 16–22 steps the
   // 128-token plan stays faster or even (bench/RESULTS.md).
   if (wide_bm == 128 && wide.splits > 1 && wide.steps_per_split < AWQ_TWG_SHORT_SLICE) wide = plan(wide_bm = 64, 4);
-  if (AWQ_TWG_MIX) wgmma_mix_plan(wide, n, wide_bm == 64 ? tiled_wgmma_slots<64, 4, T>() : tiled_wgmma_slots<128, 4, T>());
+  if (AWQ_TWG_MIX) wgmma_mix_plan(wide, n, slots_of(wide_bm, 4));
   return wide;
 }
 

@@ -43,12 +43,15 @@ for mode in find_package add_subdirectory fetchcontent; do
   "$dir/build/my_engine"
 done
 
-# A component the package cannot provide is refused at configure time, with its name.
-mkdir -p "$work/bad_component"
-printf 'cmake_minimum_required(VERSION 3.21)\nproject(bad LANGUAGES CXX)\nfind_package(awq 0.1 CONFIG REQUIRED COMPONENTS no_such_part)\n' \
-  >"$work/bad_component/CMakeLists.txt"
-if cmake -S "$work/bad_component" -B "$work/bad_component/build" -DCMAKE_PREFIX_PATH="$work/prefix" >"$work/bad_component.log" 2>&1; then
-  echo "find_package(awq COMPONENTS no_such_part) was accepted"; exit 1
-fi
-grep -q "unknown component 'no_such_part'" "$work/bad_component.log"
+# Components: json is found here (nlohmann_json is installed); an unknown one is refused by name.
+components() {  # NAME COMPONENTS...: configures a project that asks for them; its exit status
+  local dir="$work/components_$1"; shift
+  mkdir -p "$dir"
+  printf 'cmake_minimum_required(VERSION 3.21)\nproject(c LANGUAGES CXX)\nfind_package(awq 0.1 CONFIG REQUIRED COMPONENTS %s)\n' "$*" \
+    >"$dir/CMakeLists.txt"
+  cmake -S "$dir" -B "$dir/build" -DCMAKE_PREFIX_PATH="$work/prefix" >"$dir.log" 2>&1
+}
+components json json || { echo "find_package(awq COMPONENTS json) failed:"; cat "$work/components_json.log"; exit 1; }
+if components unknown json no_such_part; then echo "find_package(awq COMPONENTS no_such_part) was accepted"; exit 1; fi
+grep -q "unknown component 'no_such_part'" "$work/components_unknown.log"
 echo "consumers built and ran: find_package, add_subdirectory, fetchcontent"

@@ -1,5 +1,5 @@
 /// \file
-/// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/kernels/w4a16_tiled.hpp):
+/// \brief W4A16 matrix product on tensor cores over the tiled layout (awq/layout/tiled.hpp):
 ///        y = x · dequant(W)ᵀ (+ bias) for any M ≥ 1, x and y in fp16 or bf16 (w4a16_act.cuh),
 ///        fp32 accumulation.
 ///
@@ -54,7 +54,7 @@
 #include "awq/error.hpp"
 #include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/kernels/cuda/w4a16_gemm.cuh"
-#include "awq/kernels/w4a16_tiled.hpp"
+#include "awq/layout/tiled.hpp"
 
 namespace awq {
 namespace cuda {

@@ -16,6 +16,7 @@
 #include "awq/eigen.hpp"
 #include "awq/kernels/cpu/w4a16.hpp"
 #include "awq/kernels/cpu/w4a16_blocked.hpp"
+#include "awq/kernels/cpu/w4a16_linear.hpp"
 
 using awq::index_t;
 
@@ -268,6 +269,30 @@ TEST_CASE("W4A16 CPU: the natural call w4a16_gemm(as_view(x), W, as_view(y)) wit
   CHECK((Y.array() == Yc.array()).all());  // the same call as through a read-only view
   CHECK(count_off_reference(L, X, Y, false) == 0);
   CHECK(count_off_reference(L, X, Yb, true) == 0);
+}
+
+TEST_CASE("W4A16LinearCpu: a checkpoint's tensors taken once, any M, against the float64 reference") {
+  for (const bool zp : {true, false}) {
+    const Layer L = make_layer(384, 160, 128, zp, zp ? 44 : 45);
+    const awq::W4A16LinearCpu lin(L.view());
+    CHECK(lin.in_features() == 384);
+    CHECK(lin.out_features() == 160);
+    CHECK(lin.group() == 128);
+    for (const index_t m : {1, 2, 7, 33}) {
+      CAPTURE(zp);
+      CAPTURE(m);
+      const RowMajorF X = random_matrix(m, 384, static_cast<std::uint64_t>(100 + m));
+      RowMajorF Y(m, 160);
+      Y.setConstant(std::numeric_limits<float>::quiet_NaN());
+      lin(awq::as_view(X), awq::as_view(Y));
+      CHECK(count_off_reference(L, X, Y, true) == 0);
+    }
+  }
+  const Layer L = make_layer(128, 64, 32, true, 46);
+  const awq::W4A16LinearCpu lin(L.view());
+  RowMajorF X(2, 100), Y(2, 64);
+  X.setOnes();
+  CHECK_THROWS_AS(lin(awq::as_view(X), awq::as_view(Y)), awq::Error);  // K mismatch, named
 }
 
 TEST_CASE("W4A16 CPU: bad arguments are named") {

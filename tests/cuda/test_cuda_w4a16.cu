@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -24,7 +25,7 @@ struct Case {
   int m, k, n, group;
 };
 
-enum class Layout { awq, tiled, tiled_symmetric };
+enum class Layout { awq, tiled, tiled_symmetric, linear };  // linear: awq::cuda::W4A16Linear from the AutoAWQ tensors
 
 // The activation types, on the host: float ↔ T, T's bits, half an ulp (relative).
 template <class T>
@@ -115,7 +116,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
                                                                   : awq::cuda::w4a16_tiled_workspace_bytes(c.m, c.k, c.n));
   if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
   awq::cuda::TiledW4A16Device tiled;
-  if (layout != Layout::awq)
+  if (layout == Layout::tiled || layout == Layout::tiled_symmetric)
     tiled = awq::cuda::TiledW4A16Device(awq::tile_w4a16(
         awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
         layout == Layout::tiled ? awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8) : awq::MatrixView<const std::int32_t>(),
@@ -134,9 +135,18 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   a.k = c.k;
   a.n = c.n;
   a.group = c.group;
+  std::vector<Eigen::half> s_e(s_t.size());  // the scales as a checkpoint reader hands them out
+  std::memcpy(s_e.data(), s_t.data(), s_t.size() * sizeof(__half));
+  std::optional<awq::cuda::W4A16Linear> linear;
+  if (layout == Layout::linear)
+    linear.emplace(awq::AwqGemmWeights{awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+                                       awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8),
+                                       awq::make_row_major<const Eigen::half>(s_e.data(), ng, c.n)});
   auto run = [&] {
     if (layout == Layout::awq)
       awq::cuda::w4a16_matmul(a);
+    else if (linear)
+      (*linear)(dx.data(), dy.data(), c.m, with_bias ? db.data() : nullptr);
     else if (tiled_run)
       tiled_run(ta);
     else
@@ -279,6 +289,17 @@ TEST_CASE("w4a16 tiled layout with bf16 activations equals the float64 reference
     INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
     CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
+  }
+}
+
+TEST_CASE("W4A16Linear: AutoAWQ tensors taken once, any M, fp16 and bf16, against the float64 reference") {
+  std::uint64_t seed = 2700;
+  for (const Case c : {Case{1, 512, 264, 128}, Case{5, 256, 1032, 64}, Case{16, 384, 520, 32}, Case{64, 1024, 776, 128}, Case{200, 640, 2056, 64}}) {
+    CAPTURE(c.m);
+    CAPTURE(c.k);
+    CAPTURE(c.n);
+    CHECK(run_case<__half>(c, seed++, seed % 2 == 0, Layout::linear) <= 1.0);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::linear) <= 1.0);
   }
 }
 

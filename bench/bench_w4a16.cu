@@ -1,11 +1,12 @@
 // W4A16 vs cuBLAS fp16 in the same run: awq::cuda::w4a16_matmul on the AutoAWQ layout (the GEMV for
-// M <= 8, tensor cores above) and on the tiled layout (awq/kernels/w4a16_tiled.hpp: the streaming GEMV up to M = 16, the Hopper wgmma kernel or the mma pipeline above). CUDA events, median of 7 repeats of 200 back-to-back
+// M <= 8, tensor cores above) and on the tiled layout (awq/layout/tiled.hpp: the streaming GEMV up to M = 16, the Hopper wgmma kernel or the mma pipeline above). CUDA events, median of 7 repeats of 200 back-to-back
 // calls, weight copies rotated (>= 256 MB of each kind) so L2 never holds the weights.
 // Prints µs, GB/s of the bytes the kernel must move, % of the W4 byte floor at the copy
 // bandwidth measured in the same run, and the speedup over fp16; last, the tiled layout with bf16
 // activations (bf16_us), the tiled layout with overlap_previous (overlap_us: programmatic
 // dependent launch, each call's blocks start as the previous call's blocks finish), and the AutoAWQ
-// layout with bf16 activations (w4bf16_us).
+// layout with bf16 activations (w4bf16_us). AWQ_BENCH_VARIANTS=name,name (bench/tiled_sweep.sh
+// SWEEP) also times the tiled layout (fp16) under those tuning variants (below), one line each.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "awq/cuda.cuh"
@@ -64,6 +66,39 @@ __global__ void read_probe(const uint4* __restrict__ p, std::size_t n16, unsigne
   if (acc == 0x12345678u) out[0] = acc;  // never in practice; keeps the loads
 }
 
+// Tuning variants of the tiled kernels (awq::cuda::TiledTuning), each a set of kernels of its own.
+struct NoWgmma : awq::cuda::TiledTuning {  // the mma pipeline on Hopper too
+  static constexpr bool wgmma = false;
+  static constexpr const char* name = "no_wgmma";
+};
+struct NoGemv : awq::cuda::TiledTuning {  // no streaming GEMV: M <= 16 on the tensor-core kernels
+  static constexpr int gemv_max_m = 0;
+  static constexpr const char* name = "no_gemv";
+};
+struct Fp16Decode : awq::cuda::TiledTuning {  // fp16 decode per weight in place of raw codes
+  static constexpr bool mma_raw = false;
+  static constexpr bool gemv_raw = false;
+  static constexpr const char* name = "fp16_decode";
+};
+struct GemvBatch16 : awq::cuda::TiledTuning {  // 16 tiles in flight per GEMV lane
+  static constexpr int gemv_batch = 16;
+  static constexpr const char* name = "gemv_batch16";
+};
+struct NoMix : awq::cuda::TiledTuning {  // every four-warpgroup block 4 strips wide
+  static constexpr bool wgmma_mix = false;
+  static constexpr const char* name = "no_mix";
+};
+struct Wide64 : awq::cuda::TiledTuning {  // four warpgroups over 64 tokens above M = 64
+  static constexpr int wgmma_wide_ntok = 64;
+  static constexpr const char* name = "wide64";
+};
+struct WideSteps2 : awq::cuda::TiledTuning {  // four warpgroups: 5 stages, 2 steps per barrier
+  static constexpr int wgmma_wide_stages = 5;
+  static constexpr int wgmma_wide_steps = 2;
+  static constexpr const char* name = "wide_steps2";
+};
+using Variants = std::tuple<NoWgmma, NoGemv, Fp16Decode, GemvBatch16, NoMix, Wide64, WideSteps2>;
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,6 +128,8 @@ int main(int argc, char** argv) {
   const char* shape_env = std::getenv("AWQ_BENCH_SHAPE");  // "KxN": only that shape
   const char* probe_env = std::getenv("AWQ_BENCH_PROBE");
   const bool read_only = probe_env && probe_env[0] == '1';  // print the read probe's figure
+  const char* variants_env = std::getenv("AWQ_BENCH_VARIANTS");
+  const std::string variants = std::string(",") + (variants_env ? variants_env : "") + ",";
   for (int m : ms) {
     for (const auto& s : shapes) {
       if (big_only && s[0] != 8192) continue;
@@ -144,7 +181,7 @@ int main(int argc, char** argv) {
           200);
       // One call on copy i % c4 of either layout (W4A16Args or W4A16TiledArgs: the same fields),
       // fp16 or bf16 activations (the same buffers, reinterpreted: the timing does not depend on the values).
-      auto w4_call = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
+      auto args = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
         const auto j = static_cast<std::size_t>(i % c4);
         a.x = reinterpret_cast<decltype(a.x)>(x.data());
         a.qweight = q[j].data();
@@ -157,7 +194,10 @@ int main(int argc, char** argv) {
         a.k = k;
         a.n = n;
         a.group = group;
-        awq::cuda::w4a16_matmul(a);
+        return a;
+      };
+      auto w4_call = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
+        awq::cuda::w4a16_matmul(args(a, q, z, sc_, ws_, i));
       };
       const double t4 = time_us([&](int i) { w4_call(awq::cuda::W4A16Args{}, qw, qz, sc, ws, i); }, 200);
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
@@ -166,6 +206,24 @@ int main(int argc, char** argv) {
       awq::cuda::W4A16TiledArgs overlap{};
       overlap.overlap_previous = true;  // programmatic dependent launch
       const double to = time_us([&](int i) { w4_call(overlap, tq, tz, ts, tws, i); }, 200);
+      std::vector<std::string> variant_lines;
+      std::apply(
+          [&](auto... v) {
+            auto time_variant = [&](auto tag) {
+              using Tn = decltype(tag);
+              if (variants.find(std::string(",") + Tn::name + ",") == std::string::npos) return;
+              awq::cuda::DeviceBuffer<unsigned char> vws(awq::cuda::w4a16_tiled_workspace_bytes<Tn>(m, k, n));
+              if (vws.size()) cudaMemset(vws.data(), 0, vws.size());
+              const double tv =
+                  time_us([&](int i) { awq::cuda::w4a16_matmul(args(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, vws, i), nullptr, tag); }, 200);
+              char line[160];
+              std::snprintf(line, sizeof line, "  variant %-12s M %d, %d x %d: tiled_us %.1f (%.2fx the default's time)", Tn::name, m, k, n, tv,
+                            tv / tt);
+              variant_lines.emplace_back(line);
+            };
+            (time_variant(v), ...);
+          },
+          Variants{});
       if (read_only) {  // timed only when asked for
         awq::cuda::DeviceBuffer<unsigned> probe_out(1);
         const std::size_t n16 = static_cast<std::size_t>(kp) * np / 32;
@@ -176,6 +234,7 @@ int main(int argc, char** argv) {
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
       std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f %10.1f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
                   floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to, t4b);
+      for (const auto& l : variant_lines) std::printf("%s\n", l.c_str());
       std::fflush(stdout);
     }
   }

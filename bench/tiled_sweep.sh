@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Tiled W4A16 kernel on the device, one call: builds the W4A16 CUDA tests and the bench (and the
-# variants below), runs the tests, the bench at the default settings, then each bench variant.
+# Tiled W4A16 kernel on the device, one call: builds the W4A16 CUDA tests and the bench, runs the
+# tests, the bench at the default tuning, then the bench with the tuning variants named below.
 # Every step writes its own log under $OUT as it goes, so a call that runs out of time still
 # returns what it measured (a piped `| tail` returns nothing then).
-#   SWEEP="name=-DX=1 -DY=2;..."   bench variants (their flags first: an -Idir there is searched first; run at SWEEP_M, default 1 16 64; 8192 x 28672 only
-#                                  unless SWEEP_BIG=0)
-#   TEST_VARIANTS="name=-DX=1;..." test binaries built and run with other settings
+#   SWEEP="name,name"              tuning variants of bench_w4a16.cu (its Variants: no_wgmma, no_gemv, fp16_decode,
+#                                  gemv_batch16, no_mix, wide64, wide_steps2; add one there as a TiledTuning subtype), timed
+#                                  beside the default at SWEEP_M (default 1 16 64); 8192 x 28672 only unless SWEEP_BIG=0
 #   ALL_TESTS=1                    the test binaries hold every CUDA test (quantize, search too)
 #   TEST_TC="*tiled*"              run only these test cases (doctest -tc filter; default all)
 #   SANITIZE=1                     compute-sanitizer memcheck (cases SAN_TC, default "*tiled*") and
@@ -18,25 +18,14 @@
 set -uo pipefail
 source bench/gpu_env.sh
 gpu_info
-IFS=';' read -ra variants <<< "${SWEEP:-}"
-IFS=';' read -ra tvariants <<< "${TEST_VARIANTS:-}"
 tests=(awq_cuda_tests)
-for v in "${tvariants[@]}"; do tests+=("awq_cuda_tests_${v%%=*}"); done
 test_sources=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu)
 [ "${ALL_TESTS:-0}" = 1 ] && test_sources+=(tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_search.cu)
 if [ "${BUILD:-1}" = 1 ]; then
   t0=$SECONDS
-  build_test() {  # name, extra flags
-    nvcc "${flags[@]}" $2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${test_sources[@]}" -lcublas \
-      -o "build-gpu/$1" > "$out/build_$1.log" 2>&1 || echo "build $1 FAILED"
-  }
-  build_test awq_cuda_tests "" &
-  for v in "${tvariants[@]}"; do build_test "awq_cuda_tests_${v%%=*}" "${v#*=}" & done
+  nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${test_sources[@]}" -lcublas \
+    -o build-gpu/awq_cuda_tests > "$out/build_awq_cuda_tests.log" 2>&1 || echo "build awq_cuda_tests FAILED" &
   nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 > "$out/build_bench.log" 2>&1 || echo "build bench FAILED" &
-  for v in "${variants[@]}"; do
-    name=${v%%=*}; defs=${v#*=}
-    nvcc $defs "${flags[@]}" bench/bench_w4a16.cu -lcublas -o "build-gpu/bench_$name" > "$out/build_bench_$name.log" 2>&1 || echo "build $name FAILED" &
-  done
   wait
   echo "build: $((SECONDS - t0)) s"
 fi
@@ -57,11 +46,10 @@ fi
 echo "$(date +%T) tests/sanitizers done"
 if [ "${BENCH:-1}" = 1 ]; then
   build-gpu/bench_w4a16 ${BENCH_M:-1 4 8 16 64 256} > "$out/bench.log" 2>&1; cat "$out/bench.log"
-  for v in "${variants[@]}"; do
-    name=${v%%=*}
-    echo "variant $name: ${v#*=}"
-    AWQ_BENCH_BIG=${SWEEP_BIG:-1} "build-gpu/bench_$name" ${SWEEP_M:-1 16 64} > "$out/bench_$name.log" 2>&1; tail -n +4 "$out/bench_$name.log"
-  done
+  if [ -n "${SWEEP:-}" ]; then
+    AWQ_BENCH_VARIANTS=$SWEEP AWQ_BENCH_BIG=${SWEEP_BIG:-1} build-gpu/bench_w4a16 ${SWEEP_M:-1 16 64} > "$out/bench_variants.log" 2>&1
+    tail -n +4 "$out/bench_variants.log"
+  fi
 fi
 IFS=';' read -ra ncus <<< "${NCU:-}"
 for v in "${ncus[@]}"; do

@@ -28,6 +28,7 @@
 #include "awq/io/awq_checkpoint.hpp"
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
+#include "awq/kernels/cpu/w4a16.hpp"
 #include "gguf_writer.hpp"
 
 namespace fs = std::filesystem;

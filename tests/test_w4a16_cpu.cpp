@@ -16,6 +16,7 @@
 #include "awq/eigen.hpp"
 #include "awq/kernels/cpu/w4a16.hpp"
 #include "awq/kernels/cpu/w4a16_blocked.hpp"
+#include "awq/kernels/cpu/w4a16_linear.hpp"
 
 using awq::index_t;
 
@@ -219,6 +220,79 @@ TEST_CASE("W4A16 CPU: both code paths agree, runs are deterministic, Eigen maps 
   CHECK((Y1.array() == Y2.array()).all());  // bit-identical run to run
   awq::w4a16_gemm(x, L.view(), awq::as_view(Y3), static_cast<const float*>(nullptr), awq::W4A16Options{awq::CpuIsa::portable});
   CHECK((Y1 - Y3).cwiseAbs().maxCoeff() <= 1e-4f * Y3.cwiseAbs().maxCoeff());
+}
+
+using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Outputs of y = x · Wᵀ farther from the float64 reference than fp32 sums allow (2e-6 of Σ|x w|)
+// plus, where `fixed_point`, x rounded to 23-bit fixed point per group (VNNI, AVX2 digits at M = 1).
+int count_off_reference(const Layer& L, const RowMajorF& X, const RowMajorF& Y, bool fixed_point) {
+  int bad = 0;
+  for (index_t r = 0; r < X.rows(); ++r)
+    for (index_t c = 0; c < L.n; ++c) {
+      double ref = 0.0, mag = 0.0, fixed = 0.0;  // fixed: Σ over groups of max|x| · Σ|w|
+      for (index_t g0 = 0; g0 < L.k; g0 += L.g) {
+        double amax = 0.0, wsum = 0.0;
+        for (index_t k = g0; k < g0 + L.g; ++k) {
+          const double wv = L.w[static_cast<std::size_t>(c * L.k + k)], p = static_cast<double>(X(r, k)) * wv;
+          ref += p;
+          mag += std::abs(p);
+          amax = std::max(amax, std::abs(static_cast<double>(X(r, k))));
+          wsum += std::abs(wv);
+        }
+        fixed += amax * wsum;
+      }
+      if (!(std::abs(Y(r, c) - ref) <= 2e-6 * mag + (fixed_point ? std::ldexp(fixed, -22) : 0.0) + 1e-300)) ++bad;  // NaN poison fails
+    }
+  return bad;
+}
+
+RowMajorF random_matrix(index_t rows, index_t cols, std::uint64_t seed) {
+  RowMajorF X(rows, cols);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d;
+  for (index_t i = 0; i < X.size(); ++i) X.data()[i] = d(rng);
+  return X;
+}
+
+TEST_CASE("W4A16 CPU: the natural call w4a16_gemm(as_view(x), W, as_view(y)) with a non-const Eigen x, both layouts") {
+  const Layer L = make_layer(256, 96, 64, true, 43);
+  const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+  RowMajorF X = random_matrix(3, 256, 4), Y(3, 96), Yb(3, 96), Yc(3, 96);
+  Y.setConstant(std::numeric_limits<float>::quiet_NaN());
+  Yb.setConstant(std::numeric_limits<float>::quiet_NaN());
+  awq::w4a16_gemm(awq::as_view(X), L.view(), awq::as_view(Y));  // X not const: a MatrixView<float>
+  awq::w4a16_gemm(awq::as_view(X), b, awq::as_view(Yb));
+  awq::w4a16_gemm<awq::QuantConfig<4, 64, true>>(awq::as_view(X), L.view(), awq::as_view(Yc));
+  CHECK((Y.array() == Yc.array()).all());
+  awq::w4a16_gemm(awq::as_view(std::as_const(X)), L.view(), awq::as_view(Yc));
+  CHECK((Y.array() == Yc.array()).all());  // the same call as through a read-only view
+  CHECK(count_off_reference(L, X, Y, false) == 0);
+  CHECK(count_off_reference(L, X, Yb, true) == 0);
+}
+
+TEST_CASE("W4A16LinearCpu: a checkpoint's tensors taken once, any M, against the float64 reference") {
+  for (const bool zp : {true, false}) {
+    const Layer L = make_layer(384, 160, 128, zp, zp ? 44 : 45);
+    const awq::W4A16LinearCpu lin(L.view());
+    CHECK(lin.in_features() == 384);
+    CHECK(lin.out_features() == 160);
+    CHECK(lin.group() == 128);
+    for (const index_t m : {1, 2, 7, 33}) {
+      CAPTURE(zp);
+      CAPTURE(m);
+      const RowMajorF X = random_matrix(m, 384, static_cast<std::uint64_t>(100 + m));
+      RowMajorF Y(m, 160);
+      Y.setConstant(std::numeric_limits<float>::quiet_NaN());
+      lin(awq::as_view(X), awq::as_view(Y));
+      CHECK(count_off_reference(L, X, Y, true) == 0);
+    }
+  }
+  const Layer L = make_layer(128, 64, 32, true, 46);
+  const awq::W4A16LinearCpu lin(L.view());
+  RowMajorF X(2, 100), Y(2, 64);
+  X.setOnes();
+  CHECK_THROWS_AS(lin(awq::as_view(X), awq::as_view(Y)), awq::Error);  // K mismatch, named
 }
 
 TEST_CASE("W4A16 CPU: bad arguments are named") {

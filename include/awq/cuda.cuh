@@ -9,4 +9,5 @@
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
 #include "awq/kernels/cuda/w4a16_gemm.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"
+#include "awq/kernels/cuda/w4a16_linear.cuh"
 #include "awq/kernels/cuda/w4a16_tiled.cuh"

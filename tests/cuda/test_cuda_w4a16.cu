@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <type_traits>
 #include <vector>
 
 #include "awq/cuda.cuh"
+#include "plan_checks.hpp"
 
 namespace {
 
@@ -23,7 +25,7 @@ struct Case {
   int m, k, n, group;
 };
 
-enum class Layout { awq, tiled, tiled_symmetric };
+enum class Layout { awq, tiled, tiled_symmetric, linear };  // linear: awq::cuda::W4A16Linear from the AutoAWQ tensors
 
 // The activation types, on the host: float ↔ T, T's bits, half an ulp (relative).
 template <class T>
@@ -70,7 +72,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   // float64 reference
   // ref: the weights a kernel multiplies — exact (q − z)·s for the GEMV; for M > 8 and the tiled
   // layout the weight a dequantize to T makes ((q − z)·s rounded once; bf16: the scale rounded to
-  // bf16 first), except the raw-code kernels (AWQ_TILED_RAW, AWQ_TGEMV_RAW), which apply zero and
+  // bf16 first), except the raw-code kernels (TiledTuning::mma_raw, gemv_raw), which apply zero and
   // scale per group in fp32: exact weights. `ref_alt` holds the other of the two; a tiled output
   // may match either.
   std::vector<double> ref(static_cast<std::size_t>(c.m) * c.n, 0.0), ref_alt(ref.size(), 0.0);
@@ -114,7 +116,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
                                                                   : awq::cuda::w4a16_tiled_workspace_bytes(c.m, c.k, c.n));
   if (ws.size()) awq::cuda::check(cudaMemset(ws.data(), 0, ws.size()), "cudaMemset");
   awq::cuda::TiledW4A16Device tiled;
-  if (layout != Layout::awq)
+  if (layout == Layout::tiled || layout == Layout::tiled_symmetric)
     tiled = awq::cuda::TiledW4A16Device(awq::tile_w4a16(
         awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
         layout == Layout::tiled ? awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8) : awq::MatrixView<const std::int32_t>(),
@@ -133,9 +135,18 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   a.k = c.k;
   a.n = c.n;
   a.group = c.group;
+  std::vector<Eigen::half> s_e(s_t.size());  // the scales as a checkpoint reader hands them out
+  std::memcpy(s_e.data(), s_t.data(), s_t.size() * sizeof(__half));
+  std::optional<awq::cuda::W4A16Linear> linear;
+  if (layout == Layout::linear)
+    linear.emplace(awq::AwqGemmWeights{awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+                                       awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8),
+                                       awq::make_row_major<const Eigen::half>(s_e.data(), ng, c.n)});
   auto run = [&] {
     if (layout == Layout::awq)
       awq::cuda::w4a16_matmul(a);
+    else if (linear)
+      (*linear)(dx.data(), dy.data(), c.m, with_bias ? db.data() : nullptr);
     else if (tiled_run)
       tiled_run(ta);
     else
@@ -281,6 +292,17 @@ TEST_CASE("w4a16 tiled layout with bf16 activations equals the float64 reference
   }
 }
 
+TEST_CASE("W4A16Linear: AutoAWQ tensors taken once, any M, fp16 and bf16, against the float64 reference") {
+  std::uint64_t seed = 2700;
+  for (const Case c : {Case{1, 512, 264, 128}, Case{5, 256, 1032, 64}, Case{16, 384, 520, 32}, Case{64, 1024, 776, 128}, Case{200, 640, 2056, 64}}) {
+    CAPTURE(c.m);
+    CAPTURE(c.k);
+    CAPTURE(c.n);
+    CHECK(run_case<__half>(c, seed++, seed % 2 == 0, Layout::linear) <= 1.0);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, seed % 2 == 1, Layout::linear) <= 1.0);
+  }
+}
+
 TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp16 and bf16)") {
   for (int rep = 0; rep < 28; ++rep) {
     const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];
@@ -308,7 +330,7 @@ TEST_CASE("w4a16 tiled Hopper plans that end on narrower blocks equal the float6
       GemmPlan p = tiled_grid_plan(bm, c.m, c.k, c.n, slots);
       p.wgmma = true;
       p.warpgroups = 4;
-      wgmma_mix_plan(p, c.n, slots);
+      wgmma_mix_plan<awq::cuda::TiledTuning>(p, c.n, slots);
       if (p.tail_w == 0) continue;
       INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, ", slots ", slots, ": ", p.wide_c4, " 4-strip and ", p.tail_pieces, " ",
            p.tail_w, "-strip blocks per token block");
@@ -316,9 +338,9 @@ TEST_CASE("w4a16 tiled Hopper plans that end on narrower blocks equal the float6
       auto launch = [&](const auto& ta) {
         using T = std::remove_cv_t<std::remove_pointer_t<decltype(ta.x)>>;
         if (bm == 64)
-          launch_tiled_wgmma<64, 4, T>(ta, p, nullptr);
+          launch_tiled_wgmma<64, 4, T, awq::cuda::TiledTuning>(ta, p, nullptr);
         else
-          launch_tiled_wgmma<128, 4, T>(ta, p, nullptr);
+          launch_tiled_wgmma<128, 4, T, awq::cuda::TiledTuning>(ta, p, nullptr);
         awq::cuda::check(cudaGetLastError(), "launch_tiled_wgmma");
       };
       CHECK(run_case<__half>(c, seed++, seed % 2 == 0, Layout::tiled, launch) <= 1.0);
@@ -454,123 +476,22 @@ TEST_CASE("w4a16 tiled: bad arguments raise awq::Error naming them") {
   CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(b), doctest::Contains("does not divide K 100"), awq::Error);
 }
 
-namespace {
-
-// The slices a plan's blocks take (the kernels' step0 / nsteps arithmetic): every step once, none empty.
-void check_slices(const awq::cuda::detail::GemmPlan& p) {
-  REQUIRE(p.splits >= 1);
-  REQUIRE(p.steps_per_split >= 1);
-  int covered = 0;
-  for (int z = 0; z < p.splits; ++z) {
-    const int step0 = z * p.steps_per_split, nsteps = std::min(p.steps, step0 + p.steps_per_split) - step0;
-    CHECK(nsteps > 0);
-    CHECK(step0 == covered);
-    covered += nsteps;
-  }
-  CHECK(covered == p.steps);
-}
-
-}  // namespace
-
-// Runs without a device too (test_cuda_main runs the "host-only" cases then): the plans are host code.
-TEST_CASE("host-only: W4A16 plans cover every output tile and K step once, no empty slice, one wave of split-K") {
+// Runs without a device too (test_cuda_main runs the "host-only" cases then). The tiled kernels'
+// plans are tested in awq_tests (tests/test_tiled_plan.cpp); this is the AutoAWQ-layout GEMM's.
+TEST_CASE("host-only: AutoAWQ-layout GEMM plans cover every output tile and K step once, no empty slice") {
   using namespace awq::cuda::detail;
   std::mt19937 rng(77);
   std::uniform_int_distribution<int> mdist(1, 600), kdist(1, 400), ndist(1, 4000), sdist(1, 1200);
-  int plans = 0;
   for (int rep = 0; rep < 400; ++rep) {
-    const int m = rep % 5 == 0 ? 1 + rep % 17 : mdist(rng), k = 32 * kdist(rng), n = 8 * ndist(rng), slots = sdist(rng);
-    CAPTURE(m);
-    CAPTURE(k);
-    CAPTURE(n);
-    CAPTURE(slots);
-    for (int bm : {16, 32, 64, 128}) {  // the mma pipeline (16 · MT rows) and the Hopper kernel (32 / 64 / 128 tokens)
-      for (int force : {0, 3}) {
-        const GemmPlan p = tiled_grid_plan(bm, m, k, n, slots, force);
-        CHECK(p.bm == bm);
-        CHECK(p.tiles_n * kTiledBN >= n);
-        CHECK((p.tiles_n - 1) * kTiledBN < n);
-        CHECK(p.tiles_m * bm >= m);
-        CHECK((p.tiles_m - 1) * bm < m);
-        CHECK(p.steps * kTiledBK >= k);
-        CHECK((p.steps - 1) * kTiledBK < k);
-        check_slices(p);
-        if (force == 0) {
-          const long tiles = static_cast<long>(p.tiles_n) * p.tiles_m;
-          CHECK(tiles * p.splits <= std::max<long>(tiles, slots));             // split-K fills one wave, no more
-          CHECK((p.splits == 1 || p.steps_per_split >= 2));                    // at least 128 of K per slice
-          CHECK((gemm_workspace_bytes(p, m, n) == 0) == (p.splits == 1));      // a workspace only for split-K
-          GemmPlan w = p;                                                      // the Hopper kernel's compact partial tiles
-          w.wgmma = true;
-          CHECK(tiled_plan_workspace_bytes(w, m, n) == (p.splits == 1 ? 0 : split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m) +
-                                                                                 sizeof(float) * p.tiles_n * p.tiles_m * p.splits * bm * kTiledBN));
-        } else {
-          const int f = std::min(3, p.steps);  // 3 slices asked: ceil(steps / 3) steps each, no empty one
-          CHECK(p.steps_per_split == (p.steps + f - 1) / f);
-          CHECK(p.splits <= 3);
-        }
-        ++plans;
-      }
-    }
-    if (m <= 16) {
-      const GemmPlan g = tiled_gemv_plan(m, k, n, slots);  // the streaming GEMV: slices of 128-row batches
-      CHECK(g.tiles_n * awq::kTiledN >= n);
-      CHECK(g.steps * kTGemvRows >= k);
-      check_slices(g);
-      ++plans;
-    }
-    const GemmPlan a = gemm_plan(m, k, n, slots);  // the AutoAWQ-layout tensor-core GEMM
-    CHECK(a.tiles_m * a.bm >= m);
-    CHECK(a.steps * kGemmBK >= k);
-    check_slices(a);
-    ++plans;
-  }
-  CHECK(plans > 2000);
-}
-
-TEST_CASE("host-only: Hopper plans with narrower tail blocks cover every strip of every token block once") {
-  using namespace awq::cuda::detail;
-  std::mt19937 rng(78);
-  std::uniform_int_distribution<int> mdist(65, 3000), kdist(1, 400), ndist(1, 8000), sdist(1, 400);
-  int mixed = 0;
-  for (int rep = 0; rep < 600; ++rep) {
     const int m = mdist(rng), k = 32 * kdist(rng), n = 8 * ndist(rng), slots = sdist(rng);
     CAPTURE(m);
     CAPTURE(k);
     CAPTURE(n);
     CAPTURE(slots);
-    for (int bm : {64, 128}) {
-      GemmPlan p = tiled_grid_plan(bm, m, k, n, slots);
-      p.wgmma = true;
-      p.warpgroups = 4;
-      const GemmPlan before = p;
-      wgmma_mix_plan(p, n, slots);
-      const int strips_n = (n + awq::kTiledN - 1) / awq::kTiledN;
-      if (p.tail_w == 0) {
-        CHECK(wgmma_plan_blocks(p) == wgmma_plan_blocks(before));
-        continue;
-      }
-      ++mixed;
-      CHECK(before.splits == 1);  // only an unsplit plan ends on narrower blocks
-      CHECK(p.splits == 1);
-      CHECK((p.tail_w == 2 || p.tail_w == 3));
-      CHECK(tiled_plan_workspace_bytes(p, m, n) == 0);
-      const WgmmaGrid gr = wgmma_grid(p);
-      std::vector<int> hits(static_cast<std::size_t>(p.tiles_m) * strips_n, 0);
-      const long blocks = wgmma_plan_blocks(p);
-      for (long b = 0; b < blocks; ++b) {
-        const WgmmaBlock wb = wgmma_block_of(gr, static_cast<int>(b));
-        REQUIRE(wb.tm >= 0);
-        REQUIRE(wb.tm < p.tiles_m);
-        REQUIRE(wb.nt0 >= 0);
-        REQUIRE(wb.nt0 < strips_n);  // no block without a column
-        CHECK(wb.split == 0);
-        CHECK(wb.ns == (b < gr.full ? kTiledWarps : p.tail_w));
-        if (b > 0) CHECK(wgmma_block_of(gr, static_cast<int>(b - 1)).ns >= wb.ns);  // the 4-strip blocks first
-        for (int s = wb.nt0; s < std::min(strips_n, wb.nt0 + wb.ns); ++s) ++hits[static_cast<std::size_t>(wb.tm) * strips_n + s];
-      }
-      CHECK(std::count(hits.begin(), hits.end(), 1) == static_cast<long>(hits.size()));
-    }
+    const GemmPlan a = gemm_plan(m, k, n, slots);
+    CHECK(a.tiles_m * a.bm >= m);
+    CHECK(a.tiles_n * kGemmBN >= n);
+    CHECK(a.steps * kGemmBK >= k);
+    awq_test::check_slices(a);
   }
-  CHECK(mixed > 50);
 }

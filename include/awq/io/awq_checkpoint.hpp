@@ -18,7 +18,7 @@
 
 #include "awq/error.hpp"
 #include "awq/io/safetensors.hpp"
-#include "awq/kernels/cpu/w4a16.hpp"
+#include "awq/layout/awq_gemm.hpp"
 #include "awq/pack.hpp"
 #include "awq/view.hpp"
 

@@ -33,96 +33,13 @@
 #include "awq/backend/cpu.hpp"
 #include "awq/config.hpp"
 #include "awq/error.hpp"
+#include "awq/kernels/cpu/features.hpp"
+#include "awq/kernels/cpu/w4a16_io.hpp"
+#include "awq/layout/awq_gemm.hpp"
 #include "awq/pack.hpp"
 #include "awq/view.hpp"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(AWQ_NO_SIMD)
-#include <cpuid.h>
-#include <immintrin.h>
-/// 1 when the AVX2 path is compiled in (x86-64 with GCC or Clang, and AWQ_NO_SIMD not defined).
-#define AWQ_W4A16_HAVE_AVX2 1
-#define AWQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#else
-/// 0: only the portable path is compiled in.
-#define AWQ_W4A16_HAVE_AVX2 0
-#endif
-
 namespace awq {
-
-/// \brief Host views of one linear layer's weights in the AutoAWQ GEMM layout (W is [N, K]).
-///
-/// All three are row-major with contiguous rows. `qzeros` may be empty (0 × 0) for symmetric
-/// weights, whose codes carry the offset 8 (see QuantConfig::code_offset).
-struct AwqGemmWeights {
-  MatrixView<const std::int32_t> qweight;  ///< [K, N/8]
-  MatrixView<const std::int32_t> qzeros;   ///< [K/G, N/8], or empty when symmetric
-  MatrixView<const Eigen::half> scales;    ///< [K/G, N]
-
-  index_t k() const noexcept { return qweight.rows(); }                       ///< input features
-  index_t n() const noexcept { return qweight.cols() * kAwqPackFactor; }     ///< output features
-  index_t groups() const noexcept { return scales.rows(); }                   ///< K / G
-
-  /// Group sizes the kernels take: 32, 64, 128, 256, or K (one group per row).
-  static constexpr bool group_supported(index_t g, index_t k) noexcept {
-    return g == 32 || g == 64 || g == 128 || g == 256 || g == k;
-  }
-};
-
-/// Instruction set for the CPU W4A16 kernel.
-enum class CpuIsa {
-  automatic,  ///< the fastest this processor has for the layout: AVX-512 VNNI (blocked layout), AVX2, portable
-  portable,   ///< scalar C++ (any processor)
-  avx2,       ///< AVX2 + FMA + F16C; awq::Error when the processor lacks them
-  avx512vnni  ///< AVX-512 F/BW/VL/VNNI: the blocked layout only (awq::block_w4a16); awq::Error elsewhere
-};
-
-/// How the AVX2 path turns a masked nibble into a float at M = 1.
-enum class M1Decode {
-  automatic,  ///< `denormal` on AMD processors, `convert` elsewhere (and when max|x| >= 2^40)
-  convert,    ///< integer → float conversion: AND, CVT, FMA per 8 weights
-  denormal    ///< the masked bits used as a denormal float: AND, FMA per 8 weights (see below)
-};
-
-/// Options of awq::w4a16_gemm.
-struct W4A16Options {
-  CpuIsa isa = CpuIsa::automatic;        ///< which code path
-  M1Decode m1_decode = M1Decode::automatic;  ///< AVX2, M = 1: how nibbles become floats
-};
-
-/// True when this processor (and this build) can run the AVX2 path.
-inline bool cpu_has_avx2() noexcept {
-#if AWQ_W4A16_HAVE_AVX2
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool fma = (c >> 12) & 1u, osxsave = (c >> 27) & 1u, f16c = (c >> 29) & 1u;
-    if (!(fma && osxsave && f16c)) return false;
-    unsigned xlo = 0, xhi = 0;
-    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));  // the OS saves the YMM state?
-    if ((xlo & 0x6u) != 0x6u) return false;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return ((b >> 5) & 1u) != 0;  // AVX2
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
-
-/// True on AMD processors (CPUID vendor "AuthenticAMD"), whose FMA units take denormal inputs
-/// at full speed (measured on Zen 3; other vendors' may take a slow assist).
-inline bool cpu_is_amd() noexcept {
-#if AWQ_W4A16_HAVE_AVX2
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
-    return b == 0x68747541u && d == 0x69746E65u && c == 0x444D4163u;  // "Auth" "enti" "cAMD"
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
 
 namespace detail {
 namespace w4cpu {
@@ -385,60 +302,6 @@ inline void avx2_blocks(const Problem& p, index_t b0, index_t b1) {
 
 #endif  // AWQ_W4A16_HAVE_AVX2
 
-template <class T>
-constexpr bool is_w4a16_activation =
-    std::is_same_v<T, float> || std::is_same_v<T, Eigen::half> || std::is_same_v<T, Eigen::bfloat16>;
-
-/// float pointers to x, y and bias for the kernels: the caller's memory when it holds float,
-/// else float copies (x and bias converted here, y converted back by write_back).
-template <class TX, class TY>
-struct FloatIo {
-  std::vector<float> xbuf, ybuf, bbuf;
-  const float* x = nullptr;
-  index_t ldx = 0;
-  float* y = nullptr;
-  index_t ldy = 0;
-  const float* bias = nullptr;
-
-  FloatIo(const MatrixView<const TX>& xv, const MatrixView<TY>& yv, const TY* b) {
-    const index_t M = xv.rows(), K = xv.cols(), N = yv.cols();
-    if constexpr (std::is_same_v<TX, float>) {
-      x = xv.data();
-      ldx = xv.row_stride();
-    } else {
-      xbuf.resize(static_cast<std::size_t>(M * K));
-      for (index_t m = 0; m < M; ++m)
-        for (index_t k = 0; k < K; ++k) xbuf[static_cast<std::size_t>(m * K + k)] = static_cast<float>(xv(m, k));
-      x = xbuf.data();
-      ldx = K;
-    }
-    if constexpr (std::is_same_v<TY, float>) {
-      y = yv.data();
-      ldy = yv.row_stride();
-    } else {
-      ybuf.resize(static_cast<std::size_t>(M * N));
-      y = ybuf.data();
-      ldy = N;
-    }
-    if (b) {
-      if constexpr (std::is_same_v<TY, float>) {
-        bias = b;
-      } else {
-        bbuf.resize(static_cast<std::size_t>(N));
-        for (index_t c = 0; c < N; ++c) bbuf[static_cast<std::size_t>(c)] = static_cast<float>(b[c]);
-        bias = bbuf.data();
-      }
-    }
-  }
-  /// Converts the float result into y when y is stored narrower (no-op for float).
-  void write_back(const MatrixView<TY>& yv) const {
-    if constexpr (!std::is_same_v<TY, float>) {
-      for (index_t m = 0; m < yv.rows(); ++m)
-        for (index_t c = 0; c < yv.cols(); ++c) yv(m, c) = static_cast<TY>(ybuf[static_cast<std::size_t>(m * yv.cols() + c)]);
-    }
-  }
-};
-
 template <class TX, class TY>
 void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y, const TY* bias,
           const W4A16Options& opt) {
@@ -556,10 +419,11 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
 /// \throws awq::Error when a shape does not match, K is not a multiple of the group size, the
 ///         group size is not 32, 64, 128, 256 or K (per channel), or a view's rows are not
 ///         contiguous.
+/// x may be a read-only or a mutable view (`as_view(x)` of a non-const Eigen matrix).
 template <class TX, class TY>
-void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
+void w4a16_gemm(const MatrixView<TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
                 const TY* bias = nullptr, const W4A16Options& opt = {}) {
-  detail::w4cpu::gemm(x, w, y, bias, opt);
+  detail::w4cpu::gemm(MatrixView<const std::remove_const_t<TX>>(x), w, y, bias, opt);
 }
 
 /// \brief The same for a mutable x view (x is only read), so that `w4a16_gemm(as_view(x), w,
@@ -574,7 +438,7 @@ void w4a16_gemm(const MatrixView<TX>& x, const W& w, const MatrixView<TY>& y, co
 ///        weights' group size must equal Cfg::group_size (K for per-channel); a symmetric Cfg
 ///        takes no qzeros.
 template <class Cfg, class TX, class TY>
-void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
+void w4a16_gemm(const MatrixView<TX>& x, const AwqGemmWeights& w, const MatrixView<TY>& y,
                 const TY* bias = nullptr, const W4A16Options& opt = {}) {
   static_assert(Cfg::bits == 4, "awq::w4a16_gemm: the AutoAWQ GEMM layout holds 4-bit codes only");
   constexpr const char* fn = "awq::w4a16_gemm";
@@ -585,7 +449,7 @@ void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const Ma
   detail::require((w.qzeros.size() != 0) == Cfg::zero_point, fn, ": config ",
                   QuantSpec{Cfg::bits, Cfg::group_size, Cfg::zero_point}.name(),
                   Cfg::zero_point ? " needs qzeros" : " is symmetric and takes no qzeros");
-  detail::w4cpu::gemm(x, w, y, bias, opt);
+  detail::w4cpu::gemm(MatrixView<const std::remove_const_t<TX>>(x), w, y, bias, opt);
 }
 
 }  // namespace awq

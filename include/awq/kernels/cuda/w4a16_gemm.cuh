@@ -31,6 +31,7 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/error.hpp"
+#include "awq/kernels/cuda/gemm_plan.hpp"
 #include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/kernels/cuda/w4a16_gemv.cuh"
 
@@ -131,18 +132,6 @@ __device__ __forceinline__ uint4 dequant_word(std::uint32_t q, std::uint32_t z, 
   return out;
 }
 
-/// How the tensor-core path splits the work: BM rows per block, `splits` slices of K of
-/// `steps_per_split` steps of 64 (split-K when the output tiles alone would not fill the GPU).
-struct GemmPlan {
-  int bm = 16, tiles_n = 0, tiles_m = 0, steps = 0, splits = 1, steps_per_split = 0;
-  bool wgmma = false;  ///< the tiled layout's Hopper kernel (bm tokens per block)
-  int warpgroups = 1;  ///< the Hopper kernel's warpgroups per block (1 or 4)
-  /// Four warpgroups, no split-K, mixed block widths (0 = every block 4 strips of 64 columns):
-  /// per token block, wide_c4 blocks of 4 strips, then tail_pieces blocks of tail_w strips (the
-  /// last one narrower where the strips run out); the 4-strip blocks of every token block first.
-  int wide_c4 = 0, tail_w = 0, tail_pieces = 0;
-};
-
 inline int gemm_bm(int m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }
 
 /// `slots`: blocks resident at once on the device. Split-K only fills one wave of them: with as
@@ -160,14 +149,6 @@ inline GemmPlan gemm_plan(int m, int k, int n, int slots) {
   p.steps_per_split = (p.steps + splits - 1) / splits;
   p.splits = (p.steps + p.steps_per_split - 1) / p.steps_per_split;  // no empty slice
   return p;
-}
-
-/// Workspace: tickets [tiles] int (padded to 256 bytes), then fp32 partial tiles [splits][M][N];
-/// none when there is one slice.
-inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
-  if (p.splits == 1) return 0;
-  const std::size_t tickets = split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m);
-  return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }
 
 /// The tickets and partial sums inside a workspace of that layout; both null with one slice.

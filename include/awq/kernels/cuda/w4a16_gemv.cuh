@@ -26,6 +26,7 @@
 
 #include "awq/backend/cuda_runtime.cuh"
 #include "awq/error.hpp"
+#include "awq/kernels/cuda/gemm_plan.hpp"
 #include "awq/kernels/cuda/w4a16_act.cuh"
 #include "awq/pack.hpp"
 
@@ -91,9 +92,6 @@ inline GemvPlan gemv_plan(int m, int k, int n, int sms) {
   return p;
 }
 
-/// Bytes of the split-K tickets (one int per output tile) at the head of a workspace, padded so
-/// that the fp32 partial sums after them stay aligned. Shared by the GEMV and the tensor-core GEMM.
-inline std::size_t split_k_ticket_bytes(std::size_t tiles) { return (tiles * 4 + 255) / 256 * 256; }
 inline std::size_t gemv_ticket_bytes(const GemvPlan& p) { return split_k_ticket_bytes(static_cast<std::size_t>(p.tiles)); }
 /// Workspace layout: tickets [tiles] int (padded to 256 bytes), then partial sums [splits][M][N] float.
 inline std::size_t gemv_workspace_bytes(const GemvPlan& p, int m, int n) {

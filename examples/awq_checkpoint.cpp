@@ -6,6 +6,7 @@
 // the temporary directory, so the example runs anywhere. Needs nlohmann_json (awq's json part).
 #include <awq/awq.hpp>
 #include <awq/io/awq_checkpoint.hpp>
+#include <awq/kernels/cpu/w4a16.hpp>
 #include <awq/kernels/cpu/w4a16_blocked.hpp>
 
 #include <Eigen/Core>

@@ -22,6 +22,7 @@
 #include "awq/io/hf_checkpoint.hpp"
 #include "awq/io/safetensors.hpp"
 #include "awq/io/safetensors_sharded.hpp"
+#include "llama/tokenizer.hpp"
 
 namespace fs = std::filesystem;
 
@@ -447,4 +448,96 @@ TEST_CASE("hf io: transformers' own checkpoints (tests/golden/arch_*/hf) open an
     }
     if (std::string(arch) == "arch_qwen2_bias") CHECK(ck.open_files() == 11);  // the sharded one
   }
+}
+
+namespace {
+
+// GPT-2's byte -> symbol table, written from its definition: printable bytes map to themselves,
+// the other 68 to U+0100 onwards in byte order.
+std::string byte_symbol(int b) {
+  const auto printable = [](int x) { return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255); };
+  int cp = b;
+  if (!printable(b)) {
+    cp = 256;
+    for (int x = 0; x < b; ++x) cp += !printable(x);
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s.push_back(static_cast<char>(cp));
+  } else {
+    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+  return s;
+}
+
+// A byte-level BPE tokenizer.json: the 256 byte symbols (ids 0-255), five merges, one added token.
+nlohmann::json tiny_tokenizer(bool merges_as_pairs) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_symbol(b)] = b;
+  const std::vector<std::pair<std::string, std::string>> merges = {{"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {"\xC4\xA0", "w"}};
+  nlohmann::json m = nlohmann::json::array();
+  for (const auto& [a, b] : merges) {
+    vocab[a + b] = vocab.size();
+    if (merges_as_pairs) m.push_back({a, b});
+    else m.push_back(a + " " + b);
+  }
+  nlohmann::json j;
+  j["added_tokens"] = {{{"id", vocab.size()}, {"content", "<|endoftext|>"}, {"special", true}}};
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Digits"}, {"individual_digits", true}},
+                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}}}};
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", m}};
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("hf io: tokenizer.json (byte-level BPE) encodes by its merges; what it cannot do is refused") {
+  TempDir dir("tok");
+  const std::string path = (dir.path / "tokenizer.json").string();
+  const auto load = [&](const nlohmann::json& j) {
+    write_text(path, j.dump());
+    return awq_example::BpeTokenizer::from_hf_json(path);
+  };
+  auto tok = load(tiny_tokenizer(false));
+  CHECK(tok.vocab_size() == 262);
+  // "hello" merges whole (id 259); " world": "Ġw" (260) then single bytes; "42": two digit pieces.
+  const std::vector<int> want = {259, 260, 'o', 'r', 'l', 'd', '4', '2'};
+  CHECK(tok.encode("hello world42") == want);
+  CHECK(load(tiny_tokenizer(true)).encode("hello world42") == want);
+  const std::string utf8 = "h\xC3\xA9llo \xE2\x98\x83 \xF0\x9F\x99\x82 na\xC3\xAFve";  // héllo ☃ 🙂 naïve
+  const auto ids = tok.encode(utf8);
+  CHECK(tok.decode(ids) == utf8);
+  CHECK(ids[0] == 'h');
+  CHECK(ids[1] == 0xC3);  // ids 0-255 follow byte order
+  CHECK(ids[3] == 257);   // "ll"
+  CHECK(tok.encode("hello")[0] == 259);
+
+  const auto refuse = [&](const std::function<void(nlohmann::json&)>& edit, std::initializer_list<std::string> frags) {
+    auto j = tiny_tokenizer(false);
+    edit(j);
+    expect_error([&] { load(j); }, frags);
+  };
+  refuse([](nlohmann::json& j) { j["model"]["type"] = "WordPiece"; }, {path, "model.type is \"WordPiece\""});
+  refuse([](nlohmann::json& j) { j["model"]["byte_fallback"] = true; }, {"model.byte_fallback is true"});
+  refuse([](nlohmann::json& j) { j["model"]["continuing_subword_prefix"] = "##"; }, {"model.continuing_subword_prefix"});
+  refuse([](nlohmann::json& j) { j["normalizer"] = {{"type", "NFC"}}; }, {"normalizer (\"NFC\")"});
+  refuse([](nlohmann::json& j) { j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}; },
+         {"pre_tokenizer", "is not supported"});
+  refuse([](nlohmann::json& j) { j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Split"}, {"pattern", {{"Regex", "x"}}}}; },
+         {"pre_tokenizer", "Split"});
+  refuse([](nlohmann::json& j) { j["model"]["vocab"]["he"] = 300; }, {"no token has id 256"});
+  refuse([](nlohmann::json& j) { j["model"]["vocab"]["he"] = 0; }, {"model.vocab: id 0 is both"});
+  refuse([](nlohmann::json& j) { j["model"]["vocab"]["he"] = -1; }, {"token 'he' has id -1"});
+  refuse([](nlohmann::json& j) { j["added_tokens"][0]["id"] = 5; }, {"added_tokens: id 5 is both"});
+  refuse([](nlohmann::json& j) { j["added_tokens"][0].erase("content"); }, {"added_tokens: an entry has no string content"});
+  refuse([](nlohmann::json& j) { j["model"]["merges"][2] = "hell"; }, {"model.merges[2] is \"hell\""});
+  refuse([](nlohmann::json& j) { j["model"]["merges"][1] = {"l l", "x"}; }, {"model.merges[1]"});
+  refuse([](nlohmann::json& j) { j["model"]["merges"] = 7; }, {"model.merges is not an array"});
+  write_text(path, "{\"model\": ");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_json(path); }, {path, "is not valid JSON"});
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_json(path + "x"); }, {"cannot open"});
 }

@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -427,6 +428,32 @@ TEST_CASE("hf io: shards open lazily, at their first read; truncation under the 
   ck.release();
   CHECK(ck.open_files() == 0);
   CHECK(ck.load_f32(r.name, r.shape) == v);
+}
+
+TEST_CASE("hf io: reads from several threads, with release() between them, agree with the reference") {
+  TempDir dir("threads");
+  write_config(dir.path);
+  const auto model = random_model(5);
+  {
+    awq::io::ShardedSafetensorsWriter w(dir.str(), 600);
+    for (const auto& r : model) w.add(r.name, r.dtype, r.shape, r.bytes);
+    w.finish();
+  }
+  auto ck = awq::io::HfCheckpoint::open(dir.str());
+  std::vector<std::size_t> bad(3, 0);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < bad.size(); ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 4; ++round)
+        for (std::size_t k = 0; k < model.size(); ++k) {
+          const auto& r = model[(k + t * 5) % model.size()];
+          const auto v = ck.load_f32(r.name, r.shape);
+          for (std::size_t i = 0; i < v.size(); ++i) bad[t] += static_cast<double>(v[i]) != r.value[i];
+          if (t == 0 && k % 4 == 0) ck.release();
+        }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(bad == std::vector<std::size_t>(3, 0));
 }
 
 TEST_CASE("hf io: transformers' own checkpoints (tests/golden/arch_*/hf) open and every tensor reads") {

@@ -33,7 +33,7 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C
       -DAWQ_ENABLE_CUDA=OFF -DAWQ_BUILD_BENCH=OFF -DAWQ_MODEL_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs" --target awq_tests embed_minimal
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest -j "$jobs" --output-on-failure -LE "packaging|docs")
+   ctest -j "$jobs" --output-on-failure -LE "packaging|docs|examples|readme")
 
 stage "ThreadSanitizer"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DAWQ_SANITIZE=thread \

@@ -364,6 +364,91 @@ TEST_CASE("ActStats: streaming, merge and element types") {
   CHECK(rel(h.mean()[3], m1[3]) < 1e-2);
 }
 
+namespace {
+
+// A block that checks the search's promise: whatever the caller's layout, it sees row-major views.
+struct RowMajorOnlyBlock {
+  awq::LinearsBlock<double> inner;
+  index_t output_cols() const { return inner.output_cols(); }
+  void operator()(const awq::MatrixView<const double>& x, const std::vector<awq::MatrixView<const double>>& ws,
+                  const awq::MatrixView<double>& out) const {
+    REQUIRE(x.col_stride() == 1);
+    for (const auto& w : ws) REQUIRE(w.col_stride() == 1);
+    inner(x, ws, out);
+  }
+};
+
+// The same matrix [rows, cols] in three layouts: column-major, and every other element of a
+// buffer twice as wide and tall (neither rows nor columns contiguous).
+struct Layouts {
+  Eigen::MatrixXd col;
+  std::vector<double> sparse;
+  Layouts(const std::vector<double>& v, long rows, long cols)
+      : col(Eigen::Map<const Eigen::Matrix<double, -1, -1, Eigen::RowMajor>>(v.data(), rows, cols)),
+        sparse(static_cast<std::size_t>(4 * rows * cols), std::nan("")) {
+    for (long r = 0; r < rows; ++r)
+      for (long c = 0; c < cols; ++c) sparse[static_cast<std::size_t>(2 * r * 2 * cols + 2 * c)] = v[static_cast<std::size_t>(r * cols + c)];
+  }
+  awq::MatrixView<const double> column_major() const { return awq::as_view(col); }
+  awq::MatrixView<const double> strided() const {
+    return awq::MatrixView<const double>(sparse.data(), col.rows(), col.cols(), 4 * col.cols(), 2);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the searches and ActStats take any layout: column-major and strided views give row-major's results") {
+  const long t = 96, k = 128;
+  const auto x = activations(t, k, 77);
+  const std::vector<long> outs{48, 32};
+  const std::vector<std::vector<double>> ws{random_weights(48, k, Dist::outliers, 78), random_weights(32, k, Dist::student_t3, 79)};
+  awq::ScaleSearchOptions opt;
+  opt.quant = QuantSpec{4, 64, true};
+  const auto ref = naive_scale_search(x, t, k, ws, outs, 4, 64, true, false);
+
+  const Layouts lx(x, t, k), l0(ws[0], 48, k), l1(ws[1], 32, k);
+  const std::vector<awq::Linear<double>> rows{{cview(ws[0], 48, k)}, {cview(ws[1], 32, k)}};
+  const std::vector<awq::Linear<double>> cols{{l0.column_major()}, {l1.column_major()}};
+  const std::vector<awq::Linear<double>> strided{{l0.strided()}, {l1.strided()}};
+  const auto r_row = awq::search_scales(cview(x, t, k), rows, RowMajorOnlyBlock{awq::LinearsBlock<double>(rows)}, opt);
+  const auto r_col = awq::search_scales(lx.column_major(), cols, RowMajorOnlyBlock{awq::LinearsBlock<double>(cols)}, opt);
+  const auto r_str = awq::search_scales(lx.strided(), strided, RowMajorOnlyBlock{awq::LinearsBlock<double>(strided)}, opt);
+  CHECK(r_row.best_index == ref.best);
+  for (int i = 0; i < 20; ++i) CHECK(rel(r_row.losses[static_cast<std::size_t>(i)], ref.losses[static_cast<std::size_t>(i)]) < 1e-6);
+  for (const auto* r : {&r_col, &r_str}) {
+    CHECK(r->scales == r_row.scales);
+    CHECK(r->losses == r_row.losses);
+  }
+
+  // The clip search and ActStats, on the column-major and strided forms of the same data.
+  awq::ClipSearchOptions copt;
+  copt.quant = QuantSpec{4, 64, true};
+  const auto clip_ref = naive_clip(ws[0], 48, k, x, t, 64, 4, true);
+  const auto c_row = awq::search_clip(cview(ws[0], 48, k), cview(x, t, k), copt);
+  const auto c_col = awq::search_clip(l0.column_major(), lx.column_major(), copt);
+  const auto c_str = awq::search_clip(l0.strided(), lx.strided(), copt);
+  for (std::size_t i = 0; i < clip_ref.size(); ++i) CHECK(rel(c_row.max_val[i], clip_ref[i]) < 1e-12);
+  CHECK(c_col.max_val == c_row.max_val);
+  CHECK(c_str.max_val == c_row.max_val);
+  awq::ActStats s_row(k), s_col(k), s_str(k);
+  s_row.update(cview(x, t, k));
+  s_col.update(lx.column_major());
+  s_str.update(lx.strided());
+  CHECK(s_col.mean<double>() == s_row.mean<double>());
+  CHECK(s_str.mean<double>() == s_row.mean<double>());
+
+  // The API tour's types: float Eigen matrices, column-major by default, given as mutable views.
+  const Eigen::MatrixXf xf = lx.col.cast<float>(), wf = l0.col.cast<float>();
+  Eigen::MatrixXf x_sample = xf, wq = wf;
+  std::vector<awq::Linear<float>> lin{{awq::as_view(wq)}};
+  const std::vector<float> xr = cast_vec<float>(x), wr = cast_vec<float>(ws[0]);
+  const std::vector<awq::Linear<float>> lin_rows{{cview(wr, 48, k)}};
+  const auto f_col = awq::search_scales(awq::as_view(x_sample), lin, awq::LinearsBlock<float>(lin), opt);
+  const auto f_row = awq::search_scales(cview(xr, t, k), lin_rows, awq::LinearsBlock<float>(lin_rows), opt);
+  CHECK(f_col.scales == f_row.scales);
+  CHECK(f_col.losses == f_row.losses);
+}
+
 TEST_CASE("search is deterministic and its options are validated") {
   const long t = 64, k = 128;
   const auto x = cast_vec<float>(activations(t, k, 12));

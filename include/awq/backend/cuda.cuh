@@ -52,6 +52,7 @@ inline void check(cublasStatus_t status, const char* what) {
 class BlasHandle {
  public:
   BlasHandle() { check(cublasCreate(&h_), "cublasCreate"); }
+  /// Takes `o`'s handle; `o` is left empty.
   BlasHandle(BlasHandle&& o) noexcept : h_(o.h_) { o.h_ = nullptr; }
   BlasHandle& operator=(BlasHandle&&) = delete;
   BlasHandle(const BlasHandle&) = delete;
@@ -77,12 +78,16 @@ struct ThreadContext {
   /// deltas and their products, plus the tokens, Gram matrices and tables of the largest linear
   /// seen); release_thread_workspace() frees it.
   struct Clip {
-    DeviceBuffer<double> d, y, x, gram, err;
-    DeviceBuffer<float> absmax;
-    DeviceBuffer<int> best;
-    PinnedBuffer<int> best_host;
-    PinnedBuffer<float> absmax_host;
-  } clip;
+    DeviceBuffer<double> d;           ///< weight deltas Q(W_c) − W of a row batch, all shrinks
+    DeviceBuffer<double> y;           ///< the deltas times the Gram matrices
+    DeviceBuffer<double> x;           ///< the token subsample, in double
+    DeviceBuffer<double> gram;        ///< per-group Gram matrices X_gᵀX_g
+    DeviceBuffer<double> err;         ///< the error table [shrink, row, group]
+    DeviceBuffer<float> absmax;       ///< max |w| per (row, group)
+    DeviceBuffer<int> best;           ///< the chosen shrink per (row, group)
+    PinnedBuffer<int> best_host;      ///< `best`, on the host
+    PinnedBuffer<float> absmax_host;  ///< `absmax`, on the host
+  } clip;                             ///< the clip search's workspace
 
   /// The handle, bound to `stream`.
   cublasHandle_t handle() {
@@ -107,6 +112,7 @@ inline void release_thread_workspace() {
 /// \brief Routes backend::cuda work of the calling thread to `stream` for the scope's lifetime.
 class StreamScope {
  public:
+  /// Routes to `stream` until the scope ends, then back to the previous stream.
   explicit StreamScope(cudaStream_t stream) : prev_(this_thread_context().stream) { this_thread_context().stream = stream; }
   ~StreamScope() { this_thread_context().stream = prev_; }
   StreamScope(const StreamScope&) = delete;

@@ -31,7 +31,7 @@ namespace awq {
 /// \brief One linear layer of a scale group: weight [out, in] and optional bias [out].
 template <class S>
 struct Linear {
-  MatrixView<const S> weight;  ///< [out_features, in_features], row-major, contiguous rows
+  MatrixView<const S> weight;  ///< [out_features, in_features], any layout
   const S* bias = nullptr;     ///< out_features values, or null
 };
 
@@ -60,7 +60,9 @@ struct ScaleSearchResult {
 /// A block is any callable `void(const MatrixView<const S>& x, const std::vector<MatrixView<const S>>& weights,
 /// const MatrixView<acc_t<S>>& out)` with a member `index_t output_cols() const`; `out` is
 /// [x.rows(), output_cols()], in the memory of the backend the search runs on (host for
-/// backend::cpu, device for backend::cuda). An engine plugs in its own attention or MLP the same way.
+/// backend::cpu, device for backend::cuda). search_scales hands the block row-major views with
+/// contiguous rows only, whatever the caller's layout. An engine plugs in its own attention or MLP
+/// the same way (examples/custom_block.cpp).
 template <class S, class Backend = backend::cpu>
 struct LinearsBlock {
   std::vector<const S*> biases;   ///< one per linear (null for none)
@@ -113,11 +115,26 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
   }
 }
 
+namespace detail {
+
+/// `v` itself when its rows are contiguous, else a row-major copy of it in `store` (the backend's
+/// memory): blocks and the backend's products then see one layout, whatever the caller's.
+template <class Backend, class S>
+MatrixView<const S> row_major_or_copy(const MatrixView<const S>& v, typename Backend::template buffer<S>& store) {
+  if (v.row_contiguous() && v.row_stride() >= v.cols()) return v;
+  store = typename Backend::template buffer<S>(static_cast<std::size_t>(v.size()));
+  const auto copy = make_row_major(store.data(), v.rows(), v.cols());
+  Backend::gather_rows(v, 1, copy);
+  return copy;
+}
+
+}  // namespace detail
+
 /// \brief Search the per-input-channel scales for a group of linears sharing input x.
 /// \tparam Backend a backend policy (backend::cpu, or backend::cuda from awq/backend/cuda.cuh);
 ///         every view lives in that backend's memory, the result on the host.
-/// \param x       calibration inputs [tokens, in] (a sample; row-major, contiguous rows)
-/// \param linears the linears fed by x, each [out_i, in]
+/// \param x       calibration inputs [tokens, in] (a sample), any layout
+/// \param linears the linears fed by x, each [out_i, in], any layout
 /// \param block   the module whose output is judged (see LinearsBlock for the interface)
 /// \param opt     grid, quantizer, duo scaling, progress callback
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
@@ -128,7 +145,10 @@ void scales_for_alpha(double alpha, const std::vector<S>& x_mean, const std::vec
 ///                block(x, original weights) writes; an empty view: computed here.
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
 ///
-/// Scales and losses are computed in `acc_t<S>` (float for half and bfloat16 storage).
+/// Scales and losses are computed in `acc_t<S>` (float for half and bfloat16 storage). A view whose
+/// rows are not contiguous (a column-major Eigen matrix, a transposed view) is copied once into a
+/// row-major buffer, so the block sees row-major views only; the results do not depend on the layout.
+/// backend::cuda needs row-major device views.
 template <class Backend = backend::cpu, class S, class Block>
 ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const std::vector<Linear<S>>& linears,
                                           const Block& block, const ScaleSearchOptions& opt,
@@ -140,25 +160,27 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   detail::require(opt.n_grid >= 1, fn, ": n_grid ", opt.n_grid, " must be at least 1");
   const index_t k = x.cols();
   const index_t g = opt.quant.group_for(k);
+  std::vector<typename Backend::template buffer<S>> copies(linears.size() + 1);
   std::vector<MatrixView<const S>> orig_w;
   for (std::size_t i = 0; i < linears.size(); ++i) {
     detail::require(linears[i].weight.cols() == k, fn, ": linear ", i, " has ", linears[i].weight.cols(),
                     " input features but x has ", k);
     Backend::check_finite(fn, "weight", linears[i].weight);
-    orig_w.push_back(linears[i].weight);
+    orig_w.push_back(detail::row_major_or_copy<Backend>(linears[i].weight, copies[i]));
   }
   detail::require(x.rows() > 0, fn, ": x has no token");
-  Backend::check_finite(fn, "activation", x);
-  if (x_mean.empty()) x_mean = Backend::channel_abs_mean(x);
+  const MatrixView<const S> xr = detail::row_major_or_copy<Backend>(x, copies.back());
+  Backend::check_finite(fn, "activation", xr);
+  if (x_mean.empty()) x_mean = Backend::channel_abs_mean(xr);
   detail::require(static_cast<index_t>(x_mean.size()) == k, fn, ": x_mean has ", x_mean.size(), " channels, expected ", k);
   std::vector<F> w_mean;
   if (opt.duo_scaling) w_mean = Backend::duo_weight_mean(orig_w, g);
 
   // Workspace in the backend's memory, allocated once for the whole grid.
   const index_t n_out = block.output_cols();
-  const auto out_size = static_cast<std::size_t>(x.rows() * n_out);
+  const auto out_size = static_cast<std::size_t>(xr.rows() * n_out);
   const bool have_ref = reference.data() != nullptr;
-  if (have_ref) detail::require_shape(reference, x.rows(), n_out, fn, "reference");
+  if (have_ref) detail::require_shape(reference, xr.rows(), n_out, fn, "reference");
   typename Backend::template buffer<F> org(have_ref ? 0 : out_size), cur(out_size);
   std::vector<typename Backend::template buffer<S>> wq;
   std::vector<MatrixView<const S>> q_w;
@@ -167,8 +189,8 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
     q_w.push_back(make_row_major<const S>(wq.back().data(), linears[i].weight.rows(), k));
   }
   if (!have_ref) {
-    block(x, orig_w, make_row_major(org.data(), x.rows(), n_out));
-    reference = make_row_major<const F>(org.data(), x.rows(), n_out);
+    block(xr, orig_w, make_row_major(org.data(), xr.rows(), n_out));
+    reference = make_row_major<const F>(org.data(), xr.rows(), n_out);
   }
 
   ScaleSearchResult<F> res;
@@ -180,13 +202,13 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   scales_for_alpha(res.alphas[0], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
   for (std::size_t ai = 0; ai < res.alphas.size(); ++ai) {
     for (std::size_t i = 0; i < linears.size(); ++i) {
-      Backend::scaled_pseudo_quantize(opt.quant, linears[i].weight, s.data(),
+      Backend::scaled_pseudo_quantize(opt.quant, orig_w[i], s.data(),
                                       make_row_major(wq[i].data(), linears[i].weight.rows(), k));
     }
-    block(x, q_w, make_row_major(cur.data(), x.rows(), n_out));
+    block(xr, q_w, make_row_major(cur.data(), xr.rows(), n_out));
     // The next grid point's scales, while an asynchronous backend still runs this one's block.
     if (ai + 1 < res.alphas.size()) scales_for_alpha(res.alphas[ai + 1], x_mean, opt.duo_scaling ? &w_mean : nullptr, s_next);
-    const double loss = Backend::mse(reference, make_row_major<const F>(cur.data(), x.rows(), n_out));
+    const double loss = Backend::mse(reference, make_row_major<const F>(cur.data(), xr.rows(), n_out));
     res.losses.push_back(loss);
     if (loss < best) {
       best = loss;

@@ -562,6 +562,14 @@ void w4a16_gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const Ma
   detail::w4cpu::gemm(x, w, y, bias, opt);
 }
 
+/// \brief The same for a mutable x view (x is only read), so that `w4a16_gemm(as_view(x), w,
+///        as_view(y))` compiles for a non-const x; W is AwqGemmWeights or BlockedW4A16.
+template <class TX, class W, class TY, class = std::enable_if_t<!std::is_const_v<TX>>>
+void w4a16_gemm(const MatrixView<TX>& x, const W& w, const MatrixView<TY>& y, const TY* bias = nullptr,
+                const W4A16Options& opt = {}) {
+  w4a16_gemm(MatrixView<const TX>(x), w, y, bias, opt);
+}
+
 /// \brief As above with the configuration fixed at compile time: Cfg::bits must be 4 and the
 ///        weights' group size must equal Cfg::group_size (K for per-channel); a symmetric Cfg
 ///        takes no qzeros.

@@ -47,7 +47,10 @@ struct W4A16ArgsT {
   T* y = nullptr;                         ///< [M, N] row-major
   void* workspace = nullptr;      ///< w4a16_workspace_bytes(m, k, n) bytes, zero-filled once before the first call
   std::size_t workspace_bytes = 0;  ///< size of `workspace`, checked against what the sizes need
-  int m = 1, k = 0, n = 0, group = 128;  ///< sizes
+  int m = 1;                             ///< tokens (rows of x and y)
+  int k = 0;                             ///< input features
+  int n = 0;                             ///< output features
+  int group = 128;                       ///< group size
 
   /// Throws awq::Error naming the argument that cannot be run (by w4a16_matmul; w4a16_gemv
   /// also needs M ≤ 8).

@@ -75,7 +75,10 @@ struct W4A16TiledArgsT {
   T* y = nullptr;                           ///< [M, N] row-major, 4-byte aligned
   void* workspace = nullptr;                ///< w4a16_tiled_workspace_bytes(m, k, n) bytes, zero-filled once
   std::size_t workspace_bytes = 0;          ///< size of `workspace` (checked)
-  int m = 1, k = 0, n = 0, group = 128;     ///< logical sizes (TiledW4A16::k, n, group)
+  int m = 1;                                ///< tokens (rows of x and y)
+  int k = 0;                                ///< input features (TiledW4A16::k)
+  int n = 0;                                ///< output features (TiledW4A16::n)
+  int group = 128;                          ///< group size (TiledW4A16::group)
   /// true: for M ≤ 16 the call is launched with programmatic dependent launch (sm_90): its blocks
   /// may start while the kernel before it in the stream ends, and wait for that kernel's completion
   /// before they read or write global memory (≈ 1 µs a call on an H100; bench/RESULTS.md). Safe
@@ -1555,11 +1558,15 @@ void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr) {
 
 /// \brief Tiled W4A16 weights on the device (owning), made from host TiledW4A16.
 struct TiledW4A16Device {
-  DeviceBuffer<std::uint32_t> qweight, qzeros;
-  DeviceBuffer<__half> scales;
-  int k = 0, n = 0, group = 128;
+  DeviceBuffer<std::uint32_t> qweight;  ///< tiled codes (TiledW4A16::qweight)
+  DeviceBuffer<std::uint32_t> qzeros;   ///< tiled zeros; empty: symmetric
+  DeviceBuffer<__half> scales;          ///< tiled scales (fp16)
+  int k = 0;                            ///< input features
+  int n = 0;                            ///< output features
+  int group = 128;                      ///< group size
 
   TiledW4A16Device() = default;
+  /// Uploads the host layout `t`.
   explicit TiledW4A16Device(const TiledW4A16& t) : qweight(t.qweight), qzeros(t.qzeros), scales(t.scales.size()), k(t.k), n(t.n), group(t.group) {
     scales.upload(reinterpret_cast<const __half*>(t.scales.data()), t.scales.size());
   }

@@ -7,7 +7,10 @@
 /// them against each other, so a broken checkpoint fails before any long work. A shard's file is
 /// opened when one of its tensors is first read; each read maps only that tensor's pages and
 /// unmaps them before returning, so resident memory and address space stay at O(one tensor)
-/// whatever the model's size (a model larger than RAM, or than `ulimit -v`, streams).
+/// whatever the model's size (a model larger than RAM, or than `ulimit -v`, streams). A shard's
+/// size is checked again before every map, so a file truncated after open() is an awq::Error
+/// rather than a SIGBUS; only a truncation in the microseconds between that check and the copy
+/// out of the map still faults (files must not be rewritten in place while a job reads them).
 #pragma once
 
 #include <cstdint>

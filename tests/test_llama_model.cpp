@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "llama/export.hpp"
 #include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
@@ -60,6 +62,24 @@ TEST_SUITE("model") {
     const auto hello = f.tok.encode("Hello");
     REQUIRE(hello.size() == 1);
     CHECK(f.tok.decode(hello) == "Hello");
+  }
+
+  TEST_CASE("tokenizer: the export's tokenizer.json reads back and encodes as the GGUF tokenizer") {
+    if (!have_data()) return;
+    auto& f = fixture();
+    const auto dir = std::filesystem::temp_directory_path() / ("awq_tokjson_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string path = (dir / "tokenizer.json").string();
+    std::ofstream(path) << awq_example::tokenizer_json(f.g).dump();
+    auto hf = awq_example::BpeTokenizer::from_hf_json(path);
+    std::filesystem::remove_all(dir);
+    CHECK(hf.vocab_size() == f.tok.vocab_size());
+    const std::string utf8 = "Na\xC3\xAFve caf\xC3\xA9 \xE2\x80\x94 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E, \xF0\x9F\x99\x82 x\xC2\xB2 = 42\n";
+    for (const std::string& text : {read(kEval).substr(0, 20000), utf8}) {
+      const auto ids = hf.encode(text);
+      CHECK(ids == f.tok.encode(text));
+      CHECK(hf.decode(ids) == text);
+    }
   }
 
   TEST_CASE("forward: plausible perplexity and a stable greedy continuation") {

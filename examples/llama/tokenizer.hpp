@@ -8,7 +8,10 @@
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -17,16 +20,93 @@ namespace awq_example {
 
 class BpeTokenizer {
  public:
-  explicit BpeTokenizer(const awq::io::GgufFile& g) {
-    awq::detail::require(g.get_string("tokenizer.ggml.model") == "gpt2", "BpeTokenizer: tokenizer.ggml.model is '",
-                         g.get_string("tokenizer.ggml.model"), "', only gpt2 (byte-level BPE) is supported");
-    const auto& toks = g.value("tokenizer.ggml.tokens").strs;
+  explicit BpeTokenizer(const awq::io::GgufFile& g) : BpeTokenizer(gguf_tokens(g), g.value("tokenizer.ggml.merges").strs) {}
+
+  /// From the token strings (by id) and the merges ("a b", by rank).
+  BpeTokenizer(const std::vector<std::string>& toks, const std::vector<std::string>& merges) {
     for (std::size_t i = 0; i < toks.size(); ++i) vocab_.emplace(toks[i], static_cast<int>(i));
     id_to_token_ = toks;
-    const auto& merges = g.value("tokenizer.ggml.merges").strs;
     for (std::size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i], static_cast<int>(i));
     for (int b = 0; b < 256; ++b) byte_sym_[b] = utf8(byte_to_cp(b));
     for (int b = 0; b < 256; ++b) sym_byte_[byte_sym_[b]] = static_cast<unsigned char>(b);
+  }
+
+  /// From a Hugging Face tokenizer.json of a byte-level BPE model (merges as "a b" or ["a", "b"]).
+  ///
+  /// Only what encode() implements is accepted: model BPE without byte fallback, dropout or
+  /// subword affixes, no normalizer, and the pre-tokenizer Sequence[Digits(individual_digits),
+  /// ByteLevel(use_regex, no prefix space)] (llama.cpp's "smollm"). Anything else — a GPT-2
+  /// ByteLevel that keeps digit runs, a Llama 3 / Qwen2 Split regex, an NFC normalizer — would
+  /// encode differently, so it is an awq::Error naming the file and the field.
+  static BpeTokenizer from_hf_json(const std::string& path) {
+    std::ifstream f(path);
+    awq::detail::require(static_cast<bool>(f), "BpeTokenizer: cannot open ", path);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw awq::Error(awq::detail::concat("BpeTokenizer: ", path, " is not valid JSON (", e.what(), ")"));
+    }
+    const auto bad = [&](const std::string& what) { return awq::Error("BpeTokenizer: " + path + ": " + what); };
+    const auto field = [](const nlohmann::json& o, const char* k) { return o.is_object() && o.contains(k) ? o[k] : nlohmann::json(); };
+    const auto is_off = [](const nlohmann::json& v) { return v.is_null() || v == false || v == "" || v == 0; };
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) throw bad("has no \"model\" object");
+    const auto& m = j["model"];
+    if (field(m, "type") != "BPE") throw bad("model.type is " + field(m, "type").dump() + ", only \"BPE\" is supported");
+    for (const char* k : {"byte_fallback", "dropout", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges"})
+      if (!is_off(field(m, k))) throw bad(awq::detail::concat("model.", k, " is ", field(m, k).dump(), ", which is not supported"));
+    if (!field(j, "normalizer").is_null()) throw bad("has a normalizer (" + field(field(j, "normalizer"), "type").dump() + "), which is not supported");
+    const auto& pre = field(j, "pre_tokenizer");
+    const auto pres = field(pre, "pretokenizers");
+    if (!(field(pre, "type") == "Sequence" && pres.is_array() && pres.size() == 2 && field(pres[0], "type") == "Digits" &&
+          field(pres[0], "individual_digits") == true && field(pres[1], "type") == "ByteLevel" && field(pres[1], "use_regex") == true &&
+          is_off(field(pres[1], "add_prefix_space"))))
+      throw bad("pre_tokenizer " + pre.dump() +
+                " is not supported; only Sequence[Digits(individual_digits), ByteLevel(use_regex, no prefix space)]");
+
+    const auto& vocab = field(m, "vocab");
+    if (!vocab.is_object() || vocab.empty()) throw bad("model.vocab is not a non-empty object");
+    std::vector<std::string> toks(vocab.size());
+    std::vector<bool> seen(vocab.size());
+    const auto place = [&](const std::string& tok, const nlohmann::json& id, const char* where) {
+      if (!id.is_number_unsigned() || id.get<std::uint64_t>() >= (1u << 24))
+        throw bad(awq::detail::concat(where, ": token '", tok, "' has id ", id.dump()));
+      const auto i = id.get<std::size_t>();
+      if (i >= toks.size()) {
+        toks.resize(i + 1);
+        seen.resize(i + 1);
+      }
+      if (seen[i] && toks[i] != tok)
+        throw bad(awq::detail::concat(where, ": id ", i, " is both '", toks[i], "' and '", tok, "'"));
+      toks[i] = tok;
+      seen[i] = true;
+    };
+    for (const auto& [tok, id] : vocab.items()) place(tok, id, "model.vocab");
+    const auto& added = field(j, "added_tokens");
+    if (!added.is_null() && !added.is_array()) throw bad("added_tokens is not an array");
+    if (added.is_array())
+      for (const auto& a : added) {
+        if (!field(a, "content").is_string()) throw bad("added_tokens: an entry has no string content: " + a.dump());
+        place(a["content"].get<std::string>(), field(a, "id"), "added_tokens");
+      }
+    for (std::size_t i = 0; i < seen.size(); ++i)
+      if (!seen[i]) throw bad(awq::detail::concat("no token has id ", i, " (ids must run from 0 to ", seen.size() - 1, ")"));
+
+    const auto& ms = field(m, "merges");
+    if (!ms.is_array()) throw bad("model.merges is not an array");
+    std::vector<std::string> merges;
+    merges.reserve(ms.size());
+    for (std::size_t r = 0; r < ms.size(); ++r) {
+      const auto& e = ms[r];
+      const bool pair = e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string();
+      const std::string s = pair ? e[0].get<std::string>() + " " + e[1].get<std::string>() : e.is_string() ? e.get<std::string>() : "";
+      const auto space = s.find(' ');
+      if (space == std::string::npos || space == 0 || space + 1 == s.size() || s.find(' ', space + 1) != std::string::npos ||
+          (pair && e[0].get<std::string>().find(' ') != std::string::npos))
+        throw bad(awq::detail::concat("model.merges[", r, "] is ", e.dump(), "; expected \"a b\" or [\"a\", \"b\"]"));
+      merges.push_back(s);
+    }
+    return BpeTokenizer(toks, merges);
   }
 
   std::vector<int> encode(const std::string& text) {
@@ -103,6 +183,12 @@ class BpeTokenizer {
   }
 
  private:
+  static const std::vector<std::string>& gguf_tokens(const awq::io::GgufFile& g) {
+    awq::detail::require(g.get_string("tokenizer.ggml.model") == "gpt2", "BpeTokenizer: tokenizer.ggml.model is '",
+                         g.get_string("tokenizer.ggml.model"), "', only gpt2 (byte-level BPE) is supported");
+    return g.value("tokenizer.ggml.tokens").strs;
+  }
+
   static int byte_to_cp(int b) {
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
     int n = 0;

@@ -8,7 +8,10 @@
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -17,16 +20,46 @@ namespace awq_example {
 
 class BpeTokenizer {
  public:
-  explicit BpeTokenizer(const awq::io::GgufFile& g) {
-    awq::detail::require(g.get_string("tokenizer.ggml.model") == "gpt2", "BpeTokenizer: tokenizer.ggml.model is '",
-                         g.get_string("tokenizer.ggml.model"), "', only gpt2 (byte-level BPE) is supported");
-    const auto& toks = g.value("tokenizer.ggml.tokens").strs;
+  explicit BpeTokenizer(const awq::io::GgufFile& g) : BpeTokenizer(gguf_tokens(g), g.value("tokenizer.ggml.merges").strs) {}
+
+  /// From the token strings (by id) and the merges ("a b", by rank).
+  BpeTokenizer(const std::vector<std::string>& toks, const std::vector<std::string>& merges) {
     for (std::size_t i = 0; i < toks.size(); ++i) vocab_.emplace(toks[i], static_cast<int>(i));
     id_to_token_ = toks;
-    const auto& merges = g.value("tokenizer.ggml.merges").strs;
     for (std::size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i], static_cast<int>(i));
     for (int b = 0; b < 256; ++b) byte_sym_[b] = utf8(byte_to_cp(b));
     for (int b = 0; b < 256; ++b) sym_byte_[byte_sym_[b]] = static_cast<unsigned char>(b);
+  }
+
+  /// From a Hugging Face tokenizer.json of a byte-level BPE model (merges as "a b" or ["a", "b"]).
+  static BpeTokenizer from_hf_json(const std::string& path) {
+    std::ifstream f(path);
+    awq::detail::require(static_cast<bool>(f), "BpeTokenizer: cannot open ", path);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw awq::Error(awq::detail::concat("BpeTokenizer: ", path, " is not valid JSON (", e.what(), ")"));
+    }
+    awq::detail::require(j.contains("model") && j["model"].value("type", std::string()) == "BPE" && j["model"].contains("vocab") &&
+                             j["model"].contains("merges"),
+                         "BpeTokenizer: ", path, " is not a BPE tokenizer with a vocab and merges");
+    std::vector<std::string> toks;
+    for (const auto& [tok, id] : j["model"]["vocab"].items()) {
+      const auto i = id.get<std::size_t>();
+      if (toks.size() <= i) toks.resize(i + 1);
+      toks[i] = tok;
+    }
+    if (j.contains("added_tokens"))
+      for (const auto& a : j["added_tokens"]) {
+        const auto i = a.at("id").get<std::size_t>();
+        if (toks.size() <= i) toks.resize(i + 1);
+        toks[i] = a.at("content").get<std::string>();
+      }
+    std::vector<std::string> merges;
+    for (const auto& m : j["model"]["merges"])
+      merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+    return BpeTokenizer(toks, merges);
   }
 
   std::vector<int> encode(const std::string& text) {
@@ -103,6 +136,12 @@ class BpeTokenizer {
   }
 
  private:
+  static const std::vector<std::string>& gguf_tokens(const awq::io::GgufFile& g) {
+    awq::detail::require(g.get_string("tokenizer.ggml.model") == "gpt2", "BpeTokenizer: tokenizer.ggml.model is '",
+                         g.get_string("tokenizer.ggml.model"), "', only gpt2 (byte-level BPE) is supported");
+    return g.value("tokenizer.ggml.tokens").strs;
+  }
+
   static int byte_to_cp(int b) {
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
     int n = 0;

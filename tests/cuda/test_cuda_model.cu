@@ -4,6 +4,7 @@
 // evaluation streams within float tolerance.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -70,7 +71,9 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
   const Run cpu = run(bc::cpu{}), gpu = run(bc::cuda{});
   REQUIRE(cpu.blocks.size() == gpu.blocks.size());
   for (std::size_t i = 0; i < cpu.blocks.size(); ++i) {
-    for (const auto& [g, s] : cpu.blocks[i].result.scales) {
+    for (const auto& kv : cpu.blocks[i].result.scales) {
+      const std::string& g = kv.first;
+      const auto& s = kv.second;
       CAPTURE(i);
       CAPTURE(g);
       const auto& sg = gpu.blocks[i].result.scales.at(g);

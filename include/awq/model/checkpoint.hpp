@@ -2,7 +2,7 @@
 /// \brief Per-block checkpoints of a model run (`awq::model::BlockCheckpoint`), so that an
 ///        interrupted run resumes at the first unfinished block instead of starting over.
 ///
-/// After each block the driver writes <dir>/block_<i>.safetensors: the chosen scales of every
+/// After each block the driver writes DIR/block_I.safetensors: the chosen scales of every
 /// group ("scales.<group>") and the clip bounds of every clipped linear ("clip.<name>",
 /// [rows, groups]), F32, with the run's identity in the metadata, atomically. On resume a
 /// block's file replaces its searches: the scales are folded and the bounds applied exactly as

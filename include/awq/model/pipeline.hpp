@@ -185,8 +185,11 @@ Block<Backend> load_block(const Source& src, const ModelConfig& c, int layer) {
 /// \tparam Backend backend::cpu or backend::cuda (the latter through awq/model/arch/*.cuh)
 /// \tparam Arch    an architecture policy (awq/model/arch.hpp)
 /// \tparam Source  a weight source (awq/model/source.hpp)
-/// \param calib    calibration layout; `calib_hidden` its embeddings [tokens, hidden] (host)
+/// \param src      the model's weights, read one block at a time
+/// \param calib    calibration layout
+/// \param calib_hidden the calibration tokens' embeddings [tokens, hidden] (host)
 /// \param streams  activations carried along; on return each holds the last block's output
+/// \param opt      per-block options, checkpoint, layer count, progress
 /// \param sink     called as sink(const QuantizedBlock&) after each block
 template <class Backend, class Arch, class Source, class Sink>
 PipelineResult quantize_model(const Source& src, const Batch& calib, const std::vector<float>& calib_hidden,

@@ -20,8 +20,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "llama/llama_block.hpp"
-#include "llama/llama_cuda.cuh"
+#include <awq/model/arch/llama.hpp>
+#include <awq/model/pipeline.hpp>
+
+#include "llama_ref/llama_cuda.cuh"
 
 namespace {
 
@@ -82,10 +84,6 @@ std::vector<float> to_host_float(const gpu::Buf<T>& b, std::size_t n) {
   std::vector<float> f(n);
   for (std::size_t i = 0; i < n; ++i) f[i] = static_cast<float>(awq::cuda::detail::host_value(h[i]));
   return f;
-}
-
-awq_example::Mat as_mat(const std::vector<float>& v, index_t rows, index_t cols) {
-  return Eigen::Map<const awq_example::Mat>(v.data(), rows, cols);
 }
 
 template <class T>
@@ -174,26 +172,31 @@ int main(int argc, char** argv) {
   if (cpu_layers > 0 && cpu_seqs > 0) {
     const awq_example::Batch sb{std::min(cpu_seqs, seqs), seq_len};
     const index_t st = sb.tokens();
-    awq_example::LlamaLayer cl;
+    // The CPU side through the library's Llama policy and per-block flow, on the same fp32 weights.
     const index_t I = cfg.intermediate;
-    cl.wq = as_mat(to_host_float(first_layer_f32.wq, H * H), H, H);
-    cl.wk = as_mat(to_host_float(first_layer_f32.wk, H * H), H, H);
-    cl.wv = as_mat(to_host_float(first_layer_f32.wv, H * H), H, H);
-    cl.wo = as_mat(to_host_float(first_layer_f32.wo, H * H), H, H);
-    cl.wg = as_mat(to_host_float(first_layer_f32.wg, I * H), I, H);
-    cl.wu = as_mat(to_host_float(first_layer_f32.wu, I * H), I, H);
-    cl.wd = as_mat(to_host_float(first_layer_f32.wd, H * I), H, I);
-    const auto lnf = to_host_float(first_layer_f32.ln_in, H), lpf = to_host_float(first_layer_f32.ln_post, H);
-    cl.ln_in = Eigen::Map<const Eigen::VectorXf>(lnf.data(), H);
-    cl.ln_post = Eigen::Map<const Eigen::VectorXf>(lpf.data(), H);
-    const awq_example::Mat h0 = as_mat(first_hidden, st, H);
-
+    awq::model::ModelConfig mc;
+    mc.architecture = "llama";
+    mc.hidden = cfg.hidden, mc.intermediate = cfg.intermediate, mc.n_heads = cfg.n_heads, mc.n_kv_heads = cfg.n_kv_heads;
+    mc.head_dim = cfg.head_dim, mc.norm_eps = cfg.rms_eps, mc.rope_theta = cfg.rope_theta, mc.layers = 1, mc.vocab = 1;
+    std::map<std::string, std::vector<float>> cl = {
+        {"self_attn.q_proj.weight", to_host_float(first_layer_f32.wq, H * H)}, {"self_attn.k_proj.weight", to_host_float(first_layer_f32.wk, H * H)},
+        {"self_attn.v_proj.weight", to_host_float(first_layer_f32.wv, H * H)}, {"self_attn.o_proj.weight", to_host_float(first_layer_f32.wo, H * H)},
+        {"mlp.gate_proj.weight", to_host_float(first_layer_f32.wg, I * H)},    {"mlp.up_proj.weight", to_host_float(first_layer_f32.wu, I * H)},
+        {"mlp.down_proj.weight", to_host_float(first_layer_f32.wd, H * I)},    {"input_layernorm.weight", to_host_float(first_layer_f32.ln_in, H)},
+        {"post_attention_layernorm.weight", to_host_float(first_layer_f32.ln_post, H)}};
+    awq::model::Block<awq::backend::cpu> cpu_layer;
+    for (const auto& t : awq::model::Llama::block_tensors(mc)) cpu_layer.put(t.name, t.shape, cl.at(t.name));
+    std::vector<float> cpu_out(first_hidden.size());
     std::map<std::string, double> phase_s;
-    awq_example::BlockAwqOptions copt = opt;
+    awq::model::BlockOptions copt;
+    copt.quant = opt.quant;
     copt.progress = [&](const awq::Progress& p) { phase_s[p.phase] = p.elapsed_s; };
-    auto cpu_layer = cl;
     const auto t0 = Clock::now();
-    const auto cres = awq_example::awq_block(cfg, sb, cpu_layer, h0, copt);
+    std::vector<awq::model::Tensor<awq::backend::cpu>> cap;
+    const awq::model::Batch mb{sb.n_seq, sb.seq_len};
+    awq::model::Llama::forward<awq::backend::cpu>(mc, mb, cpu_layer, awq::make_row_major<const float>(first_hidden.data(), st, H),
+                                                  awq::make_row_major(cpu_out.data(), st, H), &cap);
+    const auto cres = awq::model::search_block<awq::backend::cpu, awq::model::Llama>(mc, mb, cpu_layer, cap, copt);
     const double t_cpu = since(t0);
     double t_scale = 0, t_clip = 0;
     for (const auto& [k, v] : phase_s) (k.rfind("clip", 0) == 0 ? t_clip : t_scale) += v;
@@ -209,28 +212,26 @@ int main(int argc, char** argv) {
     auto gpu_alphas = [&](auto tag) {
       using T = decltype(tag);
       gpu::Layer<T> gl;
-      auto up = [](const awq_example::Mat& m) {
-        std::vector<T> h(static_cast<std::size_t>(m.size()));
-        for (std::size_t i = 0; i < h.size(); ++i) h[i] = awq::cuda::detail::host_from_float<T>(m.data()[i]);
+      auto up = [&](const char* name) {
+        const std::vector<float>& m = cl.at(name);
+        std::vector<T> h(m.size());
+        for (std::size_t i = 0; i < h.size(); ++i) h[i] = awq::cuda::detail::host_from_float<T>(m[i]);
         return gpu::Buf<T>(h);
       };
-      auto upv = [](const Eigen::VectorXf& v) {
-        std::vector<T> h(static_cast<std::size_t>(v.size()));
-        for (std::size_t i = 0; i < h.size(); ++i) h[i] = awq::cuda::detail::host_from_float<T>(v(static_cast<Eigen::Index>(i)));
-        return gpu::Buf<T>(h);
-      };
-      gl = gpu::Layer<T>{up(cl.wq), up(cl.wk), up(cl.wv), up(cl.wo), up(cl.wg), up(cl.wu), up(cl.wd), upv(cl.ln_in), upv(cl.ln_post)};
+      gl = gpu::Layer<T>{up("self_attn.q_proj.weight"), up("self_attn.k_proj.weight"), up("self_attn.v_proj.weight"),
+                         up("self_attn.o_proj.weight"), up("mlp.gate_proj.weight"),    up("mlp.up_proj.weight"),
+                         up("mlp.down_proj.weight"),    up("input_layernorm.weight"),  up("post_attention_layernorm.weight")};
       gpu::Buf<float> hb(first_hidden), out(first_hidden.size());
       gpu::Captured<T> cap;
       gpu::layer_forward(cfg, sb, gl, hb, out, cap);
       if constexpr (std::is_same_v<T, float>) {  // the GPU forward against the CPU's, same weights and tokens
-        const auto ref = awq_example::layer_forward(cfg, sb, cl, h0);
-        const auto got = to_host_float(out, static_cast<std::size_t>(ref.size()));
+        const auto& ref = cpu_out;  // the CPU forward on the original weights, before the search
+        const auto got = to_host_float(out, ref.size());
         double num = 0, den = 0;
         for (std::size_t i = 0; i < got.size(); ++i) {
-          const double d = static_cast<double>(got[i]) - ref.data()[i];
+          const double d = static_cast<double>(got[i]) - ref[i];
           num += d * d;
-          den += static_cast<double>(ref.data()[i]) * ref.data()[i];
+          den += static_cast<double>(ref[i]) * ref[i];
         }
         forward_rel = std::sqrt(num / den);
       }

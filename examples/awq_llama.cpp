@@ -1,11 +1,12 @@
 // awq-llama: quantize a Llama-architecture GGUF model with RTN and AWQ and report perplexity.
 //
-//   awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]
+//   awq_llama [quantize] --model FILE.gguf|HF_DIR --calib-text FILE --eval-text FILE [options]
 //   awq_llama inspect FILE.gguf|FILE.safetensors
 //
 // Options: --configs w4g64,w3g64 (bits, group; zero point on)  --duo (AutoAWQ duo scaling)
 //          --calib-seqs 64 (mean|x| and clip)  --search-seqs 4 (scale-search loss)
-//          --seq-len 512 --eval-tokens 32768 --layers N (first N layers only)  --report FILE.json
+//          --seq-len 512 --eval-tokens 32768 --layers N (first N layers only; block output error
+//          instead of perplexity)  --report FILE.json
 //          --export DIR (a Hugging Face AWQ directory per config under DIR)
 //          --backend cpu|cuda (where the search runs; cuda needs the awq_llama_cuda build)
 //          --checkpoint DIR (per-block results saved as they finish; a rerun resumes from them)
@@ -14,37 +15,18 @@
 #include <awq/io/gguf.hpp>
 #include <awq/io/safetensors.hpp>
 
-#include <nlohmann/json.hpp>
-
-#include <sys/resource.h>
-
-#include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <memory>
 #include <fstream>
-#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "llama/checkpoint.hpp"
-#include "llama/export.hpp"
-#include "llama/llama_model.hpp"
-#include "llama/tokenizer.hpp"
+#include "llama/job.hpp"
 #ifdef AWQ_LLAMA_CUDA
-#include "llama/gpu_block.hpp"
+#include "llama/job_cuda.hpp"
 #endif
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 
 struct Args {
   std::string cmd = "quantize", backend = "cpu", checkpoint_dir, model, calib_text, eval_text, report, inspect_file, export_dir;
@@ -108,14 +90,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  awq::detail::require(static_cast<bool>(f), "cannot read text file ", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 int inspect_safetensors(const std::string& path) {
   const auto st = awq::io::SafetensorsFile::open(path);
   std::printf("safetensors, %zu tensors, %zu metadata entries\n", st.names().size(), st.metadata().size());
@@ -158,120 +132,30 @@ int inspect(const std::string& path) {
   return 0;
 }
 
-struct Row {
-  std::string config;
-  double ppl_fp, ppl_rtn, ppl_awq, t_rtn, t_awq_search, t_eval;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) try {
   const Args a = parse(argc, argv);
   if (a.cmd == "inspect") return inspect(a.inspect_file);
-  const auto t_load = Clock::now();
-  const auto g = awq::io::GgufFile::open(a.model);
-  const awq_example::LlamaModel fp = awq_example::load_llama(g, a.layers);
-  awq_example::BpeTokenizer tok(g);
-  for (const auto& q : a.configs) {  // refuse what this model cannot take before any work
-    for (int k : {fp.cfg.hidden, fp.cfg.intermediate, fp.cfg.n_heads * fp.cfg.head_dim}) (void)q.group_for(k);
-  }
-  std::vector<int> calib = tok.encode(read_text(a.calib_text)), eval = tok.encode(read_text(a.eval_text));
-  const double load_s = since(t_load);
-  awq::detail::require(static_cast<int>(calib.size()) >= a.seq_len, "calibration text has only ", calib.size(), " tokens");
-  const int n_cal = std::min<int>(a.calib_seqs, static_cast<int>(calib.size()) / a.seq_len);
-  calib.resize(static_cast<std::size_t>(n_cal) * a.seq_len);
-  if (static_cast<int>(eval.size()) > a.eval_tokens) eval.resize(static_cast<std::size_t>(a.eval_tokens));
-  std::fprintf(stderr, "model: %zu layers, hidden %d, mlp %d, heads %d/%d, vocab %d; calib %d x %d tokens, eval %zu tokens; load %.1fs\n",
-               fp.layers.size(), fp.cfg.hidden, fp.cfg.intermediate, fp.cfg.n_heads, fp.cfg.n_kv_heads, fp.vocab, n_cal, a.seq_len,
-               eval.size(), load_s);
-
-  auto t0 = Clock::now();
-  const auto r_fp = awq_example::perplexity(fp, eval, a.seq_len);
-  const double t_eval = since(t0);
-  std::fprintf(stderr, "FP perplexity %.4f (%.1fs)\n", r_fp.ppl, t_eval);
-
-  std::vector<Row> rows;
-  for (const auto& q : a.configs) {
-    Row row{q.name() + (a.duo ? "-duo" : ""), r_fp.ppl, 0, 0, 0, 0, t_eval};
-    t0 = Clock::now();
-    awq_example::LlamaModel rtn = fp;
-    for (auto& l : rtn.layers) awq_example::finalize_layer(l, q);
-    row.t_rtn = since(t0);
-    row.ppl_rtn = awq_example::perplexity(rtn, eval, a.seq_len).ppl;
-    std::fprintf(stderr, "%s RTN perplexity %.4f\n", row.config.c_str(), row.ppl_rtn);
-
-    t0 = Clock::now();
-    awq_example::LlamaModel m = fp;
-    const awq_example::Batch b{n_cal, a.seq_len};
-    awq_example::Mat h = awq_example::embed_tokens(m, calib);
-    awq::TerminalProgress bar;
-    awq::detail::ProgressTracker tracker(bar, "AWQ " + row.config, static_cast<long>(m.layers.size()));
-    std::vector<std::vector<awq_example::QuantizedLinear>> packed;
-    awq_example::BlockAwqOptions opt;
-    opt.quant = q;
-    opt.duo_scaling = a.duo;
-    opt.search_seqs = a.search_seqs;
-    std::unique_ptr<awq_example::BlockCheckpoint> ck;
-    if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
-      const std::string dir = a.checkpoint_dir + "/" + row.config;
-      std::filesystem::create_directories(dir);
-      const std::string run = a.model + " " + row.config + " layers=" + std::to_string(m.layers.size()) + " calib=" +
-                              a.calib_text + ":" + std::to_string(n_cal) + "x" + std::to_string(a.seq_len) +
-                              " search_seqs=" + std::to_string(a.search_seqs);
-      ck = std::make_unique<awq_example::BlockCheckpoint>(dir, run);
-    }
-    auto block_fn = [&](const auto& cfg, const auto& batch, auto& l, const auto& hidden, const auto& o) {
+  awq_example::JobArgs job;
+  job.model = a.model;
+  job.calib_text = a.calib_text;
+  job.eval_text = a.eval_text;
+  job.report = a.report;
+  job.export_dir = a.export_dir;
+  job.checkpoint_dir = a.checkpoint_dir;
+  job.backend = a.backend;
+  job.configs = a.configs;
+  job.duo = a.duo;
+  job.calib_seqs = a.calib_seqs;
+  job.search_seqs = a.search_seqs;
+  job.seq_len = a.seq_len;
+  job.eval_tokens = a.eval_tokens;
+  job.layers = a.layers;
 #ifdef AWQ_LLAMA_CUDA
-      if (a.backend == "cuda") return awq_example::awq_block_cuda(cfg, batch, l, hidden, o);
+  if (a.backend == "cuda") return awq_example::run_job_cuda(job);
 #endif
-      return awq_example::awq_block(cfg, batch, l, hidden, o);
-    };
-    const int resumed = awq_example::awq_layers(m.cfg, b, m.layers, std::move(h), opt, ck.get(), block_fn,
-                                                [&](std::size_t li, awq_example::LlamaLayer& l) {
-                                                  packed.push_back(awq_example::finalize_layer(l, q));
-                                                  tracker.step(static_cast<long>(li + 1));
-                                                });
-    if (resumed > 0) std::fprintf(stderr, "%s: %d of %zu blocks resumed from %s\n", row.config.c_str(), resumed, m.layers.size(),
-                                  a.checkpoint_dir.c_str());
-    row.t_awq_search = since(t0);
-    row.ppl_awq = awq_example::perplexity(m, eval, a.seq_len).ppl;
-    std::fprintf(stderr, "%s AWQ perplexity %.4f (search %.1fs)\n", row.config.c_str(), row.ppl_awq, row.t_awq_search);
-    if (!a.export_dir.empty()) {
-      const std::string dir = a.export_dir + "/" + row.config;
-      awq_example::export_hf(dir, m, packed, g, q);
-      std::fprintf(stderr, "exported %s\n", dir.c_str());
-    }
-    rows.push_back(row);
-  }
-
-  std::printf("\n%-16s %10s %10s %10s %14s %10s %12s\n", "config", "ppl_fp", "ppl_rtn", "ppl_awq", "gap_recovered", "rtn_s", "awq_search_s");
-  nlohmann::json rep;
-  rep["model"] = a.model;
-  rep["backend"] = a.backend;
-  rep["layers"] = fp.layers.size();
-  rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
-  rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
-  rep["fp"] = {{"ppl", r_fp.ppl}, {"eval_s", t_eval}};
-  for (const auto& r : rows) {
-    const double rec = (r.ppl_rtn - r.ppl_awq) / (r.ppl_rtn - r.ppl_fp);
-    std::printf("%-16s %10.4f %10.4f %10.4f %13.1f%% %10.1f %12.1f\n", r.config.c_str(), r.ppl_fp, r.ppl_rtn, r.ppl_awq, 100 * rec, r.t_rtn,
-                r.t_awq_search);
-    rep["configs"].push_back({{"config", r.config}, {"ppl_fp", r.ppl_fp}, {"ppl_rtn", r.ppl_rtn}, {"ppl_awq", r.ppl_awq},
-                              {"gap_recovered", rec}, {"rtn_s", r.t_rtn}, {"awq_search_s", r.t_awq_search}});
-  }
-  rep["load_s"] = load_s;
-  rep["peak_rss_mb"] = peak_rss_mb();
-  std::printf("load %.1fs, FP eval %.1fs, peak RSS %.0f MB\n", load_s, t_eval, peak_rss_mb());
-  if (!a.report.empty()) {
-    const std::string tmp = a.report + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << rep.dump(2) << "\n";
-      awq::detail::require(static_cast<bool>(f), "cannot write ", tmp);
-    }
-    awq::detail::require(std::rename(tmp.c_str(), a.report.c_str()) == 0, "cannot rename ", tmp, " to ", a.report);
-  }
-  return 0;
+  return awq_example::run_job<awq::backend::cpu>(job);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "awq_llama: %s\n", e.what());
   return 2;

@@ -117,4 +117,23 @@ void check_golden_scale_search(Search&& search) {
   }
 }
 
+/// n raw little-endian float32 values from `path` (the arch goldens' layout).
+inline std::vector<float> read_f32(const std::string& path, std::size_t n) {
+  std::vector<float> v(n);
+  std::ifstream f(path, std::ios::binary);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * 4));
+  if (f.gcount() != static_cast<std::streamsize>(n * 4)) throw std::runtime_error("short file " + path);
+  return v;
+}
+
+/// max |a − b| / max |b| over n values.
+inline double max_rel_err(const float* a, const float* b, std::size_t n) {
+  double d = 0, m = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    d = std::max(d, std::fabs(double(a[i]) - b[i]));
+    m = std::max(m, std::fabs(double(b[i])));
+  }
+  return d / m;
+}
+
 }  // namespace awq_test

@@ -1,26 +1,25 @@
-// The example engine's Llama layer and per-block AWQ flow against llm-awq's run_awq on the same
-// layer (golden data): the block output, every group's chosen index, scales and clip bounds.
+// The library's Llama architecture and per-block flow (awq/model) against llm-awq's run_awq on
+// the same layer (golden data): the block output, every group's chosen index, scales and clip
+// bounds.
 #include <doctest/doctest.h>
+
+#include <awq/model/arch/llama.hpp>
+#include <awq/model/pipeline.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 
-#include "llama/llama_block.hpp"
 #include "support.hpp"
 
 using namespace awq_test;
-using awq_example::Mat;
+using Cpu = awq::backend::cpu;
+using awq::model::Llama;
 
 namespace {
 
-Mat to_mat(const Tensor& t) {
-  Mat m(t.rows(), t.cols());
-  std::copy(t.data.begin(), t.data.end(), m.data());
-  return m;
-}
-
-// The example engine's group name for one of run_awq's scale groups.
+// The library's group name for one of run_awq's scale groups.
 std::string group_key(const nlohmann::json& g) {
   const auto layers = g.at("layers").dump();
   if (layers.find("q_proj") != std::string::npos) return "qkv";
@@ -29,46 +28,60 @@ std::string group_key(const nlohmann::json& g) {
   return "down";
 }
 
+struct GoldenBlock {
+  awq::model::ModelConfig cfg;
+  awq::model::Batch batch;
+  awq::model::Block<Cpu> blk;
+  std::vector<float> hidden;
+};
+
+GoldenBlock golden_block(const std::string& c) {
+  const auto meta = golden_meta(c);
+  const auto& p = meta.at("params");
+  GoldenBlock g;
+  g.cfg.architecture = "llama";
+  g.cfg.hidden = p.at("hidden_size");
+  g.cfg.intermediate = p.at("intermediate_size");
+  g.cfg.n_heads = p.at("num_attention_heads");
+  g.cfg.n_kv_heads = p.at("num_key_value_heads");
+  g.cfg.head_dim = p.at("head_dim");
+  g.cfg.norm_eps = p.at("rms_norm_eps");
+  g.cfg.rope_theta = p.at("rope_theta");
+  g.cfg.layers = 1;
+  g.cfg.vocab = 1;
+  g.batch = {p.at("n_sequences").get<int>(), p.at("seq_len").get<int>()};
+  for (const auto& t : Llama::block_tensors(g.cfg)) {
+    const Tensor v = golden_tensor(c, t.name);
+    g.blk.put(t.name, t.shape, std::vector<float>(v.data.begin(), v.data.end()));
+  }
+  const Tensor hin = golden_tensor(c, "hidden_in");
+  g.hidden.assign(hin.data.begin(), hin.data.end());
+  return g;
+}
+
 void check_case(const std::string& c) {
   const auto meta = golden_meta(c);
   const auto& p = meta.at("params");
-  awq_example::LlamaConfig cfg;
-  cfg.hidden = p.at("hidden_size");
-  cfg.intermediate = p.at("intermediate_size");
-  cfg.n_heads = p.at("num_attention_heads");
-  cfg.n_kv_heads = p.at("num_key_value_heads");
-  cfg.head_dim = p.at("head_dim");
-  cfg.rms_eps = p.at("rms_norm_eps");
-  cfg.rope_theta = p.at("rope_theta");
-  const awq_example::Batch b{p.at("n_sequences").get<int>(), p.at("seq_len").get<int>()};
-  awq_example::LlamaLayer l;
-  l.wq = to_mat(golden_tensor(c, "self_attn.q_proj.weight"));
-  l.wk = to_mat(golden_tensor(c, "self_attn.k_proj.weight"));
-  l.wv = to_mat(golden_tensor(c, "self_attn.v_proj.weight"));
-  l.wo = to_mat(golden_tensor(c, "self_attn.o_proj.weight"));
-  l.wg = to_mat(golden_tensor(c, "mlp.gate_proj.weight"));
-  l.wu = to_mat(golden_tensor(c, "mlp.up_proj.weight"));
-  l.wd = to_mat(golden_tensor(c, "mlp.down_proj.weight"));
-  const Tensor lin = golden_tensor(c, "input_layernorm.weight"), lpost = golden_tensor(c, "post_attention_layernorm.weight");
-  l.ln_in = Eigen::Map<const Eigen::VectorXf>(lin.data.data(), cfg.hidden);
-  l.ln_post = Eigen::Map<const Eigen::VectorXf>(lpost.data.data(), cfg.hidden);
-  Tensor hin = golden_tensor(c, "hidden_in");
-  Mat hidden(b.tokens(), cfg.hidden);
-  std::copy(hin.data.begin(), hin.data.end(), hidden.data());
+  GoldenBlock gb = golden_block(c);
+  const auto& cfg = gb.cfg;
+  const auto b = gb.batch;
+  const awq::index_t T = b.tokens(), H = cfg.hidden;
 
   // The block forward matches transformers' LlamaDecoderLayer.
-  const awq_example::LlamaLayer original = l;
-  const Mat out = awq_example::layer_forward(cfg, b, l, hidden);
+  std::vector<float> out(gb.hidden.size());
+  std::vector<awq::model::Tensor<Cpu>> in;
+  Llama::forward<Cpu>(cfg, b, gb.blk, awq::make_row_major<const float>(gb.hidden.data(), T, H), awq::make_row_major(out.data(), T, H), &in);
   const Tensor ref = golden_tensor(c, "out_ref");
   double max_abs = 0;
-  for (Eigen::Index i = 0; i < out.size(); ++i) max_abs = std::max(max_abs, std::fabs(double(out.data()[i]) - ref.data[static_cast<std::size_t>(i)]));
+  for (std::size_t i = 0; i < out.size(); ++i) max_abs = std::max(max_abs, std::fabs(double(out[i]) - ref.data[i]));
   MESSAGE(c << ": max |out - out_ref| = " << max_abs);
   CHECK(max_abs < 1e-4);
 
   // The AWQ flow reproduces run_awq's choices.
-  awq_example::BlockAwqOptions opt;
+  awq::model::BlockOptions opt;
   opt.quant = awq::QuantSpec{p.at("w_bit").get<int>(), p.at("q_config").at("q_group_size").get<int>(), true};
-  const auto res = awq_example::awq_block(cfg, b, l, hidden, opt);
+  const GoldenBlock original = golden_block(c);
+  const auto res = awq::model::search_block<Cpu, Llama>(cfg, b, gb.blk, in, opt);
   const auto& groups = meta.at("results").at("scale_groups");
   CHECK(groups.size() == res.scales.size());
   for (const auto& g : groups) {
@@ -95,12 +108,13 @@ void check_case(const std::string& c) {
   //  (a) with the reference's own scales folded in, the bounds match exactly, flips allowed only
   //      where the reference's margin is below 1e-4;
   //  (b) with our own scales, at least 99% of the bounds match.
-  awq_example::LlamaLayer l2 = original;
-  awq_example::BlockAwqOptions given = opt;
-  for (const auto& g : groups) {
-    given.given_scales[group_key(g)] = golden_tensor(c, g.at("scales").get<std::string>()).data;
-  }
-  const auto replay = awq_example::awq_block(cfg, b, l2, hidden, given);
+  GoldenBlock g2 = golden_block(c);
+  awq::model::GivenResults given;
+  for (const auto& g : groups) given.scales[group_key(g)] = golden_tensor(c, g.at("scales").get<std::string>()).data;
+  std::vector<awq::model::Tensor<Cpu>> in2;
+  std::vector<float> out2(out.size());
+  Llama::forward<Cpu>(cfg, b, g2.blk, awq::make_row_major<const float>(g2.hidden.data(), T, H), awq::make_row_major(out2.data(), T, H), &in2);
+  const auto replay = awq::model::search_block<Cpu, Llama>(cfg, b, g2.blk, in2, opt, &given).clips;
   const std::vector<std::pair<std::string, std::string>> clips = {
       {"v", "self_attn_v_proj"}, {"o", "self_attn_o_proj"}, {"gate", "mlp_gate_proj"}, {"up", "mlp_up_proj"}, {"down", "mlp_down_proj"}};
   for (const auto& clip : clips) {
@@ -112,7 +126,7 @@ void check_case(const std::string& c) {
     for (std::size_t i = 0; i < ref_clip.data.size(); ++i) {
       // Bounds inherit the scales' float noise: compared to 1e-5; grid points are 5% apart.
       const auto same = [&](float v) { return std::fabs(v - ref_clip.data[i]) <= 1e-5f * std::fabs(ref_clip.data[i]); };
-      if (!same(replay.clips.at(ours).max_val[i])) {
+      if (!same(replay.at(ours).max_val[i])) {
         CAPTURE(i);
         CHECK(margin.data[i] < 1e-4);
         ++replay_flips;
@@ -123,6 +137,8 @@ void check_case(const std::string& c) {
               << own_flips << " of " << ref_clip.data.size() << " differ with our own scales");
     CHECK(own_flips * 100 <= static_cast<long>(ref_clip.data.size()));
   }
+  // The flow changed the weights; the original block is untouched by it.
+  CHECK(gb.blk.host("mlp.down_proj.weight") != original.blk.host("mlp.down_proj.weight"));
 }
 
 }  // namespace
@@ -130,116 +146,175 @@ void check_case(const std::string& c) {
 TEST_CASE("Llama block (MHA): forward and per-block AWQ match llm-awq run_awq") { check_case("llama_block_mha_h256"); }
 TEST_CASE("Llama block (GQA): forward and per-block AWQ match llm-awq run_awq") { check_case("llama_block_gqa_h256"); }
 
-// ---- per-block checkpoints: an interrupted run resumes and ends bit-identical -----------------
+// ---- the driver over a stack: per-block checkpoints resume bit-identically; streams ---------
 
 #include <filesystem>
 #include <unistd.h>
 
-#include "llama/checkpoint.hpp"
-
 namespace {
 
-struct TinyStack {
-  awq_example::LlamaConfig cfg;
-  awq_example::Batch batch{2, 16};
-  std::vector<awq_example::LlamaLayer> layers;
-  Mat h;
+/// An engine's own in-memory storage as a weight source.
+struct MemorySource {
+  awq::model::ModelConfig cfg;
+  std::map<std::string, std::vector<float>> t;
+  const awq::model::ModelConfig& config() const { return cfg; }
+  bool contains(const std::string& n) const { return t.count(n) != 0; }
+  std::vector<float> load(const std::string& n, const std::vector<std::int64_t>& shape) const {
+    const auto it = t.find(n);
+    awq::detail::require(it != t.end(), "memory: tensor '", n, "' is missing");
+    std::size_t size = 1;
+    for (auto d : shape) size *= static_cast<std::size_t>(d);
+    awq::detail::require(it->second.size() == size, "memory: tensor '", n, "' has the wrong size");
+    return it->second;
+  }
 };
 
-TinyStack tiny_stack() {
-  TinyStack s;
+MemorySource tiny_source() {
+  MemorySource s;
+  s.cfg.architecture = "llama";
   s.cfg.hidden = 64;
   s.cfg.intermediate = 96;
   s.cfg.n_heads = 4;
   s.cfg.n_kv_heads = 2;
   s.cfg.head_dim = 16;
+  s.cfg.layers = 3;
+  s.cfg.vocab = 8;
   std::uint64_t seed = 900;
-  auto mat = [&](long r, long c, double std) {
-    const auto v = random_weights(r, c, Dist::outliers, seed++, std);
-    Mat m(r, c);
-    for (long i = 0; i < r * c; ++i) m.data()[i] = static_cast<float>(v[static_cast<std::size_t>(i)]);
-    return m;
-  };
-  for (int i = 0; i < 3; ++i) {
-    awq_example::LlamaLayer l;
-    l.wq = mat(64, 64, 0.1), l.wk = mat(32, 64, 0.1), l.wv = mat(32, 64, 0.1), l.wo = mat(64, 64, 0.1);
-    l.wg = mat(96, 64, 0.1), l.wu = mat(96, 64, 0.1), l.wd = mat(64, 96, 0.1);
-    l.ln_in = awq_example::Vec::Ones(64) + mat(1, 64, 0.3).row(0).transpose().cwiseAbs();
-    l.ln_post = awq_example::Vec::Ones(64);
-    s.layers.push_back(l);
-  }
-  s.h = mat(s.batch.tokens(), 64, 1.0);
+  for (int i = 0; i < 3; ++i)
+    for (const auto& t : Llama::block_tensors(s.cfg)) {
+      const long r = static_cast<long>(t.shape[0]), c = t.shape.size() > 1 ? static_cast<long>(t.shape[1]) : 1;
+      const auto v = random_weights(r, c, Dist::outliers, seed++, t.shape.size() > 1 ? 0.1 : 0.3);
+      std::vector<float> f(v.size());
+      for (std::size_t k = 0; k < v.size(); ++k) f[k] = t.shape.size() > 1 ? static_cast<float>(v[k]) : 1.0f + std::fabs(static_cast<float>(v[k]));
+      s.t[Llama::block_prefix(i) + t.name] = f;
+    }
   return s;
 }
 
-bool same_weights(const std::vector<awq_example::LlamaLayer>& a, const std::vector<awq_example::LlamaLayer>& b) {
-  bool same = a.size() == b.size();
-  for (std::size_t i = 0; same && i < a.size(); ++i)
-    same = a[i].wq == b[i].wq && a[i].wk == b[i].wk && a[i].wv == b[i].wv && a[i].wo == b[i].wo && a[i].wg == b[i].wg &&
-           a[i].wu == b[i].wu && a[i].wd == b[i].wd && a[i].ln_in == b[i].ln_in && a[i].ln_post == b[i].ln_post;
-  return same;
+std::vector<float> tiny_hidden(std::uint64_t seed) {
+  const auto v = random_weights(32, 64, Dist::outliers, seed, 1.0);
+  return std::vector<float>(v.begin(), v.end());
+}
+
+/// Everything a run hands to its sink, flattened for bit-exact comparison.
+struct Collected {
+  std::vector<std::vector<std::uint8_t>> codes;
+  std::vector<std::vector<float>> values;
+  int searched = 0;
+  bool operator==(const Collected& o) const { return codes == o.codes && values == o.values; }
+};
+
+awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockCheckpoint* ck, Collected& out, int throw_after = -1) {
+  awq::model::PipelineOptions opt;
+  opt.block.quant = awq::QuantSpec{4, 32, true};
+  opt.checkpoint = ck;
+  std::vector<awq::model::Stream> none;
+  return awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{2, 16}, tiny_hidden(77), none, opt,
+                                                [&](const awq::model::QuantizedBlock& b) {
+                                                  out.searched += !b.resumed;
+                                                  for (const auto& [n, q] : b.linears) {
+                                                    out.codes.push_back(q.codes);
+                                                    out.codes.push_back(q.zeros);
+                                                    std::vector<float> sc(q.scales.begin(), q.scales.end());
+                                                    out.values.push_back(sc);
+                                                  }
+                                                  for (const auto& [n, v] : b.tensors) out.values.push_back(v);
+                                                  if (b.index == throw_after) throw std::runtime_error("killed after block 1");
+                                                });
 }
 
 }  // namespace
 
-TEST_CASE("per-block checkpoints: a run stopped after block 1 resumes from its files and ends bit-identical") {
+TEST_CASE("model driver: a run stopped after block 1 resumes from its files and ends bit-identical") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("awq_resume_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  awq_example::BlockAwqOptions opt;
-  opt.quant = awq::QuantSpec{4, 32, true};
-  const auto search = [](const auto& c, const auto& b, auto& l, const auto& h, const auto& o) {
-    return awq_example::awq_block(c, b, l, h, o);
-  };
-  int searched = 0;
-  const auto counting = [&](const auto& c, const auto& b, auto& l, const auto& h, const auto& o) {
-    searched += o.given_scales.empty();
-    return awq_example::awq_block(c, b, l, h, o);
-  };
+  const MemorySource src = tiny_source();
 
-  TinyStack ref = tiny_stack();
-  CHECK(awq_example::awq_layers(ref.cfg, ref.batch, ref.layers, ref.h, opt, nullptr, search, [](std::size_t, auto&) {}) == 0);
-  const TinyStack original = tiny_stack();
-  CHECK_FALSE(same_weights(ref.layers, original.layers));  // the flow did change the weights
+  Collected ref;
+  CHECK(run(src, nullptr, ref).resumed == 0);
+  CHECK(ref.searched == 3);
+  CHECK(ref.codes.size() == 3 * 7 * 2);
 
-  const awq_example::BlockCheckpoint ck(dir.string(), "tiny w4-g32");
-  TinyStack run = tiny_stack();
-  CHECK_THROWS_WITH(awq_example::awq_layers(run.cfg, run.batch, run.layers, run.h, opt, &ck, search,
-                                            [](std::size_t li, auto&) {
-                                              if (li == 1) throw std::runtime_error("killed after block 1");
-                                            }),
-                    "killed after block 1");
+  const awq::model::BlockCheckpoint ck(dir.string(), "tiny w4-g32");
+  Collected killed;
+  CHECK_THROWS_WITH(run(src, &ck, killed, 1), "killed after block 1");
   CHECK(ck.has(0));
   CHECK(ck.has(1));
   CHECK_FALSE(ck.has(2));
 
-  TinyStack resumed = tiny_stack();
-  CHECK(awq_example::awq_layers(resumed.cfg, resumed.batch, resumed.layers, resumed.h, opt, &ck, counting,
-                                [](std::size_t, auto&) {}) == 2);
-  CHECK(searched == 1);  // only block 2 was searched
-  CHECK(same_weights(resumed.layers, ref.layers));
+  Collected resumed;
+  CHECK(run(src, &ck, resumed).resumed == 2);
+  CHECK(resumed.searched == 1);  // only block 2 was searched
+  CHECK(resumed == ref);
   CHECK(ck.has(2));
 
   // A file of another run, a truncated file and a missing tensor are errors, never used silently.
-  TinyStack other = tiny_stack();
-  const awq_example::BlockCheckpoint foreign(dir.string(), "tiny w3-g32");
-  CHECK_THROWS_WITH_AS(awq_example::awq_layers(other.cfg, other.batch, other.layers, other.h, opt, &foreign, search,
-                                               [](std::size_t, auto&) {}),
-                       doctest::Contains("belongs to another run ('tiny w4-g32'; this run is 'tiny w3-g32')"), awq::Error);
+  Collected other;
+  const awq::model::BlockCheckpoint foreign(dir.string(), "tiny w3-g32");
+  CHECK_THROWS_WITH_AS(run(src, &foreign, other), doctest::Contains("belongs to another run ('tiny w4-g32'; this run is 'tiny w3-g32')"),
+                       awq::Error);
   fs::resize_file(ck.path(1), fs::file_size(ck.path(1)) - 7);
-  TinyStack cut = tiny_stack();
-  CHECK_THROWS_AS(awq_example::awq_layers(cut.cfg, cut.batch, cut.layers, cut.h, opt, &ck, search, [](std::size_t, auto&) {}),
-                  awq::Error);
+  Collected cut;
+  CHECK_THROWS_AS(run(src, &ck, cut), awq::Error);
   awq::io::SafetensorsWriter w;
   w.metadata("awq_block_checkpoint", "1");
   w.metadata("run", "tiny w4-g32");
   w.metadata("block", "0");
   w.add_typed<float>("scales.qkv", "F32", {64}, std::vector<float>(64, 1.0f));
   w.write(ck.path(0));
-  TinyStack partial = tiny_stack();
-  CHECK_THROWS_WITH_AS(awq_example::awq_layers(partial.cfg, partial.batch, partial.layers, partial.h, opt, &ck, search,
-                                               [](std::size_t, auto&) {}),
-                       doctest::Contains("tensor 'scales.gate_up' is missing"), awq::Error);
+  Collected partial;
+  CHECK_THROWS_WITH_AS(run(src, &ck, partial), doctest::Contains("tensor 'scales.gate_up' is missing"), awq::Error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("model driver: streams carry activations through the FP, RTN and AWQ blocks") {
+  const MemorySource src = tiny_source();
+  const awq::model::Batch eb{3, 8};
+  const auto x = random_weights(24, 64, Dist::normal, 5, 1.0);
+  const std::vector<float> e(x.begin(), x.end());
+  std::vector<awq::model::Stream> streams = {{awq::model::StreamKind::fp, eb, e}, {awq::model::StreamKind::rtn, eb, e},
+                                             {awq::model::StreamKind::awq, eb, e}};
+  awq::model::PipelineOptions opt;
+  opt.block.quant = awq::QuantSpec{4, 32, true};
+  opt.stream_chunk_tokens = 8;  // one sequence at a time
+  std::vector<awq::model::QuantizedBlock> blocks;
+  awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{2, 16}, tiny_hidden(77), streams, opt,
+                                         [&](const awq::model::QuantizedBlock& b) { blocks.push_back(b); });
+  // Recompute each stream block by block with Llama::forward over the whole batch at once.
+  std::vector<float> fp = e, rtn = e, aw = e, tmp(e.size());
+  const auto fwd = [&](awq::model::Block<Cpu>& blk, std::vector<float>& h) {
+    Llama::forward<Cpu>(src.cfg, eb, blk, awq::make_row_major<const float>(h.data(), 24, 64), awq::make_row_major(tmp.data(), 24, 64), nullptr);
+    h = tmp;
+  };
+  for (int i = 0; i < 3; ++i) {
+    auto blk = awq::model::load_block<Cpu, Llama>(src, src.cfg, i);
+    fwd(blk, fp);
+    auto r = blk.clone();
+    awq::model::finalize_block<Cpu, Llama>(src.cfg, r, opt.block.quant);
+    fwd(r, rtn);
+    awq::model::Block<Cpu> q;
+    for (const auto& [n, v] : blocks[static_cast<std::size_t>(i)].tensors) q.put(n, blocks[static_cast<std::size_t>(i)].shapes.at(n), v);
+    for (const auto& [n, ql] : blocks[static_cast<std::size_t>(i)].linears) {
+      std::vector<float> w(static_cast<std::size_t>(ql.out * ql.in));
+      for (awq::index_t rr = 0; rr < ql.out; ++rr)
+        for (awq::index_t c = 0; c < ql.in; ++c) {
+          const std::size_t g = static_cast<std::size_t>(rr * ql.groups + c / (ql.in / ql.groups));
+          w[static_cast<std::size_t>(rr * ql.in + c)] =
+              (static_cast<float>(ql.codes[static_cast<std::size_t>(rr * ql.in + c)]) - ql.zeros[g]) * static_cast<float>(ql.scales[g]);
+        }
+      q.put(n + ".weight", {ql.out, ql.in}, w);
+    }
+    fwd(q, aw);
+  }
+  const auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]) / (1.0 + std::fabs(double(b[i]))));
+    return m;
+  };
+  CHECK(close(streams[0].hidden, fp) < 1e-5);
+  CHECK(close(streams[1].hidden, rtn) < 1e-5);
+  CHECK(close(streams[2].hidden, aw) < 1e-5);
+  CHECK(close(streams[1].hidden, fp) > 1e-4);  // quantization did change something
 }

@@ -1,11 +1,20 @@
-// The example engine on the real model (SmolLM2-135M-Instruct, fetched at set-up): tokenizer,
-// forward pass, and AWQ end to end on a small slice. Skipped, saying so, when the data is absent.
+// The real model (SmolLM2-135M, GGUF, fetched at set-up) through the library's model API:
+// tokenizer, forward, AWQ end to end through the driver, export, and the same weights read as a
+// Hugging Face directory giving the same choices and perplexities.
 #include <doctest/doctest.h>
+
+#include <awq/model/arch/llama.hpp>
+#include <awq/model/head.hpp>
+#include <awq/model/hf_source.hpp>
+#include <awq/model/pipeline.hpp>
+#include <awq/model/source.hpp>
+
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -13,8 +22,10 @@
 #include <unistd.h>
 
 #include "llama/export.hpp"
-#include "llama/llama_model.hpp"
 #include "llama/tokenizer.hpp"
+
+using Cpu = awq::backend::cpu;
+using awq::model::Llama;
 
 namespace {
 
@@ -36,14 +47,91 @@ std::string read(const std::string& p) {
 }
 
 struct Fixture {
-  awq::io::GgufFile g = awq::io::GgufFile::open(kModel);
-  awq_example::LlamaModel model = awq_example::load_llama(g);
-  awq_example::BpeTokenizer tok{g};
+  awq::model::GgufSource src = awq::model::GgufSource::open(kModel);
+  awq_example::BpeTokenizer tok{src.gguf()};
 };
 
 Fixture& fixture() {
   static Fixture f;
   return f;
+}
+
+/// The full-precision last hidden states of `tokens` (n_seq sequences of seq_len), block by block.
+template <class Source>
+std::vector<float> fp_hidden(const Source& src, const std::vector<int>& tokens, awq::model::Batch b, int layers) {
+  const auto& c = src.config();
+  std::vector<float> h = awq::model::embed<Llama>(src, tokens), next(h.size());
+  for (int l = 0; l < layers; ++l) {
+    const auto blk = awq::model::load_block<Cpu, Llama>(src, c, l);
+    Llama::forward<Cpu>(c, b, blk, awq::make_row_major<const float>(h.data(), b.tokens(), c.hidden),
+                        awq::make_row_major(next.data(), b.tokens(), c.hidden), nullptr);
+    h.swap(next);
+  }
+  return h;
+}
+
+/// The driver on `src` with FP, RTN and AWQ evaluation streams; the blocks as handed to the sink.
+struct E2E {
+  std::vector<awq::model::Stream> streams;
+  std::vector<awq::model::QuantizedBlock> blocks;
+};
+
+template <class Source>
+E2E run_e2e(const Source& src, const std::vector<int>& calib, int calib_len, const std::vector<int>& eval, int eval_len,
+            const awq::QuantSpec& q, int layers) {
+  E2E r;
+  const awq::model::Batch eb{static_cast<int>(eval.size()) / eval_len, eval_len};
+  const auto e = awq::model::embed<Llama>(src, eval);
+  r.streams = {{awq::model::StreamKind::fp, eb, e}, {awq::model::StreamKind::rtn, eb, e}, {awq::model::StreamKind::awq, eb, e}};
+  awq::model::PipelineOptions opt;
+  opt.block.quant = q;
+  opt.layers = layers;
+  awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{static_cast<int>(calib.size()) / calib_len, calib_len},
+                                         awq::model::embed<Llama>(src, calib), r.streams, opt,
+                                         [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
+  return r;
+}
+
+/// w = (codes − zeros) · scales of a quantized linear.
+std::vector<float> dequantized(const awq::model::QuantizedLinear& q) {
+  std::vector<float> w(static_cast<std::size_t>(q.out * q.in));
+  const awq::index_t g = q.in / q.groups;
+  for (awq::index_t r = 0; r < q.out; ++r)
+    for (awq::index_t c = 0; c < q.in; ++c) {
+      const std::size_t gi = static_cast<std::size_t>(r * q.groups + c / g);
+      w[static_cast<std::size_t>(r * q.in + c)] = (static_cast<float>(q.codes[static_cast<std::size_t>(r * q.in + c)]) - q.zeros[gi]) *
+                                                  static_cast<float>(q.scales[gi]);
+    }
+  return w;
+}
+
+/// Reads `name` (4-bit AutoAWQ GEMM or the plain layout) back from an export and dequantizes it.
+std::vector<float> read_back(const awq::io::SafetensorsFile& st, const std::string& name, int bits, long out, long in, long ng) {
+  const auto qw = st.tensor(name + ".qweight"), qz = st.tensor(name + ".qzeros"), sc = st.tensor(name + ".scales");
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in)), zeros(static_cast<std::size_t>(out * ng));
+  std::vector<float> scales(zeros.size());
+  const auto* h = reinterpret_cast<const Eigen::half*>(sc.data.data());
+  if (bits == 4) {
+    CHECK(qw.dtype == "I32");
+    CHECK(qw.shape == std::vector<std::int64_t>{in, out / 8});
+    CHECK(sc.shape == std::vector<std::int64_t>{ng, out});
+    awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qw.data.data()), in, out / 8),
+                         awq::make_row_major(codes.data(), out, in));
+    awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qz.data.data()), ng, out / 8),
+                         awq::make_row_major(zeros.data(), out, ng));
+    for (long r = 0; r < out; ++r)
+      for (long j = 0; j < ng; ++j) scales[static_cast<std::size_t>(r * ng + j)] = static_cast<float>(h[j * out + r]);
+  } else {
+    CHECK(qw.dtype == "U8");
+    awq::unpack_plain(bits, awq::make_row_major(qw.data.data(), out, awq::plain_row_bytes(in, bits)), awq::make_row_major(codes.data(), out, in));
+    std::copy(qz.data.begin(), qz.data.end(), zeros.begin());
+    for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = static_cast<float>(h[i]);
+  }
+  std::vector<float> back(static_cast<std::size_t>(out * in));
+  awq::dequantize<float>(bits, awq::make_row_major<const std::uint8_t>(codes.data(), out, in),
+                         awq::make_row_major<const float>(scales.data(), out, ng),
+                         awq::make_row_major<const std::uint8_t>(zeros.data(), out, ng), awq::make_row_major(back.data(), out, in));
+  return back;
 }
 
 }  // namespace
@@ -85,9 +173,11 @@ TEST_SUITE("model") {
   TEST_CASE("forward: plausible perplexity and a stable greedy continuation") {
     if (!have_data()) return;
     auto& f = fixture();
+    const auto& c = f.src.config();
     auto ids = f.tok.encode(read(kEval));
     ids.resize(1024);
-    const auto r = awq_example::perplexity(f.model, ids, 512);
+    const auto head = awq::model::Head<Llama>::load(f.src);
+    const auto r = head.perplexity(fp_hidden(f.src, ids, {2, 512}, c.layers), ids, 512);
     MESSAGE("FP perplexity on 1024 evaluation tokens: " << r.ppl);
     CHECK(std::isfinite(r.ppl));
     CHECK(r.ppl > 5.0);
@@ -95,14 +185,18 @@ TEST_SUITE("model") {
 
     auto greedy = [&](std::vector<int> t, int n) {
       for (int i = 0; i < n; ++i) {
-        awq_example::Mat h = awq_example::embed_tokens(f.model, t);
-        const awq_example::Batch b{1, static_cast<int>(t.size())};
-        for (const auto& l : f.model.layers) h = awq_example::layer_forward(f.model.cfg, b, l, h);
-        h = awq_example::rmsnorm(h, f.model.final_norm, f.model.cfg.rms_eps);
-        const Eigen::VectorXf logits = f.model.embed * h.row(h.rows() - 1).transpose();
-        Eigen::Index best = 0;
-        logits.maxCoeff(&best);
-        t.push_back(static_cast<int>(best));
+        const auto h = fp_hidden(f.src, t, {1, static_cast<int>(t.size())}, c.layers);
+        std::vector<float> hn(static_cast<std::size_t>(c.hidden));
+        Llama::final_norm<Cpu>(c, head.norm.data(), awq::make_row_major<const float>(h.data() + h.size() - hn.size(), 1, c.hidden),
+                               awq::make_row_major(hn.data(), 1, c.hidden));
+        int best = 0;
+        float best_v = -1e30f;
+        for (int v = 0; v < c.vocab; ++v) {
+          float s = 0;
+          for (int k = 0; k < c.hidden; ++k) s += head.lm_head[static_cast<std::size_t>(v) * c.hidden + k] * hn[static_cast<std::size_t>(k)];
+          if (s > best_v) best_v = s, best = v;
+        }
+        t.push_back(best);
       }
       return t;
     };
@@ -114,7 +208,7 @@ TEST_SUITE("model") {
     CHECK(cont.find("Paris") != std::string::npos);
   }
 
-  TEST_CASE("end to end on a small slice: AWQ beats RTN at W3 g64, deterministically") {
+  TEST_CASE("end to end on a small slice: AWQ beats RTN at W3 g64, deterministically, and exports what it evaluated") {
     if (!have_data()) return;
     auto& f = fixture();
     auto eval = f.tok.encode(read(kEval));
@@ -122,119 +216,130 @@ TEST_SUITE("model") {
     auto calib = f.tok.encode(read(kCalib));
     calib.resize(256);  // one 256-token sequence keeps this under two minutes on 2 cores
     const awq::QuantSpec q{3, 64, true};
-    awq_example::LlamaModel rtn = f.model;
-    for (auto& l : rtn.layers) awq_example::finalize_layer(l, q);  // fp16 scales, like the AWQ model
-    std::vector<std::vector<awq_example::QuantizedLinear>> packed;
-    auto run_awq = [&]() {
-      awq_example::LlamaModel m = f.model;
-      const awq_example::Batch b{1, 256};
-      awq_example::Mat h = awq_example::embed_tokens(m, calib);
-      for (auto& l : m.layers) {
-        awq_example::Mat next = awq_example::layer_forward(m.cfg, b, l, h);
-        awq_example::BlockAwqOptions opt;
-        opt.quant = q;
-        awq_example::awq_block(m.cfg, b, l, h, opt);
-        packed.push_back(awq_example::finalize_layer(l, q));  // fp16 scales, as exported
-        h = std::move(next);
-      }
-      return m;
-    };
-    const auto awq1 = run_awq();
-    const double p_fp = awq_example::perplexity(f.model, eval, 256).ppl;
-    const double p_rtn = awq_example::perplexity(rtn, eval, 256).ppl;
-    const double p_awq = awq_example::perplexity(awq1, eval, 256).ppl;
+    const E2E r = run_e2e(f.src, calib, 256, eval, 256, q, -1);
+    const auto head = awq::model::Head<Llama>::load(f.src);
+    const double p_fp = head.perplexity(r.streams[0].hidden, eval, 256).ppl;
+    const double p_rtn = head.perplexity(r.streams[1].hidden, eval, 256).ppl;
+    const double p_awq = head.perplexity(r.streams[2].hidden, eval, 256).ppl;
     MESSAGE("W3 g64, 1024 eval tokens, 256 calibration tokens: FP " << p_fp << ", RTN " << p_rtn << ", AWQ " << p_awq);
     CHECK(p_awq < p_rtn);
     CHECK(p_fp < p_awq);
-    // A second run of the first block gives the same scales, bounds and weights, bit for bit.
-    awq_example::LlamaLayer l0 = f.model.layers.front();
-    awq_example::BlockAwqOptions opt;
-    opt.quant = q;
-    const awq_example::Mat h0 = awq_example::embed_tokens(f.model, calib);
-    awq_example::awq_block(f.model.cfg, awq_example::Batch{1, 256}, l0, h0, opt);
-    awq_example::finalize_layer(l0, q);
-    CHECK(l0.wq == awq1.layers.front().wq);
-    CHECK(l0.wd == awq1.layers.front().wd);
-    CHECK(l0.ln_in == awq1.layers.front().ln_in);
-    // The exported checkpoint holds exactly the weights that gave p_awq.
-    const auto dir = (std::filesystem::temp_directory_path() / "awq_e2e_export").string();
-    awq_example::export_hf(dir, awq1, packed, f.g, q);
+    // A second run of the first block gives the same codes, scales and folded norms, bit for bit.
+    const E2E again = run_e2e(f.src, calib, 256, std::vector<int>(eval.begin(), eval.begin() + 256), 256, q, 1);
+    const auto& b0 = r.blocks.front();
+    const auto& a0 = again.blocks.front();
+    for (const auto& [name, ql] : b0.linears) {
+      CAPTURE(name);
+      CHECK(ql.codes == a0.linears.at(name).codes);
+      CHECK(ql.scales == a0.linears.at(name).scales);
+    }
+    CHECK(b0.tensors.at("input_layernorm.weight") == a0.tensors.at("input_layernorm.weight"));
+    // The exported checkpoint holds exactly the weights that gave p_awq; two exports are identical.
+    const auto base = std::filesystem::temp_directory_path() / ("awq_e2e_export_" + std::to_string(::getpid()));
+    const std::string d1 = (base / "a").string(), d2 = (base / "b").string();
+    for (const auto& d : {d1, d2, d2}) {  // the third replaces an existing directory
+      awq_example::HfExport ex(q);
+      for (const auto& b : r.blocks) ex.add_block(b);
+      const auto& c = f.src.config();
+      ex.add_tensor(Llama::embed_name, {c.vocab, c.hidden}, f.src.load(Llama::embed_name, {c.vocab, c.hidden}));
+      ex.add_tensor(Llama::final_norm_name, {c.hidden}, f.src.load(Llama::final_norm_name, {c.hidden}));
+      auto cfg = awq_example::hf_config_json(c, f.src.gguf());
+      ex.write(d, cfg, {{"tokenizer.json", awq_example::tokenizer_json(f.src.gguf())}});
+    }
+    for (const char* file : {"model.safetensors", "config.json", "tokenizer.json"}) {
+      std::ifstream a(d1 + "/" + file, std::ios::binary), b(d2 + "/" + file, std::ios::binary);
+      const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+      CHECK(!sa.empty());
+      CHECK(sa == sb);
+    }
+    CHECK(!std::filesystem::exists(d2 + ".tmp"));
+    CHECK(!std::filesystem::exists(d2 + ".old"));
+    const auto st = awq::io::SafetensorsFile::open(d1 + "/model.safetensors");
+    const auto& v7 = r.blocks[7].linears.at("self_attn.v_proj");
+    CHECK(read_back(st, "model.layers.7.self_attn.v_proj", 3, v7.out, v7.in, v7.groups) == dequantized(v7));
+    std::ifstream cfg(d1 + "/config.json");
+    const auto c = nlohmann::json::parse(cfg);
+    CHECK(c["quantization_config"]["bits"] == 3);
+    CHECK(c["quantization_config"]["group_size"] == 64);
+    CHECK(c["num_key_value_heads"] == 3);
+    CHECK(c["num_hidden_layers"] == 30);
+    std::filesystem::remove_all(base);
+  }
+
+  TEST_CASE("export W4: AutoAWQ GEMM tensors read back equal the evaluated weights") {
+    if (!have_data()) return;
+    auto& f = fixture();
+    auto calib = f.tok.encode(read(kCalib));
+    calib.resize(128);
+    const awq::QuantSpec q{4, 64, true};
+    const E2E r = run_e2e(f.src, calib, 128, std::vector<int>(calib.begin(), calib.begin() + 128), 128, q, 2);
+    const auto dir = (std::filesystem::temp_directory_path() / ("awq_export_w4_" + std::to_string(::getpid()))).string();
+    awq_example::HfExport ex(q);
+    for (const auto& b : r.blocks) ex.add_block(b);
+    ex.write(dir, awq_example::hf_config_json(f.src.config(), f.src.gguf()), {});
     const auto st = awq::io::SafetensorsFile::open(dir + "/model.safetensors");
-    const auto& w = awq1.layers[7].wv;
-    const auto out = w.rows(), in = w.cols(), ng = in / 64;
-    const auto qw = st.tensor("model.layers.7.self_attn.v_proj.qweight"), qz = st.tensor("model.layers.7.self_attn.v_proj.qzeros"),
-               sc = st.tensor("model.layers.7.self_attn.v_proj.scales");
-    std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in));
-    awq::unpack_plain(3, awq::make_row_major(qw.data.data(), out, awq::plain_row_bytes(in, 3)), awq::make_row_major(codes.data(), out, in));
-    std::vector<float> scales(static_cast<std::size_t>(out * ng));
-    for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = static_cast<float>(reinterpret_cast<const Eigen::half*>(sc.data.data())[i]);
-    awq_example::Mat back(out, in);
-    awq::dequantize<float>(3, awq::make_row_major<const std::uint8_t>(codes.data(), out, in), awq::make_row_major<const float>(scales.data(), out, ng),
-                           awq::make_row_major(qz.data.data(), out, ng), awq::as_view(back));
-    CHECK(back == w);
+    const auto& d1 = r.blocks[1].linears.at("mlp.down_proj");  // [576, 1536]
+    CHECK(read_back(st, "model.layers.1.mlp.down_proj", 4, d1.out, d1.in, d1.groups) == dequantized(d1));
+    std::ifstream cfg(dir + "/config.json");
+    CHECK(nlohmann::json::parse(cfg)["num_hidden_layers"] == 2);
     std::filesystem::remove_all(dir);
   }
 
-  TEST_CASE("export: read back and dequantized it equals the evaluated weights and two exports are identical") {
+  TEST_CASE("GGUF and the same weights as a Hugging Face directory: same tokens, alpha choices and perplexities") {
     if (!have_data()) return;
     auto& f = fixture();
-    for (const awq::QuantSpec q : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 64, true}}) {
-      CAPTURE(q.name());
-      awq_example::LlamaModel m = awq_example::load_llama(f.g, 2);
-      std::vector<std::vector<awq_example::QuantizedLinear>> packed;
-      for (auto& l : m.layers) packed.push_back(awq_example::finalize_layer(l, q));
-      const auto base = std::filesystem::temp_directory_path() / ("awq_export_test_" + q.name());
-      const std::string d1 = (base / "a").string(), d2 = (base / "b").string();
-      awq_example::export_hf(d1, m, packed, f.g, q);
-      awq_example::export_hf(d2, m, packed, f.g, q);
-      awq_example::export_hf(d2, m, packed, f.g, q);  // replacing an existing directory
-      for (const char* file : {"model.safetensors", "config.json", "tokenizer.json"}) {
-        std::ifstream a(d1 + "/" + file, std::ios::binary), b(d2 + "/" + file, std::ios::binary);
-        const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
-        CHECK(!sa.empty());
-        CHECK(sa == sb);
+    const auto& c = f.src.config();
+    const int layers = 2;
+    // The HF directory: fp32 safetensors in HF q/k order (GgufSource undoes llama.cpp's permutation),
+    // one shard per block plus one for the embedding, tied embeddings, config.json, tokenizer.json.
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("awq_gguf_as_hf_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+    for (int l = 0; l <= layers; ++l) {
+      const std::string shard = "model-0000" + std::to_string(l + 1) + "-of-0000" + std::to_string(layers + 1) + ".safetensors";
+      awq::io::SafetensorsWriter w;
+      std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);
+      std::string prefix = Llama::block_prefix(l);
+      if (l == layers) specs = {{Llama::embed_name, {c.vocab, c.hidden}}, {Llama::final_norm_name, {c.hidden}}}, prefix = "";
+      for (const auto& t : specs) {
+        w.add_typed(prefix + t.name, "F32", t.shape, f.src.load(prefix + t.name, t.shape));
+        index["weight_map"][prefix + t.name] = shard;
       }
-      CHECK(!std::filesystem::exists(d2 + ".tmp"));
-      CHECK(!std::filesystem::exists(d2 + ".old"));
-      const auto st = awq::io::SafetensorsFile::open(d1 + "/model.safetensors");
-      const auto& l = m.layers[1];
-      const awq_example::Mat& w = l.wd;  // down_proj: [576, 1536]
-      const auto out = w.rows(), in = w.cols(), ng = in / 64;
-      const auto qw = st.tensor("model.layers.1.mlp.down_proj.qweight"), qz = st.tensor("model.layers.1.mlp.down_proj.qzeros"),
-                 sc = st.tensor("model.layers.1.mlp.down_proj.scales");
-      std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in)), zeros(static_cast<std::size_t>(out * ng));
-      std::vector<float> scales(zeros.size());
-      if (q.bits == 4) {
-        CHECK(qw.dtype == "I32");
-        CHECK(qw.shape == std::vector<std::int64_t>{in, out / 8});
-        CHECK(qz.shape == std::vector<std::int64_t>{ng, out / 8});
-        CHECK(sc.shape == std::vector<std::int64_t>{ng, out});
-        awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qw.data.data()), in, out / 8),
-                             awq::make_row_major(codes.data(), out, in));
-        awq::unpack_awq_gemm(awq::make_row_major(reinterpret_cast<const std::int32_t*>(qz.data.data()), ng, out / 8),
-                             awq::make_row_major(zeros.data(), out, ng));
-        const auto* h = reinterpret_cast<const Eigen::half*>(sc.data.data());
-        for (long r = 0; r < out; ++r)
-          for (long j = 0; j < ng; ++j) scales[static_cast<std::size_t>(r * ng + j)] = static_cast<float>(h[j * out + r]);
-      } else {
-        CHECK(qw.dtype == "U8");
-        awq::unpack_plain(q.bits, awq::make_row_major(qw.data.data(), out, awq::plain_row_bytes(in, q.bits)),
-                          awq::make_row_major(codes.data(), out, in));
-        std::copy(qz.data.begin(), qz.data.end(), zeros.begin());
-        const auto* h = reinterpret_cast<const Eigen::half*>(sc.data.data());
-        for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = static_cast<float>(h[i]);
-      }
-      awq_example::Mat back(out, in);
-      awq::dequantize<float>(q.bits, awq::make_row_major<const std::uint8_t>(codes.data(), out, in),
-                             awq::make_row_major<const float>(scales.data(), out, ng),
-                             awq::make_row_major<const std::uint8_t>(zeros.data(), out, ng), awq::as_view(back));
-      CHECK(back == w);  // bit for bit
-      std::ifstream cfg(d1 + "/config.json");
-      const auto c = nlohmann::json::parse(cfg);
-      CHECK(c["quantization_config"]["bits"] == q.bits);
-      CHECK(c["quantization_config"]["group_size"] == 64);
-      CHECK(c["num_key_value_heads"] == 3);
-      std::filesystem::remove_all(base);
+      w.write((dir / shard).string());
     }
+    std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+    auto cfg = awq_example::hf_config_json(c, f.src.gguf());
+    cfg["num_hidden_layers"] = layers;
+    std::ofstream(dir / "config.json") << cfg.dump(2);
+    std::ofstream(dir / "tokenizer.json") << awq_example::tokenizer_json(f.src.gguf()).dump();
+
+    const auto hf = awq::model::HfSource::open(dir.string());
+    CHECK(hf.config().tied_embeddings);
+    CHECK(hf.config().rope_theta == c.rope_theta);
+    auto hf_tok = awq_example::BpeTokenizer::from_hf_json((dir / "tokenizer.json").string());
+    const std::string text = read(kEval).substr(0, 8000);
+    auto eval = f.tok.encode(text);
+    CHECK(hf_tok.encode(text) == eval);
+    eval.resize(512);
+    auto calib = f.tok.encode(read(kCalib));
+    calib.resize(256);
+    const awq::QuantSpec q{4, 64, true};
+    const E2E a = run_e2e(f.src, calib, 128, eval, 128, q, layers), b = run_e2e(hf, calib, 128, eval, 128, q, layers);
+    REQUIRE(a.blocks.size() == b.blocks.size());
+    for (std::size_t i = 0; i < a.blocks.size(); ++i)
+      for (const auto& [g, s] : a.blocks[i].result.scales) {
+        CAPTURE(i);
+        CAPTURE(g);
+        CHECK(s.best_index == b.blocks[i].result.scales.at(g).best_index);
+      }
+    const auto head_a = awq::model::Head<Llama>::load(f.src), head_b = awq::model::Head<Llama>::load(hf);
+    for (std::size_t k = 0; k < 3; ++k) {
+      const double pa = head_a.perplexity(a.streams[k].hidden, eval, 128).ppl, pb = head_b.perplexity(b.streams[k].hidden, eval, 128).ppl;
+      MESSAGE("stream " << k << " after " << layers << " blocks: GGUF " << pa << ", HF " << pb);
+      CHECK(std::fabs(pa - pb) <= 1e-4 * pa);
+    }
+    fs::remove_all(dir);
   }
 }

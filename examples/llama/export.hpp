@@ -1,81 +1,33 @@
-// Final quantization with fp16 scales (what the checkpoint stores, so the reported perplexity is
-// that of the exported weights) and export of a Hugging Face model directory: config.json with
-// quantization_config, model.safetensors with AutoAWQ "GEMM" tensors (4-bit) or the library's
-// plain layout (other widths), fp16 embeddings and norms, and tokenizer.json. Written atomically.
+// Export of a quantized model as a Hugging Face directory: config.json with quantization_config,
+// model.safetensors with AutoAWQ "GEMM" tensors (4-bit) or the library's plain layout (other
+// widths), fp16 embeddings, norms and biases, and the tokenizer files. Blocks are packed as the
+// driver hands them over (the sink), so only packed weights are kept; written atomically.
 #pragma once
 
 #include <awq/awq.hpp>
+#include <awq/io/atomic_file.hpp>
 #include <awq/io/gguf.hpp>
 #include <awq/io/safetensors.hpp>
+#include <awq/model/pipeline.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <Eigen/Core>
-#include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
 
-#include "llama/llama_model.hpp"
-
 namespace awq_example {
 
-struct QuantizedLinear {
-  awq::index_t out = 0, in = 0, groups = 0;
-  std::vector<std::uint8_t> codes;   // [out, in]
-  std::vector<std::uint8_t> zeros;   // [out, groups], stored codes
-  std::vector<Eigen::half> scales;   // [out, groups]
-};
-
-/// Quantizes w with the reference's rules, rounds the scales to fp16, re-derives the codes with
-/// those scales (as AutoAWQ's packer does), and replaces w by (q - z) * scale16 in float.
-inline QuantizedLinear finalize_linear(Mat& w, const awq::QuantSpec& spec) {
-  QuantizedLinear q;
-  q.out = w.rows();
-  q.in = w.cols();
-  q.groups = q.in / spec.group_for(q.in);
-  const awq::index_t g = q.in / q.groups;
-  q.codes.resize(static_cast<std::size_t>(q.out * q.in));
-  std::vector<float> s(static_cast<std::size_t>(q.out * q.groups)), z(s.size());
-  awq::quantize(spec, awq::as_view(w), awq::make_row_major(q.codes.data(), q.out, q.in),
-                {{}, awq::make_row_major(s.data(), q.out, q.groups), awq::make_row_major(z.data(), q.out, q.groups)});
-  q.scales.resize(s.size());
-  q.zeros.resize(s.size());
-  const float max_code = static_cast<float>((1 << spec.bits) - 1);
-  for (awq::index_t r = 0; r < q.out; ++r)
-    for (awq::index_t j = 0; j < q.groups; ++j) {
-      const std::size_t gi = static_cast<std::size_t>(r * q.groups + j);
-      q.scales[gi] = Eigen::half(s[gi]);
-      q.zeros[gi] = static_cast<std::uint8_t>(z[gi]);
-      const float s16 = static_cast<float>(q.scales[gi]);
-      for (awq::index_t i = j * g; i < (j + 1) * g; ++i) {
-        float c = std::nearbyint(w(r, i) / s16) + z[gi];
-        c = c < 0.0f ? 0.0f : (c > max_code ? max_code : c);
-        q.codes[static_cast<std::size_t>(r * q.in + i)] = static_cast<std::uint8_t>(c);
-        w(r, i) = (c - z[gi]) * s16;
-      }
-    }
-  return q;
-}
-
-inline std::vector<QuantizedLinear> finalize_layer(LlamaLayer& l, const awq::QuantSpec& spec) {
-  std::vector<QuantizedLinear> out;
-  for (Mat* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.wg, &l.wu, &l.wd}) out.push_back(finalize_linear(*w, spec));
-  return out;
-}
-
-inline const char* const kLinearNames[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-
-template <class T>
-std::vector<Eigen::half> to_half(const T& m) {
-  std::vector<Eigen::half> h(static_cast<std::size_t>(m.size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) h[static_cast<std::size_t>(i)] = Eigen::half(m.data()[i]);
+inline std::vector<Eigen::half> to_half(const std::vector<float>& v) {
+  std::vector<Eigen::half> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::half(v[i]);
   return h;
 }
 
-inline void add_linear(awq::io::SafetensorsWriter& w, const std::string& name, const QuantizedLinear& q, int bits) {
+inline void add_linear(awq::io::SafetensorsWriter& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
   using V = std::vector<std::int64_t>;
   if (bits == 4) {  // AutoAWQ GEMM
     std::vector<std::int32_t> qweight(static_cast<std::size_t>(q.in * q.out / 8)), qzeros(static_cast<std::size_t>(q.groups * q.out / 8));
@@ -96,7 +48,8 @@ inline void add_linear(awq::io::SafetensorsWriter& w, const std::string& name, c
   }
 }
 
-inline nlohmann::json tokenizer_json(const awq::io::GgufFile& g) {
+/// tokenizer.json of a GGUF file's byte-level BPE tokenizer.
+inline nlohmann::ordered_json tokenizer_json(const awq::io::GgufFile& g) {
   const auto& toks = g.value("tokenizer.ggml.tokens").strs;
   const auto& types = g.value("tokenizer.ggml.token_type").ints;
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), added = nlohmann::json::array();
@@ -122,62 +75,86 @@ inline nlohmann::json tokenizer_json(const awq::io::GgufFile& g) {
   return j;
 }
 
-/// Writes the Hugging Face directory `dir` (replacing it only once everything is written).
-inline void export_hf(const std::string& dir, const LlamaModel& m, const std::vector<std::vector<QuantizedLinear>>& q,
-                      const awq::io::GgufFile& g, const awq::QuantSpec& spec) {
-  namespace fs = std::filesystem;
-  awq::detail::require(q.size() == m.layers.size(), "export_hf: ", q.size(), " quantized layers for a model of ", m.layers.size());
-  const fs::path final_dir(dir), tmp_dir(dir + ".tmp"), old_dir(dir + ".old");
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  using V = std::vector<std::int64_t>;
-  awq::io::SafetensorsWriter st;
-  st.metadata("format", "pt");
-  st.add_typed("model.embed_tokens.weight", "F16", V{m.vocab, m.cfg.hidden}, to_half(m.embed));
-  st.add_typed("model.norm.weight", "F16", V{m.cfg.hidden}, to_half(m.final_norm));
-  for (std::size_t i = 0; i < m.layers.size(); ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    st.add_typed(p + "input_layernorm.weight", "F16", V{m.cfg.hidden}, to_half(m.layers[i].ln_in));
-    st.add_typed(p + "post_attention_layernorm.weight", "F16", V{m.cfg.hidden}, to_half(m.layers[i].ln_post));
-    for (int k = 0; k < 7; ++k) add_linear(st, p + kLinearNames[k], q[i][static_cast<std::size_t>(k)], spec.bits);
-  }
-  st.write((tmp_dir / "model.safetensors").string());
-
-  nlohmann::ordered_json c;
-  c["architectures"] = {"LlamaForCausalLM"};
-  c["model_type"] = "llama";
-  c["hidden_size"] = m.cfg.hidden;
-  c["intermediate_size"] = m.cfg.intermediate;
-  c["num_attention_heads"] = m.cfg.n_heads;
-  c["num_key_value_heads"] = m.cfg.n_kv_heads;
-  c["head_dim"] = m.cfg.head_dim;
-  c["num_hidden_layers"] = m.layers.size();
-  c["rms_norm_eps"] = m.cfg.rms_eps;
-  c["rope_theta"] = m.cfg.rope_theta;
-  c["max_position_embeddings"] = g.has("llama.context_length") ? g.get_int("llama.context_length") : 2048;
-  c["vocab_size"] = m.vocab;
-  c["hidden_act"] = "silu";
-  c["tie_word_embeddings"] = true;
-  c["attention_bias"] = false;
-  c["mlp_bias"] = false;
-  c["bos_token_id"] = g.has("tokenizer.ggml.bos_token_id") ? g.get_int("tokenizer.ggml.bos_token_id") : 1;
-  c["eos_token_id"] = g.has("tokenizer.ggml.eos_token_id") ? g.get_int("tokenizer.ggml.eos_token_id") : 2;
-  c["torch_dtype"] = "float16";
-  c["quantization_config"] = {{"quant_method", "awq"}, {"bits", spec.bits}, {"group_size", spec.group_size},
-                              {"zero_point", spec.zero_point}, {"version", spec.bits == 4 ? "gemm" : "awq_cpp_plain"},
-                              {"modules_to_not_convert", nlohmann::json::array()}};
-  auto write_json = [&](const char* name, const nlohmann::ordered_json& j) {
-    awq::io::write_atomically((tmp_dir / name).string(), [&](awq::io::FileSink& out) { out.write(j.dump(2) + "\n"); });
-  };
-  write_json("config.json", c);
-  write_json("tokenizer.json", tokenizer_json(g));
-  write_json("tokenizer_config.json", nlohmann::ordered_json{{"tokenizer_class", "PreTrainedTokenizerFast"}, {"model_max_length", c["max_position_embeddings"]},
-                                                             {"bos_token", g.value("tokenizer.ggml.tokens").strs.at(static_cast<std::size_t>(c["bos_token_id"].get<std::int64_t>()))},
-                                                             {"eos_token", g.value("tokenizer.ggml.tokens").strs.at(static_cast<std::size_t>(c["eos_token_id"].get<std::int64_t>()))}});
-  fs::remove_all(old_dir);
-  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-  fs::rename(tmp_dir, final_dir);
-  fs::remove_all(old_dir);
+/// config.json of a Llama-family model from GGUF metadata (what the HF directory of the same
+/// weights has), without quantization_config.
+inline nlohmann::ordered_json hf_config_json(const awq::model::ModelConfig& c, const awq::io::GgufFile& g) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["model_type"] = "llama";
+  j["hidden_size"] = c.hidden;
+  j["intermediate_size"] = c.intermediate;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["num_hidden_layers"] = c.layers;
+  j["rms_norm_eps"] = c.norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["max_position_embeddings"] = g.has("llama.context_length") ? g.get_int("llama.context_length") : 2048;
+  j["vocab_size"] = c.vocab;
+  j["hidden_act"] = "silu";
+  j["tie_word_embeddings"] = c.tied_embeddings;
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  j["bos_token_id"] = g.has("tokenizer.ggml.bos_token_id") ? g.get_int("tokenizer.ggml.bos_token_id") : 1;
+  j["eos_token_id"] = g.has("tokenizer.ggml.eos_token_id") ? g.get_int("tokenizer.ggml.eos_token_id") : 2;
+  return j;
 }
+
+/// tokenizer_config.json naming the fast tokenizer and its bos/eos tokens.
+inline nlohmann::ordered_json tokenizer_config_json(const awq::io::GgufFile& g, const nlohmann::ordered_json& config) {
+  const auto& toks = g.value("tokenizer.ggml.tokens").strs;
+  return {{"tokenizer_class", "PreTrainedTokenizerFast"},
+          {"model_max_length", config["max_position_embeddings"]},
+          {"bos_token", toks.at(static_cast<std::size_t>(config["bos_token_id"].get<std::int64_t>()))},
+          {"eos_token", toks.at(static_cast<std::size_t>(config["eos_token_id"].get<std::int64_t>()))}};
+}
+
+/// \brief A quantized model being exported: blocks added as they finish (the driver's sink),
+///        written as a Hugging Face directory at the end.
+class HfExport {
+ public:
+  explicit HfExport(const awq::QuantSpec& spec) : spec_(spec) { st_.metadata("format", "pt"); }
+
+  /// Packs one block's linears and stores its other tensors in fp16.
+  void add_block(const awq::model::QuantizedBlock& b) {
+    for (const auto& [name, q] : b.linears) add_linear(st_, b.prefix + name, q, spec_.bits);
+    for (const auto& [name, v] : b.tensors) st_.add_typed(b.prefix + name, "F16", b.shapes.at(name), to_half(v));
+    ++blocks_;
+  }
+
+  /// Adds a model-level fp16 tensor (embedding, final norm, lm_head).
+  void add_tensor(const std::string& name, const std::vector<std::int64_t>& shape, const std::vector<float>& v) {
+    st_.add_typed(name, "F16", shape, to_half(v));
+  }
+
+  /// Writes `dir` (replacing it only once everything is written): `config` gets the layer count
+  /// and quantization_config; `files` are written as given (tokenizer files).
+  void write(const std::string& dir, nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files) const {
+    namespace fs = std::filesystem;
+    const fs::path final_dir(dir), tmp_dir(dir + ".tmp"), old_dir(dir + ".old");
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+    st_.write((tmp_dir / "model.safetensors").string());
+    config["num_hidden_layers"] = blocks_;
+    config["torch_dtype"] = "float16";
+    config["quantization_config"] = {{"quant_method", "awq"}, {"bits", spec_.bits}, {"group_size", spec_.group_size},
+                                     {"zero_point", spec_.zero_point}, {"version", spec_.bits == 4 ? "gemm" : "awq_cpp_plain"},
+                                     {"modules_to_not_convert", nlohmann::json::array()}};
+    auto write_json = [&](const std::string& name, const nlohmann::ordered_json& j) {
+      awq::io::write_atomically((tmp_dir / name).string(), [&](awq::io::FileSink& out) { out.write(j.dump(2) + "\n"); });
+    };
+    write_json("config.json", config);
+    for (const auto& [name, j] : files) write_json(name, j);
+    fs::remove_all(old_dir);
+    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+    fs::rename(tmp_dir, final_dir);
+    fs::remove_all(old_dir);
+  }
+
+ private:
+  awq::QuantSpec spec_;
+  awq::io::SafetensorsWriter st_;
+  int blocks_ = 0;
+};
 
 }  // namespace awq_example

@@ -28,7 +28,7 @@ void write_bytes(const fs::path& p, const std::vector<std::uint8_t>& b) {
   f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
-using awq_example::Mat;
+using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // A weight [rows, cols] from the real model when there is one, else random normal.
 Mat weight_slice(const awq::io::GgufFile* g, long rows, long cols) {
@@ -52,7 +52,7 @@ void write_checkpoint(const std::string& path, Mat w) {
   awq::io::SafetensorsWriter st;
   st.metadata("format", "pt");
   const awq::QuantSpec spec{4, 32, true};
-  awq_example::add_linear(st, "model.layers.0.self_attn.q_proj", awq_example::finalize_linear(w, spec), spec.bits);
+  awq_example::add_linear(st, "model.layers.0.self_attn.q_proj", awq::model::finalize_linear(awq::as_view(w), spec), spec.bits);
   st.add_typed("model.layers.0.input_layernorm.weight", "F16", {w.cols()},
                std::vector<Eigen::half>(static_cast<std::size_t>(w.cols()), Eigen::half(1.0f)));
   st.write(path);

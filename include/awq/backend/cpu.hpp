@@ -310,6 +310,64 @@ struct cpu {
   template <class T>
   using buffer = std::vector<T>;
 
+  /// A buffer holding a copy of n host values (the model driver's upload of a block's weights).
+  template <class T>
+  static buffer<T> upload(const T* host, std::size_t n) {
+    return buffer<T>(host, host + n);
+  }
+
+  /// Copies n values from the backend's memory to the host.
+  template <class T>
+  static void download(const T* src, std::size_t n, T* host) {
+    std::copy(src, src + n, host);
+  }
+
+  /// m(r, c) · s[c] (or / s[c] with `divide`), in place: folding scales into a linear's input
+  /// columns, a norm's weight (a 1 × n view) or cached activations. s is on the host.
+  template <class S>
+  static void scale_cols(const MatrixView<S>& m, const std::vector<acc_t<S>>& s, bool divide) {
+    detail::require(static_cast<index_t>(s.size()) == m.cols(), "awq::backend::cpu::scale_cols: ", s.size(),
+                    " scales for ", m.cols(), " columns");
+    using A = acc_t<S>;
+    parallel_for(m.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t c = 0; c < m.cols(); ++c)
+          m(r, c) = static_cast<S>(divide ? static_cast<A>(m(r, c)) / s[static_cast<std::size_t>(c)]
+                                          : static_cast<A>(m(r, c)) * s[static_cast<std::size_t>(c)]);
+    }, 64);
+  }
+
+  /// m(r, c) · s[r] (or / s[r]), in place: folding scales into a previous linear's output rows
+  /// (its bias as an n × 1 view).
+  template <class S>
+  static void scale_rows(const MatrixView<S>& m, const std::vector<acc_t<S>>& s, bool divide) {
+    detail::require(static_cast<index_t>(s.size()) == m.rows(), "awq::backend::cpu::scale_rows: ", s.size(),
+                    " scales for ", m.rows(), " rows");
+    using A = acc_t<S>;
+    parallel_for(m.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const A f = s[static_cast<std::size_t>(r)];
+        for (index_t c = 0; c < m.cols(); ++c) m(r, c) = static_cast<S>(divide ? static_cast<A>(m(r, c)) / f : static_cast<A>(m(r, c)) * f);
+      }
+    }, 64);
+  }
+
+  /// w(r, c) = clamp(w(r, c), −b, b), b = bound(r, c / group) with bound [rows, groups] on the host.
+  template <class S>
+  static void clamp_groups(const MatrixView<S>& w, const MatrixView<const acc_t<S>>& bound) {
+    detail::require(bound.cols() > 0 && bound.rows() == w.rows() && w.cols() % bound.cols() == 0,
+                    "awq::backend::cpu::clamp_groups: bounds [", bound.rows(), ", ", bound.cols(), "] do not fit w [", w.rows(),
+                    ", ", w.cols(), "]");
+    const index_t g = w.cols() / bound.cols();
+    parallel_for(w.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t c = 0; c < w.cols(); ++c) {
+          const S b = static_cast<S>(bound(r, c / g));
+          w(r, c) = detail::clamp(w(r, c), static_cast<S>(-b), b);
+        }
+    }, 64);
+  }
+
   /// Throws awq::Error naming `what`, the value, its row (× `row_step`: the source row of a
   /// subsample) and column when m holds a NaN or an infinity.
   template <class S>

@@ -312,6 +312,27 @@ __global__ void clip_choose_kernel(const double* err, index_t n, int n_shrink, i
     best[o] = ::awq::detail::first_strict_min(err + o, n, n_shrink);
 }
 
+// m(r, c) · s (or / s) with s = s[c] (by_col) or s[r]: folding scales on the device.
+template <class S>
+__global__ void scale_kernel(MatrixView<S> m, const float* s, bool by_col, bool divide) {
+  for (index_t r = blockIdx.x; r < m.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < m.cols(); c += blockDim.x) {
+      const float f = s[by_col ? c : r], v = to_float(m(r, c));
+      m(r, c) = from_float<S>(divide ? v / f : v * f);
+    }
+}
+
+// w(r, c) = clamp(w(r, c), −b, b) with b = bound[r · groups + c / g].
+template <class S>
+__global__ void clamp_groups_kernel(MatrixView<S> w, index_t g, const float* bound) {
+  const index_t groups = w.cols() / g;
+  for (index_t r = blockIdx.x; r < w.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < w.cols(); c += blockDim.x) {
+      const float b = bound[r * groups + c / g];
+      w(r, c) = from_float<S>(::awq::detail::clamp(to_float(w(r, c)), -b, b));
+    }
+}
+
 template <class T>
 void require_device_rows(const char* fn, const MatrixView<T>& v, const char* what) {
   awq::detail::require(v.col_stride() == 1 && v.row_stride() >= v.cols(), fn, ": ", what,
@@ -337,6 +358,52 @@ struct cuda {
 
   /// The calling thread's stream.
   static cudaStream_t stream() { return ::awq::cuda::this_thread_context().stream; }
+
+  /// A device buffer holding a copy of n host values.
+  template <class T>
+  static buffer<T> upload(const T* host, std::size_t n) {
+    buffer<T> b(n);
+    b.upload(host, n);
+    return b;
+  }
+
+  /// Copies n values from device memory to the host (synchronises the stream).
+  template <class T>
+  static void download(const T* src, std::size_t n, T* host) {
+    namespace cu = ::awq::cuda;
+    if (n) cu::check(cudaMemcpyAsync(host, src, n * sizeof(T), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync device->host");
+    cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+  }
+
+  /// m(r, c) · s[c] (or / s[c]) in place on the device; s on the host (see backend::cpu::scale_cols).
+  template <class S>
+  static void scale_cols(const MatrixView<S>& m, const std::vector<float>& s, bool divide) {
+    detail::require(static_cast<index_t>(s.size()) == m.cols(), "awq::backend::cuda::scale_cols: ", s.size(), " scales for ",
+                    m.cols(), " columns");
+    scale(m, s, true, divide);
+  }
+
+  /// m(r, c) · s[r] (or / s[r]) in place on the device (see backend::cpu::scale_rows).
+  template <class S>
+  static void scale_rows(const MatrixView<S>& m, const std::vector<float>& s, bool divide) {
+    detail::require(static_cast<index_t>(s.size()) == m.rows(), "awq::backend::cuda::scale_rows: ", s.size(), " scales for ",
+                    m.rows(), " rows");
+    scale(m, s, false, divide);
+  }
+
+  /// w(r, c) = clamp(w(r, c), −b, b), b = bound(r, c / group), bound [rows, groups] on the host.
+  template <class S>
+  static void clamp_groups(const MatrixView<S>& w, const MatrixView<const float>& bound) {
+    namespace cu = ::awq::cuda;
+    detail::require(bound.cols() > 0 && bound.rows() == w.rows() && w.cols() % bound.cols() == 0,
+                    "awq::backend::cuda::clamp_groups: bounds [", bound.rows(), ", ", bound.cols(), "] do not fit w [", w.rows(),
+                    ", ", w.cols(), "]");
+    detail::require(bound.row_stride() == bound.cols() && bound.col_stride() == 1, "awq::backend::cuda::clamp_groups: bounds must be contiguous");
+    const cu::DeviceBuffer<float> b = upload(bound.data(), static_cast<std::size_t>(bound.size()));
+    cu::detail::clamp_groups_kernel<S><<<cu::detail::blocks_for(w.rows(), 1, 8192), 256, 0, stream()>>>(w, w.cols() / bound.cols(), b.data());
+    cu::check(cudaGetLastError(), "clamp_groups_kernel launch");
+    cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+  }
 
   /// Throws awq::Error naming `what`, the value, its row (× `row_step`) and column when the device
   /// matrix m holds a NaN or an infinity. Synchronises the stream.
@@ -376,7 +443,7 @@ struct cuda {
     cu::detail::sum_chunks_kernel<><<<cu::detail::blocks_for(x.cols(), 128), 128, 0, ctx.stream>>>(
         partial.data(), chunks, x.cols(), sum.data(), false);
     cu::check(cudaGetLastError(), "sum_chunks_kernel launch");
-    const auto h = download(sum);
+    const auto h = fetch(sum);
     std::vector<acc_t<S>> out(h.size());
     for (std::size_t c = 0; c < h.size(); ++c) out[c] = static_cast<acc_t<S>>(h[c] / static_cast<double>(x.rows()));
     return out;
@@ -406,7 +473,7 @@ struct cuda {
       rows += w.rows();
     }
     detail::require(rows > 0, "awq::backend::cuda::duo_weight_mean: no weight row");
-    const auto h = download(sum);
+    const auto h = fetch(sum);
     std::vector<acc_t<S>> out(h.size());
     for (std::size_t c = 0; c < h.size(); ++c) out[c] = static_cast<acc_t<S>>(h[c] / static_cast<double>(rows));
     return out;
@@ -592,8 +659,18 @@ struct cuda {
   }
 
  private:
+  template <class S>
+  static void scale(const MatrixView<S>& m, const std::vector<float>& s, bool by_col, bool divide) {
+    namespace cu = ::awq::cuda;
+    if (m.size() == 0) return;
+    const cu::DeviceBuffer<float> d = upload(s.data(), s.size());
+    cu::detail::scale_kernel<S><<<cu::detail::blocks_for(m.rows(), 1, 8192), 256, 0, stream()>>>(m, d.data(), by_col, divide);
+    cu::check(cudaGetLastError(), "scale_kernel launch");
+    cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+  }
+
   template <class T>
-  static std::vector<T> download(const ::awq::cuda::DeviceBuffer<T>& b) {
+  static std::vector<T> fetch(const ::awq::cuda::DeviceBuffer<T>& b) {
     namespace cu = ::awq::cuda;
     std::vector<T> h(b.size());
     if (!h.empty())

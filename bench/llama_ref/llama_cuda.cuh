@@ -1,13 +1,12 @@
-// The example engine's Llama decoder layer on the GPU (nvcc only): the same layer as
-// llama_block.hpp — rotate_half RoPE, GQA, RMSNorm in fp32, SwiGLU — with cuBLAS products
-// (awq::backend::cuda::linear, fp32 accumulation) and small kernels, and the scale-search blocks
-// "self_attn" and "mlp" that awq::search_scales<awq::backend::cuda> evaluates.
-//
-// T is the storage type of weights and activations (float, or __half as the fp16 reference runs);
-// norms, softmax and RoPE compute in fp32; block outputs and the residual stream are fp32.
+// The pre-driver GPU Llama layer and per-block flow with fp16 or fp32 storage (T), kept only for
+// bench_search_cuda's fp16 measurements until awq::model gains fp16 block storage; the tool and
+// the library use awq/model. Kernels are the library's (awq/model/arch/llama.cuh); cuBLAS
+// products through awq::backend::cuda::linear (fp32 accumulation); norms, softmax and RoPE in
+// fp32; block outputs and the residual stream fp32.
 #pragma once
 
 #include <awq/cuda.cuh>
+#include <awq/model/arch/llama.cuh>
 
 #include <cublas_v2.h>
 
@@ -41,138 +40,13 @@ MatrixView<const T> cview(const Buf<T>& b, index_t rows, index_t cols) {
 
 inline unsigned blocks(index_t n, int threads) { return cu::detail::blocks_for(n, threads, 1 << 20); }
 
-// ---- kernels ----------------------------------------------------------------------------------
+// ---- kernels: the library's (awq/model/arch/llama.cuh, awq/backend/cuda.cuh) ------------------
 
-template <class T>
-__global__ void rmsnorm_kernel(const float* x, index_t cols, const T* w, float eps, T* out) {
-  const index_t r = blockIdx.x;
-  __shared__ float sh[256];
-  float acc = 0.0f;
-  for (index_t c = threadIdx.x; c < cols; c += blockDim.x) acc += x[r * cols + c] * x[r * cols + c];
-  sh[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = 128; s > 0; s /= 2) {
-    if (static_cast<int>(threadIdx.x) < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float inv = 1.0f / sqrtf(sh[0] / static_cast<float>(cols) + eps);
-  for (index_t c = threadIdx.x; c < cols; c += blockDim.x)
-    out[r * cols + c] = cu::detail::from_float<T>(cu::detail::to_float(w[c]) * (x[r * cols + c] * inv));
-}
-
-// RoPE from a [seq_len][d/2] table of (cos, sin): a block per token, threads over heads × d/2.
-template <class T>
-__global__ void rope_kernel(T* m, index_t tokens, int heads, int d, int seq_len, const float2* cs) {
-  const int half = d / 2;
-  for (index_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    const float2* row = cs + (t % seq_len) * half;
-    for (int j = threadIdx.x; j < heads * half; j += blockDim.x) {
-      const int h = j / half, i = j % half;
-      const float c = row[i].x, s = row[i].y;
-      T* v = m + (t * heads + h) * d;
-      const float x1 = cu::detail::to_float(v[i]), x2 = cu::detail::to_float(v[i + half]);
-      v[i] = cu::detail::from_float<T>(x1 * c + (-x2) * s);
-      v[i + half] = cu::detail::from_float<T>(x2 * c + x1 * s);
-    }
-  }
-}
-
-// One warp per score row: scale, causal mask, softmax in fp32; P in T (zeros above the diagonal).
-// NPER > 0: the row (L <= 32·NPER) is read once into registers; NPER = 0: any L, three passes.
-template <class T, int NPER>
-__global__ void causal_softmax_kernel(const float* scores, index_t rows, int L, float scaling, T* P) {
-  const int lane = threadIdx.x % 32;
-  const index_t warps = static_cast<index_t>(gridDim.x) * blockDim.x / 32;
-  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
-    const int i = static_cast<int>(row % L);
-    const float* s = scores + row * L;
-    T* out = P + row * L;
-    if constexpr (NPER > 0) {
-      float v[NPER];
-      float mx = -INFINITY;
-#pragma unroll
-      for (int u = 0; u < NPER; ++u) {
-        const int j = lane + 32 * u;
-        v[u] = j <= i ? s[j] * scaling : -INFINITY;
-        mx = fmaxf(mx, v[u]);
-      }
-      for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      float sum = 0.0f;
-#pragma unroll
-      for (int u = 0; u < NPER; ++u) {
-        v[u] = lane + 32 * u <= i ? expf(v[u] - mx) : 0.0f;
-        sum += v[u];
-      }
-      for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-#pragma unroll
-      for (int u = 0; u < NPER; ++u)
-        if (lane + 32 * u < L) out[lane + 32 * u] = cu::detail::from_float<T>(v[u] / sum);
-    } else {
-      float mx = -INFINITY;
-      for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, s[j] * scaling);
-      for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      float sum = 0.0f;
-      for (int j = lane; j <= i; j += 32) sum += expf(s[j] * scaling - mx);
-      for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      for (int j = lane; j < L; j += 32) out[j] = cu::detail::from_float<T>(j <= i ? expf(s[j] * scaling - mx) / sum : 0.0f);
-    }
-  }
-}
-
-template <class T>
-void causal_softmax(const float* scores, index_t rows, int L, float scaling, T* P, cudaStream_t st) {
-  const unsigned grid = blocks(rows * 32, 256);
-  if (L <= 128)
-    causal_softmax_kernel<T, 4><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
-  else if (L <= 256)
-    causal_softmax_kernel<T, 8><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
-  else if (L <= 512)
-    causal_softmax_kernel<T, 16><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
-  else if (L <= 1024)
-    causal_softmax_kernel<T, 32><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
-  else
-    causal_softmax_kernel<T, 0><<<grid, 256, 0, st>>>(scores, rows, L, scaling, P);
-}
-
-template <class T>
-__global__ void swiglu_kernel(const T* gate, const T* up, index_t n, T* out) {
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const float g = cu::detail::to_float(gate[e]);
-    out[e] = cu::detail::from_float<T>((g / (1.0f + expf(-g))) * cu::detail::to_float(up[e]));
-  }
-}
-
-// out = a + b (fp32 residual stream).
-template <int = 0>  // a template: header kernels need one definition per program
-__global__ void add_kernel(const float* a, const float* b, index_t n, float* out) {
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x)
-    out[e] = a[e] + b[e];
-}
-
-// m(r, c) = m(r, c) * s[c] (mul) or / s[c] (div), on columns (cols) or rows (rows) of a row-major matrix.
-template <class T>
-__global__ void scale_kernel(T* m, index_t rows, index_t cols, const float* s, bool by_col, bool divide) {
-  const index_t n = rows * cols;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const float f = s[by_col ? e % cols : e / cols];
-    const float v = cu::detail::to_float(m[e]);
-    m[e] = cu::detail::from_float<T>(divide ? v / f : v * f);
-  }
-}
-
-// w(r, c) = clamp(w(r, c), -b, b) with b = bound[r, c / g].
-template <class T>
-__global__ void clamp_groups_kernel(T* w, index_t rows, index_t cols, index_t g, const float* bound) {
-  const index_t n = rows * cols;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const float b = bound[(e / cols) * (cols / g) + (e % cols) / g];
-    w[e] = cu::detail::from_float<T>(awq::detail::clamp(cu::detail::to_float(w[e]), -b, b));
-  }
-}
+using awq::detail::llama_cuda::add_kernel;
+using awq::detail::llama_cuda::causal_softmax;
+using awq::detail::llama_cuda::rmsnorm_kernel;
+using awq::detail::llama_cuda::rope_kernel;
+using awq::detail::llama_cuda::swiglu_kernel;
 
 template <class T>
 void check_launch(const char* what) {
@@ -185,8 +59,8 @@ void check_launch(const char* what) {
 template <class T>
 void scale(const MatrixView<T>& m, const std::vector<float>& s, bool by_col, bool divide) {
   Buf<float> ds(s);
-  scale_kernel<T><<<blocks(m.size(), 256), 256, 0, awq::backend::cuda::stream()>>>(m.data(), m.rows(), m.cols(), ds.data(),
-                                                                                     by_col, divide);
+  cu::detail::scale_kernel<T><<<cu::detail::blocks_for(m.rows(), 1, 8192), 256, 0, awq::backend::cuda::stream()>>>(m, ds.data(), by_col,
+                                                                                                                 divide);
   check_launch<T>("scale_kernel");
   cu::check(cudaStreamSynchronize(awq::backend::cuda::stream()), "cudaStreamSynchronize");
 }
@@ -196,8 +70,7 @@ template <class T>
 void clamp_groups(const MatrixView<T>& w, const std::vector<float>& bound) {
   const index_t g = w.cols() / static_cast<index_t>(bound.size() / static_cast<std::size_t>(w.rows()));
   Buf<float> db(bound);
-  clamp_groups_kernel<T><<<blocks(w.size(), 256), 256, 0, awq::backend::cuda::stream()>>>(w.data(), w.rows(), w.cols(), g,
-                                                                                           db.data());
+  cu::detail::clamp_groups_kernel<T><<<cu::detail::blocks_for(w.rows(), 1, 8192), 256, 0, awq::backend::cuda::stream()>>>(w, g, db.data());
   check_launch<T>("clamp_groups_kernel");
   cu::check(cudaStreamSynchronize(awq::backend::cuda::stream()), "cudaStreamSynchronize");
 }
@@ -332,13 +205,13 @@ void layer_forward(const LlamaConfig& c, const Batch& b, const Layer<T>& l, cons
   Buf<float> h(static_cast<std::size_t>(tok * H));
   cap.attn_out = Buf<float>(static_cast<std::size_t>(tok * H));
   cap.mlp_out = Buf<float>(static_cast<std::size_t>(tok * H));
-  rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(hidden.data(), H, l.ln_in.data(), c.rms_eps, cap.x_attn.data());
+  rmsnorm_kernel<T><<<static_cast<unsigned>(std::min<index_t>(tok, 65535)), 256, 0, st>>>(hidden.data(), tok, H, l.ln_in.data(), c.rms_eps, cap.x_attn.data());
   check_launch<T>("rmsnorm_kernel");
   Attention<T> attn{&c, b, {}, {}, {}, {}, {}, {}, {}};
   attn.context(cview(cap.x_attn, tok, H), cview(l.wq, hd, H), cview(l.wk, hdkv, H), cview(l.wv, hdkv, H));
   B::linear<T, float>(cview(attn.ctx, tok, hd), cview(l.wo, H, hd), nullptr, view(cap.attn_out, tok, H));
   add_kernel<><<<blocks(tok * H, 256), 256, 0, st>>>(hidden.data(), cap.attn_out.data(), tok * H, h.data());
-  rmsnorm_kernel<T><<<static_cast<unsigned>(tok), 256, 0, st>>>(h.data(), H, l.ln_post.data(), c.rms_eps, cap.x_mlp.data());
+  rmsnorm_kernel<T><<<static_cast<unsigned>(std::min<index_t>(tok, 65535)), 256, 0, st>>>(h.data(), tok, H, l.ln_post.data(), c.rms_eps, cap.x_mlp.data());
   check_launch<T>("rmsnorm_kernel");
   cap.x_o = std::move(attn.ctx);
   MlpBlock<T> mlp{cview(l.wd, H, I), {}, {}, {}};
@@ -459,28 +332,6 @@ GpuBlockResult awq_block(const LlamaConfig& c, const Batch& b, Layer<T>& l, Capt
     });
   }
   return res;
-}
-
-/// The example engine's per-block AWQ (llama_block.hpp's awq_block) with the search on the GPU in
-/// fp32: uploads the layer and its input, captures the group inputs with the GPU forward, searches,
-/// folds and clips there, and writes the modified weights back into `l`.
-inline BlockAwqResult awq_block_on_gpu(const LlamaConfig& c, const Batch& b, LlamaLayer& l, const Mat& hidden,
-                                       const BlockAwqOptions& opt) {
-  auto up = [](const auto& m) {
-    return Buf<float>(std::vector<float>(m.data(), m.data() + m.size()));
-  };
-  Layer<float> g{up(l.wq), up(l.wk), up(l.wv), up(l.wo), up(l.wg), up(l.wu), up(l.wd), up(l.ln_in), up(l.ln_post)};
-  Buf<float> h = up(hidden), out(static_cast<std::size_t>(hidden.size()));
-  Captured<float> cap;
-  layer_forward(c, b, g, h, out, cap);
-  GpuBlockResult r = awq_block(c, b, g, cap, opt);
-  auto down = [](const Buf<float>& d, auto& m) {
-    cu::check(cudaMemcpy(m.data(), d.data(), static_cast<std::size_t>(m.size()) * sizeof(float), cudaMemcpyDeviceToHost),
-              "cudaMemcpy device->host");
-  };
-  down(g.wq, l.wq), down(g.wk, l.wk), down(g.wv, l.wv), down(g.wo, l.wo), down(g.wg, l.wg), down(g.wu, l.wu),
-      down(g.wd, l.wd), down(g.ln_in, l.ln_in), down(g.ln_post, l.ln_post);
-  return BlockAwqResult{std::move(r.scales), std::move(r.clips)};
 }
 
 }  // namespace gpu

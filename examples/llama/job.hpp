@@ -1,0 +1,236 @@
+// The awq_llama job over the library's model driver, generic over the backend: open the model
+// (GGUF file or Hugging Face directory), tokenize, embed, run awq::model::quantize_model once per
+// config with the evaluation tokens carried along (full precision in the first run, RTN and AWQ
+// in every run), then perplexity from the last block's outputs — O(one block) of weights in memory.
+#pragma once
+
+#include <awq/model/arch/llama.hpp>
+#include <awq/model/head.hpp>
+#include <awq/model/hf_source.hpp>
+#include <awq/model/pipeline.hpp>
+#include <awq/model/source.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "llama/export.hpp"
+#include "llama/tokenizer.hpp"
+
+namespace awq_example {
+
+/// What the job needs from the command line.
+struct JobArgs {
+  std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu";
+  std::vector<awq::QuantSpec> configs;
+  bool duo = false;
+  int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
+};
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  awq::detail::require(static_cast<bool>(f), "cannot read text file ", path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+/// The model-level pieces of an export that depend on the source: base config.json and tokenizer files.
+struct ExportBase {
+  nlohmann::ordered_json config;
+  std::map<std::string, nlohmann::ordered_json> files;
+};
+
+/// One config's figures.
+struct JobRow {
+  std::string config;
+  double ppl_rtn = 0, ppl_awq = 0, mse_rtn = 0, mse_awq = 0, pass_s = 0;
+  int resumed = 0;
+};
+
+/// Relative squared error ‖a − ref‖² / ‖ref‖².
+inline double rel_mse(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - ref[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den > 0 ? num / den : 0.0;
+}
+
+template <class Backend, class Source>
+int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const ExportBase& xb) {
+  using Arch = awq::model::Llama;
+  using Clock = std::chrono::steady_clock;
+  const auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  const auto t_load = Clock::now();
+  const awq::model::ModelConfig& c = src.config();
+  Arch::check(c);
+  for (const auto& q : a.configs)  // refuse what this model cannot take before any work
+    for (int k : {c.hidden, c.intermediate, c.n_heads * c.head_dim}) (void)q.group_for(k);
+  std::vector<int> calib = tok.encode(read_text(a.calib_text)), eval = tok.encode(read_text(a.eval_text));
+  awq::detail::require(static_cast<int>(calib.size()) >= a.seq_len, "calibration text has only ", calib.size(), " tokens");
+  const int n_cal = std::min<int>(a.calib_seqs, static_cast<int>(calib.size()) / a.seq_len);
+  calib.resize(static_cast<std::size_t>(n_cal) * a.seq_len);
+  if (static_cast<int>(eval.size()) > a.eval_tokens) eval.resize(static_cast<std::size_t>(a.eval_tokens));
+  const int n_eval = static_cast<int>(eval.size()) / a.seq_len;
+  awq::detail::require(n_eval > 0, "evaluation text has ", eval.size(), " tokens, fewer than --seq-len ", a.seq_len);
+  eval.resize(static_cast<std::size_t>(n_eval) * a.seq_len);
+  const int n_layers = a.layers >= 0 ? std::min(a.layers, c.layers) : c.layers;
+  const bool partial = n_layers < c.layers;  // a truncated model: its perplexity means nothing
+  const awq::model::Batch cb{n_cal, a.seq_len}, eb{n_eval, a.seq_len};
+  const std::vector<float> calib_h = awq::model::embed<Arch>(src, calib), eval_h = awq::model::embed<Arch>(src, eval);
+  const double load_s = since(t_load);
+  std::fprintf(stderr, "model: %s, %d of %d layers, hidden %d, mlp %d, heads %d/%d, vocab %d; calib %d x %d tokens, eval %zu tokens; load %.1fs\n",
+               c.architecture.c_str(), n_layers, c.layers, c.hidden, c.intermediate, c.n_heads, c.n_kv_heads, c.vocab, n_cal,
+               a.seq_len, eval.size(), load_s);
+  std::unique_ptr<awq::model::Head<Arch>> head;
+  if (!partial) head = std::make_unique<awq::model::Head<Arch>>(awq::model::Head<Arch>::load(src));
+
+  std::vector<float> fp_out;
+  double ppl_fp = 0, t_eval = 0;
+  std::vector<JobRow> rows;
+  awq::TerminalProgress bar;
+  for (std::size_t ci = 0; ci < a.configs.size(); ++ci) {
+    const awq::QuantSpec& q = a.configs[ci];
+    JobRow row;
+    row.config = q.name() + (a.duo ? "-duo" : "");
+    std::vector<awq::model::Stream> streams;
+    if (ci == 0) streams.push_back({awq::model::StreamKind::fp, eb, eval_h});
+    streams.push_back({awq::model::StreamKind::rtn, eb, eval_h});
+    streams.push_back({awq::model::StreamKind::awq, eb, eval_h});
+    awq::model::PipelineOptions opt;
+    opt.block.quant = q;
+    opt.block.duo_scaling = a.duo;
+    opt.block.search_seqs = a.search_seqs;
+    opt.layers = n_layers;
+    opt.progress = bar;
+    std::unique_ptr<awq::model::BlockCheckpoint> ck;
+    if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
+      const std::string dir = a.checkpoint_dir + "/" + row.config;
+      std::filesystem::create_directories(dir);
+      const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
+                              std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs);
+      ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
+      opt.checkpoint = ck.get();
+    }
+    std::unique_ptr<HfExport> ex;
+    if (!a.export_dir.empty()) ex = std::make_unique<HfExport>(q);
+    auto t0 = Clock::now();
+    const auto res = awq::model::quantize_model<Backend, Arch>(src, cb, calib_h, streams, opt, [&](const awq::model::QuantizedBlock& b) {
+      if (ex) ex->add_block(b);
+    });
+    row.pass_s = since(t0);
+    row.resumed = res.resumed;
+    if (res.resumed > 0)
+      std::fprintf(stderr, "%s: %d of %d blocks resumed from %s\n", row.config.c_str(), res.resumed, res.blocks, a.checkpoint_dir.c_str());
+    const std::vector<float>& rtn_out = streams[ci == 0 ? 1 : 0].hidden;
+    const std::vector<float>& awq_out = streams[ci == 0 ? 2 : 1].hidden;
+    if (ci == 0) fp_out = streams[0].hidden;
+    row.mse_rtn = rel_mse(rtn_out, fp_out);
+    row.mse_awq = rel_mse(awq_out, fp_out);
+    if (head) {
+      t0 = Clock::now();
+      if (ci == 0) ppl_fp = head->perplexity(fp_out, eval, a.seq_len).ppl;
+      row.ppl_rtn = head->perplexity(rtn_out, eval, a.seq_len).ppl;
+      row.ppl_awq = head->perplexity(awq_out, eval, a.seq_len).ppl;
+      t_eval += since(t0);
+      std::fprintf(stderr, "%s: perplexity FP %.4f, RTN %.4f, AWQ %.4f (pass %.1fs)\n", row.config.c_str(), ppl_fp, row.ppl_rtn,
+                   row.ppl_awq, row.pass_s);
+    } else {
+      std::fprintf(stderr, "%s: block %d output, relative MSE vs FP: RTN %.3e, AWQ %.3e (pass %.1fs)\n", row.config.c_str(), n_layers - 1,
+                   row.mse_rtn, row.mse_awq, row.pass_s);
+    }
+    if (ex) {
+      const std::string dir = a.export_dir + "/" + row.config;
+      ex->add_tensor(Arch::embed_name, {c.vocab, c.hidden}, src.load(Arch::embed_name, {c.vocab, c.hidden}));
+      ex->add_tensor(Arch::final_norm_name, {c.hidden}, src.load(Arch::final_norm_name, {c.hidden}));
+      if (!c.tied_embeddings) ex->add_tensor("lm_head.weight", {c.vocab, c.hidden}, src.load("lm_head.weight", {c.vocab, c.hidden}));
+      ex->write(dir, xb.config, xb.files);
+      std::fprintf(stderr, "exported %s\n", dir.c_str());
+    }
+    rows.push_back(row);
+  }
+
+  nlohmann::json rep;
+  rep["model"] = a.model;
+  rep["backend"] = a.backend;
+  rep["layers"] = n_layers;
+  rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
+  rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
+  if (partial) {
+    std::printf("\n%d of %d layers: perplexity of a truncated model is meaningless; block %d output error vs FP instead\n", n_layers,
+                c.layers, n_layers - 1);
+    std::printf("%-16s %14s %14s %10s\n", "config", "rel_mse_rtn", "rel_mse_awq", "pass_s");
+    for (const auto& r : rows) {
+      std::printf("%-16s %14.4e %14.4e %10.1f\n", r.config.c_str(), r.mse_rtn, r.mse_awq, r.pass_s);
+      rep["configs"].push_back({{"config", r.config}, {"block_output_rel_mse_rtn", r.mse_rtn}, {"block_output_rel_mse_awq", r.mse_awq},
+                                {"pass_s", r.pass_s}, {"resumed_blocks", r.resumed}});
+    }
+  } else {
+    rep["fp"] = {{"ppl", ppl_fp}};
+    std::printf("\n%-16s %10s %10s %10s %14s %10s\n", "config", "ppl_fp", "ppl_rtn", "ppl_awq", "gap_recovered", "pass_s");
+    for (const auto& r : rows) {
+      const bool gap = r.ppl_rtn > ppl_fp;  // a recovered share only means something when RTN is worse
+      const double rec = gap ? (r.ppl_rtn - r.ppl_awq) / (r.ppl_rtn - ppl_fp) : 0.0;
+      char recs[32] = "-";
+      if (gap) std::snprintf(recs, sizeof recs, "%.1f%%", 100 * rec);
+      std::printf("%-16s %10.4f %10.4f %10.4f %14s %10.1f\n", r.config.c_str(), ppl_fp, r.ppl_rtn, r.ppl_awq, recs, r.pass_s);
+      rep["configs"].push_back({{"config", r.config}, {"ppl_fp", ppl_fp}, {"ppl_rtn", r.ppl_rtn}, {"ppl_awq", r.ppl_awq},
+                                {"gap_recovered", gap ? nlohmann::json(rec) : nlohmann::json(nullptr)}, {"pass_s", r.pass_s},
+                                {"block_output_rel_mse_rtn", r.mse_rtn}, {"block_output_rel_mse_awq", r.mse_awq},
+                                {"resumed_blocks", r.resumed}});
+    }
+  }
+  rep["load_s"] = load_s;
+  rep["eval_s"] = t_eval;
+  rep["peak_rss_mb"] = peak_rss_mb();
+  std::printf("load %.1fs, evaluation heads %.1fs, peak RSS %.0f MB\n", load_s, t_eval, peak_rss_mb());
+  if (!a.report.empty())
+    awq::io::write_atomically(a.report, [&](awq::io::FileSink& out) { out.write(rep.dump(2) + "\n"); });
+  return 0;
+}
+
+/// Opens `a.model` (a GGUF file or a Hugging Face directory) and runs the job on Backend.
+template <class Backend>
+int run_job(const JobArgs& a) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(a.model)) {
+    const auto src = awq::model::HfSource::open(a.model);
+    const fs::path tj = fs::path(a.model) / "tokenizer.json";
+    awq::detail::require(fs::exists(tj), a.model, " has no tokenizer.json");
+    BpeTokenizer tok = BpeTokenizer::from_hf_json(tj.string());
+    ExportBase xb;
+    xb.config = nlohmann::ordered_json::parse(src.config_json().dump());
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      std::ifstream in(fs::path(a.model) / f);
+      if (in) xb.files[f] = nlohmann::ordered_json::parse(in);
+    }
+    return run_job_on<Backend>(a, src, tok, xb);
+  }
+  const auto src = awq::model::GgufSource::open(a.model);
+  BpeTokenizer tok(src.gguf());
+  ExportBase xb;
+  xb.config = hf_config_json(src.config(), src.gguf());
+  xb.files["tokenizer.json"] = tokenizer_json(src.gguf());
+  xb.files["tokenizer_config.json"] = tokenizer_config_json(src.gguf(), xb.config);
+  return run_job_on<Backend>(a, src, tok, xb);
+}
+
+}  // namespace awq_example

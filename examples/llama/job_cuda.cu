@@ -1,0 +1,11 @@
+// The awq_llama job instantiated on backend::cuda: the same driver and Llama policy as on the CPU,
+// with the policy's GPU kernels (awq/model/arch/llama.cuh).
+#include <awq/model/arch/llama.cuh>
+
+#include "llama/job_cuda.hpp"
+
+namespace awq_example {
+
+int run_job_cuda(const JobArgs& a) { return run_job<awq::backend::cuda>(a); }
+
+}  // namespace awq_example

@@ -1,0 +1,61 @@
+/// \file
+/// \brief The architecture policy concept of the model driver (awq/model/pipeline.hpp): what a
+///        type `Arch` must provide so that the driver can quantize its blocks, and the plain
+///        structs it describes its linear groups with.
+///
+/// An architecture policy is a type with static members (see awq::model::Llama for one):
+/// \code
+/// struct MyArch {
+///   static constexpr const char* name = "my-arch";
+///   static void check(const ModelConfig& c);                           // awq::Error if unsupported
+///   static std::string block_prefix(int layer);                        // "model.layers.3."
+///   static std::vector<TensorSpec> block_tensors(const ModelConfig& c);  // names relative to the prefix
+///   static std::vector<std::string> linears(const ModelConfig& c);     // quantized linears ("self_attn.q_proj")
+///   static std::vector<LinearGroup> groups(const ModelConfig& c);      // scale groups, in search order
+///   static std::vector<ClipTarget> clip_targets(const ModelConfig& c); // clip-searched linears
+///   static constexpr int n_inputs = 4;                                 // captured group inputs
+///   static index_t input_cols(const ModelConfig& c, int slot);         // columns of input `slot`
+///   // out = block(x); when cap is non-null, (*cap)[slot] = the input of every group reading `slot`.
+///   template <class Backend> static void forward(const ModelConfig&, const Batch&, const Block<Backend>&,
+///       const MatrixView<const float>& x, const MatrixView<float>& out, std::vector<Tensor<Backend>>* cap);
+///   // Calls f(module) with the search_scales block (awq/search/scale.hpp) of group g: the module
+///   // whose output is the loss, taking the group's linears' weights as its arguments.
+///   template <class Backend, class F> static void with_module(const ModelConfig&, const Batch&,
+///       const Block<Backend>&, const LinearGroup& g, F&& f);
+/// };
+/// \endcode
+/// The driver never knows a model's struct or a file format: it loads `block_tensors` from a
+/// weight source, runs `forward` to capture inputs, and folds scales by the groups' description.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "awq/model/block.hpp"
+
+namespace awq::model {
+
+/// \brief A scale group: linears that share one input, the op their scales fold into and the
+///        module whose output is the search loss.
+struct LinearGroup {
+  /// What produces the group's input, where 1/s is folded.
+  enum class Prev {
+    norm,   ///< a norm's weight (and bias): `prev` + ".weight" / ".bias"
+    linear  ///< a previous linear's output rows (and bias)
+  };
+  std::string name;                  ///< key of the group ("qkv"): checkpoints and reports
+  std::vector<std::string> linears;  ///< linears fed by the input, e.g. {"self_attn.q_proj", …}
+  Prev prev_kind = Prev::norm;       ///< kind of `prev`
+  std::string prev;                  ///< "input_layernorm", or "self_attn.v_proj"
+  int input = 0;                     ///< slot of the captured input
+  std::string module;                ///< loss module ("self_attn", "mlp"), empty: the linears themselves
+};
+
+/// \brief A linear whose weights the clip search bounds, and the captured input it reads.
+struct ClipTarget {
+  std::string name;    ///< key ("v"): checkpoints and reports
+  std::string linear;  ///< "self_attn.v_proj"
+  int input = 0;       ///< slot of the captured input
+};
+
+}  // namespace awq::model

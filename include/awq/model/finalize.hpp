@@ -1,0 +1,59 @@
+/// \file
+/// \brief The final quantization of a linear as it is exported: codes, zeros and fp16 scales,
+///        and the weight replaced by its dequantized value, so that what is evaluated afterwards
+///        is exactly the exported checkpoint.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "awq/config.hpp"
+#include "awq/quantizer.hpp"
+#include "awq/view.hpp"
+
+namespace awq::model {
+
+/// \brief A quantized linear [out, in]: one code per weight, zeros and fp16 scales per (row, group).
+struct QuantizedLinear {
+  index_t out = 0;                   ///< out_features
+  index_t in = 0;                    ///< in_features
+  index_t groups = 0;                ///< in / group size
+  std::vector<std::uint8_t> codes;   ///< [out, in]
+  std::vector<std::uint8_t> zeros;   ///< [out, groups], stored codes
+  std::vector<Eigen::half> scales;   ///< [out, groups]
+};
+
+/// Quantizes w with the reference's rules, rounds the scales to fp16, re-derives the codes with
+/// those scales (as AutoAWQ's packer does), and replaces w by (q − z)·scale16 in float.
+inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSpec& spec) {
+  QuantizedLinear q;
+  q.out = w.rows();
+  q.in = w.cols();
+  q.groups = q.in / spec.group_for(q.in);
+  const index_t g = q.in / q.groups;
+  q.codes.resize(static_cast<std::size_t>(q.out * q.in));
+  std::vector<float> s(static_cast<std::size_t>(q.out * q.groups)), z(s.size());
+  quantize(spec, w, make_row_major(q.codes.data(), q.out, q.in),
+           {{}, make_row_major(s.data(), q.out, q.groups), make_row_major(z.data(), q.out, q.groups)});
+  q.scales.resize(s.size());
+  q.zeros.resize(s.size());
+  const float max_code = static_cast<float>((1 << spec.bits) - 1);
+  for (index_t r = 0; r < q.out; ++r)
+    for (index_t j = 0; j < q.groups; ++j) {
+      const std::size_t gi = static_cast<std::size_t>(r * q.groups + j);
+      q.scales[gi] = Eigen::half(s[gi]);
+      q.zeros[gi] = static_cast<std::uint8_t>(z[gi]);
+      const float s16 = static_cast<float>(q.scales[gi]);
+      for (index_t i = j * g; i < (j + 1) * g; ++i) {
+        float c = std::nearbyint(w(r, i) / s16) + z[gi];
+        c = c < 0.0f ? 0.0f : (c > max_code ? max_code : c);
+        q.codes[static_cast<std::size_t>(r * q.in + i)] = static_cast<std::uint8_t>(c);
+        w(r, i) = (c - z[gi]) * s16;
+      }
+    }
+  return q;
+}
+
+}  // namespace awq::model

@@ -1,0 +1,94 @@
+/// \file
+/// \brief The model's ends on the host: the token embedding (`embed`), and the final norm with
+///        the output projection (`Head`) for perplexity over the last block's output.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "awq/backend/cpu.hpp"
+#include "awq/model/block.hpp"
+#include "awq/model/config.hpp"
+
+namespace awq::model {
+
+/// The embeddings [tokens, hidden] of `tokens`, from the source's embedding table.
+template <class Arch, class Source>
+std::vector<float> embed(const Source& src, const std::vector<int>& tokens) {
+  const ModelConfig& c = src.config();
+  const std::vector<float> e = src.load(Arch::embed_name, {c.vocab, c.hidden});
+  std::vector<float> h(tokens.size() * static_cast<std::size_t>(c.hidden));
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    detail::require(tokens[t] >= 0 && tokens[t] < c.vocab, "awq::model::embed: token id ", tokens[t], " at ", t,
+                    " is outside the vocabulary of ", c.vocab);
+    std::copy_n(e.begin() + static_cast<std::ptrdiff_t>(tokens[t]) * c.hidden, c.hidden,
+                h.begin() + static_cast<std::ptrdiff_t>(t) * c.hidden);
+  }
+  return h;
+}
+
+/// \brief Mean negative log-likelihood of the next tokens and its exp.
+struct PerplexityResult {
+  double nll = 0;      ///< mean over predicted tokens
+  double ppl = 0;      ///< exp(nll)
+  long predicted = 0;  ///< tokens predicted
+};
+
+/// \brief The final norm and output projection of a model (on the host, fp32).
+template <class Arch>
+struct Head {
+  ModelConfig cfg;            ///< model
+  std::vector<float> norm;    ///< final norm weight [hidden]
+  std::vector<float> lm_head; ///< [vocab, hidden] (the embedding when tied)
+
+  /// Loads both from a source.
+  template <class Source>
+  static Head load(const Source& src) {
+    const ModelConfig& c = src.config();
+    return Head{c, src.load(Arch::final_norm_name, {c.hidden}), src.load(Arch::lm_head_name(c), {c.vocab, c.hidden})};
+  }
+
+  /// Perplexity of `tokens` (n_seq · seq_len of them, as the batch of `hidden`, the last block's
+  /// output [tokens, hidden]); the last position of each sequence predicts nothing.
+  PerplexityResult perplexity(const std::vector<float>& hidden, const std::vector<int>& tokens, int seq_len) const {
+    const index_t H = cfg.hidden, T = static_cast<index_t>(tokens.size());
+    detail::require(seq_len > 1 && T % seq_len == 0 && static_cast<index_t>(hidden.size()) == T * H,
+                    "awq::model::Head::perplexity: ", tokens.size(), " tokens, ", hidden.size(), " hidden values, seq_len ",
+                    seq_len);
+    std::vector<float> hn(hidden.size());
+    Arch::template final_norm<backend::cpu>(cfg, norm.data(), make_row_major(hidden.data(), T, H), make_row_major(hn.data(), T, H));
+    const index_t chunk = 256;
+    std::vector<double> nll_row(static_cast<std::size_t>(T), 0.0);
+    std::vector<float> logits;
+    const auto W = make_row_major(lm_head.data(), static_cast<index_t>(cfg.vocab), H);
+    for (index_t t0 = 0; t0 < T; t0 += chunk) {
+      const index_t nt = std::min(chunk, T - t0);
+      logits.resize(static_cast<std::size_t>(nt * cfg.vocab));
+      const auto L = make_row_major(logits.data(), nt, static_cast<index_t>(cfg.vocab));
+      backend::cpu::linear<float>(make_row_major<const float>(hn.data() + t0 * H, nt, H), W, nullptr, L);
+      backend::cpu::parallel_for(nt, [&](index_t a, index_t e) {
+        for (index_t i = a; i < e; ++i) {
+          const index_t t = t0 + i;
+          if ((t % seq_len) == seq_len - 1) continue;
+          float mx = L(i, 0);
+          for (index_t v = 1; v < L.cols(); ++v) mx = std::max(mx, L(i, v));
+          double sum = 0;
+          for (index_t v = 0; v < L.cols(); ++v) sum += std::exp(static_cast<double>(L(i, v) - mx));
+          nll_row[static_cast<std::size_t>(t)] =
+              -(static_cast<double>(L(i, tokens[static_cast<std::size_t>(t + 1)]) - mx) - std::log(sum));
+        }
+      });
+    }
+    PerplexityResult r;
+    for (double v : nll_row) r.nll += v;
+    r.predicted = static_cast<long>(T / seq_len) * (seq_len - 1);
+    r.nll /= static_cast<double>(r.predicted);
+    r.ppl = std::exp(r.nll);
+    return r;
+  }
+};
+
+}  // namespace awq::model

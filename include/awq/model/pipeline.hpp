@@ -1,0 +1,287 @@
+/// \file
+/// \brief The whole-model AWQ driver, written once over a backend policy, an architecture policy
+///        (awq/model/arch.hpp) and a weight source (awq/model/source.hpp).
+///
+/// For each block: load its tensors from the source (only that block is in memory), forward the
+/// calibration hidden states capturing every group's input, search each group's scales on the
+/// original weights, fold them, search the clip bounds on the scaled weights and inputs, clamp,
+/// quantize with fp16 scales (awq/model/finalize.hpp), hand the result to a sink, and move on
+/// with the block's full-precision output (llm-awq's run_awq semantics). Extra activation streams
+/// (e.g. evaluation tokens) are carried through every block at full precision, RTN- or
+/// AWQ-quantized, so that perplexity needs no second copy of the model. Per-block checkpoints
+/// (awq/model/checkpoint.hpp) make an interrupted run resume bit-identically.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "awq/model/arch.hpp"
+#include "awq/model/block.hpp"
+#include "awq/model/checkpoint.hpp"
+#include "awq/model/config.hpp"
+#include "awq/model/finalize.hpp"
+#include "awq/progress.hpp"
+#include "awq/search/clip.hpp"
+#include "awq/search/scale.hpp"
+
+namespace awq::model {
+
+/// \brief Options of the per-block flow.
+struct BlockOptions {
+  QuantSpec quant{4, 128, true};  ///< quantizer of the searches and the final weights
+  bool duo_scaling = false;       ///< AutoAWQ's duo scaling
+  bool clip = true;               ///< run the clip search
+  /// Sequences whose block-output loss the scale search evaluates (0: all). mean|x| and the clip
+  /// search still use every calibration token, so calibration size and search cost decouple.
+  int search_seqs = 0;
+  ProgressCallback progress{};    ///< per search phase
+};
+
+/// \brief One block's searches on its captured inputs (`in`, from Arch::forward), modifying `blk`
+///        in place: every group searched on the original weights, all folded, then the clip search
+///        on the scaled weights and inputs, then the clamp. Not yet quantized. `in` is scaled with
+///        the folds. Scales or bounds present in `given` replace the corresponding search.
+template <class Backend, class Arch>
+BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& blk, std::vector<Tensor<Backend>>& in,
+                         const BlockOptions& opt, const GivenResults* given = nullptr) {
+  ScaleSearchOptions so;
+  so.quant = opt.quant;
+  so.duo_scaling = opt.duo_scaling;
+  so.progress = opt.progress;
+  BlockResult res;
+  const Batch sb{opt.search_seqs > 0 ? std::min(opt.search_seqs, b.n_seq) : b.n_seq, b.seq_len};
+  const auto groups = Arch::groups(c);
+  for (const auto& g : groups) {
+    if (given && given->scales.count(g.name)) {
+      res.scales[g.name].scales = given->scales.at(g.name);
+      continue;
+    }
+    const MatrixView<const float> x = in.at(static_cast<std::size_t>(g.input)).matrix();
+    std::vector<Linear<float>> lin;
+    for (const auto& l : g.linears) {
+      const std::string bn = l + ".bias";
+      lin.push_back({blk.at(l + ".weight").matrix(), blk.contains(bn) ? blk.at(bn).data.data() : nullptr});
+    }
+    so.name = "scales " + g.name;
+    Arch::template with_module<Backend>(c, sb, blk, g, [&](const auto& module) {
+      res.scales[g.name] = search_scales<Backend>(x.middle_rows(0, sb.tokens()), lin, module, so, Backend::channel_abs_mean(x));
+    });
+  }
+
+  // Fold every group: previous op ÷ s, the linears' input columns × s, the cached input ÷ s.
+  for (const auto& g : groups) {
+    const std::vector<float>& s = res.scales.at(g.name).scales;
+    for (std::size_t i = 0; i < s.size(); ++i)
+      detail::require(std::isfinite(s[i]) && s[i] > 0, "awq::model::search_block: scale ", s[i], " of group '", g.name,
+                      "' at channel ", i, " is not finite and positive");
+    const std::string pw = g.prev + ".weight", pb = g.prev + ".bias";
+    if (g.prev_kind == LinearGroup::Prev::norm) {
+      Backend::scale_cols(blk.at(pw).as_row(), s, true);
+      if (blk.contains(pb)) Backend::scale_cols(blk.at(pb).as_row(), s, true);
+    } else {
+      Backend::scale_rows(blk.at(pw).matrix(), s, true);
+      if (blk.contains(pb)) Backend::scale_rows(blk.at(pb).as_col(), s, true);
+    }
+    for (const auto& l : g.linears) Backend::scale_cols(blk.at(l + ".weight").matrix(), s, false);
+    Backend::scale_cols(in.at(static_cast<std::size_t>(g.input)).matrix(), s, true);
+  }
+
+  // Clip search on the scaled weights and inputs, then the clamp.
+  if (opt.clip) {
+    ClipSearchOptions co;
+    co.quant = opt.quant;
+    co.progress = opt.progress;
+    const auto targets = Arch::clip_targets(c);
+    for (const auto& t : targets) {
+      const auto w = blk.at(t.linear + ".weight").matrix();
+      const auto it = given ? given->clips.find(t.name) : std::map<std::string, std::vector<float>>::const_iterator();
+      if (given && it != given->clips.end()) {
+        detail::require(it->second.size() % static_cast<std::size_t>(w.rows()) == 0, "awq::model::search_block: ",
+                        it->second.size(), " given clip bounds for '", t.name, "' of ", w.rows(), " rows");
+        ClipSearchResult<float> r;
+        r.rows = w.rows();
+        r.groups = static_cast<index_t>(it->second.size()) / w.rows();
+        r.max_val = it->second;
+        r.shrink_index.assign(it->second.size(), -1);  // not searched
+        res.clips[t.name] = std::move(r);
+        continue;
+      }
+      co.name = "clip " + t.name;
+      res.clips[t.name] = search_clip<Backend>(MatrixView<const float>(w),
+                                               MatrixView<const float>(in.at(static_cast<std::size_t>(t.input)).matrix()), co);
+    }
+    for (const auto& t : targets) Backend::clamp_groups(blk.at(t.linear + ".weight").matrix(), res.clips.at(t.name).view());
+  }
+  return res;
+}
+
+/// \brief Quantizes every linear of `blk` with fp16 scales (awq/model/finalize.hpp), replacing its
+///        weights by their dequantized values; returns the quantized linears by name.
+template <class Backend, class Arch>
+std::map<std::string, QuantizedLinear> finalize_block(const ModelConfig& c, Block<Backend>& blk, const QuantSpec& spec) {
+  std::map<std::string, QuantizedLinear> out;
+  for (const auto& l : Arch::linears(c)) {
+    auto& t = blk.at(l + ".weight");
+    std::vector<float> w = blk.host(l + ".weight");
+    out[l] = finalize_linear(make_row_major(w.data(), t.rows, t.cols), spec);
+    t.data = Backend::upload(w.data(), w.size());
+  }
+  return out;
+}
+
+/// \brief What an activation stream is carried through: the original weights, their RTN
+///        quantization, or the AWQ result.
+enum class StreamKind { fp, rtn, awq };
+
+/// \brief Activations carried through the blocks alongside the calibration (evaluation tokens).
+struct Stream {
+  StreamKind kind = StreamKind::fp;  ///< which weights
+  Batch batch;                       ///< token layout
+  std::vector<float> hidden;         ///< [tokens, hidden] on the host: the input, then the last block's output
+};
+
+/// \brief One block's result as handed to the sink, on the host.
+struct QuantizedBlock {
+  int index = 0;                                        ///< block number
+  std::string prefix;                                   ///< Hugging Face name prefix, "model.layers.3."
+  std::map<std::string, QuantizedLinear> linears;       ///< by relative name ("self_attn.q_proj")
+  std::map<std::string, std::vector<float>> tensors;    ///< the other tensors after folding (norms, biases)
+  std::map<std::string, std::vector<std::int64_t>> shapes;  ///< their shapes
+  BlockResult result;                                   ///< the searches' choices
+  bool resumed = false;                                 ///< taken from a checkpoint
+};
+
+/// \brief Options of quantize_model.
+struct PipelineOptions {
+  BlockOptions block{};                        ///< the per-block flow
+  const BlockCheckpoint* checkpoint = nullptr;  ///< per-block resume, or none
+  int layers = -1;                             ///< the first N blocks only (-1: all)
+  ProgressCallback progress{};                 ///< per block ("AWQ blocks") and per phase
+  index_t stream_chunk_tokens = 4096;          ///< streams go through a block this many tokens at a time
+};
+
+/// \brief Summary of a quantize_model run.
+struct PipelineResult {
+  int blocks = 0;   ///< blocks quantized
+  int resumed = 0;  ///< of which taken from checkpoints
+};
+
+/// Loads block `layer`'s tensors from `src` into the backend's memory; optional tensors (biases)
+/// are those the architecture lists for this config.
+template <class Backend, class Arch, class Source>
+Block<Backend> load_block(const Source& src, const ModelConfig& c, int layer) {
+  Block<Backend> blk;
+  const std::string p = Arch::block_prefix(layer);
+  for (const auto& t : Arch::block_tensors(c)) blk.put(t.name, t.shape, src.load(p + t.name, t.shape));
+  return blk;
+}
+
+/// \brief Quantizes the model of `src` block by block.
+/// \tparam Backend backend::cpu or backend::cuda (the latter through awq/model/arch/*.cuh)
+/// \tparam Arch    an architecture policy (awq/model/arch.hpp)
+/// \tparam Source  a weight source (awq/model/source.hpp)
+/// \param src      the model's weights, read one block at a time
+/// \param calib    calibration layout
+/// \param calib_hidden the calibration tokens' embeddings [tokens, hidden] (host)
+/// \param streams  activations carried along; on return each holds the last block's output
+/// \param opt      per-block options, checkpoint, layer count, progress
+/// \param sink     called as sink(const QuantizedBlock&) after each block
+template <class Backend, class Arch, class Source, class Sink>
+PipelineResult quantize_model(const Source& src, const Batch& calib, const std::vector<float>& calib_hidden,
+                              std::vector<Stream>& streams, const PipelineOptions& opt, Sink&& sink) {
+  const ModelConfig& c = src.config();
+  Arch::check(c);
+  const index_t H = c.hidden;
+  detail::require(calib.tokens() > 0 && static_cast<index_t>(calib_hidden.size()) == calib.tokens() * H,
+                  "awq::model::quantize_model: calibration hidden states hold ", calib_hidden.size(), " values, expected ",
+                  calib.tokens(), " x ", H);
+  for (const auto& s : streams)
+    detail::require(static_cast<index_t>(s.hidden.size()) == s.batch.tokens() * H, "awq::model::quantize_model: a stream holds ",
+                    s.hidden.size(), " values, expected ", s.batch.tokens(), " x ", H);
+  using Buf = typename Backend::template buffer<float>;
+  const auto mat = [](Buf& b, index_t rows, index_t cols) { return make_row_major(b.data(), rows, cols); };
+  Buf h = Backend::upload(calib_hidden.data(), calib_hidden.size()), next(calib_hidden.size());
+  // Streams are carried a few sequences at a time (rows are independent across sequences), so
+  // their intermediates stay small; one scratch buffer serves all of them.
+  std::vector<Buf> sh;
+  for (const auto& s : streams) sh.push_back(Backend::upload(s.hidden.data(), s.hidden.size()));
+  Buf scratch;
+  const auto carry = [&](StreamKind kind, const Block<Backend>& blk) {
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+      if (streams[i].kind != kind) continue;
+      const Batch& sb = streams[i].batch;
+      if (scratch.size() < sh[i].size()) scratch = Buf(sh[i].size());
+      const int per = std::max(1, static_cast<int>(opt.stream_chunk_tokens / std::max(1, sb.seq_len)));
+      for (int s0 = 0; s0 < sb.n_seq; s0 += per) {
+        const Batch cb{std::min(per, sb.n_seq - s0), sb.seq_len};
+        const index_t r0 = static_cast<index_t>(s0) * sb.seq_len;
+        Arch::template forward<Backend>(c, cb, blk, make_row_major<const float>(sh[i].data() + r0 * H, cb.tokens(), H),
+                                        make_row_major(scratch.data() + r0 * H, cb.tokens(), H), nullptr);
+      }
+      std::swap(sh[i], scratch);
+    }
+  };
+  const auto has = [&](StreamKind k) {
+    for (const auto& s : streams)
+      if (s.kind == k) return true;
+    return false;
+  };
+
+  PipelineResult result;
+  const int n = opt.layers >= 0 ? std::min(opt.layers, c.layers) : c.layers;
+  detail::ProgressTracker tracker(opt.progress, "AWQ " + opt.block.quant.name() + " blocks", n);
+  for (int li = 0; li < n; ++li) {
+    Block<Backend> blk = load_block<Backend, Arch>(src, c, li);
+    carry(StreamKind::fp, blk);
+    if (has(StreamKind::rtn)) {
+      Block<Backend> rtn = blk.clone();
+      finalize_block<Backend, Arch>(c, rtn, opt.block.quant);
+      carry(StreamKind::rtn, rtn);
+    }
+    // The capture forward's output is the next block's input (the full-precision one, as the reference).
+    std::vector<Tensor<Backend>> in;
+    Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
+
+    QuantizedBlock qb;
+    qb.index = li;
+    qb.prefix = Arch::block_prefix(li);
+    GivenResults given;
+    qb.resumed = opt.checkpoint && opt.checkpoint->has(li);
+    if (qb.resumed) {
+      std::vector<std::pair<std::string, std::size_t>> ns, nc;
+      for (const auto& g : Arch::groups(c))
+        ns.emplace_back(g.name, static_cast<std::size_t>(blk.at(g.linears.front() + ".weight").cols));
+      if (opt.block.clip)
+        for (const auto& t : Arch::clip_targets(c)) {
+          const auto& w = blk.at(t.linear + ".weight");
+          nc.emplace_back(t.name, static_cast<std::size_t>(w.rows * (w.cols / opt.block.quant.group_for(w.cols))));
+        }
+      given = opt.checkpoint->load(li, ns, nc);
+      ++result.resumed;
+    }
+    qb.result = search_block<Backend, Arch>(c, calib, blk, in, opt.block, qb.resumed ? &given : nullptr);
+    if (opt.checkpoint && !qb.resumed) opt.checkpoint->save(li, qb.result);
+    in.clear();
+    qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
+    carry(StreamKind::awq, blk);
+    for (const auto& t : Arch::block_tensors(c)) {
+      const std::string lin = t.name.substr(0, t.name.rfind('.'));
+      if (qb.linears.count(lin) && t.name == lin + ".weight") continue;
+      qb.tensors[t.name] = blk.host(t.name);
+      qb.shapes[t.name] = t.shape;
+    }
+    sink(static_cast<const QuantizedBlock&>(qb));
+    std::swap(h, next);
+    ++result.blocks;
+    tracker.step(li + 1);
+  }
+  for (std::size_t i = 0; i < streams.size(); ++i) Backend::download(sh[i].data(), streams[i].hidden.size(), streams[i].hidden.data());
+  return result;
+}
+
+}  // namespace awq::model

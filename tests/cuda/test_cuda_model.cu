@@ -1,0 +1,93 @@
+// The model driver on backend::cuda against backend::cpu: the Llama policy's GPU forward on the
+// transformers goldens (q/k/v biases, GQA, tied embeddings), then the whole per-block flow over a
+// small Qwen2 checkpoint: the same α choices, the same clip bounds up to near-ties, and the
+// evaluation streams within float tolerance.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "awq/model/arch/llama.cuh"
+#include "awq/model/hf_source.hpp"
+#include "awq/model/pipeline.hpp"
+#include "support.hpp"
+
+using awq::model::Llama;
+namespace bc = awq::backend;
+
+namespace {
+
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) { return awq_test::max_rel_err(a.data(), b.data(), a.size()); }
+
+}  // namespace
+
+TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
+  for (const char* name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) {
+    CAPTURE(name);
+    const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
+    std::ifstream mf(dir + "/meta.json");
+    const auto meta = nlohmann::json::parse(mf);
+    const auto src = awq::model::HfSource::open(dir + "/hf");
+    const auto& c = src.config();
+    const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers");
+    const std::size_t n = static_cast<std::size_t>(B * T * c.hidden);
+    const auto lin = awq_test::read_f32(dir + "/layer_in.f32", n * L), lout = awq_test::read_f32(dir + "/layer_out.f32", n * L);
+    for (int l = 0; l < L; ++l) {
+      const auto blk = awq::model::load_block<bc::cuda, Llama>(src, c, l);
+      const awq::cuda::DeviceBuffer<float> x(std::vector<float>(lin.begin() + l * n, lin.begin() + (l + 1) * n));
+      awq::cuda::DeviceBuffer<float> y(n);
+      Llama::forward<bc::cuda>(c, {B, T}, blk, awq::make_row_major<const float>(x.data(), B * T, c.hidden),
+                               awq::make_row_major(y.data(), B * T, c.hidden), nullptr);
+      const double e = rel_err(y.download(), std::vector<float>(lout.begin() + l * n, lout.begin() + (l + 1) * n));
+      MESSAGE(name << " layer " << l << " on the GPU: " << e);
+      CHECK(e < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") {
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
+  const auto& c = src.config();
+  const awq::model::Batch calib{4, 16}, eval{2, 16};
+  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 11, 1.0);
+  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 12, 1.0);
+  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  struct Run {
+    std::vector<awq::model::Stream> streams;
+    std::vector<awq::model::QuantizedBlock> blocks;
+  };
+  const auto run = [&](auto backend) {
+    using B = decltype(backend);
+    Run r;
+    r.streams = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    awq::model::quantize_model<B, Llama>(src, calib, hf, r.streams, opt, [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
+    return r;
+  };
+  const Run cpu = run(bc::cpu{}), gpu = run(bc::cuda{});
+  REQUIRE(cpu.blocks.size() == gpu.blocks.size());
+  for (std::size_t i = 0; i < cpu.blocks.size(); ++i) {
+    for (const auto& kv : cpu.blocks[i].result.scales) {
+      const std::string& g = kv.first;
+      const auto& s = kv.second;
+      CAPTURE(i);
+      CAPTURE(g);
+      const auto& sg = gpu.blocks[i].result.scales.at(g);
+      // The same α unless the CPU's best and second-best losses are within float noise.
+      auto sorted = s.losses;
+      std::sort(sorted.begin(), sorted.end());
+      if ((sorted[1] - sorted[0]) / sorted[0] > 1e-4) CHECK(sg.best_index == s.best_index);
+    }
+    for (const auto& [t, cl] : cpu.blocks[i].result.clips) {
+      long diff = 0;
+      for (std::size_t k = 0; k < cl.max_val.size(); ++k)
+        diff += std::fabs(cl.max_val[k] - gpu.blocks[i].result.clips.at(t).max_val[k]) > 1e-5f * std::fabs(cl.max_val[k]);
+      CHECK(diff * 100 <= static_cast<long>(cl.max_val.size()));
+    }
+  }
+  for (std::size_t k = 0; k < 3; ++k) CHECK(rel_err(gpu.streams[k].hidden, cpu.streams[k].hidden) < 1e-3);
+}

@@ -1,0 +1,183 @@
+// The model API (awq/model): the Llama-family forwards against transformers' own on tiny
+// random-init checkpoints (tests/golden/arch_*, HF directories read through HfSource), the
+// configuration and source errors, and the streaming bound on host memory.
+#include <doctest/doctest.h>
+
+#include <awq/io/safetensors.hpp>
+#include <awq/model/arch/llama.hpp>
+#include <awq/model/head.hpp>
+#include <awq/model/hf_source.hpp>
+#include <awq/model/pipeline.hpp>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "model_run.hpp"
+#include "support.hpp"
+
+extern char** environ;
+
+using namespace awq_test;
+using Cpu = awq::backend::cpu;
+using awq::model::Llama;
+namespace fs = std::filesystem;
+
+namespace {
+
+void check_arch(const std::string& name) {
+  const std::string dir = golden_dir("arch_" + name);
+  std::ifstream mf(dir + "/meta.json");
+  const auto meta = nlohmann::json::parse(mf);
+  const auto src = awq::model::HfSource::open(dir + "/hf");
+  const auto& c = src.config();
+  Llama::check(c);
+  const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers"), H = meta.at("hidden"), V = meta.at("vocab");
+  REQUIRE(c.hidden == H);
+  REQUIRE(c.layers == L);
+  REQUIRE(c.vocab == V);
+  const awq::model::Batch b{B, T};
+  const std::size_t n = static_cast<std::size_t>(B * T * H);
+  const auto lin = read_f32(dir + "/layer_in.f32", n * static_cast<std::size_t>(L)),
+             lout = read_f32(dir + "/layer_out.f32", n * static_cast<std::size_t>(L));
+  // The embedding gives the first layer's input.
+  std::vector<int> ids;
+  for (const auto& row : meta.at("input_ids"))
+    for (const auto& t : row) ids.push_back(t.get<int>());
+  const auto emb = awq::model::embed<Llama>(src, ids);
+  CHECK(max_rel_err(emb.data(), lin.data(), n) < 1e-6);
+  std::vector<float> out(n);
+  for (int l = 0; l < L; ++l) {
+    const auto blk = awq::model::load_block<Cpu, Llama>(src, c, l);
+    Llama::forward<Cpu>(c, b, blk, awq::make_row_major<const float>(lin.data() + l * n, B * T, H), awq::make_row_major(out.data(), B * T, H),
+                        nullptr);
+    const double e = max_rel_err(out.data(), lout.data() + l * n, n);
+    MESSAGE(name << " layer " << l << ": max |ours - transformers| / max |transformers| = " << e);
+    CHECK(e < 1e-5);
+  }
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<float> fin(n), logits(static_cast<std::size_t>(B * T * V));
+  Llama::final_norm<Cpu>(c, head.norm.data(), awq::make_row_major<const float>(lout.data() + (L - 1) * n, B * T, H),
+                         awq::make_row_major(fin.data(), B * T, H));
+  CHECK(max_rel_err(fin.data(), read_f32(dir + "/final.f32", n).data(), n) < 1e-5);
+  Cpu::linear<float>(awq::make_row_major<const float>(fin.data(), B * T, H), awq::make_row_major<const float>(head.lm_head.data(), V, H),
+                     nullptr, awq::make_row_major(logits.data(), B * T, V));
+  CHECK(max_rel_err(logits.data(), read_f32(dir + "/logits.f32", logits.size()).data(), logits.size()) < 1e-5);
+}
+
+}  // namespace
+
+TEST_SUITE("model API") {
+  TEST_CASE("Llama 3 (GQA, untied lm_head) forward matches transformers") { check_arch("llama3_gqa"); }
+  TEST_CASE("SmolLM (tied embeddings) forward matches transformers") { check_arch("smollm_tied"); }
+  TEST_CASE("Mistral (head_dim given) forward matches transformers") { check_arch("mistral"); }
+  TEST_CASE("Qwen2 (q/k/v biases, sharded, rope_parameters) forward matches transformers") {
+    check_arch("qwen2_bias");
+    const auto c = awq::model::HfSource::open(golden_dir("arch_qwen2_bias") + "/hf").config();
+    CHECK(c.qkv_bias);
+    CHECK(c.rope_theta == 1e6f);
+    CHECK(c.tied_embeddings);
+  }
+
+  TEST_CASE("configs and sources: bad input is an awq::Error naming file and tensor") {
+    const fs::path tmp = fs::temp_directory_path() / ("awq_model_err_" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    CHECK_THROWS_WITH_AS(awq::model::HfSource::open(tmp.string()), doctest::Contains("has no config.json"), awq::Error);
+    // OPT is read but not a Llama-family architecture: the policy says which are.
+    const auto opt = awq::model::HfSource::open(golden_dir("arch_opt") + "/hf");
+    CHECK_THROWS_WITH_AS(Llama::check(opt.config()), doctest::Contains("supported: llama, mistral, qwen2"), awq::Error);
+    // A copy of the Llama 3 directory with one tensor of the wrong shape, then missing.
+    const std::string src_dir = golden_dir("arch_llama3_gqa") + "/hf";
+    fs::copy_file(src_dir + "/config.json", tmp / "config.json");
+    const auto orig = awq::io::SafetensorsFile::open(src_dir + "/model.safetensors");
+    auto write_without = [&](const std::string& skip, bool reshape) {
+      awq::io::SafetensorsWriter w;
+      for (const auto& n : orig.names()) {
+        auto t = orig.tensor(n);
+        if (n == skip && !reshape) continue;
+        if (n == skip) t.shape = {t.shape[1], t.shape[0]};
+        w.add(n, t.dtype, t.shape, t.data);
+      }
+      w.write((tmp / "model.safetensors").string());
+    };
+    const std::string bad = "model.layers.1.self_attn.k_proj.weight";
+    const auto load1 = [](const awq::model::HfSource& hs) { return awq::model::load_block<Cpu, Llama>(hs, hs.config(), 1); };
+    write_without(bad, true);
+    auto s = awq::model::HfSource::open(tmp.string());
+    CHECK_THROWS_WITH_AS(load1(s),
+                         doctest::Contains("model.safetensors: tensor 'model.layers.1.self_attn.k_proj.weight' has shape 64x32, expected 32x64"),
+                         awq::Error);
+    write_without(bad, false);
+    s = awq::model::HfSource::open(tmp.string());
+    CHECK_THROWS_WITH_AS(load1(s),
+                         doctest::Contains("tensor 'model.layers.1.self_attn.k_proj.weight' is missing"), awq::Error);
+    // A config without a required field.
+    std::ofstream(tmp / "config.json") << R"({"model_type": "llama", "hidden_size": 64})";
+    CHECK_THROWS_WITH_AS(awq::model::HfSource::open(tmp.string()), doctest::Contains("'intermediate_size' is missing"), awq::Error);
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("streaming: a sharded checkpoint quantizes in a child process whose peak RSS stays well below the model") {
+    // 24 blocks of hidden 256, MLP 768: 75 MB of fp32 weights, one shard per block.
+    const fs::path dir = fs::temp_directory_path() / ("awq_stream_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    awq::model::ModelConfig c;
+    c.architecture = "llama";
+    c.hidden = 256, c.intermediate = 768, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 64, c.layers = 24, c.vocab = 64;
+    nlohmann::json cfg = {{"model_type", "llama"}, {"hidden_size", c.hidden}, {"intermediate_size", c.intermediate},
+                          {"num_attention_heads", c.n_heads}, {"num_key_value_heads", c.n_kv_heads}, {"num_hidden_layers", c.layers},
+                          {"vocab_size", c.vocab}, {"rms_norm_eps", 1e-5}, {"rope_parameters", {{"rope_theta", 10000.0}}},
+                          {"tie_word_embeddings", true}};
+    std::ofstream(dir / "config.json") << cfg.dump();
+    nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+    std::size_t model_bytes = 0;
+    std::uint64_t seed = 4242;
+    for (int l = 0; l <= c.layers; ++l) {
+      const std::string shard = "model-" + std::to_string(l + 1) + "-of-" + std::to_string(c.layers + 1) + ".safetensors";
+      awq::io::SafetensorsWriter w;
+      std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);
+      std::string prefix = Llama::block_prefix(l);
+      if (l == c.layers) specs = {{"model.embed_tokens.weight", {c.vocab, c.hidden}}, {"model.norm.weight", {c.hidden}}}, prefix = "";
+      for (const auto& t : specs) {
+        const long rows = static_cast<long>(t.shape[0]), cols = t.shape.size() > 1 ? static_cast<long>(t.shape[1]) : 1;
+        const auto v = random_weights(rows, cols, Dist::outliers, seed++, t.shape.size() > 1 ? 0.05 : 0.2);
+        std::vector<float> f(v.size());
+        for (std::size_t i = 0; i < v.size(); ++i) f[i] = t.shape.size() > 1 ? static_cast<float>(v[i]) : 1.0f + static_cast<float>(v[i]);
+        w.add_typed(prefix + t.name, "F32", t.shape, f);
+        index["weight_map"][prefix + t.name] = shard;
+        model_bytes += f.size() * 4;
+      }
+      w.write((dir / shard).string());
+    }
+    std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+
+    const std::string out = (dir / "child.bin").string();
+    const std::string child = AWQ_MODEL_CHILD;
+    char* argv[] = {const_cast<char*>(child.c_str()), const_cast<char*>(dir.c_str()), const_cast<char*>(out.c_str()), nullptr};
+    pid_t pid = 0;
+    REQUIRE(posix_spawn(&pid, child.c_str(), nullptr, nullptr, argv, environ) == 0);
+    int status = 0;
+    rusage ru{};
+    REQUIRE(wait4(pid, &status, 0, &ru) == pid);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    const double peak_mb = static_cast<double>(ru.ru_maxrss) / 1024.0, model_mb = static_cast<double>(model_bytes) / (1 << 20);
+    MESSAGE("model " << model_mb << " MB of fp32 weights; the child's peak RSS " << peak_mb << " MB");
+    CHECK(peak_mb < 0.5 * model_mb);
+
+    std::ifstream f(out);
+    unsigned long long got = 0;
+    f >> got;
+    CHECK(got == quantize_hf_dir(dir.string()));  // the unconstrained run, in this process
+    fs::remove_all(dir);
+  }
+}

@@ -113,7 +113,7 @@ TEST_SUITE("model API") {
     write_without(bad, true);
     auto s = awq::model::HfSource::open(tmp.string());
     CHECK_THROWS_WITH_AS(load1(s),
-                         doctest::Contains("model.safetensors: tensor 'model.layers.1.self_attn.k_proj.weight' has shape 64x32, expected 32x64"),
+                         doctest::Contains("model.safetensors: tensor 'model.layers.1.self_attn.k_proj.weight' has shape [64, 32], expected [32, 64]"),
                          awq::Error);
     write_without(bad, false);
     s = awq::model::HfSource::open(tmp.string());

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -119,4 +121,65 @@ TEST_CASE("readers: 30 000 tensors read in linear time, with every tensor found 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(s.names().size() == static_cast<std::size_t>(n));
   CHECK(seconds < 10.0);  // about 0.1 s in a release build; quadratic work would take minutes
+}
+
+#include <sys/stat.h>
+
+#include "awq/io/mapped_file.hpp"
+
+TEST_CASE("readers: files are mapped; views share the mapping; a file that shrank under it is refused") {
+  const fs::path dir = fs::temp_directory_path() / ("awq_mmap_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  fs::create_directories(dir);
+  const std::string st_path = (dir / "m.safetensors").string(), gg_path = (dir / "m.gguf").string();
+  awq::io::SafetensorsWriter w;
+  std::vector<float> big(1 << 16);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i) * 0.5f - 3.0f;
+  w.add_typed("a", "F32", {256, 256}, big);
+  w.add_typed("b", "I32", {2}, std::vector<std::int32_t>{-7, 9});
+  w.write(st_path);
+  {
+    std::vector<awq_test::GgufTensorSpec> specs{{"x", {1 << 16}, 0, 0}};
+    auto b = awq_test::gguf_file(0, nullptr, specs, 0);
+    const auto* p = reinterpret_cast<const std::uint8_t*>(big.data());
+    b.insert(b.end(), p, p + big.size() * 4);
+    std::ofstream(gg_path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  }
+
+  auto st = std::make_unique<awq::io::SafetensorsFile>(awq::io::SafetensorsFile::open(st_path));
+  const auto copy = *st;  // shares the mapping
+  const auto v = st->view("a");
+  CHECK(v.dtype == "F32");
+  CHECK(v.shape == std::vector<std::int64_t>{256, 256});
+  REQUIRE(v.bytes.size == big.size() * 4);
+  CHECK(std::memcmp(v.bytes.data, big.data(), v.bytes.size) == 0);
+  CHECK(copy.view("a").bytes.data == v.bytes.data);
+  CHECK(st->tensor("b").data == std::vector<std::uint8_t>(st->view("b").bytes.data, st->view("b").bytes.data + 8));
+  st.reset();  // the copy keeps the mapping alive
+  CHECK(std::memcmp(copy.view("a").bytes.data, big.data(), big.size() * 4) == 0);
+
+  const auto g = awq::io::GgufFile::open(gg_path);
+  const auto gb = g.bytes("x");
+  REQUIRE(gb.size == big.size() * 4);
+  CHECK(std::memcmp(gb.data, big.data(), gb.size) == 0);
+  CHECK(g.dequantize("x") == big);
+
+  // Truncated by someone else while mapped: refused before any view or copy is handed out.
+  fs::resize_file(st_path, fs::file_size(st_path) / 2);
+  fs::resize_file(gg_path, fs::file_size(gg_path) / 2);
+  CHECK_THROWS_WITH_AS(copy.view("b"), doctest::Contains((st_path + " shrank from").c_str()), awq::Error);
+  CHECK_THROWS_WITH_AS(copy.tensor("a"), doctest::Contains("while mapped"), awq::Error);
+  CHECK_THROWS_WITH_AS(g.bytes("x"), doctest::Contains((gg_path + " shrank from").c_str()), awq::Error);
+  CHECK_THROWS_WITH_AS(g.dequantize("x"), doctest::Contains("while mapped"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::io::SafetensorsFile::open(st_path), doctest::Contains("truncated"), awq::Error);
+
+  // Paths that are not regular files, or not there.
+  CHECK_THROWS_WITH_AS(awq::io::GgufFile::open((dir / "none.gguf").string()), doctest::Contains(("cannot open " + (dir / "none.gguf").string()).c_str()), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::io::SafetensorsFile::open(dir.string()), doctest::Contains("is a directory"), awq::Error);
+  const std::string fifo = (dir / "fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(awq::io::GgufFile::open(fifo), doctest::Contains("is not a regular file"), awq::Error);
+  std::ofstream(dir / "empty");
+  CHECK_THROWS_WITH_AS(awq::io::GgufFile::open((dir / "empty").string()), doctest::Contains("is truncated: magic"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::io::SafetensorsFile::open((dir / "empty").string()), doctest::Contains("no header length"), awq::Error);
+  fs::remove_all(dir);
 }

@@ -1,6 +1,7 @@
 /// \file
-/// \brief GGUF (version 2 and 3) reader: header, metadata, tensor infos, alignment, and
-///        dequantization to float of F32, F16, BF16, Q4_0, Q4_1 and Q8_0 tensors.
+/// \brief GGUF (version 2 and 3) reader over a read-only mapping of the file: header, metadata,
+///        tensor infos, alignment, zero-copy views of the tensors' bytes, and dequantization to
+///        float of F32, F16, BF16, Q4_0, Q4_1 and Q8_0 tensors.
 ///
 /// Every length, count and offset is checked against the file size and against fixed limits
 /// before anything is allocated, so a truncated or hostile file raises awq::Error naming the
@@ -11,12 +12,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "awq/error.hpp"
+#include "awq/io/mapped_file.hpp"
 
 namespace awq {
 namespace io {
@@ -153,32 +155,28 @@ inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) { return (x + a 
 
 }  // namespace detail
 
-/// \brief A GGUF file read into memory, with its metadata and tensor directory.
+/// \brief A GGUF file, mapped read-only and validated, with its metadata and tensor directory.
 class GgufFile {
  public:
-  /// Reads and validates `path`; throws awq::Error for anything malformed or truncated.
+  /// Maps `path` read-only (MappedFile) and validates it; throws awq::Error for anything
+  /// malformed or truncated, or when the file cannot be opened or mapped.
   static GgufFile open(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    awq::detail::require(static_cast<bool>(f), "awq::io::GgufFile: cannot open ", path);
-    const auto size = static_cast<std::uint64_t>(f.tellg());
     GgufFile g;
     g.path_ = path;
-    g.bytes_.resize(static_cast<std::size_t>(size));
-    f.seekg(0);
-    f.read(reinterpret_cast<char*>(g.bytes_.data()), static_cast<std::streamsize>(size));
-    awq::detail::require(static_cast<bool>(f), "awq::io::GgufFile: read error on ", path);
-    g.parse(g.bytes_.data(), g.bytes_.size());
+    g.file_ = MappedFile::map(path, "awq::io::GgufFile");
+    g.parse(g.file_->data(), g.file_->size());
     return g;
   }
   /// Parses bytes already in memory (`name` is used in messages).
   static GgufFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name = "<memory>") {
     GgufFile g;
     g.path_ = name;
-    g.bytes_ = std::move(bytes);
-    g.parse(g.bytes_.data(), g.bytes_.size());
+    g.file_ = MappedFile::hold(std::move(bytes));
+    g.parse(g.file_->data(), g.file_->size());
     return g;
   }
 
+  const std::string& path() const { return path_; }                           ///< the file (or name)
   std::uint32_t version() const { return version_; }                          ///< 2 or 3
   std::uint64_t alignment() const { return alignment_; }                      ///< data alignment
   const std::map<std::string, GgufValue>& metadata() const { return meta_; }  ///< all key/values
@@ -206,11 +204,20 @@ class GgufFile {
     return tensors_[it->second];
   }
 
+  /// The stored bytes of tensor `name` (t.n_bytes of them), without a copy: a view into the
+  /// mapping, valid while this object or a copy of it lives. Throws awq::Error when the tensor is
+  /// unknown or the file shrank since it was mapped (MappedFile::check_size).
+  ByteSpan bytes(const std::string& name) const {
+    const GgufTensorInfo& t = tensor(name);
+    file_->check_size(path_, "awq::io::GgufFile");
+    return ByteSpan{file_->data() + data_start_ + t.offset, static_cast<std::size_t>(t.n_bytes)};
+  }
+
   /// Dequantizes tensor `name` to float, in file order (dims[0] fastest).
   std::vector<float> dequantize(const std::string& name) const {
     const GgufTensorInfo& t = tensor(name);
+    const std::uint8_t* p = bytes(name).data;
     std::vector<float> out(static_cast<std::size_t>(t.n_elements));
-    const std::uint8_t* p = bytes_.data() + data_start_ + t.offset;
     auto f16 = [](const std::uint8_t* q) {
       std::uint16_t h;
       std::memcpy(&h, q, 2);
@@ -435,7 +442,7 @@ class GgufFile {
   }
 
   std::string path_;
-  std::vector<std::uint8_t> bytes_;
+  std::shared_ptr<const MappedFile> file_;
   std::uint32_t version_ = 0;
   std::uint64_t alignment_ = 32;
   std::uint64_t data_start_ = 0;

@@ -1,5 +1,6 @@
 /// \file
-/// \brief safetensors reader and atomic writer (needs nlohmann-json, Debian nlohmann-json3-dev).
+/// \brief safetensors reader (over a read-only mapping, with zero-copy views) and atomic writer
+///        (needs nlohmann-json, Debian nlohmann-json3-dev).
 ///
 /// Format: an 8-byte little-endian header length N, N bytes of JSON
 /// `{"name": {"dtype": "F16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
@@ -11,9 +12,9 @@
 #include <cstdint>
 #include <cstring>
 #include <cstdio>
-#include <fstream>
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 
 #include "awq/error.hpp"
 #include "awq/io/atomic_file.hpp"
+#include "awq/io/mapped_file.hpp"
 
 namespace awq {
 namespace io {
@@ -31,6 +33,13 @@ struct SafetensorsTensor {
   std::string dtype;                  ///< "F32", "F16", "BF16", "I32", "U8", ...
   std::vector<std::int64_t> shape;    ///< extents, outermost first
   std::vector<std::uint8_t> data;     ///< raw little-endian bytes
+};
+
+/// \brief One tensor of a mapped safetensors file, its bytes a view into the mapping.
+struct SafetensorsView {
+  std::string dtype;                ///< as in SafetensorsTensor
+  std::vector<std::int64_t> shape;  ///< extents, outermost first
+  ByteSpan bytes;                   ///< raw little-endian bytes, in the mapping
 };
 
 namespace detail {
@@ -248,26 +257,27 @@ class SafetensorsFile {
   /// Tensor count limit checked while parsing.
   static constexpr std::size_t kMaxTensors = 1u << 20;
 
-  /// Reads and validates `path`; throws awq::Error for a truncated or malformed file.
+  /// Maps `path` read-only (MappedFile) and validates it; throws awq::Error for a truncated or
+  /// malformed file, or when it cannot be opened or mapped.
   static SafetensorsFile open(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: cannot open ", path);
-    const auto size = static_cast<std::uint64_t>(f.tellg());
-    f.seekg(0);
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-    f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: read error on ", path);
-    return from_bytes(std::move(bytes), path);
+    SafetensorsFile s;
+    s.path_ = path;
+    s.file_ = MappedFile::map(path, "awq::io::SafetensorsFile");
+    s.data_offset_ = s.parse(s.file_->data(), s.file_->size());
+    return s;
   }
 
   /// Validates a file already in memory (`name` is used in messages).
   static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name = "<memory>") {
     SafetensorsFile s;
     s.path_ = name;
-    s.data_offset_ = s.parse(bytes.data(), bytes.size());
-    s.bytes_ = std::move(bytes);
+    s.file_ = MappedFile::hold(std::move(bytes));
+    s.data_offset_ = s.parse(s.file_->data(), s.file_->size());
     return s;
   }
+
+  /// The file (or the name given to from_bytes).
+  const std::string& path() const { return path_; }
 
   /// True when the file has a tensor called `name`.
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
@@ -282,9 +292,17 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return meta_; }
   /// A tensor by name, its bytes copied; throws awq::Error naming it when unknown.
   SafetensorsTensor tensor(const std::string& name) const {
+    const SafetensorsView v = view(name);
+    return SafetensorsTensor{v.dtype, v.shape, std::vector<std::uint8_t>(v.bytes.data, v.bytes.data + v.bytes.size)};
+  }
+
+  /// A tensor by name without a copy of its bytes: a view into the mapping, valid while this
+  /// object or a copy of it lives. Throws awq::Error when the name is unknown or the file shrank
+  /// since it was mapped (MappedFile::check_size).
+  SafetensorsView view(const std::string& name) const {
     const Entry& e = entry(name);
-    const std::uint8_t* p = bytes_.data() + data_offset_;
-    return SafetensorsTensor{e.dtype, e.shape, std::vector<std::uint8_t>(p + e.begin, p + e.end)};
+    file_->check_size(path_, "awq::io::SafetensorsFile");
+    return SafetensorsView{e.dtype, e.shape, ByteSpan{file_->data() + data_offset_ + e.begin, static_cast<std::size_t>(e.end - e.begin)}};
   }
 
  private:
@@ -359,7 +377,7 @@ class SafetensorsFile {
   std::string path_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> meta_;
-  std::vector<std::uint8_t> bytes_;
+  std::shared_ptr<const MappedFile> file_;
   std::uint64_t data_offset_ = 0;
 };
 

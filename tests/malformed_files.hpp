@@ -171,7 +171,7 @@ inline std::vector<MalformedFile> malformed_files() {
   gg("gguf_array_bool_3", gguf_file(1, [](GgufWriter& w) { w.str("k"); w.put<std::uint32_t>(9); w.put<std::uint32_t>(7); w.put<std::uint64_t>(2); w.put<std::uint8_t>(1); w.put<std::uint8_t>(3); }, {}, 0),
      "has bool value 3");
   gg("gguf_alignment_i32", gguf_file(1, [](GgufWriter& w) { w.str("general.alignment"); w.put<std::uint32_t>(5); w.put<std::int32_t>(32); }, {}, 0),
-     "general.alignment has value type 5");
+     "general.alignment has value type i32, the format requires u32");
   gg("gguf_alignment_0", gguf_file(1, [](GgufWriter& w) { kv_u32(w, "general.alignment", 0); }, {}, 0), "general.alignment 0 is not a power of two");
   gg("gguf_alignment_48", gguf_file(1, [](GgufWriter& w) { kv_u32(w, "general.alignment", 48); }, one, 128, 48), "general.alignment 48 is not a power of two");
   // ---- tensor infos
@@ -184,7 +184,8 @@ inline std::vector<MalformedFile> malformed_files() {
   gg("gguf_tensor_elements_overflow", gguf_file(0, nullptr, {{"w", {1ull << 32, 1ull << 32}, 0, 0}}, 0), "more than 2^63 elements");
   gg("gguf_tensor_bytes_overflow", gguf_file(0, nullptr, {{"w", {1ull << 62}, 0, 0}}, 0), "byte size overflows");
   gg("gguf_tensor_type_99", gguf_file(0, nullptr, {{"w", {32}, 99, 0}}, 128), "tensor 'w' has unknown ggml type 99");
-  gg("gguf_tensor_row_not_blocks", gguf_file(0, nullptr, {{"w", {33}, 2, 0}}, 128), "row of 33 is not a multiple of its block size 32");
+  gg("gguf_tensor_type_removed", gguf_file(0, nullptr, {{"w", {32}, 31, 0}}, 128), "has ggml type Q4_0_4_4 (31), whose layout");
+  gg("gguf_tensor_row_not_blocks", gguf_file(0, nullptr, {{"w", {33}, 2, 0}}, 128), "row of 33 is not a multiple of its block size 32 (Q4_0)");
   gg("gguf_tensor_offset_unaligned", gguf_file(0, nullptr, {{"w", {32}, 0, 4}}, 160), "offset 4 is not aligned to 32");
   // ---- the data section
   gg("gguf_no_data_section", gguf_file(0, nullptr, one, 0, 1), "is truncated before its data section");

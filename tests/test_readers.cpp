@@ -183,3 +183,66 @@ TEST_CASE("readers: files are mapped; views share the mapping; a file that shran
   CHECK_THROWS_WITH_AS(awq::io::SafetensorsFile::open((dir / "empty").string()), doctest::Contains("no header length"), awq::Error);
   fs::remove_all(dir);
 }
+
+#include "awq/io/format.hpp"
+
+TEST_CASE("gguf: type names by number, and every ggml type with a known layout is read") {
+  using awq::io::gguf_type_name;
+  CHECK(gguf_type_name(0) == "F32");
+  CHECK(gguf_type_name(1) == "F16");
+  CHECK(gguf_type_name(2) == "Q4_0");
+  CHECK(gguf_type_name(3) == "Q4_1");
+  CHECK(gguf_type_name(8) == "Q8_0");
+  CHECK(gguf_type_name(12) == "Q4_K");
+  CHECK(gguf_type_name(30) == "BF16");
+  CHECK(gguf_type_name(39) == "MXFP4");
+  CHECK(gguf_type_name(42) == "unknown(42)");
+  CHECK(gguf_type_name(0xFFFFFFFFu) == "unknown(4294967295)");
+  CHECK(awq::io::gguf_value_type_name(8) == "str");
+  CHECK(awq::io::gguf_value_type_name(9) == "arr");
+  CHECK(awq::io::gguf_value_type_name(13) == "unknown(13)");
+  // One block of each laid-out type, tiled at 32-byte alignment.
+  std::vector<awq_test::GgufTensorSpec> specs;
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t off = 0;
+  for (std::uint32_t t = 0; t < 48; ++t) {
+    const auto* info = awq::io::detail::ggml_type_info(t);
+    if (!info || info->block == 0) continue;
+    specs.push_back({gguf_type_name(t), {info->block}, t, off});
+    sizes.push_back(info->bytes);
+    off = (off + info->bytes + 31) / 32 * 32;
+  }
+  CHECK(specs.size() == 32);
+  const auto g = awq::io::GgufFile::from_bytes(awq_test::gguf_file(0, nullptr, specs, static_cast<std::size_t>(off)), "types.gguf");
+  for (std::size_t i = 0; i < specs.size(); ++i) CHECK(g.tensor(specs[i].name).n_bytes == sizes[i]);
+  CHECK(g.tensor("Q4_K").n_bytes == 144);
+  CHECK_THROWS_WITH_AS(g.dequantize("Q4_K"), doctest::Contains("types.gguf: tensor 'Q4_K' has ggml type Q4_K, which this reader does not dequantize"),
+                       awq::Error);
+}
+
+TEST_CASE("detect_format: GGUF, safetensors, or neither with the reason") {
+  const fs::path dir = fs::temp_directory_path() / ("awq_detect_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  fs::create_directories(dir);
+  const auto put = [&](const std::string& name, const std::vector<std::uint8_t>& b) {
+    std::ofstream((dir / name).string(), std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    return (dir / name).string();
+  };
+  using awq::io::detect_format;
+  using awq::io::FileFormat;
+  CHECK(detect_format(put("a.gguf", awq_test::gguf_file(0, nullptr, {}, 0))).format == FileFormat::gguf);
+  const auto st = detect_format(put("a.st", awq_test::st_file("{}", 0)));
+  CHECK(st.format == FileFormat::safetensors);
+  CHECK(st.reason == "safetensors header of 2 bytes");
+  const std::string text = "Once upon a time, a model file was neither.";
+  const auto t = detect_format(put("a.txt", std::vector<std::uint8_t>(text.begin(), text.end())));
+  CHECK(t.format == FileFormat::unknown);
+  CHECK(t.reason.find("neither format: not GGUF (the first bytes are 'Once', not 'GGUF') and not safetensors (a header length of") == 0);
+  const auto brace = detect_format(put("b.st", awq_test::st_file("[]", 0)));
+  CHECK(brace.format == FileFormat::unknown);
+  CHECK(brace.reason.find("the header begins with byte 0x5b, not '{'") != std::string::npos);
+  CHECK(detect_format(put("short", {'G', 'G'})).reason == "neither format: 2 bytes are too few for a GGUF or a safetensors file");
+  CHECK(detect_format(dir.string()).reason.find("is a directory") != std::string::npos);
+  CHECK_THROWS_WITH_AS(detect_format((dir / "none").string()), doctest::Contains("cannot open"), awq::Error);
+  CHECK(std::string(awq::io::format_name(FileFormat::safetensors)) == "safetensors");
+  fs::remove_all(dir);
+}

@@ -23,7 +23,8 @@
 namespace awq {
 namespace io {
 
-/// ggml tensor types this reader dequantizes (others are listed but refused on read).
+/// ggml tensor types this reader dequantizes (every ggml type with a known layout is read and
+/// validated; gguf_type_name names them all).
 enum class GgmlType : std::uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
 
 /// \brief One metadata value. Scalars fill `i` (integers, bools), `f` (floats) or `s`;
@@ -37,6 +38,8 @@ struct GgufValue {
   std::vector<std::string> strs;   ///< string array
   std::vector<std::int64_t> ints;  ///< integer / bool array
   std::vector<double> floats;      ///< float array
+  /// Elements of an array (0 for a scalar).
+  std::size_t length() const { return strs.size() + ints.size() + floats.size(); }
 };
 
 /// \brief Where a tensor is and what it holds. dims[0] is the fastest-varying (ggml ne0).
@@ -49,31 +52,41 @@ struct GgufTensorInfo {
   std::uint64_t n_bytes = 0;        ///< bytes in the file
 };
 
+/// The name of ggml type `type` as ggml spells it ("F32", "Q4_1", "Q8_0", "BF16", ...), by
+/// number, including types GGUF files no longer carry; "unknown(N)" for any other number.
+inline std::string gguf_type_name(std::uint32_t type);
+
+/// The name of GGUF metadata value type `type` as ggml spells it: "u8", "i8", "u16", "i16",
+/// "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"; "unknown(N)" otherwise.
+inline std::string gguf_value_type_name(std::uint32_t type) {
+  static const char* const names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"};
+  return type < 13 ? names[type] : "unknown(" + std::to_string(type) + ")";
+}
+
 namespace detail {
 
-struct TypeTraits {
-  std::uint64_t block;  // elements per block
-  std::uint64_t bytes;  // bytes per block
+/// A ggml type: its name and storage, `block` elements in `bytes` bytes (0 and 0 for types
+/// removed from GGUF or newer than this table, whose layout is not known here).
+struct GgmlTypeInfo {
+  const char* name;
+  std::uint64_t block;
+  std::uint64_t bytes;
 };
 
-inline bool type_traits(std::uint32_t t, TypeTraits& out) {
-  switch (t) {
-    case 0: out = {1, 4}; return true;    // F32
-    case 1: out = {1, 2}; return true;    // F16
-    case 2: out = {32, 18}; return true;  // Q4_0: f16 d, 16 bytes of nibbles
-    case 3: out = {32, 20}; return true;  // Q4_1: f16 d, f16 m, 16 bytes of nibbles
-    case 6: out = {32, 22}; return true;  // Q5_0
-    case 7: out = {32, 24}; return true;  // Q5_1
-    case 8: out = {32, 34}; return true;  // Q8_0: f16 d, 32 int8
-    case 10: out = {256, 84}; return true;   // Q2_K
-    case 11: out = {256, 110}; return true;  // Q3_K
-    case 12: out = {256, 144}; return true;  // Q4_K
-    case 13: out = {256, 176}; return true;  // Q5_K
-    case 14: out = {256, 210}; return true;  // Q6_K
-    case 15: out = {256, 292}; return true;  // Q8_K
-    case 30: out = {1, 2}; return true;      // BF16
-    default: return false;
-  }
+/// The ggml type table (ggml.h enum ggml_type; block sizes from ggml-common.h), by number.
+inline const GgmlTypeInfo* ggml_type_info(std::uint32_t t) {
+  static constexpr GgmlTypeInfo table[] = {
+      {"F32", 1, 4},         {"F16", 1, 2},         {"Q4_0", 32, 18},      {"Q4_1", 32, 20},      {"Q4_2", 0, 0},
+      {"Q4_3", 0, 0},        {"Q5_0", 32, 22},      {"Q5_1", 32, 24},      {"Q8_0", 32, 34},      {"Q8_1", 32, 36},
+      {"Q2_K", 256, 84},     {"Q3_K", 256, 110},    {"Q4_K", 256, 144},    {"Q5_K", 256, 176},    {"Q6_K", 256, 210},
+      {"Q8_K", 256, 292},    {"IQ2_XXS", 256, 66},  {"IQ2_XS", 256, 74},   {"IQ3_XXS", 256, 98},  {"IQ1_S", 256, 50},
+      {"IQ4_NL", 32, 18},    {"IQ3_S", 256, 110},   {"IQ2_S", 256, 82},    {"IQ4_XS", 256, 136},  {"I8", 1, 1},
+      {"I16", 1, 2},         {"I32", 1, 4},         {"I64", 1, 8},         {"F64", 1, 8},         {"IQ1_M", 256, 56},
+      {"BF16", 1, 2},        {"Q4_0_4_4", 0, 0},    {"Q4_0_4_8", 0, 0},    {"Q4_0_8_8", 0, 0},    {"TQ1_0", 256, 54},
+      {"TQ2_0", 256, 66},    {"IQ4_NL_4_4", 0, 0},  {"IQ4_NL_4_8", 0, 0},  {"IQ4_NL_8_8", 0, 0},  {"MXFP4", 32, 17},
+      {"NVFP4", 0, 0},       {"Q1_0", 0, 0},
+  };
+  return t < sizeof(table) / sizeof(table[0]) ? &table[t] : nullptr;
 }
 
 inline float half_to_float(std::uint16_t h) {
@@ -154,6 +167,11 @@ inline std::uint64_t gguf_min_value_bytes(std::uint32_t t) {
 inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace detail
+
+inline std::string gguf_type_name(std::uint32_t type) {
+  const detail::GgmlTypeInfo* t = detail::ggml_type_info(type);
+  return t ? t->name : "unknown(" + std::to_string(type) + ")";
+}
 
 /// \brief A GGUF file, mapped read-only and validated, with its metadata and tensor directory.
 class GgufFile {
@@ -257,8 +275,8 @@ class GgufFile {
         }
         break;
       default:
-        throw Error(awq::detail::concat("awq::io::GgufFile: tensor '", name, "' has ggml type ", t.type,
-                                   ", which this reader does not dequantize (F32, F16, BF16, Q4_0, Q4_1, Q8_0)"));
+        throw Error(awq::detail::concat("awq::io::GgufFile: ", path_, ": tensor '", name, "' has ggml type ", gguf_type_name(t.type),
+                                        ", which this reader does not dequantize (F32, F16, BF16, Q4_0, Q4_1, Q8_0)"));
     }
     return out;
   }
@@ -275,7 +293,8 @@ class GgufFile {
   template <class Accepts>
   const GgufValue& typed(const std::string& key, const char* wanted, Accepts accepts) const {
     const GgufValue& v = value(key);
-    awq::detail::require(accepts(v.type), "awq::io::GgufFile: ", path_, ": metadata '", key, "' has value type ", v.type, ", not ", wanted);
+    awq::detail::require(accepts(v.type), "awq::io::GgufFile: ", path_, ": metadata '", key, "' has value type ", gguf_value_type_name(v.type),
+                         ", not ", wanted);
     return v;
   }
 
@@ -319,7 +338,7 @@ class GgufFile {
     alignment_ = 32;
     if (has("general.alignment")) {
       const GgufValue& a = value("general.alignment");
-      if (a.type != 4) c.fail(awq::detail::concat("general.alignment has value type ", a.type, ", the format requires u32 (4)"));
+      if (a.type != 4) c.fail(awq::detail::concat("general.alignment has value type ", gguf_value_type_name(a.type), ", the format requires u32"));
       alignment_ = static_cast<std::uint64_t>(a.i);
       if (alignment_ == 0 || (alignment_ & (alignment_ - 1)) != 0)
         c.fail(awq::detail::concat("general.alignment ", alignment_, " is not a power of two"));
@@ -353,11 +372,12 @@ class GgufFile {
     }
     t.type = c.read<std::uint32_t>("tensor type");
     t.offset = c.read<std::uint64_t>("tensor offset");
-    detail::TypeTraits tr{};
-    if (!detail::type_traits(t.type, tr)) bad("has unknown ggml type ", t.type);
-    if (t.dims[0] % tr.block) bad("row of ", t.dims[0], " is not a multiple of its block size ", tr.block);
-    if (t.n_elements / tr.block > UINT64_MAX / tr.bytes) bad("byte size overflows");
-    t.n_bytes = t.n_elements / tr.block * tr.bytes;
+    const detail::GgmlTypeInfo* tr = detail::ggml_type_info(t.type);
+    if (!tr) bad("has unknown ggml type ", t.type);
+    if (tr->block == 0) bad("has ggml type ", tr->name, " (", t.type, "), whose layout this reader does not know (removed from GGUF, or newer)");
+    if (t.dims[0] % tr->block) bad("row of ", t.dims[0], " is not a multiple of its block size ", tr->block, " (", tr->name, ")");
+    if (t.n_elements / tr->block > UINT64_MAX / tr->bytes) bad("byte size overflows");
+    t.n_bytes = t.n_elements / tr->block * tr->bytes;
     if (t.offset % alignment_) bad("offset ", t.offset, " is not aligned to ", alignment_);
     return t;
   }

@@ -89,6 +89,20 @@ TEST_CASE("readers: what the valid edge cases hold") {
   }
 }
 
+TEST_CASE("gguf: metadata arrays are bounded in total, not only one by one") {
+  const auto b = awq_test::gguf_file(3, [](awq_test::GgufWriter& w) {
+    for (const char* k : {"a", "b", "c"}) {  // three u8 arrays of 2^24 elements: 3 * 2^24 > 2^25
+      w.str(k);
+      w.put<std::uint32_t>(9);
+      w.put<std::uint32_t>(0);
+      w.put<std::uint64_t>(1u << 24);
+      w.b.insert(w.b.end(), std::size_t{1} << 24, 7);
+    }
+  }, {}, 0);
+  CHECK_THROWS_WITH_AS(awq::io::GgufFile::from_bytes(b, "arrays.gguf"),
+                       doctest::Contains("arrays.gguf: metadata 'c' array length 16777216 brings the file's array elements over 33554432"), awq::Error);
+}
+
 TEST_CASE("gguf: typed metadata getters refuse a value of another type") {
   const auto b = awq_test::gguf_file(2, [](awq_test::GgufWriter& w) {
     awq_test::kv_str(w, "general.architecture", "llama");

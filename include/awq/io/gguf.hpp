@@ -285,6 +285,9 @@ class GgufFile {
   static constexpr std::uint64_t kMaxTensors = 1u << 16;   ///< tensors in a file
   static constexpr std::uint64_t kMaxKeys = 1u << 16;      ///< metadata keys
   static constexpr std::uint64_t kMaxArray = 1u << 24;     ///< elements in one metadata array
+  /// Elements in all metadata arrays together (real files hold a few million; this bounds the
+  /// memory a file of many arrays of one-byte or empty-string elements can make the reader take).
+  static constexpr std::uint64_t kMaxArrayTotal = 1u << 25;
   static constexpr std::uint64_t kMaxKeyBytes = 65535;     ///< a metadata key (the format's limit)
   static constexpr std::uint64_t kMaxNameBytes = 64;       ///< a tensor name (the format's limit)
   static constexpr std::uint32_t kMaxDims = 4;             ///< dimensions of a tensor (GGML_MAX_DIMS)
@@ -321,6 +324,7 @@ class GgufFile {
       c.fail(awq::detail::concat("metadata count ", n_kv, " cannot fit in the ", c.left(), " bytes left (limit ", kMaxKeys, ")"));
     if (n_tensors > kMaxTensors || n_tensors > c.left() / kMinTensorInfo)
       c.fail(awq::detail::concat("tensor count ", n_tensors, " cannot fit in the ", c.left(), " bytes left (limit ", kMaxTensors, ")"));
+    std::uint64_t array_total = 0;
     for (std::uint64_t k = 0; k < n_kv; ++k) {
       const std::uint64_t at = c.pos();
       std::string key = c.str("metadata key", kMaxKeyBytes);
@@ -332,7 +336,7 @@ class GgufFile {
       if (meta_.count(key)) c.fail(awq::detail::concat("metadata key '", key, "' repeats (again at offset ", at, ")"));
       GgufValue v;
       v.type = c.read<std::uint32_t>("metadata type");
-      read_value(c, v, key);
+      read_value(c, v, key, array_total);
       meta_.emplace(std::move(key), std::move(v));
     }
     alignment_ = 32;
@@ -411,7 +415,7 @@ class GgufFile {
                                  "), that no tensor describes"));
   }
 
-  void read_value(detail::Cursor& c, GgufValue& v, const std::string& key) {
+  void read_value(detail::Cursor& c, GgufValue& v, const std::string& key, std::uint64_t& array_total) {
     const auto bad = [&](auto&&... why) { c.fail(awq::detail::concat("metadata '", key, "' ", why...)); };
     auto scalar = [&](std::uint32_t type, std::int64_t& i, double& f, std::string& s) {
       switch (type) {
@@ -447,6 +451,8 @@ class GgufFile {
     if (min_bytes == 0) bad("is an array of unknown value type ", v.array_type, " at offset ", c.pos() - 12);
     if (n > kMaxArray || n > c.left() / min_bytes)
       bad("array length ", n, " cannot fit in the ", c.left(), " bytes left (limit ", kMaxArray, ")");
+    array_total += n;
+    if (array_total > kMaxArrayTotal) bad("array length ", n, " brings the file's array elements over ", kMaxArrayTotal);
     if (v.array_type == 8) v.strs.reserve(static_cast<std::size_t>(n));
     else if (v.array_type == 6 || v.array_type == 12) v.floats.reserve(static_cast<std::size_t>(n));
     else v.ints.reserve(static_cast<std::size_t>(n));

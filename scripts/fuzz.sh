@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (scripts/setup.sh installs it)"; exit 1; }
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAWQ_BUILD_FUZZ=ON -DAWQ_ENABLE_CUDA=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)"
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_seeds fuzz_safetensors fuzz_gguf fuzz_awq_checkpoint
 real=$(ls data/*.gguf 2>/dev/null | head -1 || true)
 ./build-fuzz/tests/fuzz/fuzz_seeds build-fuzz/seeds ${real:+"$real"}
 mkdir -p build-fuzz/findings

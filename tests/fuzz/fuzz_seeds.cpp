@@ -1,4 +1,5 @@
-// Writes the seed corpora of the fuzz targets into <out>/{safetensors,gguf,awq_checkpoint}.
+// Writes the seed corpora of the fuzz targets into <out>/{safetensors,gguf,awq_checkpoint}: the
+// files below, and one file per structural rule of each format (tests/malformed_files.hpp).
 // With the real model (argument 2, the GGUF fetched at set-up) the seeds are made from it: a
 // checkpoint of a real weight slice quantized and packed by the example engine's exporter (the
 // AutoAWQ GEMM layout), a small GGUF with the real file's metadata values and tokens, and the
@@ -17,6 +18,7 @@
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
 #include "gguf_writer.hpp"
+#include "malformed_files.hpp"
 #include "llama/export.hpp"
 
 namespace fs = std::filesystem;
@@ -117,6 +119,7 @@ int main(int argc, char** argv) {
   st.write((out / "safetensors" / "mixed.safetensors").string());
 
   write_bytes(out / "gguf" / "small.gguf", small_gguf(real.get()));
+  for (const auto& f : awq_test::malformed_files()) write_bytes(out / f.format / (f.name + "." + f.format), f.bytes);
   if (real) {
     std::ifstream f(argv[2], std::ios::binary);
     std::vector<std::uint8_t> head(64 * 1024);

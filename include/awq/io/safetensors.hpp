@@ -1,5 +1,6 @@
 /// \file
-/// \brief safetensors reader and atomic writer (needs nlohmann-json, Debian nlohmann-json3-dev).
+/// \brief safetensors reader (over a read-only mapping, with zero-copy views) and atomic writer
+///        (needs nlohmann-json, Debian nlohmann-json3-dev).
 ///
 /// Format: an 8-byte little-endian header length N, N bytes of JSON
 /// `{"name": {"dtype": "F16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
@@ -11,8 +12,10 @@
 #include <cstdint>
 #include <cstring>
 #include <cstdio>
-#include <fstream>
+#include <algorithm>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 
 #include "awq/error.hpp"
 #include "awq/io/atomic_file.hpp"
+#include "awq/io/mapped_file.hpp"
 
 namespace awq {
 namespace io {
@@ -31,13 +35,28 @@ struct SafetensorsTensor {
   std::vector<std::uint8_t> data;     ///< raw little-endian bytes
 };
 
+/// \brief One tensor of a mapped safetensors file, its bytes a view into the mapping.
+struct SafetensorsView {
+  std::string dtype;                ///< as in SafetensorsTensor
+  std::vector<std::int64_t> shape;  ///< extents, outermost first
+  ByteSpan bytes;                   ///< raw little-endian bytes, in the mapping
+};
+
 namespace detail {
-inline std::int64_t dtype_size(const std::string& d) {
-  if (d == "F64" || d == "I64" || d == "U64") return 8;
-  if (d == "F32" || d == "I32" || d == "U32") return 4;
-  if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 2;
-  if (d == "I8" || d == "U8" || d == "BOOL") return 1;
+/// Bits per element of a safetensors dtype (the format's list), 0 when unknown.
+inline std::uint64_t dtype_bits(const std::string& d) {
+  if (d == "F64" || d == "I64" || d == "U64" || d == "C64") return 64;
+  if (d == "F32" || d == "I32" || d == "U32") return 32;
+  if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 16;
+  if (d == "I8" || d == "U8" || d == "BOOL" || d == "F8_E4M3" || d == "F8_E5M2" || d == "F8_E8M0") return 8;
+  if (d == "F6_E2M3" || d == "F6_E3M2") return 6;
+  if (d == "F4") return 4;
   return 0;
+}
+/// Bytes per element of a whole-byte dtype, 0 when unknown or sub-byte.
+inline std::int64_t dtype_size(const std::string& d) {
+  const std::uint64_t bits = dtype_bits(d);
+  return bits % 8 ? 0 : static_cast<std::int64_t>(bits / 8);
 }
 }  // namespace detail
 
@@ -90,7 +109,146 @@ class SafetensorsWriter {
   std::map<std::string, std::string> meta_;
 };
 
-/// \brief A safetensors file read into memory and validated.
+namespace detail {
+
+/// One tensor entry of a safetensors header as parsed, before validation.
+struct StEntry {
+  std::string name, dtype;
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint64_t> offsets;
+  bool has_dtype = false, has_shape = false, has_offsets = false;
+};
+
+/// SAX reader of a safetensors header: builds the entries directly (no JSON tree, so memory is
+/// proportional to what the header holds, and nesting deeper than the format's is refused at
+/// once), and refuses repeated names and fields, unknown fields and values of the wrong kind.
+class StHeaderSax : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  StHeaderSax(const std::string& path, std::size_t max_tensors) : path_(path), max_tensors_(max_tensors) {}
+  std::vector<StEntry> entries;
+  std::map<std::string, std::string> meta;
+
+  bool null() override { return value("null"); }
+  bool boolean(bool) override { return value("a boolean"); }
+  bool number_integer(number_integer_t v) override { return value(awq::detail::concat("the negative number ", v)); }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (at_ == At::Shape) {
+      if (v > static_cast<std::uint64_t>(INT64_MAX)) fail(awq::detail::concat("tensor '", cur().name, "' has extent ", v, " beyond 2^63"));
+      cur().shape.push_back(static_cast<std::int64_t>(v));
+      return true;
+    }
+    if (at_ == At::Offsets) {
+      if (cur().offsets.size() == 2) fail(awq::detail::concat("tensor '", cur().name, "' has more than 2 data_offsets"));
+      cur().offsets.push_back(v);
+      return true;
+    }
+    return value(awq::detail::concat("the number ", v));
+  }
+  bool number_float(number_float_t, const string_t& text) override { return value("the non-integer number " + text); }
+  bool string(string_t& v) override {
+    if (at_ == At::Meta) {
+      meta[key_] = v;
+      return true;
+    }
+    if (at_ == At::Tensor && key_ == "dtype") {
+      cur().dtype = v;
+      return true;
+    }
+    return value("a string");
+  }
+  bool binary(binary_t&) override { return value("binary data"); }
+  bool start_object(std::size_t) override {
+    if (at_ == At::Start) at_ = At::Top;
+    else if (at_ == At::Top) at_ = key_ == "__metadata__" ? At::Meta : At::Tensor;
+    else value("an object");
+    return true;
+  }
+  bool key(string_t& k) override {
+    key_ = k;
+    if (at_ == At::Top) {
+      if (k == "__metadata__") {
+        if (seen_meta_) fail("__metadata__ repeats");
+        seen_meta_ = true;
+        return true;
+      }
+      if (!names_.insert(k).second) fail(awq::detail::concat("tensor '", k, "' repeats"));
+      if (entries.size() == max_tensors_) fail(awq::detail::concat("more than ", max_tensors_, " tensors"));
+      entries.emplace_back();
+      entries.back().name = k;
+    } else if (at_ == At::Meta) {
+      if (meta.count(k)) fail(awq::detail::concat("__metadata__ key '", k, "' repeats"));
+    } else {
+      bool* seen = k == "dtype" ? &cur().has_dtype : k == "shape" ? &cur().has_shape : k == "data_offsets" ? &cur().has_offsets : nullptr;
+      if (!seen) fail(awq::detail::concat("tensor '", cur().name, "' has an unknown field '", k, "' (dtype, shape, data_offsets)"));
+      if (*seen) fail(awq::detail::concat("tensor '", cur().name, "' has field '", k, "' twice"));
+      *seen = true;
+    }
+    return true;
+  }
+  bool end_object() override {
+    if (at_ == At::Tensor) {
+      const StEntry& e = cur();
+      if (!e.has_dtype || !e.has_shape || !e.has_offsets)
+        fail(awq::detail::concat("tensor '", e.name, "' lacks ", !e.has_dtype ? "dtype" : !e.has_shape ? "shape" : "data_offsets"));
+      at_ = At::Top;
+    } else if (at_ == At::Meta) {
+      at_ = At::Top;
+    } else {
+      at_ = At::Done;
+    }
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (at_ == At::Tensor && key_ == "shape") at_ = At::Shape;
+    else if (at_ == At::Tensor && key_ == "data_offsets") at_ = At::Offsets;
+    else value("an array");
+    return true;
+  }
+  bool end_array() override {
+    if (at_ == At::Offsets && cur().offsets.size() != 2)
+      fail(awq::detail::concat("tensor '", cur().name, "' has ", cur().offsets.size(), " data_offsets, not 2"));
+    at_ = At::Tensor;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) override {
+    fail(awq::detail::concat("malformed JSON header: ", ex.what()));
+  }
+
+ private:
+  enum class At { Start, Top, Tensor, Meta, Shape, Offsets, Done };
+  [[noreturn]] void fail(const std::string& why) const { throw Error(awq::detail::concat("awq::io::SafetensorsFile: ", path_, ": ", why)); }
+  StEntry& cur() { return entries.back(); }
+  // A value where the format has none of its kind.
+  [[noreturn]] bool value(const std::string& what) {
+    switch (at_) {
+      case At::Start: fail("header is not a JSON object");
+      case At::Top: fail(awq::detail::concat(key_ == "__metadata__" ? "__metadata__" : "tensor '" + key_ + "'", " is ", what, ", not an object"));
+      case At::Meta: fail(awq::detail::concat("__metadata__ '", key_, "' is ", what, "; the format allows only string values"));
+      case At::Tensor: fail(awq::detail::concat("tensor '", cur().name, "' has ", what, " as its ", key_));
+      case At::Shape: fail(awq::detail::concat("tensor '", cur().name, "' has ", what, " in its shape"));
+      case At::Offsets: fail(awq::detail::concat("tensor '", cur().name, "' has ", what, " in its data_offsets"));
+      default: fail(awq::detail::concat("header has ", what, " after its end"));
+    }
+  }
+
+  const std::string& path_;
+  std::size_t max_tensors_;
+  At at_ = At::Start;
+  std::string key_;
+  bool seen_meta_ = false;
+  std::set<std::string> names_;
+};
+
+}  // namespace detail
+
+/// \brief A safetensors file, validated against every rule of the format before use.
+///
+/// The rules (huggingface/safetensors, "Format"): an 8-byte little-endian header length N, at
+/// most 100 MiB and inside the file; N bytes of UTF-8 JSON beginning with '{'; an object of
+/// tensors `{"dtype", "shape", "data_offsets": [begin, end]}` with unique names and a
+/// `__metadata__` object of strings; byte ranges of exactly dtype × shape bytes that, sorted,
+/// start at 0, follow each other without gap or overlap and end with the file (no holes, so no
+/// polyglot files).
 class SafetensorsFile {
  public:
   /// Header size limit checked before allocation.
@@ -99,79 +257,27 @@ class SafetensorsFile {
   /// Tensor count limit checked while parsing.
   static constexpr std::size_t kMaxTensors = 1u << 20;
 
-  /// Reads and validates `path`; throws awq::Error for a truncated or malformed file.
+  /// Maps `path` read-only (MappedFile) and validates it; throws awq::Error for a truncated or
+  /// malformed file, or when it cannot be opened or mapped.
   static SafetensorsFile open(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: cannot open ", path);
-    const auto size = static_cast<std::uint64_t>(f.tellg());
-    f.seekg(0);
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-    f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    awq::detail::require(static_cast<bool>(f), "awq::io::SafetensorsFile: read error on ", path);
-    return from_bytes(std::move(bytes), path);
+    SafetensorsFile s;
+    s.path_ = path;
+    s.file_ = MappedFile::map(path, "awq::io::SafetensorsFile");
+    s.data_offset_ = s.parse(s.file_->data(), s.file_->size());
+    return s;
   }
 
   /// Validates a file already in memory (`name` is used in messages).
   static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name = "<memory>") {
-    const std::string& path = name;
-    const std::uint64_t size = bytes.size();
-    awq::detail::require(size >= 8, "awq::io::SafetensorsFile: ", path, " is truncated: ", size, " bytes, no header length");
-    std::uint64_t n = 0;
-    std::memcpy(&n, bytes.data(), 8);
-    awq::detail::require(n <= kMaxHeader && n <= size - 8, "awq::io::SafetensorsFile: ", path, ": header length ", n,
-                         " exceeds the file (", size, " bytes) or 100 MiB");
-    nlohmann::json h;
-    try {
-      h = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
-    } catch (const std::exception& e) {
-      throw Error(awq::detail::concat("awq::io::SafetensorsFile: ", path, ": malformed JSON header: ", e.what()));
-    }
-    awq::detail::require(h.is_object(), "awq::io::SafetensorsFile: ", path, ": header is not a JSON object");
-    awq::detail::require(h.size() <= kMaxTensors, "awq::io::SafetensorsFile: ", path, ": ", h.size(), " tensors exceed the limit ",
-                         kMaxTensors);
     SafetensorsFile s;
-    s.path_ = path;
-    const std::uint64_t data_size = size - 8 - n;
-    for (auto it = h.begin(); it != h.end(); ++it) {
-      if (it.key() == "__metadata__") {
-        awq::detail::require(it->is_object(), "awq::io::SafetensorsFile: ", path, ": __metadata__ is not an object");
-        for (auto m = it->begin(); m != it->end(); ++m)
-          if (m->is_string()) s.meta_[m.key()] = m->get<std::string>();
-        continue;
-      }
-      const auto& v = it.value();
-      const auto bad = [&](const std::string& why) {
-        return Error(awq::detail::concat("awq::io::SafetensorsFile: ", path, ": tensor '", it.key(), "' ", why));
-      };
-      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets") || !v["dtype"].is_string() ||
-          !v["shape"].is_array() || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
-        throw bad("has a malformed entry");
-      Entry e;
-      e.dtype = v["dtype"].get<std::string>();
-      const std::int64_t es = detail::dtype_size(e.dtype);
-      if (es == 0) throw bad("has unknown dtype '" + e.dtype + "'");
-      if (v["shape"].size() > 8) throw bad(awq::detail::concat("has ", v["shape"].size(), " dimensions (at most 8)"));
-      std::int64_t count = 1;
-      for (const auto& d : v["shape"]) {
-        if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (1ull << 40)) throw bad("has a bad shape");
-        const auto extent = d.get<std::int64_t>();
-        if (extent != 0 && count > (1ll << 40) / extent) throw bad("is too large");  // checked before multiplying
-        e.shape.push_back(extent);
-        count *= extent;
-      }
-      if (!v["data_offsets"][0].is_number_unsigned() || !v["data_offsets"][1].is_number_unsigned()) throw bad("has bad data_offsets");
-      e.begin = v["data_offsets"][0].get<std::uint64_t>();
-      e.end = v["data_offsets"][1].get<std::uint64_t>();
-      if (e.begin > e.end || e.end > data_size)
-        throw bad(awq::detail::concat("needs bytes [", e.begin, ", ", e.end, ") of a data section of ", data_size, " (truncated?)"));
-      if (e.end - e.begin != static_cast<std::uint64_t>(count) * static_cast<std::uint64_t>(es))
-        throw bad("byte range does not match dtype and shape");
-      s.entries_[it.key()] = e;
-    }
-    bytes.erase(bytes.begin(), bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
-    s.data_ = std::move(bytes);
+    s.path_ = name;
+    s.file_ = MappedFile::hold(std::move(bytes));
+    s.data_offset_ = s.parse(s.file_->data(), s.file_->size());
     return s;
   }
+
+  /// The file (or the name given to from_bytes).
+  const std::string& path() const { return path_; }
 
   /// True when the file has a tensor called `name`.
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
@@ -184,14 +290,19 @@ class SafetensorsFile {
   }
   /// The `__metadata__` entries.
   const std::map<std::string, std::string>& metadata() const { return meta_; }
-  /// A tensor by name; throws awq::Error naming it when unknown.
+  /// A tensor by name, its bytes copied; throws awq::Error naming it when unknown.
   SafetensorsTensor tensor(const std::string& name) const {
-    const auto it = entries_.find(name);
-    awq::detail::require(it != entries_.end(), "awq::io::SafetensorsFile: ", path_, " has no tensor '", name, "'");
-    const Entry& e = it->second;
-    return SafetensorsTensor{e.dtype, e.shape,
-                             std::vector<std::uint8_t>(data_.begin() + static_cast<std::ptrdiff_t>(e.begin),
-                                                       data_.begin() + static_cast<std::ptrdiff_t>(e.end))};
+    const SafetensorsView v = view(name);
+    return SafetensorsTensor{v.dtype, v.shape, std::vector<std::uint8_t>(v.bytes.data, v.bytes.data + v.bytes.size)};
+  }
+
+  /// A tensor by name without a copy of its bytes: a view into the mapping, valid while this
+  /// object or a copy of it lives. Throws awq::Error when the name is unknown or the file shrank
+  /// since it was mapped (MappedFile::check_size).
+  SafetensorsView view(const std::string& name) const {
+    const Entry& e = entry(name);
+    file_->check_size(path_, "awq::io::SafetensorsFile");
+    return SafetensorsView{e.dtype, e.shape, ByteSpan{file_->data() + data_offset_ + e.begin, static_cast<std::size_t>(e.end - e.begin)}};
   }
 
  private:
@@ -200,10 +311,74 @@ class SafetensorsFile {
     std::vector<std::int64_t> shape;
     std::uint64_t begin = 0, end = 0;
   };
+
+  const Entry& entry(const std::string& name) const {
+    const auto it = entries_.find(name);
+    awq::detail::require(it != entries_.end(), "awq::io::SafetensorsFile: ", path_, " has no tensor '", name, "'");
+    return it->second;
+  }
+
+  // Validates the whole file and fills entries_ and meta_; returns where the data starts.
+  std::uint64_t parse(const std::uint8_t* bytes, std::uint64_t size) {
+    const auto fail = [&](auto&&... why) { throw Error(awq::detail::concat("awq::io::SafetensorsFile: ", path_, ": ", why...)); };
+    if (size < 8) fail("is truncated: ", size, " bytes, no header length");
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes, 8);
+    if (n > kMaxHeader || n > size - 8) fail("header length ", n, " exceeds the file (", size, " bytes) or 100 MiB");
+    if (n == 0 || bytes[8] != '{')
+      fail("header is not a JSON object (", n == 0 ? "it is empty" : awq::detail::concat("it begins with byte 0x", std::hex, +bytes[8]),
+           "; the format requires '{')");
+    // JSON has no NUL outside strings and none unescaped inside; the parser would stop at one
+    // and ignore what follows, so a NUL anywhere would hide bytes from the check.
+    if (const void* nul = std::memchr(bytes + 8, 0, static_cast<std::size_t>(n)))
+      fail("header has a NUL byte at offset ", static_cast<const std::uint8_t*>(nul) - bytes);
+    detail::StHeaderSax sax(path_, kMaxTensors);
+    nlohmann::json::sax_parse(bytes + 8, bytes + 8 + n, &sax);
+    meta_ = std::move(sax.meta);
+    const std::uint64_t data_size = size - 8 - n;
+    std::vector<std::map<std::string, Entry>::const_iterator> order;  // to check the tiling
+    order.reserve(sax.entries.size());
+    for (auto& st : sax.entries) {
+      const auto bad = [&](auto&&... why) { fail("tensor '", st.name, "' ", why...); };
+      const std::uint64_t bits = detail::dtype_bits(st.dtype);
+      if (bits == 0) bad("has unknown dtype '", st.dtype, "'");
+      std::uint64_t count = 1;
+      for (const auto d : st.shape) {  // overflow is refused even where a later extent is 0, as the reference does
+        const auto e = static_cast<std::uint64_t>(d);
+        if (e != 0 && count > (std::uint64_t{1} << 56) / e) bad("is too large: its shape has more than 2^56 elements");
+        count *= e;
+      }
+      if (count * bits % 8) bad("has ", count, " elements of ", st.dtype, ", not a whole number of bytes");
+      const std::uint64_t need = count / 8 * bits + count % 8 * bits / 8;
+      const std::uint64_t begin = st.offsets[0], end = st.offsets[1];
+      if (begin > end) bad("has data_offsets [", begin, ", ", end, ") that end before they begin");
+      if (end - begin != need)
+        bad("byte range does not match its dtype and shape: [", begin, ", ", end, ") holds ", end - begin, " bytes, ", st.dtype, " x ",
+            count, " needs ", need);
+      if (end > data_size) bad("needs bytes [", begin, ", ", end, ") of a data section of ", data_size, " (truncated?)");
+      order.push_back(entries_.emplace(std::move(st.name), Entry{std::move(st.dtype), std::move(st.shape), begin, end}).first);
+    }
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+      return a->second.begin != b->second.begin ? a->second.begin < b->second.begin : a->second.end < b->second.end;
+    });
+    std::uint64_t covered = 0;
+    const std::string* prev = nullptr;
+    for (const auto& it : order) {
+      const Entry& e = it->second;
+      if (e.begin < covered) fail("tensor '", it->first, "' at bytes [", e.begin, ", ", e.end, ") overlaps tensor '", *prev, "'");
+      if (e.begin > covered) fail("the data section has a hole at bytes [", covered, ", ", e.begin, ") before tensor '", it->first, "'");
+      covered = e.end;
+      prev = &it->first;
+    }
+    if (covered != data_size) fail("the data section has ", data_size - covered, " bytes after the last tensor that no tensor describes");
+    return 8 + n;
+  }
+
   std::string path_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> meta_;
-  std::vector<std::uint8_t> data_;
+  std::shared_ptr<const MappedFile> file_;
+  std::uint64_t data_offset_ = 0;
 };
 
 }  // namespace io

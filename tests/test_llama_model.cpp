@@ -158,7 +158,7 @@ TEST_SUITE("model") {
     const auto dir = std::filesystem::temp_directory_path() / ("awq_tokjson_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     const std::string path = (dir / "tokenizer.json").string();
-    std::ofstream(path) << awq_example::tokenizer_json(f.g).dump();
+    std::ofstream(path) << awq_example::tokenizer_json(f.src.gguf()).dump();
     auto hf = awq_example::BpeTokenizer::from_hf_json(path);
     std::filesystem::remove_all(dir);
     CHECK(hf.vocab_size() == f.tok.vocab_size());

@@ -162,6 +162,6 @@ int main(int argc, char** argv) try {
   }
   return 0;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "awq_llama: %s\n", e.what());
+  std::fprintf(stderr, "awq_llama: %s\n", awq_cli::describe(e).c_str());
   return 2;
 }

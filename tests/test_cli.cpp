@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <new>
+#include <stdexcept>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -129,7 +132,7 @@ TEST_CASE("awq_llama's parser: help, defaults, ranges and messages that name the
   CHECK(d.cmd == "quantize");
   CHECK(d.seq_len == 512);
   CHECK(d.calib_seqs == 64);
-  CHECK(!d.calib_seqs_given);
+  CHECK(!d.search_seqs_given);
   CHECK(d.threads == 0);
   CHECK(d.layers == -1);
   const auto s = parse(required({"--seq-len=128", "--eval-tokens", "256", "--calib-seqs", "8", "--search-seqs", "0", "--duo",
@@ -137,7 +140,7 @@ TEST_CASE("awq_llama's parser: help, defaults, ranges and messages that name the
   CHECK(s.seq_len == 128);
   CHECK(s.eval_tokens == 256);
   CHECK(s.calib_seqs == 8);
-  CHECK(s.calib_seqs_given);
+  CHECK(s.search_seqs_given);
   CHECK(s.search_seqs == 0);
   CHECK(s.duo);
   CHECK(s.layers == 2);
@@ -197,11 +200,11 @@ TEST_CASE("awq_llama's environment checks: inputs, UTF-8 texts and writable outp
 
   auto a = args({});
   a.model = (dir / "absent.gguf").string();
-  fails(a, "--model " + a.model + ": no such file");
+  fails(a, "--model " + a.model + ": no such file or directory");
   a.model = notgguf;
-  fails(a, ": not a GGUF file");
+  fails(a, ": not a GGUF file or a Hugging Face model directory (it starts with bytes 50 4b 03 04");
   a.model = dir.string();
-  fails(a, ": not a regular file");
+  fails(a, ": not a GGUF file or a Hugging Face model directory (a directory without config.json)");
   a = args({});
   a.eval_text = latin1;
   fails(a, "--eval-text " + latin1 + ": not valid UTF-8 at byte offset 2: lead byte 0xEF followed by 0x76");
@@ -210,4 +213,13 @@ TEST_CASE("awq_llama's environment checks: inputs, UTF-8 texts and writable outp
   fails(args({"--export", (fs::path(text) / "sub").string()}), "is not a directory");
   fails(args({"--checkpoint", (fs::path(text) / "sub").string()}), "--checkpoint");
   fs::remove_all(dir);
+}
+
+TEST_CASE("describe: one line, no standard-library internals") {
+  CHECK(awq_cli::describe(awq::Error("--seq-len: 0 is out of range")) == "--seq-len: 0 is out of range");
+  CHECK(awq_cli::describe(std::bad_alloc()).rfind("out of memory", 0) == 0);
+  const std::filesystem::filesystem_error fe("cannot create directories", std::filesystem::path("out/x"),
+                                             std::make_error_code(std::errc::not_a_directory));
+  CHECK(awq_cli::describe(fe) == "out/x: " + std::make_error_code(std::errc::not_a_directory).message());
+  CHECK(awq_cli::describe(std::runtime_error("two\nlines")) == "two lines");
 }

@@ -19,10 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "cli/format.hpp"
+
 namespace awq_cli {
 
-// Local stand-ins for awq::io::gguf_type_name and awq::io::detect_format (coming with the readers
-// work); switch to those when they land.
+// Local stand-in for awq::io::gguf_type_name (coming with the readers work); switch to it when it
+// lands.
 
 /// The ggml name of a tensor type id ("Q4_1"), or "type N" for an id ggml does not define.
 inline std::string gguf_type_name(std::uint32_t t) {
@@ -39,43 +41,6 @@ inline std::string gguf_value_type_name(std::uint32_t t) {
   static const char* const names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
                                       "bool",  "string", "array",  "uint64", "int64",  "float64"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "type " + std::to_string(t);
-}
-
-enum class Format { gguf, safetensors, hf_directory, neither };
-
-/// \brief Tells the format from the first bytes: "GGUF"; or a little-endian u64 header length that
-///        fits the file followed by '{' (safetensors); a directory with config.json. `why` says
-///        what was found when it is neither.
-inline Format detect_format(const std::string& path, std::string& why) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    if (fs::is_regular_file(fs::path(path) / "config.json", ec)) return Format::hf_directory;
-    why = "a directory without config.json";
-    return Format::neither;
-  }
-  std::ifstream f(path, std::ios::binary);
-  awq::detail::require(static_cast<bool>(f), "inspect: cannot open ", path, ": ", std::strerror(errno));
-  unsigned char b[9] = {};
-  f.read(reinterpret_cast<char*>(b), 9);
-  const auto got = static_cast<std::size_t>(f.gcount());
-  if (got >= 4 && std::memcmp(b, "GGUF", 4) == 0) return Format::gguf;
-  const auto size = fs::file_size(path, ec);
-  std::uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | b[i];
-  if (got == 9 && !ec && n >= 2 && n <= size - 8 && b[8] == '{') return Format::safetensors;
-  if (got == 0) {
-    why = "it is empty";
-  } else {
-    why = "it starts with bytes";
-    for (std::size_t i = 0; i < got; ++i) {
-      char h[4];
-      std::snprintf(h, sizeof h, " %02x", b[i]);
-      why += h;
-    }
-    why += " (a GGUF file starts with 'GGUF', a safetensors file with an 8-byte header length and '{')";
-  }
-  return Format::neither;
 }
 
 namespace detail {

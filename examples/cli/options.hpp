@@ -15,7 +15,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <exception>
 #include <fstream>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -24,6 +26,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "cli/format.hpp"
 #include "cli/text.hpp"
 
 namespace awq_cli {
@@ -34,9 +37,8 @@ struct Args {
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
-  int threads = 0;                ///< 0: every hardware thread
-  bool calib_seqs_given = false;  ///< --calib-seqs on the command line (else the default may shrink to fit the text)
-  bool search_seqs_given = false;
+  int threads = 0;                 ///< 0: every hardware thread
+  bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -116,11 +118,12 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required)"},
       {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
-      {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1 (default 64, fewer if the text is shorter)"},
+      {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len (default 32768)"},
-      {"--layers", "N", "quantize only the first N blocks, 1 <= N <= the model's blocks: a quick check (default all)"},
+      {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
+                        "truncated model mean nothing (default all)"},
       {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
       {"--backend", "NAME", "where the search runs: cpu or cuda (cuda needs the awq_llama_cuda build; default cpu)"},
       {"--report", "FILE", "also write the results as JSON to FILE (its directory must exist)"},
@@ -229,7 +232,7 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--export") a.export_dir = v;
     else if (k == "--checkpoint") a.checkpoint_dir = v;
     else if (k == "--configs") a.configs = parse_configs(v);
-    else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1"), a.calib_seqs_given = true;
+    else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1");
     else if (k == "--search-seqs") a.search_seqs = num(0, kMax, "an integer >= 0, 0 = all calibration sequences"), a.search_seqs_given = true;
     else if (k == "--seq-len") a.seq_len = num(2, 1 << 20, "an integer from 2 to 1048576 and at most the model's context length");
     else if (k == "--eval-tokens") a.eval_tokens = num(2, kMax, "an integer >= 2 and >= --seq-len");
@@ -249,7 +252,7 @@ inline Args parse(int argc, const char* const* argv) {
   }
   awq::detail::require(a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ", a.seq_len,
                        ": the evaluation needs at least one whole sequence");
-  awq::detail::require(!a.search_seqs_given || !a.calib_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
+  awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
 #ifndef AWQ_LLAMA_CUDA
   awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
@@ -306,17 +309,18 @@ inline void check_input_file(const std::string& flag, const std::string& path) {
 }  // namespace detail
 
 /// \brief The checks that touch the file system, run before the model is loaded: the inputs
-///        exist and are readable (the model is a GGUF, the texts valid UTF-8), and every output
+///        exist and are readable (the model a GGUF file or a Hugging Face directory, the texts
+///        valid UTF-8), and every output
 ///        location can be written. Also applies --threads to the library.
 inline void check_environment(const Args& a) {
-  detail::check_input_file("--model", a.model);
-  {
-    std::ifstream f(a.model, std::ios::binary);
-    char magic[4] = {};
-    f.read(magic, 4);
-    awq::detail::require(f.gcount() == 4 && std::string(magic, 4) == "GGUF", "--model ", a.model,
-                         ": not a GGUF file (awq_llama reads llama-architecture GGUF models; try awq_llama inspect ", a.model, ")");
-  }
+  std::error_code ec;
+  awq::detail::require(std::filesystem::exists(a.model, ec), "--model ", a.model, ": no such file or directory");
+  std::string why;
+  const Format f = detect_format(a.model, why);
+  awq::detail::require(f == Format::gguf || f == Format::hf_directory, "--model ", a.model,
+                       ": not a GGUF file or a Hugging Face model directory (",
+                       f == Format::safetensors ? std::string("a safetensors file: give its directory") : why, ")");
+  if (f == Format::gguf) detail::check_input_file("--model", a.model);
   detail::check_input_file("--calib-text", a.calib_text);
   detail::check_input_file("--eval-text", a.eval_text);
   (void)read_text(a.calib_text, "--calib-text");
@@ -327,38 +331,50 @@ inline void check_environment(const Args& a) {
   awq::backend::cpu::set_threads(a.threads);
 }
 
-/// \brief Checks against the model's metadata (before its weights are read): --layers within its
-///        blocks, --seq-len within its context length when the file states one.
-inline void check_model(const Args& a, const awq::io::GgufFile& g) {
-  const std::string arch = g.has("general.architecture") ? g.get_string("general.architecture") : std::string("?");
-  awq::detail::require(arch == "llama", "--model ", a.model, ": architecture '", arch, "' (accepted: llama)");
-  const long long blocks = g.get_int("llama.block_count");
-  awq::detail::require(a.layers <= blocks, "--layers ", a.layers, ": the model has ", blocks, " blocks (accepted: 1 to ", blocks, ")");
-  if (g.has("llama.context_length")) {
-    const long long ctx = g.get_int("llama.context_length");
-    awq::detail::require(a.seq_len <= ctx, "--seq-len ", a.seq_len, ": the model's context length is ", ctx, " (accepted: 2 to ", ctx, ")");
-  }
+/// \brief The one-line message for an exception that reached main: awq::Error's own text, and
+///        plain words for the standard library's (out of memory, a file-system call's path).
+inline std::string describe(const std::exception& e) {
+  std::string m;
+  if (dynamic_cast<const std::bad_alloc*>(&e))
+    m = "out of memory (a smaller --seq-len, --calib-seqs or --eval-tokens needs less)";
+  else if (const auto* f = dynamic_cast<const std::filesystem::filesystem_error*>(&e))
+    m = f->path1().string() + ": " + f->code().message();
+  else
+    m = e.what();
+  for (char& c : m)
+    if (c == '\n') c = ' ';
+  return m;
 }
 
-/// \brief Checks the token counts once the texts are tokenized (before any evaluation) and returns
-///        the calibration sequences to use: --calib-seqs, or with the default as many as the text
-///        holds (said on stderr).
-inline int calibration_sequences(const Args& a, std::size_t calib_tokens, std::size_t eval_tokens) {
+/// \brief Checks the model's size against --layers (1 to its blocks) and --seq-len (at most its
+///        context length; 0 = not stated). `A` is Args or any arguments with the same fields (the
+///        job's): call it once the model's header is read, before its weights are.
+template <class A>
+void check_model(const A& a, long long blocks, long long context) {
+  awq::detail::require(a.layers <= blocks, "--layers ", a.layers, ": the model has ", blocks, " blocks (accepted: 1 to ", blocks, ")");
+  awq::detail::require(context <= 0 || a.seq_len <= context, "--seq-len ", a.seq_len, ": the model's context length is ", context,
+                       " (accepted: 2 to ", context, ")");
+}
+
+/// check_model with the sizes from a llama GGUF's metadata.
+template <class A>
+void check_model(const A& a, const awq::io::GgufFile& g) {
+  const std::string arch = g.has("general.architecture") ? g.get_string("general.architecture") : std::string("(none)");
+  awq::detail::require(arch == "llama", "--model ", a.model, ": architecture '", arch, "' (accepted: llama)");
+  check_model(a, g.get_int("llama.block_count"), g.has("llama.context_length") ? g.get_int("llama.context_length") : 0);
+}
+
+/// \brief Checks the token counts once the texts are tokenized, before any evaluation: the
+///        calibration text holds --calib-seqs sequences of --seq-len, the evaluation text at least
+///        one. Returns --calib-seqs. `A` as for check_model.
+template <class A>
+int calibration_sequences(const A& a, std::size_t calib_tokens, std::size_t eval_tokens) {
   const long long avail = static_cast<long long>(calib_tokens) / a.seq_len;
-  awq::detail::require(avail >= 1, "--calib-text ", a.calib_text, ": ", calib_tokens, " tokens, fewer than one sequence of --seq-len ",
-                       a.seq_len);
-  awq::detail::require(!a.calib_seqs_given || a.calib_seqs <= avail, "--calib-seqs ", a.calib_seqs, ": --calib-text ", a.calib_text,
-                       " has ", calib_tokens, " tokens, ", avail, " sequences of ", a.seq_len, " (accepted: 1 to ", avail,
-                       ", or a longer text)");
-  const int n = static_cast<int>(std::min<long long>(a.calib_seqs, avail));
-  if (n < a.calib_seqs)
-    std::fprintf(stderr, "awq_llama: --calib-text %s holds %d sequences of %d tokens, fewer than the default %d: using %d\n",
-                 a.calib_text.c_str(), n, a.seq_len, a.calib_seqs, n);
-  awq::detail::require(!a.search_seqs_given || a.search_seqs <= n, "--search-seqs ", a.search_seqs, ": only ", n,
-                       " calibration sequences (accepted: 0 = all, or 1 to ", n, ")");
+  awq::detail::require(a.calib_seqs <= avail, "--calib-seqs ", a.calib_seqs, ": --calib-text ", a.calib_text, " has ", calib_tokens,
+                       " tokens, ", avail, " sequences of --seq-len ", a.seq_len, " (accepted: 1 to ", avail, ", or a longer text)");
   awq::detail::require(eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
                        " tokens, fewer than one sequence of --seq-len ", a.seq_len);
-  return n;
+  return a.calib_seqs;
 }
 
 }  // namespace awq_cli

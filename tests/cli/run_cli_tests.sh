@@ -65,6 +65,7 @@ check "--seq-len 1" 2 "--seq-len: 1 is out of range" "${req[@]}" --seq-len 1
 check "--seq-len 128 > context 64" 2 "--seq-len 128: the model's context length is 64" "${req[@]}" --seq-len 128 --eval-tokens 256
 check "--calib-seqs 0" 2 "--calib-seqs: 0 is out of range (accepted: an integer >= 1)" "${req[@]}" "${S[@]}" --calib-seqs 0
 check "--calib-seqs 1000 > text" 2 "--calib-seqs 1000: --calib-text text.txt has" "${req[@]}" "${S[@]}" --calib-seqs 1000
+check "--calib-seqs 64 (default) > text" 2 "--calib-seqs 64: --calib-text text.txt has 2671 tokens, 41 sequences of --seq-len 64" "${req[@]}" --seq-len 64 --eval-tokens 64
 check "--search-seqs -1" 2 "--search-seqs: -1 is out of range" "${req[@]}" "${S[@]}" --search-seqs -1
 check "--search-seqs 5 > --calib-seqs 4" 2 "--search-seqs 5 is more than --calib-seqs 4" "${req[@]}" "${S[@]}" --calib-seqs 4 --search-seqs 5
 check "--layers 0" 2 "--layers: 0 is out of range" "${req[@]}" "${S[@]}" --layers 0
@@ -79,7 +80,7 @@ check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all)
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
 check "--seq-len given twice" 2 "--seq-len is given twice" "${req[@]}" "${S[@]}" --seq-len 8
 check "--model missing" 2 "--model absent.gguf: no such file" --model absent.gguf --calib-text text.txt --eval-text text.txt
-check "--model not GGUF" 2 "--model notes.txt: not a GGUF file" --model notes.txt --calib-text text.txt --eval-text text.txt
+check "--model not GGUF" 2 "--model notes.txt: not a GGUF file or a Hugging Face model directory (it starts with bytes" --model notes.txt --calib-text text.txt --eval-text text.txt
 check "--calib-text missing" 2 "--calib-text absent.txt: no such file" --model tiny.gguf --calib-text absent.txt --eval-text text.txt
 check "--eval-text Latin-1" 2 "--eval-text latin1.txt: not valid UTF-8 at byte offset 2" --model tiny.gguf --calib-text text.txt --eval-text latin1.txt
 check "--eval-text shorter than --seq-len" 2 "--eval-text short.txt: 11 tokens, fewer than one sequence of --seq-len 16" \

@@ -460,10 +460,21 @@ TEST_CASE("terminal progress: a line per phase start and end in a log, a bar wit
   CHECK(count(bar, '\n') == 3);
   CHECK(count(bar, '\r') == 21 + 2 + 2);
   CHECK(bar.find("] 10/20 5.0s eta 5.0s") != std::string::npos);
-  CHECK(bar.find("[##############################] 20/20 10.0s eta 0.0s \n") != std::string::npos);
-  // A bar cut short by the next phase gets its line ended.
-  const std::string cut = progress_output(true, 0, {{"a", 1, 4, 0.0}, {"b", 4, 4, 1.0}});
-  CHECK(count(cut, '\n') == 2);
+  CHECK(bar.find("[##############################] 20/20 10.0s eta 0.0s\n") != std::string::npos);
+
+  // Nested phases (searches inside a pass over blocks): only the outer one keeps its lines.
+  const std::vector<awq::Progress> nested = {{"blocks", 0, 2, 0.0},  {"scales", 1, 3, 0.1}, {"scales", 3, 3, 0.3},
+                                             {"blocks", 1, 2, 0.4},  {"scales", 1, 3, 0.1}, {"scales", 2, 3, 0.2},
+                                             {"scales", 3, 3, 0.25}, {"blocks", 2, 2, 0.8}};
+  CHECK(progress_output(false, 0, nested) ==
+        "blocks: started, 2 to do\n"
+        "scales: done, 3/3 in 0.3s\n"
+        "scales: done, 3/3 in 0.2s\n"
+        "blocks: done, 2/2 in 0.8s\n");
+  const std::string nested_bar = progress_output(true, 0, nested);
+  CHECK(count(nested_bar, '\n') == 1);
+  CHECK(nested_bar.substr(nested_bar.size() - 9) == "eta 0.0s\n");
+  CHECK(nested_bar.find("scales                                   [##########                    ] 1/3") != std::string::npos);
 
   CHECK(awq::TerminalProgress::duration(42.3) == "42.3s");
   CHECK(awq::TerminalProgress::duration(187) == "3m07s");

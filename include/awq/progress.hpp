@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,13 +33,15 @@ struct Progress {
 /// Callback type engines can supply to get progress events instead of the terminal bar.
 using ProgressCallback = std::function<void(const Progress&)>;
 
-/// \brief Prints progress: on a terminal one bar per phase, redrawn at most ten times a second,
-///        with the elapsed time and an ETA; otherwise (a log, a pipe) a line when a phase starts
-///        and one when it ends, with the elapsed time.
+/// \brief Prints progress: on a terminal one status line, redrawn at most ten times a second per
+///        phase, with a bar, the elapsed time and an ETA; otherwise (a log, a pipe) a line when a
+///        phase starts and one when it ends, with the elapsed time.
 ///
-/// A phase starts with the first event of a new name, or of the same name after it ended. Copies
-/// share their state (the ProgressCallback conversion copies), and events may come from several
-/// threads.
+/// A phase starts with the first event of a new name, or of the same name after it ended or with
+/// fewer units done. A phase that starts while another is running is nested (a search inside a
+/// block): on a terminal its line is overwritten when it ends, in a log it gets only its end line.
+/// Copies share their state (the ProgressCallback conversion copies), and events may come from
+/// several threads.
 class TerminalProgress {
  public:
   /// \param every plain-line mode also prints a line every `every` units (0: only start and end).
@@ -53,28 +56,37 @@ class TerminalProgress {
   void operator()(const Progress& p) const {
     State& st = *state_;
     std::lock_guard<std::mutex> lock(st.m);
-    const bool starts = !st.open || p.phase != st.phase || p.done < st.done;
+    auto it = st.open.find(p.phase);
+    const bool starts = it == st.open.end() || p.done < it->second.done;
+    if (starts) {
+      const bool nested = st.open.size() > (it == st.open.end() ? 0u : 1u);
+      it = st.open.insert_or_assign(p.phase, Phase{0, -1.0, nested}).first;
+    }
+    Phase& ph = it->second;
     const bool ends = p.done >= p.total;
-    if (starts && st.open && st.tty) std::fputc('\n', st.out);  // the previous bar stopped short
-    if (starts) st.phase = p.phase, st.last_draw = -1;
-    st.open = !ends;
-    st.done = p.done;
+    ph.done = p.done;
     if (st.tty) {
-      if (!ends && st.last_draw >= 0 && p.elapsed_s - st.last_draw < 0.1) return;
-      st.last_draw = p.elapsed_s;
-      const int width = 30;
-      const int filled = p.total > 0 ? static_cast<int>(width * std::min(p.done, p.total) / p.total) : 0;
-      std::fprintf(st.out, "\r%-40.40s [%.*s%*s] %ld/%ld %s eta %s ", p.phase.c_str(), filled, "##############################",
-                   width - filled, "", p.done, p.total, duration(p.elapsed_s).c_str(), duration(p.eta_s()).c_str());
-      if (ends) std::fputc('\n', st.out);
+      if (starts || ends || p.elapsed_s - ph.last_draw >= 0.1) {
+        ph.last_draw = p.elapsed_s;
+        const int width = 30;
+        const int filled = p.total > 0 ? static_cast<int>(width * std::min(p.done, p.total) / p.total) : 0;
+        std::fprintf(st.out, "\r\033[K%-40.40s [%.*s%*s] %ld/%ld %s eta %s", p.phase.c_str(), filled,
+                     "##############################", width - filled, "", p.done, p.total, duration(p.elapsed_s).c_str(),
+                     duration(p.eta_s()).c_str());
+        if (ends && !ph.nested) std::fputc('\n', st.out);
+      }
     } else if (ends) {
       std::fprintf(st.out, "%s: done, %ld/%ld in %s\n", p.phase.c_str(), p.done, p.total, duration(p.elapsed_s).c_str());
-    } else if (p.done == 0) {
-      std::fprintf(st.out, "%s: started, %ld to do\n", p.phase.c_str(), p.total);
-    } else if (starts || (st.every > 0 && p.done % st.every == 0)) {
+    } else if (starts && !ph.nested) {
+      if (p.done == 0) std::fprintf(st.out, "%s: started, %ld to do\n", p.phase.c_str(), p.total);
+      else
+        std::fprintf(st.out, "%s: %ld/%ld after %s, eta %s\n", p.phase.c_str(), p.done, p.total, duration(p.elapsed_s).c_str(),
+                     duration(p.eta_s()).c_str());
+    } else if (st.every > 0 && p.done % st.every == 0) {
       std::fprintf(st.out, "%s: %ld/%ld after %s, eta %s\n", p.phase.c_str(), p.done, p.total, duration(p.elapsed_s).c_str(),
                    duration(p.eta_s()).c_str());
     }
+    if (ends) st.open.erase(it);
     std::fflush(st.out);
   }
   /// As a ProgressCallback.
@@ -93,15 +105,17 @@ class TerminalProgress {
   }
 
  private:
+  struct Phase {
+    long done = 0;
+    double last_draw = -1;  // elapsed_s of the last redraw
+    bool nested = false;    // started while another phase was running
+  };
   struct State {
     std::mutex m;
     long every = 0;
     bool tty = false;
     std::FILE* out = nullptr;
-    std::string phase;
-    bool open = false;  // a phase has started and not ended
-    long done = 0;
-    double last_draw = -1;
+    std::map<std::string, Phase> open;  // phases started and not ended
   };
   static bool is_terminal(std::FILE* f) {
 #if defined(__unix__) || defined(__APPLE__)

@@ -504,3 +504,64 @@ TEST_CASE("progress tracker keeps its own copy of a temporary callback") {
   t.step(2);
   CHECK(sum == 3);
 }
+
+namespace {
+// What a TerminalProgress in the given mode writes for the events.
+std::string progress_output(bool terminal, long every, const std::vector<awq::Progress>& events) {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  const awq::ProgressCallback cb = awq::TerminalProgress(every, terminal, f);  // copies share the reporter's state
+  for (const auto& e : events) cb(e);
+  std::rewind(f);
+  std::string out;
+  for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) out.push_back(static_cast<char>(c));
+  std::fclose(f);
+  return out;
+}
+long count(const std::string& s, char c) { return static_cast<long>(std::count(s.begin(), s.end(), c)); }
+}  // namespace
+
+TEST_CASE("terminal progress: a line per phase start and end in a log, a bar with an ETA on a terminal") {
+  std::vector<awq::Progress> ev;
+  ev.push_back({"eval", 0, 20, 0.0});
+  for (long d = 1; d <= 20; ++d) ev.push_back({"eval", d, 20, 0.5 * static_cast<double>(d)});
+  for (long d = 1; d <= 3; ++d) ev.push_back({"scales qkv", d, 3, 0.01 * static_cast<double>(d)});
+  for (long d = 1; d <= 3; ++d) ev.push_back({"scales qkv", d, 3, 0.01 * static_cast<double>(d)});  // the same phase again
+
+  const std::string log = progress_output(false, 0, ev);
+  CHECK(log ==
+        "eval: started, 20 to do\n"
+        "eval: done, 20/20 in 10.0s\n"
+        "scales qkv: 1/3 after 0.0s, eta 0.0s\n"
+        "scales qkv: done, 3/3 in 0.0s\n"
+        "scales qkv: 1/3 after 0.0s, eta 0.0s\n"
+        "scales qkv: done, 3/3 in 0.0s\n");
+  const std::string every5 = progress_output(false, 5, ev);
+  CHECK(count(every5, '\n') == 2 + 3 + 4);  // eval: start, 5, 10, 15, end
+  CHECK(every5.find("eval: 10/20 after 5.0s, eta 5.0s\n") != std::string::npos);
+
+  // A bar is redrawn at most every 0.1 s of a phase, always at its start and end, and ends its line.
+  const std::string bar = progress_output(true, 0, ev);
+  CHECK(count(bar, '\n') == 3);
+  CHECK(count(bar, '\r') == 21 + 2 + 2);
+  CHECK(bar.find("] 10/20 5.0s eta 5.0s") != std::string::npos);
+  CHECK(bar.find("[##############################] 20/20 10.0s eta 0.0s\n") != std::string::npos);
+
+  // Nested phases (searches inside a pass over blocks): only the outer one keeps its lines.
+  const std::vector<awq::Progress> nested = {{"blocks", 0, 2, 0.0},  {"scales", 1, 3, 0.1}, {"scales", 3, 3, 0.3},
+                                             {"blocks", 1, 2, 0.4},  {"scales", 1, 3, 0.1}, {"scales", 2, 3, 0.2},
+                                             {"scales", 3, 3, 0.25}, {"blocks", 2, 2, 0.8}};
+  CHECK(progress_output(false, 0, nested) ==
+        "blocks: started, 2 to do\n"
+        "scales: done, 3/3 in 0.3s\n"
+        "scales: done, 3/3 in 0.2s\n"
+        "blocks: done, 2/2 in 0.8s\n");
+  const std::string nested_bar = progress_output(true, 0, nested);
+  CHECK(count(nested_bar, '\n') == 1);
+  CHECK(nested_bar.substr(nested_bar.size() - 9) == "eta 0.0s\n");
+  CHECK(nested_bar.find("scales                                   [##########                    ] 1/3") != std::string::npos);
+
+  CHECK(awq::TerminalProgress::duration(42.3) == "42.3s");
+  CHECK(awq::TerminalProgress::duration(187) == "3m07s");
+  CHECK(awq::TerminalProgress::duration(7530) == "2h05m");
+}

@@ -119,3 +119,21 @@ TEST_CASE("the scale search gives the same scales on 1 and 4 threads") {
   CHECK(r1.best_index == r4.best_index);
   CHECK(r1.scales == r4.scales);
 }
+
+TEST_CASE("set_threads bounds the parts parallel_for runs, and refuses counts outside 0 .. hardware threads") {
+  ThreadsGuard guard;
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int t = 1; t <= hw; ++t) {
+    awq::backend::cpu::set_threads(t);
+    CHECK(awq::backend::cpu::thread_count() == t);
+    std::atomic<int> parts{0};
+    awq::backend::cpu::parallel_for(1000, [&](index_t, index_t) { parts.fetch_add(1); });
+    CHECK(parts.load() == t);
+  }
+  awq::backend::cpu::set_threads(0);
+  CHECK(awq::backend::cpu::thread_count() == hw);
+  CHECK_THROWS_WITH_AS(awq::backend::cpu::set_threads(-1),
+                       doctest::Contains("awq::backend::cpu::set_threads: -1 threads (accepted: 0 = all, or 1 to"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::backend::cpu::set_threads(hw + 1), doctest::Contains((std::to_string(hw + 1) + " threads").c_str()), awq::Error);
+  CHECK(awq::backend::cpu::threads() == 0);  // a refused count changes nothing
+}

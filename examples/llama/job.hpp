@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/options.hpp"
+#include "cli/text.hpp"
 #include "llama/export.hpp"
 #include "llama/tokenizer.hpp"
 
@@ -35,14 +37,6 @@ struct JobArgs {
   bool duo = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
 };
-
-inline std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  awq::detail::require(static_cast<bool>(f), "cannot read text file ", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 inline double peak_rss_mb() {
   rusage u{};
@@ -84,9 +78,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   Arch::check(c);
   for (const auto& q : a.configs)  // refuse what this model cannot take before any work
     for (int k : {c.hidden, c.intermediate, c.n_heads * c.head_dim}) (void)q.group_for(k);
-  std::vector<int> calib = tok.encode(read_text(a.calib_text)), eval = tok.encode(read_text(a.eval_text));
-  awq::detail::require(static_cast<int>(calib.size()) >= a.seq_len, "calibration text has only ", calib.size(), " tokens");
-  const int n_cal = std::min<int>(a.calib_seqs, static_cast<int>(calib.size()) / a.seq_len);
+  std::vector<int> calib = tok.encode(awq_cli::read_text(a.calib_text, "--calib-text")),
+                   eval = tok.encode(awq_cli::read_text(a.eval_text, "--eval-text"));
+  const int n_cal = awq_cli::calibration_sequences(a, calib.size(), eval.size());
   calib.resize(static_cast<std::size_t>(n_cal) * a.seq_len);
   if (static_cast<int>(eval.size()) > a.eval_tokens) eval.resize(static_cast<std::size_t>(a.eval_tokens));
   const int n_eval = static_cast<int>(eval.size()) / a.seq_len;
@@ -213,6 +207,10 @@ int run_job(const JobArgs& a) {
   namespace fs = std::filesystem;
   if (fs::is_directory(a.model)) {
     const auto src = awq::model::HfSource::open(a.model);
+    const auto& cj = src.config_json();
+    awq_cli::check_model(a, src.config().layers,
+                         cj.contains("max_position_embeddings") && cj["max_position_embeddings"].is_number_integer()
+                             ? cj["max_position_embeddings"].get<long long>() : 0);
     const fs::path tj = fs::path(a.model) / "tokenizer.json";
     awq::detail::require(fs::exists(tj), a.model, " has no tokenizer.json");
     BpeTokenizer tok = BpeTokenizer::from_hf_json(tj.string());
@@ -225,6 +223,7 @@ int run_job(const JobArgs& a) {
     return run_job_on<Backend>(a, src, tok, xb);
   }
   const auto src = awq::model::GgufSource::open(a.model);
+  awq_cli::check_model(a, src.gguf());
   BpeTokenizer tok(src.gguf());
   ExportBase xb;
   xb.config = hf_config_json(src.config(), src.gguf());

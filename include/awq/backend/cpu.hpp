@@ -175,10 +175,21 @@ namespace backend {
 struct cpu {
   static constexpr const char* name = "cpu";  ///< backend name for reports
 
-  /// Threads used by parallel work; 0 (the default) means all hardware threads.
+  /// Threads used by parallel work; 0 (the default) means all hardware threads. Prefer
+  /// set_threads, which validates.
   static int& threads() noexcept {
     static int n = 0;
     return n;
+  }
+  /// \brief Sets the threads parallel work uses: 1 to the hardware threads, or 0 for all of them.
+  ///        Call it before starting parallel work, not while another thread runs some.
+  /// \throws awq::Error naming the value and the accepted range.
+  static void set_threads(int n) {
+    const unsigned hw = std::thread::hardware_concurrency();
+    const int max = hw ? static_cast<int>(hw) : 1;
+    detail::require(n >= 0 && n <= max, "awq::backend::cpu::set_threads: ", n, " threads (accepted: 0 = all, or 1 to ", max,
+                    ", the hardware threads)");
+    threads() = n;
   }
   /// The thread count actually used.
   static int thread_count() noexcept {

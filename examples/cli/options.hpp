@@ -1,0 +1,380 @@
+// The awq_llama command line: its options with their defaults (one table drives both the parser
+// and --help), strict number parsing, and every check that can be made before the model is loaded:
+// ranges, input files, and that each output location can be written (so a long run is never lost
+// at its end to a typo in --report).
+#pragma once
+
+#include <awq/backend/cpu.hpp>
+#include <awq/config.hpp>
+#include <awq/error.hpp>
+#include <awq/io/gguf.hpp>
+
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <exception>
+#include <fstream>
+#include <new>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "cli/format.hpp"
+#include "cli/text.hpp"
+
+namespace awq_cli {
+
+/// What the command line asks for. Field names are used by awq_llama's main; add at the end.
+struct Args {
+  std::string cmd = "quantize", backend = "cpu", checkpoint_dir, model, calib_text, eval_text, report, inspect_file, export_dir;
+  std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
+  bool duo = false;
+  int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
+  int threads = 0;                 ///< 0: every hardware thread
+  bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
+};
+
+/// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
+///        no spaces, no trailing characters).
+/// \throws awq::Error "FLAG: 'S' is not a whole number (accepted: WHAT)" or "FLAG: S is out of
+///         range (accepted: WHAT)"; `what` describes the accepted values.
+inline long long parse_int(const std::string& flag, const std::string& s, long long lo, long long hi, const std::string& what) {
+  long long v = 0;
+  const char* end = s.data() + s.size();
+  const auto r = std::from_chars(s.data(), end, v);
+  const bool digits = !s.empty() && s.find_first_not_of("-0123456789") == std::string::npos;
+  if (r.ec == std::errc::result_out_of_range && digits && r.ptr == end)
+    throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
+  if (r.ec != std::errc() || r.ptr != end || !digits) throw awq::Error(flag + ": '" + s + "' is not a whole number (accepted: " + what + ")");
+  if (v < lo || v > hi) throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
+  return v;
+}
+
+/// Hardware threads the library can use (at least 1).
+inline int hardware_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw ? static_cast<int>(hw) : 1;
+}
+
+/// \brief One `--configs` item: `w<bits>g<group>` or `w<bits>-g<group>` (the name reports use),
+///        bits 2..8, group 32, 64, 128 or 256; zero point on.
+inline awq::QuantSpec parse_config(const std::string& item) {
+  const std::string what = "w<bits>g<group> with bits 2..8 and group 32, 64, 128 or 256, e.g. w4g64";
+  const auto g = item.find('g');
+  if (item.size() < 4 || item[0] != 'w' || g == std::string::npos || g < 2)
+    throw awq::Error("--configs: cannot parse '" + item + "' (accepted: " + what + ")");
+  std::string bits = item.substr(1, g - 1);
+  if (!bits.empty() && bits.back() == '-') bits.pop_back();
+  const std::string group = item.substr(g + 1);
+  auto number = [&](const std::string& s) {
+    if (s.empty() || s.size() > 4 || s.find_first_not_of("0123456789") != std::string::npos)
+      throw awq::Error("--configs: cannot parse '" + item + "' (accepted: " + what + ")");
+    return std::stoi(s);  // at most four digits: cannot throw
+  };
+  const int b = number(bits), gs = number(group);
+  if (b < 2 || b > 8) throw awq::Error("--configs " + item + ": " + std::to_string(b) + " bits is out of range (accepted: 2 to 8)");
+  if (gs != 32 && gs != 64 && gs != 128 && gs != 256)
+    throw awq::Error("--configs " + item + ": group " + std::to_string(gs) + " is not supported (accepted: 32, 64, 128, 256)");
+  return awq::QuantSpec{b, gs, true};
+}
+
+/// A comma-separated `--configs` list: at least one item, no duplicates.
+inline std::vector<awq::QuantSpec> parse_configs(const std::string& s) {
+  std::vector<awq::QuantSpec> out;
+  std::vector<std::string> items;
+  std::size_t begin = 0;
+  for (;;) {
+    const std::size_t comma = s.find(',', begin);
+    const std::string item = s.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    if (item.empty()) throw awq::Error("--configs: '" + s + "' has an empty item (accepted: a comma-separated list such as w4g64,w3g64)");
+    const awq::QuantSpec q = parse_config(item);
+    for (std::size_t i = 0; i < out.size(); ++i)
+      if (out[i] == q) throw awq::Error("--configs: '" + item + "' repeats '" + items[i] + "' in '" + s + "'");
+    out.push_back(q);
+    items.push_back(item);
+    if (comma == std::string::npos) return out;
+    begin = comma + 1;
+  }
+}
+
+/// One option of the quantize command, for the parser and for --help.
+struct OptionDoc {
+  const char* name;
+  const char* value;  ///< metavariable; nullptr for a flag without a value
+  const char* help;   ///< what it does, its accepted values and its default
+};
+
+inline const std::vector<OptionDoc>& option_docs() {
+  static const std::vector<OptionDoc> docs = {
+      {"--model", "FILE", "llama-architecture GGUF model (required)"},
+      {"--calib-text", "FILE", "UTF-8 calibration text (required)"},
+      {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required)"},
+      {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
+      {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
+      {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
+      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4)"},
+      {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
+      {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len (default 32768)"},
+      {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
+                        "truncated model mean nothing (default all)"},
+      {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
+      {"--backend", "NAME", "where the search runs: cpu or cuda (cuda needs the awq_llama_cuda build; default cpu)"},
+      {"--report", "FILE", "also write the results as JSON to FILE (its directory must exist)"},
+      {"--export", "DIR", "write a Hugging Face AWQ checkpoint per config under DIR/<config>"},
+      {"--checkpoint", "DIR", "save per-block results under DIR as they finish; a rerun resumes from them"},
+  };
+  return docs;
+}
+
+/// The full --help text.
+inline std::string help_text() {
+  std::string s =
+      "awq_llama: quantize a llama-architecture GGUF model with RTN and AWQ and report perplexity\n"
+      "\n"
+      "usage:\n"
+      "  awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]\n"
+      "  awq_llama inspect FILE.gguf | FILE.safetensors | HF_DIR\n"
+      "  awq_llama --help\n"
+      "\n"
+      "options of quantize (also --name=value):\n";
+  for (const auto& o : option_docs()) {
+    std::string head = std::string("  ") + o.name + (o.value ? std::string(" ") + o.value : std::string());
+    if (head.size() < 22) head.resize(22, ' ');
+    else head += "\n" + std::string(22, ' ');
+    s += head + o.help + "\n";
+  }
+  s +=
+      "  -h, --help          this text\n"
+      "\n"
+      "Every option is checked before the model is loaded; errors exit with code 2.\n"
+      "Final weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.\n"
+      "\n"
+      "example:\n"
+      "  awq_llama --model data/SmolLM2-135M-Instruct.Q4_1.gguf --calib-text data/handbook-calib.txt \\\n"
+      "            --eval-text data/handbook-eval.txt --configs w4g64 --threads 4 --report out/w4.json\n";
+  return s;
+}
+
+namespace detail {
+inline bool is_help(const std::string& s) { return s == "--help" || s == "-h" || s == "help"; }
+inline const char* see_help() { return " (see awq_llama --help)"; }
+}  // namespace detail
+
+/// \brief Parses the command line. Checks syntax and ranges only (no file is touched: see
+///        check_environment). `cmd` is "help" when help was asked for.
+inline Args parse(int argc, const char* const* argv) {
+  Args a;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && detail::is_help(args[0])) {
+    a.cmd = "help";
+    return a;
+  }
+  if (!args.empty() && args[0] == "inspect") {
+    a.cmd = "inspect";
+    if (args.size() >= 2 && detail::is_help(args[1])) {
+      a.cmd = "help";
+      return a;
+    }
+    awq::detail::require(args.size() >= 2, "inspect: a file is required: awq_llama inspect FILE.gguf|FILE.safetensors|HF_DIR");
+    awq::detail::require(args.size() == 2, "inspect takes one file, got also '", args[2], "'", detail::see_help());
+    a.inspect_file = args[1];
+    return a;
+  }
+  std::size_t i = 0;
+  if (!args.empty() && args[0] == "quantize") ++i;
+  else if (!args.empty() && !args[0].empty() && args[0][0] != '-')
+    throw awq::Error("unknown command '" + args[0] + "' (commands: quantize, inspect, help)" + detail::see_help());
+  std::vector<std::string> seen;
+  for (; i < args.size(); ++i) {
+    std::string k = args[i], inline_value;
+    bool has_inline = false;
+    if (detail::is_help(k)) {
+      a.cmd = "help";
+      return a;
+    }
+    if (k.rfind("--", 0) == 0 && k.find('=') != std::string::npos) {
+      inline_value = k.substr(k.find('=') + 1);
+      k = k.substr(0, k.find('='));
+      has_inline = true;
+    }
+    const OptionDoc* doc = nullptr;
+    for (const auto& o : option_docs())
+      if (k == o.name) doc = &o;
+    if (!doc) throw awq::Error((k.empty() || k[0] != '-' ? "unexpected argument '" + k + "'" : "unknown option " + k) + detail::see_help());
+    for (const auto& s : seen) awq::detail::require(s != k, k, " is given twice");
+    seen.push_back(k);
+    if (!doc->value) {
+      awq::detail::require(!has_inline, k, " takes no value (got '", inline_value, "')");
+      a.duo = true;
+      continue;
+    }
+    std::string v;
+    if (has_inline) v = inline_value;
+    else {
+      awq::detail::require(i + 1 < args.size(), k, " needs a value: ", k, " ", doc->value);
+      v = args[++i];
+      awq::detail::require(v.rfind("--", 0) != 0, k, " needs a value, got the option ", v, " (write ", k, "=", v, " if that is the value)");
+    }
+    awq::detail::require(!v.empty(), k, " needs a value, got an empty one");
+    constexpr long long kMax = INT_MAX;
+    auto num = [&](long long lo, long long hi, const std::string& what) { return static_cast<int>(parse_int(k, v, lo, hi, what)); };
+    if (k == "--model") a.model = v;
+    else if (k == "--calib-text") a.calib_text = v;
+    else if (k == "--eval-text") a.eval_text = v;
+    else if (k == "--report") a.report = v;
+    else if (k == "--export") a.export_dir = v;
+    else if (k == "--checkpoint") a.checkpoint_dir = v;
+    else if (k == "--configs") a.configs = parse_configs(v);
+    else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1");
+    else if (k == "--search-seqs") a.search_seqs = num(0, kMax, "an integer >= 0, 0 = all calibration sequences"), a.search_seqs_given = true;
+    else if (k == "--seq-len") a.seq_len = num(2, 1 << 20, "an integer from 2 to 1048576 and at most the model's context length");
+    else if (k == "--eval-tokens") a.eval_tokens = num(2, kMax, "an integer >= 2 and >= --seq-len");
+    else if (k == "--layers") a.layers = num(1, kMax, "an integer from 1 to the model's number of blocks");
+    else if (k == "--threads") {
+      const int hw = hardware_threads();
+      a.threads = num(0, hw, "0 (all) or 1 to " + std::to_string(hw) + ", the hardware threads of this machine");
+    } else if (k == "--backend") {
+      awq::detail::require(v == "cpu" || v == "cuda", "--backend: '", v, "' is not a backend (accepted: cpu, cuda)");
+      a.backend = v;
+    }
+  }
+  for (const char* req : {"--model", "--calib-text", "--eval-text"}) {
+    bool given = false;
+    for (const auto& s : seen) given = given || s == req;
+    awq::detail::require(given, "quantize: ", req, " is required", detail::see_help());
+  }
+  awq::detail::require(a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ", a.seq_len,
+                       ": the evaluation needs at least one whole sequence");
+  awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
+                       a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
+#ifndef AWQ_LLAMA_CUDA
+  awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
+#endif
+  return a;
+}
+
+namespace detail {
+
+// Creates and removes a probe file in dir: whether a file can really be written there (permission
+// bits do not tell, e.g. on a read-only mount or for root).
+inline void probe_dir(const std::string& flag, const std::string& value, const std::filesystem::path& dir) {
+  const std::string probe = (dir / (".awq_llama_probe." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    const int e = errno;
+    throw awq::Error(flag + " " + value + ": cannot write in directory '" + dir.string() + "': " + std::strerror(e));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+// An output file: its directory exists and is writable; the file itself, if present, is a file.
+inline void check_output_file(const std::string& flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  awq::detail::require(!fs::is_directory(path, ec), flag, " ", path, ": is a directory (accepted: a file name)");
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  awq::detail::require(fs::is_directory(dir, ec), flag, " ", path, ": directory '", dir.string(), "' does not exist");
+  probe_dir(flag, path, dir);
+}
+
+// An output directory, created later if missing: its nearest existing ancestor is a writable directory.
+inline void check_output_dir(const std::string& flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p = fs::absolute(fs::path(path), ec);
+  while (!p.empty() && !fs::exists(p, ec) && p != p.parent_path()) p = p.parent_path();
+  awq::detail::require(fs::is_directory(p, ec), flag, " ", path, ": '", p.string(), "' is not a directory");
+  probe_dir(flag, path, p);
+}
+
+// An input file: a readable regular file.
+inline void check_input_file(const std::string& flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  awq::detail::require(fs::exists(path, ec), flag, " ", path, ": no such file");
+  awq::detail::require(fs::is_regular_file(path, ec), flag, " ", path, ": not a regular file");
+  std::ifstream f(path, std::ios::binary);
+  awq::detail::require(static_cast<bool>(f), flag, " ", path, ": cannot be read: ", std::strerror(errno));
+}
+
+}  // namespace detail
+
+/// \brief The checks that touch the file system, run before the model is loaded: the inputs
+///        exist and are readable (the model a GGUF file or a Hugging Face directory, the texts
+///        valid UTF-8), and every output
+///        location can be written. Also applies --threads to the library.
+inline void check_environment(const Args& a) {
+  std::error_code ec;
+  awq::detail::require(std::filesystem::exists(a.model, ec), "--model ", a.model, ": no such file or directory");
+  std::string why;
+  const Format f = detect_format(a.model, why);
+  awq::detail::require(f == Format::gguf || f == Format::hf_directory, "--model ", a.model,
+                       ": not a GGUF file or a Hugging Face model directory (",
+                       f == Format::safetensors ? std::string("a safetensors file: give its directory") : why, ")");
+  if (f == Format::gguf) detail::check_input_file("--model", a.model);
+  detail::check_input_file("--calib-text", a.calib_text);
+  detail::check_input_file("--eval-text", a.eval_text);
+  (void)read_text(a.calib_text, "--calib-text");
+  (void)read_text(a.eval_text, "--eval-text");
+  if (!a.report.empty()) detail::check_output_file("--report", a.report);
+  if (!a.export_dir.empty()) detail::check_output_dir("--export", a.export_dir);
+  if (!a.checkpoint_dir.empty()) detail::check_output_dir("--checkpoint", a.checkpoint_dir);
+  awq::backend::cpu::set_threads(a.threads);
+}
+
+/// \brief The one-line message for an exception that reached main: awq::Error's own text, and
+///        plain words for the standard library's (out of memory, a file-system call's path).
+inline std::string describe(const std::exception& e) {
+  std::string m;
+  if (dynamic_cast<const std::bad_alloc*>(&e))
+    m = "out of memory (a smaller --seq-len, --calib-seqs or --eval-tokens needs less)";
+  else if (const auto* f = dynamic_cast<const std::filesystem::filesystem_error*>(&e))
+    m = f->path1().string() + ": " + f->code().message();
+  else
+    m = e.what();
+  for (char& c : m)
+    if (c == '\n') c = ' ';
+  return m;
+}
+
+/// \brief Checks the model's size against --layers (1 to its blocks) and --seq-len (at most its
+///        context length; 0 = not stated). `A` is Args or any arguments with the same fields (the
+///        job's): call it once the model's header is read, before its weights are.
+template <class A>
+void check_model(const A& a, long long blocks, long long context) {
+  awq::detail::require(a.layers <= blocks, "--layers ", a.layers, ": the model has ", blocks, " blocks (accepted: 1 to ", blocks, ")");
+  awq::detail::require(context <= 0 || a.seq_len <= context, "--seq-len ", a.seq_len, ": the model's context length is ", context,
+                       " (accepted: 2 to ", context, ")");
+}
+
+/// check_model with the sizes from a llama GGUF's metadata.
+template <class A>
+void check_model(const A& a, const awq::io::GgufFile& g) {
+  const std::string arch = g.has("general.architecture") ? g.get_string("general.architecture") : std::string("(none)");
+  awq::detail::require(arch == "llama", "--model ", a.model, ": architecture '", arch, "' (accepted: llama)");
+  check_model(a, g.get_int("llama.block_count"), g.has("llama.context_length") ? g.get_int("llama.context_length") : 0);
+}
+
+/// \brief Checks the token counts once the texts are tokenized, before any evaluation: the
+///        calibration text holds --calib-seqs sequences of --seq-len, the evaluation text at least
+///        one. Returns --calib-seqs. `A` as for check_model.
+template <class A>
+int calibration_sequences(const A& a, std::size_t calib_tokens, std::size_t eval_tokens) {
+  const long long avail = static_cast<long long>(calib_tokens) / a.seq_len;
+  awq::detail::require(a.calib_seqs <= avail, "--calib-seqs ", a.calib_seqs, ": --calib-text ", a.calib_text, " has ", calib_tokens,
+                       " tokens, ", avail, " sequences of --seq-len ", a.seq_len, " (accepted: 1 to ", avail, ", or a longer text)");
+  awq::detail::require(eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
+                       " tokens, fewer than one sequence of --seq-len ", a.seq_len);
+  return a.calib_seqs;
+}
+
+}  // namespace awq_cli

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# awq_llama's command line end to end: every bad input exits 2 with one "awq_llama: ..." line that
+# names the flag and the value, before any long work; --help and inspect exit 0. A tiny GGUF
+# (tiny_llama_gguf) stands in for the model, so the whole script runs in a few seconds.
+#   run_cli_tests.sh AWQ_LLAMA TINY_LLAMA_GGUF WORKDIR          check every case
+#   run_cli_tests.sh AWQ_LLAMA TINY_LLAMA_GGUF WORKDIR --table  print "case | exit | message" rows
+set -u
+tool=$1 writer=$2 work=$3 mode=${4:-check}
+# A configuration that builds only some targets (the sanitizer pass) skips this test (ctest code 77).
+for exe in "$tool" "$writer"; do
+  [ -x "$exe" ] || { echo "$exe is not built: skipped"; exit 77; }
+done
+rm -rf "$work" && mkdir -p "$work" || exit 1
+cd "$work" || exit 1
+
+"$writer" tiny.gguf || { echo "cannot write tiny.gguf"; exit 1; }
+for i in $(seq 40); do echo "The quick brown fox jumps over the lazy dog, again and again ($i)."; done > text.txt
+printf 'short text\n' > short.txt
+printf 'na\xefve caf\xe9\n' > latin1.txt
+printf 'not a model\n' > notes.txt
+: > empty.bin
+mkdir -p outdir hf
+printf '{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64}\n' > hf/config.json
+header='{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+{ printf "\\x$(printf %02x ${#header})\\0\\0\\0\\0\\0\\0\\0"; printf '%s' "$header"; printf '\0\0\x80\x3f'; } > hf/model.safetensors
+
+req=(--model tiny.gguf --calib-text text.txt --eval-text text.txt)
+S=(--seq-len 16 --eval-tokens 64)  # fits the tiny model and texts
+fails=0 n=0
+# check NAME EXPECTED_EXIT EXPECTED_TEXT ARGS...: the exit code, and the text in the output.
+check() {
+  local name=$1 want_rc=$2 want=$3
+  shift 3
+  local out rc
+  out=$(timeout 120 "$tool" "$@" 2>&1)
+  rc=$?
+  n=$((n + 1))
+  if [ "$mode" = --table ]; then
+    local line
+    line=$(printf '%s\n' "$out" | grep '^awq_llama: ' | tail -1)  # the error, else the first line
+    [ -n "$line" ] || line=$(printf '%s\n' "$out" | grep -m1 -v '^$')
+    [ "$rc" -gt 128 ] && line="(killed by signal $((rc - 128))) $line"
+    line=$(cut -c1-150 <<< "$line")
+    printf '| %s | %s | %s |\n' "$name" "$rc" "${line//|/\\|}"
+    return
+  fi
+  if [ "$rc" != "$want_rc" ] || ! grep -qF -- "$want" <<< "$out"; then
+    fails=$((fails + 1))
+    printf 'FAIL %s: exit %s (want %s), output:\n%s\n(want it to contain: %s)\n' "$name" "$rc" "$want_rc" "$out" "$want"
+  elif [ "$want_rc" = 2 ] && [ "$(printf '%s\n' "$out" | grep -c .)" != 1 ] || { [ "$want_rc" = 2 ] && ! grep -q '^awq_llama: ' <<< "$out"; }; then
+    fails=$((fails + 1))
+    printf 'FAIL %s: an error must be one line "awq_llama: ...", got:\n%s\n' "$name" "$out"
+  fi
+}
+
+check "--help" 0 "--threads N" --help
+check "-h" 0 "usage:" -h
+check "help" 0 "example:" help
+check "no arguments" 2 "--model is required" 
+check "unknown option" 2 "unknown option --frobnicate (see awq_llama --help)" "${req[@]}" "${S[@]}" --frobnicate
+check "unknown command" 2 "unknown command 'quantise'" quantise --model tiny.gguf
+check "--eval-tokens abc" 2 "--eval-tokens: 'abc' is not a whole number" "${req[@]}" --eval-tokens abc
+check "--eval-tokens -5" 2 "--eval-tokens: -5 is out of range" "${req[@]}" --eval-tokens -5
+check "--eval-tokens 99999999999" 2 "--eval-tokens: 99999999999 is out of range" "${req[@]}" --eval-tokens 99999999999
+check "--eval-tokens 12x" 2 "--eval-tokens: '12x' is not a whole number" "${req[@]}" --eval-tokens 12x
+check "--eval-tokens 8 < --seq-len 16" 2 "--eval-tokens 8 is less than --seq-len 16" "${req[@]}" --seq-len 16 --eval-tokens 8
+check "--seq-len 0" 2 "--seq-len: 0 is out of range" "${req[@]}" --seq-len 0
+check "--seq-len 1" 2 "--seq-len: 1 is out of range" "${req[@]}" --seq-len 1
+check "--seq-len 128 > context 64" 2 "--seq-len 128: the model's context length is 64" "${req[@]}" --seq-len 128 --eval-tokens 256
+check "--calib-seqs 0" 2 "--calib-seqs: 0 is out of range (accepted: an integer >= 1)" "${req[@]}" "${S[@]}" --calib-seqs 0
+check "--calib-seqs 1000 > text" 2 "--calib-seqs 1000: --calib-text text.txt has" "${req[@]}" "${S[@]}" --calib-seqs 1000
+check "--calib-seqs 64 (default) > text" 2 "--calib-seqs 64: --calib-text text.txt has 2671 tokens, 41 sequences of --seq-len 64" "${req[@]}" --seq-len 64 --eval-tokens 64
+check "--search-seqs -1" 2 "--search-seqs: -1 is out of range" "${req[@]}" "${S[@]}" --search-seqs -1
+check "--search-seqs 5 > --calib-seqs 4" 2 "--search-seqs 5 is more than --calib-seqs 4" "${req[@]}" "${S[@]}" --calib-seqs 4 --search-seqs 5
+check "--layers 0" 2 "--layers: 0 is out of range" "${req[@]}" "${S[@]}" --layers 0
+check "--layers 3 > 2 blocks" 2 "--layers 3: the model has 2 blocks" "${req[@]}" "${S[@]}" --layers 3
+check "--configs w9g64" 2 "--configs w9g64: 9 bits is out of range (accepted: 2 to 8)" "${req[@]}" "${S[@]}" --configs w9g64
+check "--configs w4g100" 2 "group 100 is not supported (accepted: 32, 64, 128, 256)" "${req[@]}" "${S[@]}" --configs w4g100
+check "--configs w4g64,w4g64" 2 "--configs: 'w4g64' repeats 'w4g64'" "${req[@]}" "${S[@]}" --configs w4g64,w4g64
+check "--configs 4bit" 2 "--configs: cannot parse '4bit'" "${req[@]}" "${S[@]}" --configs 4bit
+check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${req[@]}" "${S[@]}" --backend tpu
+check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
+check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
+check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
+check "--seq-len given twice" 2 "--seq-len is given twice" "${req[@]}" "${S[@]}" --seq-len 8
+check "--model missing" 2 "--model absent.gguf: no such file" --model absent.gguf --calib-text text.txt --eval-text text.txt
+check "--model not GGUF" 2 "--model notes.txt: not a GGUF file or a Hugging Face model directory (not GGUF" --model notes.txt --calib-text text.txt --eval-text text.txt
+check "--calib-text missing" 2 "--calib-text absent.txt: no such file" --model tiny.gguf --calib-text absent.txt --eval-text text.txt
+check "--eval-text Latin-1" 2 "--eval-text latin1.txt: not valid UTF-8 at byte offset 2" --model tiny.gguf --calib-text text.txt --eval-text latin1.txt
+check "--eval-text shorter than --seq-len" 2 "--eval-text short.txt: 11 tokens, fewer than one sequence of --seq-len 16" \
+  --model tiny.gguf --calib-text text.txt --eval-text short.txt --seq-len 16 --eval-tokens 64
+check "--report in a missing directory" 2 "--report nodir/r.json: directory 'nodir' does not exist" "${req[@]}" "${S[@]}" --report nodir/r.json
+check "--report is a directory" 2 "--report outdir: is a directory" "${req[@]}" "${S[@]}" --report outdir
+check "--export under a file" 2 "--export text.txt/x: '" "${req[@]}" "${S[@]}" --export text.txt/x
+check "--checkpoint under a file" 2 "--checkpoint text.txt/x: '" "${req[@]}" "${S[@]}" --checkpoint text.txt/x
+check "inspect without a file" 2 "inspect: a file is required" inspect
+check "inspect missing" 2 "inspect: absent.gguf: no such file or directory" inspect absent.gguf
+check "inspect a text file" 2 "notes.txt is neither a GGUF nor a safetensors file: not GGUF (the first bytes are 'note'" inspect notes.txt
+check "inspect an empty file" 2 "empty.bin is neither a GGUF nor a safetensors file: 0 bytes are too few" inspect empty.bin
+check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect tiny.gguf
+check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors
+check "inspect HF directory" 0 '["LlamaForCausalLM"]' inspect hf
+check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
+
+if [ "$mode" != --table ]; then
+  [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }
+  if ls -A . outdir | grep -q awq_llama_probe; then fails=$((fails + 1)); echo "FAIL: a probe file was left behind"; fi
+  echo "$((n - fails)) of $n CLI cases pass"
+fi
+[ "$fails" = 0 ]

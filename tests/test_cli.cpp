@@ -202,7 +202,7 @@ TEST_CASE("awq_llama's environment checks: inputs, UTF-8 texts and writable outp
   a.model = (dir / "absent.gguf").string();
   fails(a, "--model " + a.model + ": no such file or directory");
   a.model = notgguf;
-  fails(a, ": not a GGUF file or a Hugging Face model directory (it starts with bytes 50 4b 03 04");
+  fails(a, ": not a GGUF file or a Hugging Face model directory (4 bytes are too few for a GGUF or a safetensors file)");
   a.model = dir.string();
   fails(a, ": not a GGUF file or a Hugging Face model directory (a directory without config.json)");
   a = args({});

@@ -51,7 +51,8 @@ inline void add_linear(awq::io::SafetensorsWriter& w, const std::string& name, c
 /// tokenizer.json of a GGUF file's byte-level BPE tokenizer.
 inline nlohmann::ordered_json tokenizer_json(const awq::io::GgufFile& g) {
   const auto& toks = g.value("tokenizer.ggml.tokens").strs;
-  const auto& types = g.value("tokenizer.ggml.token_type").ints;
+  using Ints = decltype(g.value("tokenizer.ggml.tokens").ints);
+  const Ints types = g.has("tokenizer.ggml.token_type") ? g.value("tokenizer.ggml.token_type").ints : Ints{};  // optional in GGUF
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), added = nlohmann::json::array();
   for (std::size_t i = 0; i < toks.size(); ++i) {
     vocab[toks[i]] = i;

@@ -95,7 +95,7 @@ check "--export under a file" 2 "--export text.txt/x: '" "${req[@]}" "${S[@]}" -
 check "--checkpoint under a file" 2 "--checkpoint text.txt/x: '" "${req[@]}" "${S[@]}" --checkpoint text.txt/x
 check "inspect without a file" 2 "inspect: a file is required" inspect
 check "inspect missing" 2 "inspect: absent.gguf: no such file or directory" inspect absent.gguf
-check "inspect a text file" 2 "notes.txt is neither a GGUF nor a safetensors file: not GGUF (the first bytes are 'note'" inspect notes.txt
+check "inspect a text file" 2 "notes.txt is neither a GGUF nor a safetensors file: not GGUF (the first bytes are 'not '" inspect notes.txt
 check "inspect an empty file" 2 "empty.bin is neither a GGUF nor a safetensors file: 0 bytes are too few" inspect empty.bin
 check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect tiny.gguf
 check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors

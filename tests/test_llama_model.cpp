@@ -2,10 +2,12 @@
 // forward pass, and AWQ end to end on a small slice. Skipped, saying so, when the data is absent.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iterator>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -47,6 +49,43 @@ Fixture& fixture() {
 }  // namespace
 
 TEST_SUITE("model") {
+  TEST_CASE("finalize: the quantizer's codes are kept and only the scale is rounded to fp16") {
+    // Groups clamped symmetrically to [-c, c] (what the clip search leaves): ±c sits on a
+    // rounding tie, c / scale = 3.5 at 3 bits, so re-deriving codes with the fp16 scale would
+    // move them to codes the search never judged.
+    const awq::QuantSpec q{3, 64, true};
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    awq_example::Mat w(64, 128);
+    for (Eigen::Index r = 0; r < w.rows(); ++r) {
+      const float c = 0.5f + 0.01f * static_cast<float>(r);
+      for (Eigen::Index i = 0; i < w.cols(); ++i) w(r, i) = std::clamp(nd(rng), -c, c);
+      w(r, 0) = c;  // both ends present in every group
+      w(r, 1) = -c;
+      w(r, 64) = c;
+      w(r, 65) = -c;
+    }
+    const awq_example::Mat w0 = w;
+    std::vector<std::uint8_t> codes(static_cast<std::size_t>(w.size()));
+    std::vector<float> s(static_cast<std::size_t>(w.rows() * 2)), z(s.size());
+    awq::quantize(q, awq::as_view(w0), awq::make_row_major(codes.data(), w.rows(), w.cols()),
+                  {{}, awq::make_row_major(s.data(), w.rows(), 2), awq::make_row_major(z.data(), w.rows(), 2)});
+    const auto f = awq_example::finalize_linear(w, q);
+    CHECK(f.codes == codes);
+    int rederived_differs = 0;
+    for (Eigen::Index r = 0; r < w.rows(); ++r)
+      for (Eigen::Index i = 0; i < w.cols(); ++i) {
+        const std::size_t gi = static_cast<std::size_t>(r * 2 + i / 64), ci = static_cast<std::size_t>(r * w.cols() + i);
+        const float s16 = static_cast<float>(Eigen::half(s[gi]));
+        CHECK(static_cast<float>(f.scales[gi]) == s16);
+        CHECK(f.zeros[gi] == static_cast<std::uint8_t>(z[gi]));
+        CHECK(w(r, i) == (static_cast<float>(codes[ci]) - z[gi]) * s16);
+        const float c16 = std::clamp(std::nearbyint(w0(r, i) / s16) + z[gi], 0.0f, 7.0f);
+        rederived_differs += c16 != static_cast<float>(codes[ci]);
+      }
+    CHECK(rederived_differs > 0);  // the case exercises the ties it is about
+  }
+
   TEST_CASE("tokenizer: pieces, round trip and known ids") {
     if (!have_data()) return;
     auto& f = fixture();

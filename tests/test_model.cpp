@@ -5,6 +5,7 @@
 
 #include <awq/io/safetensors.hpp>
 #include <awq/model/arch/llama.hpp>
+#include <awq/model/finalize.hpp>
 #include <awq/model/head.hpp>
 #include <awq/model/hf_source.hpp>
 #include <awq/model/pipeline.hpp>
@@ -14,9 +15,11 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -75,6 +78,44 @@ void check_arch(const std::string& name) {
 }  // namespace
 
 TEST_SUITE("model API") {
+  TEST_CASE("finalize: the quantizer's codes are kept and only the scale is rounded to fp16") {
+    // Groups clamped symmetrically to [-c, c] (what the clip search leaves): ±c sits on a
+    // rounding tie, c / scale = 3.5 at 3 bits, so re-deriving codes with the fp16 scale would
+    // move them to codes the search never judged.
+    const awq::QuantSpec q{3, 64, true};
+    const awq::index_t rows = 64, cols = 128;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> w(static_cast<std::size_t>(rows * cols));
+    for (awq::index_t r = 0; r < rows; ++r) {
+      const float c = 0.5f + 0.01f * static_cast<float>(r);
+      for (awq::index_t i = 0; i < cols; ++i) w[static_cast<std::size_t>(r * cols + i)] = std::clamp(nd(rng), -c, c);
+      for (awq::index_t i : {0, 64}) {  // both ends present in every group
+        w[static_cast<std::size_t>(r * cols + i)] = c;
+        w[static_cast<std::size_t>(r * cols + i + 1)] = -c;
+      }
+    }
+    const std::vector<float> w0 = w;
+    std::vector<std::uint8_t> codes(w.size());
+    std::vector<float> s(static_cast<std::size_t>(rows * 2)), z(s.size());
+    awq::quantize(q, awq::make_row_major<const float>(w0.data(), rows, cols), awq::make_row_major(codes.data(), rows, cols),
+                  {{}, awq::make_row_major(s.data(), rows, 2), awq::make_row_major(z.data(), rows, 2)});
+    const auto f = awq::model::finalize_linear(awq::make_row_major(w.data(), rows, cols), q);
+    CHECK(f.codes == codes);
+    int rederived_differs = 0;
+    for (awq::index_t r = 0; r < rows; ++r)
+      for (awq::index_t i = 0; i < cols; ++i) {
+        const std::size_t gi = static_cast<std::size_t>(r * 2 + i / 64), ci = static_cast<std::size_t>(r * cols + i);
+        const float s16 = static_cast<float>(Eigen::half(s[gi]));
+        CHECK(static_cast<float>(f.scales[gi]) == s16);
+        CHECK(f.zeros[gi] == static_cast<std::uint8_t>(z[gi]));
+        CHECK(w[ci] == (static_cast<float>(codes[ci]) - z[gi]) * s16);
+        const float c16 = std::clamp(std::nearbyint(w0[ci] / s16) + z[gi], 0.0f, 7.0f);
+        rederived_differs += c16 != static_cast<float>(codes[ci]);
+      }
+    CHECK(rederived_differs > 0);  // the case exercises the ties it is about
+  }
+
   TEST_CASE("Llama 3 (GQA, untied lm_head) forward matches transformers") { check_arch("llama3_gqa"); }
   TEST_CASE("SmolLM (tied embeddings) forward matches transformers") { check_arch("smollm_tied"); }
   TEST_CASE("Mistral (head_dim given) forward matches transformers") { check_arch("mistral"); }

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <Eigen/Core>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -25,8 +24,10 @@ struct QuantizedLinear {
   std::vector<Eigen::half> scales;   ///< [out, groups]
 };
 
-/// Quantizes w with the reference's rules, rounds the scales to fp16, re-derives the codes with
-/// those scales (as AutoAWQ's packer does), and replaces w by (q − z)·scale16 in float.
+/// Quantizes w with the reference's rules, keeps those codes and zeros, rounds the scales to fp16,
+/// and replaces w by (q − z)·scale16 in float. The codes are the ones the clip search judged:
+/// re-deriving them with the fp16 scale (as AutoAWQ's packer does) moves every clamped weight
+/// that sits on a rounding tie (±c at c / scale = (2^b − 1) / 2) to a code the search never saw.
 inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSpec& spec) {
   QuantizedLinear q;
   q.out = w.rows();
@@ -39,19 +40,14 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
            {{}, make_row_major(s.data(), q.out, q.groups), make_row_major(z.data(), q.out, q.groups)});
   q.scales.resize(s.size());
   q.zeros.resize(s.size());
-  const float max_code = static_cast<float>((1 << spec.bits) - 1);
   for (index_t r = 0; r < q.out; ++r)
     for (index_t j = 0; j < q.groups; ++j) {
       const std::size_t gi = static_cast<std::size_t>(r * q.groups + j);
       q.scales[gi] = Eigen::half(s[gi]);
       q.zeros[gi] = static_cast<std::uint8_t>(z[gi]);
       const float s16 = static_cast<float>(q.scales[gi]);
-      for (index_t i = j * g; i < (j + 1) * g; ++i) {
-        float c = std::nearbyint(w(r, i) / s16) + z[gi];
-        c = c < 0.0f ? 0.0f : (c > max_code ? max_code : c);
-        q.codes[static_cast<std::size_t>(r * q.in + i)] = static_cast<std::uint8_t>(c);
-        w(r, i) = (c - z[gi]) * s16;
-      }
+      for (index_t i = j * g; i < (j + 1) * g; ++i)
+        w(r, i) = (static_cast<float>(q.codes[static_cast<std::size_t>(r * q.in + i)]) - z[gi]) * s16;
     }
   return q;
 }

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# GPU check, one device call: build the CUDA tests with nvcc, run them, then run them under
-# compute-sanitizer memcheck and racecheck. Header-only dependencies come from .deps/include
-# (a copy of the Debian packages' headers, carried to the device machine).
-# usage (on the device machine, repo root): bash bench/gpu_check.sh
-set -euo pipefail
+# GPU check, one device call: build every CUDA test source with nvcc (in parallel, sm_90a: the
+# Hopper kernel is in the binary), run the whole CUDA suite, then compute-sanitizer memcheck on
+# the pipeline's GPU path and the W4A16 kernels, and racecheck on the W4A16 kernels. Header-only
+# dependencies come from .deps/include (a copy of the Debian packages' headers, carried).
+# usage (on the device machine, repo root, carry [".deps"]): bash bench/gpu_check.sh
+set -uo pipefail
 source bench/gpu_env.sh
 gpu_info
 nvcc --version | tail -2
-bin=/tmp/awq_cuda_tests
-time nvcc -std=c++17 -O2 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr \
-  -Iinclude -Itests -I"$deps" -I"$deps/eigen3" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" \
-  tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu -o "$bin"
-"$bin" 2>&1 | tee "$out/cuda_tests.log"
-compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" 2>&1 | tail -5 | tee "$out/memcheck.log"
-compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" 2>&1 | tail -5 | tee "$out/racecheck.log"
+bin=build-gpu/awq_cuda_tests
+t0=$(date +%s)
+pids=()
+for f in tests/cuda/test_cuda_*.cu; do
+  nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" -c "$f" -o "build-gpu/$(basename "$f" .cu).o" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+nvcc "${flags[@]}" build-gpu/test_cuda_*.o -lcublas -o "$bin"
+echo "build: $(( $(date +%s) - t0 )) s"
+"$bin" 2>&1 | tail -4 | tee "$out/cuda_tests.log"
+"$bin" -tc='*model*' 2>&1 | tail -3
+timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" -tc='*model*,W4A16Linear*,*tiled layout equals*' 2>&1 | tail -4 | tee "$out/memcheck.log"
+timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" -tc='*narrower blocks*,*tiled layout equals*' 2>&1 | tail -4 | tee "$out/racecheck.log"

@@ -25,7 +25,7 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) { retur
 }  // namespace
 
 TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
-  for (const char* name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) {
+  for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) {
     CAPTURE(name);
     const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
     std::ifstream mf(dir + "/meta.json");
@@ -89,5 +89,12 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
       CHECK(diff * 100 <= static_cast<long>(cl.max_val.size()));
     }
   }
-  for (std::size_t k = 0; k < 3; ++k) CHECK(rel_err(gpu.streams[k].hidden, cpu.streams[k].hidden) < 1e-3);
+  // FP: float noise only. RTN and AWQ: clamped weights sit on rounding ties (±c at c / scale =
+  // (2^b − 1) / 2), so bounds equal to 1e-5 can still flip a code; in a 64-wide, 2-block model a
+  // few flipped codes move the output by parts in a thousand.
+  for (std::size_t k = 0; k < 3; ++k) {
+    const double e = rel_err(gpu.streams[k].hidden, cpu.streams[k].hidden);
+    MESSAGE("stream " << k << " GPU vs CPU relative error " << e);
+    CHECK(e < (k == 0 ? 1e-5 : 1e-2));
+  }
 }

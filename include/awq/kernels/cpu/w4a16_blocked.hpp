@@ -273,7 +273,6 @@ AWQ_TARGET_AVX2 inline void avx2_blocks(const BlockedW4A16& w, const float* x, i
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#define AWQ_W4BLK_POP_DIAGNOSTIC 1
 #endif
 
 /// One 8-row chunk of a block into the six digit sums (lo/hi row halves × 3 digits).
@@ -381,9 +380,8 @@ AWQ_TARGET_AVX512VNNI inline void vnni_blocks(const BlockedW4A16& w, const Digit
   }
 }
 
-#ifdef AWQ_W4BLK_POP_DIAGNOSTIC
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13  // the push above
 #pragma GCC diagnostic pop
-#undef AWQ_W4BLK_POP_DIAGNOSTIC
 #endif
 
 #endif  // AWQ_W4A16_HAVE_AVX2

@@ -115,13 +115,13 @@ inline const std::vector<OptionDoc>& option_docs() {
   static const std::vector<OptionDoc> docs = {
       {"--model", "FILE", "llama-architecture GGUF model (required)"},
       {"--calib-text", "FILE", "UTF-8 calibration text (required)"},
-      {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required)"},
+      {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required unless --eval-tokens 0)"},
       {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
-      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4)"},
+      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
-      {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len (default 32768)"},
+      {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
                         "truncated model mean nothing (default all)"},
       {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
@@ -235,7 +235,7 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1");
     else if (k == "--search-seqs") a.search_seqs = num(0, kMax, "an integer >= 0, 0 = all calibration sequences"), a.search_seqs_given = true;
     else if (k == "--seq-len") a.seq_len = num(2, 1 << 20, "an integer from 2 to 1048576 and at most the model's context length");
-    else if (k == "--eval-tokens") a.eval_tokens = num(2, kMax, "an integer >= 2 and >= --seq-len");
+    else if (k == "--eval-tokens") a.eval_tokens = num(0, kMax, "0 (no evaluation), or an integer >= 2 and >= --seq-len");
     else if (k == "--layers") a.layers = num(1, kMax, "an integer from 1 to the model's number of blocks");
     else if (k == "--threads") {
       const int hw = hardware_threads();
@@ -246,12 +246,16 @@ inline Args parse(int argc, const char* const* argv) {
     }
   }
   for (const char* req : {"--model", "--calib-text", "--eval-text"}) {
+    if (a.eval_tokens == 0 && std::string(req) == "--eval-text") continue;
     bool given = false;
     for (const auto& s : seen) given = given || s == req;
     awq::detail::require(given, "quantize: ", req, " is required", detail::see_help());
   }
-  awq::detail::require(a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ", a.seq_len,
-                       ": the evaluation needs at least one whole sequence");
+  awq::detail::require(a.eval_tokens == 0 || a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ",
+                       a.seq_len, ": the evaluation needs at least one whole sequence (or 0: none)");
+  awq::detail::require(a.eval_tokens > 0 || a.eval_text.empty(), "--eval-text ", a.eval_text, " is given with --eval-tokens 0 (no evaluation)");
+  // The GPU searches on every calibration sequence by default: the reference's loss, at no cost worth saving.
+  if (!a.search_seqs_given && a.backend == "cuda") a.search_seqs = 0;
   awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
 #ifndef AWQ_LLAMA_CUDA
@@ -322,9 +326,11 @@ inline void check_environment(const Args& a) {
                        f == Format::safetensors ? std::string("a safetensors file: give its directory") : why, ")");
   if (f == Format::gguf) detail::check_input_file("--model", a.model);
   detail::check_input_file("--calib-text", a.calib_text);
-  detail::check_input_file("--eval-text", a.eval_text);
   (void)read_text(a.calib_text, "--calib-text");
-  (void)read_text(a.eval_text, "--eval-text");
+  if (a.eval_tokens > 0) {
+    detail::check_input_file("--eval-text", a.eval_text);
+    (void)read_text(a.eval_text, "--eval-text");
+  }
   if (!a.report.empty()) detail::check_output_file("--report", a.report);
   if (!a.export_dir.empty()) detail::check_output_dir("--export", a.export_dir);
   if (!a.checkpoint_dir.empty()) detail::check_output_dir("--checkpoint", a.checkpoint_dir);
@@ -372,7 +378,7 @@ int calibration_sequences(const A& a, std::size_t calib_tokens, std::size_t eval
   const long long avail = static_cast<long long>(calib_tokens) / a.seq_len;
   awq::detail::require(a.calib_seqs <= avail, "--calib-seqs ", a.calib_seqs, ": --calib-text ", a.calib_text, " has ", calib_tokens,
                        " tokens, ", avail, " sequences of --seq-len ", a.seq_len, " (accepted: 1 to ", avail, ", or a longer text)");
-  awq::detail::require(eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
+  awq::detail::require(a.eval_tokens == 0 || eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
                        " tokens, fewer than one sequence of --seq-len ", a.seq_len);
   return a.calib_seqs;
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -97,4 +98,62 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
     MESSAGE("stream " << k << " GPU vs CPU relative error " << e);
     CHECK(e < (k == 0 ? 1e-5 : 1e-2));
   }
+  // Perplexity of each stream evaluated where it was computed: the GPU job's figures are the CPU's.
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 104729 + 5) % static_cast<std::size_t>(c.vocab));
+  for (std::size_t k = 0; k < 3; ++k) {
+    const double pc = awq::model::HeadEval<bc::cpu>::perplexity(head, cpu.streams[k].hidden, tokens, eval.seq_len).ppl;
+    const double pg = awq::model::HeadEval<bc::cuda>::perplexity(head, gpu.streams[k].hidden, tokens, eval.seq_len).ppl;
+    MESSAGE("stream " << k << " perplexity CPU " << pc << ", GPU " << pg);
+    CHECK(std::fabs(pg - pc) <= 1e-3 * pc);
+  }
+}
+
+TEST_CASE("model on cuda: Finalize<cuda> gives finalize_linear's codes, zeros, fp16 scales and weights") {
+  const awq::index_t rows = 96, cols = 512;
+  for (const awq::QuantSpec spec : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 128, true}, awq::QuantSpec{4, 32, false},
+                                    awq::QuantSpec{8, 64, true}, awq::QuantSpec{2, 256, true}}) {
+    CAPTURE(spec.name());
+    const auto w64 = awq_test::random_weights(rows, cols, awq_test::Dist::outliers, 21, 0.05);
+    std::vector<float> host(w64.begin(), w64.end());
+    awq::cuda::DeviceBuffer<float> dev(host);
+    const auto qc = awq::model::Finalize<bc::cpu>::run(awq::make_row_major(host.data(), rows, cols), spec);
+    const auto qg = awq::model::Finalize<bc::cuda>::run(awq::make_row_major(dev.data(), rows, cols), spec);
+    CHECK(qg.out == qc.out);
+    CHECK(qg.in == qc.in);
+    CHECK(qg.groups == qc.groups);
+    CHECK(qg.codes == qc.codes);
+    CHECK(qg.zeros == qc.zeros);
+    REQUIRE(qg.scales.size() == qc.scales.size());
+    long scale_diff = 0;
+    for (std::size_t i = 0; i < qc.scales.size(); ++i) scale_diff += static_cast<float>(qg.scales[i]) != static_cast<float>(qc.scales[i]);
+    CHECK(scale_diff == 0);
+    const std::vector<float> wg = dev.download();
+    CHECK(std::memcmp(wg.data(), host.data(), host.size() * sizeof(float)) == 0);  // the same dequantized weight, bit for bit
+  }
+  std::vector<float> bad(static_cast<std::size_t>(rows * cols), 0.5f);
+  bad[static_cast<std::size_t>(7 * cols + 130)] = NAN;
+  awq::cuda::DeviceBuffer<float> dev(bad);
+  CHECK_THROWS_WITH_AS(awq::model::Finalize<bc::cuda>::run(awq::make_row_major(dev.data(), rows, cols), awq::QuantSpec{4, 64, true}),
+                       doctest::Contains("non-finite weight at row 7, column 130 (group 2)"), awq::Error);
+}
+
+TEST_CASE("model on cuda: HeadEval<cuda> gives the host's perplexity") {
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_smollm_tied") + "/hf");
+  const auto head = awq::model::Head<Llama>::load(src);
+  const auto& c = src.config();
+  const int seq_len = 24, n_seq = 5;
+  const auto h = awq_test::random_weights(n_seq * seq_len, c.hidden, awq_test::Dist::outliers, 31, 1.0);
+  const std::vector<float> hidden(h.begin(), h.end());
+  std::vector<int> tokens(static_cast<std::size_t>(n_seq * seq_len));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7919 + 13) % static_cast<std::size_t>(c.vocab));
+  const auto cpu = awq::model::HeadEval<bc::cpu>::perplexity(head, hidden, tokens, seq_len);
+  const auto gpu = awq::model::HeadEval<bc::cuda>::perplexity(head, hidden, tokens, seq_len);
+  MESSAGE("perplexity CPU " << cpu.ppl << ", GPU " << gpu.ppl);
+  CHECK(gpu.predicted == cpu.predicted);
+  CHECK(std::fabs(gpu.nll - cpu.nll) <= 1e-5 * std::fabs(cpu.nll));  // fp32 logits in two GEMM orders
+  tokens[9] = c.vocab;
+  CHECK_THROWS_WITH_AS(awq::model::HeadEval<bc::cuda>::perplexity(head, hidden, tokens, seq_len),
+                       doctest::Contains(("token id " + std::to_string(c.vocab) + " at 9 is outside the vocabulary").c_str()), awq::Error);
 }

@@ -375,6 +375,9 @@ struct cuda {
     cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
   }
 
+  /// Waits for the calling thread's stream (phase timings).
+  static void synchronize() { ::awq::cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
+
   /// m(r, c) · s[c] (or / s[c]) in place on the device; s on the host (see backend::cpu::scale_cols).
   template <class S>
   static void scale_cols(const MatrixView<S>& m, const std::vector<float>& s, bool divide) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "awq/backend/cpu.hpp"
 #include "awq/config.hpp"
 #include "awq/quantizer.hpp"
 #include "awq/view.hpp"
@@ -51,5 +52,19 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
     }
   return q;
 }
+
+/// \brief finalize_linear where the weight lives: `Finalize<Backend>::run(w, spec)` with `w` in
+///        the backend's memory, replaced there by its dequantized value; the codes, zeros and
+///        scales come back to the host. Declared only: backend::cpu is below, backend::cuda in
+///        awq/model/finalize.cuh, so a missing include fails to compile instead of mixing definitions.
+template <class Backend>
+struct Finalize;
+
+/// \brief On the host: finalize_linear itself.
+template <>
+struct Finalize<backend::cpu> {
+  /// finalize_linear(w, spec).
+  static QuantizedLinear run(const MatrixView<float>& w, const QuantSpec& spec) { return finalize_linear(w, spec); }
+};
 
 }  // namespace awq::model

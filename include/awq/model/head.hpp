@@ -91,4 +91,21 @@ struct Head {
   }
 };
 
+/// \brief Head::perplexity where a backend computes it: `HeadEval<Backend>::perplexity(head,
+///        hidden, tokens, seq_len)`, same arguments and result. Declared only: backend::cpu is
+///        below, backend::cuda in awq/model/head.cuh.
+template <class Backend>
+struct HeadEval;
+
+/// \brief On the host: Head::perplexity itself.
+template <>
+struct HeadEval<backend::cpu> {
+  /// head.perplexity(hidden, tokens, seq_len).
+  template <class Arch>
+  static PerplexityResult perplexity(const Head<Arch>& head, const std::vector<float>& hidden, const std::vector<int>& tokens,
+                                     int seq_len) {
+    return head.perplexity(hidden, tokens, seq_len);
+  }
+};
+
 }  // namespace awq::model

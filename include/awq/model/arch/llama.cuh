@@ -4,6 +4,7 @@
 ///        run on backend::cuda. RMSNorm, rotate_half RoPE, causal softmax and SwiGLU as small
 ///        kernels in fp32; the attention products as cuBLAS strided-batched GEMMs (fp32 accumulation,
 ///        GQA by addressing the shared KV head). Every view must be contiguous device memory.
+///        Also brings the driver's other GPU parts: Finalize<cuda> and HeadEval<cuda>.
 #pragma once
 
 #include <cublas_v2.h>
@@ -14,6 +15,8 @@
 
 #include "awq/backend/cuda.cuh"
 #include "awq/model/arch/llama.hpp"
+#include "awq/model/finalize.cuh"
+#include "awq/model/head.cuh"
 
 namespace awq::detail::llama_cuda {
 

@@ -36,7 +36,7 @@ namespace awq_example {
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu";
   std::vector<awq::QuantSpec> configs;
-  bool duo = false;
+  bool duo = false, tf32 = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
 };
 
@@ -144,6 +144,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     std::fprintf(stderr, "%s: pass %.1fs:%s\n", row.config.c_str(), row.pass_s, ph.c_str());
     if (res.resumed > 0)
       std::fprintf(stderr, "%s: %d of %d blocks resumed from %s\n", row.config.c_str(), res.resumed, res.blocks, a.checkpoint_dir.c_str());
+    if (!evaluate) std::fprintf(stderr, "%s: quantized (no evaluation)\n", row.config.c_str());
     if (evaluate) {
       const std::vector<float>& rtn_out = streams[ci == 0 ? 1 : 0].hidden;
       const std::vector<float>& awq_out = streams[ci == 0 ? 2 : 1].hidden;
@@ -179,6 +180,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   nlohmann::json rep;
   rep["model"] = a.model;
   rep["backend"] = a.backend;
+  rep["tf32"] = a.tf32;
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};

@@ -79,6 +79,9 @@ check "--configs w4g100" 2 "group 100 is not supported (accepted: 32, 64, 128, 2
 check "--configs w4g64,w4g64" 2 "--configs: 'w4g64' repeats 'w4g64'" "${req[@]}" "${S[@]}" --configs w4g64,w4g64
 check "--configs 4bit" 2 "--configs: cannot parse '4bit'" "${req[@]}" "${S[@]}" --configs 4bit
 check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${req[@]}" "${S[@]}" --backend tpu
+check "--tf32 on the cpu backend" 2 "--tf32 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --tf32
+check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
+check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
@@ -101,6 +104,8 @@ check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect
 check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors
 check "inspect HF directory" 0 '["LlamaForCausalLM"]' inspect hf
 check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
+check "a run without evaluation" 0 "w4-g64-asym: quantized (no evaluation)" --model tiny.gguf --calib-text text.txt --seq-len 16 \
+  --eval-tokens 0 --configs w4g64 --calib-seqs 2 --threads 1
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }

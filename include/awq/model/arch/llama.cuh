@@ -192,7 +192,7 @@ struct LlamaKernels<backend::cuda> {
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
                                              Q + hq * D, CUDA_R_32F, static_cast<int>(hd), sq, &zero, scores.data() + hq * LL, CUDA_R_32F, L,
-                                             per_seq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                             per_seq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (scores)");
       }
       kk::causal_softmax<float>(scores.data(), static_cast<index_t>(nb) * c.n_heads * L, L, scaling, P.data(), st);
@@ -200,7 +200,7 @@ struct LlamaKernels<backend::cuda> {
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
                                              P.data() + hq * LL, CUDA_R_32F, L, per_seq, &zero, C + hq * D, CUDA_R_32F, static_cast<int>(hd),
-                                             sq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                             sq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (context)");
       }
     }

@@ -37,6 +37,7 @@ struct Args {
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
   bool tf32 = false;  ///< --tf32: the GPU's fp32 products on TF32 tensor cores
+  bool eval_dequantized = false;  ///< --eval-dequantized: no W4A16 kernels in the GPU evaluation
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
   bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
@@ -119,6 +120,8 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required unless --eval-tokens 0)"},
       {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
+      {"--eval-dequantized", nullptr, "with --backend cuda: evaluate the quantized models on their dequantized fp32 weights instead "
+                                      "of the W4A16 kernels (fp16 activations) that serve 4-bit configs by default"},
       {"--tf32", nullptr, "with --backend cuda: fp32 products on TF32 tensor cores, several times faster on large models, "
                           "searches then compare losses at TF32 precision (default off)"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
@@ -215,7 +218,7 @@ inline Args parse(int argc, const char* const* argv) {
     seen.push_back(k);
     if (!doc->value) {
       awq::detail::require(!has_inline, k, " takes no value (got '", inline_value, "')");
-      (k == "--tf32" ? a.tf32 : a.duo) = true;
+      (k == "--tf32" ? a.tf32 : k == "--eval-dequantized" ? a.eval_dequantized : a.duo) = true;
       continue;
     }
     std::string v;
@@ -262,6 +265,8 @@ inline Args parse(int argc, const char* const* argv) {
   awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
   awq::detail::require(!a.tf32 || a.backend == "cuda", "--tf32 applies to --backend cuda only (the backend is ", a.backend, ")");
+  awq::detail::require(!a.eval_dequantized || a.backend == "cuda", "--eval-dequantized applies to --backend cuda only (the backend is ",
+                       a.backend, ")");
 #ifndef AWQ_LLAMA_CUDA
   awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
 #endif

@@ -36,7 +36,7 @@ namespace awq_example {
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu";
   std::vector<awq::QuantSpec> configs;
-  bool duo = false, tf32 = false;
+  bool duo = false, tf32 = false, kernel_eval = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
 };
 
@@ -121,6 +121,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     opt.block.search_seqs = a.search_seqs;
     opt.layers = n_layers;
     opt.progress = bar;
+    opt.kernel_eval = a.kernel_eval;
     std::unique_ptr<awq::model::BlockCheckpoint> ck;
     if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
       const std::string dir = a.checkpoint_dir + "/" + row.config;
@@ -181,6 +182,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   rep["model"] = a.model;
   rep["backend"] = a.backend;
   rep["tf32"] = a.tf32;
+  rep["kernel_eval"] = a.kernel_eval;
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};

@@ -80,6 +80,7 @@ check "--configs w4g64,w4g64" 2 "--configs: 'w4g64' repeats 'w4g64'" "${req[@]}"
 check "--configs 4bit" 2 "--configs: cannot parse '4bit'" "${req[@]}" "${S[@]}" --configs 4bit
 check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${req[@]}" "${S[@]}" --backend tpu
 check "--tf32 on the cpu backend" 2 "--tf32 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --tf32
+check "--eval-dequantized on the cpu backend" 2 "--eval-dequantized applies to --backend cuda only" "${req[@]}" "${S[@]}" --eval-dequantized
 check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
 check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1

@@ -157,3 +157,34 @@ TEST_CASE("model on cuda: HeadEval<cuda> gives the host's perplexity") {
   CHECK_THROWS_WITH_AS(awq::model::HeadEval<bc::cuda>::perplexity(head, hidden, tokens, seq_len),
                        doctest::Contains(("token id " + std::to_string(c.vocab) + " at 9 is outside the vocabulary").c_str()), awq::Error);
 }
+
+TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the dequantized weights do") {
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");  // q/k/v biases
+  const auto& c = src.config();
+  const awq::model::Batch calib{4, 16}, eval{3, 16};
+  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 41, 1.0);
+  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 42, 1.0);
+  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  const auto run = [&](bool kernels) {
+    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    opt.kernel_eval = kernels;
+    awq::model::quantize_model<bc::cuda, Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
+    return s;
+  };
+  const auto deq = run(false), ker = run(true);
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7907 + 3) % static_cast<std::size_t>(c.vocab));
+  for (std::size_t k = 0; k < deq.size(); ++k) {
+    // The kernels see fp16 activations (relative rounding 2^-11) with fp32 accumulation.
+    const double err = rel_err(ker[k].hidden, deq[k].hidden);
+    const double pd = awq::model::HeadEval<bc::cuda>::perplexity(head, deq[k].hidden, tokens, eval.seq_len).nll;
+    const double pk = awq::model::HeadEval<bc::cuda>::perplexity(head, ker[k].hidden, tokens, eval.seq_len).nll;
+    MESSAGE("stream " << k << ": kernels vs dequantized, hidden " << err << ", nll " << pk << " vs " << pd);
+    CHECK(err > 0);  // the kernels did run
+    CHECK(err < 1e-2);
+    CHECK(std::fabs(pk - pd) <= 1e-3 * std::fabs(pd));
+  }
+}

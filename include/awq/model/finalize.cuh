@@ -10,9 +10,11 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "awq/backend/cuda.cuh"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
+#include "awq/kernels/cuda/w4a16_linear.cuh"
 #include "awq/model/finalize.hpp"
 
 namespace awq::detail::finalize_cuda {
@@ -53,6 +55,19 @@ __global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* co
     codes[r * w.cols() + j * g + i] = static_cast<std::uint8_t>(q);
     w(r, j * g + i) = (q - p.zero) * s;
   }
+}
+
+template <int = 0>  // a template: header kernels need one definition per program
+__global__ void to_half_kernel(const float* x, index_t n, __half* y) {
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
+    y[e] = __float2half_rn(x[e]);
+}
+
+template <int = 0>
+__global__ void from_half_kernel(const __half* y, index_t rows, index_t cols, const float* bias, float* out) {
+  const index_t n = rows * cols;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
+    out[e] = __half2float(y[e]) + (bias ? bias[e % cols] : 0.0f);
 }
 
 }  // namespace awq::detail::finalize_cuda
@@ -105,6 +120,42 @@ struct Finalize<backend::cuda> {
     static_assert(sizeof(Eigen::half) == sizeof(__half), "fp16 is two bytes on both sides");
     std::memcpy(q.scales.data(), s16.data(), s16.size() * sizeof(__half));
     return q;
+  }
+};
+
+/// \brief On the GPU: 4-bit linears with groups of 32, 64 or 128 through the W4A16 kernels
+///        (cuda::W4A16Linear, the tiled layout), activations rounded to fp16 on the way in, the
+///        fp32 bias added on the way out; other quantizations get no op.
+template <>
+struct KernelLinear<backend::cuda> {
+  /// The op for `q` (quantized with `spec`), `bias` device memory [out] or null.
+  static LinearOp make(const QuantizedLinear& q, const QuantSpec& spec, const float* bias) {
+    namespace cu = ::awq::cuda;
+    const index_t g = q.groups > 0 ? q.in / q.groups : 0;
+    if (spec.bits != 4 || !(g == 32 || g == 64 || g == 128) || q.out % 8 != 0) return {};
+    struct State {
+      cu::W4A16Linear linear;
+      cu::DeviceBuffer<__half> x, y;
+    };
+    const auto st = std::make_shared<State>(State{cu::W4A16Linear(pack_awq_gemm(q, 4).view()), {}, {}});
+    return [st, bias](const MatrixView<const float>& x, const MatrixView<float>& y) {
+      namespace k = detail::finalize_cuda;
+      constexpr const char* fn = "awq::model::KernelLinear<cuda>";
+      detail::require(x.col_stride() == 1 && x.row_stride() == x.cols() && y.col_stride() == 1 && y.row_stride() == y.cols(), fn,
+                      ": x and y must be contiguous");
+      detail::require(x.cols() == st->linear.in_features() && y.cols() == st->linear.out_features() && y.rows() == x.rows(), fn,
+                      ": x ", x.rows(), "x", x.cols(), " and y ", y.rows(), "x", y.cols(), " do not fit a ", st->linear.in_features(),
+                      " -> ", st->linear.out_features(), " linear");
+      if (x.rows() == 0) return;
+      cudaStream_t s = backend::cuda::stream();
+      cu::grow(st->x, static_cast<std::size_t>(x.size()));
+      cu::grow(st->y, static_cast<std::size_t>(y.size()));
+      k::to_half_kernel<><<<cu::detail::blocks_for(x.size(), 256, 1 << 16), 256, 0, s>>>(x.data(), x.size(), st->x.data());
+      cu::check(cudaGetLastError(), "to_half_kernel launch");
+      st->linear(st->x.data(), st->y.data(), static_cast<int>(x.rows()), static_cast<const __half*>(nullptr), s);
+      k::from_half_kernel<><<<cu::detail::blocks_for(y.size(), 256, 1 << 16), 256, 0, s>>>(st->y.data(), y.rows(), y.cols(), bias, y.data());
+      cu::check(cudaGetLastError(), "from_half_kernel launch");
+    };
   }
 };
 

@@ -159,6 +159,10 @@ struct PipelineOptions {
   int layers = -1;                             ///< the first N blocks only (-1: all)
   ProgressCallback progress{};                 ///< per block ("AWQ blocks") and per phase
   index_t stream_chunk_tokens = 4096;          ///< streams go through a block this many tokens at a time
+  /// Carry the RTN and AWQ streams through the backend's quantized-weight kernels
+  /// (KernelLinear<Backend>) where it has them, instead of the dequantized fp32 weights: what an
+  /// engine running the checkpoint computes (on the GPU: fp16 activations, the W4A16 kernels).
+  bool kernel_eval = false;
 };
 
 /// \brief Summary of a quantize_model run.
@@ -232,6 +236,14 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     return false;
   };
 
+  const auto attach_kernels = [&](Block<Backend>& b, const std::map<std::string, QuantizedLinear>& q) {
+    if (!opt.kernel_eval) return;
+    for (const auto& [name, ql] : q) {
+      const std::string bn = name + ".bias";
+      b.set_linear(name, KernelLinear<Backend>::make(ql, opt.block.quant, b.contains(bn) ? b.at(bn).data.data() : nullptr));
+    }
+  };
+
   PipelineResult result;
   const int n = opt.layers >= 0 ? std::min(opt.layers, c.layers) : c.layers;
   detail::ProgressTracker tracker(opt.progress, "AWQ " + opt.block.quant.name() + " blocks", n);
@@ -250,7 +262,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     carry(StreamKind::fp, blk);
     if (has(StreamKind::rtn)) {
       Block<Backend> rtn = blk.clone();
-      finalize_block<Backend, Arch>(c, rtn, opt.block.quant);
+      attach_kernels(rtn, finalize_block<Backend, Arch>(c, rtn, opt.block.quant));
       carry(StreamKind::rtn, rtn);
     }
     lap("carry");
@@ -281,6 +293,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     lap("search");
     qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
     lap("finalize");
+    if (has(StreamKind::awq)) attach_kernels(blk, qb.linears);
     carry(StreamKind::awq, blk);
     lap("carry");
     for (const auto& t : Arch::block_tensors(c)) {

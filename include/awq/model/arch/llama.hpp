@@ -210,19 +210,20 @@ struct Llama {
     return slot == 1 ? static_cast<index_t>(c.n_heads) * c.head_dim : slot == 3 ? c.intermediate : c.hidden;
   }
 
-  /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the block).
+  /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the
+  /// block); with `ops`, the block's linear ops (Block::set_linear) where it holds them.
   template <class Backend>
   static void attention_context(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                                 const MatrixView<const float>& wq, const MatrixView<const float>& wk,
-                                const MatrixView<const float>& wv, const MatrixView<float>& ctx) {
+                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, bool ops = false) {
     using Buf = typename Backend::template buffer<float>;
     const index_t T = x.rows(), kv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
     Buf q(static_cast<std::size_t>(T * wq.rows())), k(static_cast<std::size_t>(T * kv)), v(static_cast<std::size_t>(T * kv));
     const auto qv = make_row_major(q.data(), T, wq.rows()), kvw = make_row_major(k.data(), T, kv),
                vv = make_row_major(v.data(), T, kv);
-    Backend::linear(x, wq, bias(blk, "self_attn.q_proj"), qv);
-    Backend::linear(x, wk, bias(blk, "self_attn.k_proj"), kvw);
-    Backend::linear(x, wv, bias(blk, "self_attn.v_proj"), vv);
+    project(blk, "self_attn.q_proj", ops, x, wq, qv);
+    project(blk, "self_attn.k_proj", ops, x, wk, kvw);
+    project(blk, "self_attn.v_proj", ops, x, wv, vv);
     LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const float>(vv), ctx);
   }
 
@@ -291,14 +292,14 @@ struct Llama {
     const auto xn = in[0].matrix(), ctx = in[1].matrix(), hn = in[2].matrix(), act = in[3].matrix();
     K::rmsnorm(x, blk.at("input_layernorm.weight").data.data(), c.norm_eps, xn);
     attention_context(c, b, blk, xn, weight(blk, "self_attn.q_proj"), weight(blk, "self_attn.k_proj"),
-                      weight(blk, "self_attn.v_proj"), ctx);
+                      weight(blk, "self_attn.v_proj"), ctx, true);
     Buf tmp(static_cast<std::size_t>(T * H)), h(static_cast<std::size_t>(T * H));
     const auto tv = make_row_major(tmp.data(), T, H), hv = make_row_major(h.data(), T, H);
-    Backend::linear(MatrixView<const float>(ctx), weight(blk, "self_attn.o_proj"), bias(blk, "self_attn.o_proj"), tv);
+    project(blk, "self_attn.o_proj", true, MatrixView<const float>(ctx), weight(blk, "self_attn.o_proj"), tv);
     K::add(x, tv, hv);
     K::rmsnorm(hv, blk.at("post_attention_layernorm.weight").data.data(), c.norm_eps, hn);
-    mlp_act(blk, hn, weight(blk, "mlp.gate_proj"), weight(blk, "mlp.up_proj"), act);
-    Backend::linear(MatrixView<const float>(act), weight(blk, "mlp.down_proj"), bias(blk, "mlp.down_proj"), tv);
+    mlp_act(blk, hn, weight(blk, "mlp.gate_proj"), weight(blk, "mlp.up_proj"), act, true);
+    project(blk, "mlp.down_proj", true, MatrixView<const float>(act), weight(blk, "mlp.down_proj"), tv);
     K::add(hv, tv, out);
   }
 
@@ -317,14 +318,23 @@ struct Llama {
   static const float* bias(const Block<Backend>& blk, const std::string& linear) {
     return blk.contains(linear + ".bias") ? blk.at(linear + ".bias").data.data() : nullptr;
   }
+  // y = linear `name` on x: the block's op for it with `ops` (where it holds one), else w and the block's bias.
+  template <class Backend>
+  static void project(const Block<Backend>& blk, const std::string& name, bool ops, const MatrixView<const float>& x,
+                      const MatrixView<const float>& w, const MatrixView<float>& y) {
+    if (const LinearOp* op = ops ? blk.linear_op(name) : nullptr)
+      (*op)(x, y);
+    else
+      Backend::linear(x, w, bias(blk, name), y);
+  }
   template <class Backend>
   static void mlp_act(const Block<Backend>& blk, const MatrixView<const float>& x, const MatrixView<const float>& wg,
-                      const MatrixView<const float>& wu, const MatrixView<float>& act) {
+                      const MatrixView<const float>& wu, const MatrixView<float>& act, bool ops = false) {
     typename Backend::template buffer<float> g(static_cast<std::size_t>(x.rows() * wg.rows())),
         u(static_cast<std::size_t>(x.rows() * wu.rows()));
     const auto gv = make_row_major(g.data(), x.rows(), wg.rows()), uv = make_row_major(u.data(), x.rows(), wu.rows());
-    Backend::linear(x, wg, bias(blk, "mlp.gate_proj"), gv);
-    Backend::linear(x, wu, bias(blk, "mlp.up_proj"), uv);
+    project(blk, "mlp.gate_proj", ops, x, wg, gv);
+    project(blk, "mlp.up_proj", ops, x, wu, uv);
     LlamaKernels<Backend>::swiglu(gv, uv, act);
   }
 };

@@ -104,4 +104,16 @@ class Block {
   std::map<std::string, Tensor<Backend>> t_;
 };
 
+/// The weight [out, in] of linear `linear` ("self_attn.q_proj") of `blk`.
+template <class Backend>
+MatrixView<const float> linear_weight(const Block<Backend>& blk, const std::string& linear) {
+  return blk.at(linear + ".weight").matrix();
+}
+
+/// The bias of linear `linear` of `blk`, or nullptr when it has none.
+template <class Backend>
+const float* linear_bias(const Block<Backend>& blk, const std::string& linear) {
+  return blk.contains(linear + ".bias") ? blk.at(linear + ".bias").data.data() : nullptr;
+}
+
 }  // namespace awq::model

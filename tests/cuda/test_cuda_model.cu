@@ -1,7 +1,7 @@
-// The model driver on backend::cuda against backend::cpu: the Llama policy's GPU forward on the
-// transformers goldens (q/k/v biases, GQA, tied embeddings), then the whole per-block flow over a
-// small Qwen2 checkpoint: the same α choices, the same clip bounds up to near-ties, and the
-// evaluation streams within float tolerance.
+// The model driver on backend::cuda against backend::cpu: the Llama and OPT policies' GPU forwards
+// on the transformers goldens (q/k/v biases, GQA, tied embeddings; LayerNorm with bias, ReLU), then
+// the whole per-block flow over small Qwen2 and OPT checkpoints: the same α choices, the same clip
+// bounds up to near-ties, and the evaluation streams within float tolerance.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,45 +12,46 @@
 #include <vector>
 
 #include "awq/model/arch/llama.cuh"
+#include "awq/model/arch/opt.cuh"
 #include "awq/model/hf_source.hpp"
 #include "awq/model/pipeline.hpp"
 #include "support.hpp"
 
 using awq::model::Llama;
+using awq::model::Opt;
 namespace bc = awq::backend;
 
 namespace {
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) { return awq_test::max_rel_err(a.data(), b.data(), a.size()); }
 
-}  // namespace
-
-TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
-  for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) {
-    CAPTURE(name);
-    const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
-    std::ifstream mf(dir + "/meta.json");
-    const auto meta = nlohmann::json::parse(mf);
-    const auto src = awq::model::HfSource::open(dir + "/hf");
-    const auto& c = src.config();
-    const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers");
-    const std::size_t n = static_cast<std::size_t>(B * T * c.hidden);
-    const auto lin = awq_test::read_f32(dir + "/layer_in.f32", n * L), lout = awq_test::read_f32(dir + "/layer_out.f32", n * L);
-    for (int l = 0; l < L; ++l) {
-      const auto blk = awq::model::load_block<bc::cuda, Llama>(src, c, l);
-      const awq::cuda::DeviceBuffer<float> x(std::vector<float>(lin.begin() + l * n, lin.begin() + (l + 1) * n));
-      awq::cuda::DeviceBuffer<float> y(n);
-      Llama::forward<bc::cuda>(c, {B, T}, blk, awq::make_row_major<const float>(x.data(), B * T, c.hidden),
-                               awq::make_row_major(y.data(), B * T, c.hidden), nullptr);
-      const double e = rel_err(y.download(), std::vector<float>(lout.begin() + l * n, lout.begin() + (l + 1) * n));
-      MESSAGE(name << " layer " << l << " on the GPU: " << e);
-      CHECK(e < 1e-5);
-    }
+template <class Arch>
+void check_forward(const std::string& name) {
+  CAPTURE(name);
+  const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
+  std::ifstream mf(dir + "/meta.json");
+  const auto meta = nlohmann::json::parse(mf);
+  const auto src = awq::model::HfSource::open(dir + "/hf");
+  const auto& c = src.config();
+  const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers");
+  const std::size_t n = static_cast<std::size_t>(B * T * c.hidden);
+  const auto lin = awq_test::read_f32(dir + "/layer_in.f32", n * L), lout = awq_test::read_f32(dir + "/layer_out.f32", n * L);
+  for (int l = 0; l < L; ++l) {
+    const auto blk = awq::model::load_block<bc::cuda, Arch>(src, c, l);
+    const awq::cuda::DeviceBuffer<float> x(std::vector<float>(lin.begin() + l * n, lin.begin() + (l + 1) * n));
+    awq::cuda::DeviceBuffer<float> y(n);
+    Arch::template forward<bc::cuda>(c, {B, T}, blk, awq::make_row_major<const float>(x.data(), B * T, c.hidden),
+                                   awq::make_row_major(y.data(), B * T, c.hidden), nullptr);
+    const double e = rel_err(y.download(), std::vector<float>(lout.begin() + l * n, lout.begin() + (l + 1) * n));
+    MESSAGE(name << " layer " << l << " on the GPU: " << e);
+    CHECK(e < 1e-5);
   }
 }
 
-TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") {
-  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
+template <class Arch>
+void check_driver(const std::string& name) {
+  CAPTURE(name);
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_" + name) + "/hf");
   const auto& c = src.config();
   const awq::model::Batch calib{4, 16}, eval{2, 16};
   const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 11, 1.0);
@@ -66,7 +67,7 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
     r.streams = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
     awq::model::PipelineOptions opt;
     opt.block.quant = awq::QuantSpec{4, 32, true};
-    awq::model::quantize_model<B, Llama>(src, calib, hf, r.streams, opt, [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
+    awq::model::quantize_model<B, Arch>(src, calib, hf, r.streams, opt, [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
     return r;
   };
   const Run cpu = run(bc::cpu{}), gpu = run(bc::cuda{});
@@ -188,3 +189,15 @@ TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the d
     CHECK(std::fabs(pk - pd) <= 1e-3 * std::fabs(pd));
   }
 }
+
+}  // namespace
+
+TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
+  for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) check_forward<Llama>(name);
+}
+
+TEST_CASE("model on cuda: the OPT forward (LayerNorm with bias, ReLU) matches transformers") { check_forward<Opt>("opt"); }
+
+TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") { check_driver<Llama>("qwen2_bias"); }
+
+TEST_CASE("model on cuda: the driver makes the CPU backend's choices on an OPT checkpoint") { check_driver<Opt>("opt"); }

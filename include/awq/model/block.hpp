@@ -123,4 +123,28 @@ class Block {
   std::map<std::string, LinearOp> ops_;
 };
 
+/// The weight [out, in] of linear `linear` ("self_attn.q_proj") of `blk`.
+template <class Backend>
+MatrixView<const float> linear_weight(const Block<Backend>& blk, const std::string& linear) {
+  return blk.at(linear + ".weight").matrix();
+}
+
+/// The bias of linear `linear` of `blk`, or nullptr when it has none.
+template <class Backend>
+const float* linear_bias(const Block<Backend>& blk, const std::string& linear) {
+  return blk.contains(linear + ".bias") ? blk.at(linear + ".bias").data.data() : nullptr;
+}
+
+/// y = linear `name` of `blk` on x: with `ops`, the block's op for it (Block::set_linear) where it
+/// holds one; else the weight `w` and the block's bias through Backend::linear. A forward passes
+/// the block's own weights and `ops`; a search module passes candidate weights and no `ops`.
+template <class Backend>
+void linear_forward(const Block<Backend>& blk, const std::string& name, bool ops, const MatrixView<const float>& x,
+                    const MatrixView<const float>& w, const MatrixView<float>& y) {
+  if (const LinearOp* op = ops ? blk.linear_op(name) : nullptr)
+    (*op)(x, y);
+  else
+    Backend::linear(x, w, linear_bias(blk, name), y);
+}
+
 }  // namespace awq::model

@@ -71,10 +71,15 @@ struct HeadEval<backend::cuda> {
     for (std::size_t t = 0; t < tokens.size(); ++t)
       detail::require(tokens[t] >= 0 && tokens[t] < c.vocab, "awq::model::HeadEval<cuda>::perplexity: token id ", tokens[t], " at ", t,
                       " is outside the vocabulary of ", c.vocab);
-    const cu::DeviceBuffer<float> norm(head.norm), W(head.lm_head), x(hidden);
+    const cu::DeviceBuffer<float> norm(head.norm), norm_bias(head.norm_bias), W(head.lm_head), x(hidden);
     const cu::DeviceBuffer<int> tok(tokens);
     cu::DeviceBuffer<float> xn(hidden.size());
-    Arch::template final_norm<B>(c, norm.data(), make_row_major<const float>(x.data(), T, H), make_row_major(xn.data(), T, H));
+    const auto xv = make_row_major<const float>(x.data(), T, H);
+    const auto xnv = make_row_major(xn.data(), T, H);
+    if constexpr (detail::has_norm_bias<Arch>::value)
+      Arch::template final_norm<B>(c, norm.data(), norm_bias.data(), xv, xnv);
+    else
+      Arch::template final_norm<B>(c, norm.data(), xv, xnv);
     // Logits a chunk of rows at a time, at most 512 MiB of them.
     const index_t chunk = std::max<index_t>(1, std::min<index_t>(T, (index_t{1} << 27) / V));
     cu::DeviceBuffer<float> logits(static_cast<std::size_t>(chunk * V));

@@ -30,19 +30,8 @@ __global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* co
   const int lane = threadIdx.x % 32;
   if (warp >= w.rows() * ng) return;
   const index_t r = warp / ng, j = warp % ng;
-  float lo = INFINITY, hi = -INFINITY;
-  bool finite = true;
-  for (index_t i = lane; i < g; i += 32) {
-    const float x = w(r, j * g + i);
-    if (!isfinite(x)) {
-      finite = false;
-      atomicMin(bad, static_cast<unsigned long long>(r * w.cols() + j * g + i));
-    }
-    lo = fminf(lo, x);
-    hi = fmaxf(hi, x);
-  }
-  cd::warp_minmax(lo, hi);
-  if (!__all_sync(0xffffffffu, finite)) return;
+  float lo, hi;
+  if (!cd::warp_group_range(w, r, j, g, lane, bad, lo, hi)) return;
   const GroupParams<float> p = group_params<Cfg>(lo, hi);
   const __half s16 = __float2half_rn(p.scale);
   const float s = __half2float(s16);

@@ -94,12 +94,7 @@ struct HeadEval<backend::cuda> {
     }
     std::vector<double> h(static_cast<std::size_t>(T));
     B::download(nll.data(), h.size(), h.data());
-    PerplexityResult r;
-    for (double v : h) r.nll += v;
-    r.predicted = static_cast<long>(T / seq_len) * (seq_len - 1);
-    r.nll /= static_cast<double>(r.predicted);
-    r.ppl = std::exp(r.nll);
-    return r;
+    return PerplexityResult::of_rows(h, seq_len);
   }
 };
 

@@ -70,6 +70,17 @@ struct PerplexityResult {
   double nll = 0;      ///< mean over predicted tokens
   double ppl = 0;      ///< exp(nll)
   long predicted = 0;  ///< tokens predicted
+
+  /// From each token's negative log-likelihood (0 at the last position of a sequence, which
+  /// predicts nothing), summed in order.
+  static PerplexityResult of_rows(const std::vector<double>& nll_rows, int seq_len) {
+    PerplexityResult r;
+    for (double v : nll_rows) r.nll += v;
+    r.predicted = static_cast<long>(nll_rows.size() / static_cast<std::size_t>(seq_len)) * (seq_len - 1);
+    r.nll /= static_cast<double>(r.predicted);
+    r.ppl = std::exp(r.nll);
+    return r;
+  }
 };
 
 /// \brief The final norm and output projection of a model (on the host, fp32).
@@ -128,12 +139,7 @@ struct Head {
         }
       });
     }
-    PerplexityResult r;
-    for (double v : nll_row) r.nll += v;
-    r.predicted = static_cast<long>(T / seq_len) * (seq_len - 1);
-    r.nll /= static_cast<double>(r.predicted);
-    r.ppl = std::exp(r.nll);
-    return r;
+    return PerplexityResult::of_rows(nll_row, seq_len);
   }
 };
 

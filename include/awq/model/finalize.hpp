@@ -58,7 +58,9 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
 
 /// \brief A 4-bit QuantizedLinear in the AutoAWQ GEMM layout (owning), e.g. for the W4A16 kernels.
 struct AwqGemmPacked {
-  index_t in = 0, out = 0, groups = 0;  ///< K, N, K / group
+  index_t in = 0;                       ///< K
+  index_t out = 0;                      ///< N
+  index_t groups = 0;                   ///< K / group
   std::vector<std::int32_t> qweight;    ///< [K, N/8]
   std::vector<std::int32_t> qzeros;     ///< [K/G, N/8]
   std::vector<Eigen::half> scales;      ///< [K/G, N]

@@ -141,9 +141,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     row.mse_awq = rel_mse(awq_out, fp_out);
     if (head) {
       t0 = Clock::now();
-      if (ci == 0) ppl_fp = head->perplexity(fp_out, eval, a.seq_len).ppl;
-      row.ppl_rtn = head->perplexity(rtn_out, eval, a.seq_len).ppl;
-      row.ppl_awq = head->perplexity(awq_out, eval, a.seq_len).ppl;
+      if (ci == 0) ppl_fp = head->perplexity(fp_out, eval, a.seq_len, bar, "perplexity FP").ppl;
+      row.ppl_rtn = head->perplexity(rtn_out, eval, a.seq_len, bar, "perplexity RTN " + row.config).ppl;
+      row.ppl_awq = head->perplexity(awq_out, eval, a.seq_len, bar, "perplexity AWQ " + row.config).ppl;
       t_eval += since(t0);
       std::fprintf(stderr, "%s: perplexity FP %.4f, RTN %.4f, AWQ %.4f (pass %.1fs)\n", row.config.c_str(), ppl_fp, row.ppl_rtn,
                    row.ppl_awq, row.pass_s);

@@ -4,11 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <awq/model/arch/llama.hpp>
+#include <awq/model/head.hpp>
 #include <awq/model/pipeline.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 #include <string>
 
 #include "support.hpp"
@@ -317,4 +320,171 @@ TEST_CASE("model driver: streams carry activations through the FP, RTN and AWQ b
   CHECK(close(streams[1].hidden, rtn) < 1e-5);
   CHECK(close(streams[2].hidden, aw) < 1e-5);
   CHECK(close(streams[1].hidden, fp) > 1e-4);  // quantization did change something
+}
+
+namespace {
+
+// The kernels' shapes: GQA, sequences that are not a multiple of the attention block.
+awq::model::ModelConfig kernel_config() {
+  awq::model::ModelConfig c;
+  c.architecture = "llama";
+  c.hidden = 96;
+  c.intermediate = 160;
+  c.n_heads = 6;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.layers = 1;
+  c.vocab = 5000;  // two full vocabulary tiles of the head and a partial one
+  return c;
+}
+
+// The rotate_half RoPE of row t of m [T, heads·d] in double, from the float cos/sin table.
+std::vector<double> rope_ref(const std::vector<double>& m, long T, int heads, int d, int L, float theta) {
+  const auto cs = awq::model::rope_cos_sin(L, d, theta);
+  std::vector<double> o(m);
+  const int half = d / 2;
+  for (long t = 0; t < T; ++t)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < half; ++i) {
+        const std::size_t b = static_cast<std::size_t>(t * heads * d + h * d);
+        const double c = cs[static_cast<std::size_t>(((t % L) * half + i) * 2)], s = cs[static_cast<std::size_t>(((t % L) * half + i) * 2 + 1)];
+        o[b + static_cast<std::size_t>(i)] = m[b + static_cast<std::size_t>(i)] * c - m[b + static_cast<std::size_t>(i + half)] * s;
+        o[b + static_cast<std::size_t>(i + half)] = m[b + static_cast<std::size_t>(i + half)] * c + m[b + static_cast<std::size_t>(i)] * s;
+      }
+  return o;
+}
+
+// max |a − b| / max |b| with a float and b double.
+double max_rel(const std::vector<float>& a, const std::vector<double>& b) {
+  double d = 0, m = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));  // a NaN (a poisoned value left) fails below
+    if (std::isnan(a[i])) d = std::numeric_limits<double>::infinity();
+    m = std::max(m, std::fabs(b[i]));
+  }
+  return d / m;
+}
+
+}  // namespace
+
+TEST_CASE("CPU Llama kernels: blocked causal attention, norm, SwiGLU and add against float64") {
+  using K = awq::model::LlamaKernels<Cpu>;
+  const auto c = kernel_config();
+  const int L = 150, S = 2, d = c.head_dim;  // 150 = two full blocks of 64 and a partial one
+  const long T = static_cast<long>(S) * L, qc = c.n_heads * d, kc = c.n_kv_heads * d;
+  const auto qd = random_weights(T, qc, Dist::normal, 11, 1.0), kd = random_weights(T, kc, Dist::normal, 12, 1.0),
+             vd = random_weights(T, kc, Dist::student_t3, 13, 1.0);
+  const auto q0 = cast_vec<float>(qd), k0 = cast_vec<float>(kd);  // the kernel rotates q and k in place
+  auto q = q0, k = k0;
+  const auto v = cast_vec<float>(vd);
+  std::vector<float> ctx(static_cast<std::size_t>(T * qc), poison());
+  K::attention(c, {S, L}, awq::make_row_major(q.data(), T, qc), awq::make_row_major(k.data(), T, kc),
+               awq::make_row_major<const float>(v.data(), T, kc), awq::make_row_major(ctx.data(), T, qc));
+  // Reference in double from the float inputs.
+  const auto qr = rope_ref(std::vector<double>(q0.begin(), q0.end()), T, c.n_heads, d, L, c.rope_theta);
+  const auto kr = rope_ref(std::vector<double>(k0.begin(), k0.end()), T, c.n_kv_heads, d, L, c.rope_theta);
+  std::vector<double> ref(ctx.size(), 0.0), p(static_cast<std::size_t>(L));
+  for (int s = 0; s < S; ++s)
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int kh = h / (c.n_heads / c.n_kv_heads);
+      for (int i = 0; i < L; ++i) {
+        const long ti = static_cast<long>(s) * L + i;
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          const long tj = static_cast<long>(s) * L + j;
+          double dot = 0;
+          for (int e = 0; e < d; ++e) dot += qr[static_cast<std::size_t>(ti * qc + h * d + e)] * kr[static_cast<std::size_t>(tj * kc + kh * d + e)];
+          p[static_cast<std::size_t>(j)] = dot / std::sqrt(static_cast<double>(d));
+          mx = std::max(mx, p[static_cast<std::size_t>(j)]);
+        }
+        for (int j = 0; j <= i; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(p[static_cast<std::size_t>(j)] - mx));
+        for (int j = 0; j <= i; ++j)
+          for (int e = 0; e < d; ++e)
+            ref[static_cast<std::size_t>(ti * qc + h * d + e)] +=
+                p[static_cast<std::size_t>(j)] / sum * static_cast<double>(v[static_cast<std::size_t>((static_cast<long>(s) * L + j) * kc + kh * d + e)]);
+      }
+    }
+  const double e_att = max_rel(ctx, ref);
+  MESSAGE("attention: max |ours - float64| / max |float64| = " << e_att);
+  CHECK(e_att < 1e-5);
+
+  // RMSNorm, SwiGLU and add, row by row.
+  const long H = c.hidden, I = c.intermediate;
+  const auto xd = random_weights(T, H, Dist::outliers, 14, 1.0), wd = random_weights(1, H, Dist::normal, 15, 1.0);
+  const auto x = cast_vec<float>(xd), w = cast_vec<float>(wd);
+  std::vector<float> xn(static_cast<std::size_t>(T * H), poison());
+  K::rmsnorm(awq::make_row_major(x.data(), T, H), w.data(), c.norm_eps, awq::make_row_major(xn.data(), T, H));
+  std::vector<double> xn_ref(xn.size());
+  for (long t = 0; t < T; ++t) {
+    double ss = 0;
+    for (long j = 0; j < H; ++j) ss += static_cast<double>(x[static_cast<std::size_t>(t * H + j)]) * x[static_cast<std::size_t>(t * H + j)];
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(H) + static_cast<double>(c.norm_eps));
+    for (long j = 0; j < H; ++j)
+      xn_ref[static_cast<std::size_t>(t * H + j)] = static_cast<double>(w[static_cast<std::size_t>(j)]) * x[static_cast<std::size_t>(t * H + j)] * inv;
+  }
+  CHECK(max_rel(xn, xn_ref) < 1e-6);
+
+  const auto gd = random_weights(T, I, Dist::student_t3, 16, 2.0), ud = random_weights(T, I, Dist::normal, 17, 1.0);
+  const auto g = cast_vec<float>(gd), u = cast_vec<float>(ud);
+  std::vector<float> act(static_cast<std::size_t>(T * I), poison()), sum(act.size(), poison());
+  K::swiglu(awq::make_row_major(g.data(), T, I), awq::make_row_major(u.data(), T, I), awq::make_row_major(act.data(), T, I));
+  K::add(awq::make_row_major(g.data(), T, I), awq::make_row_major(u.data(), T, I), awq::make_row_major(sum.data(), T, I));
+  std::vector<double> act_ref(act.size()), sum_ref(act.size());
+  for (std::size_t i = 0; i < act.size(); ++i) {
+    const double gi = g[i], ui = u[i];
+    act_ref[i] = gi / (1.0 + std::exp(-gi)) * ui;
+    sum_ref[i] = gi + ui;
+  }
+  CHECK(max_rel(act, act_ref) < 1e-6);
+  CHECK(max_rel(sum, sum_ref) < 1e-6);
+}
+
+TEST_CASE("CPU head: tiled log-sum-exp perplexity against float64, with progress events") {
+  const auto c = kernel_config();
+  const int L = 200, S = 3;  // 600 rows: a full row block of 512 and a partial one
+  const long T = static_cast<long>(S) * L, H = c.hidden, V = c.vocab;
+  awq::model::Head<Llama> head{c, cast_vec<float>(random_weights(1, H, Dist::normal, 21, 1.0)),
+                               cast_vec<float>(random_weights(V, H, Dist::outliers, 22, 0.0005))};
+  const auto hidden = cast_vec<float>(random_weights(T, H, Dist::student_t3, 23, 1.0));
+  std::vector<int> tokens(static_cast<std::size_t>(T));
+  std::mt19937 rng(24);
+  for (auto& t : tokens) t = static_cast<int>(rng() % static_cast<unsigned>(V));
+  // One thread: two chunks of rows (512 + 88), so the progress has a step between start and end.
+  std::vector<awq::Progress> events;
+  Cpu::set_threads(1);
+  const auto r = head.perplexity(hidden, tokens, L, [&](const awq::Progress& p) { events.push_back(p); }, "perplexity test");
+  Cpu::set_threads(0);
+  CHECK(head.perplexity(hidden, tokens, L).nll == doctest::Approx(r.nll).epsilon(1e-12));  // all threads
+  // Reference in double from the float final norm (checked above as rmsnorm).
+  std::vector<float> hn(hidden.size());
+  Llama::final_norm<Cpu>(c, head.norm.data(), awq::make_row_major(hidden.data(), T, H), awq::make_row_major(hn.data(), T, H));
+  double nll = 0;
+  std::vector<double> logit(static_cast<std::size_t>(V));
+  for (long t = 0; t < T; ++t) {
+    if (t % L == L - 1) continue;
+    double mx = -1e300, s = 0;
+    for (long vv = 0; vv < V; ++vv) {
+      double acc = 0;
+      for (long j = 0; j < H; ++j)
+        acc += static_cast<double>(hn[static_cast<std::size_t>(t * H + j)]) * head.lm_head[static_cast<std::size_t>(vv * H + j)];
+      logit[static_cast<std::size_t>(vv)] = acc;
+      mx = std::max(mx, acc);
+    }
+    for (double l : logit) s += std::exp(l - mx);
+    nll -= logit[static_cast<std::size_t>(tokens[static_cast<std::size_t>(t + 1)])] - mx - std::log(s);
+  }
+  const long predicted = static_cast<long>(S) * (L - 1);
+  nll /= static_cast<double>(predicted);
+  MESSAGE("head: nll " << r.nll << " against float64 " << nll);
+  CHECK(r.predicted == predicted);
+  CHECK(rel(r.nll, nll) < 1e-5);
+  CHECK(rel(r.ppl, std::exp(nll)) < 1e-5);
+  REQUIRE(events.size() == 3);
+  CHECK(events.front().done == 0);
+  CHECK(events.back().done == T);
+  CHECK(events.back().total == T);
+  CHECK(events.back().phase == "perplexity test");
+  for (std::size_t i = 1; i < events.size(); ++i) CHECK(events[i].done > events[i - 1].done);
 }

@@ -153,13 +153,13 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       row.mse_rtn = rel_mse(rtn_out, fp_out);
       row.mse_awq = rel_mse(awq_out, fp_out);
       if (head) {
-        const auto ppl = [&](const std::vector<float>& out) {
-          return awq::model::HeadEval<Backend>::perplexity(*head, out, eval, a.seq_len).ppl;
+        const auto ppl = [&](const std::vector<float>& out, const std::string& phase) {
+          return awq::model::HeadEval<Backend>::perplexity(*head, out, eval, a.seq_len, bar, phase).ppl;
         };
         t0 = Clock::now();
-        if (ci == 0) ppl_fp = ppl(fp_out);
-        row.ppl_rtn = ppl(rtn_out);
-        row.ppl_awq = ppl(awq_out);
+        if (ci == 0) ppl_fp = ppl(fp_out, "perplexity FP");
+        row.ppl_rtn = ppl(rtn_out, "perplexity RTN " + row.config);
+        row.ppl_awq = ppl(awq_out, "perplexity AWQ " + row.config);
         t_eval += since(t0);
         std::fprintf(stderr, "%s: perplexity FP %.4f, RTN %.4f, AWQ %.4f\n", row.config.c_str(), ppl_fp, row.ppl_rtn, row.ppl_awq);
       } else {

@@ -57,10 +57,11 @@ namespace awq::model {
 /// \brief On the GPU: the same result as Head::perplexity up to the order of the sums.
 template <>
 struct HeadEval<backend::cuda> {
-  /// Perplexity of `tokens` from the last block's output `hidden` (host, [tokens, hidden]).
+  /// Perplexity of `tokens` from the last block's output `hidden` (host, [tokens, hidden]); one
+  /// progress event at the end (the whole evaluation takes a fraction of a second).
   template <class Arch>
   static PerplexityResult perplexity(const Head<Arch>& head, const std::vector<float>& hidden, const std::vector<int>& tokens,
-                                     int seq_len) {
+                                     int seq_len, const ProgressCallback& progress = {}, const std::string& phase = "perplexity") {
     namespace cu = ::awq::cuda;
     using B = backend::cuda;
     const ModelConfig& c = head.cfg;
@@ -94,6 +95,7 @@ struct HeadEval<backend::cuda> {
     }
     std::vector<double> h(static_cast<std::size_t>(T));
     B::download(nll.data(), h.size(), h.data());
+    if (progress) progress({phase, static_cast<long>(T), static_cast<long>(T), 0.0});
     return PerplexityResult::of_rows(h, seq_len);
   }
 };

@@ -9,14 +9,18 @@
 /// `Arch::final_norm<Backend>(c, w, bias, x, out)`).
 #pragma once
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "awq/backend/cpu.hpp"
+#include "awq/progress.hpp"
 #include "awq/model/block.hpp"
 #include "awq/model/config.hpp"
 
@@ -109,54 +113,86 @@ struct Head {
   }
 
   /// Perplexity of `tokens` (n_seq · seq_len of them, as the batch of `hidden`, the last block's
-  /// output [tokens, hidden]); the last position of each sequence predicts nothing.
-  PerplexityResult perplexity(const std::vector<float>& hidden, const std::vector<int>& tokens, int seq_len) const {
-    const index_t H = cfg.hidden, T = static_cast<index_t>(tokens.size());
+  /// output [tokens, hidden]); the last position of each sequence predicts nothing. `progress`
+  /// gets an event (phase `phase`, units: tokens) after each chunk of rows.
+  ///
+  /// Each thread takes a block of rows and walks the vocabulary in tiles: a tile of logits is
+  /// one product, folded into a running log-sum-exp per row (exp in float, vectorised; sums and
+  /// rescaling in double), so the logits never exist for more than one tile.
+  PerplexityResult perplexity(const std::vector<float>& hidden, const std::vector<int>& tokens, int seq_len,
+                              const ProgressCallback& progress = {}, const std::string& phase = "perplexity") const {
+    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const index_t H = cfg.hidden, T = static_cast<index_t>(tokens.size()), V = cfg.vocab;
     detail::require(seq_len > 1 && T % seq_len == 0 && static_cast<index_t>(hidden.size()) == T * H,
                     "awq::model::Head::perplexity: ", tokens.size(), " tokens, ", hidden.size(), " hidden values, seq_len ",
                     seq_len);
     std::vector<float> hn(hidden.size());
     final_norm(make_row_major(hidden.data(), T, H), make_row_major(hn.data(), T, H));
-    const index_t chunk = 256;
+    const auto X = backend::cpu::map(make_row_major<const float>(hn.data(), T, H));
+    const auto W = backend::cpu::map(make_row_major(lm_head.data(), V, H));
     std::vector<double> nll_row(static_cast<std::size_t>(T), 0.0);
-    std::vector<float> logits;
-    const auto W = make_row_major(lm_head.data(), static_cast<index_t>(cfg.vocab), H);
-    for (index_t t0 = 0; t0 < T; t0 += chunk) {
-      const index_t nt = std::min(chunk, T - t0);
-      logits.resize(static_cast<std::size_t>(nt * cfg.vocab));
-      const auto L = make_row_major(logits.data(), nt, static_cast<index_t>(cfg.vocab));
-      backend::cpu::linear<float>(make_row_major<const float>(hn.data() + t0 * H, nt, H), W, nullptr, L);
-      backend::cpu::parallel_for(nt, [&](index_t a, index_t e) {
-        for (index_t i = a; i < e; ++i) {
-          const index_t t = t0 + i;
-          if ((t % seq_len) == seq_len - 1) continue;
-          float mx = L(i, 0);
-          for (index_t v = 1; v < L.cols(); ++v) mx = std::max(mx, L(i, v));
-          double sum = 0;
-          for (index_t v = 0; v < L.cols(); ++v) sum += std::exp(static_cast<double>(L(i, v) - mx));
-          nll_row[static_cast<std::size_t>(t)] =
-              -(static_cast<double>(L(i, tokens[static_cast<std::size_t>(t + 1)]) - mx) - std::log(sum));
+    const index_t chunk = kRows * backend::cpu::thread_count();
+    detail::ProgressTracker tracker(progress, phase, static_cast<long>(T));
+    tracker.start();
+    for (index_t c0 = 0; c0 < T; c0 += chunk) {
+      backend::cpu::parallel_for(std::min(chunk, T - c0), [&](index_t a, index_t e) {
+        Mat logits;
+        std::vector<double> mx, sum, target;
+        for (index_t r0 = c0 + a; r0 < c0 + e; r0 += kRows) {
+          const index_t nr = std::min(kRows, c0 + e - r0);
+          mx.assign(static_cast<std::size_t>(nr), -std::numeric_limits<double>::infinity());
+          sum.assign(mx.size(), 0.0);
+          target.assign(mx.size(), 0.0);
+          for (index_t v0 = 0; v0 < V; v0 += kVocabTile) {
+            const index_t nv = std::min(kVocabTile, V - v0);
+            logits.resize(nr, nv);
+            logits.noalias() = X.middleRows(r0, nr) * W.middleRows(v0, nv).transpose();
+            for (index_t i = 0; i < nr; ++i) {
+              const index_t t = r0 + i;
+              if (t % seq_len == seq_len - 1) continue;
+              const auto row = logits.row(i).array();
+              const float m = row.maxCoeff();
+              double s = 0;
+              for (index_t j = 0; j < nv; j += kSumBlock) s += static_cast<double>((row.segment(j, std::min(kSumBlock, nv - j)) - m).exp().sum());
+              const auto u = static_cast<std::size_t>(i);
+              const double m_new = std::max(mx[u], static_cast<double>(m));
+              sum[u] = sum[u] * std::exp(mx[u] - m_new) + s * std::exp(static_cast<double>(m) - m_new);
+              mx[u] = m_new;
+              const index_t next = tokens[static_cast<std::size_t>(t + 1)];
+              if (next >= v0 && next < v0 + nv) target[u] = static_cast<double>(logits(i, next - v0));
+            }
+          }
+          for (index_t i = 0; i < nr; ++i) {
+            const auto u = static_cast<std::size_t>(i);
+            if ((r0 + i) % seq_len != seq_len - 1) nll_row[static_cast<std::size_t>(r0 + i)] = -(target[u] - mx[u] - std::log(sum[u]));
+          }
         }
-      });
+      }, kRows);
+      tracker.step(static_cast<long>(std::min(T, c0 + chunk)));
     }
     return PerplexityResult::of_rows(nll_row, seq_len);
   }
+
+ private:
+  static constexpr index_t kRows = 512;        // rows per product: the head's weight is read once per block of rows
+  static constexpr index_t kVocabTile = 2048;  // logits per row kept at once (a tile is kRows × this)
+  static constexpr index_t kSumBlock = 256;    // exp terms summed in float before the double sum
 };
 
 /// \brief Head::perplexity where a backend computes it: `HeadEval<Backend>::perplexity(head,
-///        hidden, tokens, seq_len)`, same arguments and result. Declared only: backend::cpu is
-///        below, backend::cuda in awq/model/head.cuh.
+///        hidden, tokens, seq_len, progress, phase)`, same arguments and result. Declared only:
+///        backend::cpu is below, backend::cuda in awq/model/head.cuh.
 template <class Backend>
 struct HeadEval;
 
 /// \brief On the host: Head::perplexity itself.
 template <>
 struct HeadEval<backend::cpu> {
-  /// head.perplexity(hidden, tokens, seq_len).
+  /// head.perplexity(hidden, tokens, seq_len, progress, phase).
   template <class Arch>
   static PerplexityResult perplexity(const Head<Arch>& head, const std::vector<float>& hidden, const std::vector<int>& tokens,
-                                     int seq_len) {
-    return head.perplexity(hidden, tokens, seq_len);
+                                     int seq_len, const ProgressCallback& progress = {}, const std::string& phase = "perplexity") {
+    return head.perplexity(hidden, tokens, seq_len, progress, phase);
   }
 };
 

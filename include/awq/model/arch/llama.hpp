@@ -49,42 +49,49 @@ inline std::vector<float> rope_cos_sin(int seq_len, int d, float theta) {
 template <class Backend>
 struct LlamaKernels;
 
-/// \brief CPU kernels (Eigen, the backend's thread pool for the products).
+/// \brief CPU kernels: Eigen products and vectorised element-wise work, every kernel split over
+///        the backend's thread pool (rows, or (sequence, head) pairs for the attention).
 template <>
 struct LlamaKernels<backend::cpu> {
+  /// Query rows per attention block: the causal product skips the key blocks past the diagonal.
+  static constexpr int kAttentionBlock = 64;
+
   /// out = w ⊙ x / sqrt(mean(x²) + eps), per row.
   static void rmsnorm(const MatrixView<const float>& x, const float* w, float eps, const MatrixView<float>& out) {
-    for (index_t t = 0; t < x.rows(); ++t) {
-      float ss = 0.0f;
-      {
-        const Eigen::Map<const Eigen::RowVectorXf> row(&x(t, 0), x.cols());
-        ss = row.squaredNorm();
+    const Eigen::Map<const Eigen::ArrayXf> wa(w, x.cols());
+    backend::cpu::parallel_for(x.rows(), [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t) {
+        const Eigen::Map<const Eigen::ArrayXf> row(&x(t, 0), x.cols());
+        const float var = row.matrix().squaredNorm() / static_cast<float>(x.cols());
+        const float inv = 1.0f / std::sqrt(var + eps);
+        Eigen::Map<Eigen::ArrayXf>(&out(t, 0), x.cols()) = wa * (row * inv);
       }
-      const float var = ss / static_cast<float>(x.cols());
-      const float inv = 1.0f / std::sqrt(var + eps);
-      for (index_t c = 0; c < x.cols(); ++c) out(t, c) = w[c] * (x(t, c) * inv);
-    }
+    }, 64);
   }
 
   /// Rotates q or k [T, heads·d] in place (rotate_half) at positions t mod seq_len.
   static void rope(const MatrixView<float>& m, int heads, int d, int seq_len, float theta) {
     const int half = d / 2;
     const std::vector<float> cs = rope_cos_sin(seq_len, d, theta);
-    for (index_t t = 0; t < m.rows(); ++t) {
-      const float* row = cs.data() + static_cast<std::size_t>(t % seq_len) * half * 2;
-      for (int h = 0; h < heads; ++h) {
-        float* v = &m(t, h * d);
-        for (int i = 0; i < half; ++i) {
-          const float c = row[2 * i], s = row[2 * i + 1];
-          const float x1 = v[i], x2 = v[i + half];
-          v[i] = x1 * c + (-x2) * s;
-          v[i + half] = x2 * c + x1 * s;
+    backend::cpu::parallel_for(m.rows(), [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t) {
+        const float* row = cs.data() + static_cast<std::size_t>(t % seq_len) * half * 2;
+        for (int h = 0; h < heads; ++h) {
+          float* v = &m(t, h * d);
+          for (int i = 0; i < half; ++i) {
+            const float c = row[2 * i], s = row[2 * i + 1];
+            const float x1 = v[i], x2 = v[i + half];
+            v[i] = x1 * c + (-x2) * s;
+            v[i + half] = x2 * c + x1 * s;
+          }
         }
       }
-    }
+    }, 64);
   }
 
   /// ctx [T, n_heads·d] = causal softmax(q·kᵀ/√d)·v per sequence and head, q and k rotated here.
+  /// (sequence, head) pairs run in parallel; each is a loop over blocks of query rows that
+  /// multiplies only the keys up to the block's last row (about half the products of L × L).
   static void attention(const ModelConfig& cfg, const Batch& b, const MatrixView<float>& q, const MatrixView<float>& k,
                         const MatrixView<const float>& v, const MatrixView<float>& ctx) {
     rope(q, cfg.n_heads, cfg.head_dim, b.seq_len, cfg.rope_theta);
@@ -103,43 +110,47 @@ struct LlamaKernels<backend::cpu> {
     const auto Km = backend::cpu::map(k);
     const auto Vm = backend::cpu::map(v);
     auto Cm = backend::cpu::map(ctx);
-    Mat scores(L, L);
-    for (int s = 0; s < b.n_seq; ++s) {
-      for (int h = 0; h < cfg.n_heads; ++h) {
-        const int kh = h / group;
-        const auto Q = Qm.block(s * L, h * d, L, d);
-        const auto K = Km.block(s * L, kh * d, L, d);
-        const auto V = Vm.block(s * L, kh * d, L, d);
-        scores.noalias() = Q * K.transpose();
-        for (int i = 0; i < L; ++i) {
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j <= i; ++j) {
-            scores(i, j) *= scaling;
-            mx = std::max(mx, scores(i, j));
+    const index_t pairs = static_cast<index_t>(b.n_seq) * cfg.n_heads;
+    backend::cpu::parallel_for(pairs, [&](index_t p0, index_t p1) {
+      Mat scores(std::min(L, kAttentionBlock), L);
+      for (index_t p = p0; p < p1; ++p) {
+        const int s = static_cast<int>(p / cfg.n_heads), h = static_cast<int>(p % cfg.n_heads), kh = h / group;
+        for (int i0 = 0; i0 < L; i0 += kAttentionBlock) {
+          const int nb = std::min(kAttentionBlock, L - i0), nk = i0 + nb;  // keys 0 .. nk-1 are visible to the block
+          auto S = scores.topLeftCorner(nb, nk);
+          S.noalias() = Qm.block(s * L + i0, h * d, nb, d) * Km.block(s * L, kh * d, nk, d).transpose();
+          for (int i = 0; i < nb; ++i) {
+            const int n = i0 + i + 1;
+            auto row = S.row(i).head(n).array();
+            row *= scaling;
+            const float mx = row.maxCoeff();
+            row = (row - mx).exp();
+            row /= row.sum();
+            S.row(i).tail(nk - n).setZero();
           }
-          float sum = 0.0f;
-          for (int j = 0; j <= i; ++j) sum += (scores(i, j) = std::exp(scores(i, j) - mx));
-          for (int j = 0; j <= i; ++j) scores(i, j) /= sum;
-          for (int j = i + 1; j < L; ++j) scores(i, j) = 0.0f;
+          Cm.block(s * L + i0, h * d, nb, d).noalias() = S * Vm.block(s * L, kh * d, nk, d);
         }
-        Cm.block(s * L, h * d, L, d).noalias() = scores * V;
       }
-    }
+    });
   }
 
   /// out = silu(gate) ⊙ up.
   static void swiglu(const MatrixView<const float>& gate, const MatrixView<const float>& up, const MatrixView<float>& out) {
-    for (index_t r = 0; r < gate.rows(); ++r)
-      for (index_t c = 0; c < gate.cols(); ++c) {
-        const float g = gate(r, c);
-        out(r, c) = (g / (1.0f + std::exp(-g))) * up(r, c);
+    backend::cpu::parallel_for(gate.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const Eigen::Map<const Eigen::ArrayXf> g(&gate(r, 0), gate.cols()), u(&up(r, 0), gate.cols());
+        Eigen::Map<Eigen::ArrayXf>(&out(r, 0), gate.cols()) = (g / (1.0f + (-g).exp())) * u;
       }
+    }, 16);
   }
 
   /// out = a + b.
   static void add(const MatrixView<const float>& a, const MatrixView<const float>& b, const MatrixView<float>& out) {
-    for (index_t r = 0; r < a.rows(); ++r)
-      for (index_t c = 0; c < a.cols(); ++c) out(r, c) = a(r, c) + b(r, c);
+    backend::cpu::parallel_for(a.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        Eigen::Map<Eigen::ArrayXf>(&out(r, 0), a.cols()) =
+            Eigen::Map<const Eigen::ArrayXf>(&a(r, 0), a.cols()) + Eigen::Map<const Eigen::ArrayXf>(&b(r, 0), a.cols());
+    }, 64);
   }
 };
 

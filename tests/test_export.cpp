@@ -174,11 +174,12 @@ TEST_CASE("export: a sharded export reads back equal to a single-file one and to
     const auto h = awq::io::detail::read_safetensors_header((s.path / "many" / f).string());
     CHECK(h.metadata.at("format") == "pt");
     std::uint64_t bytes = 0;
-    for (const auto& [name, e] : h.tensors) {
+    for (const auto& entry : h.tensors) {
+      const std::string& name = entry.first;
       CAPTURE(name);
       CHECK(seen.insert(name).second);
       CHECK(map.at(name).get<std::string>() == f);
-      bytes += e.end - e.begin;
+      bytes += entry.second.end - entry.second.begin;
     }
     CHECK((bytes <= limit || h.tensors.size() == 1));
     CHECK(h.data_end == h.file_size);

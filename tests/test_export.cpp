@@ -126,7 +126,7 @@ int export_model(const awq::model::HfSource& src, const fs::path& dir, std::uint
   return res.resumed;
 }
 
-// Peak resident set since the last reset_peak(), and the current one, in bytes (Linux; 0 elsewhere).
+// A size field of /proc/self/status ("VmHWM:" the peak resident set, "VmRSS:" the current one) in bytes; 0 elsewhere.
 std::uint64_t status_bytes(const char* key) {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -134,7 +134,12 @@ std::uint64_t status_bytes(const char* key) {
     if (line.rfind(key, 0) == 0) return std::stoull(line.substr(std::string(key).size())) * 1024;
   return 0;
 }
-bool reset_peak() { return static_cast<bool>(std::ofstream("/proc/self/clear_refs") << "5"); }
+// Resets the peak (Linux 4.0+); false where that is refused or did not take.
+bool reset_peak() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5" << std::flush;
+  return f && status_bytes("VmHWM:") <= status_bytes("VmRSS:") + (std::uint64_t{1} << 20);
+}
 
 }  // namespace
 

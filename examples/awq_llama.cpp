@@ -2,10 +2,12 @@
 // AWQ through the library's pipeline (awq/model/) and report perplexity.
 //
 //   awq_llama [quantize] --model FILE.gguf|HF_DIR --calib-text FILE --eval-text FILE [options]
+//   awq_llama generate --model FILE.gguf|HF_DIR|AWQ_DIR --prompt TEXT [options]
 //   awq_llama inspect FILE.gguf|FILE.safetensors|HF_DIR
 //   awq_llama --help (every option, its default and an example: cli/options.hpp)
 //
-// Every option is checked before any work (cli/options.hpp); the job is llama/job.hpp. Final
+// Every option is checked before any work (cli/options.hpp); the job is llama/job.hpp, generation
+// llama/generate.hpp (a KV-cache decode engine, llama/engine.hpp). Final
 // weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
 #include <awq/awq.hpp>
 
@@ -14,6 +16,7 @@
 
 #include "cli/inspect.hpp"
 #include "cli/options.hpp"
+#include "llama/generate.hpp"
 #include "llama/job.hpp"
 #ifdef AWQ_LLAMA_CUDA
 #include "llama/job_cuda.hpp"
@@ -24,6 +27,7 @@ int main(int argc, char** argv) try {
   if (a.cmd == "help") return std::fputs(awq_cli::help_text().c_str(), stdout) < 0 ? 2 : 0;
   if (a.cmd == "inspect") return awq_cli::inspect(a.inspect_file);
   awq_cli::check_environment(a);
+  if (a.cmd == "generate") return awq_example::run_generate(a);
   awq_example::JobArgs job;
   job.model = a.model;
   job.calib_text = a.calib_text;
@@ -34,6 +38,8 @@ int main(int argc, char** argv) try {
   job.backend = a.backend;
   job.configs = a.configs;
   job.duo = a.duo;
+  job.tf32 = a.tf32;
+  job.kernel_eval = a.backend == "cuda" && !a.eval_dequantized;
   job.calib_seqs = a.calib_seqs;
   job.search_seqs = a.search_seqs;
   job.seq_len = a.seq_len;

@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -40,9 +42,17 @@ struct Args {
   std::string cmd = "quantize", backend = "cpu", checkpoint_dir, model, calib_text, eval_text, report, inspect_file, export_dir;
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
+  bool tf32 = false;  ///< --tf32: the GPU's fp32 products on TF32 tensor cores
+  bool eval_dequantized = false;  ///< --eval-dequantized: no W4A16 kernels in the GPU evaluation
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
   bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
+  std::string prompt;              ///< generate: the prompt, UTF-8
+  int max_new_tokens = 64;         ///< generate: new tokens at most
+  float temperature = 0.0f;        ///< generate: 0 = greedy
+  float top_p = 1.0f;              ///< generate: nucleus
+  std::uint64_t seed = 0;          ///< generate: sampling seed
+  bool dequantize = false;         ///< generate: run an AWQ checkpoint's linears dequantized in fp32
   std::uint64_t shard_bytes = 0;   ///< --shard-size in bytes; 0: not given (the exporter's default, 5 GB)
 };
 
@@ -58,6 +68,18 @@ inline long long parse_int(const std::string& flag, const std::string& s, long l
   if (r.ec == std::errc::result_out_of_range && digits && r.ptr == end)
     throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
   if (r.ec != std::errc() || r.ptr != end || !digits) throw awq::Error(flag + ": '" + s + "' is not a whole number (accepted: " + what + ")");
+  if (v < lo || v > hi) throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
+  return v;
+}
+
+/// \brief Parses s as a finite decimal number in [lo, hi], all of it.
+/// \throws awq::Error "FLAG: 'S' is not a number (accepted: WHAT)" or "FLAG: S is out of range (accepted: WHAT)".
+inline double parse_real(const std::string& flag, const std::string& s, double lo, double hi, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  const double v = s.empty() || std::isspace(static_cast<unsigned char>(s[0])) ? 0.0 : std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || errno == ERANGE)
+    throw awq::Error(flag + ": '" + s + "' is not a number (accepted: " + what + ")");
   if (v < lo || v > hi) throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
   return v;
 }
@@ -142,13 +164,17 @@ inline const std::vector<OptionDoc>& option_docs() {
   static const std::vector<OptionDoc> docs = {
       {"--model", "FILE", "llama-architecture GGUF model (required)"},
       {"--calib-text", "FILE", "UTF-8 calibration text (required)"},
-      {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required)"},
+      {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required unless --eval-tokens 0)"},
       {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
+      {"--eval-dequantized", nullptr, "with --backend cuda: evaluate the quantized models on their dequantized fp32 weights instead "
+                                      "of the W4A16 kernels (fp16 activations) that serve 4-bit configs by default"},
+      {"--tf32", nullptr, "with --backend cuda: fp32 products on TF32 tensor cores, several times faster on large models, "
+                          "searches then compare losses at TF32 precision (default off)"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
-      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4)"},
+      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
-      {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len (default 32768)"},
+      {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
                         "truncated model mean nothing (default all)"},
       {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
@@ -163,23 +189,48 @@ inline const std::vector<OptionDoc>& option_docs() {
   return docs;
 }
 
-/// The full --help text.
-inline std::string help_text() {
-  std::string s =
-      "awq_llama: quantize a llama-architecture GGUF model with RTN and AWQ and report perplexity\n"
-      "\n"
-      "usage:\n"
-      "  awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]\n"
-      "  awq_llama inspect FILE.gguf | FILE.safetensors | HF_DIR\n"
-      "  awq_llama --help\n"
-      "\n"
-      "options of quantize (also --name=value):\n";
-  for (const auto& o : option_docs()) {
+/// The options of the generate command.
+inline const std::vector<OptionDoc>& generate_option_docs() {
+  static const std::vector<OptionDoc> docs = {
+      {"--model", "PATH", "a llama-architecture GGUF file, Hugging Face directory, or AWQ checkpoint directory (--export's; AutoAWQ "
+                          "GEMM, 4-bit, zero point, group 32/64/128/256) (required)"},
+      {"--prompt", "TEXT", "the prompt, non-empty UTF-8 that fits the model's context with the new tokens (required)"},
+      {"--max-new-tokens", "N", "new tokens at most, 1 <= N; generation also stops at the model's EOS token (default 64)"},
+      {"--temperature", "T", "0 = greedy, else sample from softmax(logits / T), 0 <= T <= 100 (default 0)"},
+      {"--top-p", "P", "sample only from the most likely tokens whose probability reaches P, 0 < P <= 1 (default 1)"},
+      {"--seed", "S", "sampling seed, 0 <= S; a seed gives the same text every run (default 0)"},
+      {"--dequantize", nullptr, "run an AWQ checkpoint's 4-bit linears as dequantized fp32 weights: the baseline (default off)"},
+      {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
+  };
+  return docs;
+}
+
+namespace detail {
+inline void append_options(std::string& s, const std::vector<OptionDoc>& docs) {
+  for (const auto& o : docs) {
     std::string head = std::string("  ") + o.name + (o.value ? std::string(" ") + o.value : std::string());
     if (head.size() < 22) head.resize(22, ' ');
     else head += "\n" + std::string(22, ' ');
     s += head + o.help + "\n";
   }
+}
+}  // namespace detail
+
+/// The full --help text.
+inline std::string help_text() {
+  std::string s =
+      "awq_llama: quantize a llama-architecture GGUF model with RTN and AWQ and report perplexity; generate text\n"
+      "\n"
+      "usage:\n"
+      "  awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]\n"
+      "  awq_llama generate --model FILE.gguf|HF_DIR|AWQ_DIR --prompt TEXT [options]\n"
+      "  awq_llama inspect FILE.gguf | FILE.safetensors | HF_DIR\n"
+      "  awq_llama --help\n"
+      "\n"
+      "options of quantize (also --name=value):\n";
+  detail::append_options(s, option_docs());
+  s += "\noptions of generate (text on stdout; load, prefill and decode tokens/s on stderr):\n";
+  detail::append_options(s, generate_option_docs());
   s +=
       "  -h, --help          this text\n"
       "\n"
@@ -188,7 +239,8 @@ inline std::string help_text() {
       "\n"
       "example:\n"
       "  awq_llama --model data/SmolLM2-135M-Instruct.Q4_1.gguf --calib-text data/handbook-calib.txt \\\n"
-      "            --eval-text data/handbook-eval.txt --configs w4g64 --threads 4 --report out/w4.json\n";
+      "            --eval-text data/handbook-eval.txt --configs w4g64 --threads 4 --report out/w4.json\n"
+      "  awq_llama generate --model out/export/w4-g64-asym --prompt 'The capital of France is' --max-new-tokens 32\n";
   return s;
 }
 
@@ -219,8 +271,11 @@ inline Args parse(int argc, const char* const* argv) {
   }
   std::size_t i = 0;
   if (!args.empty() && args[0] == "quantize") ++i;
+  else if (!args.empty() && args[0] == "generate") ++i, a.cmd = "generate";
   else if (!args.empty() && !args[0].empty() && args[0][0] != '-')
-    throw awq::Error("unknown command '" + args[0] + "' (commands: quantize, inspect, help)" + detail::see_help());
+    throw awq::Error("unknown command '" + args[0] + "' (commands: quantize, generate, inspect, help)" + detail::see_help());
+  const bool gen = a.cmd == "generate";
+  const std::vector<OptionDoc>& docs = gen ? generate_option_docs() : option_docs();
   std::vector<std::string> seen;
   for (; i < args.size(); ++i) {
     std::string k = args[i], inline_value;
@@ -235,14 +290,17 @@ inline Args parse(int argc, const char* const* argv) {
       has_inline = true;
     }
     const OptionDoc* doc = nullptr;
-    for (const auto& o : option_docs())
+    for (const auto& o : docs)
       if (k == o.name) doc = &o;
-    if (!doc) throw awq::Error((k.empty() || k[0] != '-' ? "unexpected argument '" + k + "'" : "unknown option " + k) + detail::see_help());
+    if (!doc)
+      throw awq::Error((k.empty() || k[0] != '-' ? "unexpected argument '" + k + "'" : "unknown option " + k + (gen ? " of generate" : "")) +
+                       detail::see_help());
     for (const auto& s : seen) awq::detail::require(s != k, k, " is given twice");
     seen.push_back(k);
     if (!doc->value) {
       awq::detail::require(!has_inline, k, " takes no value (got '", inline_value, "')");
-      a.duo = true;
+      bool& flag = k == "--duo" ? a.duo : k == "--tf32" ? a.tf32 : k == "--eval-dequantized" ? a.eval_dequantized : a.dequantize;
+      flag = true;
       continue;
     }
     std::string v;
@@ -252,6 +310,7 @@ inline Args parse(int argc, const char* const* argv) {
       v = args[++i];
       awq::detail::require(v.rfind("--", 0) != 0, k, " needs a value, got the option ", v, " (write ", k, "=", v, " if that is the value)");
     }
+    awq::detail::require(!v.empty() || k != "--prompt", "--prompt: the prompt is empty (generation needs at least one token)");
     awq::detail::require(!v.empty(), k, " needs a value, got an empty one");
     constexpr long long kMax = INT_MAX;
     auto num = [&](long long lo, long long hi, const std::string& what) { return static_cast<int>(parse_int(k, v, lo, hi, what)); };
@@ -266,8 +325,18 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1");
     else if (k == "--search-seqs") a.search_seqs = num(0, kMax, "an integer >= 0, 0 = all calibration sequences"), a.search_seqs_given = true;
     else if (k == "--seq-len") a.seq_len = num(2, 1 << 20, "an integer from 2 to 1048576 and at most the model's context length");
-    else if (k == "--eval-tokens") a.eval_tokens = num(2, kMax, "an integer >= 2 and >= --seq-len");
+    else if (k == "--eval-tokens") a.eval_tokens = num(0, kMax, "0 (no evaluation), or an integer >= 2 and >= --seq-len");
     else if (k == "--layers") a.layers = num(1, kMax, "an integer from 1 to the model's number of blocks");
+    else if (k == "--prompt") {
+      const Utf8Error e = check_utf8(v);
+      awq::detail::require(!e, "--prompt: not valid UTF-8 at byte offset ", e.offset, ": ", e.reason);
+      a.prompt = v;
+    } else if (k == "--max-new-tokens") a.max_new_tokens = num(1, 1 << 20, "an integer from 1 to 1048576 that fits the context with the prompt");
+    else if (k == "--temperature") a.temperature = static_cast<float>(parse_real(k, v, 0, 100, "0 = greedy, or a number up to 100"));
+    else if (k == "--top-p") {
+      a.top_p = static_cast<float>(parse_real(k, v, 0, 1, "a number with 0 < P <= 1"));
+      awq::detail::require(a.top_p > 0, "--top-p: ", v, " is out of range (accepted: a number with 0 < P <= 1)");
+    } else if (k == "--seed") a.seed = static_cast<std::uint64_t>(parse_int(k, v, 0, LLONG_MAX, "an integer >= 0"));
     else if (k == "--threads") {
       const int hw = hardware_threads();
       a.threads = num(0, hw, "0 (all) or 1 to " + std::to_string(hw) + ", the hardware threads of this machine");
@@ -276,16 +345,23 @@ inline Args parse(int argc, const char* const* argv) {
       a.backend = v;
     }
   }
-  for (const char* req : {"--model", "--calib-text", "--eval-text"}) {
+  for (const char* req : gen ? std::vector<const char*>{"--model", "--prompt"} : std::vector<const char*>{"--model", "--calib-text", "--eval-text"}) {
+    if (a.eval_tokens == 0 && std::string(req) == "--eval-text") continue;
     bool given = false;
     for (const auto& s : seen) given = given || s == req;
-    awq::detail::require(given, "quantize: ", req, " is required", detail::see_help());
+    awq::detail::require(given, a.cmd, ": ", req, " is required", detail::see_help());
   }
   awq::detail::require(a.shard_bytes == 0 || !a.export_dir.empty(), "--shard-size is given without --export (it sizes the export's shards)");
-  awq::detail::require(a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ", a.seq_len,
-                       ": the evaluation needs at least one whole sequence");
+  awq::detail::require(a.eval_tokens == 0 || a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ",
+                       a.seq_len, ": the evaluation needs at least one whole sequence (or 0: none)");
+  awq::detail::require(a.eval_tokens > 0 || a.eval_text.empty(), "--eval-text ", a.eval_text, " is given with --eval-tokens 0 (no evaluation)");
+  // The GPU searches on every calibration sequence by default: the reference's loss, at no cost worth saving.
+  if (!a.search_seqs_given && a.backend == "cuda") a.search_seqs = 0;
   awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
+  awq::detail::require(!a.tf32 || a.backend == "cuda", "--tf32 applies to --backend cuda only (the backend is ", a.backend, ")");
+  awq::detail::require(!a.eval_dequantized || a.backend == "cuda", "--eval-dequantized applies to --backend cuda only (the backend is ",
+                       a.backend, ")");
 #ifndef AWQ_LLAMA_CUDA
   awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
 #endif
@@ -343,7 +419,7 @@ inline void check_input_file(const std::string& flag, const std::string& path) {
 /// \brief The checks that touch the file system, run before the model is loaded: the inputs
 ///        exist and are readable (the model a GGUF file or a Hugging Face directory, the texts
 ///        valid UTF-8), and every output
-///        location can be written. Also applies --threads to the library.
+///        location can be written. Also applies --threads to the library. For generate: the model only.
 inline void check_environment(const Args& a) {
   std::error_code ec;
   awq::detail::require(std::filesystem::exists(a.model, ec), "--model ", a.model, ": no such file or directory");
@@ -353,14 +429,17 @@ inline void check_environment(const Args& a) {
                        ": not a GGUF file or a Hugging Face model directory (",
                        f == Format::safetensors ? std::string("a safetensors file: give its directory") : why, ")");
   if (f == Format::gguf) detail::check_input_file("--model", a.model);
+  awq::backend::cpu::set_threads(a.threads);
+  if (a.cmd == "generate") return;
   detail::check_input_file("--calib-text", a.calib_text);
-  detail::check_input_file("--eval-text", a.eval_text);
   (void)read_text(a.calib_text, "--calib-text");
-  (void)read_text(a.eval_text, "--eval-text");
+  if (a.eval_tokens > 0) {
+    detail::check_input_file("--eval-text", a.eval_text);
+    (void)read_text(a.eval_text, "--eval-text");
+  }
   if (!a.report.empty()) detail::check_output_file("--report", a.report);
   if (!a.export_dir.empty()) detail::check_output_dir("--export", a.export_dir);
   if (!a.checkpoint_dir.empty()) detail::check_output_dir("--checkpoint", a.checkpoint_dir);
-  awq::backend::cpu::set_threads(a.threads);
 }
 
 /// \brief The one-line message for an exception that reached main: awq::Error's own text, and
@@ -404,7 +483,7 @@ int calibration_sequences(const A& a, std::size_t calib_tokens, std::size_t eval
   const long long avail = static_cast<long long>(calib_tokens) / a.seq_len;
   awq::detail::require(a.calib_seqs <= avail, "--calib-seqs ", a.calib_seqs, ": --calib-text ", a.calib_text, " has ", calib_tokens,
                        " tokens, ", avail, " sequences of --seq-len ", a.seq_len, " (accepted: 1 to ", avail, ", or a longer text)");
-  awq::detail::require(eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
+  awq::detail::require(a.eval_tokens == 0 || eval_tokens >= static_cast<std::size_t>(a.seq_len), "--eval-text ", a.eval_text, ": ", eval_tokens,
                        " tokens, fewer than one sequence of --seq-len ", a.seq_len);
   return a.calib_seqs;
 }

@@ -15,6 +15,8 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -34,7 +36,7 @@ namespace awq_example {
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu";
   std::vector<awq::QuantSpec> configs;
-  bool duo = false;
+  bool duo = false, tf32 = false, kernel_eval = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   std::uint64_t shard_bytes = kDefaultShardBytes;  ///< export shard size limit
 };
@@ -54,6 +56,7 @@ struct ExportBase {
 /// One config's figures.
 struct JobRow {
   std::string config;
+  std::map<std::string, double> phases;  ///< the pipeline's seconds per phase
   double ppl_rtn = 0, ppl_awq = 0, mse_rtn = 0, mse_awq = 0, pass_s = 0;
   int resumed = 0;
 };
@@ -79,13 +82,14 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   Arch::check(c);
   for (const auto& q : a.configs)  // refuse what this model cannot take before any work
     for (int k : {c.hidden, c.intermediate, c.n_heads * c.head_dim}) (void)q.group_for(k);
+  const bool evaluate = a.eval_tokens > 0;
   std::vector<int> calib = tok.encode(awq_cli::read_text(a.calib_text, "--calib-text")),
-                   eval = tok.encode(awq_cli::read_text(a.eval_text, "--eval-text"));
+                   eval = evaluate ? tok.encode(awq_cli::read_text(a.eval_text, "--eval-text")) : std::vector<int>();
   const int n_cal = awq_cli::calibration_sequences(a, calib.size(), eval.size());
   calib.resize(static_cast<std::size_t>(n_cal) * a.seq_len);
   if (static_cast<int>(eval.size()) > a.eval_tokens) eval.resize(static_cast<std::size_t>(a.eval_tokens));
   const int n_eval = static_cast<int>(eval.size()) / a.seq_len;
-  awq::detail::require(n_eval > 0, "evaluation text has ", eval.size(), " tokens, fewer than --seq-len ", a.seq_len);
+  awq::detail::require(!evaluate || n_eval > 0, "evaluation text has ", eval.size(), " tokens, fewer than --seq-len ", a.seq_len);
   eval.resize(static_cast<std::size_t>(n_eval) * a.seq_len);
   const int n_layers = a.layers >= 0 ? std::min(a.layers, c.layers) : c.layers;
   const bool partial = n_layers < c.layers;  // a truncated model: its perplexity means nothing
@@ -96,7 +100,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
                c.architecture.c_str(), n_layers, c.layers, c.hidden, c.intermediate, c.n_heads, c.n_kv_heads, c.vocab, n_cal,
                a.seq_len, eval.size(), load_s);
   std::unique_ptr<awq::model::Head<Arch>> head;
-  if (!partial) head = std::make_unique<awq::model::Head<Arch>>(awq::model::Head<Arch>::load(src));
+  if (!partial && evaluate) head = std::make_unique<awq::model::Head<Arch>>(awq::model::Head<Arch>::load(src));
 
   std::vector<float> fp_out;
   double ppl_fp = 0, t_eval = 0;
@@ -107,15 +111,18 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     JobRow row;
     row.config = q.name() + (a.duo ? "-duo" : "");
     std::vector<awq::model::Stream> streams;
-    if (ci == 0) streams.push_back({awq::model::StreamKind::fp, eb, eval_h});
-    streams.push_back({awq::model::StreamKind::rtn, eb, eval_h});
-    streams.push_back({awq::model::StreamKind::awq, eb, eval_h});
+    if (evaluate) {
+      if (ci == 0) streams.push_back({awq::model::StreamKind::fp, eb, eval_h});
+      streams.push_back({awq::model::StreamKind::rtn, eb, eval_h});
+      streams.push_back({awq::model::StreamKind::awq, eb, eval_h});
+    }
     awq::model::PipelineOptions opt;
     opt.block.quant = q;
     opt.block.duo_scaling = a.duo;
     opt.block.search_seqs = a.search_seqs;
     opt.layers = n_layers;
     opt.progress = bar;
+    opt.kernel_eval = a.kernel_eval;
     std::unique_ptr<awq::model::BlockCheckpoint> ck;
     if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
       const std::string dir = a.checkpoint_dir + "/" + row.config;
@@ -134,24 +141,33 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     });
     row.pass_s = since(t0);
     row.resumed = res.resumed;
+    row.phases = res.seconds;
+    std::string ph;
+    for (const auto& [k, v] : res.seconds) ph += awq::detail::concat(" ", k, " ", std::round(v * 10) / 10, "s");
+    std::fprintf(stderr, "%s: pass %.1fs:%s\n", row.config.c_str(), row.pass_s, ph.c_str());
     if (res.resumed > 0)
       std::fprintf(stderr, "%s: %d of %d blocks resumed from %s\n", row.config.c_str(), res.resumed, res.blocks, a.checkpoint_dir.c_str());
-    const std::vector<float>& rtn_out = streams[ci == 0 ? 1 : 0].hidden;
-    const std::vector<float>& awq_out = streams[ci == 0 ? 2 : 1].hidden;
-    if (ci == 0) fp_out = streams[0].hidden;
-    row.mse_rtn = rel_mse(rtn_out, fp_out);
-    row.mse_awq = rel_mse(awq_out, fp_out);
-    if (head) {
-      t0 = Clock::now();
-      if (ci == 0) ppl_fp = head->perplexity(fp_out, eval, a.seq_len).ppl;
-      row.ppl_rtn = head->perplexity(rtn_out, eval, a.seq_len).ppl;
-      row.ppl_awq = head->perplexity(awq_out, eval, a.seq_len).ppl;
-      t_eval += since(t0);
-      std::fprintf(stderr, "%s: perplexity FP %.4f, RTN %.4f, AWQ %.4f (pass %.1fs)\n", row.config.c_str(), ppl_fp, row.ppl_rtn,
-                   row.ppl_awq, row.pass_s);
-    } else {
-      std::fprintf(stderr, "%s: block %d output, relative MSE vs FP: RTN %.3e, AWQ %.3e (pass %.1fs)\n", row.config.c_str(), n_layers - 1,
-                   row.mse_rtn, row.mse_awq, row.pass_s);
+    if (!evaluate) std::fprintf(stderr, "%s: quantized (no evaluation)\n", row.config.c_str());
+    if (evaluate) {
+      const std::vector<float>& rtn_out = streams[ci == 0 ? 1 : 0].hidden;
+      const std::vector<float>& awq_out = streams[ci == 0 ? 2 : 1].hidden;
+      if (ci == 0) fp_out = streams[0].hidden;
+      row.mse_rtn = rel_mse(rtn_out, fp_out);
+      row.mse_awq = rel_mse(awq_out, fp_out);
+      if (head) {
+        const auto ppl = [&](const std::vector<float>& out) {
+          return awq::model::HeadEval<Backend>::perplexity(*head, out, eval, a.seq_len).ppl;
+        };
+        t0 = Clock::now();
+        if (ci == 0) ppl_fp = ppl(fp_out);
+        row.ppl_rtn = ppl(rtn_out);
+        row.ppl_awq = ppl(awq_out);
+        t_eval += since(t0);
+        std::fprintf(stderr, "%s: perplexity FP %.4f, RTN %.4f, AWQ %.4f\n", row.config.c_str(), ppl_fp, row.ppl_rtn, row.ppl_awq);
+      } else {
+        std::fprintf(stderr, "%s: block %d output, relative MSE vs FP: RTN %.3e, AWQ %.3e\n", row.config.c_str(), n_layers - 1,
+                     row.mse_rtn, row.mse_awq);
+      }
     }
     if (ex) {  // the blocks are written; the model-level tensors, the index and the other files remain
       t0 = Clock::now();
@@ -176,17 +192,30 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   nlohmann::json rep;
   rep["model"] = a.model;
   rep["backend"] = a.backend;
+  rep["tf32"] = a.tf32;
+  rep["kernel_eval"] = a.kernel_eval;
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
-  if (partial) {
+  const auto row_json = [](const JobRow& r) {
+    return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}};
+  };
+  if (!evaluate) {
+    std::printf("\n%-16s %10s\n", "config", "pass_s");
+    for (const auto& r : rows) {
+      std::printf("%-16s %10.1f\n", r.config.c_str(), r.pass_s);
+      rep["configs"].push_back(row_json(r));
+    }
+  } else if (partial) {
     std::printf("\n%d of %d layers: perplexity of a truncated model is meaningless; block %d output error vs FP instead\n", n_layers,
                 c.layers, n_layers - 1);
     std::printf("%-16s %14s %14s %10s\n", "config", "rel_mse_rtn", "rel_mse_awq", "pass_s");
     for (const auto& r : rows) {
       std::printf("%-16s %14.4e %14.4e %10.1f\n", r.config.c_str(), r.mse_rtn, r.mse_awq, r.pass_s);
-      rep["configs"].push_back({{"config", r.config}, {"block_output_rel_mse_rtn", r.mse_rtn}, {"block_output_rel_mse_awq", r.mse_awq},
-                                {"pass_s", r.pass_s}, {"resumed_blocks", r.resumed}});
+      auto j = row_json(r);
+      j["block_output_rel_mse_rtn"] = r.mse_rtn;
+      j["block_output_rel_mse_awq"] = r.mse_awq;
+      rep["configs"].push_back(j);
     }
   } else {
     rep["fp"] = {{"ppl", ppl_fp}};
@@ -197,10 +226,14 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       char recs[32] = "-";
       if (gap) std::snprintf(recs, sizeof recs, "%.1f%%", 100 * rec);
       std::printf("%-16s %10.4f %10.4f %10.4f %14s %10.1f\n", r.config.c_str(), ppl_fp, r.ppl_rtn, r.ppl_awq, recs, r.pass_s);
-      rep["configs"].push_back({{"config", r.config}, {"ppl_fp", ppl_fp}, {"ppl_rtn", r.ppl_rtn}, {"ppl_awq", r.ppl_awq},
-                                {"gap_recovered", gap ? nlohmann::json(rec) : nlohmann::json(nullptr)}, {"pass_s", r.pass_s},
-                                {"block_output_rel_mse_rtn", r.mse_rtn}, {"block_output_rel_mse_awq", r.mse_awq},
-                                {"resumed_blocks", r.resumed}});
+      auto j = row_json(r);
+      j["ppl_fp"] = ppl_fp;
+      j["ppl_rtn"] = r.ppl_rtn;
+      j["ppl_awq"] = r.ppl_awq;
+      j["gap_recovered"] = gap ? nlohmann::json(rec) : nlohmann::json(nullptr);
+      j["block_output_rel_mse_rtn"] = r.mse_rtn;
+      j["block_output_rel_mse_awq"] = r.mse_awq;
+      rep["configs"].push_back(j);
     }
   }
   rep["load_s"] = load_s;

@@ -6,6 +6,9 @@
 
 namespace awq_example {
 
-int run_job_cuda(const JobArgs& a) { return run_job<awq::backend::cuda>(a); }
+int run_job_cuda(const JobArgs& a) {
+  awq::backend::cuda::set_tf32(a.tf32);
+  return run_job<awq::backend::cuda>(a);
+}
 
 }  // namespace awq_example

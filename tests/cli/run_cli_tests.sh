@@ -79,6 +79,10 @@ check "--configs w4g100" 2 "group 100 is not supported (accepted: 32, 64, 128, 2
 check "--configs w4g64,w4g64" 2 "--configs: 'w4g64' repeats 'w4g64'" "${req[@]}" "${S[@]}" --configs w4g64,w4g64
 check "--configs 4bit" 2 "--configs: cannot parse '4bit'" "${req[@]}" "${S[@]}" --configs 4bit
 check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${req[@]}" "${S[@]}" --backend tpu
+check "--tf32 on the cpu backend" 2 "--tf32 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --tf32
+check "--eval-dequantized on the cpu backend" 2 "--eval-dequantized applies to --backend cuda only" "${req[@]}" "${S[@]}" --eval-dequantized
+check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
+check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
@@ -101,6 +105,33 @@ check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect
 check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors
 check "inspect HF directory" 0 '["LlamaForCausalLM"]' inspect hf
 check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
+check "a run without evaluation" 0 "w4-g64-asym: quantized (no evaluation)" --model tiny.gguf --calib-text text.txt --seq-len 16 \
+  --eval-tokens 0 --configs w4g64 --calib-seqs 2 --threads 1
+
+# generate: on the GGUF (fp32), on an export (W4 through the CPU kernel; 3-bit is refused).
+long=$(printf 'x%.0s' $(seq 70))
+G=(generate --model tiny.gguf)
+check "generate --help" 0 "options of generate" generate --help
+check "generate without --prompt" 2 "generate: --prompt is required" "${G[@]}"
+check "generate empty prompt" 2 "--prompt: the prompt is empty" "${G[@]}" --prompt ""
+check "generate non-UTF-8 prompt" 2 "--prompt: not valid UTF-8 at byte offset 3" "${G[@]}" --prompt $'caf\xe9'
+check "generate prompt longer than the context" 2 "--prompt: 70 tokens, longer than the model's context of 64 tokens" "${G[@]}" --prompt "$long"
+check "generate prompt + new tokens > context" 2 "--max-new-tokens 60: with the prompt's 10 tokens it exceeds the model's context of 64" \
+  "${G[@]}" --prompt "0123456789" --max-new-tokens 60
+check "generate --max-new-tokens 0" 2 "--max-new-tokens: 0 is out of range" "${G[@]}" --prompt hi --max-new-tokens 0
+check "generate --temperature -1" 2 "--temperature: -1 is out of range" "${G[@]}" --prompt hi --temperature -1
+check "generate --top-p 0" 2 "--top-p: 0 is out of range (accepted: a number with 0 < P <= 1)" "${G[@]}" --prompt hi --top-p 0
+check "generate --top-p abc" 2 "--top-p: 'abc' is not a number" "${G[@]}" --prompt hi --top-p abc
+check "generate --seed -3" 2 "--seed: -3 is out of range" "${G[@]}" --prompt hi --seed -3
+check "generate a quantize option" 2 "unknown option --calib-text of generate" "${G[@]}" --prompt hi --calib-text text.txt
+check "generate --dequantize on a GGUF" 2 "--dequantize: tiny.gguf is not an AWQ checkpoint" "${G[@]}" --prompt hi --dequantize
+check "generate missing model" 2 "--model absent.gguf: no such file" generate --model absent.gguf --prompt hi
+check "generate greedy on the GGUF" 0 "decode 7 tokens" "${G[@]}" --prompt "The quick" --max-new-tokens 8 --threads 1
+check "export w4g64 and w3g64" 0 "exported exp/w3-g64-asym" "${req[@]}" "${S[@]}" --configs w4g64,w3g64 --calib-seqs 2 --threads 1 --export exp
+check "generate W4 on the export" 0 "W4A16 (AWQ, CPU kernel)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8
+check "generate dequantized on the export" 0 "fp32 (AWQ dequantized)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8 --dequantize
+check "generate a 3-bit export" 2 'quantization_config has version "awq_cpp_plain"; this engine runs AutoAWQ GEMM checkpoints: quant_method "awq", version "gemm", bits 4' \
+  generate --model exp/w3-g64-asym --prompt hi
 check "--shard-size abc" 2 "--shard-size: 'abc' is not a size (accepted: a whole number of bytes" "${req[@]}" "${S[@]}" --export exp/x --shard-size abc
 check "--shard-size 5GBs" 2 "--shard-size: '5GBs' is not a size" "${req[@]}" "${S[@]}" --export exp/x --shard-size 5GBs
 check "--shard-size 500" 2 "--shard-size: 500 is out of range (accepted:" "${req[@]}" "${S[@]}" --export exp/x --shard-size 500
@@ -118,6 +149,11 @@ check "an interrupted export resumed" 0 "w4-g64-asym: 1 of 2 blocks resumed from
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }
+  # Sampling is deterministic for a seed; W4 and its dequantized weights agree greedily on the tiny export.
+  sample() { "$tool" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 16 --temperature 0.8 --top-p 0.9 --seed "$1" 2>/dev/null; }
+  n=$((n + 1)); [ "$(sample 5)" = "$(sample 5)" ] || { fails=$((fails + 1)); echo "FAIL: two runs with --seed 5 differ"; }
+  greedy() { "$tool" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 16 "$@" 2>/dev/null; }
+  n=$((n + 1)); [ "$(greedy)" = "$(greedy --dequantize)" ] || { fails=$((fails + 1)); echo "FAIL: W4 and dequantized greedy text differ"; }
   if ls -A . outdir | grep -q awq_llama_probe; then fails=$((fails + 1)); echo "FAIL: a probe file was left behind"; fi
   x=exp/plain/w4-g64-asym
   shards=$(ls "$x" | grep -c '^model-[0-9]\{5\}-of-[0-9]\{5\}\.safetensors$')

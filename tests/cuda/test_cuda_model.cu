@@ -1,55 +1,57 @@
-// The model driver on backend::cuda against backend::cpu: the Llama policy's GPU forward on the
-// transformers goldens (q/k/v biases, GQA, tied embeddings), then the whole per-block flow over a
-// small Qwen2 checkpoint: the same α choices, the same clip bounds up to near-ties, and the
-// evaluation streams within float tolerance.
+// The model driver on backend::cuda against backend::cpu: the Llama and OPT policies' GPU forwards
+// on the transformers goldens (q/k/v biases, GQA, tied embeddings; LayerNorm with bias, ReLU), then
+// the whole per-block flow over small Qwen2 and OPT checkpoints: the same α choices, the same clip
+// bounds up to near-ties, and the evaluation streams within float tolerance.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "awq/model/arch/llama.cuh"
+#include "awq/model/arch/opt.cuh"
 #include "awq/model/hf_source.hpp"
 #include "awq/model/pipeline.hpp"
 #include "support.hpp"
 
 using awq::model::Llama;
+using awq::model::Opt;
 namespace bc = awq::backend;
 
 namespace {
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) { return awq_test::max_rel_err(a.data(), b.data(), a.size()); }
 
-}  // namespace
-
-TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
-  for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) {
-    CAPTURE(name);
-    const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
-    std::ifstream mf(dir + "/meta.json");
-    const auto meta = nlohmann::json::parse(mf);
-    const auto src = awq::model::HfSource::open(dir + "/hf");
-    const auto& c = src.config();
-    const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers");
-    const std::size_t n = static_cast<std::size_t>(B * T * c.hidden);
-    const auto lin = awq_test::read_f32(dir + "/layer_in.f32", n * L), lout = awq_test::read_f32(dir + "/layer_out.f32", n * L);
-    for (int l = 0; l < L; ++l) {
-      const auto blk = awq::model::load_block<bc::cuda, Llama>(src, c, l);
-      const awq::cuda::DeviceBuffer<float> x(std::vector<float>(lin.begin() + l * n, lin.begin() + (l + 1) * n));
-      awq::cuda::DeviceBuffer<float> y(n);
-      Llama::forward<bc::cuda>(c, {B, T}, blk, awq::make_row_major<const float>(x.data(), B * T, c.hidden),
-                               awq::make_row_major(y.data(), B * T, c.hidden), nullptr);
-      const double e = rel_err(y.download(), std::vector<float>(lout.begin() + l * n, lout.begin() + (l + 1) * n));
-      MESSAGE(name << " layer " << l << " on the GPU: " << e);
-      CHECK(e < 1e-5);
-    }
+template <class Arch>
+void check_forward(const std::string& name) {
+  CAPTURE(name);
+  const std::string dir = awq_test::golden_dir(std::string("arch_") + name);
+  std::ifstream mf(dir + "/meta.json");
+  const auto meta = nlohmann::json::parse(mf);
+  const auto src = awq::model::HfSource::open(dir + "/hf");
+  const auto& c = src.config();
+  const int B = meta.at("batch"), T = meta.at("seq_len"), L = meta.at("layers");
+  const std::size_t n = static_cast<std::size_t>(B * T * c.hidden);
+  const auto lin = awq_test::read_f32(dir + "/layer_in.f32", n * L), lout = awq_test::read_f32(dir + "/layer_out.f32", n * L);
+  for (int l = 0; l < L; ++l) {
+    const auto blk = awq::model::load_block<bc::cuda, Arch>(src, c, l);
+    const awq::cuda::DeviceBuffer<float> x(std::vector<float>(lin.begin() + l * n, lin.begin() + (l + 1) * n));
+    awq::cuda::DeviceBuffer<float> y(n);
+    Arch::template forward<bc::cuda>(c, {B, T}, blk, awq::make_row_major<const float>(x.data(), B * T, c.hidden),
+                                   awq::make_row_major(y.data(), B * T, c.hidden), nullptr);
+    const double e = rel_err(y.download(), std::vector<float>(lout.begin() + l * n, lout.begin() + (l + 1) * n));
+    MESSAGE(name << " layer " << l << " on the GPU: " << e);
+    CHECK(e < 1e-5);
   }
 }
 
-TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") {
-  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
+template <class Arch>
+void check_driver(const std::string& name) {
+  CAPTURE(name);
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_" + name) + "/hf");
   const auto& c = src.config();
   const awq::model::Batch calib{4, 16}, eval{2, 16};
   const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 11, 1.0);
@@ -65,7 +67,7 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
     r.streams = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
     awq::model::PipelineOptions opt;
     opt.block.quant = awq::QuantSpec{4, 32, true};
-    awq::model::quantize_model<B, Llama>(src, calib, hf, r.streams, opt, [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
+    awq::model::quantize_model<B, Arch>(src, calib, hf, r.streams, opt, [&](const awq::model::QuantizedBlock& b) { r.blocks.push_back(b); });
     return r;
   };
   const Run cpu = run(bc::cpu{}), gpu = run(bc::cuda{});
@@ -97,4 +99,105 @@ TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 
     MESSAGE("stream " << k << " GPU vs CPU relative error " << e);
     CHECK(e < (k == 0 ? 1e-5 : 1e-2));
   }
+  // Perplexity of each stream evaluated where it was computed: the GPU job's figures are the CPU's.
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 104729 + 5) % static_cast<std::size_t>(c.vocab));
+  for (std::size_t k = 0; k < 3; ++k) {
+    const double pc = awq::model::HeadEval<bc::cpu>::perplexity(head, cpu.streams[k].hidden, tokens, eval.seq_len).ppl;
+    const double pg = awq::model::HeadEval<bc::cuda>::perplexity(head, gpu.streams[k].hidden, tokens, eval.seq_len).ppl;
+    MESSAGE("stream " << k << " perplexity CPU " << pc << ", GPU " << pg);
+    CHECK(std::fabs(pg - pc) <= 1e-3 * pc);
+  }
 }
+
+TEST_CASE("model on cuda: Finalize<cuda> gives finalize_linear's codes, zeros, fp16 scales and weights") {
+  const awq::index_t rows = 96, cols = 512;
+  for (const awq::QuantSpec spec : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 128, true}, awq::QuantSpec{4, 32, false},
+                                    awq::QuantSpec{8, 64, true}, awq::QuantSpec{2, 256, true}}) {
+    CAPTURE(spec.name());
+    const auto w64 = awq_test::random_weights(rows, cols, awq_test::Dist::outliers, 21, 0.05);
+    std::vector<float> host(w64.begin(), w64.end());
+    awq::cuda::DeviceBuffer<float> dev(host);
+    const auto qc = awq::model::Finalize<bc::cpu>::run(awq::make_row_major(host.data(), rows, cols), spec);
+    const auto qg = awq::model::Finalize<bc::cuda>::run(awq::make_row_major(dev.data(), rows, cols), spec);
+    CHECK(qg.out == qc.out);
+    CHECK(qg.in == qc.in);
+    CHECK(qg.groups == qc.groups);
+    CHECK(qg.codes == qc.codes);
+    CHECK(qg.zeros == qc.zeros);
+    REQUIRE(qg.scales.size() == qc.scales.size());
+    long scale_diff = 0;
+    for (std::size_t i = 0; i < qc.scales.size(); ++i) scale_diff += static_cast<float>(qg.scales[i]) != static_cast<float>(qc.scales[i]);
+    CHECK(scale_diff == 0);
+    const std::vector<float> wg = dev.download();
+    CHECK(std::memcmp(wg.data(), host.data(), host.size() * sizeof(float)) == 0);  // the same dequantized weight, bit for bit
+  }
+  std::vector<float> bad(static_cast<std::size_t>(rows * cols), 0.5f);
+  bad[static_cast<std::size_t>(7 * cols + 130)] = NAN;
+  awq::cuda::DeviceBuffer<float> dev(bad);
+  CHECK_THROWS_WITH_AS(awq::model::Finalize<bc::cuda>::run(awq::make_row_major(dev.data(), rows, cols), awq::QuantSpec{4, 64, true}),
+                       doctest::Contains("non-finite weight at row 7, column 130 (group 2)"), awq::Error);
+}
+
+TEST_CASE("model on cuda: HeadEval<cuda> gives the host's perplexity") {
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_smollm_tied") + "/hf");
+  const auto head = awq::model::Head<Llama>::load(src);
+  const auto& c = src.config();
+  const int seq_len = 24, n_seq = 5;
+  const auto h = awq_test::random_weights(n_seq * seq_len, c.hidden, awq_test::Dist::outliers, 31, 1.0);
+  const std::vector<float> hidden(h.begin(), h.end());
+  std::vector<int> tokens(static_cast<std::size_t>(n_seq * seq_len));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7919 + 13) % static_cast<std::size_t>(c.vocab));
+  const auto cpu = awq::model::HeadEval<bc::cpu>::perplexity(head, hidden, tokens, seq_len);
+  const auto gpu = awq::model::HeadEval<bc::cuda>::perplexity(head, hidden, tokens, seq_len);
+  MESSAGE("perplexity CPU " << cpu.ppl << ", GPU " << gpu.ppl);
+  CHECK(gpu.predicted == cpu.predicted);
+  CHECK(std::fabs(gpu.nll - cpu.nll) <= 1e-5 * std::fabs(cpu.nll));  // fp32 logits in two GEMM orders
+  tokens[9] = c.vocab;
+  CHECK_THROWS_WITH_AS(awq::model::HeadEval<bc::cuda>::perplexity(head, hidden, tokens, seq_len),
+                       doctest::Contains(("token id " + std::to_string(c.vocab) + " at 9 is outside the vocabulary").c_str()), awq::Error);
+}
+
+TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the dequantized weights do") {
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");  // q/k/v biases
+  const auto& c = src.config();
+  const awq::model::Batch calib{4, 16}, eval{3, 16};
+  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 41, 1.0);
+  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 42, 1.0);
+  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  const auto run = [&](bool kernels) {
+    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    opt.kernel_eval = kernels;
+    awq::model::quantize_model<bc::cuda, Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
+    return s;
+  };
+  const auto deq = run(false), ker = run(true);
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7907 + 3) % static_cast<std::size_t>(c.vocab));
+  for (std::size_t k = 0; k < deq.size(); ++k) {
+    // The kernels see fp16 activations (relative rounding 2^-11) with fp32 accumulation.
+    const double err = rel_err(ker[k].hidden, deq[k].hidden);
+    const double pd = awq::model::HeadEval<bc::cuda>::perplexity(head, deq[k].hidden, tokens, eval.seq_len).nll;
+    const double pk = awq::model::HeadEval<bc::cuda>::perplexity(head, ker[k].hidden, tokens, eval.seq_len).nll;
+    MESSAGE("stream " << k << ": kernels vs dequantized, hidden " << err << ", nll " << pk << " vs " << pd);
+    CHECK(err > 0);  // the kernels did run
+    CHECK(err < 1e-2);
+    CHECK(std::fabs(pk - pd) <= 1e-3 * std::fabs(pd));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
+  for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) check_forward<Llama>(name);
+}
+
+TEST_CASE("model on cuda: the OPT forward (LayerNorm with bias, ReLU) matches transformers") { check_forward<Opt>("opt"); }
+
+TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") { check_driver<Llama>("qwen2_bias"); }
+
+TEST_CASE("model on cuda: the driver makes the CPU backend's choices on an OPT checkpoint") { check_driver<Opt>("opt"); }

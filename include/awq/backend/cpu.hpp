@@ -333,6 +333,9 @@ struct cpu {
     std::copy(src, src + n, host);
   }
 
+  /// Waits for the backend's queued work (the host computes synchronously: nothing to wait for).
+  static void synchronize() {}
+
   /// m(r, c) · s[c] (or / s[c] with `divide`), in place: folding scales into a linear's input
   /// columns, a norm's weight (a 1 × n view) or cached activations. s is on the host.
   template <class S>

@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -359,6 +360,18 @@ struct cuda {
   /// The calling thread's stream.
   static cudaStream_t stream() { return ::awq::cuda::this_thread_context().stream; }
 
+  /// Lets fp32 products (linear, the Llama policy's attention) run on TF32 tensor cores: inputs
+  /// rounded to a 10-bit mantissa, fp32 accumulation, several times the fp32 rate on Hopper.
+  /// Off by default, so that the searches compare losses at the CPU's precision. Process-wide.
+  static void set_tf32(bool on) { tf32_flag().store(on); }
+  /// Whether set_tf32(true) is in effect.
+  static bool tf32() { return tf32_flag().load(); }
+  /// The cuBLAS compute type of a product with storage S under the current setting.
+  template <class S>
+  static cublasComputeType_t compute_type() {
+    return std::is_same_v<S, float> && tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+
   /// A device buffer holding a copy of n host values.
   template <class T>
   static buffer<T> upload(const T* host, std::size_t n) {
@@ -374,6 +387,9 @@ struct cuda {
     if (n) cu::check(cudaMemcpyAsync(host, src, n * sizeof(T), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync device->host");
     cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
   }
+
+  /// Waits for the calling thread's stream (phase timings).
+  static void synchronize() { ::awq::cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
 
   /// m(r, c) · s[c] (or / s[c]) in place on the device; s on the host (see backend::cpu::scale_cols).
   template <class S>
@@ -515,7 +531,7 @@ struct cuda {
                            static_cast<int>(x.cols()), &one, w.data(), cu::detail::cuda_type<S>::value,
                            static_cast<int>(w.row_stride()), x.data(), cu::detail::cuda_type<S>::value,
                            static_cast<int>(x.row_stride()), &zero, y.data(), cu::detail::cuda_type<Y>::value,
-                           static_cast<int>(y.row_stride()), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                           static_cast<int>(y.row_stride()), compute_type<S>(), CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx (awq::backend::cuda::linear)");
     if (bias) {
       cu::detail::add_bias_kernel<Y, S><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, ctx.stream>>>(y, bias);
@@ -677,6 +693,12 @@ struct cuda {
       cu::check(cudaMemcpyAsync(h.data(), b.data(), h.size() * sizeof(T), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
     cu::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
     return h;
+  }
+
+ private:
+  static std::atomic<bool>& tf32_flag() {
+    static std::atomic<bool> on{false};
+    return on;
   }
 };
 

@@ -26,12 +26,17 @@
 /// \endcode
 /// The driver never knows a model's struct or a file format: it loads `block_tensors` from a
 /// weight source, runs `forward` to capture inputs, and folds scales by the groups' description.
+/// The model's ends (awq/model/head.hpp) read further names from a policy: its embedding, final
+/// norm and output projection, and optionally learned positions and a norm bias. Shipped:
+/// awq::model::Llama (RMSNorm, RoPE, SwiGLU) and awq::model::Opt (LayerNorm with bias, ReLU).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "awq/model/block.hpp"
+#include "awq/model/config.hpp"
+#include "awq/search/scale.hpp"
 
 namespace awq::model {
 
@@ -57,5 +62,30 @@ struct ClipTarget {
   std::string linear;  ///< "self_attn.v_proj"
   int input = 0;       ///< slot of the captured input
 };
+
+/// The weights and biases of group `g`'s linears in `blk`, in order: a module's search arguments,
+/// or the module itself as `LinearsBlock` when the loss is the linears' own output.
+template <class Backend>
+std::vector<Linear<float>> group_linears(const Block<Backend>& blk, const LinearGroup& g) {
+  std::vector<Linear<float>> lin;
+  for (const auto& l : g.linears) lin.push_back({linear_weight(blk, l), linear_bias(blk, l)});
+  return lin;
+}
+
+/// The capture buffers of `Arch::forward` over `tokens` rows: `*cap` when given, else `local`,
+/// resized to `Arch::n_inputs` tensors of [tokens, Arch::input_cols(c, slot)].
+template <class Arch, class Backend>
+std::vector<Tensor<Backend>>& input_buffers(const ModelConfig& c, index_t tokens, std::vector<Tensor<Backend>>* cap,
+                                            std::vector<Tensor<Backend>>& local) {
+  std::vector<Tensor<Backend>>& in = cap ? *cap : local;
+  in.resize(Arch::n_inputs);
+  for (int s = 0; s < Arch::n_inputs; ++s) {
+    Tensor<Backend>& t = in[static_cast<std::size_t>(s)];
+    t.rows = tokens;
+    t.cols = Arch::input_cols(c, s);
+    t.data = typename Backend::template buffer<float>(static_cast<std::size_t>(tokens * t.cols));
+  }
+  return in;
+}
 
 }  // namespace awq::model

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -30,6 +31,11 @@ struct TensorSpec {
   std::string name;                ///< e.g. "self_attn.q_proj.weight"
   std::vector<std::int64_t> shape;  ///< Hugging Face order
 };
+
+/// \brief A linear's product y = x · Wᵀ (+ bias) computed from its quantized form rather than
+///        from dequantized fp32 weights: an architecture's forward uses it when the block holds
+///        one (Block::set_linear).
+using LinearOp = std::function<void(const MatrixView<const float>& x, const MatrixView<float>& y)>;
 
 /// \brief An fp32 tensor in the memory of `Backend`.
 template <class Backend>
@@ -100,8 +106,45 @@ class Block {
     return n;
   }
 
+  /// Makes the forward compute linear `name` ("mlp.up_proj") with `op` (bias included) instead of
+  /// its fp32 weight; an empty op removes it. Search modules never use it. Not copied by clone().
+  void set_linear(const std::string& name, LinearOp op) {
+    if (op) ops_[name] = std::move(op);
+    else ops_.erase(name);
+  }
+  /// The op set for linear `name`, or nullptr.
+  const LinearOp* linear_op(const std::string& name) const {
+    const auto it = ops_.find(name);
+    return it == ops_.end() ? nullptr : &it->second;
+  }
+
  private:
   std::map<std::string, Tensor<Backend>> t_;
+  std::map<std::string, LinearOp> ops_;
 };
+
+/// The weight [out, in] of linear `linear` ("self_attn.q_proj") of `blk`.
+template <class Backend>
+MatrixView<const float> linear_weight(const Block<Backend>& blk, const std::string& linear) {
+  return blk.at(linear + ".weight").matrix();
+}
+
+/// The bias of linear `linear` of `blk`, or nullptr when it has none.
+template <class Backend>
+const float* linear_bias(const Block<Backend>& blk, const std::string& linear) {
+  return blk.contains(linear + ".bias") ? blk.at(linear + ".bias").data.data() : nullptr;
+}
+
+/// y = linear `name` of `blk` on x: with `ops`, the block's op for it (Block::set_linear) where it
+/// holds one; else the weight `w` and the block's bias through Backend::linear. A forward passes
+/// the block's own weights and `ops`; a search module passes candidate weights and no `ops`.
+template <class Backend>
+void linear_forward(const Block<Backend>& blk, const std::string& name, bool ops, const MatrixView<const float>& x,
+                    const MatrixView<const float>& w, const MatrixView<float>& y) {
+  if (const LinearOp* op = ops ? blk.linear_op(name) : nullptr)
+    (*op)(x, y);
+  else
+    Backend::linear(x, w, linear_bias(blk, name), y);
+}
 
 }  // namespace awq::model

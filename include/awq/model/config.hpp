@@ -15,7 +15,7 @@ namespace awq::model {
 
 /// \brief Hyper-parameters of a decoder-only transformer (the fields the shipped architectures use).
 struct ModelConfig {
-  std::string architecture;        ///< model family: "llama", "mistral", "qwen2", …
+  std::string architecture;        ///< model family: "llama", "mistral", "qwen2", "opt", …
   int hidden = 0;                  ///< hidden size
   int intermediate = 0;            ///< MLP inner size
   int n_heads = 0;                 ///< attention heads
@@ -29,6 +29,10 @@ struct ModelConfig {
   bool qkv_bias = false;           ///< q/k/v projections have biases (Qwen2)
   bool o_bias = false;             ///< o_proj has a bias
   bool mlp_bias = false;           ///< gate/up/down have biases
+  int max_positions = 0;           ///< max_position_embeddings (0: not given)
+  std::string activation;          ///< hidden_act / activation_function ("": not given)
+  bool norm_before = true;         ///< pre-norm blocks (OPT's do_layer_norm_before)
+  int embed_proj_dim = 0;          ///< OPT's word_embed_proj_dim (0: not given, i.e. hidden)
 
   /// Throws awq::Error unless every size is positive and the heads divide evenly.
   void validate(const std::string& where) const {
@@ -79,6 +83,17 @@ struct ModelConfig {
     c.qkv_bias = c.architecture == "qwen2" || attn_bias;
     c.o_bias = attn_bias;
     c.mlp_bias = opt_bool("mlp_bias", false);
+    if (j.contains("max_position_embeddings") && j.at("max_position_embeddings").is_number_integer())
+      c.max_positions = j.at("max_position_embeddings").get<int>();
+    for (const char* k : {"hidden_act", "activation_function"})
+      if (c.activation.empty() && j.contains(k) && j.at(k).is_string()) c.activation = j.at(k).get<std::string>();
+    if (c.architecture == "opt") {  // LayerNorm at torch's default eps, one switch for every bias, tied by default
+      c.norm_eps = 1e-5f;
+      c.tied_embeddings = opt_bool("tie_word_embeddings", true);
+      c.qkv_bias = c.o_bias = c.mlp_bias = opt_bool("enable_bias", true);
+      c.norm_before = opt_bool("do_layer_norm_before", true);
+      if (j.contains("word_embed_proj_dim")) c.embed_proj_dim = get_int("word_embed_proj_dim");
+    }
     c.validate(where);
     return c;
   }

@@ -8,7 +8,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "awq/backend/cpu.hpp"
 #include "awq/config.hpp"
+#include "awq/layout/awq_gemm.hpp"
+#include "awq/model/block.hpp"
+#include "awq/pack.hpp"
 #include "awq/quantizer.hpp"
 #include "awq/view.hpp"
 
@@ -51,5 +55,67 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
     }
   return q;
 }
+
+/// \brief A 4-bit QuantizedLinear in the AutoAWQ GEMM layout (owning), e.g. for the W4A16 kernels.
+struct AwqGemmPacked {
+  index_t in = 0;                       ///< K
+  index_t out = 0;                      ///< N
+  index_t groups = 0;                   ///< K / group
+  std::vector<std::int32_t> qweight;    ///< [K, N/8]
+  std::vector<std::int32_t> qzeros;     ///< [K/G, N/8]
+  std::vector<Eigen::half> scales;      ///< [K/G, N]
+  /// Views of the three.
+  AwqGemmWeights view() const {
+    return {make_row_major(qweight.data(), in, out / 8), make_row_major(qzeros.data(), groups, out / 8),
+            make_row_major(scales.data(), groups, out)};
+  }
+};
+
+/// Packs a 4-bit linear into the AutoAWQ GEMM layout; awq::Error unless 4-bit with N % 8 == 0.
+inline AwqGemmPacked pack_awq_gemm(const QuantizedLinear& q, int bits) {
+  detail::require(bits == 4 && q.out % 8 == 0, "awq::model::pack_awq_gemm: ", bits, "-bit weights with ", q.out,
+                  " outputs (accepted: 4-bit, outputs a multiple of 8)");
+  AwqGemmPacked p;
+  p.in = q.in;
+  p.out = q.out;
+  p.groups = q.groups;
+  p.qweight.resize(static_cast<std::size_t>(q.in * q.out / 8));
+  p.qzeros.resize(static_cast<std::size_t>(q.groups * q.out / 8));
+  p.scales.resize(q.scales.size());
+  awq::pack_awq_gemm(make_row_major(q.codes.data(), q.out, q.in), make_row_major(p.qweight.data(), q.in, q.out / 8));
+  awq::pack_awq_gemm(make_row_major(q.zeros.data(), q.out, q.groups), make_row_major(p.qzeros.data(), q.groups, q.out / 8));
+  transpose_scales(make_row_major(q.scales.data(), q.out, q.groups), make_row_major(p.scales.data(), q.groups, q.out));
+  return p;
+}
+
+/// \brief finalize_linear where the weight lives: `Finalize<Backend>::run(w, spec)` with `w` in
+///        the backend's memory, replaced there by its dequantized value; the codes, zeros and
+///        scales come back to the host. Declared only: backend::cpu is below, backend::cuda in
+///        awq/model/finalize.cuh, so a missing include fails to compile instead of mixing definitions.
+template <class Backend>
+struct Finalize;
+
+/// \brief On the host: finalize_linear itself.
+template <>
+struct Finalize<backend::cpu> {
+  /// finalize_linear(w, spec).
+  static QuantizedLinear run(const MatrixView<float>& w, const QuantSpec& spec) { return finalize_linear(w, spec); }
+};
+
+/// \brief The backend's quantized-weight product for a finalized linear: `KernelLinear<Backend>::
+///        make(q, spec, bias)` returns an op, or an empty one where the backend has no kernel for
+///        this quantization (then the dequantized weights serve). Declared only: backend::cpu is
+///        below, backend::cuda (the W4A16 kernels) in awq/model/finalize.cuh.
+template <class Backend>
+struct KernelLinear;
+
+/// \brief On the host the evaluation stays on dequantized weights: for the thousands of rows
+///        an evaluation multiplies at once, Eigen's fp32 GEMM is faster than the W4A16 kernels,
+///        which are written for decoding (a few rows).
+template <>
+struct KernelLinear<backend::cpu> {
+  /// Always empty.
+  static LinearOp make(const QuantizedLinear&, const QuantSpec&, const float*) { return {}; }
+};
 
 }  // namespace awq::model

@@ -120,17 +120,13 @@ BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& b
   return res;
 }
 
-/// \brief Quantizes every linear of `blk` with fp16 scales (awq/model/finalize.hpp), replacing its
-///        weights by their dequantized values; returns the quantized linears by name.
+/// \brief Quantizes every linear of `blk` with fp16 scales where it lives (Finalize<Backend>,
+///        awq/model/finalize.hpp), replacing its weights by their dequantized values; returns the
+///        quantized linears by name.
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block(const ModelConfig& c, Block<Backend>& blk, const QuantSpec& spec) {
   std::map<std::string, QuantizedLinear> out;
-  for (const auto& l : Arch::linears(c)) {
-    auto& t = blk.at(l + ".weight");
-    std::vector<float> w = blk.host(l + ".weight");
-    out[l] = finalize_linear(make_row_major(w.data(), t.rows, t.cols), spec);
-    t.data = Backend::upload(w.data(), w.size());
-  }
+  for (const auto& l : Arch::linears(c)) out[l] = Finalize<Backend>::run(blk.at(l + ".weight").matrix(), spec);
   return out;
 }
 
@@ -163,12 +159,20 @@ struct PipelineOptions {
   int layers = -1;                             ///< the first N blocks only (-1: all)
   ProgressCallback progress{};                 ///< per block ("AWQ blocks") and per phase
   index_t stream_chunk_tokens = 4096;          ///< streams go through a block this many tokens at a time
+  /// Carry the RTN and AWQ streams through the backend's quantized-weight kernels
+  /// (KernelLinear<Backend>) where it has them, instead of the dequantized fp32 weights: what an
+  /// engine running the checkpoint computes (on the GPU: fp16 activations, the W4A16 kernels).
+  bool kernel_eval = false;
 };
 
 /// \brief Summary of a quantize_model run.
 struct PipelineResult {
   int blocks = 0;   ///< blocks quantized
   int resumed = 0;  ///< of which taken from checkpoints
+  /// Wall seconds per phase, summed over the blocks: "load" (source → backend), "carry" (the
+  /// streams, with the RTN stream's quantization), "capture" (the calibration forward), "search"
+  /// (scales, folds, clip), "finalize" (quantization), "sink".
+  std::map<std::string, double> seconds;
 };
 
 /// Loads block `layer`'s tensors from `src` into the backend's memory; optional tensors (biases)
@@ -232,21 +236,40 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     return false;
   };
 
+  const auto attach_kernels = [&](Block<Backend>& b, const std::map<std::string, QuantizedLinear>& q) {
+    if (!opt.kernel_eval) return;
+    for (const auto& [name, ql] : q) {
+      const std::string bn = name + ".bias";
+      b.set_linear(name, KernelLinear<Backend>::make(ql, opt.block.quant, b.contains(bn) ? b.at(bn).data.data() : nullptr));
+    }
+  };
+
   PipelineResult result;
   const int n = opt.layers >= 0 ? std::min(opt.layers, c.layers) : c.layers;
   detail::ProgressTracker tracker(opt.progress, "AWQ " + opt.block.quant.name() + " blocks", n);
+  // Phase timings wait for the backend at each boundary, so a phase is charged with its own work.
+  using Clock = std::chrono::steady_clock;
+  auto t_mark = Clock::now();
+  const auto lap = [&](const char* phase) {
+    Backend::synchronize();
+    const auto now = Clock::now();
+    result.seconds[phase] += std::chrono::duration<double>(now - t_mark).count();
+    t_mark = now;
+  };
   for (int li = 0; li < n; ++li) {
     Block<Backend> blk = load_block<Backend, Arch>(src, c, li);
+    lap("load");
     carry(StreamKind::fp, blk);
     if (has(StreamKind::rtn)) {
       Block<Backend> rtn = blk.clone();
-      finalize_block<Backend, Arch>(c, rtn, opt.block.quant);
+      attach_kernels(rtn, finalize_block<Backend, Arch>(c, rtn, opt.block.quant));
       carry(StreamKind::rtn, rtn);
     }
+    lap("carry");
     // The capture forward's output is the next block's input (the full-precision one, as the reference).
     std::vector<Tensor<Backend>> in;
     Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
-
+    lap("capture");
     QuantizedBlock qb;
     qb.index = li;
     qb.prefix = Arch::block_prefix(li);
@@ -267,8 +290,12 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     qb.result = search_block<Backend, Arch>(c, calib, blk, in, opt.block, qb.resumed ? &given : nullptr);
     if (opt.checkpoint && !qb.resumed) opt.checkpoint->save(li, qb.result);
     in.clear();
+    lap("search");
     qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
+    lap("finalize");
+    if (has(StreamKind::awq)) attach_kernels(blk, qb.linears);
     carry(StreamKind::awq, blk);
+    lap("carry");
     for (const auto& t : Arch::block_tensors(c)) {
       const std::string lin = t.name.substr(0, t.name.rfind('.'));
       if (qb.linears.count(lin) && t.name == lin + ".weight") continue;
@@ -276,6 +303,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       qb.shapes[t.name] = t.shape;
     }
     sink(static_cast<const QuantizedBlock&>(qb));
+    lap("sink");
     std::swap(h, next);
     ++result.blocks;
     tracker.step(li + 1);

@@ -38,6 +38,27 @@ __device__ __forceinline__ void warp_minmax(float& lo, float& hi) {
   }
 }
 
+/// One warp: [lo, hi] of row r's group j (elements [j·g, (j + 1)·g)), lanes striding it. A
+/// non-finite element's linear index goes to `bad` (the smallest wins); false when there was one.
+template <class T>
+__device__ __forceinline__ bool warp_group_range(const MatrixView<T>& w, index_t r, index_t j, index_t g, int lane,
+                                                 unsigned long long* bad, float& lo, float& hi) {
+  lo = INFINITY;
+  hi = -INFINITY;
+  bool finite = true;
+  for (index_t i = lane; i < g; i += 32) {
+    const float x = to_float(w(r, j * g + i));
+    if (!isfinite(x)) {
+      finite = false;
+      atomicMin(bad, static_cast<unsigned long long>(r * w.cols() + j * g + i));
+    }
+    lo = fminf(lo, x);
+    hi = fmaxf(hi, x);
+  }
+  warp_minmax(lo, hi);
+  return __all_sync(0xffffffffu, finite);
+}
+
 /// One warp: the quantizer's parameters of the group value(i), i in [j0, j0 + g), lanes striding it.
 template <class Cfg, class Value>
 __device__ __forceinline__ GroupParams<float> warp_group_params(index_t j0, index_t g, int lane, Value&& value) {
@@ -61,19 +82,8 @@ __global__ void pseudo_quantize_kernel(MatrixView<const T> w, MatrixView<T> out,
   const int lane = threadIdx.x % 32;
   if (warp >= w.rows() * ng) return;
   const index_t r = warp / ng, j = warp % ng;
-  float lo = INFINITY, hi = -INFINITY;
-  bool finite = true;
-  for (index_t i = lane; i < g; i += 32) {
-    const float x = to_float(w(r, j * g + i));
-    if (!isfinite(x)) {
-      finite = false;
-      atomicMin(bad, static_cast<unsigned long long>(r * w.cols() + j * g + i));
-    }
-    lo = fminf(lo, x);
-    hi = fmaxf(hi, x);
-  }
-  warp_minmax(lo, hi);
-  if (!__all_sync(0xffffffffu, finite)) return;
+  float lo, hi;
+  if (!warp_group_range(w, r, j, g, lane, bad, lo, hi)) return;
   const GroupParams<float> p = group_params<Cfg>(lo, hi);
   if (lane == 0 && scales) scales[r * ng + j] = p.scale;
   if (lane == 0 && zeros) zeros[r * ng + j] = Cfg::zero_point ? p.zero : 0.0f;

@@ -4,6 +4,7 @@
 ///        run on backend::cuda. RMSNorm, rotate_half RoPE, causal softmax and SwiGLU as small
 ///        kernels in fp32; the attention products as cuBLAS strided-batched GEMMs (fp32 accumulation,
 ///        GQA by addressing the shared KV head). Every view must be contiguous device memory.
+///        Also brings the driver's other GPU parts: Finalize<cuda> and HeadEval<cuda>.
 #pragma once
 
 #include <cublas_v2.h>
@@ -14,6 +15,8 @@
 
 #include "awq/backend/cuda.cuh"
 #include "awq/model/arch/llama.hpp"
+#include "awq/model/finalize.cuh"
+#include "awq/model/head.cuh"
 
 namespace awq::detail::llama_cuda {
 
@@ -160,22 +163,36 @@ struct LlamaKernels<backend::cuda> {
     namespace cu = ::awq::cuda;
     kk::require_contiguous("q", q);
     kk::require_contiguous("k", k);
-    kk::require_contiguous("v", v);
-    kk::require_contiguous("ctx", ctx);
-    const index_t tok = q.rows(), hd = static_cast<index_t>(c.n_heads) * c.head_dim, hdkv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
-    const int L = b.seq_len, D = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    const index_t tok = q.rows();
+    const int L = b.seq_len, D = c.head_dim;
     cudaStream_t st = backend::cuda::stream();
     const cu::DeviceBuffer<float> rope(rope_cos_sin(L, D, c.rope_theta));
     const auto* cs = reinterpret_cast<const float2*>(rope.data());  // (cos, sin) pairs; cudaMalloc aligns
     kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, cs);
     kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
     cu::check(cudaGetLastError(), "rope_kernel launch");
+    causal_attention(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)));
+  }
+
+  /// ctx [T, n_heads·d] = causal softmax(scaling · q·kᵀ)·v per sequence and head (GQA: head h
+  /// reads KV head h / (n_heads / n_kv_heads)); no position encoding.
+  static void causal_attention(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q,
+                               const MatrixView<const float>& k, const MatrixView<const float>& v,
+                               const MatrixView<float>& ctx, float scaling) {
+    namespace kk = detail::llama_cuda;
+    namespace cu = ::awq::cuda;
+    kk::require_contiguous("q", q);
+    kk::require_contiguous("k", k);
+    kk::require_contiguous("v", v);
+    kk::require_contiguous("ctx", ctx);
+    const index_t hd = static_cast<index_t>(c.n_heads) * c.head_dim, hdkv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
+    const int L = b.seq_len, D = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    cudaStream_t st = backend::cuda::stream();
     // Sequences go in chunks whose fp32 scores fit 1 GiB: per chunk one strided-batched GEMM per
     // head for the scores and one for the context, batched over the chunk's sequences.
     const long long LL = static_cast<long long>(L) * L, per_seq = static_cast<long long>(c.n_heads) * LL;
     const int chunk = static_cast<int>(std::max<long long>(1, std::min<long long>(b.n_seq, (1LL << 30) / (per_seq * 4))));
     cu::DeviceBuffer<float> scores(static_cast<std::size_t>(chunk * per_seq)), P(static_cast<std::size_t>(chunk * per_seq));
-    const float scaling = static_cast<float>(std::pow(static_cast<double>(D), -0.5));
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = cu::this_thread_context().handle();
     const long long sq = static_cast<long long>(L) * hd, skv = static_cast<long long>(L) * hdkv;
@@ -189,7 +206,7 @@ struct LlamaKernels<backend::cuda> {
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
                                              Q + hq * D, CUDA_R_32F, static_cast<int>(hd), sq, &zero, scores.data() + hq * LL, CUDA_R_32F, L,
-                                             per_seq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                             per_seq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (scores)");
       }
       kk::causal_softmax<float>(scores.data(), static_cast<index_t>(nb) * c.n_heads * L, L, scaling, P.data(), st);
@@ -197,7 +214,7 @@ struct LlamaKernels<backend::cuda> {
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
                                              P.data() + hq * LL, CUDA_R_32F, L, per_seq, &zero, C + hq * D, CUDA_R_32F, static_cast<int>(hd),
-                                             sq, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                             sq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (context)");
       }
     }

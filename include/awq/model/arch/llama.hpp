@@ -87,13 +87,20 @@ struct LlamaKernels<backend::cpu> {
   /// ctx [T, n_heads·d] = causal softmax(q·kᵀ/√d)·v per sequence and head, q and k rotated here.
   static void attention(const ModelConfig& cfg, const Batch& b, const MatrixView<float>& q, const MatrixView<float>& k,
                         const MatrixView<const float>& v, const MatrixView<float>& ctx) {
-    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     rope(q, cfg.n_heads, cfg.head_dim, b.seq_len, cfg.rope_theta);
     rope(k, cfg.n_kv_heads, cfg.head_dim, b.seq_len, cfg.rope_theta);
+    causal_attention(cfg, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(cfg.head_dim), -0.5)));
+  }
+
+  /// ctx [T, n_heads·d] = causal softmax(scaling · q·kᵀ)·v per sequence and head (GQA: head h
+  /// reads KV head h / (n_heads / n_kv_heads)); no position encoding.
+  static void causal_attention(const ModelConfig& cfg, const Batch& b, const MatrixView<const float>& q,
+                               const MatrixView<const float>& k, const MatrixView<const float>& v,
+                               const MatrixView<float>& ctx, float scaling) {
+    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const int d = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads, L = b.seq_len;
-    const float scaling = static_cast<float>(std::pow(static_cast<double>(d), -0.5));
-    const auto Qm = backend::cpu::map(MatrixView<const float>(q));
-    const auto Km = backend::cpu::map(MatrixView<const float>(k));
+    const auto Qm = backend::cpu::map(q);
+    const auto Km = backend::cpu::map(k);
     const auto Vm = backend::cpu::map(v);
     auto Cm = backend::cpu::map(ctx);
     Mat scores(L, L);
@@ -210,19 +217,20 @@ struct Llama {
     return slot == 1 ? static_cast<index_t>(c.n_heads) * c.head_dim : slot == 3 ? c.intermediate : c.hidden;
   }
 
-  /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the block).
+  /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the
+  /// block); with `ops`, the block's linear ops (Block::set_linear) where it holds them.
   template <class Backend>
   static void attention_context(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                                 const MatrixView<const float>& wq, const MatrixView<const float>& wk,
-                                const MatrixView<const float>& wv, const MatrixView<float>& ctx) {
+                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, bool ops = false) {
     using Buf = typename Backend::template buffer<float>;
     const index_t T = x.rows(), kv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
     Buf q(static_cast<std::size_t>(T * wq.rows())), k(static_cast<std::size_t>(T * kv)), v(static_cast<std::size_t>(T * kv));
     const auto qv = make_row_major(q.data(), T, wq.rows()), kvw = make_row_major(k.data(), T, kv),
                vv = make_row_major(v.data(), T, kv);
-    Backend::linear(x, wq, bias(blk, "self_attn.q_proj"), qv);
-    Backend::linear(x, wk, bias(blk, "self_attn.k_proj"), kvw);
-    Backend::linear(x, wv, bias(blk, "self_attn.v_proj"), vv);
+    linear_forward(blk, "self_attn.q_proj", ops, x, wq, qv);
+    linear_forward(blk, "self_attn.k_proj", ops, x, wk, kvw);
+    linear_forward(blk, "self_attn.v_proj", ops, x, wv, vv);
     LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const float>(vv), ctx);
   }
 
@@ -239,7 +247,7 @@ struct Llama {
       typename Backend::template buffer<float> ctx(static_cast<std::size_t>(x.rows() * w[0].rows()));
       const auto cv = make_row_major(ctx.data(), x.rows(), w[0].rows());
       attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv);
-      Backend::linear(MatrixView<const float>(cv), weight(*blk, "self_attn.o_proj"), bias(*blk, "self_attn.o_proj"), out);
+      Backend::linear(MatrixView<const float>(cv), linear_weight(*blk, "self_attn.o_proj"), linear_bias(*blk, "self_attn.o_proj"), out);
     }
   };
 
@@ -255,7 +263,7 @@ struct Llama {
       typename Backend::template buffer<float> act(static_cast<std::size_t>(x.rows() * w[0].rows()));
       const auto av = make_row_major(act.data(), x.rows(), w[0].rows());
       mlp_act(*blk, x, w[0], w[1], av);
-      Backend::linear(MatrixView<const float>(av), weight(*blk, "mlp.down_proj"), bias(*blk, "mlp.down_proj"), out);
+      Backend::linear(MatrixView<const float>(av), linear_weight(*blk, "mlp.down_proj"), linear_bias(*blk, "mlp.down_proj"), out);
     }
   };
 
@@ -267,9 +275,7 @@ struct Llama {
     } else if (g.module == "mlp") {
       f(MlpModule<Backend>{&c, &blk});
     } else {
-      std::vector<Linear<float>> lin;
-      for (const auto& l : g.linears) lin.push_back({weight(blk, l), bias(blk, l)});
-      f(LinearsBlock<float, Backend>(lin));
+      f(LinearsBlock<float, Backend>(group_linears(blk, g)));
     }
   }
 
@@ -280,25 +286,19 @@ struct Llama {
     using K = LlamaKernels<Backend>;
     using Buf = typename Backend::template buffer<float>;
     const index_t T = x.rows(), H = c.hidden;
-    std::vector<Tensor<Backend>> local(n_inputs);
-    std::vector<Tensor<Backend>>& in = cap ? *cap : local;
-    in.resize(n_inputs);
-    for (int s = 0; s < n_inputs; ++s) {
-      in[static_cast<std::size_t>(s)].rows = T;
-      in[static_cast<std::size_t>(s)].cols = input_cols(c, s);
-      in[static_cast<std::size_t>(s)].data = Buf(static_cast<std::size_t>(T * input_cols(c, s)));
-    }
+    std::vector<Tensor<Backend>> local;
+    std::vector<Tensor<Backend>>& in = input_buffers<Llama>(c, T, cap, local);
     const auto xn = in[0].matrix(), ctx = in[1].matrix(), hn = in[2].matrix(), act = in[3].matrix();
     K::rmsnorm(x, blk.at("input_layernorm.weight").data.data(), c.norm_eps, xn);
-    attention_context(c, b, blk, xn, weight(blk, "self_attn.q_proj"), weight(blk, "self_attn.k_proj"),
-                      weight(blk, "self_attn.v_proj"), ctx);
+    attention_context(c, b, blk, xn, linear_weight(blk, "self_attn.q_proj"), linear_weight(blk, "self_attn.k_proj"),
+                      linear_weight(blk, "self_attn.v_proj"), ctx, true);
     Buf tmp(static_cast<std::size_t>(T * H)), h(static_cast<std::size_t>(T * H));
     const auto tv = make_row_major(tmp.data(), T, H), hv = make_row_major(h.data(), T, H);
-    Backend::linear(MatrixView<const float>(ctx), weight(blk, "self_attn.o_proj"), bias(blk, "self_attn.o_proj"), tv);
+    linear_forward(blk, "self_attn.o_proj", true, MatrixView<const float>(ctx), linear_weight(blk, "self_attn.o_proj"), tv);
     K::add(x, tv, hv);
     K::rmsnorm(hv, blk.at("post_attention_layernorm.weight").data.data(), c.norm_eps, hn);
-    mlp_act(blk, hn, weight(blk, "mlp.gate_proj"), weight(blk, "mlp.up_proj"), act);
-    Backend::linear(MatrixView<const float>(act), weight(blk, "mlp.down_proj"), bias(blk, "mlp.down_proj"), tv);
+    mlp_act(blk, hn, linear_weight(blk, "mlp.gate_proj"), linear_weight(blk, "mlp.up_proj"), act, true);
+    linear_forward(blk, "mlp.down_proj", true, MatrixView<const float>(act), linear_weight(blk, "mlp.down_proj"), tv);
     K::add(hv, tv, out);
   }
 
@@ -310,21 +310,13 @@ struct Llama {
 
  private:
   template <class Backend>
-  static MatrixView<const float> weight(const Block<Backend>& blk, const std::string& linear) {
-    return blk.at(linear + ".weight").matrix();
-  }
-  template <class Backend>
-  static const float* bias(const Block<Backend>& blk, const std::string& linear) {
-    return blk.contains(linear + ".bias") ? blk.at(linear + ".bias").data.data() : nullptr;
-  }
-  template <class Backend>
   static void mlp_act(const Block<Backend>& blk, const MatrixView<const float>& x, const MatrixView<const float>& wg,
-                      const MatrixView<const float>& wu, const MatrixView<float>& act) {
+                      const MatrixView<const float>& wu, const MatrixView<float>& act, bool ops = false) {
     typename Backend::template buffer<float> g(static_cast<std::size_t>(x.rows() * wg.rows())),
         u(static_cast<std::size_t>(x.rows() * wu.rows()));
     const auto gv = make_row_major(g.data(), x.rows(), wg.rows()), uv = make_row_major(u.data(), x.rows(), wu.rows());
-    Backend::linear(x, wg, bias(blk, "mlp.gate_proj"), gv);
-    Backend::linear(x, wu, bias(blk, "mlp.up_proj"), uv);
+    linear_forward(blk, "mlp.gate_proj", ops, x, wg, gv);
+    linear_forward(blk, "mlp.up_proj", ops, x, wu, uv);
     LlamaKernels<Backend>::swiglu(gv, uv, act);
   }
 };

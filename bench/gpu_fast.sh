@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The fast job (issue #23) on the lent GPU machine, in back-to-back device calls (the model is larger
+# than one call's carry; the machine keeps build-gpu/ while warm). Prepare the carries here with
+# `bash bench/gpu_main.sh prepare`, then:
+#   stage a: carry ["build-carry/a"] — headers unpacked, awq_llama_cuda and the model CUDA tests built
+#            (nvcc, sm_90a) in parallel; the tests run, then under compute-sanitizer memcheck;
+#   stage b: carry ["build-carry/b"] — the README job on SmolLM2 with --backend cuda (both configs,
+#            64 × 512 calibration, loss on all 64, 32,768 evaluation tokens), wall time, peak host RSS
+#            (the tool's report) and peak GPU memory (nvidia-smi sampled every 100 ms).
+set -euo pipefail
+stage=${1:?stage: a or b}
+source bench/gpu_env.sh
+gpu_peak() {  # runs "$@", printing the peak GPU memory used while it ran
+  local log; log=$(mktemp)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$log" &
+  local smi=$! rc=0
+  "$@" || rc=$?
+  kill $smi; wait $smi 2>/dev/null || true
+  echo "peak GPU memory: $(sort -n "$log" | tail -1) MiB (baseline $(head -1 "$log") MiB)"
+  return $rc
+}
+case "$stage" in
+a)
+  gpu_info
+  mkdir -p build-gpu/data .deps && cp build-carry/a/gguf.part00 build-gpu/data/ && tar -C .deps -xJf build-carry/a/deps.tar.xz
+  t0=$(date +%s)
+  [ "${TESTS:-1}" = 0 ] || nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu \
+    tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/model_tests 2>"$out/build_tests.log" &
+  cxx=(-std=c++17 -O3 -DNDEBUG -Iinclude -Iexamples -I"$deps" -I"$deps/eigen3" -pthread)
+  { nvcc "${flags[@]}" -DNDEBUG -c examples/llama/job_cuda.cu -o build-gpu/job_cuda.o &&
+    g++ "${cxx[@]}" -DAWQ_LLAMA_CUDA=1 -I/usr/local/cuda/include examples/awq_llama.cpp build-gpu/job_cuda.o \
+      -L/usr/local/cuda/lib64 -lcublas -lcudart -o build-gpu/awq_llama_cuda; } 2>"$out/build_llama_cuda.log" &
+  wait
+  echo "build: $(( $(date +%s) - t0 )) s"
+  cp build-gpu/awq_llama_cuda "$out/"  # comes back: carried in build-carry/b, a later stage b needs no build
+  [ "${TESTS:-1}" = 0 ] && exit 0
+  build-gpu/model_tests 2>&1 | tail -25 | tee "$out/model_tests.log"
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/model_tests -tc="${MEMCHECK_TC:-*Finalize*,*HeadEval*,*W4A16*}" 2>&1 |
+    tail -3 | tee "$out/memcheck.log"
+  ;;
+b)
+  [ -x build-gpu/awq_llama_cuda ] || install -m 755 build-carry/b/awq_llama_cuda build-gpu/awq_llama_cuda
+  [ -f build-gpu/data/gguf.part00 ] || cp build-carry/a/gguf.part00 build-gpu/data/ 2>/dev/null || true
+  cat build-gpu/data/gguf.part00 build-carry/b/gguf.part01 > build-gpu/data/model.gguf
+  echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
+  t0=$(date +%s%N)
+  gpu_peak build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text build-carry/b/handbook-calib.txt \
+    --eval-text build-carry/b/handbook-eval.txt --backend cuda --report "$out/smollm_cuda.json" ${ARGS:-} 2>&1 |
+    grep --line-buffered -v "eta" | tee "$out/smollm_cuda.log"
+  echo "SmolLM2 job wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  if [ "${DEQUANTIZED:-1}" = 1 ]; then  # the same job evaluated on dequantized fp32 weights instead of the W4A16 kernels
+    build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text build-carry/b/handbook-calib.txt \
+      --eval-text build-carry/b/handbook-eval.txt --backend cuda --eval-dequantized ${ARGS:-} 2>&1 | grep -A3 "^config" | tee "$out/smollm_cuda_dequantized.log"
+  fi
+  # The synthetic 7B-shaped checkpoint (its tokenizer: SmolLM2's, from a one-block export).
+  if [ "${SYNTH:-1}" = 1 ]; then
+    rm -rf build-gpu/tok && build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text build-carry/b/handbook-calib.txt \
+      --eval-tokens 0 --backend cuda --layers 1 --configs w4g64 --calib-seqs 1 --export build-gpu/tok >/dev/null 2>&1
+    t0=$(date +%s%N)
+    [ -d build-gpu/synth7b ] || python3 bench/make_synthetic_llama.py build-gpu/synth7b build-gpu/tok/w4-g64-asym/tokenizer.json \
+      --layers "${SYNTH_LAYERS:-32}"
+    echo "synthetic checkpoint written in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    rm -rf build-gpu/synth_out && mkdir -p build-gpu/synth_out
+    t0=$(date +%s%N)
+    # Under script(1) the tool sees a terminal and draws its progress bar: a timed-out run still shows how far it got.
+    cmd="build-gpu/awq_llama_cuda --model build-gpu/synth7b --calib-text build-carry/b/handbook-calib.txt --eval-tokens 0 \
+      --backend cuda --tf32 --configs w4g128 --calib-seqs 128 --export build-gpu/synth_out --report $out/synth7b.json ${SYNTH_ARGS:-}"
+    gpu_peak timeout "${SYNTH_LIMIT:-200}" script -qfec "$cmd" /dev/null 2>&1 | tr '\r' '\n' | grep -v '^$' > "$out/synth7b_full.log" || true
+    grep -v "eta\|search\|clip" "$out/synth7b_full.log" | tail -20; tail -3 "$out/synth7b_full.log"
+    echo "synthetic 7B job wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    du -sh build-gpu/synth_out/*
+  fi
+  ;;
+esac

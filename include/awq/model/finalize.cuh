@@ -1,0 +1,151 @@
+/// \file
+/// \brief `Finalize<backend::cuda>` (nvcc only): the final quantization of a device weight on the
+///        device, with the same per-element formulas as finalize_linear on the host (so the codes,
+///        zeros, fp16 scales and the dequantized weight are identical); only the codes, zeros and
+///        scales cross to the host.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "awq/backend/cuda.cuh"
+#include "awq/kernels/cuda/pseudo_quantize.cuh"
+#include "awq/kernels/cuda/w4a16_linear.cuh"
+#include "awq/model/finalize.hpp"
+
+namespace awq::detail::finalize_cuda {
+
+// One warp per (row, group): the group's parameters, the codes, the fp16 scale, and the weight
+// replaced by (code − zero) · scale16. `bad` receives the smallest index of a non-finite weight.
+template <class Cfg>
+__global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* codes, std::uint8_t* zeros, __half* scales,
+                                unsigned long long* bad) {
+  namespace cd = ::awq::cuda::detail;
+  const index_t ng = w.cols() / g;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= w.rows() * ng) return;
+  const index_t r = warp / ng, j = warp % ng;
+  float lo, hi;
+  if (!cd::warp_group_range(w, r, j, g, lane, bad, lo, hi)) return;
+  const GroupParams<float> p = group_params<Cfg>(lo, hi);
+  const __half s16 = __float2half_rn(p.scale);
+  const float s = __half2float(s16);
+  if (lane == 0) {
+    scales[warp] = s16;
+    zeros[warp] = static_cast<std::uint8_t>(p.zero);
+  }
+  for (index_t i = lane; i < g; i += 32) {
+    const float q = quantize_value<Cfg>(w(r, j * g + i), p);
+    codes[r * w.cols() + j * g + i] = static_cast<std::uint8_t>(q);
+    w(r, j * g + i) = (q - p.zero) * s;
+  }
+}
+
+template <int = 0>  // a template: header kernels need one definition per program
+__global__ void to_half_kernel(const float* x, index_t n, __half* y) {
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
+    y[e] = __float2half_rn(x[e]);
+}
+
+template <int = 0>
+__global__ void from_half_kernel(const __half* y, index_t rows, index_t cols, const float* bias, float* out) {
+  const index_t n = rows * cols;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
+    out[e] = __half2float(y[e]) + (bias ? bias[e % cols] : 0.0f);
+}
+
+}  // namespace awq::detail::finalize_cuda
+
+namespace awq::model {
+
+/// \brief On the GPU: `w` is contiguous device memory.
+template <>
+struct Finalize<backend::cuda> {
+  /// finalize_linear(w, spec) on the device. \throws awq::Error for a non-finite weight (naming
+  /// its row and column) or a group size that does not divide the columns.
+  static QuantizedLinear run(const MatrixView<float>& w, const QuantSpec& spec) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::model::Finalize<cuda>";
+    detail::require(w.col_stride() == 1 && w.row_stride() == w.cols(), fn, ": the weight must be contiguous (row_stride ",
+                    w.row_stride(), ", cols ", w.cols(), ")");
+    QuantizedLinear q;
+    q.out = w.rows();
+    q.in = w.cols();
+    q.groups = q.in / spec.group_for(q.in);
+    const index_t g = q.in / q.groups, n_groups = q.out * q.groups;
+    if (n_groups == 0) return q;
+    cudaStream_t st = backend::cuda::stream();
+    cu::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(q.out * q.in)), zeros(static_cast<std::size_t>(n_groups));
+    cu::DeviceBuffer<__half> scales(static_cast<std::size_t>(n_groups));
+    cu::DeviceBuffer<unsigned long long> bad(1);
+    const unsigned long long none = ULLONG_MAX;
+    cu::check(cudaMemcpyAsync(bad.data(), &none, sizeof none, cudaMemcpyHostToDevice, st), "cudaMemcpyAsync");
+    const int threads = 256;
+    const auto blocks = static_cast<unsigned>((n_groups * 32 + threads - 1) / threads);
+    dispatch(spec, [&](auto cfg) {
+      detail::finalize_cuda::finalize_kernel<decltype(cfg)><<<blocks, threads, 0, st>>>(w, g, codes.data(), zeros.data(),
+                                                                                         scales.data(), bad.data());
+    });
+    cu::check(cudaGetLastError(), "finalize_kernel launch");
+    unsigned long long first_bad = none;
+    cu::check(cudaMemcpyAsync(&first_bad, bad.data(), sizeof first_bad, cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    q.codes.resize(static_cast<std::size_t>(q.out * q.in));
+    q.zeros.resize(static_cast<std::size_t>(n_groups));
+    std::vector<__half> s16(static_cast<std::size_t>(n_groups));
+    cu::check(cudaMemcpyAsync(q.codes.data(), codes.data(), q.codes.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    cu::check(cudaMemcpyAsync(q.zeros.data(), zeros.data(), q.zeros.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    cu::check(cudaMemcpyAsync(s16.data(), scales.data(), s16.size() * sizeof(__half), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
+    if (first_bad != none) {
+      const auto idx = static_cast<index_t>(first_bad);
+      throw Error(detail::concat(fn, ": non-finite weight at row ", idx / q.in, ", column ", idx % q.in, " (group ", (idx % q.in) / g, ")"));
+    }
+    q.scales.resize(s16.size());
+    static_assert(sizeof(Eigen::half) == sizeof(__half), "fp16 is two bytes on both sides");
+    std::memcpy(q.scales.data(), s16.data(), s16.size() * sizeof(__half));
+    return q;
+  }
+};
+
+/// \brief On the GPU: 4-bit linears with groups of 32, 64 or 128 through the W4A16 kernels
+///        (cuda::W4A16Linear, the tiled layout), activations rounded to fp16 on the way in, the
+///        fp32 bias added on the way out; other quantizations get no op.
+template <>
+struct KernelLinear<backend::cuda> {
+  /// The op for `q` (quantized with `spec`), `bias` device memory [out] or null.
+  static LinearOp make(const QuantizedLinear& q, const QuantSpec& spec, const float* bias) {
+    namespace cu = ::awq::cuda;
+    const index_t g = q.groups > 0 ? q.in / q.groups : 0;
+    if (spec.bits != 4 || !(g == 32 || g == 64 || g == 128) || q.out % 8 != 0) return {};
+    struct State {
+      cu::W4A16Linear linear;
+      cu::DeviceBuffer<__half> x, y;
+    };
+    const auto st = std::make_shared<State>(State{cu::W4A16Linear(pack_awq_gemm(q, 4).view()), {}, {}});
+    return [st, bias](const MatrixView<const float>& x, const MatrixView<float>& y) {
+      namespace k = detail::finalize_cuda;
+      constexpr const char* fn = "awq::model::KernelLinear<cuda>";
+      detail::require(x.col_stride() == 1 && x.row_stride() == x.cols() && y.col_stride() == 1 && y.row_stride() == y.cols(), fn,
+                      ": x and y must be contiguous");
+      detail::require(x.cols() == st->linear.in_features() && y.cols() == st->linear.out_features() && y.rows() == x.rows(), fn,
+                      ": x ", x.rows(), "x", x.cols(), " and y ", y.rows(), "x", y.cols(), " do not fit a ", st->linear.in_features(),
+                      " -> ", st->linear.out_features(), " linear");
+      if (x.rows() == 0) return;
+      cudaStream_t s = backend::cuda::stream();
+      cu::grow(st->x, static_cast<std::size_t>(x.size()));
+      cu::grow(st->y, static_cast<std::size_t>(y.size()));
+      k::to_half_kernel<><<<cu::detail::blocks_for(x.size(), 256, 1 << 16), 256, 0, s>>>(x.data(), x.size(), st->x.data());
+      cu::check(cudaGetLastError(), "to_half_kernel launch");
+      st->linear(st->x.data(), st->y.data(), static_cast<int>(x.rows()), static_cast<const __half*>(nullptr), s);
+      k::from_half_kernel<><<<cu::detail::blocks_for(y.size(), 256, 1 << 16), 256, 0, s>>>(st->y.data(), y.rows(), y.cols(), bias, y.data());
+      cu::check(cudaGetLastError(), "from_half_kernel launch");
+    };
+  }
+};
+
+}  // namespace awq::model

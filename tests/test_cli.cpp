@@ -100,6 +100,37 @@ TEST_CASE("parse_int takes whole decimal integers in range and names the flag ot
   fails("-99999999999999999999", "is out of range");
 }
 
+TEST_CASE("--shard-size: bytes, decimal and binary units in any case, 1 KB to 1 TB") {
+  CHECK(awq_cli::parse_size("--s", "1000") == 1000);
+  CHECK(awq_cli::parse_size("--s", "4096B") == 4096);
+  CHECK(awq_cli::parse_size("--s", "8KB") == 8000);
+  CHECK(awq_cli::parse_size("--s", "500mb") == 500000000);
+  CHECK(awq_cli::parse_size("--s", "5GB") == 5000000000ull);
+  CHECK(awq_cli::parse_size("--s", "2GiB") == 2147483648ull);
+  CHECK(awq_cli::parse_size("--s", "1kib") == 1024);
+  CHECK(awq_cli::parse_size("--s", "1TB") == 1000000000000ull);
+  auto fails = [](const std::string& v, const std::string& msg) {
+    CAPTURE(v);
+    CHECK_THROWS_WITH_AS(awq_cli::parse_size("--shard-size", v), doctest::Contains(msg.c_str()), awq::Error);
+  };
+  fails("abc", "--shard-size: 'abc' is not a size (accepted: a whole number of bytes with an optional unit");
+  fails("GB", "'GB' is not a size");
+  fails("5 GB", "'5 GB' is not a size");
+  fails("-5GB", "'-5GB' is not a size");
+  fails("1.5GB", "'1.5GB' is not a size");
+  fails("5Gbit", "'5Gbit' is not a size");
+  fails("99999999999999999999", "is not a size");
+  fails("999", "--shard-size: 999 is out of range (accepted:");
+  fails("0", "0 is out of range");
+  fails("1TiB", "1TiB is out of range");
+  fails("9999999999999TB", "9999999999999TB is out of range");
+  const auto a = parse(required({"--export", "out", "--shard-size", "2GB"}));
+  CHECK(a.shard_bytes == 2000000000ull);
+  CHECK(parse(required({"--export", "out"})).shard_bytes == 0);
+  CHECK_THROWS_WITH_AS(parse(required({"--shard-size", "2GB"})), doctest::Contains("--shard-size is given without --export"), awq::Error);
+  CHECK(awq_cli::help_text().find("--shard-size SIZE") != std::string::npos);
+}
+
 TEST_CASE("--configs items: bits, groups, both spellings, duplicates") {
   const auto c = awq_cli::parse_configs("w4g64,w3-g128,w8g32,w2g256");
   REQUIRE(c.size() == 4);

@@ -148,14 +148,14 @@ TEST_SUITE("generation") {
     std::vector<awq::model::Stream> none;
     awq::model::PipelineOptions opt;
     opt.block.quant = q;
-    awq_example::HfExport ex(q);
+    const fs::path dir = fs::temp_directory_path() / ("awq_generate_w4_" + std::to_string(::getpid()));
+    awq_example::HfExport ex(dir.string(), q);
     awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{2, 16}, awq::model::embed<Llama>(src, calib), none, opt,
                                            [&](const awq::model::QuantizedBlock& b) { ex.add_block(b); });
     ex.add_tensor(Llama::embed_name, {c.vocab, c.hidden}, src.load(Llama::embed_name, {c.vocab, c.hidden}));
     ex.add_tensor(Llama::final_norm_name, {c.hidden}, src.load(Llama::final_norm_name, {c.hidden}));
     std::ifstream cf(gdir + "/hf/config.json");
-    const fs::path dir = fs::temp_directory_path() / ("awq_generate_w4_" + std::to_string(::getpid()));
-    ex.write(dir.string(), nlohmann::ordered_json::parse(cf), {});
+    ex.finish(nlohmann::ordered_json::parse(cf), {});
 
     const auto qsrc = awq::model::HfSource::open(dir.string());
     const auto w4 = awq_example::load_awq_weights<awq_example::W4Linear>(qsrc);

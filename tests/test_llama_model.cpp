@@ -238,13 +238,13 @@ TEST_SUITE("model") {
     const auto base = std::filesystem::temp_directory_path() / ("awq_e2e_export_" + std::to_string(::getpid()));
     const std::string d1 = (base / "a").string(), d2 = (base / "b").string();
     for (const auto& d : {d1, d2, d2}) {  // the third replaces an existing directory
-      awq_example::HfExport ex(q);
+      awq_example::HfExport ex(d, q);
       for (const auto& b : r.blocks) ex.add_block(b);
       const auto& c = f.src.config();
       ex.add_tensor(Llama::embed_name, {c.vocab, c.hidden}, f.src.load(Llama::embed_name, {c.vocab, c.hidden}));
       ex.add_tensor(Llama::final_norm_name, {c.hidden}, f.src.load(Llama::final_norm_name, {c.hidden}));
       auto cfg = awq_example::hf_config_json(c, f.src.gguf());
-      ex.write(d, cfg, {{"tokenizer.json", awq_example::tokenizer_json(f.src.gguf())}});
+      ex.finish(cfg, {{"tokenizer.json", awq_example::tokenizer_json(f.src.gguf())}});
     }
     for (const char* file : {"model.safetensors", "config.json", "tokenizer.json"}) {
       std::ifstream a(d1 + "/" + file, std::ios::binary), b(d2 + "/" + file, std::ios::binary);
@@ -274,9 +274,9 @@ TEST_SUITE("model") {
     const awq::QuantSpec q{4, 64, true};
     const E2E r = run_e2e(f.src, calib, 128, std::vector<int>(calib.begin(), calib.begin() + 128), 128, q, 2);
     const auto dir = (std::filesystem::temp_directory_path() / ("awq_export_w4_" + std::to_string(::getpid()))).string();
-    awq_example::HfExport ex(q);
+    awq_example::HfExport ex(dir, q);
     for (const auto& b : r.blocks) ex.add_block(b);
-    ex.write(dir, awq_example::hf_config_json(f.src.config(), f.src.gguf()), {});
+    ex.finish(awq_example::hf_config_json(f.src.config(), f.src.gguf()), {});
     const auto st = awq::io::SafetensorsFile::open(dir + "/model.safetensors");
     const auto& d1 = r.blocks[1].linears.at("mlp.down_proj");  // [576, 1536]
     CHECK(read_back(st, "model.layers.1.mlp.down_proj", 4, d1.out, d1.in, d1.groups) == dequantized(d1));

@@ -9,6 +9,7 @@
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -25,6 +26,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -51,6 +53,7 @@ struct Args {
   float top_p = 1.0f;              ///< generate: nucleus
   std::uint64_t seed = 0;          ///< generate: sampling seed
   bool dequantize = false;         ///< generate: run an AWQ checkpoint's linears dequantized in fp32
+  std::uint64_t shard_bytes = 0;   ///< --shard-size in bytes; 0: not given (the exporter's default, 5 GB)
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -79,6 +82,28 @@ inline double parse_real(const std::string& flag, const std::string& s, double l
     throw awq::Error(flag + ": '" + s + "' is not a number (accepted: " + what + ")");
   if (v < lo || v > hi) throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
   return v;
+}
+
+/// \brief Parses s as a size in bytes: a whole number and an optional unit, B, KB, MB, GB, TB
+///        (powers of 1000, as transformers' max_shard_size) or KiB, MiB, GiB, TiB (powers of
+///        1024), in any case, from 1 KB to 1 TB.
+/// \throws awq::Error "FLAG: 'S' is not a size (accepted: ...)" or "FLAG: S is out of range (accepted: ...)".
+inline std::uint64_t parse_size(const std::string& flag, const std::string& s) {
+  const std::string what = "a whole number of bytes with an optional unit B, KB, MB, GB, KiB, MiB, GiB, from 1KB to 1TB, e.g. 2GB";
+  static const std::pair<const char*, std::uint64_t> units[] = {
+      {"", 1},          {"b", 1},           {"kb", 1000},       {"mb", 1000'000},  {"gb", 1000'000'000}, {"tb", 1000'000'000'000},
+      {"kib", 1 << 10}, {"mib", 1ull << 20}, {"gib", 1ull << 30}, {"tib", 1ull << 40}};
+  const std::size_t k = std::min(s.size(), s.find_first_not_of("0123456789"));
+  std::string unit = s.substr(k);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::uint64_t mult = 0;
+  for (const auto& [name, m] : units)
+    if (unit == name) mult = m;
+  if (k == 0 || k > 13 || mult == 0) throw awq::Error(flag + ": '" + s + "' is not a size (accepted: " + what + ")");
+  const std::uint64_t n = std::stoull(s.substr(0, k));  // at most 13 digits: cannot throw
+  constexpr std::uint64_t lo = 1000, hi = 1000'000'000'000;
+  if (n > hi / mult || n * mult < lo || n * mult > hi) throw awq::Error(flag + ": " + s + " is out of range (accepted: " + what + ")");
+  return n * mult;
 }
 
 /// Hardware threads the library can use (at least 1).
@@ -155,7 +180,10 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
       {"--backend", "NAME", "where the search runs: cpu or cuda (cuda needs the awq_llama_cuda build; default cpu)"},
       {"--report", "FILE", "also write the results as JSON to FILE (its directory must exist)"},
-      {"--export", "DIR", "write a Hugging Face AWQ checkpoint per config under DIR/<config>"},
+      {"--export", "DIR", "write a Hugging Face AWQ checkpoint per config under DIR/<config>, block by block as they finish; "
+                          "DIR/<config> appears (or is replaced) only once complete"},
+      {"--shard-size", "SIZE", "with --export: safetensors shards of at most SIZE, e.g. 500MB or 2GiB, 1KB to 1TB; more than one "
+                               "shard adds model.safetensors.index.json (default 5GB, as transformers)"},
       {"--checkpoint", "DIR", "save per-block results under DIR as they finish; a rerun resumes from them"},
   };
   return docs;
@@ -292,6 +320,7 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--report") a.report = v;
     else if (k == "--export") a.export_dir = v;
     else if (k == "--checkpoint") a.checkpoint_dir = v;
+    else if (k == "--shard-size") a.shard_bytes = parse_size(k, v);
     else if (k == "--configs") a.configs = parse_configs(v);
     else if (k == "--calib-seqs") a.calib_seqs = num(1, kMax, "an integer >= 1");
     else if (k == "--search-seqs") a.search_seqs = num(0, kMax, "an integer >= 0, 0 = all calibration sequences"), a.search_seqs_given = true;
@@ -322,6 +351,7 @@ inline Args parse(int argc, const char* const* argv) {
     for (const auto& s : seen) given = given || s == req;
     awq::detail::require(given, a.cmd, ": ", req, " is required", detail::see_help());
   }
+  awq::detail::require(a.shard_bytes == 0 || !a.export_dir.empty(), "--shard-size is given without --export (it sizes the export's shards)");
   awq::detail::require(a.eval_tokens == 0 || a.eval_tokens >= a.seq_len, "--eval-tokens ", a.eval_tokens, " is less than --seq-len ",
                        a.seq_len, ": the evaluation needs at least one whole sequence (or 0: none)");
   awq::detail::require(a.eval_tokens > 0 || a.eval_text.empty(), "--eval-text ", a.eval_text, " is given with --eval-tokens 0 (no evaluation)");

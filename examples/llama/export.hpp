@@ -1,13 +1,16 @@
 // Export of a quantized model as a Hugging Face directory: config.json with quantization_config,
-// model.safetensors with AutoAWQ "GEMM" tensors (4-bit) or the library's plain layout (other
-// widths), fp16 embeddings, norms and biases, and the tokenizer files. Blocks are packed as the
-// driver hands them over (the sink), so only packed weights are kept; written atomically.
+// safetensors shards (model-0000i-of-0000N.safetensors + model.safetensors.index.json, or one
+// model.safetensors) with AutoAWQ "GEMM" tensors (4-bit) or the library's plain layout (other
+// widths), fp16 embeddings, norms and biases, and the tokenizer files. Streamed: each block is
+// packed and written to the open shard as the driver hands it over (the sink), so memory holds
+// one linear's packed tensors at a time. Atomic: everything goes to the sibling DIR.tmp, renamed
+// to DIR at the end; an existing DIR is replaced only then.
 #pragma once
 
 #include <awq/awq.hpp>
 #include <awq/io/atomic_file.hpp>
 #include <awq/io/gguf.hpp>
-#include <awq/io/safetensors.hpp>
+#include <awq/io/safetensors_sharded.hpp>
 #include <awq/model/pipeline.hpp>
 
 #include <nlohmann/json.hpp>
@@ -16,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,7 +31,7 @@ inline std::vector<Eigen::half> to_half(const std::vector<float>& v) {
   return h;
 }
 
-inline void add_linear(awq::io::SafetensorsWriter& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
+inline void add_linear(awq::io::ShardedSafetensorsWriter& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
   using V = std::vector<std::int64_t>;
   if (bits == 4) {  // AutoAWQ GEMM
     std::vector<std::int32_t> qweight(static_cast<std::size_t>(q.in * q.out / 8)), qzeros(static_cast<std::size_t>(q.groups * q.out / 8));
@@ -110,52 +114,77 @@ inline nlohmann::ordered_json tokenizer_config_json(const awq::io::GgufFile& g, 
           {"eos_token", toks.at(static_cast<std::size_t>(config["eos_token_id"].get<std::int64_t>()))}};
 }
 
-/// \brief A quantized model being exported: blocks added as they finish (the driver's sink),
-///        written as a Hugging Face directory at the end.
+/// transformers' save_pretrained default shard size (5 GB).
+constexpr std::uint64_t kDefaultShardBytes = 5'000'000'000;
+
+/// \brief A quantized model being exported to `dir`: blocks written to the open shard as they
+///        finish (the driver's sink), then the model-level tensors, then finish() puts it in place.
+///        Destroyed unfinished, it removes `dir.tmp` and leaves `dir` as it was.
 class HfExport {
  public:
-  explicit HfExport(const awq::QuantSpec& spec) : spec_(spec) { st_.metadata("format", "pt"); }
+  /// Starts the export into the sibling `dir.tmp` (a stale one from a killed run is removed),
+  /// shards of at most `shard_bytes`.
+  HfExport(const std::string& dir, const awq::QuantSpec& spec, std::uint64_t shard_bytes = kDefaultShardBytes)
+      : spec_(spec), dir_(dir), tmp_(dir + ".tmp") {
+    std::filesystem::remove_all(tmp_);
+    std::filesystem::create_directories(tmp_);
+    st_ = std::make_unique<awq::io::ShardedSafetensorsWriter>(tmp_, shard_bytes);
+  }
+  HfExport(const HfExport&) = delete;
+  HfExport& operator=(const HfExport&) = delete;
+  ~HfExport() {
+    if (done_) return;
+    st_.reset();  // its temporary files first
+    std::error_code ec;
+    std::filesystem::remove_all(tmp_, ec);
+  }
 
-  /// Packs one block's linears and stores its other tensors in fp16.
+  /// Packs one block's linears and writes them with its other tensors (fp16).
   void add_block(const awq::model::QuantizedBlock& b) {
-    for (const auto& [name, q] : b.linears) add_linear(st_, b.prefix + name, q, spec_.bits);
-    for (const auto& [name, v] : b.tensors) st_.add_typed(b.prefix + name, "F16", b.shapes.at(name), to_half(v));
+    for (const auto& [name, q] : b.linears) add_linear(*st_, b.prefix + name, q, spec_.bits);
+    for (const auto& [name, v] : b.tensors) st_->add_typed(b.prefix + name, "F16", b.shapes.at(name), to_half(v));
     ++blocks_;
   }
 
-  /// Adds a model-level fp16 tensor (embedding, final norm, lm_head).
+  /// Writes a model-level fp16 tensor (embedding, final norm, lm_head).
   void add_tensor(const std::string& name, const std::vector<std::int64_t>& shape, const std::vector<float>& v) {
-    st_.add_typed(name, "F16", shape, to_half(v));
+    st_->add_typed(name, "F16", shape, to_half(v));
   }
 
-  /// Writes `dir` (replacing it only once everything is written): `config` gets the layer count
-  /// and quantization_config; `files` are written as given (tokenizer files).
-  void write(const std::string& dir, nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files) const {
+  /// Writes the last shard, the index, `config` (with the layer count and quantization_config)
+  /// and `files` as given (tokenizer files), then renames `dir.tmp` to `dir`, replacing it.
+  void finish(nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files) {
     namespace fs = std::filesystem;
-    const fs::path final_dir(dir), tmp_dir(dir + ".tmp"), old_dir(dir + ".old");
-    fs::remove_all(tmp_dir);
-    fs::create_directories(tmp_dir);
-    st_.write((tmp_dir / "model.safetensors").string());
+    st_->finish();
     config["num_hidden_layers"] = blocks_;
     config["torch_dtype"] = "float16";
     config["quantization_config"] = {{"quant_method", "awq"}, {"bits", spec_.bits}, {"group_size", spec_.group_size},
                                      {"zero_point", spec_.zero_point}, {"version", spec_.bits == 4 ? "gemm" : "awq_cpp_plain"},
                                      {"modules_to_not_convert", nlohmann::json::array()}};
     auto write_json = [&](const std::string& name, const nlohmann::ordered_json& j) {
-      awq::io::write_atomically((tmp_dir / name).string(), [&](awq::io::FileSink& out) { out.write(j.dump(2) + "\n"); });
+      awq::io::write_atomically((fs::path(tmp_) / name).string(), [&](awq::io::FileSink& out) { out.write(j.dump(2) + "\n"); });
     };
     write_json("config.json", config);
     for (const auto& [name, j] : files) write_json(name, j);
+    const fs::path old_dir(dir_ + ".old");
     fs::remove_all(old_dir);
-    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-    fs::rename(tmp_dir, final_dir);
+    if (fs::exists(dir_)) fs::rename(dir_, old_dir);
+    fs::rename(tmp_, dir_);
     fs::remove_all(old_dir);
+    done_ = true;
   }
+
+  /// Tensor bytes written so far.
+  std::uint64_t bytes() const { return st_->total_bytes(); }
+  /// Shards written in full so far.
+  std::size_t shards() const { return st_->shards_written(); }
 
  private:
   awq::QuantSpec spec_;
-  awq::io::SafetensorsWriter st_;
+  std::string dir_, tmp_;
+  std::unique_ptr<awq::io::ShardedSafetensorsWriter> st_;
   int blocks_ = 0;
+  bool done_ = false;
 };
 
 }  // namespace awq_example

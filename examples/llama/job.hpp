@@ -38,6 +38,7 @@ struct JobArgs {
   std::vector<awq::QuantSpec> configs;
   bool duo = false, tf32 = false, kernel_eval = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
+  std::uint64_t shard_bytes = kDefaultShardBytes;  ///< export shard size limit
 };
 
 inline double peak_rss_mb() {
@@ -131,8 +132,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
       opt.checkpoint = ck.get();
     }
-    std::unique_ptr<HfExport> ex;
-    if (!a.export_dir.empty()) ex = std::make_unique<HfExport>(q);
+    std::unique_ptr<HfExport> ex;  // streamed: each block goes to disk as it finishes
+    const std::string export_dir = a.export_dir.empty() ? std::string() : a.export_dir + "/" + row.config;
+    if (!export_dir.empty()) ex = std::make_unique<HfExport>(export_dir, q, a.shard_bytes);
     auto t0 = Clock::now();
     const auto res = awq::model::quantize_model<Backend, Arch>(src, cb, calib_h, streams, opt, [&](const awq::model::QuantizedBlock& b) {
       if (ex) ex->add_block(b);
@@ -167,13 +169,22 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
                      row.mse_rtn, row.mse_awq);
       }
     }
-    if (ex) {
-      const std::string dir = a.export_dir + "/" + row.config;
+    if (ex) {  // the blocks are written; the model-level tensors, the index and the other files remain
+      t0 = Clock::now();
+      const awq::detail::ProgressTracker tr(bar, "export " + row.config, c.tied_embeddings ? 3 : 4);
+      tr.start();
       ex->add_tensor(Arch::embed_name, {c.vocab, c.hidden}, src.load(Arch::embed_name, {c.vocab, c.hidden}));
+      tr.step(1);
       ex->add_tensor(Arch::final_norm_name, {c.hidden}, src.load(Arch::final_norm_name, {c.hidden}));
-      if (!c.tied_embeddings) ex->add_tensor("lm_head.weight", {c.vocab, c.hidden}, src.load("lm_head.weight", {c.vocab, c.hidden}));
-      ex->write(dir, xb.config, xb.files);
-      std::fprintf(stderr, "exported %s\n", dir.c_str());
+      tr.step(2);
+      if (!c.tied_embeddings) {
+        ex->add_tensor("lm_head.weight", {c.vocab, c.hidden}, src.load("lm_head.weight", {c.vocab, c.hidden}));
+        tr.step(3);
+      }
+      ex->finish(xb.config, xb.files);
+      tr.step(c.tied_embeddings ? 3 : 4);
+      std::fprintf(stderr, "exported %s: %.1f MB of tensors in %zu shard%s (model-level tensors and files %.1fs)\n", export_dir.c_str(),
+                   static_cast<double>(ex->bytes()) / 1e6, ex->shards(), ex->shards() == 1 ? "" : "s", since(t0));
     }
     rows.push_back(row);
   }

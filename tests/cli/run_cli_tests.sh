@@ -132,6 +132,20 @@ check "generate W4 on the export" 0 "W4A16 (AWQ, CPU kernel)" generate --model e
 check "generate dequantized on the export" 0 "fp32 (AWQ dequantized)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8 --dequantize
 check "generate a 3-bit export" 2 'quantization_config has version "awq_cpp_plain"; this engine runs AutoAWQ GEMM checkpoints: quant_method "awq", version "gemm", bits 4' \
   generate --model exp/w3-g64-asym --prompt hi
+check "--shard-size abc" 2 "--shard-size: 'abc' is not a size (accepted: a whole number of bytes" "${req[@]}" "${S[@]}" --export exp/x --shard-size abc
+check "--shard-size 5GBs" 2 "--shard-size: '5GBs' is not a size" "${req[@]}" "${S[@]}" --export exp/x --shard-size 5GBs
+check "--shard-size 500" 2 "--shard-size: 500 is out of range (accepted:" "${req[@]}" "${S[@]}" --export exp/x --shard-size 500
+check "--shard-size 2TiB" 2 "--shard-size: 2TiB is out of range" "${req[@]}" "${S[@]}" --export exp/x --shard-size 2TiB
+check "--shard-size without --export" 2 "--shard-size is given without --export" "${req[@]}" "${S[@]}" --shard-size 8KB
+# Exports in 8 KB shards: one without a checkpoint, one with; then a run interrupted after block 0
+# (block 1's checkpoint lost, the killed run's temporary directory left) resumed.
+run=("${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --shard-size 8KB)
+check "a sharded export" 0 "exported exp/plain/w4-g64-asym: " "${run[@]}" --export exp/plain
+check "a sharded export with --checkpoint" 0 "exported exp/ck/w4-g64-asym: " "${run[@]}" --export exp/ck --checkpoint ck
+[ "$mode" != --table ] && { diff -r exp/plain exp/ck > /dev/null || { fails=$((fails + 1)); echo "FAIL: --checkpoint changed the export's bytes"; }; }
+rm -f ck/w4-g64-asym/block_1.safetensors
+mkdir -p exp/ck/w4-g64-asym.tmp && echo "left by a killed run" > exp/ck/w4-g64-asym.tmp/model-00001-of-00002.safetensors
+check "an interrupted export resumed" 0 "w4-g64-asym: 1 of 2 blocks resumed from ck" "${run[@]}" --export exp/ck --checkpoint ck
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }
@@ -141,6 +155,14 @@ if [ "$mode" != --table ]; then
   greedy() { "$tool" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 16 "$@" 2>/dev/null; }
   n=$((n + 1)); [ "$(greedy)" = "$(greedy --dequantize)" ] || { fails=$((fails + 1)); echo "FAIL: W4 and dequantized greedy text differ"; }
   if ls -A . outdir | grep -q awq_llama_probe; then fails=$((fails + 1)); echo "FAIL: a probe file was left behind"; fi
+  x=exp/plain/w4-g64-asym
+  shards=$(ls "$x" | grep -c '^model-[0-9]\{5\}-of-[0-9]\{5\}\.safetensors$')
+  for f in config.json model.safetensors.index.json tokenizer.json tokenizer_config.json; do
+    [ -s "$x/$f" ] || { fails=$((fails + 1)); echo "FAIL: the sharded export has no $f"; }
+  done
+  [ "$shards" -ge 3 ] || { fails=$((fails + 1)); echo "FAIL: an 8 KB --shard-size gave $shards shards"; }
+  if [ "$(ls -A exp/plain exp/ck | grep -c -e tmp -e '^\.')" != 0 ]; then fails=$((fails + 1)); echo "FAIL: a temporary was left behind"; fi
+  diff -r exp/plain exp/ck > /dev/null || { fails=$((fails + 1)); echo "FAIL: the resumed export differs from the uninterrupted one"; }
   echo "$((n - fails)) of $n CLI cases pass"
 fi
 [ "$fails" = 0 ]

@@ -58,6 +58,17 @@ inline std::int64_t dtype_size(const std::string& d) {
   const std::uint64_t bits = dtype_bits(d);
   return bits % 8 ? 0 : static_cast<std::int64_t>(bits / 8);
 }
+/// Throws awq::Error (prefixed by `who`) unless `dtype` is a whole-byte dtype and `n` bytes hold
+/// exactly `shape` of it.
+inline void check_tensor_bytes(const char* who, const std::string& name, const std::string& dtype, const std::vector<std::int64_t>& shape,
+                               std::size_t n) {
+  const std::int64_t es = dtype_size(dtype);
+  awq::detail::require(es > 0, who, ": tensor '", name, "' has unknown dtype '", dtype, "'");
+  std::int64_t count = 1;
+  for (auto d : shape) count *= d;
+  awq::detail::require(static_cast<std::int64_t>(n) == count * es, who, ": tensor '", name, "' has ", n, " bytes but dtype ", dtype,
+                       " and its shape need ", count * es);
+}
 }  // namespace detail
 
 /// \brief Collects tensors and metadata, then writes them atomically.
@@ -65,12 +76,7 @@ class SafetensorsWriter {
  public:
   /// Adds a tensor; throws when the byte count does not match dtype × shape or the name repeats.
   void add(const std::string& name, const std::string& dtype, std::vector<std::int64_t> shape, std::vector<std::uint8_t> bytes) {
-    const std::int64_t es = detail::dtype_size(dtype);
-    awq::detail::require(es > 0, "awq::io::SafetensorsWriter: tensor '", name, "' has unknown dtype '", dtype, "'");
-    std::int64_t n = 1;
-    for (auto d : shape) n *= d;
-    awq::detail::require(static_cast<std::int64_t>(bytes.size()) == n * es, "awq::io::SafetensorsWriter: tensor '", name, "' has ",
-                         bytes.size(), " bytes but dtype ", dtype, " and its shape need ", n * es);
+    detail::check_tensor_bytes("awq::io::SafetensorsWriter", name, dtype, shape, bytes.size());
     awq::detail::require(tensors_.count(name) == 0, "awq::io::SafetensorsWriter: tensor '", name, "' added twice");
     tensors_[name] = SafetensorsTensor{dtype, std::move(shape), std::move(bytes)};
   }

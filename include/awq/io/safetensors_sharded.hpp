@@ -1,24 +1,31 @@
 /// \file
-/// \brief awq::io::ShardedSafetensorsWriter: a model export written tensor by tensor into
+/// \brief awq::io::ShardedSafetensorsWriter: a model export streamed tensor by tensor into
 ///        Hugging Face shards (`model-0000i-of-0000N.safetensors` and
-///        `model.safetensors.index.json`, or one `model.safetensors`), holding at most one
-///        shard's bytes in memory (needs nlohmann-json).
+///        `model.safetensors.index.json`, or one `model.safetensors`), holding no tensor data in
+///        memory beyond the call that adds it (needs nlohmann-json).
 ///
 /// Shards are cut as transformers' save_pretrained cuts them: a tensor that would take the open
 /// shard past `max_shard_bytes` starts the next one (a tensor larger than the limit gets a shard
-/// of its own). Each full shard is written at once, atomically, under a temporary name
-/// (`.model-shard-0000i.safetensors`), since the shard count N is known only at finish(); finish()
-/// removes the old export's index, renames the shards to their final names, writes the index
-/// atomically, then removes the old export's shards. A crash before finish() completes leaves
-/// no index naming a mixture of shards: io::HfCheckpoint refuses the directory until a finish()
-/// succeeds.
+/// of its own). A tensor's bytes go to the open shard's data file (`.model-shard-0000i.data`) as
+/// it is added; since a safetensors header precedes the data and is known only when the shard is
+/// full, the shard is then written atomically under a temporary name
+/// (`.model-shard-0000i.safetensors`) as header + the data file copied in 1 MiB pieces, and the
+/// data file removed. The shard count N is known only at finish(), which removes the old export's
+/// index, renames the shards to their final names, writes the index atomically, then removes the
+/// old export's shards. A crash before finish() completes leaves no index naming a mixture of
+/// shards: io::HfCheckpoint refuses the directory until a finish() succeeds.
+///
+/// Within a shard the data lie in the order the tensors were added and the header lists them in
+/// that order, so equal additions give equal bytes.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,7 +40,7 @@
 namespace awq {
 namespace io {
 
-/// \brief Writes a Hugging Face safetensors export shard by shard.
+/// \brief Writes a Hugging Face safetensors export shard by shard, streaming each tensor to disk.
 class ShardedSafetensorsWriter {
  public:
   /// Writes into the existing directory `dir`, shards of at most `max_shard_bytes` of tensor data
@@ -44,33 +51,43 @@ class ShardedSafetensorsWriter {
   }
   ShardedSafetensorsWriter(const ShardedSafetensorsWriter&) = delete;
   ShardedSafetensorsWriter& operator=(const ShardedSafetensorsWriter&) = delete;
-  /// Removes the temporary shards of an export that was not finished.
+  /// Removes the temporary files of an export that was not finished.
   ~ShardedSafetensorsWriter() {
     if (finished_) return;
+    close_data();
     std::error_code ec;
+    std::filesystem::remove(data_path_, ec);
     for (std::size_t i = 0; i < written_; ++i) std::filesystem::remove(temp_path(i), ec);
   }
 
-  /// Adds a tensor (bytes as stored, little-endian); writes the open shard first when this tensor
-  /// would take it past the limit. Throws awq::Error when the byte count does not match dtype ×
-  /// shape, the name repeats, or finish() was called.
-  void add(const std::string& name, const std::string& dtype, std::vector<std::int64_t> shape, std::vector<std::uint8_t> bytes) {
+  /// Adds a tensor of `n` bytes at `data` (as stored, little-endian), appending them to the open
+  /// shard; writes the open shard first when this tensor would take it past the limit. Throws
+  /// awq::Error when the byte count does not match dtype × shape, the name repeats, finish() was
+  /// called, or a file cannot be written (naming it and the system's reason).
+  void add_bytes(const std::string& name, const std::string& dtype, std::vector<std::int64_t> shape, const void* data, std::size_t n) {
     awq::detail::require(!finished_, "awq::io::ShardedSafetensorsWriter: tensor '", name, "' added after finish()");
     awq::detail::require(shard_of_.count(name) == 0, "awq::io::ShardedSafetensorsWriter: tensor '", name, "' added twice");
-    const std::uint64_t n = bytes.size();
-    if (open_count_ > 0 && open_bytes_ + n > max_) flush();
-    open_.add(name, dtype, std::move(shape), std::move(bytes));  // checks dtype and byte count
+    detail::check_tensor_bytes("awq::io::ShardedSafetensorsWriter", name, dtype, shape, n);
+    if (!open_.empty() && open_bytes_ + n > max_) flush();
+    if (!data_) {
+      awq::detail::require(written_ < kMaxShards, "awq::io::ShardedSafetensorsWriter: tensor '", name, "' would start shard ", written_ + 1,
+                           ", more than the ", kMaxShards, " that shard names can count: use a max_shard_bytes above ", max_);
+      open_data();
+    }
+    FileSink(data_.get(), data_path_).write(data, n);
+    open_.push_back({name, dtype, std::move(shape), open_bytes_, open_bytes_ + n});
     shard_of_[name] = written_;
-    ++open_count_;
     open_bytes_ += n;
     total_ += n;
   }
-  /// Adds a typed tensor from a vector of T (bytes copied as stored).
+  /// Adds a tensor from its bytes.
+  void add(const std::string& name, const std::string& dtype, std::vector<std::int64_t> shape, const std::vector<std::uint8_t>& bytes) {
+    add_bytes(name, dtype, std::move(shape), bytes.data(), bytes.size());
+  }
+  /// Adds a typed tensor from a vector of T (its bytes as stored).
   template <class T>
   void add_typed(const std::string& name, const std::string& dtype, std::vector<std::int64_t> shape, const std::vector<T>& v) {
-    std::vector<std::uint8_t> b(v.size() * sizeof(T));
-    if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
-    add(name, dtype, std::move(shape), std::move(b));
+    add_bytes(name, dtype, std::move(shape), v.data(), v.size() * sizeof(T));
   }
 
   /// Writes the last shard and puts the export in place; returns the files written (shards,
@@ -113,8 +130,13 @@ class ShardedSafetensorsWriter {
     return files;
   }
 
+  /// Shards at most: the five digits of `model-0000i-of-0000N`.
+  static constexpr std::size_t kMaxShards = 99999;
+
   /// Tensor bytes added so far (the index's `metadata.total_size`).
   std::uint64_t total_bytes() const noexcept { return total_; }
+  /// Shards written in full so far (the open one not counted).
+  std::size_t shards_written() const noexcept { return written_; }
 
   /// `model-0000i-of-0000N.safetensors` for shard `i` (from 0) of `count`.
   static std::string shard_name(std::size_t i, std::size_t count) {
@@ -124,27 +146,68 @@ class ShardedSafetensorsWriter {
   }
 
  private:
+  struct Entry {
+    std::string name, dtype;
+    std::vector<std::int64_t> shape;
+    std::uint64_t begin, end;  // in the shard's data section
+  };
+  struct Close {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+
   std::string temp_path(std::size_t i) const {
     char b[64];
     std::snprintf(b, sizeof b, ".model-shard-%05zu.safetensors", i + 1);
     return (std::filesystem::path(dir_) / b).string();
   }
 
+  void open_data() {
+    char b[64];
+    std::snprintf(b, sizeof b, ".model-shard-%05zu.data", written_ + 1);
+    data_path_ = (std::filesystem::path(dir_) / b).string();
+    data_.reset(std::fopen(data_path_.c_str(), "w+b"));
+    awq::detail::require(data_ != nullptr, "awq::io::ShardedSafetensorsWriter: cannot create ", data_path_, ": ", std::strerror(errno));
+  }
+
+  void close_data() { data_.reset(); }
+
+  // Writes the open shard (header, then its data file) to its temporary name and removes the data file.
   void flush() {
-    if (open_count_ == 0) return;
-    open_.metadata("format", "pt");
-    open_.write(temp_path(written_));
+    if (open_.empty()) return;
+    nlohmann::ordered_json h;
+    h["__metadata__"] = {{"format", "pt"}};
+    for (const auto& e : open_) h[e.name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
+    std::string header = h.dump();
+    while ((header.size() + 8) % 8) header.push_back(' ');  // align the data section to 8 bytes
+    std::FILE* in = data_.get();
+    const bool flushed = std::fflush(in) == 0;
+    awq::detail::require(flushed, "awq::io::ShardedSafetensorsWriter: writing ", data_path_, " failed: ", std::strerror(errno),
+                         " (disk full or file size limit?)");
+    std::rewind(in);
+    write_atomically(temp_path(written_), [&](FileSink& out) {
+      const std::uint64_t n = header.size();
+      out.write(&n, 8);
+      out.write(header);
+      std::vector<char> buf(std::size_t{1} << 20);
+      std::uint64_t copied = 0;
+      for (std::size_t got; (got = std::fread(buf.data(), 1, buf.size(), in)) > 0; copied += got) out.write(buf.data(), got);
+      awq::detail::require(!std::ferror(in) && copied == open_bytes_, "awq::io::ShardedSafetensorsWriter: reading ", data_path_,
+                           " back gave ", copied, " of ", open_bytes_, " bytes");
+    });
+    close_data();
+    std::error_code ec;
+    std::filesystem::remove(data_path_, ec);
     ++written_;
-    open_ = SafetensorsWriter();
+    open_.clear();
     open_bytes_ = 0;
-    open_count_ = 0;
   }
 
   std::string dir_;
   std::uint64_t max_;
-  SafetensorsWriter open_;
+  std::unique_ptr<std::FILE, Close> data_;  // the open shard's data file
+  std::string data_path_;
+  std::vector<Entry> open_;                      // the open shard's tensors, in order
   std::uint64_t open_bytes_ = 0, total_ = 0;
-  std::size_t open_count_ = 0;                   // tensors in the open shard
   std::size_t written_ = 0;                      // shards written
   std::map<std::string, std::size_t> shard_of_;  // tensor -> shard index
   bool finished_ = false;

@@ -39,6 +39,7 @@ int main(int argc, char** argv) try {
   job.seq_len = a.seq_len;
   job.eval_tokens = a.eval_tokens;
   job.layers = a.layers;
+  job.mode = a.mode;
 #ifdef AWQ_LLAMA_CUDA
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
 #endif

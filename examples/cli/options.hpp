@@ -8,6 +8,7 @@
 #include <awq/config.hpp>
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
+#include <awq/model/search_mode.hpp>
 
 #include <cerrno>
 #include <charconv>
@@ -39,6 +40,7 @@ struct Args {
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
   bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
+  std::string mode = "reference";  ///< --mode: an awq::model::SearchMode preset
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -120,6 +122,9 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4)"},
+      {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (every variant below), or one variant: sequential "
+                         "(each block calibrated on the quantized blocks' outputs), refine (local alpha refinement after the grid) "
+                         "(default reference)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "

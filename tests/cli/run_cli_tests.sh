@@ -79,6 +79,7 @@ check "--configs w4g100" 2 "group 100 is not supported (accepted: 32, 64, 128, 2
 check "--configs w4g64,w4g64" 2 "--configs: 'w4g64' repeats 'w4g64'" "${req[@]}" "${S[@]}" --configs w4g64,w4g64
 check "--configs 4bit" 2 "--configs: cannot parse '4bit'" "${req[@]}" "${S[@]}" --configs 4bit
 check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${req[@]}" "${S[@]}" --backend tpu
+check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved, sequential, refine)" "${req[@]}" "${S[@]}" --mode fast
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
@@ -101,6 +102,7 @@ check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect
 check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors
 check "inspect HF directory" 0 '["LlamaForCausalLM"]' inspect hf
 check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
+check "a whole run in the improved mode" 0 "improved search" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --mode improved
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }

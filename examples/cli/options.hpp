@@ -245,6 +245,13 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--threads") {
       const int hw = hardware_threads();
       a.threads = num(0, hw, "0 (all) or 1 to " + std::to_string(hw) + ", the hardware threads of this machine");
+    } else if (k == "--mode") {
+      try {
+        (void)awq::model::SearchMode::parse(v);
+      } catch (const awq::Error&) {
+        throw awq::Error("--mode: '" + v + "' is not a search mode (accepted: " + awq::model::SearchMode::names() + ")");
+      }
+      a.mode = v;
     } else if (k == "--backend") {
       awq::detail::require(v == "cpu" || v == "cuda", "--backend: '", v, "' is not a backend (accepted: cpu, cuda)");
       a.backend = v;

@@ -46,6 +46,7 @@ int main(int argc, char** argv) try {
   job.eval_tokens = a.eval_tokens;
   job.layers = a.layers;
   if (a.shard_bytes) job.shard_bytes = a.shard_bytes;
+  job.mode = a.mode;
 #ifdef AWQ_LLAMA_CUDA
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
 #endif

@@ -87,8 +87,12 @@ struct NaiveScaleResult {
   std::vector<double> scales, losses;
 };
 
+// alphas: the points to try (empty: the reference's grid i / 20, i < 20).
 NaiveScaleResult naive_scale_search(const std::vector<double>& x, long t, long k, const std::vector<std::vector<double>>& ws,
-                                    const std::vector<long>& outs, int bits, long g, bool zp, bool duo) {
+                                    const std::vector<long>& outs, int bits, long g, bool zp, bool duo,
+                                    std::vector<double> alphas = {}) {
+  if (alphas.empty())
+    for (int i = 0; i < 20; ++i) alphas.push_back(i / 20.0);
   std::vector<double> x_mean(static_cast<std::size_t>(k), 0.0), w_mean(static_cast<std::size_t>(k), 0.0);
   for (long tt = 0; tt < t; ++tt)
     for (long c = 0; c < k; ++c) x_mean[static_cast<std::size_t>(c)] += std::fabs(x[static_cast<std::size_t>(tt * k + c)]) / t;
@@ -107,8 +111,8 @@ NaiveScaleResult naive_scale_search(const std::vector<double>& x, long t, long k
   const auto org = naive_block(x, t, k, ws, outs);
   NaiveScaleResult res{-1, {}, {}};
   double best = 1e300;
-  for (int i = 0; i < 20; ++i) {
-    const double a = i / 20.0;
+  for (int i = 0; i < static_cast<int>(alphas.size()); ++i) {
+    const double a = alphas[static_cast<std::size_t>(i)];
     std::vector<double> s(static_cast<std::size_t>(k));
     for (long c = 0; c < k; ++c) {
       double v = std::pow(x_mean[static_cast<std::size_t>(c)], a);
@@ -256,6 +260,58 @@ TEST_CASE("scale search equals the plain float64 pseudo-code (duo on/off, zero p
           // Property: the chosen loss never exceeds plain RTN (alpha = 0).
           CHECK(res.losses[static_cast<std::size_t>(res.best_index)] <= res.losses[0]);
         }
+}
+
+TEST_CASE("scale search refinement: the reference's grid unchanged, then local points equal to the float64 pseudo-code") {
+  const long t = 96, k = 128;
+  std::uint64_t seed = 71;
+  for (int bits : {3, 4})
+    for (bool duo : {false, true}) {
+      CAPTURE(bits);
+      CAPTURE(duo);
+      const auto x = activations(t, k, seed++);
+      const std::vector<long> outs{48, 32};
+      const std::vector<std::vector<double>> ws{random_weights(48, k, Dist::outliers, seed * 7), random_weights(32, k, Dist::student_t3, seed * 7 + 1)};
+      std::vector<awq::Linear<double>> lin;
+      for (std::size_t l = 0; l < outs.size(); ++l) lin.push_back({cview(ws[l], outs[l], k), nullptr});
+      awq::ScaleSearchOptions opt;
+      opt.quant = QuantSpec{bits, 64, true};
+      opt.duo_scaling = duo;
+      const auto grid = awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<double>(lin), opt);
+      opt.refine_steps = 3;
+      long events = 0;
+      opt.progress = [&](const awq::Progress& p) { events += p.done <= p.total; };
+      const auto fine = awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<double>(lin), opt);
+      REQUIRE(fine.losses.size() == 26);
+      CHECK(events == 26);
+      CHECK(std::equal(grid.losses.begin(), grid.losses.end(), fine.losses.begin()));  // bit for bit
+      CHECK(std::equal(grid.alphas.begin(), grid.alphas.end(), fine.alphas.begin()));
+      // Each local step is centred on the best point so far, half the previous step away.
+      double centre = grid.best_alpha, h = 0.025;
+      for (std::size_t i = 20; i < 26; i += 2, h /= 2) {
+        CHECK(fine.alphas[i] == doctest::Approx(std::max(0.0, centre - h)).epsilon(1e-12));
+        CHECK(fine.alphas[i + 1] == doctest::Approx(centre + h).epsilon(1e-12));
+        const auto lo = std::min_element(fine.losses.begin(), fine.losses.begin() + static_cast<long>(i) + 2);
+        centre = fine.alphas[static_cast<std::size_t>(lo - fine.losses.begin())];
+      }
+      const double best = *std::min_element(fine.losses.begin(), fine.losses.end());
+      CHECK(fine.losses[static_cast<std::size_t>(fine.best_index)] == best);
+      CHECK(best <= grid.losses[static_cast<std::size_t>(grid.best_index)]);
+      CHECK(fine.best_alpha == fine.alphas[static_cast<std::size_t>(fine.best_index)]);
+      const auto ref = naive_scale_search(x, t, k, ws, outs, bits, 64, true, duo, fine.alphas);
+      for (std::size_t i = 0; i < fine.losses.size(); ++i) CHECK(rel(fine.losses[i], ref.losses[i]) < 1e-6);
+      double worst = 0;
+      for (long c = 0; c < k; ++c)
+        worst = std::max(worst, rel(fine.scales[static_cast<std::size_t>(c)], ref.scales[static_cast<std::size_t>(c)]));
+      CHECK(worst < 1e-6);
+    }
+  awq::ScaleSearchOptions bad;
+  bad.refine_steps = -1;
+  const auto x = activations(8, 128, 1);
+  const auto w = random_weights(16, 128, Dist::normal, 2);
+  std::vector<awq::Linear<double>> lin{{cview(w, 16, 128), nullptr}};
+  CHECK_THROWS_WITH_AS(awq::search_scales(cview(x, 8, 128), lin, awq::LinearsBlock<double>(lin), bad),
+                       doctest::Contains("refine_steps -1 out of range"), awq::Error);
 }
 
 TEST_CASE("clip search equals the plain float64 pseudo-code") {

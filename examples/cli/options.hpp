@@ -8,6 +8,7 @@
 #include <awq/config.hpp>
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
+#include <awq/model/search_mode.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -54,6 +55,7 @@ struct Args {
   std::uint64_t seed = 0;          ///< generate: sampling seed
   bool dequantize = false;         ///< generate: run an AWQ checkpoint's linears dequantized in fp32
   std::uint64_t shard_bytes = 0;   ///< --shard-size in bytes; 0: not given (the exporter's default, 5 GB)
+  std::string mode = "reference";  ///< --mode: an awq::model::SearchMode preset
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -173,6 +175,9 @@ inline const std::vector<OptionDoc>& option_docs() {
                           "searches then compare losses at TF32 precision (default off)"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
+      {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (every variant below), or one variant: sequential "
+                         "(each block calibrated on the quantized blocks' outputs), refine (local alpha refinement after the grid) "
+                         "(default reference)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
@@ -340,6 +345,13 @@ inline Args parse(int argc, const char* const* argv) {
     else if (k == "--threads") {
       const int hw = hardware_threads();
       a.threads = num(0, hw, "0 (all) or 1 to " + std::to_string(hw) + ", the hardware threads of this machine");
+    } else if (k == "--mode") {
+      try {
+        (void)awq::model::SearchMode::parse(v);
+      } catch (const awq::Error&) {
+        throw awq::Error("--mode: '" + v + "' is not a search mode (accepted: " + awq::model::SearchMode::names() + ")");
+      }
+      a.mode = v;
     } else if (k == "--backend") {
       awq::detail::require(v == "cpu" || v == "cuda", "--backend: '", v, "' is not a backend (accepted: cpu, cuda)");
       a.backend = v;

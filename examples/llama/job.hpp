@@ -34,7 +34,7 @@ namespace awq_example {
 
 /// What the job needs from the command line.
 struct JobArgs {
-  std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu";
+  std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "reference";
   std::vector<awq::QuantSpec> configs;
   bool duo = false, tf32 = false, kernel_eval = false;
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
@@ -96,9 +96,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   const awq::model::Batch cb{n_cal, a.seq_len}, eb{n_eval, a.seq_len};
   const std::vector<float> calib_h = awq::model::embed<Arch>(src, calib), eval_h = awq::model::embed<Arch>(src, eval);
   const double load_s = since(t_load);
-  std::fprintf(stderr, "model: %s, %d of %d layers, hidden %d, mlp %d, heads %d/%d, vocab %d; calib %d x %d tokens, eval %zu tokens; load %.1fs\n",
+  std::fprintf(stderr, "model: %s, %d of %d layers, hidden %d, mlp %d, heads %d/%d, vocab %d; calib %d x %d tokens, eval %zu tokens, %s search; load %.1fs\n",
                c.architecture.c_str(), n_layers, c.layers, c.hidden, c.intermediate, c.n_heads, c.n_kv_heads, c.vocab, n_cal,
-               a.seq_len, eval.size(), load_s);
+               a.seq_len, eval.size(), a.mode.c_str(), load_s);
   std::unique_ptr<awq::model::Head<Arch>> head;
   if (!partial && evaluate) head = std::make_unique<awq::model::Head<Arch>>(awq::model::Head<Arch>::load(src));
 
@@ -120,6 +120,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     opt.block.quant = q;
     opt.block.duo_scaling = a.duo;
     opt.block.search_seqs = a.search_seqs;
+    opt.block.mode = awq::model::SearchMode::parse(a.mode);
     opt.layers = n_layers;
     opt.progress = bar;
     opt.kernel_eval = a.kernel_eval;
@@ -128,7 +129,8 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       const std::string dir = a.checkpoint_dir + "/" + row.config;
       std::filesystem::create_directories(dir);
       const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
-                              std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs);
+                              std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs) +
+                              (opt.block.mode.is_reference() ? std::string() : " mode=" + a.mode);
       ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
       opt.checkpoint = ck.get();
     }
@@ -196,6 +198,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   rep["kernel_eval"] = a.kernel_eval;
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
+  rep["mode"] = a.mode;
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
   const auto row_json = [](const JobRow& r) {
     return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}};

@@ -83,6 +83,7 @@ check "--tf32 on the cpu backend" 2 "--tf32 applies to --backend cuda only (the 
 check "--eval-dequantized on the cpu backend" 2 "--eval-dequantized applies to --backend cuda only" "${req[@]}" "${S[@]}" --eval-dequantized
 check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
 check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
+check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved, sequential, refine)" "${req[@]}" "${S[@]}" --mode fast
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
@@ -146,6 +147,7 @@ check "a sharded export with --checkpoint" 0 "exported exp/ck/w4-g64-asym: " "${
 rm -f ck/w4-g64-asym/block_1.safetensors
 mkdir -p exp/ck/w4-g64-asym.tmp && echo "left by a killed run" > exp/ck/w4-g64-asym.tmp/model-00001-of-00002.safetensors
 check "an interrupted export resumed" 0 "w4-g64-asym: 1 of 2 blocks resumed from ck" "${run[@]}" --export exp/ck --checkpoint ck
+check "a whole run in the improved mode" 0 "improved search" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --mode improved
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }

@@ -6,7 +6,8 @@
 /// calibration hidden states capturing every group's input, search each group's scales on the
 /// original weights, fold them, search the clip bounds on the scaled weights and inputs, clamp,
 /// quantize with fp16 scales (awq/model/finalize.hpp), hand the result to a sink, and move on
-/// with the block's full-precision output (llm-awq's run_awq semantics). Extra activation streams
+/// with the block's full-precision output (llm-awq's run_awq semantics; SearchMode::sequential
+/// moves on with the quantized block's output instead). Extra activation streams
 /// (e.g. evaluation tokens) are carried through every block at full precision, RTN- or
 /// AWQ-quantized, so that perplexity needs no second copy of the model. Per-block checkpoints
 /// (awq/model/checkpoint.hpp) make an interrupted run resume bit-identically.
@@ -25,6 +26,7 @@
 #include "awq/model/checkpoint.hpp"
 #include "awq/model/config.hpp"
 #include "awq/model/finalize.hpp"
+#include "awq/model/search_mode.hpp"
 #include "awq/progress.hpp"
 #include "awq/search/clip.hpp"
 #include "awq/search/scale.hpp"
@@ -39,6 +41,7 @@ struct BlockOptions {
   /// Sequences whose block-output loss the scale search evaluates (0: all). mean|x| and the clip
   /// search still use every calibration token, so calibration size and search cost decouple.
   int search_seqs = 0;
+  SearchMode mode{};              ///< the reference's search, or the improved one's variants
   ProgressCallback progress{};    ///< per search phase
 };
 
@@ -52,6 +55,7 @@ BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& b
   ScaleSearchOptions so;
   so.quant = opt.quant;
   so.duo_scaling = opt.duo_scaling;
+  so.refine_steps = opt.mode.alpha_refine;
   so.progress = opt.progress;
   BlockResult res;
   const Batch sb{opt.search_seqs > 0 ? std::min(opt.search_seqs, b.n_seq) : b.n_seq, b.seq_len};
@@ -266,7 +270,8 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       carry(StreamKind::rtn, rtn);
     }
     lap("carry");
-    // The capture forward's output is the next block's input (the full-precision one, as the reference).
+    // The capture forward's output is the next block's input (the full-precision one, as the
+    // reference), unless the mode is sequential: then the quantized block's, computed below.
     std::vector<Tensor<Backend>> in;
     Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
     lap("capture");
@@ -293,6 +298,10 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     lap("search");
     qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
     lap("finalize");
+    if (opt.block.mode.sequential) {  // before any kernel op: the calibration path never depends on kernel_eval
+      Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), nullptr);
+      lap("capture");
+    }
     if (has(StreamKind::awq)) attach_kernels(blk, qb.linears);
     carry(StreamKind::awq, blk);
     lap("carry");

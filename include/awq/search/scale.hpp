@@ -9,8 +9,13 @@
 /// whose pseudo-quantized weights Q(W·diag(s))·diag(s)⁻¹ give the smallest block-output MSE.
 /// Reference semantics: the 1e-4 floors, the sqrt(max·min) normalisation, non-finite scales
 /// set to 1, the first strict minimum wins; the loss is accumulated in double.
+///
+/// Beyond the reference (off by default): `refine_steps` local steps after the grid try α ± h
+/// around the best point, h = 1/(2·n_grid) halved each step, keeping strict improvements; the
+/// grid's coarse steps (0.05) leave up to half a step of α unexplored where the loss is smooth.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -41,6 +46,7 @@ struct ScaleSearchOptions {
   int n_grid = 20;                 ///< α = i / n_grid for i in [0, n_grid)
   bool include_alpha_one = false;  ///< also try α = 1 (the reference stops at (n_grid-1)/n_grid)
   bool duo_scaling = false;        ///< AutoAWQ's s = x^α / (w^(1-α) + 1e-4); llm-awq: off
+  int refine_steps = 0;            ///< local α steps after the grid (0: the reference); 2 block evaluations each
   ProgressCallback progress{};     ///< called after each grid point
   std::string name = "scale search";  ///< phase name in progress events
 };
@@ -51,8 +57,8 @@ struct ScaleSearchResult {
   int best_index = -1;          ///< index into alphas / losses
   double best_alpha = 0.0;      ///< alphas[best_index]
   std::vector<S> scales;        ///< per input channel, to fold (awq/search/fold.hpp)
-  std::vector<double> alphas;   ///< the grid
-  std::vector<double> losses;   ///< block-output MSE per grid point
+  std::vector<double> alphas;   ///< the grid, then the refinement's points
+  std::vector<double> losses;   ///< block-output MSE per point
 };
 
 /// \brief The built-in block "single linear" / "concatenated linears": y = [x·W₀ᵀ+b₀ | x·W₁ᵀ+b₁ | …].
@@ -158,6 +164,7 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   constexpr const char* fn = "awq::search_scales";
   detail::require(!linears.empty(), fn, ": no linear given");
   detail::require(opt.n_grid >= 1, fn, ": n_grid ", opt.n_grid, " must be at least 1");
+  detail::require(opt.refine_steps >= 0 && opt.refine_steps <= 16, fn, ": refine_steps ", opt.refine_steps, " out of range (0 to 16)");
   const index_t k = x.cols();
   const index_t g = opt.quant.group_for(k);
   std::vector<typename Backend::template buffer<S>> copies(linears.size() + 1);
@@ -196,29 +203,46 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   ScaleSearchResult<F> res;
   for (int i = 0; i < opt.n_grid; ++i) res.alphas.push_back(static_cast<double>(i) / opt.n_grid);
   if (opt.include_alpha_one) res.alphas.push_back(1.0);
-  detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(res.alphas.size()));
-  std::vector<F> s, s_next;
-  double best = std::numeric_limits<double>::infinity();
-  scales_for_alpha(res.alphas[0], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
-  for (std::size_t ai = 0; ai < res.alphas.size(); ++ai) {
+  const std::size_t n_grid_points = res.alphas.size();
+  detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(n_grid_points) + 2L * opt.refine_steps);
+  const auto run_block = [&](const std::vector<F>& s) {
     for (std::size_t i = 0; i < linears.size(); ++i) {
       Backend::scaled_pseudo_quantize(opt.quant, orig_w[i], s.data(),
                                       make_row_major(wq[i].data(), linears[i].weight.rows(), k));
     }
     block(xr, q_w, make_row_major(cur.data(), xr.rows(), n_out));
-    // The next grid point's scales, while an asynchronous backend still runs this one's block.
-    if (ai + 1 < res.alphas.size()) scales_for_alpha(res.alphas[ai + 1], x_mean, opt.duo_scaling ? &w_mean : nullptr, s_next);
-    const double loss = Backend::mse(reference, make_row_major<const F>(cur.data(), xr.rows(), n_out));
+  };
+  double best = std::numeric_limits<double>::infinity();
+  const auto record = [&](double loss, const std::vector<F>& s) {
     res.losses.push_back(loss);
     if (loss < best) {
       best = loss;
-      res.best_index = static_cast<int>(ai);
+      res.best_index = static_cast<int>(res.losses.size() - 1);
       res.scales = s;
     }
+    tracker.step(static_cast<long>(res.losses.size()));
+  };
+  std::vector<F> s, s_next;
+  scales_for_alpha(res.alphas[0], x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
+  for (std::size_t ai = 0; ai < n_grid_points; ++ai) {
+    run_block(s);
+    // The next grid point's scales, while an asynchronous backend still runs this one's block.
+    if (ai + 1 < n_grid_points) scales_for_alpha(res.alphas[ai + 1], x_mean, opt.duo_scaling ? &w_mean : nullptr, s_next);
+    record(Backend::mse(reference, make_row_major<const F>(cur.data(), xr.rows(), n_out)), s);
     std::swap(s, s_next);
-    tracker.step(static_cast<long>(ai + 1));
   }
   detail::require(res.best_index >= 0, fn, ": no finite loss on the grid (block output is not finite)");
+  double h = 0.5 / opt.n_grid;
+  for (int step = 0; step < opt.refine_steps; ++step, h /= 2) {
+    const double centre = res.alphas[static_cast<std::size_t>(res.best_index)];
+    for (const double a : {centre - h, centre + h}) {
+      const double alpha = std::min(1.0, std::max(0.0, a));
+      scales_for_alpha(alpha, x_mean, opt.duo_scaling ? &w_mean : nullptr, s);
+      run_block(s);
+      res.alphas.push_back(alpha);
+      record(Backend::mse(reference, make_row_major<const F>(cur.data(), xr.rows(), n_out)), s);
+    }
+  }
   res.best_alpha = res.alphas[static_cast<std::size_t>(res.best_index)];
   return res;
 }

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <string>
 
+#include "cli/aligned_heap.hpp"
 #include "cli/inspect.hpp"
 #include "cli/options.hpp"
 #include "llama/generate.hpp"

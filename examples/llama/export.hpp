@@ -31,17 +31,15 @@ inline std::vector<Eigen::half> to_half(const std::vector<float>& v) {
   return h;
 }
 
-inline void add_linear(awq::io::ShardedSafetensorsWriter& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
+/// Writes linear `name`'s quantized tensors through `w` (a SafetensorsWriter or a ShardedSafetensorsWriter).
+template <class Writer>
+void add_linear(Writer& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
   using V = std::vector<std::int64_t>;
   if (bits == 4) {  // AutoAWQ GEMM
-    std::vector<std::int32_t> qweight(static_cast<std::size_t>(q.in * q.out / 8)), qzeros(static_cast<std::size_t>(q.groups * q.out / 8));
-    awq::pack_awq_gemm(awq::make_row_major(q.codes.data(), q.out, q.in), awq::make_row_major(qweight.data(), q.in, q.out / 8));
-    awq::pack_awq_gemm(awq::make_row_major(q.zeros.data(), q.out, q.groups), awq::make_row_major(qzeros.data(), q.groups, q.out / 8));
-    std::vector<Eigen::half> sc(q.scales.size());
-    awq::transpose_scales(awq::make_row_major(q.scales.data(), q.out, q.groups), awq::make_row_major(sc.data(), q.groups, q.out));
-    w.add_typed(name + ".qweight", "I32", V{q.in, q.out / 8}, qweight);
-    w.add_typed(name + ".qzeros", "I32", V{q.groups, q.out / 8}, qzeros);
-    w.add_typed(name + ".scales", "F16", V{q.groups, q.out}, sc);
+    const awq::model::AwqGemmPacked p = awq::model::pack_awq_gemm(q, bits);
+    w.add_typed(name + ".qweight", "I32", V{q.in, q.out / 8}, p.qweight);
+    w.add_typed(name + ".qzeros", "I32", V{q.groups, q.out / 8}, p.qzeros);
+    w.add_typed(name + ".scales", "F16", V{q.groups, q.out}, p.scales);
   } else {  // awq plain layout: row-major [out, in] bit streams, zeros and scales per (row, group)
     const awq::index_t rb = awq::plain_row_bytes(q.in, bits);
     std::vector<std::uint8_t> packed(static_cast<std::size_t>(q.out * rb));

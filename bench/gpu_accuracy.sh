@@ -23,8 +23,14 @@ prepare)  # gpu_main.sh's carry, and the held-out text
   bash bench/gpu_main.sh prepare
   cat /usr/share/vim/vim90/doc/usr_0[1-9].txt /usr/share/vim/vim90/doc/usr_1*.txt > build-carry/b/heldout-vim.txt
   ;;
-a)  # gpu_main.sh's build (awq_llama_cuda, and awq_llama beside it), without its tests
-  TESTS=0 bash bench/gpu_main.sh a
+a)  # gpu_main.sh's build (awq_llama_cuda, and awq_llama beside it), without its tests, or the
+    # binary built here with the same flags and carried compressed (build-carry/a/awq_llama_cuda.xz)
+  if [ -f build-carry/a/awq_llama_cuda.xz ]; then
+    mkdir -p build-gpu/data && cp build-carry/a/gguf.part00 build-gpu/data/
+    xz -dc build-carry/a/awq_llama_cuda.xz > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
+  else
+    TESTS=0 bash bench/gpu_main.sh a
+  fi
   ;;
 b)
   cat build-gpu/data/gguf.part00 build-carry/b/gguf.part01 > build-gpu/data/model.gguf

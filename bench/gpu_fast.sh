@@ -6,7 +6,10 @@
 #            (nvcc, sm_90a) in parallel; the tests run, then under compute-sanitizer memcheck;
 #   stage b: carry ["build-carry/b"] — the README job on SmolLM2 with --backend cuda (both configs,
 #            64 × 512 calibration, loss on all 64, 32,768 evaluation tokens), wall time, peak host RSS
-#            (the tool's report) and peak GPU memory (nvidia-smi sampled every 100 ms).
+#            (the tool's report) and peak GPU memory (nvidia-smi sampled every 100 ms), then the
+#            synthetic 7B-shaped checkpoint (SYNTH=0 skips it);
+#   stage s: one call, no model to carry: the synthetic 7B alone (and the CUDA tests) from binaries
+#            built here — see the stage's comment. MATHS="fp16 tf32" runs the job once per --math.
 set -euo pipefail
 stage=${1:?stage: a or b}
 source bench/gpu_env.sh
@@ -19,7 +22,44 @@ gpu_peak() {  # runs "$@", printing the peak GPU memory used while it ran
   echo "peak GPU memory: $(sort -n "$log" | tail -1) MiB (baseline $(head -1 "$log") MiB)"
   return $rc
 }
+# synth TOKENIZER_JSON CALIB_TEXT: writes the synthetic 7B-shaped checkpoint (once per machine) and
+# runs the job on it: w4g128, 128 x 512 calibration, export, no evaluation; MATHS (default "tf32")
+# lists the --math modes to run, one job each.
+synth() {
+  local t0
+  t0=$(date +%s%N)
+  [ -d build-gpu/synth7b ] || python3 bench/make_synthetic_llama.py build-gpu/synth7b "$1" --layers "${SYNTH_LAYERS:-32}"
+  echo "synthetic checkpoint written in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  for m in ${MATHS:-tf32}; do
+    rm -rf build-gpu/synth_out && mkdir -p build-gpu/synth_out
+    t0=$(date +%s%N)
+    # Under script(1) the tool sees a terminal and draws its progress bar: a timed-out run still shows how far it got.
+    local cmd="build-gpu/awq_llama_cuda --model build-gpu/synth7b --calib-text $2 --eval-tokens 0 --backend cuda --math $m \
+      --configs w4g128 --calib-seqs 128 --export build-gpu/synth_out --report $out/synth7b_$m.json ${SYNTH_ARGS:-}"
+    gpu_peak timeout "${SYNTH_LIMIT:-200}" script -qfec "$cmd" /dev/null 2>&1 | tr '\r' '\n' | grep -v '^$' > "$out/synth7b_$m.log" || true
+    grep -v "eta\|search\|clip\|%" "$out/synth7b_$m.log" | tail -12; tail -2 "$out/synth7b_$m.log"
+    echo "synthetic 7B job, --math $m, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('peak RSS', r.get('peak_rss_mb'), 'MB; phases', r['configs'][0].get('phase_s'))" "$out/synth7b_$m.json" || true
+    du -sh build-gpu/synth_out/*
+  done
+}
 case "$stage" in
+s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] holding awq_llama_cuda.xz,
+    # tokenizer.json (SmolLM2's) and handbook-calib.txt; with awq_cuda_tests.xz there, the CUDA
+    # tests first (TESTS_TC: a doctest filter), then memcheck on the model cases
+  c=.carry-me
+  mkdir -p build-gpu
+  gpu_info
+  xz -dc $c/awq_llama_cuda.xz > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
+  if [ -f $c/awq_cuda_tests.xz ]; then
+    xz -dc $c/awq_cuda_tests.xz > build-gpu/awq_cuda_tests && chmod +x build-gpu/awq_cuda_tests
+    timeout 200 build-gpu/awq_cuda_tests ${TESTS_TC:+-tc="$TESTS_TC"} > "$out/cuda_tests.log" 2>&1 || echo "CUDA tests: exit $?"
+    grep -v "^$" "$out/cuda_tests.log" | tail -4
+    [ "${MEMCHECK:-1}" = 0 ] || timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests \
+      -tc='*model on cuda*,*Math*' 2>&1 | tail -3 | tee "$out/memcheck.log" || true
+  fi
+  synth $c/tokenizer.json $c/handbook-calib.txt
+  ;;
 a)
   gpu_info
   mkdir -p build-gpu/data .deps && cp build-carry/a/gguf.part00 build-gpu/data/ && tar -C .deps -xJf build-carry/a/deps.tar.xz
@@ -56,19 +96,7 @@ b)
   if [ "${SYNTH:-1}" = 1 ]; then
     rm -rf build-gpu/tok && build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text build-carry/b/handbook-calib.txt \
       --eval-tokens 0 --backend cuda --layers 1 --configs w4g64 --calib-seqs 1 --export build-gpu/tok >/dev/null 2>&1
-    t0=$(date +%s%N)
-    [ -d build-gpu/synth7b ] || python3 bench/make_synthetic_llama.py build-gpu/synth7b build-gpu/tok/w4-g64-asym/tokenizer.json \
-      --layers "${SYNTH_LAYERS:-32}"
-    echo "synthetic checkpoint written in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-    rm -rf build-gpu/synth_out && mkdir -p build-gpu/synth_out
-    t0=$(date +%s%N)
-    # Under script(1) the tool sees a terminal and draws its progress bar: a timed-out run still shows how far it got.
-    cmd="build-gpu/awq_llama_cuda --model build-gpu/synth7b --calib-text build-carry/b/handbook-calib.txt --eval-tokens 0 \
-      --backend cuda --tf32 --configs w4g128 --calib-seqs 128 --export build-gpu/synth_out --report $out/synth7b.json ${SYNTH_ARGS:-}"
-    gpu_peak timeout "${SYNTH_LIMIT:-200}" script -qfec "$cmd" /dev/null 2>&1 | tr '\r' '\n' | grep -v '^$' > "$out/synth7b_full.log" || true
-    grep -v "eta\|search\|clip" "$out/synth7b_full.log" | tail -20; tail -3 "$out/synth7b_full.log"
-    echo "synthetic 7B job wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-    du -sh build-gpu/synth_out/*
+    synth build-gpu/tok/w4-g64-asym/tokenizer.json build-carry/b/handbook-calib.txt
   fi
   ;;
 esac

@@ -39,7 +39,7 @@ int main(int argc, char** argv) try {
   job.backend = a.backend;
   job.configs = a.configs;
   job.duo = a.duo;
-  job.tf32 = a.tf32;
+  job.math = a.math;
   job.kernel_eval = a.backend == "cuda" && !a.eval_dequantized;
   job.calib_seqs = a.calib_seqs;
   job.search_seqs = a.search_seqs;

@@ -10,6 +10,10 @@
 #include <vector>
 
 #include "awq/awq.hpp"
+#include "awq/model/arch/llama.hpp"
+#include "awq/model/hf_source.hpp"
+#include "awq/model/pipeline.hpp"
+#include "support.hpp"
 
 using awq::index_t;
 
@@ -136,4 +140,44 @@ TEST_CASE("set_threads bounds the parts parallel_for runs, and refuses counts ou
                        doctest::Contains("awq::backend::cpu::set_threads: -1 threads (accepted: 0 = all, or 1 to"), awq::Error);
   CHECK_THROWS_WITH_AS(awq::backend::cpu::set_threads(hw + 1), doctest::Contains((std::to_string(hw + 1) + " threads").c_str()), awq::Error);
   CHECK(awq::backend::cpu::threads() == 0);  // a refused count changes nothing
+}
+
+TEST_CASE("the pipeline reading and sinking on threads of their own gives the serial run's results, in order") {
+  // A sharded Qwen2 checkpoint (q/k/v biases): the reading thread maps shards as it goes.
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
+  const awq::model::Batch calib{2, 16}, eval{2, 8};
+  const auto h = awq_test::random_weights(calib.tokens(), src.config().hidden, awq_test::Dist::outliers, 21, 1.0);
+  const auto e = awq_test::random_weights(eval.tokens(), src.config().hidden, awq_test::Dist::normal, 22, 1.0);
+  struct Run {
+    std::vector<int> order;
+    std::vector<std::vector<std::uint8_t>> codes;
+    std::vector<std::vector<float>> tensors, streams;
+  };
+  const auto run = [&](bool overlap, int throw_at) {
+    Run r;
+    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::fp, eval, std::vector<float>(e.begin(), e.end())},
+                                         {awq::model::StreamKind::awq, eval, std::vector<float>(e.begin(), e.end())}};
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    opt.overlap_io = overlap;
+    awq::model::quantize_model<awq::backend::cpu, awq::model::Llama>(
+        src, calib, std::vector<float>(h.begin(), h.end()), s, opt, [&](const awq::model::QuantizedBlock& b) {
+          r.order.push_back(b.index);
+          for (const auto& [n, q] : b.linears) r.codes.push_back(q.codes);
+          for (const auto& [n, v] : b.tensors) r.tensors.push_back(v);
+          if (b.index == throw_at) throw std::runtime_error("sink failed at block " + std::to_string(b.index));
+        });
+    for (const auto& x : s) r.streams.push_back(x.hidden);
+    return r;
+  };
+  const Run serial = run(false, -1), overlapped = run(true, -1);
+  const int n = src.config().layers;
+  REQUIRE(n >= 2);
+  CHECK(overlapped.order.size() == static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) CHECK(overlapped.order[static_cast<std::size_t>(i)] == i);
+  CHECK(overlapped.codes == serial.codes);
+  CHECK(overlapped.tensors == serial.tensors);
+  CHECK(overlapped.streams == serial.streams);
+  // A sink's exception reaches the caller, from the sinking thread as from the calling one.
+  for (const bool overlap : {false, true}) CHECK_THROWS_WITH(run(overlap, 0), "sink failed at block 0");
 }

@@ -43,7 +43,8 @@ struct Args {
   std::string cmd = "quantize", backend = "cpu", checkpoint_dir, model, calib_text, eval_text, report, inspect_file, export_dir;
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
-  bool tf32 = false;  ///< --tf32: the GPU's fp32 products on TF32 tensor cores
+  bool tf32 = false;          ///< --tf32: --math tf32
+  std::string math = "fp32";  ///< --math: how the GPU's fp32 products run (awq::backend::cuda::Math)
   bool eval_dequantized = false;  ///< --eval-dequantized: no W4A16 kernels in the GPU evaluation
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
@@ -171,8 +172,11 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--duo", nullptr, "AutoAWQ duo scaling: scales from activations and weights (default off)"},
       {"--eval-dequantized", nullptr, "with --backend cuda: evaluate the quantized models on their dequantized fp32 weights instead "
                                       "of the W4A16 kernels (fp16 activations) that serve 4-bit configs by default"},
-      {"--tf32", nullptr, "with --backend cuda: fp32 products on TF32 tensor cores, several times faster on large models, "
-                          "searches then compare losses at TF32 precision (default off)"},
+      {"--math", "NAME", "with --backend cuda, how products run: fp32, tf32 (TF32 tensor cores, inputs rounded to 10 mantissa "
+                         "bits by cuBLAS), fp16 or bf16 (operands rounded to 16 bits, twice the TF32 rate: fp16 is what the "
+                         "reference's fp16 model computes); fp32 accumulation in all, the searches compare losses at that "
+                         "precision (default fp32)"},
+      {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
       {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (every variant below), or one variant: sequential "
@@ -352,6 +356,10 @@ inline Args parse(int argc, const char* const* argv) {
         throw awq::Error("--mode: '" + v + "' is not a search mode (accepted: " + awq::model::SearchMode::names() + ")");
       }
       a.mode = v;
+    } else if (k == "--math") {
+      awq::detail::require(v == "fp32" || v == "tf32" || v == "fp16" || v == "bf16", "--math: '", v,
+                           "' is not a math mode (accepted: fp32, tf32, fp16, bf16)");
+      a.math = v;
     } else if (k == "--backend") {
       awq::detail::require(v == "cpu" || v == "cuda", "--backend: '", v, "' is not a backend (accepted: cpu, cuda)");
       a.backend = v;
@@ -372,6 +380,10 @@ inline Args parse(int argc, const char* const* argv) {
   awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
   awq::detail::require(!a.tf32 || a.backend == "cuda", "--tf32 applies to --backend cuda only (the backend is ", a.backend, ")");
+  awq::detail::require(!a.tf32 || a.math == "fp32" || a.math == "tf32", "--tf32 contradicts --math ", a.math);
+  if (a.tf32) a.math = "tf32";
+  awq::detail::require(a.math == "fp32" || a.backend == "cuda", "--math ", a.math, " applies to --backend cuda only (the backend is ",
+                       a.backend, ")");
   awq::detail::require(!a.eval_dequantized || a.backend == "cuda", "--eval-dequantized applies to --backend cuda only (the backend is ",
                        a.backend, ")");
 #ifndef AWQ_LLAMA_CUDA

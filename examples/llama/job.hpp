@@ -36,7 +36,8 @@ namespace awq_example {
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "reference";
   std::vector<awq::QuantSpec> configs;
-  bool duo = false, tf32 = false, kernel_eval = false;
+  bool duo = false, kernel_eval = false;
+  std::string math = "fp32";  // backend::cuda::Math by name
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   std::uint64_t shard_bytes = kDefaultShardBytes;  ///< export shard size limit
 };
@@ -194,7 +195,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   nlohmann::json rep;
   rep["model"] = a.model;
   rep["backend"] = a.backend;
-  rep["tf32"] = a.tf32;
+  rep["math"] = a.math;
   rep["kernel_eval"] = a.kernel_eval;
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};

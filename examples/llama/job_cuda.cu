@@ -7,7 +7,8 @@
 namespace awq_example {
 
 int run_job_cuda(const JobArgs& a) {
-  awq::backend::cuda::set_tf32(a.tf32);
+  using Math = awq::backend::cuda::Math;
+  awq::backend::cuda::set_math(a.math == "tf32" ? Math::tf32 : a.math == "fp16" ? Math::fp16 : a.math == "bf16" ? Math::bf16 : Math::fp32);
   return run_job<awq::backend::cuda>(a);
 }
 

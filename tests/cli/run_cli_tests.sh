@@ -82,6 +82,8 @@ check "--backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)
 check "--tf32 on the cpu backend" 2 "--tf32 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --tf32
 check "--eval-dequantized on the cpu backend" 2 "--eval-dequantized applies to --backend cuda only" "${req[@]}" "${S[@]}" --eval-dequantized
 check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
+check "--math fp8" 2 "--math: 'fp8' is not a math mode (accepted: fp32, tf32, fp16, bf16)" "${req[@]}" "${S[@]}" --math fp8
+check "--math fp16 on the cpu backend" 2 "--math fp16 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --math fp16
 check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
 check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved, sequential, refine)" "${req[@]}" "${S[@]}" --mode fast
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1

@@ -100,7 +100,7 @@ void check_driver(const std::string& name) {
     CHECK(e < (k == 0 ? 1e-5 : 1e-2));
   }
   // Perplexity of each stream evaluated where it was computed: the GPU job's figures are the CPU's.
-  const auto head = awq::model::Head<Llama>::load(src);
+  const auto head = awq::model::Head<Arch>::load(src);
   std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
   for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 104729 + 5) % static_cast<std::size_t>(c.vocab));
   for (std::size_t k = 0; k < 3; ++k) {
@@ -190,6 +190,42 @@ TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the d
   }
 }
 
+void check_math() {
+  using Math = bc::cuda::Math;
+  struct MathGuard {
+    Math saved = bc::cuda::math();
+    ~MathGuard() { bc::cuda::set_math(saved); }
+  } guard;
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
+  const auto& c = src.config();
+  const awq::model::Batch calib{4, 16}, eval{3, 16};
+  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 51, 1.0);
+  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 52, 1.0);
+  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  const auto run = [&](Math m) {
+    bc::cuda::set_math(m);
+    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    awq::model::quantize_model<bc::cuda, Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
+    return s;
+  };
+  const auto f32 = run(Math::fp32);
+  const auto head = awq::model::Head<Llama>::load(src);
+  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7907 + 3) % static_cast<std::size_t>(c.vocab));
+  for (const Math m : {Math::tf32, Math::fp16, Math::bf16}) {
+    const auto low = run(m);
+    const double fp_err = rel_err(low[0].hidden, f32[0].hidden);
+    const double n32 = awq::model::HeadEval<bc::cuda>::perplexity(head, f32[1].hidden, tokens, eval.seq_len).nll;
+    const double nlo = awq::model::HeadEval<bc::cuda>::perplexity(head, low[1].hidden, tokens, eval.seq_len).nll;
+    MESSAGE("math " << static_cast<int>(m) << ": FP stream " << fp_err << ", AWQ nll " << nlo << " vs fp32 " << n32);
+    CHECK(fp_err > 0);  // the products did round
+    CHECK(fp_err < (m == Math::bf16 ? 5e-2 : 1e-2));
+    CHECK(std::fabs(nlo - n32) <= 1e-2 * std::fabs(n32));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
@@ -201,3 +237,5 @@ TEST_CASE("model on cuda: the OPT forward (LayerNorm with bias, ReLU) matches tr
 TEST_CASE("model on cuda: the driver makes the CPU backend's choices on a Qwen2 checkpoint") { check_driver<Llama>("qwen2_bias"); }
 
 TEST_CASE("model on cuda: the driver makes the CPU backend's choices on an OPT checkpoint") { check_driver<Opt>("opt"); }
+
+TEST_CASE("model on cuda: TF32, fp16 and bf16 products give the fp32 run's streams within their rounding") { check_math(); }

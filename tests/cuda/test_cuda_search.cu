@@ -10,6 +10,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "awq/cuda.cuh"
@@ -78,6 +79,46 @@ TEST_CASE_TEMPLATE("cuda linear equals a float64 reference (bias, strided rows, 
       worst = std::max(worst, std::fabs(got - ref) / mag);
     }
   CHECK(worst < 1e-5);  // fp32 accumulation of exactly representable products
+}
+
+TEST_CASE_TEMPLATE("cuda linear under Math::fp16 / bf16 equals a float64 product of the operands rounded to 16 bits", L, __half,
+                   __nv_bfloat16) {
+  using Math = bc::cuda::Math;
+  struct MathGuard {
+    Math saved = bc::cuda::math();
+    ~MathGuard() { bc::cuda::set_math(saved); }
+  } guard;
+  bc::cuda::set_math(std::is_same_v<L, __half> ? Math::fp16 : Math::bf16);
+  const long t = 77, k = 192, n = 136, ldx = 200;
+  const auto xd = activations(t, ldx, 15), wd = random_weights(n, k, Dist::student_t3, 16), bd = random_weights(1, n, Dist::normal, 17);
+  const auto xf = to<float>(xd), wf = to<float>(wd), bf = to<float>(bd);
+  const auto xr = as_double(to<L>(as_double(xf))), wr = as_double(to<L>(as_double(wf)));  // what the GPU multiplies
+  awq::cuda::DeviceBuffer<float> x(xf), w(wf), b(bf);
+  for (const bool bias : {false, true}) {
+    CAPTURE(bias);
+    awq::cuda::DeviceBuffer<float> y(std::vector<float>(static_cast<std::size_t>(t * n), poison()));
+    bc::cuda::linear(awq::MatrixView<const float>(x.data(), t, k, ldx, 1), cview(w, n, k), bias ? b.data() : nullptr,
+                     awq::make_row_major(y.data(), t, n));
+    const auto out = y.download();
+    double worst = 0, rounding = 0;
+    for (long i = 0; i < t; ++i)
+      for (long o = 0; o < n; ++o) {
+        double ref = bias ? static_cast<double>(bf[static_cast<std::size_t>(o)]) : 0.0, mag = std::fabs(ref), full = ref;
+        for (long c = 0; c < k; ++c) {
+          const std::size_t xi = static_cast<std::size_t>(i * ldx + c), wi = static_cast<std::size_t>(o * k + c);
+          ref += xr[xi] * wr[wi];
+          full += static_cast<double>(xf[xi]) * static_cast<double>(wf[wi]);
+          mag += std::fabs(xr[xi] * wr[wi]);
+        }
+        const double got = out[static_cast<std::size_t>(i * n + o)];
+        REQUIRE(std::isfinite(got));
+        worst = std::max(worst, std::fabs(got - ref) / mag);
+        rounding = std::max(rounding, std::fabs(got - full) / mag);
+      }
+    CHECK(worst < 1e-5);      // fp32 accumulation of the rounded operands' exact products
+    CHECK(rounding > 1e-5);   // and the operands were rounded
+    CHECK(rounding < (std::is_same_v<L, __half> ? 2e-3 : 1.6e-2));  // 2^-11 / 2^-8 per operand
+  }
 }
 
 TEST_CASE("cuda scaled_pseudo_quantize, mse, channel_abs_mean, duo_weight_mean and gather_rows equal the CPU backend") {

@@ -75,6 +75,7 @@ struct ThreadContext {
   DeviceBuffer<unsigned long long> flag;     ///< one word for "first bad index" searches
   DeviceBuffer<float> vec;                   ///< per-channel scales uploaded for a launch
   DeviceBuffer<double> partial;              ///< reduction partials
+  DeviceBuffer<unsigned short> lowp;         ///< fp32 products' operands rounded to 16 bits (Math::fp16, bf16)
   /// The clip search's workspace, kept between calls (at most clip_workspace_bytes() for the
   /// deltas and their products, plus the tokens, Gram matrices and tables of the largest linear
   /// seen); release_thread_workspace() frees it.
@@ -104,10 +105,12 @@ inline ThreadContext& this_thread_context() {
   return ctx;
 }
 
-/// Frees the calling thread's kept workspace (the clip search's); the stream and handle stay.
+/// Frees the calling thread's kept workspaces (the clip search's, the rounded operands'); the
+/// stream and handle stay.
 inline void release_thread_workspace() {
   check(cudaStreamSynchronize(this_thread_context().stream), "cudaStreamSynchronize");
   this_thread_context().clip = ThreadContext::Clip{};
+  this_thread_context().lowp = DeviceBuffer<unsigned short>{};
 }
 
 /// \brief Routes backend::cuda work of the calling thread to `stream` for the scope's lifetime.
@@ -238,6 +241,19 @@ __global__ void sq_diff_kernel(MatrixView<const float> a, MatrixView<const float
   if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
 
+__device__ inline void round_to(float v, __half& out) { out = __float2half_rn(v); }
+__device__ inline void round_to(float v, __nv_bfloat16& out) { out = __float2bfloat16_rn(v); }
+
+// Rounds x (contiguous rows) to L into a packed [rows, cols] copy: rows over blocks, columns over threads.
+template <class L>
+__global__ void round_rows_kernel(MatrixView<const float> x, L* out) {
+  for (index_t r = blockIdx.x; r < x.rows(); r += gridDim.x) {
+    const float* in = &x(r, 0);
+    L* o = out + r * x.cols();
+    for (index_t c = threadIdx.x; c < x.cols(); c += blockDim.x) round_to(in[c], o[c]);
+  }
+}
+
 template <class T, class B>
 __global__ void add_bias_kernel(MatrixView<T> y, const B* bias) {
   for (index_t r = blockIdx.x; r < y.rows(); r += gridDim.x)
@@ -360,16 +376,34 @@ struct cuda {
   /// The calling thread's stream.
   static cudaStream_t stream() { return ::awq::cuda::this_thread_context().stream; }
 
-  /// Lets fp32 products (linear, the Llama policy's attention) run on TF32 tensor cores: inputs
-  /// rounded to a 10-bit mantissa, fp32 accumulation, several times the fp32 rate on Hopper.
-  /// Off by default, so that the searches compare losses at the CPU's precision. Process-wide.
-  static void set_tf32(bool on) { tf32_flag().store(on); }
-  /// Whether set_tf32(true) is in effect.
-  static bool tf32() { return tf32_flag().load(); }
-  /// The cuBLAS compute type of a product with storage S under the current setting.
+  /// \brief How products of fp32 storage run (linear, the Llama policy's attention); the
+  ///        accumulation is fp32 in every mode.
+  enum class Math {
+    fp32,  ///< fp32 inputs: the CPU's precision (the default)
+    tf32,  ///< TF32 tensor cores: inputs rounded to a 10-bit mantissa by cuBLAS
+    fp16,  ///< linear's operands rounded to fp16 (10-bit mantissa, range ±65504) and multiplied
+           ///< at the fp16 tensor rate, twice TF32's on Hopper; what the reference's fp16 model computes
+    bf16,  ///< as fp16 with bfloat16 operands (7-bit mantissa, fp32's range)
+  };
+  /// Sets the math of fp32 products, process-wide.
+  static void set_math(Math m) { math_flag().store(m); }
+  /// The math in effect.
+  static Math math() { return math_flag().load(); }
+  /// set_math(Math::tf32) or set_math(Math::fp32).
+  static void set_tf32(bool on) { set_math(on ? Math::tf32 : Math::fp32); }
+  /// Whether the math is TF32.
+  static bool tf32() { return math() == Math::tf32; }
+  /// The cuBLAS compute type of a product with storage S under the current math (the 16-bit
+  /// modes let cuBLAS down-convert fp32 inputs where linear does not round them itself).
   template <class S>
   static cublasComputeType_t compute_type() {
-    return std::is_same_v<S, float> && tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    if (!std::is_same_v<S, float>) return CUBLAS_COMPUTE_32F;
+    switch (math()) {
+      case Math::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+      case Math::fp16: return CUBLAS_COMPUTE_32F_FAST_16F;
+      case Math::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+      default: return CUBLAS_COMPUTE_32F;
+    }
   }
 
   /// A device buffer holding a copy of n host values.
@@ -512,9 +546,48 @@ struct cuda {
   }
 
   /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), through cublasGemmEx with fp32
-  /// accumulation; y is S or float.
+  /// accumulation; y is S or float. With fp32 storage under Math::fp16 or bf16, x and w are
+  /// rounded to 16 bits into the thread's workspace first (cuBLAS's own down-converting compute
+  /// types run at the TF32 rate only).
   template <class S, class Y>
   static void linear(const MatrixView<const S>& x, const MatrixView<const S>& w, const S* bias, const MatrixView<Y>& y) {
+    if constexpr (std::is_same_v<S, float>) {
+      const Math m = math();
+      if (m == Math::fp16) return linear_rounded<__half>(x, w, bias, y);
+      if (m == Math::bf16) return linear_rounded<__nv_bfloat16>(x, w, bias, y);
+    }
+    linear_as_stored(x, w, bias, y);
+  }
+
+ private:
+  template <class L, class Y>
+  static void linear_rounded(const MatrixView<const float>& x, const MatrixView<const float>& w, const float* bias,
+                             const MatrixView<Y>& y) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::backend::cuda::linear";
+    cu::detail::require_device_rows(fn, x, "x");
+    cu::detail::require_device_rows(fn, w, "w");
+    auto& ctx = cu::this_thread_context();
+    const auto nx = static_cast<std::size_t>(x.size()), nw = static_cast<std::size_t>(w.size());
+    if (ctx.lowp.size() < nx + nw) {
+      ctx.lowp = cu::DeviceBuffer<unsigned short>(nx + nw);  // the old one is freed (synchronizing) first
+    }
+    L* xl = reinterpret_cast<L*>(ctx.lowp.data());
+    L* wl = xl + nx;
+    for (const auto& [v, out] : {std::pair<MatrixView<const float>, L*>{x, xl}, {w, wl}})
+      if (v.size() > 0) {
+        cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(v.rows(), 1, 8192), 256, 0, ctx.stream>>>(v, out);
+        cu::check(cudaGetLastError(), "round_rows_kernel launch");
+      }
+    linear_as_stored<L, Y>(make_row_major<const L>(xl, x.rows(), x.cols()), make_row_major<const L>(wl, w.rows(), w.cols()), nullptr, y);
+    if (bias) {  // added in fp32 after the product
+      cu::detail::add_bias_kernel<Y, float><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, ctx.stream>>>(y, bias);
+      cu::check(cudaGetLastError(), "add_bias_kernel launch");
+    }
+  }
+
+  template <class S, class Y>
+  static void linear_as_stored(const MatrixView<const S>& x, const MatrixView<const S>& w, const S* bias, const MatrixView<Y>& y) {
     namespace cu = ::awq::cuda;
     constexpr const char* fn = "awq::backend::cuda::linear";
     detail::require(x.cols() == w.cols(), fn, ": x has ", x.cols(), " columns but w has ", w.cols());
@@ -539,6 +612,7 @@ struct cuda {
     }
   }
 
+ public:
   /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹ with s given as k host values (uploaded here).
   template <class S, class F>
   static void scaled_pseudo_quantize(const QuantSpec& spec, const MatrixView<const S>& w, const F* s,
@@ -696,9 +770,9 @@ struct cuda {
   }
 
  private:
-  static std::atomic<bool>& tf32_flag() {
-    static std::atomic<bool> on{false};
-    return on;
+  static std::atomic<Math>& math_flag() {
+    static std::atomic<Math> m{Math::fp32};
+    return m;
   }
 };
 

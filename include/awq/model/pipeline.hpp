@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <future>
 #include <map>
 #include <string>
 #include <utility>
@@ -167,6 +168,10 @@ struct PipelineOptions {
   /// (KernelLinear<Backend>) where it has them, instead of the dequantized fp32 weights: what an
   /// engine running the checkpoint computes (on the GPU: fp16 activations, the W4A16 kernels).
   bool kernel_eval = false;
+  /// Read the next block from the source and run the sink on threads of their own while the
+  /// current block computes: the source and the sink are each used by one thread at a time, the
+  /// sink in block order, and results do not change. Off: everything on the calling thread.
+  bool overlap_io = true;
 };
 
 /// \brief Summary of a quantize_model run.
@@ -175,18 +180,34 @@ struct PipelineResult {
   int resumed = 0;  ///< of which taken from checkpoints
   /// Wall seconds per phase, summed over the blocks: "load" (source → backend), "carry" (the
   /// streams, with the RTN stream's quantization), "capture" (the calibration forward), "search"
-  /// (scales, folds, clip), "finalize" (quantization), "sink".
+  /// (scales, folds, clip), "finalize" (quantization), "sink". With overlap_io, "load" and "sink"
+  /// are the waits for the reading and sinking threads plus the upload and the download.
   std::map<std::string, double> seconds;
 };
 
-/// Loads block `layer`'s tensors from `src` into the backend's memory; optional tensors (biases)
-/// are those the architecture lists for this config.
+/// Reads block `layer`'s tensors from `src` into host memory, in Arch::block_tensors order;
+/// optional tensors (biases) are those the architecture lists for this config.
+template <class Arch, class Source>
+std::vector<std::vector<float>> read_block(const Source& src, const ModelConfig& c, int layer) {
+  std::vector<std::vector<float>> out;
+  const std::string p = Arch::block_prefix(layer);
+  for (const auto& t : Arch::block_tensors(c)) out.push_back(src.load(p + t.name, t.shape));
+  return out;
+}
+
+/// Moves tensors read by read_block into the backend's memory.
+template <class Backend, class Arch>
+Block<Backend> put_block(const ModelConfig& c, const std::vector<std::vector<float>>& host) {
+  Block<Backend> blk;
+  const auto tensors = Arch::block_tensors(c);
+  for (std::size_t i = 0; i < tensors.size(); ++i) blk.put(tensors[i].name, tensors[i].shape, host[i]);
+  return blk;
+}
+
+/// Loads block `layer`'s tensors from `src` into the backend's memory.
 template <class Backend, class Arch, class Source>
 Block<Backend> load_block(const Source& src, const ModelConfig& c, int layer) {
-  Block<Backend> blk;
-  const std::string p = Arch::block_prefix(layer);
-  for (const auto& t : Arch::block_tensors(c)) blk.put(t.name, t.shape, src.load(p + t.name, t.shape));
-  return blk;
+  return put_block<Backend, Arch>(c, read_block<Arch>(src, c, layer));
 }
 
 /// \brief Quantizes the model of `src` block by block.
@@ -198,7 +219,9 @@ Block<Backend> load_block(const Source& src, const ModelConfig& c, int layer) {
 /// \param calib_hidden the calibration tokens' embeddings [tokens, hidden] (host)
 /// \param streams  activations carried along; on return each holds the last block's output
 /// \param opt      per-block options, checkpoint, layer count, progress
-/// \param sink     called as sink(const QuantizedBlock&) after each block
+/// \param sink     called as sink(const QuantizedBlock&) after each block, in block order and one
+///                 call at a time; with opt.overlap_io on a thread of its own while the next block
+///                 computes (an exception it throws ends the run at the next block)
 template <class Backend, class Arch, class Source, class Sink>
 PipelineResult quantize_model(const Source& src, const Batch& calib, const std::vector<float>& calib_hidden,
                               std::vector<Stream>& streams, const PipelineOptions& opt, Sink&& sink) {
@@ -260,8 +283,16 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     result.seconds[phase] += std::chrono::duration<double>(now - t_mark).count();
     t_mark = now;
   };
+  // With overlap_io, block li + 1 is read while block li computes, and block li's sink runs
+  // while block li + 1 computes; a future's destructor waits for its thread on every exit path.
+  const auto read = [&src, &c](int li) { return read_block<Arch>(src, c, li); };
+  const auto launch = opt.overlap_io ? std::launch::async : std::launch::deferred;
+  std::future<std::vector<std::vector<float>>> reading;
+  if (n > 0) reading = std::async(launch, read, 0);
+  std::future<void> sinking;
   for (int li = 0; li < n; ++li) {
-    Block<Backend> blk = load_block<Backend, Arch>(src, c, li);
+    Block<Backend> blk = put_block<Backend, Arch>(c, reading.get());
+    if (li + 1 < n) reading = std::async(launch, read, li + 1);
     lap("load");
     carry(StreamKind::fp, blk);
     if (has(StreamKind::rtn)) {
@@ -293,9 +324,13 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       ++result.resumed;
     }
     qb.result = search_block<Backend, Arch>(c, calib, blk, in, opt.block, qb.resumed ? &given : nullptr);
-    if (opt.checkpoint && !qb.resumed) opt.checkpoint->save(li, qb.result);
     in.clear();
     lap("search");
+    // The previous block's sink has had this block's compute to finish in; a failure there
+    // stops the run before this block's checkpoint is saved.
+    if (sinking.valid()) sinking.get();
+    lap("sink");
+    if (opt.checkpoint && !qb.resumed) opt.checkpoint->save(li, qb.result);
     qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
     lap("finalize");
     if (opt.block.mode.sequential) {  // before any kernel op: the calibration path never depends on kernel_eval
@@ -311,12 +346,15 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       qb.tensors[t.name] = blk.host(t.name);
       qb.shapes[t.name] = t.shape;
     }
-    sink(static_cast<const QuantizedBlock&>(qb));
+    sinking = std::async(launch, [&sink, q = std::move(qb)] { sink(static_cast<const QuantizedBlock&>(q)); });
+    if (!opt.overlap_io) sinking.get();
     lap("sink");
     std::swap(h, next);
     ++result.blocks;
     tracker.step(li + 1);
   }
+  if (sinking.valid()) sinking.get();
+  lap("sink");
   for (std::size_t i = 0; i < streams.size(); ++i) Backend::download(sh[i].data(), streams[i].hidden.size(), streams[i].hidden.data());
   return result;
 }

@@ -44,7 +44,7 @@ struct Args {
   std::vector<awq::QuantSpec> configs{{4, 64, true}, {3, 64, true}};
   bool duo = false;
   bool tf32 = false;          ///< --tf32: --math tf32
-  std::string math = "fp32";  ///< --math: how the GPU's fp32 products run (awq::backend::cuda::Math)
+  std::string math;           ///< --math: how the GPU's fp32 products run (awq::backend::cuda::Math); default by backend
   bool eval_dequantized = false;  ///< --eval-dequantized: no W4A16 kernels in the GPU evaluation
   int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
@@ -175,7 +175,7 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--math", "NAME", "with --backend cuda, how products run: fp32, tf32 (TF32 tensor cores, inputs rounded to 10 mantissa "
                          "bits by cuBLAS), fp16 or bf16 (operands rounded to 16 bits, twice the TF32 rate: fp16 is what the "
                          "reference's fp16 model computes); fp32 accumulation in all, the searches compare losses at that "
-                         "precision (default fp32)"},
+                         "precision (default fp16)"},
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
@@ -380,10 +380,12 @@ inline Args parse(int argc, const char* const* argv) {
   awq::detail::require(!a.search_seqs_given || a.search_seqs <= a.calib_seqs, "--search-seqs ",
                        a.search_seqs, " is more than --calib-seqs ", a.calib_seqs, " (accepted: 0 = all, or 1 to ", a.calib_seqs, ")");
   awq::detail::require(!a.tf32 || a.backend == "cuda", "--tf32 applies to --backend cuda only (the backend is ", a.backend, ")");
-  awq::detail::require(!a.tf32 || a.math == "fp32" || a.math == "tf32", "--tf32 contradicts --math ", a.math);
+  awq::detail::require(!a.tf32 || a.math.empty() || a.math == "tf32", "--tf32 contradicts --math ", a.math);
   if (a.tf32) a.math = "tf32";
-  awq::detail::require(a.math == "fp32" || a.backend == "cuda", "--math ", a.math, " applies to --backend cuda only (the backend is ",
+  awq::detail::require(a.math.empty() || a.backend == "cuda", "--math ", a.math, " applies to --backend cuda only (the backend is ",
                        a.backend, ")");
+  // The GPU multiplies fp16 operands by default: the reference's own precision, at twice TF32's rate.
+  if (a.math.empty()) a.math = a.backend == "cuda" ? "fp16" : "fp32";
   awq::detail::require(!a.eval_dequantized || a.backend == "cuda", "--eval-dequantized applies to --backend cuda only (the backend is ",
                        a.backend, ")");
 #ifndef AWQ_LLAMA_CUDA

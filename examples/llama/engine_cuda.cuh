@@ -654,6 +654,17 @@ class LlamaEngineCuda {
     return awq::make_row_major<const float>(logits_host_.data(), batch_, c.vocab);
   }
 
+  /// \brief `steps` more decode steps on the captured graph, launched back to back with the
+  ///        tokens of the last step() and one synchronization at the end: the step's GPU time
+  ///        without the host's round trip (for measurements; the logits are the last step's).
+  void replay(int steps) {
+    awq::detail::require(exec_ != nullptr, "LlamaEngineCuda::replay: no captured step yet (call step twice first)");
+    check_fits("replay", steps);
+    for (int i = 0; i < steps; ++i) awq::cuda::check(cudaGraphLaunch(exec_, ctx.stream), "cudaGraphLaunch (decode step)");
+    awq::cuda::check(cudaStreamSynchronize(ctx.stream), "LlamaEngineCuda::replay");
+    pos_host_ += steps;
+  }
+
   /// Bytes a decode step reads: the weights and every sequence's keys and values so far.
   std::size_t step_bytes() const {
     const auto& c = m_->cfg;

@@ -17,9 +17,10 @@
 #include "cli/aligned_heap.hpp"
 #include "cli/inspect.hpp"
 #include "cli/options.hpp"
-#include "llama/generate.hpp"
+#include "llama/generate_cpu.hpp"
 #include "llama/job.hpp"
 #ifdef AWQ_LLAMA_CUDA
+#include "llama/generate_cuda.hpp"
 #include "llama/job_cuda.hpp"
 #endif
 
@@ -28,7 +29,10 @@ int main(int argc, char** argv) try {
   if (a.cmd == "help") return std::fputs(awq_cli::help_text().c_str(), stdout) < 0 ? 2 : 0;
   if (a.cmd == "inspect") return awq_cli::inspect(a.inspect_file);
   awq_cli::check_environment(a);
-  if (a.cmd == "generate") return awq_example::run_generate(a);
+#ifdef AWQ_LLAMA_CUDA
+  if (a.cmd == "generate" && a.backend == "cuda") return awq_example::run_generate_cuda(a);
+#endif
+  if (a.cmd == "generate") return awq_example::run_generate<awq_example::CpuGeneration>(a);
   awq_example::JobArgs job;
   job.model = a.model;
   job.calib_text = a.calib_text;

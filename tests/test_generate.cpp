@@ -24,6 +24,7 @@
 #include "llama/awq_dir.hpp"
 #include "llama/engine.hpp"
 #include "llama/export.hpp"
+#include "llama/w4_linear.hpp"
 #include "support.hpp"
 
 using namespace awq_test;

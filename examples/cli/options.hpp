@@ -208,7 +208,10 @@ inline const std::vector<OptionDoc>& generate_option_docs() {
       {"--temperature", "T", "0 = greedy, else sample from softmax(logits / T), 0 <= T <= 100 (default 0)"},
       {"--top-p", "P", "sample only from the most likely tokens whose probability reaches P, 0 < P <= 1 (default 1)"},
       {"--seed", "S", "sampling seed, 0 <= S; a seed gives the same text every run (default 0)"},
-      {"--dequantize", nullptr, "run an AWQ checkpoint's 4-bit linears as dequantized fp32 weights: the baseline (default off)"},
+      {"--dequantize", nullptr, "run an AWQ checkpoint's 4-bit linears as dequantized weights, fp32 on the CPU, fp16 cuBLAS on "
+                                "the GPU: the baseline (default off)"},
+      {"--backend", "NAME", "cpu or cuda: the GPU engine, fp16 activations, KV cache on the device, decode step in a CUDA graph "
+                            "(needs the awq_llama_cuda build; default cpu)"},
       {"--threads", "N", "CPU threads, 0 = all hardware threads (default 0)"},
   };
   return docs;

@@ -1,7 +1,8 @@
 // A Llama-family decode engine on the library's public API: every block's weights held once, a
 // KV cache, the prompt prefilled in one pass and then one token at a time. The step is written
-// once over a linear-layer policy: `FpLinear` (fp32, Eigen) or `W4Linear` (awq::W4A16LinearCpu on
-// AutoAWQ GEMM weights, repacked once at load); a GPU engine would supply its own. Norms, SwiGLU
+// once over a linear-layer policy: `FpLinear` (fp32, Eigen) or `W4Linear` (llama/w4_linear.hpp:
+// awq::W4A16LinearCpu on AutoAWQ GEMM weights, repacked once at load); the GPU engine
+// (llama/engine_cuda.cuh) has its own. Norms, SwiGLU
 // and the residual add are awq::model::LlamaKernels', the RoPE table awq::model::rope_cos_sin.
 //
 // A linear policy L is constructible as L(weights [N, K] fp32, N, K, bias) and
@@ -10,20 +11,22 @@
 #pragma once
 
 #include <awq/awq.hpp>
-#include <awq/kernels/cpu/w4a16_linear.hpp>
 #include <awq/model/arch/llama.hpp>
 
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -49,6 +52,7 @@ class FpLinear {
 
   awq::index_t in_features() const { return k_; }   ///< K
   awq::index_t out_features() const { return n_; }  ///< N
+  const std::vector<float>& weights() const { return *w_; }  ///< W [N, K]
 
   void operator()(const awq::MatrixView<const float>& x, const awq::MatrixView<float>& y) const {
     awq::detail::require(x.cols() == k_ && y.rows() == x.rows() && y.cols() == n_, "FpLinear: x ", x.rows(), "x", x.cols(), ", y ",
@@ -67,7 +71,7 @@ class FpLinear {
         64);
   }
 
- private:
+  /// W [N, K] = (q − z)·s of an AutoAWQ GEMM linear.
   static std::vector<float> dequantize(const awq::AwqGemmWeights& q) {
     const awq::index_t n = q.n(), k = q.k(), g = q.scales.rows();
     std::vector<std::uint8_t> codes(static_cast<std::size_t>(n * k)), zeros(static_cast<std::size_t>(n * g));
@@ -80,27 +84,10 @@ class FpLinear {
     return w;
   }
 
+ private:
   std::shared_ptr<const std::vector<float>> w_;
   std::vector<float> bias_;
   awq::index_t n_, k_;
-};
-
-/// y = x · dequant(W)ᵀ (+ bias) through awq::W4A16LinearCpu: 4-bit weights read at every step.
-class W4Linear {
- public:
-  W4Linear(const awq::AwqGemmWeights& q, std::vector<float> bias = {}) : lin_(q), bias_(std::move(bias)) {
-    awq::detail::require(bias_.empty() || static_cast<awq::index_t>(bias_.size()) == lin_.out_features(), "W4Linear: bias of ",
-                         bias_.size(), " for ", lin_.out_features(), " outputs");
-  }
-  awq::index_t in_features() const { return lin_.in_features(); }   ///< K
-  awq::index_t out_features() const { return lin_.out_features(); }  ///< N
-  void operator()(const awq::MatrixView<const float>& x, const awq::MatrixView<float>& y) const {
-    lin_(x, y, bias_.empty() ? nullptr : bias_.data());
-  }
-
- private:
-  awq::W4A16LinearCpu lin_;
-  std::vector<float> bias_;
 };
 
 /// One decoder block's weights.
@@ -121,11 +108,43 @@ struct LlamaWeights {
   std::unique_ptr<FpLinear> lm_head;              ///< [vocab, hidden]
 };
 
+/// \brief {make(0), …, make(n − 1)}, built `threads` at a time (1: in order on this thread); the
+///        first exception, by index, is rethrown once all are done.
+template <class Make>
+auto build_in_parallel(int n, int threads, Make&& make) -> std::vector<decltype(make(0))> {
+  using T = decltype(make(0));
+  std::vector<T> out;
+  if (threads <= 1) {
+    for (int i = 0; i < n; ++i) out.push_back(make(i));
+    return out;
+  }
+  std::vector<std::unique_ptr<T>> built(static_cast<std::size_t>(n));
+  std::vector<std::exception_ptr> errors(built.size());
+  std::atomic<int> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::min(threads, n); ++t)
+    pool.emplace_back([&] {
+      for (int i; (i = next++) < n;) try {
+          built[static_cast<std::size_t>(i)] = std::make_unique<T>(make(i));
+        } catch (...) {
+          errors[static_cast<std::size_t>(i)] = std::current_exception();
+        }
+    });
+  for (auto& t : pool) t.join();
+  for (std::size_t i = 0; i < built.size(); ++i) {
+    if (errors[i]) std::rethrow_exception(errors[i]);
+    out.push_back(std::move(*built[i]));
+  }
+  return out;
+}
+
 /// \brief The weights of `src` (an awq::model weight source: GgufSource, HfSource, …) for the
 ///        engine. `make(name, shape, bias)` builds each linear from its tensors in HF naming
 ///        ("model.layers.0.self_attn.q_proj"); biases are read here when the config has them.
+///        With `threads` > 1 the blocks are built that many at a time (`src.load` and `make`
+///        must then be safe to call from several threads).
 template <class Linear, class Source, class Make>
-LlamaWeights<Linear> load_weights(const Source& src, Make&& make) {
+LlamaWeights<Linear> load_weights(const Source& src, Make&& make, int threads = 1) {
   using awq::model::Llama;
   const awq::model::ModelConfig& c = src.config();
   Llama::check(c);
@@ -142,27 +161,31 @@ LlamaWeights<Linear> load_weights(const Source& src, Make&& make) {
       if (s.name == n) return s.shape;
     return std::vector<std::int64_t>{};
   };
-  for (int l = 0; l < c.layers; ++l) {
+  const auto layer = [&](int l) {
     const std::string p = Llama::block_prefix(l);
     const auto lin = [&](const char* name) {
       const std::string n(name);
       const auto bs = shape_of(n + ".bias");
       return make(p + n, shape_of(n + ".weight"), bs.empty() ? std::vector<float>{} : src.load(p + n + ".bias", bs));
     };
-    w.layers.push_back(LlamaLayer<Linear>{src.load(p + "input_layernorm.weight", {c.hidden}),
-                                          src.load(p + "post_attention_layernorm.weight", {c.hidden}),
-                                          lin("self_attn.q_proj"), lin("self_attn.k_proj"), lin("self_attn.v_proj"),
-                                          lin("self_attn.o_proj"), lin("mlp.gate_proj"), lin("mlp.up_proj"), lin("mlp.down_proj")});
-  }
+    return LlamaLayer<Linear>{src.load(p + "input_layernorm.weight", {c.hidden}), src.load(p + "post_attention_layernorm.weight", {c.hidden}),
+                              lin("self_attn.q_proj"), lin("self_attn.k_proj"), lin("self_attn.v_proj"), lin("self_attn.o_proj"),
+                              lin("mlp.gate_proj"), lin("mlp.up_proj"), lin("mlp.down_proj")};
+  };
+  w.layers = build_in_parallel(c.layers, threads, layer);
   return w;
 }
 
-/// The weights of a full-precision source (GGUF, HF directory), every linear in fp32.
-template <class Source>
-LlamaWeights<FpLinear> load_fp_weights(const Source& src) {
-  return load_weights<FpLinear>(src, [&](const std::string& name, const std::vector<std::int64_t>& shape, std::vector<float> bias) {
-    return FpLinear(src.load(name + ".weight", shape), shape[0], shape[1], std::move(bias));
-  });
+/// The weights of a full-precision source (GGUF, HF directory), every linear a Linear(fp32 weights,
+/// out, in, bias): FpLinear, or a GPU engine's; `threads` as load_weights'.
+template <class Linear = FpLinear, class Source>
+LlamaWeights<Linear> load_fp_weights(const Source& src, int threads = 1) {
+  return load_weights<Linear>(
+      src,
+      [&](const std::string& name, const std::vector<std::int64_t>& shape, std::vector<float> bias) {
+        return Linear(src.load(name + ".weight", shape), shape[0], shape[1], std::move(bias));
+      },
+      threads);
 }
 
 /// \brief A decode engine over `LlamaWeights<Linear>`: a KV cache of `capacity` positions,
@@ -335,9 +358,10 @@ struct Generation {
 };
 
 /// \brief Prefills `prompt`, then picks up to `max_new` tokens one at a time, stopping at `eos`
-///        (−1: none); `on_token(id)` is called with each new token as it is chosen.
-template <class Linear, class OnToken>
-Generation generate(LlamaEngine<Linear>& e, const std::vector<int>& prompt, int max_new, Sampler& pick, int eos, OnToken&& on_token) {
+///        (−1: none); `on_token(id)` is called with each new token as it is chosen. Engine:
+///        LlamaEngine or a GPU engine with the same forward/position/capacity.
+template <class Engine, class OnToken>
+Generation generate(Engine& e, const std::vector<int>& prompt, int max_new, Sampler& pick, int eos, OnToken&& on_token) {
   using Clock = std::chrono::steady_clock;
   awq::detail::require(!prompt.empty(), "generate: the prompt has no tokens");
   awq::detail::require(max_new >= 1 && e.position() + static_cast<long>(prompt.size()) + max_new - 1 <= e.capacity(), "generate: ",

@@ -1,7 +1,8 @@
 // awq_llama generate: open the model (a GGUF file, a Hugging Face directory, or an AWQ checkpoint
 // directory), tokenize and check the prompt against the context before any weight is read, load
-// the weights once (4-bit linears through W4Linear, the rest fp32), generate, and print the text
-// on stdout as it comes and the prefill and decode rates on stderr.
+// the weights once, generate, and print the text on stdout as it comes and the prefill and decode
+// rates on stderr. Written once over a generation backend: CpuGeneration (llama/generate_cpu.hpp:
+// 4-bit linears through W4Linear, the rest fp32) or CudaGeneration (llama/generate_cuda.cu).
 #pragma once
 
 #include <awq/model/hf_source.hpp>
@@ -41,10 +42,11 @@ inline void flush_utf8(std::string& pending, bool all) {
 }
 
 /// Prefill and decode on loaded weights; returns the exit code.
-template <class Linear>
-int run_generation(const awq_cli::Args& a, const LlamaWeights<Linear>& w, const std::vector<int>& prompt, BpeTokenizer& tok, int eos,
-                   double load_s, const char* kind) {
-  LlamaEngine<Linear> engine(w, static_cast<int>(prompt.size()) + a.max_new_tokens);
+template <class B, class Linear>
+int run_generation(const awq_cli::Args& a, LlamaWeights<Linear>&& weights, const std::vector<int>& prompt, BpeTokenizer& tok, int eos,
+                   double load_s, const std::string& kind) {
+  typename B::template Model<Linear> model(std::move(weights));
+  typename B::template Engine<Linear> engine(model, static_cast<int>(prompt.size()) + a.max_new_tokens);
   Sampler pick(SamplingOptions{a.temperature, a.top_p, a.seed});
   std::string pending;
   const Generation g = generate(engine, prompt, a.max_new_tokens, pick, eos, [&](int id) {
@@ -54,7 +56,7 @@ int run_generation(const awq_cli::Args& a, const LlamaWeights<Linear>& w, const 
   flush_utf8(pending, true);
   std::fputc('\n', stdout);
   std::fflush(stdout);
-  std::fprintf(stderr, "%s: load %.2fs; prefill %zu tokens in %.3fs (%.1f tokens/s); decode %d tokens in %.3fs (%.2f tokens/s)%s\n", kind,
+  std::fprintf(stderr, "%s: load %.2fs; prefill %zu tokens in %.3fs (%.1f tokens/s); decode %d tokens in %.3fs (%.2f tokens/s)%s\n", kind.c_str(),
                load_s, prompt.size(), g.prefill_s, static_cast<double>(prompt.size()) / g.prefill_s, g.decode_steps, g.decode_s,
                g.decode_steps > 0 ? g.decode_steps / g.decode_s : 0.0, g.stopped_at_eos ? "; stopped at EOS" : "");
   return 0;
@@ -72,8 +74,12 @@ inline std::vector<int> prompt_tokens(const awq_cli::Args& a, BpeTokenizer& tok,
   return p;
 }
 
-/// The generate command on an opened model.
-inline int run_generate(const awq_cli::Args& a) {
+/// \brief The generate command on backend B: B::Fp and B::W4 the linears, B::Model<L> made from
+///        LlamaWeights<L>&&, B::Engine<L> from (Model<L>&, capacity), B::fp and B::w4 their names.
+template <class B>
+int run_generate(const awq_cli::Args& a) {
+  using Fp = typename B::Fp;
+  const std::string fp = B::fp;
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -81,20 +87,20 @@ inline int run_generate(const awq_cli::Args& a) {
   if (!fs::is_directory(a.model)) {
     const auto src = awq::model::GgufSource::open(a.model);
     awq::model::Llama::check(src.config());
-    awq::detail::require(!a.dequantize, "--dequantize: ", a.model, " is not an AWQ checkpoint (its weights run in fp32 already)");
+    awq::detail::require(!a.dequantize, "--dequantize: ", a.model, " is not an AWQ checkpoint (its weights run in ", fp, " already)");
     BpeTokenizer tok(src.gguf());
     const auto& g = src.gguf();
     const std::vector<int> prompt =
         prompt_tokens(a, tok, g.has("llama.context_length") ? static_cast<long long>(g.get_int("llama.context_length")) : 0);
     const int eos = g.has("tokenizer.ggml.eos_token_id") ? static_cast<int>(g.get_int("tokenizer.ggml.eos_token_id")) : -1;
-    const auto w = load_fp_weights(src);
-    return run_generation(a, w, prompt, tok, eos, since(), "fp32 (GGUF dequantized)");
+    return run_generation<B>(a, load_fp_weights<Fp>(src), prompt, tok, eos, since(), fp + " (GGUF dequantized)");
   }
   const auto src = awq::model::HfSource::open(a.model);
   const auto& cj = src.config_json();
   const bool quantized = is_quantized(cj);
   if (quantized) check_quantization_config(cj, a.model + "/config.json");
-  awq::detail::require(quantized || !a.dequantize, "--dequantize: ", a.model, " has no quantization_config (its weights run in fp32 already)");
+  awq::detail::require(quantized || !a.dequantize, "--dequantize: ", a.model, " has no quantization_config (its weights run in ", fp,
+                       " already)");
   awq::model::Llama::check(src.config());
   const fs::path tj = fs::path(a.model) / "tokenizer.json";
   awq::detail::require(fs::exists(tj), a.model, " has no tokenizer.json");
@@ -104,9 +110,9 @@ inline int run_generate(const awq_cli::Args& a) {
   const std::vector<int> prompt = prompt_tokens(a, tok, ctx);
   const nlohmann::json e = cj.contains("eos_token_id") ? cj["eos_token_id"] : nlohmann::json();
   const int eos = e.is_number_integer() ? e.get<int>() : e.is_array() && !e.empty() && e[0].is_number_integer() ? e[0].get<int>() : -1;
-  if (!quantized) return run_generation(a, load_fp_weights(src), prompt, tok, eos, since(), "fp32");
-  if (a.dequantize) return run_generation(a, load_awq_weights<FpLinear>(src), prompt, tok, eos, since(), "fp32 (AWQ dequantized)");
-  return run_generation(a, load_awq_weights<W4Linear>(src), prompt, tok, eos, since(), "W4A16 (AWQ, CPU kernel)");
+  if (!quantized) return run_generation<B>(a, load_fp_weights<Fp>(src), prompt, tok, eos, since(), fp);
+  if (a.dequantize) return run_generation<B>(a, load_awq_weights<Fp>(src), prompt, tok, eos, since(), fp + " (AWQ dequantized)");
+  return run_generation<B>(a, load_awq_weights<typename B::W4>(src), prompt, tok, eos, since(), B::w4);
 }
 
 }  // namespace awq_example

@@ -129,6 +129,9 @@ check "generate --seed -3" 2 "--seed: -3 is out of range" "${G[@]}" --prompt hi 
 check "generate a quantize option" 2 "unknown option --calib-text of generate" "${G[@]}" --prompt hi --calib-text text.txt
 check "generate --dequantize on a GGUF" 2 "--dequantize: tiny.gguf is not an AWQ checkpoint" "${G[@]}" --prompt hi --dequantize
 check "generate missing model" 2 "--model absent.gguf: no such file" generate --model absent.gguf --prompt hi
+check "generate --backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${G[@]}" --prompt hi --backend tpu
+check "generate --backend cuda without CUDA" 2 "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)" \
+  "${G[@]}" --prompt hi --backend cuda
 check "generate greedy on the GGUF" 0 "decode 7 tokens" "${G[@]}" --prompt "The quick" --max-new-tokens 8 --threads 1
 check "export w4g64 and w3g64" 0 "exported exp/w3-g64-asym" "${req[@]}" "${S[@]}" --configs w4g64,w3g64 --calib-seqs 2 --threads 1 --export exp
 check "generate W4 on the export" 0 "W4A16 (AWQ, CPU kernel)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8

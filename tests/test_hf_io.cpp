@@ -550,7 +550,7 @@ TEST_CASE("hf io: tokenizer.json (byte-level BPE) encodes by its merges; what it
   refuse([](nlohmann::json& j) { j["model"]["byte_fallback"] = true; }, {"model.byte_fallback is true"});
   refuse([](nlohmann::json& j) { j["model"]["continuing_subword_prefix"] = "##"; }, {"model.continuing_subword_prefix"});
   refuse([](nlohmann::json& j) { j["normalizer"] = {{"type", "NFC"}}; }, {"normalizer (\"NFC\")"});
-  refuse([](nlohmann::json& j) { j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}; },
+  refuse([](nlohmann::json& j) { j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}}; },
          {"pre_tokenizer", "is not supported"});
   refuse([](nlohmann::json& j) { j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Split"}, {"pattern", {{"Regex", "x"}}}}; },
          {"pre_tokenizer", "Split"});
@@ -565,4 +565,112 @@ TEST_CASE("hf io: tokenizer.json (byte-level BPE) encodes by its merges; what it
   write_text(path, "{\"model\": ");
   expect_error([&] { awq_example::BpeTokenizer::from_hf_json(path); }, {path, "is not valid JSON"});
   expect_error([&] { awq_example::BpeTokenizer::from_hf_json(path + "x"); }, {"cannot open"});
+}
+
+namespace {
+
+// GPT-2's layout as OPT has it: four special tokens, then the 256 byte symbols (ids 4-259), then
+// seven merges (ids 260-266) whose ranks matter: "4 2" (5) before "Ġ 4" (6).
+struct Gpt2Files {
+  TempDir dir{"gpt2tok"};
+  std::vector<std::pair<std::string, std::string>> merges = {{"\xC4\xA0", "w"}, {"o", "r"},   {"\xC4\xA0w", "or"}, {"l", "d"},
+                                                             {"\xC4\xA0wor", "ld"}, {"4", "2"}, {"\xC4\xA0", "4"}};
+  nlohmann::ordered_json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}};
+  Gpt2Files() {
+    for (int b = 0; b < 256; ++b) vocab[byte_symbol(b)] = 4 + b;
+    std::string m = "#version: 0.2\n";
+    for (const auto& [a, b] : merges) {
+      vocab[a + b] = vocab.size();
+      m += a + " " + b + "\n";
+    }
+    write_text((dir.path / "vocab.json").string(), vocab.dump());
+    write_text((dir.path / "merges.txt").string(), m);
+    write_text((dir.path / "tokenizer_config.json").string(), R"({"add_bos_token": true, "bos_token": {"content": "</s>"}, "unk_token": "</s>"})");
+  }
+  // The same tokenizer as transformers saves it: tokenizer.json with GPT-2's ByteLevel
+  // pre-tokenizer and a TemplateProcessing post-processor that puts </s> first.
+  nlohmann::json tokenizer_json() const {
+    nlohmann::json m = nlohmann::json::array();
+    for (const auto& [a, b] : merges) m.push_back({a, b});
+    nlohmann::json j;
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    j["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", {{{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                           {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}};
+    j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
+                  {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
+                  {"vocab", vocab}, {"merges", m}};
+    return j;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tokenizer: GPT-2's pre-tokenization cuts text as its regex over Unicode classes") {
+  using T = awq_example::BpeTokenizer;
+  using V = std::vector<std::string>;
+  // Each expected list follows the regex's alternatives in order ('s|'t|… | ?\p{L}+| ?\p{N}+|
+  // ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+): a space joins the next letter/number/other run; a run of
+  // spaces before a word leaves its last space to the word; "—" (Pd), "🙂" (So) are "other";
+  // "²" and "½" (No) and "٣" (Nd) numbers; "你" (Lo) a letter; NBSP white space.
+  CHECK(T::pretokenize_gpt2("Hello world's 2024 na\xC3\xAFve\xE2\x80\x94" "caf\xC3\xA9  x\n\ny") ==
+        V{"Hello", " world", "'s", " 2024", " na\xC3\xAFve", "\xE2\x80\x94", "caf\xC3\xA9", " ", " x", "\n", "\n", "y"});
+  CHECK(T::pretokenize_gpt2("x\xC2\xB2 \xC2\xBD \xD9\xA3" "4 \xE4\xBD\xA0\xE5\xA5\xBD\xF0\x9F\x99\x82 it'S ''s\xC2\xA0" "a  \t b ") ==
+        V{"x", "\xC2\xB2", " \xC2\xBD", " \xD9\xA3" "4", " \xE4\xBD\xA0\xE5\xA5\xBD", "\xF0\x9F\x99\x82", " it", "'", "S", " ''", "s",
+          "\xC2\xA0", "a", "  \t", " b", " "});
+  CHECK(T::pretokenize_gpt2("don't  stop 42!!") == V{"don", "'t", " ", " stop", " 42", "!!"});
+  CHECK(T::pretokenize_gpt2("").empty());
+  CHECK(T::pretokenize_gpt2("a\xFF" "b") == V{"a", "\xFF", "b"});  // an invalid byte is punctuation
+}
+
+TEST_CASE("tokenizer: GPT-2's vocab.json + merges.txt and its tokenizer.json encode alike, </s> first as OPT's") {
+  const Gpt2Files f;
+  const std::string dir = f.dir.path.string();
+  auto slow = awq_example::BpeTokenizer::from_hf_dir(dir);
+  CHECK(slow.pretokenizer() == awq_example::BpeTokenizer::Pretokenizer::gpt2);
+  CHECK(slow.prefix() == std::vector<int>{2});
+  // Bytes are ids 4 + b: "hello" has no merge; " world" merges whole (264) by rank; "42" is one
+  // number piece (265); " 2024" stays bytes; " 42": "4 2" ranks before "Ġ 4", so Ġ + "42".
+  const std::vector<int> want = {2, 108, 105, 112, 112, 115, 264, 265, 36, 54, 52, 54, 56, 36, 265};
+  CHECK(slow.encode("hello world42 2024 42") == want);
+  // Non-ASCII bytes go through the byte map: é is C3 A9 → ids 199, 173; ☃ E2 98 83; "\n\n x" → Ċ Ċ Ġx.
+  const std::string utf8 = "h\xC3\xA9llo \xE2\x98\x83 na\xC3\xAFve\n\n x";
+  const std::vector<int> want_utf8 = {2, 108, 199, 173, 112, 112, 115, 36, 230, 156, 135, 36, 114, 101, 199, 179, 122, 105, 14, 14, 36, 124};
+  CHECK(slow.encode(utf8) == want_utf8);
+  CHECK(slow.decode(std::vector<int>(want_utf8.begin() + 1, want_utf8.end())) == utf8);
+
+  // tokenizer.json takes precedence in a directory and gives the same ids.
+  write_text((f.dir.path / "tokenizer.json").string(), f.tokenizer_json().dump());
+  auto fast = awq_example::BpeTokenizer::from_hf_dir(dir);
+  CHECK(fast.encode("hello world42 2024 42") == want);
+  CHECK(fast.encode(utf8) == want_utf8);
+  auto j = f.tokenizer_json();
+  j["post_processor"] = nullptr;  // no template: no </s>
+  write_text((f.dir.path / "tokenizer.json").string(), j.dump());
+  CHECK(awq_example::BpeTokenizer::from_hf_dir(dir).encode("hello") == std::vector<int>{108, 105, 112, 112, 115});
+  j["post_processor"] = {{"type", "RobertaProcessing"}};
+  write_text((f.dir.path / "tokenizer.json").string(), j.dump());
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(dir); }, {"post_processor \"RobertaProcessing\" is not supported"});
+  fs::remove(f.dir.path / "tokenizer.json");
+
+  // Without tokenizer_config.json: no BOS (GPT2Tokenizer's default), and a symbol missing from the
+  // vocabulary is an error; with its unk_token it becomes that token.
+  TempDir small("gpt2small");
+  write_text((small.path / "vocab.json").string(), R"({"</s>": 0, "a": 1})");
+  write_text((small.path / "merges.txt").string(), "#version: 0.2\n");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()).encode("az"); }, {"symbol 'z' is not in the vocabulary"});
+  write_text((small.path / "tokenizer_config.json").string(), R"({"unk_token": "</s>"})");
+  CHECK(awq_example::BpeTokenizer::from_hf_dir(small.path.string()).encode("az") == std::vector<int>{1, 0});
+
+  // What cannot be read is an error naming the file.
+  write_text((small.path / "tokenizer_config.json").string(), R"({"add_bos_token": true, "bos_token": "<s>"})");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()); }, {"tokenizer_config.json: bos_token '<s>' is not in the vocabulary"});
+  write_text((small.path / "merges.txt").string(), "#version: 0.2\na b c\n");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()); }, {"merges.txt: line 2 is 'a b c'"});
+  write_text((small.path / "vocab.json").string(), R"({"</s>": 0, "a": 2})");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()); }, {"vocab.json: no token has id 1"});
+  fs::remove(small.path / "merges.txt");
+  expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()); },
+               {"has no tokenizer (accepted: tokenizer.json, or vocab.json with merges.txt)"});
 }

@@ -165,7 +165,8 @@ struct OptionDoc {
 
 inline const std::vector<OptionDoc>& option_docs() {
   static const std::vector<OptionDoc> docs = {
-      {"--model", "FILE", "llama-architecture GGUF model (required)"},
+      {"--model", "PATH", "a llama-architecture GGUF file, or a Hugging Face directory of model_type llama, mistral, qwen2 or opt "
+                          "(tokenizer.json, or GPT-2's vocab.json + merges.txt) (required)"},
       {"--calib-text", "FILE", "UTF-8 calibration text (required)"},
       {"--eval-text", "FILE", "UTF-8 evaluation text for perplexity (required unless --eval-tokens 0)"},
       {"--configs", "LIST", "comma-separated w<bits>g<group>, bits 2..8, group 32/64/128/256, zero point on (default w4g64,w3g64)"},
@@ -231,10 +232,10 @@ inline void append_options(std::string& s, const std::vector<OptionDoc>& docs) {
 /// The full --help text.
 inline std::string help_text() {
   std::string s =
-      "awq_llama: quantize a llama-architecture GGUF model with RTN and AWQ and report perplexity; generate text\n"
+      "awq_llama: quantize a Llama-family or OPT model with RTN and AWQ and report perplexity; generate text (Llama family)\n"
       "\n"
       "usage:\n"
-      "  awq_llama [quantize] --model FILE.gguf --calib-text FILE --eval-text FILE [options]\n"
+      "  awq_llama [quantize] --model FILE.gguf|HF_DIR --calib-text FILE --eval-text FILE [options]\n"
       "  awq_llama generate --model FILE.gguf|HF_DIR|AWQ_DIR --prompt TEXT [options]\n"
       "  awq_llama inspect FILE.gguf | FILE.safetensors | HF_DIR\n"
       "  awq_llama --help\n"

@@ -1,9 +1,11 @@
 // An AWQ checkpoint directory (our export, or AutoAWQ's "GEMM" output: config.json with a
 // quantization_config, safetensors holding <linear>.qweight/.qzeros/.scales) as the engine's
-// weights: what the engine can run is checked first, then every linear is read once.
+// weights: what the engine can run is checked first, then every linear is read once; and the same
+// directory dequantized as a weight source for the library's driver and model ends, any architecture.
 #pragma once
 
 #include <awq/io/hf_checkpoint.hpp>
+#include <awq/model/finalize.hpp>
 #include <awq/model/hf_source.hpp>
 
 #include <nlohmann/json.hpp>
@@ -52,40 +54,81 @@ inline void check_quantization_config(const nlohmann::json& config, const std::s
     throw fail("has modules_to_not_convert " + q["modules_to_not_convert"].dump());
 }
 
+/// \brief The 4-bit linear `name` (weight shape [n, k] = `shape`) of an AutoAWQ GEMM checkpoint,
+///        its .qweight/.qzeros/.scales checked against the shape and copied out.
+inline awq::model::AwqGemmPacked read_awq_gemm(const awq::model::HfSource& src, const std::string& name,
+                                               const std::vector<std::int64_t>& shape) {
+  const awq::io::HfCheckpoint& ck = src.checkpoint();
+  const auto part = [&](const char* suffix, const char* dtype) {
+    const std::string t = name + suffix;
+    awq::detail::require(ck.contains(t), src.dir(), ": no tensor '", t, "' (", name, " is not a quantized linear of an AutoAWQ GEMM checkpoint)");
+    awq::io::SafetensorsTensor v = ck.tensor(t);
+    awq::detail::require(v.dtype == dtype && v.shape.size() == 2, src.dir(), ": tensor '", t, "' is ", v.dtype, " of rank ",
+                         v.shape.size(), ", expected ", dtype, " of rank 2");
+    return v;
+  };
+  const auto qw = part(".qweight", "I32"), qz = part(".qzeros", "I32"), sc = part(".scales", "F16");
+  const std::int64_t n = shape[0], k = shape[1];
+  awq::detail::require(qw.shape == std::vector<std::int64_t>{k, n / 8} && n % 8 == 0, src.dir(), ": '", name, ".qweight' is ",
+                       qw.shape[0], " x ", qw.shape[1], ", expected ", k, " x ", n / 8, " for a ", n, " x ", k, " linear");
+  const std::int64_t groups = sc.shape[0];
+  awq::detail::require(groups > 0 && sc.shape[1] == n && qz.shape == std::vector<std::int64_t>{groups, n / 8}, src.dir(), ": '",
+                       name, ".scales' (", sc.shape[0], " x ", sc.shape[1], ") and '.qzeros' (", qz.shape[0], " x ", qz.shape[1],
+                       ") do not fit a ", n, " x ", k, " linear");
+  awq::model::AwqGemmPacked p;
+  p.in = k;
+  p.out = n;
+  p.groups = groups;
+  p.qweight.resize(qw.data.size() / 4);
+  p.qzeros.resize(qz.data.size() / 4);
+  p.scales.resize(sc.data.size() / 2);
+  std::memcpy(p.qweight.data(), qw.data.data(), qw.data.size());
+  std::memcpy(p.qzeros.data(), qz.data.data(), qz.data.size());
+  std::memcpy(static_cast<void*>(p.scales.data()), sc.data.data(), sc.data.size());
+  return p;
+}
+
 /// \brief The engine's weights from an AWQ checkpoint directory `src` (its quantization_config
 ///        checked): each 4-bit linear handed to Linear(awq::AwqGemmWeights, bias) once — repacked
 ///        by W4Linear, dequantized by FpLinear.
 template <class Linear>
 LlamaWeights<Linear> load_awq_weights(const awq::model::HfSource& src) {
   check_quantization_config(src.config_json(), src.dir() + "/config.json");
-  const awq::io::HfCheckpoint& ck = src.checkpoint();
   return load_weights<Linear>(src, [&](const std::string& name, const std::vector<std::int64_t>& shape, std::vector<float> bias) {
-    const auto part = [&](const char* suffix, const char* dtype) {
-      const std::string t = name + suffix;
-      awq::detail::require(ck.contains(t), src.dir(), ": no tensor '", t, "' (", name, " is not a quantized linear of an AutoAWQ GEMM checkpoint)");
-      awq::io::SafetensorsTensor v = ck.tensor(t);
-      awq::detail::require(v.dtype == dtype && v.shape.size() == 2, src.dir(), ": tensor '", t, "' is ", v.dtype, " of rank ",
-                           v.shape.size(), ", expected ", dtype, " of rank 2");
-      return v;
-    };
-    const auto qw = part(".qweight", "I32"), qz = part(".qzeros", "I32"), sc = part(".scales", "F16");
-    const std::int64_t n = shape[0], k = shape[1];
-    awq::detail::require(qw.shape == std::vector<std::int64_t>{k, n / 8} && n % 8 == 0, src.dir(), ": '", name, ".qweight' is ",
-                         qw.shape[0], " x ", qw.shape[1], ", expected ", k, " x ", n / 8, " for a ", n, " x ", k, " linear");
-    const std::int64_t groups = sc.shape[0];
-    awq::detail::require(groups > 0 && sc.shape[1] == n && qz.shape == std::vector<std::int64_t>{groups, n / 8}, src.dir(), ": '",
-                         name, ".scales' (", sc.shape[0], " x ", sc.shape[1], ") and '.qzeros' (", qz.shape[0], " x ", qz.shape[1],
-                         ") do not fit a ", n, " x ", k, " linear");
-    std::vector<std::int32_t> qwv(qw.data.size() / 4), qzv(qz.data.size() / 4);
-    std::vector<Eigen::half> scv(sc.data.size() / 2);
-    std::memcpy(qwv.data(), qw.data.data(), qw.data.size());
-    std::memcpy(qzv.data(), qz.data.data(), qz.data.size());
-    std::memcpy(static_cast<void*>(scv.data()), sc.data.data(), sc.data.size());
-    const awq::AwqGemmWeights w{awq::make_row_major<const std::int32_t>(qwv.data(), k, n / 8),
-                                awq::make_row_major<const std::int32_t>(qzv.data(), groups, n / 8),
-                                awq::make_row_major<const Eigen::half>(scv.data(), groups, n)};
-    return Linear(w, std::move(bias));
+    return Linear(read_awq_gemm(src, name, shape).view(), std::move(bias));
   });
 }
+
+/// \brief An AWQ checkpoint directory as a full-precision weight source (awq/model/source.hpp),
+///        for any architecture policy: a quantized linear's "<name>.weight" is its dequantized
+///        value, every other tensor is read as stored (fp16 in our exports).
+class AwqDequantizedSource {
+ public:
+  /// Opens `dir` and checks its quantization_config.
+  explicit AwqDequantizedSource(const std::string& dir) : src_(awq::model::HfSource::open(dir)) {
+    check_quantization_config(src_.config_json(), dir + "/config.json");
+  }
+  const awq::model::ModelConfig& config() const { return src_.config(); }  ///< from config.json
+  /// Whether the checkpoint holds `name`, stored or as a quantized linear's weight.
+  bool contains(const std::string& name) const { return src_.contains(name) || !quantized(name).empty(); }
+  /// The tensor as fp32, checked against `shape`.
+  std::vector<float> load(const std::string& name, const std::vector<std::int64_t>& shape) const {
+    const std::string base = quantized(name);
+    if (base.empty()) return src_.load(name, shape);
+    awq::detail::require(shape.size() == 2, "AwqDequantizedSource: ", name, " is a quantized linear, asked for a tensor of rank ", shape.size());
+    return dequantize_awq_gemm(read_awq_gemm(src_, base, shape).view());
+  }
+
+ private:
+  // The linear's name when `name` is the weight of a quantized linear, else empty.
+  std::string quantized(const std::string& name) const {
+    const std::string suffix = ".weight";
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return {};
+    const std::string base = name.substr(0, name.size() - suffix.size());
+    return src_.contains(base + ".qweight") ? base : std::string();
+  }
+
+  awq::model::HfSource src_;
+};
 
 }  // namespace awq_example

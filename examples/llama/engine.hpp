@@ -32,6 +32,19 @@
 
 namespace awq_example {
 
+/// The weight [n, k] of a 4-bit AutoAWQ GEMM linear, dequantized: (q − z) · scale.
+inline std::vector<float> dequantize_awq_gemm(const awq::AwqGemmWeights& q) {
+  const awq::index_t n = q.n(), k = q.k(), g = q.scales.rows();
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n * k)), zeros(static_cast<std::size_t>(n * g));
+  std::vector<float> scales(zeros.size()), w(codes.size());
+  awq::unpack_awq_gemm(q.qweight, awq::make_row_major(codes.data(), n, k));
+  awq::unpack_awq_gemm(q.qzeros, awq::make_row_major(zeros.data(), n, g));
+  awq::transpose_scales(q.scales, awq::make_row_major(scales.data(), n, g));
+  awq::dequantize<float>(4, awq::make_row_major<const std::uint8_t>(codes.data(), n, k), awq::make_row_major(scales.data(), n, g),
+                         awq::make_row_major(zeros.data(), n, g), awq::make_row_major(w.data(), n, k));
+  return w;
+}
+
 /// y [M, N] = x [M, K] · Wᵀ (+ bias) in fp32 with W [N, K]. The output columns are split over the
 /// cores: a decode step is one row, which awq::backend::cpu::linear would run on one thread.
 class FpLinear {
@@ -48,7 +61,7 @@ class FpLinear {
   }
 
   /// The dequantized weights (q − z)·s of an AutoAWQ GEMM linear: the fp32 forward of a checkpoint.
-  FpLinear(const awq::AwqGemmWeights& q, std::vector<float> bias = {}) : FpLinear(dequantize(q), q.n(), q.k(), std::move(bias)) {}
+  FpLinear(const awq::AwqGemmWeights& q, std::vector<float> bias = {}) : FpLinear(dequantize_awq_gemm(q), q.n(), q.k(), std::move(bias)) {}
 
   awq::index_t in_features() const { return k_; }   ///< K
   awq::index_t out_features() const { return n_; }  ///< N
@@ -69,19 +82,6 @@ class FpLinear {
               for (awq::index_t n = n0; n < n1; ++n) Y(t, n) += bias_[static_cast<std::size_t>(n)];
         },
         64);
-  }
-
-  /// W [N, K] = (q − z)·s of an AutoAWQ GEMM linear.
-  static std::vector<float> dequantize(const awq::AwqGemmWeights& q) {
-    const awq::index_t n = q.n(), k = q.k(), g = q.scales.rows();
-    std::vector<std::uint8_t> codes(static_cast<std::size_t>(n * k)), zeros(static_cast<std::size_t>(n * g));
-    std::vector<float> scales(zeros.size()), w(codes.size());
-    awq::unpack_awq_gemm(q.qweight, awq::make_row_major(codes.data(), n, k));
-    awq::unpack_awq_gemm(q.qzeros, awq::make_row_major(zeros.data(), n, g));
-    awq::transpose_scales(q.scales, awq::make_row_major(scales.data(), n, g));
-    awq::dequantize<float>(4, awq::make_row_major<const std::uint8_t>(codes.data(), n, k), awq::make_row_major(scales.data(), n, g),
-                           awq::make_row_major(zeros.data(), n, g), awq::make_row_major(w.data(), n, k));
-    return w;
   }
 
  private:

@@ -95,7 +95,7 @@ struct HostFp16Linear {
         1 << 16);
   }
   /// The dequantized weights (q − z)·s of an AutoAWQ GEMM linear: the fp16 forward of a checkpoint.
-  HostFp16Linear(const awq::AwqGemmWeights& q, std::vector<float> b = {}) : HostFp16Linear(FpLinear::dequantize(q), q.n(), q.k(), std::move(b)) {}
+  HostFp16Linear(const awq::AwqGemmWeights& q, std::vector<float> b = {}) : HostFp16Linear(dequantize_awq_gemm(q), q.n(), q.k(), std::move(b)) {}
 
   /// One linear whose outputs are those of `parts` in order (same K): one product for q, k, v.
   static HostFp16Linear stack(std::initializer_list<const HostFp16Linear*> parts) {

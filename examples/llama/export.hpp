@@ -1,4 +1,5 @@
-// Export of a quantized model as a Hugging Face directory: config.json with quantization_config,
+// Export of a quantized model (any architecture policy: the driver's blocks carry their Hugging
+// Face names) as a Hugging Face directory: config.json with quantization_config,
 // safetensors shards (model-0000i-of-0000N.safetensors + model.safetensors.index.json, or one
 // model.safetensors) with AutoAWQ "GEMM" tensors (4-bit) or the library's plain layout (other
 // widths), fp16 embeddings, norms and biases, and the tokenizer files. Streamed: each block is
@@ -149,13 +150,16 @@ class HfExport {
     st_->add_typed(name, "F16", shape, to_half(v));
   }
 
-  /// Writes the last shard, the index, `config` (with the layer count and quantization_config)
-  /// and `files` as given (tokenizer files), then renames `dir.tmp` to `dir`, replacing it.
-  void finish(nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files) {
+  /// Writes the last shard, the index, `config` (with the layer count and quantization_config),
+  /// `files` as given (tokenizer files) and `raw_files` byte for byte (merges.txt), then renames
+  /// `dir.tmp` to `dir`, replacing it.
+  void finish(nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files,
+              const std::map<std::string, std::string>& raw_files = {}) {
     namespace fs = std::filesystem;
     st_->finish();
     config["num_hidden_layers"] = blocks_;
     config["torch_dtype"] = "float16";
+    if (config.contains("dtype")) config["dtype"] = "float16";  // transformers 5's name for torch_dtype
     config["quantization_config"] = {{"quant_method", "awq"}, {"bits", spec_.bits}, {"group_size", spec_.group_size},
                                      {"zero_point", spec_.zero_point}, {"version", spec_.bits == 4 ? "gemm" : "awq_cpp_plain"},
                                      {"modules_to_not_convert", nlohmann::json::array()}};
@@ -164,6 +168,8 @@ class HfExport {
     };
     write_json("config.json", config);
     for (const auto& [name, j] : files) write_json(name, j);
+    for (const auto& f : raw_files)
+      awq::io::write_atomically((fs::path(tmp_) / f.first).string(), [&](awq::io::FileSink& out) { out.write(f.second); });
     const fs::path old_dir(dir_ + ".old");
     fs::remove_all(old_dir);
     if (fs::exists(dir_)) fs::rename(dir_, old_dir);

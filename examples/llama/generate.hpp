@@ -102,9 +102,7 @@ int run_generate(const awq_cli::Args& a) {
   awq::detail::require(quantized || !a.dequantize, "--dequantize: ", a.model, " has no quantization_config (its weights run in ", fp,
                        " already)");
   awq::model::Llama::check(src.config());
-  const fs::path tj = fs::path(a.model) / "tokenizer.json";
-  awq::detail::require(fs::exists(tj), a.model, " has no tokenizer.json");
-  BpeTokenizer tok = BpeTokenizer::from_hf_json(tj.string());
+  BpeTokenizer tok = BpeTokenizer::from_hf_dir(a.model);
   const auto ctx = cj.contains("max_position_embeddings") && cj["max_position_embeddings"].is_number_integer()
                        ? cj["max_position_embeddings"].get<long long>() : 0;
   const std::vector<int> prompt = prompt_tokens(a, tok, ctx);

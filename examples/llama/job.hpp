@@ -1,10 +1,12 @@
-// The awq_llama job over the library's model driver, generic over the backend: open the model
-// (GGUF file or Hugging Face directory), tokenize, embed, run awq::model::quantize_model once per
+// The awq_llama job over the library's model driver, generic over the backend and the
+// architecture: open the model (GGUF file or Hugging Face directory; config.json's model_type picks
+// awq::model::Llama or awq::model::Opt), tokenize, embed, run awq::model::quantize_model once per
 // config with the evaluation tokens carried along (full precision in the first run, RTN and AWQ
 // in every run), then perplexity from the last block's outputs — O(one block) of weights in memory.
 #pragma once
 
 #include <awq/model/arch/llama.hpp>
+#include <awq/model/arch/opt.hpp>
 #include <awq/model/head.hpp>
 #include <awq/model/hf_source.hpp>
 #include <awq/model/pipeline.hpp>
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -48,10 +51,12 @@ inline double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
-/// The model-level pieces of an export that depend on the source: base config.json and tokenizer files.
+/// The model-level pieces of an export that depend on the source: base config.json and tokenizer
+/// files (JSON ones rewritten, the others copied byte for byte).
 struct ExportBase {
   nlohmann::ordered_json config;
   std::map<std::string, nlohmann::ordered_json> files;
+  std::map<std::string, std::string> raw_files;
 };
 
 /// One config's figures.
@@ -73,9 +78,8 @@ inline double rel_mse(const std::vector<float>& a, const std::vector<float>& ref
   return den > 0 ? num / den : 0.0;
 }
 
-template <class Backend, class Source>
+template <class Backend, class Arch, class Source>
 int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const ExportBase& xb) {
-  using Arch = awq::model::Llama;
   using Clock = std::chrono::steady_clock;
   const auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
   const auto t_load = Clock::now();
@@ -95,7 +99,8 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   const int n_layers = a.layers >= 0 ? std::min(a.layers, c.layers) : c.layers;
   const bool partial = n_layers < c.layers;  // a truncated model: its perplexity means nothing
   const awq::model::Batch cb{n_cal, a.seq_len}, eb{n_eval, a.seq_len};
-  const std::vector<float> calib_h = awq::model::embed<Arch>(src, calib), eval_h = awq::model::embed<Arch>(src, eval);
+  const std::vector<float> calib_h = awq::model::embed<Arch>(src, calib, a.seq_len),
+                           eval_h = awq::model::embed<Arch>(src, eval, a.seq_len);
   const double load_s = since(t_load);
   std::fprintf(stderr, "model: %s, %d of %d layers, hidden %d, mlp %d, heads %d/%d, vocab %d; calib %d x %d tokens, eval %zu tokens, %s search; load %.1fs\n",
                c.architecture.c_str(), n_layers, c.layers, c.hidden, c.intermediate, c.n_heads, c.n_kv_heads, c.vocab, n_cal,
@@ -174,18 +179,16 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     }
     if (ex) {  // the blocks are written; the model-level tensors, the index and the other files remain
       t0 = Clock::now();
-      const awq::detail::ProgressTracker tr(bar, "export " + row.config, c.tied_embeddings ? 3 : 4);
+      const std::vector<awq::model::TensorSpec> outer = awq::model::model_tensors<Arch>(c);
+      const long steps = static_cast<long>(outer.size()) + 1;
+      const awq::detail::ProgressTracker tr(bar, "export " + row.config, steps);
       tr.start();
-      ex->add_tensor(Arch::embed_name, {c.vocab, c.hidden}, src.load(Arch::embed_name, {c.vocab, c.hidden}));
-      tr.step(1);
-      ex->add_tensor(Arch::final_norm_name, {c.hidden}, src.load(Arch::final_norm_name, {c.hidden}));
-      tr.step(2);
-      if (!c.tied_embeddings) {
-        ex->add_tensor("lm_head.weight", {c.vocab, c.hidden}, src.load("lm_head.weight", {c.vocab, c.hidden}));
-        tr.step(3);
+      for (std::size_t i = 0; i < outer.size(); ++i) {
+        ex->add_tensor(outer[i].name, outer[i].shape, src.load(outer[i].name, outer[i].shape));
+        tr.step(static_cast<long>(i) + 1);
       }
-      ex->finish(xb.config, xb.files);
-      tr.step(c.tied_embeddings ? 3 : 4);
+      ex->finish(xb.config, xb.files, xb.raw_files);
+      tr.step(steps);
       std::fprintf(stderr, "exported %s: %.1f MB of tensors in %zu shard%s (model-level tensors and files %.1fs)\n", export_dir.c_str(),
                    static_cast<double>(ex->bytes()) / 1e6, ex->shards(), ex->shards() == 1 ? "" : "s", since(t0));
     }
@@ -249,26 +252,46 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   return 0;
 }
 
+/// Hugging Face model types the job takes, for messages.
+inline const char* supported_model_types() { return "llama, mistral, qwen2, opt"; }
+
+/// Calls f(Arch{}) with the architecture policy of Hugging Face directory `dir`'s model_type;
+/// an awq::Error naming it and the supported ones otherwise. A config.json that cannot be read
+/// or has no model_type goes to the Llama policy, whose reader reports what is wrong.
+template <class F>
+int with_hf_arch(const std::string& dir, F&& f) {
+  std::ifstream in(std::filesystem::path(dir) / "config.json");
+  const nlohmann::json cj = nlohmann::json::parse(in, nullptr, false);
+  const std::string type = cj.is_object() && cj.contains("model_type") && cj["model_type"].is_string() ? cj["model_type"].get<std::string>() : "";
+  if (type == "opt") return f(awq::model::Opt{});
+  awq::detail::require(type.empty() || type == "llama" || type == "mistral" || type == "qwen2", "--model ", dir, ": model_type '", type,
+                       "' is not supported (supported: ", supported_model_types(), ")");
+  return f(awq::model::Llama{});
+}
+
 /// Opens `a.model` (a GGUF file or a Hugging Face directory) and runs the job on Backend.
 template <class Backend>
 int run_job(const JobArgs& a) {
   namespace fs = std::filesystem;
   if (fs::is_directory(a.model)) {
-    const auto src = awq::model::HfSource::open(a.model);
-    const auto& cj = src.config_json();
-    awq_cli::check_model(a, src.config().layers,
-                         cj.contains("max_position_embeddings") && cj["max_position_embeddings"].is_number_integer()
-                             ? cj["max_position_embeddings"].get<long long>() : 0);
-    const fs::path tj = fs::path(a.model) / "tokenizer.json";
-    awq::detail::require(fs::exists(tj), a.model, " has no tokenizer.json");
-    BpeTokenizer tok = BpeTokenizer::from_hf_json(tj.string());
-    ExportBase xb;
-    xb.config = nlohmann::ordered_json::parse(src.config_json().dump());
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
-      std::ifstream in(fs::path(a.model) / f);
-      if (in) xb.files[f] = nlohmann::ordered_json::parse(in);
-    }
-    return run_job_on<Backend>(a, src, tok, xb);
+    return with_hf_arch(a.model, [&](auto arch) {
+      using Arch = decltype(arch);
+      const auto src = awq::model::HfSource::open(a.model);
+      Arch::check(src.config());
+      awq_cli::check_model(a, src.config().layers, src.config().max_positions);
+      BpeTokenizer tok = BpeTokenizer::from_hf_dir(a.model);
+      ExportBase xb;
+      xb.config = nlohmann::ordered_json::parse(src.config_json().dump());
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+        std::ifstream in(fs::path(a.model) / f);
+        if (in) xb.files[f] = nlohmann::ordered_json::parse(in);
+      }
+      for (const char* f : {"vocab.json", "merges.txt", "special_tokens_map.json"}) {
+        std::ifstream in(fs::path(a.model) / f, std::ios::binary);
+        if (in) xb.raw_files[f] = std::string(std::istreambuf_iterator<char>(in), {});
+      }
+      return run_job_on<Backend, Arch>(a, src, tok, xb);
+    });
   }
   const auto src = awq::model::GgufSource::open(a.model);
   awq_cli::check_model(a, src.gguf());
@@ -277,7 +300,7 @@ int run_job(const JobArgs& a) {
   xb.config = hf_config_json(src.config(), src.gguf());
   xb.files["tokenizer.json"] = tokenizer_json(src.gguf());
   xb.files["tokenizer_config.json"] = tokenizer_config_json(src.gguf(), xb.config);
-  return run_job_on<Backend>(a, src, tok, xb);
+  return run_job_on<Backend, awq::model::Llama>(a, src, tok, xb);
 }
 
 }  // namespace awq_example

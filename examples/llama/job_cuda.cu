@@ -1,6 +1,7 @@
-// The awq_llama job instantiated on backend::cuda: the same driver and Llama policy as on the CPU,
-// with the policy's GPU kernels (awq/model/arch/llama.cuh).
+// The awq_llama job instantiated on backend::cuda: the same driver and architecture policies as
+// on the CPU, with the policies' GPU kernels (awq/model/arch/llama.cuh, awq/model/arch/opt.cuh).
 #include <awq/model/arch/llama.cuh>
+#include <awq/model/arch/opt.cuh>
 
 #include "llama/job_cuda.hpp"
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # awq_llama's command line end to end: every bad input exits 2 with one "awq_llama: ..." line that
 # names the flag and the value, before any long work; --help and inspect exit 0. A tiny GGUF
-# (tiny_llama_gguf) stands in for the model, so the whole script runs in a few seconds.
+# (tiny_llama_gguf) stands in for the model, and the tiny OPT of tests/golden/arch_opt/hf with a
+# hand-written GPT-2 style tokenizer (tiny_opt_tokenizer/) for an OPT directory, so the whole
+# script runs in a few seconds.
 #   run_cli_tests.sh AWQ_LLAMA TINY_LLAMA_GGUF WORKDIR          check every case
 #   run_cli_tests.sh AWQ_LLAMA TINY_LLAMA_GGUF WORKDIR --table  print "case | exit | message" rows
 set -u
 tool=$1 writer=$2 work=$3 mode=${4:-check}
+here=$(cd "$(dirname "$0")" && pwd)
 # A configuration that builds only some targets (the sanitizer pass) skips this test (ctest code 77).
 for exe in "$tool" "$writer"; do
   [ -x "$exe" ] || { echo "$exe is not built: skipped"; exit 77; }
@@ -23,6 +26,12 @@ mkdir -p outdir hf
 printf '{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64}\n' > hf/config.json
 header='{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
 { printf "\\x$(printf %02x ${#header})\\0\\0\\0\\0\\0\\0\\0"; printf '%s' "$header"; printf '\0\0\x80\x3f'; } > hf/model.safetensors
+
+mkdir -p opt notok gpt2
+cp "$here/../golden/arch_opt/hf/config.json" "$here/../golden/arch_opt/hf/model.safetensors" "$here"/tiny_opt_tokenizer/* opt/
+cp "$here/../golden/arch_opt/hf/config.json" "$here/../golden/arch_opt/hf/model.safetensors" notok/
+printf '{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64}\n' > gpt2/config.json
+cp hf/model.safetensors gpt2/
 
 req=(--model tiny.gguf --calib-text text.txt --eval-text text.txt)
 S=(--seq-len 16 --eval-tokens 64)  # fits the tiny model and texts
@@ -152,6 +161,16 @@ check "a sharded export with --checkpoint" 0 "exported exp/ck/w4-g64-asym: " "${
 rm -f ck/w4-g64-asym/block_1.safetensors
 mkdir -p exp/ck/w4-g64-asym.tmp && echo "left by a killed run" > exp/ck/w4-g64-asym.tmp/model-00001-of-00002.safetensors
 check "an interrupted export resumed" 0 "w4-g64-asym: 1 of 2 blocks resumed from ck" "${run[@]}" --export exp/ck --checkpoint ck
+# An OPT directory (model_type opt): quantized, evaluated and exported; what it cannot take refused.
+O=(--model opt --calib-text text.txt --eval-text text.txt --calib-seqs 2 --threads 1)
+check "an OPT directory: quantize, evaluate, export" 0 "exported exp/opt/w4-g32-asym" "${O[@]}" "${S[@]}" --configs w4g32 --export exp/opt
+check "an OPT directory: --seq-len beyond its 128 positions" 2 "--seq-len 200: the model's context length is 128" "${O[@]}" --seq-len 200 --eval-tokens 400
+check "an OPT directory: group 64 does not divide ffn_dim 96" 2 "group_size 64 does not divide in_features 96" "${O[@]}" "${S[@]}" --configs w4g64
+check "an OPT directory without a tokenizer" 2 "notok has no tokenizer (accepted: tokenizer.json, or vocab.json with merges.txt)" \
+  --model notok --calib-text text.txt --eval-text text.txt "${S[@]}"
+check "generate on an OPT directory" 2 "architecture 'opt' is not supported (supported: llama, mistral, qwen2" generate --model opt --prompt hi
+check "an unsupported model_type" 2 "--model gpt2: model_type 'gpt2' is not supported (supported: llama, mistral, qwen2, opt)" \
+  --model gpt2 --calib-text text.txt --eval-text text.txt "${S[@]}"
 check "a whole run in the improved mode" 0 "improved search" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --mode improved
 
 if [ "$mode" != --table ]; then
@@ -170,6 +189,11 @@ if [ "$mode" != --table ]; then
   [ "$shards" -ge 3 ] || { fails=$((fails + 1)); echo "FAIL: an 8 KB --shard-size gave $shards shards"; }
   if [ "$(ls -A exp/plain exp/ck | grep -c -e tmp -e '^\.')" != 0 ]; then fails=$((fails + 1)); echo "FAIL: a temporary was left behind"; fi
   diff -r exp/plain exp/ck > /dev/null || { fails=$((fails + 1)); echo "FAIL: the resumed export differs from the uninterrupted one"; }
+  o=exp/opt/w4-g32-asym
+  for f in config.json model.safetensors vocab.json merges.txt tokenizer_config.json; do
+    [ -s "$o/$f" ] || { fails=$((fails + 1)); echo "FAIL: the OPT export has no $f"; }
+  done
+  n=$((n + 1)); "$tool" inspect "$o/model.safetensors" 2>&1 | grep -q 'model.decoder.layers.1.fc2.qweight' || { fails=$((fails + 1)); echo "FAIL: the OPT export has no fc2.qweight"; }
   echo "$((n - fails)) of $n CLI cases pass"
 fi
 [ "$fails" = 0 ]

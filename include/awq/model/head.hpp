@@ -1,6 +1,7 @@
 /// \file
-/// \brief The model's ends on the host: the token embedding (`embed`), and the final norm with
-///        the output projection (`Head`) for perplexity over the last block's output.
+/// \brief The model's ends on the host: the token embedding (`embed`), the final norm with the
+///        output projection (`Head`) for perplexity over the last block's output, and the list of
+///        the tensors outside the blocks (`model_tensors`).
 ///
 /// Both read names from the architecture policy: `Arch::embed_name`, `Arch::final_norm_name`,
 /// `Arch::lm_head_name(c)` and `Arch::final_norm<Backend>(c, w, x, out)`; optionally
@@ -67,6 +68,21 @@ std::vector<float> embed(const Source& src, const std::vector<int>& tokens, int 
     }
   }
   return h;
+}
+
+/// The tensors of a checkpoint outside its blocks, in the order an export writes them: the token
+/// embedding, the learned positions (when `Arch` has them), the final norm and its bias (when it
+/// has one), and the output projection unless it is tied to the embedding.
+template <class Arch>
+std::vector<TensorSpec> model_tensors(const ModelConfig& c) {
+  using V = std::vector<std::int64_t>;
+  std::vector<TensorSpec> t = {{Arch::embed_name, V{c.vocab, c.hidden}}};
+  if constexpr (detail::has_positions<Arch>::value)
+    t.push_back({Arch::position_embed_name, V{static_cast<std::int64_t>(c.max_positions) + Arch::position_offset, c.hidden}});
+  t.push_back({Arch::final_norm_name, V{c.hidden}});
+  if constexpr (detail::has_norm_bias<Arch>::value) t.push_back({Arch::final_norm_bias_name, V{c.hidden}});
+  if (!c.tied_embeddings) t.push_back({Arch::lm_head_name(c), V{c.vocab, c.hidden}});
+  return t;
 }
 
 /// \brief Mean negative log-likelihood of the next tokens and its exp.

@@ -18,10 +18,7 @@ if [ ! -x "$bin/gen_tests" ]; then
   cxx=(-std=c++17 -O2 -DNDEBUG -Iinclude -Iexamples -Itests -I"$deps" -I"$deps/eigen3" -pthread)
   nvcc "${flags[@]}" -DNDEBUG tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_generate.cu -lcublas -o "$bin/gen_tests" &
   nvcc "${flags[@]}" -DNDEBUG bench/bench_generate_gpu.cu -lcublas -o "$bin/bench_generate_gpu" &
-  { nvcc "${flags[@]}" -DNDEBUG -c examples/llama/job_cuda.cu -o "$bin/job_cuda.o" &&
-    nvcc "${flags[@]}" -DNDEBUG -c examples/llama/generate_cuda.cu -o "$bin/generate_cuda.o" &&
-    g++ "${cxx[@]}" -DAWQ_LLAMA_CUDA=1 -I/usr/local/cuda/include examples/awq_llama.cpp "$bin/job_cuda.o" "$bin/generate_cuda.o" \
-      -L/usr/local/cuda/lib64 -lcublas -lcudart -o "$bin/awq_llama_cuda"; } &
+  build_tool "$bin" &
   g++ "${cxx[@]}" tests/cli/tiny_llama_gguf.cpp -o "$bin/tiny_llama_gguf" &
   wait
   echo "build: $(( $(date +%s) - t0 )) s"

@@ -66,10 +66,7 @@ a)
   t0=$(date +%s)
   [ "${TESTS:-1}" = 0 ] || nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu \
     tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/model_tests 2>"$out/build_tests.log" &
-  cxx=(-std=c++17 -O3 -DNDEBUG -Iinclude -Iexamples -I"$deps" -I"$deps/eigen3" -pthread)
-  { nvcc "${flags[@]}" -DNDEBUG -c examples/llama/job_cuda.cu -o build-gpu/job_cuda.o &&
-    g++ "${cxx[@]}" -DAWQ_LLAMA_CUDA=1 -I/usr/local/cuda/include examples/awq_llama.cpp build-gpu/job_cuda.o \
-      -L/usr/local/cuda/lib64 -lcublas -lcudart -o build-gpu/awq_llama_cuda; } 2>"$out/build_llama_cuda.log" &
+  build_tool build-gpu 2>"$out/build_llama_cuda.log" &
   wait
   echo "build: $(( $(date +%s) - t0 )) s"
   cp build-gpu/awq_llama_cuda "$out/"  # comes back: carried in build-carry/b, a later stage b needs no build

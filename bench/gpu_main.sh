@@ -29,10 +29,7 @@ a)
     tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
   fi
   cxx=(-std=c++17 -O3 -DNDEBUG -Iinclude -Iexamples -I"$deps" -I"$deps/eigen3" -pthread)
-  # awq_llama_cuda: the tool by g++ (-DAWQ_LLAMA_CUDA), only the job on backend::cuda by nvcc.
-  { nvcc "${flags[@]}" -DNDEBUG -c examples/llama/job_cuda.cu -o build-gpu/job_cuda.o &&
-    g++ "${cxx[@]}" -DAWQ_LLAMA_CUDA=1 -I/usr/local/cuda/include examples/awq_llama.cpp build-gpu/job_cuda.o \
-      -L/usr/local/cuda/lib64 -lcublas -lcudart -o build-gpu/awq_llama_cuda; } 2>"$out/build_llama_cuda.log" &
+  build_tool build-gpu 2>"$out/build_llama_cuda.log" &
   g++ "${cxx[@]}" examples/awq_llama.cpp -o build-gpu/awq_llama 2>"$out/build_llama.log" &
   wait
   echo "build: $(( $(date +%s) - t0 )) s"

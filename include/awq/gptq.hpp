@@ -19,7 +19,6 @@
 /// not depend on the thread count.
 #pragma once
 
-#include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -64,25 +63,36 @@ class GptqFactor {
     const index_t k = h.rows();
     // Factored in reversed order: with P the reversal and P·H·P = L·Lᵀ, U = P·L⁻¹·P (one
     // Cholesky and one triangular inverse, instead of GPTQ's inverse and second Cholesky).
-    Eigen::MatrixXd r(k, k);
+    // Written on Eigen/Core's products: Eigen's LLT does not compile under nvcc without warnings.
+    Matrix l(k, k);
     for (index_t i = 0; i < k; ++i)
       for (index_t j = 0; j < k; ++j) {
         const double v = h(i, j);
         if (!std::isfinite(v)) throw Error(detail::concat(fn, ": non-finite Hessian value ", v, " at (", i, ", ", j, ")"));
-        r(k - 1 - i, k - 1 - j) = 0.5 * (v + static_cast<double>(h(j, i)));
+        l(k - 1 - i, k - 1 - j) = 0.5 * (v + static_cast<double>(h(j, i)));
       }
     double mean = 0;
     for (index_t i = 0; i < k; ++i) {
-      double& d = r(i, i);
+      double& d = l(i, i);
       detail::require(d >= 0, fn, ": diagonal value ", d, " at ", k - 1 - i, " is negative (not a Hessian XᵀX)");
       if (d == 0) d = 1;  // a dead channel: its weight rounds to nearest and passes no error on
       mean += d;
     }
-    r.diagonal().array() += damp * mean / static_cast<double>(k);
-    const Eigen::LLT<Eigen::MatrixXd> llt(r);
-    detail::require(llt.info() == Eigen::Success, fn, ": H + lambda I (lambda = ", damp * mean / static_cast<double>(k),
-                    ") is not positive definite");
-    const Eigen::MatrixXd li = llt.matrixL().solve(Eigen::MatrixXd::Identity(k, k));
+    const double lambda = damp * mean / static_cast<double>(k);
+    l.diagonal().array() += lambda;
+    // Cholesky, row by row (l's lower triangle becomes L).
+    for (index_t i = 0; i < k; ++i) {
+      for (index_t j = 0; j < i; ++j) l(i, j) = (l(i, j) - l.row(i).head(j).dot(l.row(j).head(j))) / l(j, j);
+      const double d = l(i, i) - l.row(i).head(i).squaredNorm();
+      detail::require(d > 0 && std::isfinite(d), fn, ": H + lambda I (lambda = ", lambda, ") is not positive definite");
+      l(i, i) = std::sqrt(d);
+    }
+    // L⁻¹ by forward substitution, row by row: li(i, :i) = −L(i, :i)·li(:i, :i) / L(i, i).
+    Matrix li = Matrix::Zero(k, k);
+    for (index_t i = 0; i < k; ++i) {
+      if (i > 0) li.row(i).head(i).noalias() = -(l.row(i).head(i) * li.topLeftCorner(i, i)) / l(i, i);
+      li(i, i) = 1.0 / l(i, i);
+    }
     u_.resize(k, k);
     for (index_t i = 0; i < k; ++i)
       for (index_t j = 0; j < k; ++j) u_(i, j) = j >= i ? li(k - 1 - i, k - 1 - j) : 0.0;

@@ -207,9 +207,11 @@ struct Collected {
   bool operator==(const Collected& o) const { return codes == o.codes && values == o.values; }
 };
 
-awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockCheckpoint* ck, Collected& out, int throw_after = -1) {
+awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockCheckpoint* ck, Collected& out, int throw_after = -1,
+                               const awq::model::SearchMode& mode = {}) {
   awq::model::PipelineOptions opt;
   opt.block.quant = awq::QuantSpec{4, 32, true};
+  opt.block.mode = mode;
   opt.checkpoint = ck;
   std::vector<awq::model::Stream> none;
   return awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{2, 16}, tiny_hidden(77), none, opt,
@@ -252,6 +254,17 @@ TEST_CASE("model driver: a run stopped after block 1 resumes from its files and 
   CHECK(resumed.searched == 1);  // only block 2 was searched
   CHECK(resumed == ref);
   CHECK(ck.has(2));
+
+  // GPTQ's feedback follows from the saved scales and clips: its resumed run is bit-identical too.
+  const awq::model::SearchMode gptq = awq::model::SearchMode::parse("gptq");
+  fs::create_directories(dir / "gptq");
+  const awq::model::BlockCheckpoint ck_gptq((dir / "gptq").string(), "tiny w4-g32 gptq");
+  Collected gptq_ref, gptq_killed, gptq_resumed;
+  run(src, nullptr, gptq_ref, -1, gptq);
+  CHECK_FALSE(gptq_ref == ref);
+  CHECK_THROWS_WITH(run(src, &ck_gptq, gptq_killed, 1, gptq), "killed after block 1");
+  CHECK(run(src, &ck_gptq, gptq_resumed, -1, gptq).resumed == 2);
+  CHECK(gptq_resumed == gptq_ref);
 
   // A file of another run, a truncated file and a missing tensor are errors, never used silently.
   Collected other;
@@ -527,7 +540,7 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
       CAPTURE(seed);
       CAPTURE(bits);
       const auto ref = error(awq::model::SearchMode::reference(), bits, seed);
-      for (const std::string name : {"sequential", "refine", "improved"}) {
+      for (const std::string name : {"sequential", "refine", "improved", "gptq", "gptq-regroup"}) {
         CAPTURE(name);
         const auto e = error(awq::model::SearchMode::parse(name), bits, seed);
         MESSAGE("seed " << seed << " W" << bits << " " << name << ": output error / reference's: calibration tokens "
@@ -536,6 +549,8 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         // With 64 calibration tokens the held-out error of a 3-block random stack moves by tens of
         // per cent either way with any change of the search (it is measured on SmolLM2's texts):
         // the property held here is on the tokens the search judged.
+        // GPTQ's feedback lowers each linear's own output error (tests/test_gptq.cpp), not
+        // necessarily this stack's at 64 tokens for 64 channels: W4 seed 41 gains nothing here.
         if (name == "improved") CHECK(e.first <= ref.first);
       }
     }

@@ -180,9 +180,10 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
-      {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (every variant below), or one variant: sequential "
-                         "(each block calibrated on the quantized blocks' outputs), refine (local alpha refinement after the grid) "
-                         "(default reference)"},
+      {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (sequential+refine), or one variant: sequential "
+                         "(each block calibrated on the quantized blocks' outputs), refine (local alpha refinement after the grid), "
+                         "gptq (GPTQ's error feedback in the final rounding, scales and zeros kept), gptq-regroup (the same, group "
+                         "scales recomputed as it goes); variants join with '+', e.g. improved+gptq (default reference)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "

@@ -5,6 +5,7 @@
 
 #include "awq/config.hpp"
 #include "awq/eigen.hpp"
+#include "awq/gptq.hpp"
 #include "awq/error.hpp"
 #include "awq/layout/awq_gemm.hpp"
 #include "awq/layout/blocked.hpp"

@@ -262,6 +262,28 @@ struct cpu {
         16);
   }
 
+  /// out [K, K] = xᵀ · x for x [T, K] (a linear's input: GPTQ's Hessian, awq/gptq.hpp). Columns in
+  /// tiles of 64, each tile's lower part, then mirrored: a fixed order, whatever the thread count.
+  template <class S>
+  static void gram(const MatrixView<const S>& x, const MatrixView<S>& out) {
+    constexpr const char* fn = "awq::backend::cpu::gram";
+    const index_t k = x.cols();
+    detail::require_shape(out, k, k, fn, "out");
+    require_rows(fn, x, "x");
+    require_rows(fn, out, "out");
+    constexpr index_t tile = 64;
+    const auto X = map(x);
+    auto O = map(out);
+    parallel_for((k + tile - 1) / tile, [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t) {
+        const index_t c0 = t * tile, nc = std::min(tile, k - c0);
+        O.block(c0, c0, k - c0, nc).noalias() = X.rightCols(k - c0).transpose() * X.middleCols(c0, nc);
+      }
+    });
+    for (index_t i = 0; i < k; ++i)
+      for (index_t j = i + 1; j < k; ++j) O(i, j) = O(j, i);
+  }
+
   /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹: the weight the scale search evaluates, computed
   /// as the reference does (multiply, pseudo-quantize, divide), rows split over threads.
   template <class S>

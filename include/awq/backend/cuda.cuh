@@ -613,6 +613,36 @@ struct cuda {
   }
 
  public:
+  /// out [K, K] = xᵀ · x for x [T, K] in device memory (see backend::cpu::gram), in true fp32
+  /// even under set_tf32(true): GPTQ's factor is sensitive to the Hessian's small eigenvalues.
+  template <class S>
+  static void gram(const MatrixView<const S>& x, const MatrixView<S>& out) {
+    namespace cu = ::awq::cuda;
+    static_assert(std::is_same_v<S, float>, "backend::cuda::gram: float only");
+    constexpr const char* fn = "awq::backend::cuda::gram";
+    const index_t k = x.cols();
+    detail::require_shape(out, k, k, fn, "out");
+    cu::detail::require_device_rows(fn, x, "x");
+    cu::detail::require_device_rows(fn, out, "out");
+    if (k == 0) return;
+    for (index_t d : {x.rows(), k, x.row_stride(), out.row_stride()})
+      detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    auto& ctx = cu::this_thread_context();
+    if (x.rows() == 0) {
+      cu::check(cudaMemset2DAsync(out.data(), static_cast<std::size_t>(out.row_stride()) * sizeof(S), 0,
+                                  static_cast<std::size_t>(k) * sizeof(S), static_cast<std::size_t>(k), ctx.stream),
+                "cudaMemset2DAsync");
+      return;
+    }
+    // Row-major x is column-major xᵀ [K, T]: out = xᵀ · (xᵀ)ᵀ, symmetric, so row- or column-major alike.
+    const float one = 1.0f, zero = 0.0f;
+    const int ki = static_cast<int>(k), ld = static_cast<int>(x.row_stride());
+    cu::check(cublasGemmEx(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_T, ki, ki, static_cast<int>(x.rows()), &one, x.data(), CUDA_R_32F,
+                           ld, x.data(), CUDA_R_32F, ld, &zero, out.data(), CUDA_R_32F, static_cast<int>(out.row_stride()),
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmEx (awq::backend::cuda::gram)");
+  }
+
   /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹ with s given as k host values (uploaded here).
   template <class S, class F>
   static void scaled_pseudo_quantize(const QuantSpec& spec, const MatrixView<const S>& w, const F* s,

@@ -10,6 +10,7 @@
 
 #include "awq/backend/cpu.hpp"
 #include "awq/config.hpp"
+#include "awq/gptq.hpp"
 #include "awq/layout/awq_gemm.hpp"
 #include "awq/model/block.hpp"
 #include "awq/pack.hpp"
@@ -53,6 +54,23 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
       for (index_t i = j * g; i < (j + 1) * g; ++i)
         w(r, i) = (static_cast<float>(q.codes[static_cast<std::size_t>(r * q.in + i)]) - z[gi]) * s16;
     }
+  return q;
+}
+
+/// finalize_linear with GPTQ's error feedback (awq/gptq.hpp) through `f`, the factor of the
+/// Hessian of w's input; with opt.static_groups the scales and zeros are finalize_linear's and only
+/// the codes differ. On the host.
+inline QuantizedLinear finalize_linear_gptq(const MatrixView<float>& w, const QuantSpec& spec, const GptqFactor& f,
+                                            const GptqOptions& opt) {
+  QuantizedLinear q;
+  q.out = w.rows();
+  q.in = w.cols();
+  q.groups = q.in / spec.group_for(q.in);
+  q.codes.resize(static_cast<std::size_t>(q.out * q.in));
+  q.zeros.resize(static_cast<std::size_t>(q.out * q.groups));
+  q.scales.resize(q.zeros.size());
+  gptq_quantize(spec, w, f, opt, make_row_major(q.codes.data(), q.out, q.in), make_row_major(q.scales.data(), q.out, q.groups),
+                make_row_major(q.zeros.data(), q.out, q.groups));
   return q;
 }
 

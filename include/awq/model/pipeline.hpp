@@ -5,7 +5,8 @@
 /// For each block: load its tensors from the source (only that block is in memory), forward the
 /// calibration hidden states capturing every group's input, search each group's scales on the
 /// original weights, fold them, search the clip bounds on the scaled weights and inputs, clamp,
-/// quantize with fp16 scales (awq/model/finalize.hpp), hand the result to a sink, and move on
+/// quantize with fp16 scales (awq/model/finalize.hpp; SearchMode::rounding: with GPTQ's error
+/// feedback, awq/gptq.hpp), hand the result to a sink, and move on
 /// with the block's full-precision output (llm-awq's run_awq semantics; SearchMode::sequential
 /// moves on with the quantized block's output instead). Extra activation streams
 /// (e.g. evaluation tokens) are carried through every block at full precision, RTN- or
@@ -132,6 +133,49 @@ template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block(const ModelConfig& c, Block<Backend>& blk, const QuantSpec& spec) {
   std::map<std::string, QuantizedLinear> out;
   for (const auto& l : Arch::linears(c)) out[l] = Finalize<Backend>::run(blk.at(l + ".weight").matrix(), spec);
+  return out;
+}
+
+/// The captured input slot of every quantized linear of `Arch`, from its groups and clip targets.
+/// \throws awq::Error naming a linear that neither lists.
+template <class Arch>
+std::map<std::string, int> linear_inputs(const ModelConfig& c) {
+  std::map<std::string, int> m;
+  for (const auto& g : Arch::groups(c))
+    for (const auto& l : g.linears) m[l] = g.input;
+  for (const auto& t : Arch::clip_targets(c)) m[t.linear] = t.input;
+  for (const auto& l : Arch::linears(c))
+    detail::require(m.count(l) != 0, "awq::model::linear_inputs: ", Arch::name, " gives no input for '", l, "'");
+  return m;
+}
+
+/// \brief finalize_block with GPTQ's error feedback (awq/gptq.hpp): the Hessian XᵀX of each
+///        captured input `in` (as search_block left it: scaled) on the backend, its factor and the
+///        feedback on the host (both backends), the dequantized weights back to the backend.
+template <class Backend, class Arch>
+std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c, Block<Backend>& blk,
+                                                           const std::vector<Tensor<Backend>>& in, const QuantSpec& spec,
+                                                           const GptqOptions& opt) {
+  const auto inputs = linear_inputs<Arch>(c);
+  std::map<int, GptqFactor> factors;
+  std::map<std::string, QuantizedLinear> out;
+  for (const auto& l : Arch::linears(c)) {
+    const int slot = inputs.at(l);
+    if (!factors.count(slot)) {
+      detail::require(slot >= 0 && static_cast<std::size_t>(slot) < in.size(), "awq::model::finalize_block_gptq: input slot ",
+                      slot, " of '", l, "' was not captured (", in.size(), " inputs)");
+      const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
+      typename Backend::template buffer<float> h(static_cast<std::size_t>(x.cols * x.cols));
+      Backend::gram(MatrixView<const float>(x.matrix()), make_row_major(h.data(), x.cols, x.cols));
+      std::vector<float> hh(h.size());
+      Backend::download(h.data(), hh.size(), hh.data());
+      factors.emplace(slot, GptqFactor(make_row_major<const float>(hh.data(), x.cols, x.cols), opt.damp));
+    }
+    Tensor<Backend>& t = blk.at(l + ".weight");
+    std::vector<float> w = blk.host(l + ".weight");
+    out[l] = finalize_linear_gptq(make_row_major(w.data(), t.rows, t.cols), spec, factors.at(slot), opt);
+    t.data = Backend::upload(w.data(), w.size());
+  }
   return out;
 }
 
@@ -324,14 +368,20 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       ++result.resumed;
     }
     qb.result = search_block<Backend, Arch>(c, calib, blk, in, opt.block, qb.resumed ? &given : nullptr);
-    in.clear();
     lap("search");
     // The previous block's sink has had this block's compute to finish in; a failure there
     // stops the run before this block's checkpoint is saved.
     if (sinking.valid()) sinking.get();
     lap("sink");
     if (opt.checkpoint && !qb.resumed) opt.checkpoint->save(li, qb.result);
-    qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
+    if (opt.block.mode.rounding == SearchMode::Rounding::nearest) {
+      qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
+    } else {
+      GptqOptions go;
+      go.static_groups = opt.block.mode.rounding == SearchMode::Rounding::gptq;
+      qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go);
+    }
+    in.clear();
     lap("finalize");
     if (opt.block.mode.sequential) {  // before any kernel op: the calibration path never depends on kernel_eval
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), nullptr);

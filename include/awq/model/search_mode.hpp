@@ -3,6 +3,7 @@
 ///        bit) or the improved search, and the variants between them.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include "awq/error.hpp"
@@ -17,6 +18,13 @@ struct SearchMode {
   bool sequential = false;
   /// Local α refinement after the grid (ScaleSearchOptions::refine_steps; 0: the grid alone).
   int alpha_refine = 0;
+  /// How the final quantization picks the codes of the scaled, clipped weights.
+  enum class Rounding {
+    nearest,      ///< each weight to its nearest code (the reference)
+    gptq,         ///< GPTQ's error feedback (awq/gptq.hpp), group scales and zeros as `nearest`'s
+    gptq_regroup  ///< GPTQ's error feedback, each group's scale and zero from its updated weights
+  };
+  Rounding rounding = Rounding::nearest;  ///< the final quantization's rounding
 
   /// llm-awq's semantics: the golden tests hold bit for bit.
   static SearchMode reference() { return {}; }
@@ -24,19 +32,38 @@ struct SearchMode {
   static SearchMode improved() { return {true, 3}; }
 
   /// The preset names, for command lines and reports.
-  static const char* names() { return "reference, improved, sequential, refine"; }
-  /// \brief The preset called `name`: "reference", "improved", or one variant alone
-  ///        ("sequential", "refine").
-  /// \throws awq::Error naming the value and the accepted names.
+  static const char* names() {
+    return "reference, improved, sequential, refine, gptq, gptq-regroup, or several joined by '+' (improved+gptq)";
+  }
+  /// \brief The preset called `name`: "reference", "improved", one variant alone ("sequential",
+  ///        "refine", "gptq", "gptq-regroup"), or several joined by '+', which combines them.
+  /// \throws awq::Error naming the value and the accepted names, or two roundings joined.
   static SearchMode parse(const std::string& name) {
-    if (name == "reference") return reference();
-    if (name == "improved") return improved();
-    if (name == "sequential") return {true, 0};
-    if (name == "refine") return {false, improved().alpha_refine};
-    throw Error("awq::model::SearchMode: '" + name + "' is not a search mode (accepted: " + names() + ")");
+    const auto bad = [&] { return Error("awq::model::SearchMode: '" + name + "' is not a search mode (accepted: " + names() + ")"); };
+    SearchMode m;
+    std::size_t b = 0;
+    do {
+      const std::size_t e = std::min(name.find('+', b), name.size());
+      const std::string part = name.substr(b, e - b);
+      SearchMode p;
+      if (part == "reference") p = reference();
+      else if (part == "improved") p = improved();
+      else if (part == "sequential") p.sequential = true;
+      else if (part == "refine") p.alpha_refine = improved().alpha_refine;
+      else if (part == "gptq") p.rounding = Rounding::gptq;
+      else if (part == "gptq-regroup") p.rounding = Rounding::gptq_regroup;
+      else throw bad();
+      if (p.rounding != Rounding::nearest && m.rounding != Rounding::nearest)
+        throw Error("awq::model::SearchMode: '" + name + "' joins two roundings");
+      m.sequential = m.sequential || p.sequential;
+      m.alpha_refine = std::max(m.alpha_refine, p.alpha_refine);
+      if (p.rounding != Rounding::nearest) m.rounding = p.rounding;
+      b = e + 1;
+    } while (b <= name.size());
+    return m;
   }
   /// Whether this is the reference.
-  bool is_reference() const { return !sequential && alpha_refine == 0; }
+  bool is_reference() const { return !sequential && alpha_refine == 0 && rounding == Rounding::nearest; }
 };
 
 }  // namespace awq::model

@@ -177,6 +177,7 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
 /// \param spec  the quantizer (groups along the columns; at most 8 bits)
 /// \param w     the weights on the host, replaced by their dequantized values (codes − zero) · fp16 scale
 /// \param f     the factor of the Hessian of w's input (f.size() == K)
+/// \param opt   lazy-batch width and whether group scales are fixed before the feedback
 /// \param codes out: [N, K] stored codes
 /// \param scales out: [N, K / group] fp16 scales
 /// \param zeros out: [N, K / group] stored zeros

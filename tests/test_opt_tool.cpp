@@ -140,7 +140,9 @@ TEST_CASE("awq_llama job on an OPT directory: quantize, evaluate, export; the ex
   awq::model::quantize_model<Cpu, Opt>(src, awq::model::Batch{a.calib_seqs, a.seq_len}, awq::model::embed<Opt>(src, calib, a.seq_len), none, opt,
                                        [&](const awq::model::QuantizedBlock& b) {
                                          ++blocks;
-                                         for (const auto& [name, q] : b.linears) {
+                                         for (const auto& kv : b.linears) {  // not a structured binding: CAPTURE's lambda reads it
+                                           const std::string& name = kv.first;
+                                           const auto& q = kv.second;
                                            CAPTURE(name);
                                            std::vector<float> deq(q.codes.size());
                                            for (awq::index_t r = 0; r < q.out; ++r)
@@ -151,7 +153,9 @@ TEST_CASE("awq_llama job on an OPT directory: quantize, evaluate, export; the ex
                                              }
                                            CHECK(xs.load(b.prefix + name + ".weight", {q.out, q.in}) == deq);
                                          }
-                                         for (const auto& [name, v] : b.tensors) {
+                                         for (const auto& kv : b.tensors) {
+                                           const std::string& name = kv.first;
+                                           const auto& v = kv.second;
                                            CAPTURE(name);
                                            std::vector<float> h16(v.size());
                                            for (std::size_t i = 0; i < v.size(); ++i) h16[i] = float(Eigen::half(v[i]));

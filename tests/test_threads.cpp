@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <future>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -180,4 +181,35 @@ TEST_CASE("the pipeline reading and sinking on threads of their own gives the se
   CHECK(overlapped.streams == serial.streams);
   // A sink's exception reaches the caller, from the sinking thread as from the calling one.
   for (const bool overlap : {false, true}) CHECK_THROWS_WITH(run(overlap, 0), "sink failed at block 0");
+}
+
+TEST_CASE("SerialWorker: tasks run in order on one thread, results and exceptions reach their futures") {
+  for (const bool async : {false, true}) {
+    CAPTURE(async);
+    std::vector<int> ran;
+    std::vector<std::thread::id> on;
+    std::future<int> last;
+    {
+      awq::detail::SerialWorker w(async);
+      std::vector<std::future<int>> f;
+      for (int i = 0; i < 6; ++i)
+        f.push_back(w.submit([&ran, &on, i] {
+          ran.push_back(i);
+          on.push_back(std::this_thread::get_id());
+          return 10 * i;
+        }));
+      auto bad = w.submit([]() -> int { throw std::runtime_error("task 6 failed"); });
+      for (int i = 0; i < 6; ++i) CHECK(f[static_cast<std::size_t>(i)].get() == 10 * i);
+      CHECK_THROWS_WITH(bad.get(), "task 6 failed");
+      last = w.submit([&ran] {
+        ran.push_back(7);
+        return 7;
+      });
+      if (!async) CHECK(last.get() == 7);  // deferred: it runs when waited on
+    }  // an async worker's destructor finishes what was submitted
+    if (async) CHECK(last.get() == 7);
+    CHECK(ran == std::vector<int>{0, 1, 2, 3, 4, 5, 7});
+    for (const auto& id : on) CHECK(id == (async ? on.front() : std::this_thread::get_id()));
+    if (async) CHECK(on.front() != std::this_thread::get_id());
+  }
 }

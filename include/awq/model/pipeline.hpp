@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "awq/detail/serial_worker.hpp"
 #include "awq/model/arch.hpp"
 #include "awq/model/block.hpp"
 #include "awq/model/checkpoint.hpp"
@@ -328,15 +329,16 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     t_mark = now;
   };
   // With overlap_io, block li + 1 is read while block li computes, and block li's sink runs
-  // while block li + 1 computes; a future's destructor waits for its thread on every exit path.
-  const auto read = [&src, &c](int li) { return read_block<Arch>(src, c, li); };
-  const auto launch = opt.overlap_io ? std::launch::async : std::launch::deferred;
+  // while block li + 1 computes, each on a worker thread of its own; the workers are declared
+  // after everything their tasks use, so on every exit path they finish before it goes.
+  const auto read = [&src, &c](int li) { return [&src, &c, li] { return read_block<Arch>(src, c, li); }; };
+  detail::SerialWorker reader(opt.overlap_io), sinker(opt.overlap_io);
   std::future<std::vector<std::vector<float>>> reading;
-  if (n > 0) reading = std::async(launch, read, 0);
+  if (n > 0) reading = reader.submit(read(0));
   std::future<void> sinking;
   for (int li = 0; li < n; ++li) {
     Block<Backend> blk = put_block<Backend, Arch>(c, reading.get());
-    if (li + 1 < n) reading = std::async(launch, read, li + 1);
+    if (li + 1 < n) reading = reader.submit(read(li + 1));
     lap("load");
     carry(StreamKind::fp, blk);
     if (has(StreamKind::rtn)) {
@@ -396,7 +398,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       qb.tensors[t.name] = blk.host(t.name);
       qb.shapes[t.name] = t.shape;
     }
-    sinking = std::async(launch, [&sink, q = std::move(qb)] { sink(static_cast<const QuantizedBlock&>(q)); });
+    sinking = sinker.submit([&sink, q = std::move(qb)] { sink(static_cast<const QuantizedBlock&>(q)); });
     if (!opt.overlap_io) sinking.get();
     lap("sink");
     std::swap(h, next);

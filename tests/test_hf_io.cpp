@@ -168,7 +168,11 @@ std::vector<std::string> listing(const fs::path& dir) {
 
 TEST_CASE("hf io: sharded writer -> HfCheckpoint round trip is bit-exact, shards cut and laid out as transformers does") {
   const auto model = random_model(7);
+  // Header reserves: none (each shard copied behind its header), one every header fits (shards
+  // completed in place), one too small for any header (the copy again).
+  for (const std::uint64_t reserve : {std::uint64_t{0}, std::uint64_t{4096}, std::uint64_t{64}})
   for (const std::uint64_t limit : {std::uint64_t{1} << 30, std::uint64_t{1000}, std::uint64_t{1}}) {
+    CAPTURE(reserve);
     CAPTURE(limit);
     TempDir dir("rt");
     write_config(dir.path);
@@ -176,7 +180,7 @@ TEST_CASE("hf io: sharded writer -> HfCheckpoint round trip is bit-exact, shards
     write_text(dir.path / "model-00001-of-00009.safetensors", "stale");
     std::vector<std::string> files;
     {
-      awq::io::ShardedSafetensorsWriter w(dir.str(), limit);
+      awq::io::ShardedSafetensorsWriter w(dir.str(), limit, reserve);
       for (const auto& r : model) w.add(r.name, r.dtype, r.shape, r.bytes);
       files = w.finish();
     }
@@ -219,6 +223,8 @@ TEST_CASE("hf io: sharded writer -> HfCheckpoint round trip is bit-exact, shards
       const auto h = raw_header(dir.path / want_files[s], &hl, &size);
       CHECK(h.at("__metadata__") == nlohmann::json({{"format", "pt"}}));
       CHECK((8 + hl) % 8 == 0);
+      if (reserve == 4096) CHECK(8 + hl == reserve);  // completed in place: the header padded to the reserve
+      if (reserve == 64) CHECK(8 + hl > reserve);      // did not fit: copied behind a header as long as it needs
       CHECK(h.size() == shards[s].size() + 1);
       std::uint64_t at = 0;
       for (const auto& name : shards[s]) {

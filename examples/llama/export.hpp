@@ -115,6 +115,9 @@ inline nlohmann::ordered_json tokenizer_config_json(const awq::io::GgufFile& g, 
 
 /// transformers' save_pretrained default shard size (5 GB).
 constexpr std::uint64_t kDefaultShardBytes = 5'000'000'000;
+/// Bytes kept for each shard's header, so that a shard is completed in place rather than copied
+/// behind it: a 7B-shaped model's single-shard header is ~100 KB (~740 tensors).
+constexpr std::uint64_t kHeaderReserve = 256 * 1024;
 
 /// \brief A quantized model being exported to `dir`: blocks written to the open shard as they
 ///        finish (the driver's sink), then the model-level tensors, then finish() puts it in place.
@@ -127,7 +130,7 @@ class HfExport {
       : spec_(spec), dir_(dir), tmp_(dir + ".tmp") {
     std::filesystem::remove_all(tmp_);
     std::filesystem::create_directories(tmp_);
-    st_ = std::make_unique<awq::io::ShardedSafetensorsWriter>(tmp_, shard_bytes);
+    st_ = std::make_unique<awq::io::ShardedSafetensorsWriter>(tmp_, shard_bytes, kHeaderReserve);
   }
   HfExport(const HfExport&) = delete;
   HfExport& operator=(const HfExport&) = delete;

@@ -10,7 +10,11 @@
 /// it is added; since a safetensors header precedes the data and is known only when the shard is
 /// full, the shard is then written atomically under a temporary name
 /// (`.model-shard-0000i.safetensors`) as header + the data file copied in 1 MiB pieces, and the
-/// data file removed. The shard count N is known only at finish(), which removes the old export's
+/// data file removed. With a header reserve (the constructor's `header_reserve`), the data file
+/// starts with that many bytes left for the header: a shard whose header fits is completed in
+/// place (header written over the reserve, padded with spaces as the format allows, synced and
+/// renamed), which saves copying every shard once; a header that does not fit falls back to the
+/// copy. The shard count N is known only at finish(), which removes the old export's
 /// index, renames the shards to their final names, writes the index atomically, then removes the
 /// old export's shards. A crash before finish() completes leaves no index naming a mixture of
 /// shards: io::HfCheckpoint refuses the directory until a finish() succeeds.
@@ -44,8 +48,11 @@ namespace io {
 class ShardedSafetensorsWriter {
  public:
   /// Writes into the existing directory `dir`, shards of at most `max_shard_bytes` of tensor data
-  /// (transformers' default is 5 GB); throws awq::Error when `dir` is not a directory or the limit is 0.
-  ShardedSafetensorsWriter(std::string dir, std::uint64_t max_shard_bytes) : dir_(std::move(dir)), max_(max_shard_bytes) {
+  /// (transformers' default is 5 GB), each with `header_reserve` bytes (rounded up to 8) kept for
+  /// its header (0: none, every shard is copied behind its header); throws awq::Error when `dir`
+  /// is not a directory or the limit is 0.
+  ShardedSafetensorsWriter(std::string dir, std::uint64_t max_shard_bytes, std::uint64_t header_reserve = 0)
+      : dir_(std::move(dir)), max_(max_shard_bytes), reserve_((header_reserve + 7) / 8 * 8) {
     awq::detail::require(std::filesystem::is_directory(dir_), "awq::io::ShardedSafetensorsWriter: ", dir_, " is not a directory");
     awq::detail::require(max_ > 0, "awq::io::ShardedSafetensorsWriter: max_shard_bytes is 0");
   }
@@ -167,6 +174,7 @@ class ShardedSafetensorsWriter {
     data_path_ = (std::filesystem::path(dir_) / b).string();
     data_.reset(std::fopen(data_path_.c_str(), "w+b"));
     awq::detail::require(data_ != nullptr, "awq::io::ShardedSafetensorsWriter: cannot create ", data_path_, ": ", std::strerror(errno));
+    if (reserve_ > 0) FileSink(data_.get(), data_path_).write(std::string(reserve_, ' '));
   }
 
   void close_data() { data_.reset(); }
@@ -183,7 +191,11 @@ class ShardedSafetensorsWriter {
     const bool flushed = std::fflush(in) == 0;
     awq::detail::require(flushed, "awq::io::ShardedSafetensorsWriter: writing ", data_path_, " failed: ", std::strerror(errno),
                          " (disk full or file size limit?)");
-    std::rewind(in);
+    if (header.size() + 8 <= reserve_) {
+      complete_in_place(header);
+      return;
+    }
+    std::fseek(in, static_cast<long>(reserve_), SEEK_SET);
     write_atomically(temp_path(written_), [&](FileSink& out) {
       const std::uint64_t n = header.size();
       out.write(&n, 8);
@@ -197,13 +209,40 @@ class ShardedSafetensorsWriter {
     close_data();
     std::error_code ec;
     std::filesystem::remove(data_path_, ec);
+    next_shard();
+  }
+  // Writes `header` (padded with spaces) over the data file's reserve, syncs it and renames it
+  // to the shard's temporary name, as write_atomically would have left it.
+  void complete_in_place(std::string header) {
+    header.resize(reserve_ - 8, ' ');
+    const std::uint64_t n = header.size();
+    std::FILE* f = data_.get();
+    const auto fail = [&](const std::string& what) {
+      throw Error(awq::detail::concat("awq::io::ShardedSafetensorsWriter: ", what, " failed: ", std::strerror(errno),
+                                      " (disk full or file size limit?)"));
+    };
+    if (std::fseek(f, 0, SEEK_SET) != 0) fail("seeking in " + data_path_);
+    FileSink out(f, data_path_);
+    out.write(&n, 8);
+    out.write(header);
+    if (std::fflush(f) != 0) fail("flushing " + data_path_);
+#if AWQ_HAVE_FSYNC
+    if (::fsync(::fileno(f)) != 0) fail("syncing " + data_path_);
+#endif
+    close_data();
+    const std::string to = temp_path(written_);
+    if (std::rename(data_path_.c_str(), to.c_str()) != 0) fail("renaming " + data_path_ + " to " + to);
+    detail::fsync_path(dir_, true);
+    next_shard();
+  }
+  void next_shard() {
     ++written_;
     open_.clear();
     open_bytes_ = 0;
   }
 
   std::string dir_;
-  std::uint64_t max_;
+  std::uint64_t max_, reserve_;
   std::unique_ptr<std::FILE, Close> data_;  // the open shard's data file
   std::string data_path_;
   std::vector<Entry> open_;                      // the open shard's tensors, in order

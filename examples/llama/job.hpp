@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <memory>
 #include <sstream>
@@ -63,6 +64,7 @@ struct ExportBase {
 struct JobRow {
   std::string config;
   std::map<std::string, double> phases;  ///< the pipeline's seconds per phase
+  std::vector<std::map<std::string, double>> alphas;  ///< per block, the α the scale search chose per group
   double ppl_rtn = 0, ppl_awq = 0, mse_rtn = 0, mse_awq = 0, pass_s = 0;
   int resumed = 0;
 };
@@ -143,9 +145,21 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     std::unique_ptr<HfExport> ex;  // streamed: each block goes to disk as it finishes
     const std::string export_dir = a.export_dir.empty() ? std::string() : a.export_dir + "/" + row.config;
     if (!export_dir.empty()) ex = std::make_unique<HfExport>(export_dir, q, a.shard_bytes);
+    // The model-level tensors (embedding, final norm, lm_head) are read and written first, on a
+    // thread of their own while the first block computes; the sink waits for them before the
+    // first block, so the file's order stays fixed. The sources are safe to read from two threads.
+    std::future<void> outer;
+    if (ex)
+      outer = std::async(std::launch::async, [&] {
+        for (const awq::model::TensorSpec& t : awq::model::model_tensors<Arch>(c)) ex->add_tensor(t.name, t.shape, src.load(t.name, t.shape));
+      });
     auto t0 = Clock::now();
     const auto res = awq::model::quantize_model<Backend, Arch>(src, cb, calib_h, streams, opt, [&](const awq::model::QuantizedBlock& b) {
-      if (ex) ex->add_block(b);
+      auto& chosen = row.alphas.emplace_back();
+      for (const auto& [group, r] : b.result.scales) chosen[group] = r.best_alpha;
+      if (!ex) return;
+      if (outer.valid()) outer.get();
+      ex->add_block(b);
     });
     row.pass_s = since(t0);
     row.resumed = res.resumed;
@@ -177,19 +191,11 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
                      row.mse_rtn, row.mse_awq);
       }
     }
-    if (ex) {  // the blocks are written; the model-level tensors, the index and the other files remain
+    if (ex) {  // the tensors are written; the last shard, the index and the other files remain
       t0 = Clock::now();
-      const std::vector<awq::model::TensorSpec> outer = awq::model::model_tensors<Arch>(c);
-      const long steps = static_cast<long>(outer.size()) + 1;
-      const awq::detail::ProgressTracker tr(bar, "export " + row.config, steps);
-      tr.start();
-      for (std::size_t i = 0; i < outer.size(); ++i) {
-        ex->add_tensor(outer[i].name, outer[i].shape, src.load(outer[i].name, outer[i].shape));
-        tr.step(static_cast<long>(i) + 1);
-      }
+      if (outer.valid()) outer.get();
       ex->finish(xb.config, xb.files, xb.raw_files);
-      tr.step(steps);
-      std::fprintf(stderr, "exported %s: %.1f MB of tensors in %zu shard%s (model-level tensors and files %.1fs)\n", export_dir.c_str(),
+      std::fprintf(stderr, "exported %s: %.1f MB of tensors in %zu shard%s (finished in %.1fs)\n", export_dir.c_str(),
                    static_cast<double>(ex->bytes()) / 1e6, ex->shards(), ex->shards() == 1 ? "" : "s", since(t0));
     }
     rows.push_back(row);
@@ -205,7 +211,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   rep["mode"] = a.mode;
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
   const auto row_json = [](const JobRow& r) {
-    return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}};
+    return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}, {"alphas", r.alphas}};
   };
   if (!evaluate) {
     std::printf("\n%-16s %10s\n", "config", "pass_s");

@@ -56,7 +56,7 @@ struct Args {
   std::uint64_t seed = 0;          ///< generate: sampling seed
   bool dequantize = false;         ///< generate: run an AWQ checkpoint's linears dequantized in fp32
   std::uint64_t shard_bytes = 0;   ///< --shard-size in bytes; 0: not given (the exporter's default, 5 GB)
-  std::string mode = "reference";  ///< --mode: an awq::model::SearchMode preset
+  std::string mode = "improved";  ///< --mode: an awq::model::SearchMode preset
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -180,10 +180,11 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
-      {"--mode", "NAME", "search: reference (llm-awq's, bit for bit), improved (sequential+refine), or one variant: sequential "
-                         "(each block calibrated on the quantized blocks' outputs), refine (local alpha refinement after the grid), "
-                         "gptq (GPTQ's error feedback in the final rounding, scales and zeros kept), gptq-regroup (the same, group "
-                         "scales recomputed as it goes); variants join with '+', e.g. improved+gptq (default reference)"},
+      {"--mode", "NAME", "search: improved (sequential+gptq: more of RTN's gap recovered than the reference, on held-out "
+                         "text too), reference (llm-awq's, bit for bit), or one variant: sequential (each block calibrated on the "
+                         "quantized blocks' outputs), refine (local alpha refinement after the grid), gptq (GPTQ's error feedback in "
+                         "the final rounding, scales and zeros kept), gptq-regroup (the same, group scales recomputed as it goes); "
+                         "variants join with '+', e.g. sequential+refine (default improved)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "

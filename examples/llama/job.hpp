@@ -38,7 +38,7 @@ namespace awq_example {
 
 /// What the job needs from the command line.
 struct JobArgs {
-  std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "reference";
+  std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "improved";
   std::vector<awq::QuantSpec> configs;
   bool duo = false, kernel_eval = false;
   std::string math = "fp32";  // backend::cuda::Math by name

@@ -9,7 +9,12 @@
 #            (the tool's report) and peak GPU memory (nvidia-smi sampled every 100 ms), then the
 #            synthetic 7B-shaped checkpoint (SYNTH=0 skips it);
 #   stage s: one call, no model to carry: the synthetic 7B alone (and the CUDA tests) from binaries
-#            built here — see the stage's comment. MATHS="fp16 tf32" runs the job once per --math.
+#            built here — see the stage's comment. MATHS="fp16 tf32" runs the job once per --math,
+#            MODES="reference improved" once per --mode (default: the tool's defaults);
+#   stage m: right after stage s (the machine still warm), carry [".carry-m"] holding gguf.part01
+#            and the texts (stage s copied .carry-me/gguf.part00 when it was there): the SmolLM2
+#            job with --backend cuda once per MODES, then the α of the first 4 blocks on cuda
+#            (--math fp32) and on the CPU backend, same options, compared group by group.
 set -euo pipefail
 stage=${1:?stage: a or b}
 source bench/gpu_env.sh
@@ -31,17 +36,32 @@ synth() {
   [ -d build-gpu/synth7b ] || python3 bench/make_synthetic_llama.py build-gpu/synth7b "$1" --layers "${SYNTH_LAYERS:-32}"
   echo "synthetic checkpoint written in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   for m in ${MATHS:-tf32}; do
+  for mode in ${MODES:-default}; do
     rm -rf build-gpu/synth_out && mkdir -p build-gpu/synth_out
     t0=$(date +%s%N)
+    local tag=${m}_$mode modearg=""
+    [ "$mode" = default ] || modearg="--mode $mode"
     # Under script(1) the tool sees a terminal and draws its progress bar: a timed-out run still shows how far it got.
-    local cmd="build-gpu/awq_llama_cuda --model build-gpu/synth7b --calib-text $2 --eval-tokens 0 --backend cuda --math $m \
-      --configs w4g128 --calib-seqs 128 --export build-gpu/synth_out --report $out/synth7b_$m.json ${SYNTH_ARGS:-}"
-    gpu_peak timeout "${SYNTH_LIMIT:-200}" script -qfec "$cmd" /dev/null 2>&1 | tr '\r' '\n' | grep -v '^$' > "$out/synth7b_$m.log" || true
-    grep -v "eta\|search\|clip\|%" "$out/synth7b_$m.log" | tail -12; tail -2 "$out/synth7b_$m.log"
-    echo "synthetic 7B job, --math $m, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('peak RSS', r.get('peak_rss_mb'), 'MB; phases', r['configs'][0].get('phase_s'))" "$out/synth7b_$m.json" || true
+    local cmd="build-gpu/awq_llama_cuda --model build-gpu/synth7b --calib-text $2 --eval-tokens 0 --backend cuda --math $m $modearg \
+      --configs w4g128 --calib-seqs 128 --export build-gpu/synth_out --report $out/synth7b_$tag.json ${SYNTH_ARGS:-}"
+    gpu_peak timeout "${SYNTH_LIMIT:-200}" script -qfec "$cmd" /dev/null 2>&1 | tr '\r' '\n' | grep -v '^$' > "$out/synth7b_$tag.log" || true
+    grep -v "eta\|search\|clip\|%" "$out/synth7b_$tag.log" | tail -12; tail -2 "$out/synth7b_$tag.log"
+    echo "synthetic 7B job, --math $m, --mode $mode, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('peak RSS', r.get('peak_rss_mb'), 'MB; phases', r['configs'][0].get('phase_s'))" "$out/synth7b_$tag.json" || true
     du -sh build-gpu/synth_out/*
   done
+  done
+}
+# alphas A.json B.json: the α both reports chose, block by block and group by group, and where they differ.
+alphas() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+ca, cb = (json.load(open(f))["configs"] for f in sys.argv[1:3])
+for ra, rb in zip(ca, cb):
+    a, b = ra["alphas"], rb["alphas"]
+    diff = [(i, g, x[g], y.get(g)) for i, (x, y) in enumerate(zip(a, b)) for g in x if x[g] != y.get(g)]
+    print(f"{ra['config']}: alpha of {sum(len(x) for x in a)} groups in {len(a)} blocks; {len(diff)} differ", *diff[:20], sep="\n  ")
+PY
 }
 case "$stage" in
 s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] holding awq_llama_cuda.xz,
@@ -58,7 +78,29 @@ s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] hold
     [ "${MEMCHECK:-1}" = 0 ] || timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests \
       -tc='*model on cuda*,*Math*' 2>&1 | tail -3 | tee "$out/memcheck.log" || true
   fi
-  synth $c/tokenizer.json $c/handbook-calib.txt
+  [ -f $c/gguf.part00 ] && mkdir -p build-gpu/data && cp $c/gguf.part00 build-gpu/data/
+  [ "${SYNTH:-1}" = 0 ] || synth $c/tokenizer.json $c/handbook-calib.txt
+  ;;
+m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-calib.txt, handbook-eval.txt
+  c=.carry-m
+  cat build-gpu/data/gguf.part00 $c/gguf.part01 > build-gpu/data/model.gguf
+  echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
+  job=(build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt)
+  for mode in ${MODES:-default}; do
+    modearg=()
+    [ "$mode" = default ] || modearg=(--mode "$mode")
+    t0=$(date +%s%N)
+    gpu_peak "${job[@]}" --backend cuda "${modearg[@]}" --report "$out/smollm_cuda_$mode.json" 2>&1 |
+      grep --line-buffered -v "eta" | grep -v "^$" | tail -8 | tee "$out/smollm_cuda_$mode.log"
+    echo "SmolLM2 job, --mode $mode, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  done
+  # α of the first 4 blocks: cuda at fp32 products against the CPU backend, the same options.
+  quick=(--layers 4 --configs w4g64,w3g64 --search-seqs 4 --eval-tokens 0 --mode reference)
+  "${job[@]}" "${quick[@]}" --backend cuda --math fp32 --report "$out/alpha_cuda.json" >/dev/null 2>&1
+  t0=$(date +%s%N)
+  "${job[@]}" "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
+  echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
+  alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
   ;;
 a)
   gpu_info

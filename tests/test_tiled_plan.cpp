@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <random>
 #include <vector>
@@ -173,4 +174,57 @@ TEST_CASE("tiled_plan picks the kernel from M, the device and the tuning") {
   CHECK(two.splits == 2);
   CHECK(tiled_mt<TwoSlices>(100, 4096, a100) == 2);
   CHECK(tiled_mt<TiledTuning>(16, 4096, a100) == 1);
+}
+
+TEST_CASE("tiled plans of the shapes whose Hopper launch failed are valid launches of the Hopper kernel") {
+  // The launch failed with cudaErrorInvalidValue at fp16 K 64, M 19 (the tool's tiny model) and for
+  // bf16 at M 64 and 200; the cause was the shared-memory limit set on another translation unit's
+  // copy of the kernel (allow_dynamic_smem), not the plans. Here: the plans are launchable.
+  const TiledSlots h200 = hopper(true);
+  struct Shape {
+    int m, k, n, form;  // form: 32 or 64 tokens with one warpgroup (0, 1), 64 or 128 with four (2, 3)
+  };
+  for (const Shape s : {Shape{19, 64, 192, 0}, Shape{19, 64, 64, 0}, Shape{19, 64, 256, 0}, Shape{19, 128, 64, 0}, Shape{40, 128, 16384, 1},
+                        Shape{64, 1024, 776, 2}, Shape{200, 640, 2056, 2}, Shape{200, 128, 2056, 3}}) {
+    CAPTURE(s.m);
+    CAPTURE(s.k);
+    CAPTURE(s.n);
+    const GemmPlan p = tiled_plan<TiledTuning>(s.m, s.k, s.n, h200);
+    REQUIRE(p.wgmma);
+    CHECK(p.warpgroups == (s.form < 2 ? 1 : 4));
+    CHECK(p.bm == std::array<int, 4>{32, 64, 64, 128}[static_cast<std::size_t>(s.form)]);
+    check_slices(p);
+    const long blocks = wgmma_plan_blocks(p);
+    CHECK(blocks >= 1);
+    CHECK(blocks <= 65535L * 65535);
+    // Over the 48 KiB every kernel may take (the launch must raise the kernel's limit), within the
+    // 227 KiB a Hopper block may opt in to.
+    const std::size_t smem = wgmma_plan_smem_bytes<TiledTuning>(p);
+    CHECK(smem > 48 * 1024);
+    CHECK(smem <= 227 * 1024);
+  }
+}
+
+TEST_CASE("tiled plans at small K and any M give launchable grids") {
+  const TiledSlots h200 = hopper(true), a100 = hopper(false);
+  int plans = 0;
+  for (int m = 17; m <= 300; m += 7)
+    for (const int k : {32, 64, 96, 128, 160, 192})
+      for (const int n : {8, 64, 192, 200, 256, 264, 1032, 16384})
+        for (const TiledSlots* s : {&h200, &a100}) {
+          CAPTURE(m);
+          CAPTURE(k);
+          CAPTURE(n);
+          const GemmPlan p = tiled_plan<TiledTuning>(m, k, n, *s);
+          check_slices(p);
+          CHECK(p.steps == (k + kTiledBK - 1) / kTiledBK);
+          CHECK(p.tiles_m * p.bm >= m);
+          CHECK(p.tiles_n * kTiledBN >= n);
+          if (p.wgmma) {
+            CHECK(wgmma_plan_blocks(p) >= 1);
+            CHECK(wgmma_plan_smem_bytes<TiledTuning>(p) <= 227 * 1024);
+          }
+          ++plans;
+        }
+  CHECK(plans == 41 * 6 * 8 * 2);
 }

@@ -18,6 +18,7 @@
 
 #include "awq/cuda.cuh"
 #include "plan_checks.hpp"
+#include "w4a16_second_tu.hpp"
 
 namespace {
 
@@ -350,6 +351,87 @@ TEST_CASE("w4a16 tiled Hopper plans that end on narrower blocks equal the float6
   }
   CHECK(runs >= 8);
   CHECK(widths == ((1 << 2) | (1 << 3)));  // both tail widths ran
+}
+
+namespace {
+
+// The Hopper kernel's form in plan p: 0..3 for 32 and 64 tokens with one warpgroup, 64 and 128
+// with four (w4a16_second_tu.hpp); −1 for the other kernels.
+int wgmma_form(const awq::cuda::detail::GemmPlan& p) {
+  if (!p.wgmma) return -1;
+  return p.warpgroups == 1 ? (p.bm == 32 ? 0 : 1) : (p.bm == 64 ? 2 : 3);
+}
+
+// Shapes on which the Hopper kernel's launch failed (cudaErrorInvalidValue: fp16 at K 64, M 19 in
+// the tool; bf16 M 64 and 200), and one per form on a 132-SM Hopper device (tests/test_tiled_plan.cpp).
+const Case kWgmmaCases[] = {Case{19, 64, 192, 64},    Case{19, 64, 64, 64},      Case{19, 64, 256, 32},    Case{19, 128, 64, 64},
+                            Case{40, 128, 16384, 64}, Case{64, 1024, 776, 128}, Case{200, 640, 2056, 64}, Case{200, 128, 2056, 64}};
+
+}  // namespace
+
+TEST_CASE("w4a16 tiled Hopper kernel, fp16 and bf16, every form: the shapes whose launch failed equal the float64 reference") {
+  using namespace awq::cuda::detail;
+  const bool hopper = tiled_wgmma_available();
+  if (!hopper) MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the mma pipeline runs these shapes");
+  std::uint64_t seed = 3100;
+  int forms[2] = {0, 0};  // bit f: form f ran (fp16, bf16)
+  auto run = [&](auto type, const Case& c) {
+    using T = decltype(type);
+    const GemmPlan p = tiled_device_plan<T, awq::cuda::TiledTuning>(c.m, c.k, c.n);
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, (std::is_same_v<T, __half> ? ", fp16" : ", bf16"), ": form ", wgmma_form(p),
+         ", ", p.splits, " K slices");
+    CHECK(p.wgmma == hopper);
+    if (p.wgmma) forms[std::is_same_v<T, __half> ? 0 : 1] |= 1 << wgmma_form(p);
+    CHECK(run_case<T>(c, seed++, seed % 2 == 0, Layout::tiled) <= 1.0);
+    CHECK(run_case<T>(c, seed++, seed % 2 == 1, Layout::tiled_symmetric) <= 1.0);
+    CHECK(run_case<T>(c, seed++, seed % 2 == 0, Layout::linear) <= 1.0);
+  };
+  for (const Case& c : kWgmmaCases) {
+    run(__half{}, c);
+    run(__nv_bfloat16{}, c);
+  }
+  if (hopper) {
+    CHECK(forms[0] == 0xF);  // all four forms ran, for each activation type
+    CHECK(forms[1] == 0xF);
+  }
+}
+
+TEST_CASE("w4a16 tiled Hopper kernel from a second translation unit: each copy of a kernel launches (fp16 and bf16)") {
+  using namespace awq::cuda::detail;
+  if (!tiled_wgmma_available()) {
+    MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the Hopper kernel is not run");
+    return;
+  }
+  // The products alternate between this translation unit and test_cuda_w4a16_tu.cu, bf16 there first.
+  std::uint64_t seed = 3300;
+  auto second = [](const auto& ta) { awq_test::second_tu_matmul(ta); };
+  for (const Case& c : kWgmmaCases) {
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, true, Layout::tiled, second) <= 1.0);
+    CHECK(run_case<__nv_bfloat16>(c, seed++, false, Layout::tiled) <= 1.0);
+    CHECK(run_case<__half>(c, seed++, true, Layout::tiled) <= 1.0);
+    CHECK(run_case<__half>(c, seed++, false, Layout::tiled_symmetric, second) <= 1.0);
+  }
+  // The two copies of each instantiation: distinct kernels to the runtime under nvcc's static
+  // template stubs (the default since CUDA 12.8), each allowed its shared memory by the helper the
+  // launches use, keyed by the kernel's address.
+  int distinct = 0;
+  for (int form = 0; form < 4; ++form)
+    for (const bool bf16 : {false, true}) {
+      const auto mine = bf16 ? awq_test::wgmma_kernel_of_this_tu<__nv_bfloat16>(form) : awq_test::wgmma_kernel_of_this_tu<__half>(form);
+      const auto other = awq_test::second_tu_wgmma_kernel(form, bf16);
+      CAPTURE(form);
+      CAPTURE(bf16);
+      REQUIRE(mine.smem == other.smem);
+      distinct += mine.kernel != other.kernel;
+      for (const void* k : {mine.kernel, other.kernel}) {
+        allow_dynamic_smem(k, mine.smem, "test");
+        cudaFuncAttributes fa{};
+        awq::cuda::check(cudaFuncGetAttributes(&fa, k), "cudaFuncGetAttributes");
+        CHECK(static_cast<std::size_t>(fa.maxDynamicSharedSizeBytes) >= mine.smem);
+      }
+    }
+  MESSAGE(distinct, " of 8 Hopper-kernel instantiations are distinct kernels in the two translation units");
 }
 
 namespace {

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <mutex>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -33,6 +35,30 @@ inline int device_count() noexcept {
 }
 
 namespace detail {
+
+/// \brief Lets `kernel` take `smem` bytes of dynamic shared memory on the current device (more
+///        than the 48 KiB every kernel may take): cudaFuncSetAttribute once per device and kernel
+///        address. Call it with the very pointer that is launched, right before the launch.
+///
+/// Keyed by the address, not by a flag in the calling template: nvcc gives the host stub of a
+/// __global__ template internal linkage (-static-global-template-stub, on by default since CUDA
+/// 12.8), so each translation unit's copy of one instantiation is a kernel of its own to the
+/// runtime, while a static variable in an inline function is one per program. A flag set through
+/// one translation unit's copy left another's at 48 KiB: its launch failed (cudaErrorInvalidValue).
+template <class Kernel>
+void allow_dynamic_smem(Kernel* kernel, std::size_t smem, const char* name) {
+  constexpr std::size_t kDefault = 48 * 1024;
+  if (smem <= kDefault) return;
+  static std::mutex mu;
+  static std::vector<std::tuple<int, Kernel*, std::size_t>> done;  // (device, kernel, bytes) set
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [d, k, bytes] : done)
+    if (d == dev && k == kernel && bytes >= smem) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), name);
+  done.emplace_back(dev, kernel, smem);
+}
 
 /// cudaMalloc / cudaFree: device memory (never managed memory).
 struct DeviceMemory {

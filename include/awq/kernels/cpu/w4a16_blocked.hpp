@@ -159,17 +159,49 @@ AWQ_TARGET_AVX2 inline __m256 avx2_zeros(const BlockedW4A16& w, index_t b, index
   return _mm256_cvtepi32_ps(_mm256_and_si256(z, _mm256_set1_epi32(0xF)));
 }
 
+/// Chunks [j0, j0 + n) of a block (n <= 4) for both column halves into the group's digit sums
+/// D0, D1, D2 (per half h): per chunk two loads, two shifts, four ANDs, twelve `vpmaddubsw` and
+/// twelve 16-bit adds (~19 µops per 64 weights, where converting each code to float took 24: AND,
+/// CVT, FMA per 8); each digit broadcast feeds both halves. The 16-bit sums (|sum| <= 4 · 2 · 3840
+/// < 2^15) live in this function only and are widened by `vpmaddwd` at its end: with them in the
+/// caller's loop GCC spilled one and copied others every chunk.
+AWQ_TARGET_AVX2 AWQ_W4BLK_ALWAYS_INLINE inline void avx2_digits_chunks(const __m256i* codes, const std::int32_t* dw, index_t j0, int n,
+                                                                      __m256i (&D0)[2], __m256i (&D1)[2], __m256i (&D2)[2]) {
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256i s16[2][3] = {{_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()},
+                       {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}};
+#pragma GCC unroll 4
+  for (int u = 0; u < n; ++u) {
+    const index_t j = j0 + u;
+    const __m256i* c = codes + 2 * j;
+    _mm_prefetch(reinterpret_cast<const char*>(c + 2 * kBlockedPrefetchChunks), _MM_HINT_T0);
+    const __m256i v0 = _mm256_load_si256(c), v1 = _mm256_load_si256(c + 1);
+    const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+    const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+    const std::int32_t* dj = dw + j * 6;
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; ++i) {
+      const __m256i dl = _mm256_set1_epi32(dj[2 * i]), dh = _mm256_set1_epi32(dj[2 * i + 1]);
+      s16[0][i] = _mm256_add_epi16(s16[0][i], _mm256_maddubs_epi16(lo0, dl));
+      s16[1][i] = _mm256_add_epi16(s16[1][i], _mm256_maddubs_epi16(lo1, dl));
+      s16[0][i] = _mm256_add_epi16(s16[0][i], _mm256_maddubs_epi16(hi0, dh));
+      s16[1][i] = _mm256_add_epi16(s16[1][i], _mm256_maddubs_epi16(hi1, dh));
+    }
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    D0[h] = _mm256_add_epi32(D0[h], _mm256_madd_epi16(s16[h][0], ones));
+    D1[h] = _mm256_add_epi32(D1[h], _mm256_madd_epi16(s16[h][1], ones));
+    D2[h] = _mm256_add_epi32(D2[h], _mm256_madd_epi16(s16[h][2], ones));
+  }
+}
+
 /// AVX2 path for M = 1 on the VNNI path's numerics (processors without VNNI): the same digits of x
 /// and exact integer sums, with `vpmaddubsw` (two code × digit products per 16-bit lane, at most
-/// 2 · 15 · 128 in magnitude) summed over four chunks in 16 bits, then widened by `vpmaddwd`: per
-/// chunk both column halves (128 weights) share the six digit broadcasts — two loads, two shifts,
-/// four ANDs, twelve `vpmaddubsw` and twelve 16-bit adds (~19 µops per 64 weights, where converting
-/// each code to float took 24: AND, CVT, FMA per 8; bench/RESULTS.md). Results are the VNNI path's,
-/// bit for bit.
+/// 2 · 15 · 128 in magnitude) summed over four chunks in 16 bits, then widened by `vpmaddwd`
+/// (avx2_digits_chunks). Results are the VNNI path's, bit for bit.
 AWQ_TARGET_AVX2 inline void avx2_digits_m1_blocks(const BlockedW4A16& w, const Digits& d, const float* bias, float* y, index_t b0, index_t b1) {
   const index_t kc = w.chunks(), groups = w.groups(), gc = w.group_chunks();
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  const std::int32_t* dw = d.words.data();
   alignas(32) float res[kBlockedN];
   for (index_t b = b0; b < b1; ++b) {
     const auto* codes = reinterpret_cast<const __m256i*>(w.qweight.data() + b * kc * kBlockedN);
@@ -177,38 +209,14 @@ AWQ_TARGET_AVX2 inline void avx2_digits_m1_blocks(const BlockedW4A16& w, const D
     for (index_t g = 0; g < groups; ++g) {
       const index_t j0 = g * gc, j1 = j0 + gc;
       const std::size_t pg = static_cast<std::size_t>(b * groups + g);
-      // Both column halves at once: each digit broadcast feeds two vpmaddubsw.
-      __m256i D[2][3] = {{_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()},
-                         {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}};
-      for (index_t jj = j0; jj < j1; jj += 4) {  // four chunks: |16-bit sum| <= 4 · 2 · 3840 < 2^15
-        __m256i s16[2][3] = {{_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()},
-                             {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}};
-        const index_t je = std::min(j1, jj + 4);
-        for (index_t j = jj; j < je; ++j) {
-          const __m256i* c = codes + 2 * j;
-          _mm_prefetch(reinterpret_cast<const char*>(c + 2 * kBlockedPrefetchChunks), _MM_HINT_T0);
-          const __m256i v0 = _mm256_load_si256(c), v1 = _mm256_load_si256(c + 1);
-          const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
-          const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
-          const std::int32_t* dj = dw + j * 6;
-#pragma GCC unroll 3
-          for (int i = 0; i < 3; ++i) {
-            const __m256i dl = _mm256_set1_epi32(dj[2 * i]), dh = _mm256_set1_epi32(dj[2 * i + 1]);
-            s16[0][i] = _mm256_add_epi16(s16[0][i], _mm256_maddubs_epi16(lo0, dl));
-            s16[1][i] = _mm256_add_epi16(s16[1][i], _mm256_maddubs_epi16(lo1, dl));
-            s16[0][i] = _mm256_add_epi16(s16[0][i], _mm256_maddubs_epi16(hi0, dh));
-            s16[1][i] = _mm256_add_epi16(s16[1][i], _mm256_maddubs_epi16(hi1, dh));
-          }
-        }
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 3
-          for (int i = 0; i < 3; ++i) D[h][i] = _mm256_add_epi32(D[h][i], _mm256_madd_epi16(s16[h][i], ones));
-      }
+      __m256i D0[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, D1[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()},
+              D2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (index_t jj = j0; jj < j1; jj += 4)
+        avx2_digits_chunks(codes, d.words.data(), jj, static_cast<int>(std::min<index_t>(4, j1 - jj)), D0, D1, D2);
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
-        const __m256 S = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D[h][2]), _mm256_set1_ps(65536.0f),
-                                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(D[h][1]), _mm256_set1_ps(256.0f), _mm256_cvtepi32_ps(D[h][0])));
+        const __m256 S = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D2[h]), _mm256_set1_ps(65536.0f),
+                                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(D1[h]), _mm256_set1_ps(256.0f), _mm256_cvtepi32_ps(D0[h])));
         const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(w.scales.data() + pg * kBlockedN + 8 * h)));
         const __m256 v = _mm256_fnmadd_ps(avx2_zeros(w, b, g, h), _mm256_set1_ps(d.xs[static_cast<std::size_t>(g)]),
                                           _mm256_mul_ps(S, _mm256_set1_ps(d.t[static_cast<std::size_t>(g)])));

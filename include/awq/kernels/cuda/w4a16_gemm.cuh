@@ -363,8 +363,9 @@ __global__ void __launch_bounds__(kGemmThreads, GemmShape<BM>::min_blocks) w4a16
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
-/// Sets `kernel`'s dynamic shared-memory limit to `smem` once per device and returns the blocks
-/// resident at once on the device (SMs × blocks per SM), cached per device in `cache`.
+/// The blocks of `kernel` resident at once on the device (SMs × blocks per SM), cached per device
+/// in `cache` (one figure for every translation unit's copy of the kernel); the occupancy is asked
+/// with the kernel allowed `smem` bytes (allow_dynamic_smem).
 template <class Kernel>
 int resident_slots(Kernel* kernel, int threads, std::size_t smem, std::atomic<int> (&cache)[64], const char* name) {
   int dev = 0;
@@ -373,7 +374,7 @@ int resident_slots(Kernel* kernel, int threads, std::size_t smem, std::atomic<in
     const int s = cache[dev].load(std::memory_order_acquire);
     if (s > 0) return s;
   }
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), name);
+  allow_dynamic_smem(kernel, smem, name);
   int per_sm = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem), name);
   const int s = std::max(1, per_sm) * device_sms();
@@ -402,6 +403,7 @@ void launch_gemm(const W4A16ArgsT<T>& a, const GemmPlan& p, cudaStream_t stream)
   constexpr std::size_t smem = GemmShape<BM>::smem_bytes;
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
+  allow_dynamic_smem(w4a16_gemm_kernel<BM, T>, smem, "w4a16_gemm_kernel attributes");
   w4a16_gemm_kernel<BM, T><<<grid, kGemmThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 

@@ -301,6 +301,7 @@ template <class Kernel, class T>
 void launch_tiled_grid(Kernel* kernel, std::size_t smem, const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), static_cast<unsigned>(p.tiles_m), static_cast<unsigned>(p.splits));
+  allow_dynamic_smem(kernel, smem, "w4a16_tiled_kernel attributes");
   kernel<<<grid, kTiledThreads, smem, stream>>>(a, p.steps_per_split, p.splits, w.tickets, w.partial);
 }
 

@@ -141,6 +141,36 @@ void wgmma_mix_plan(GemmPlan& p, int n, int slots) {
   p.tail_pieces = best_pieces;
 }
 
+/// Shared-memory stages and steps per barrier of the one- and four-warpgroup forms (TiledTuning).
+template <int WGS, class Tn>
+struct WgmmaPipe {
+  static constexpr int stages = WGS == 4 ? Tn::wgmma_wide_stages : Tn::wgmma_stages;
+  static constexpr int steps_per_barrier = WGS == 4 ? Tn::wgmma_wide_steps : 1;
+};
+
+/// A stage of the Hopper kernel's shared memory (x, the 4 strips' codes, scales, zeros) and the
+/// block's total.
+template <int NTOK, int WGS, class Tn>
+struct WgmmaShape {
+  static_assert(NTOK == 32 || NTOK == 64 || NTOK == 128, "32, 64 or 128 tokens per block");
+  static constexpr int stages = WgmmaPipe<WGS, Tn>::stages;
+  static_assert(stages >= 3, "two stages stay out of the refill");
+  static constexpr int x_bytes = NTOK * 128;  // NTOK rows of 64 halves, 128-byte swizzle
+  static constexpr int b_off = x_bytes, b_bytes = kTiledWarps * kTiledBK * kTiledN / 2;
+  static constexpr int s_off = b_off + b_bytes, s_bytes = 2 * kTiledWarps * kTiledN * 2;
+  static constexpr int z_off = s_off + s_bytes, z_bytes = 2 * kTiledWarps * 8 * 4;
+  static constexpr int stage_bytes = (z_off + z_bytes + 1023) / 1024 * 1024;  // swizzle atoms stay 1024-aligned
+  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(stages) * stage_bytes + 1024;  // + alignment slack
+};
+
+/// Dynamic shared memory of the Hopper kernel that serves plan p (over the 48 KiB default: its
+/// launch raises the kernel's limit, allow_dynamic_smem).
+template <class Tn>
+std::size_t wgmma_plan_smem_bytes(const GemmPlan& p) {
+  if (p.warpgroups == 4) return p.bm == 64 ? WgmmaShape<64, 4, Tn>::smem_bytes : WgmmaShape<128, 4, Tn>::smem_bytes;
+  return p.bm == 32 ? WgmmaShape<32, 1, Tn>::smem_bytes : WgmmaShape<64, 1, Tn>::smem_bytes;
+}
+
 /// Blocks of a Hopper-kernel plan.
 inline long wgmma_plan_blocks(const GemmPlan& p) {
   return p.tail_w ? static_cast<long>(p.tiles_m) * (p.wide_c4 + p.tail_pieces) : static_cast<long>(p.tiles_n) * p.tiles_m * p.splits;

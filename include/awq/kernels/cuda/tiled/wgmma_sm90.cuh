@@ -54,26 +54,6 @@ __device__ __forceinline__ WgmmaBlock wgmma_block(const WgmmaGrid& gr) {
   return wgmma_block_of(gr, b);
 }
 
-/// Shared-memory stages and steps per barrier of the one- and four-warpgroup forms (TiledTuning).
-template <int WGS, class Tn>
-struct WgmmaPipe {
-  static constexpr int stages = WGS == 4 ? Tn::wgmma_wide_stages : Tn::wgmma_stages;
-  static constexpr int steps_per_barrier = WGS == 4 ? Tn::wgmma_wide_steps : 1;
-};
-
-template <int NTOK, int WGS, class Tn>
-struct WgmmaShape {
-  static_assert(NTOK == 32 || NTOK == 64 || NTOK == 128, "32, 64 or 128 tokens per block");
-  static constexpr int stages = WgmmaPipe<WGS, Tn>::stages;
-  static_assert(stages >= 3, "two stages stay out of the refill");
-  static constexpr int x_bytes = NTOK * 128;  // NTOK rows of 64 halves, 128-byte swizzle
-  static constexpr int b_off = x_bytes, b_bytes = kTiledWarps * kTiledBK * kTiledN / 2;
-  static constexpr int s_off = b_off + b_bytes, s_bytes = 2 * kTiledWarps * kTiledN * 2;
-  static constexpr int z_off = s_off + s_bytes, z_bytes = 2 * kTiledWarps * 8 * 4;
-  static constexpr int stage_bytes = (z_off + z_bytes + 1023) / 1024 * 1024;  // swizzle atoms stay 1024-aligned
-  static constexpr std::size_t smem_bytes = static_cast<std::size_t>(stages) * stage_bytes + 1024;  // + alignment slack
-};
-
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -511,9 +491,9 @@ void launch_tiled_wgmma(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStre
   auto* kernel = w4a16_tiled_wgmma_kernel<NTOK, WGS, T, Tn>;
   const WgmmaGrid gr = wgmma_grid(p);
   const SplitKBuffers w = split_k_buffers(a.workspace, p);  // tickets, then the compact partial tiles
-  tiled_wgmma_slots<NTOK, WGS, T, Tn>();  // sets the kernel's shared-memory limit (once per device)
-  const long blocks = wgmma_plan_blocks(p);
-  kernel<<<static_cast<unsigned>(blocks), kTiledThreads * WGS, WgmmaShape<NTOK, WGS, Tn>::smem_bytes, stream>>>(a, gr, w.tickets, w.partial);
+  constexpr std::size_t smem = WgmmaShape<NTOK, WGS, Tn>::smem_bytes;
+  allow_dynamic_smem(kernel, smem, "w4a16_tiled_wgmma_kernel attributes");  // the copy launched here
+  kernel<<<static_cast<unsigned>(wgmma_plan_blocks(p)), kTiledThreads * WGS, smem, stream>>>(a, gr, w.tickets, w.partial);
 }
 
 }  // namespace detail

@@ -2,7 +2,8 @@
 // KV cache, the prompt prefilled in one pass and then one token at a time. The step is written
 // once over a linear-layer policy: `FpLinear` (fp32, Eigen) or `W4Linear` (llama/w4_linear.hpp:
 // awq::W4A16LinearCpu on AutoAWQ GEMM weights, repacked once at load); the GPU engine
-// (llama/engine_cuda.cuh) has its own. Norms, SwiGLU
+// (llama/engine_cuda.cuh) has its own. The output projection is HeadLinear<L>'s: fp32 for FpLinear,
+// fp16 for W4Linear (llama/f16_linear.hpp), as an AWQ checkpoint stores it. Norms, SwiGLU
 // and the residual add are awq::model::LlamaKernels', the RoPE table awq::model::rope_cos_sin.
 //
 // A linear policy L is constructible as L(weights [N, K] fp32, N, K, bias) and
@@ -97,15 +98,23 @@ struct LlamaLayer {
   Linear q, k, v, o, gate, up, down;          ///< the seven projections
 };
 
+/// The output projection's linear for blocks of `Linear`: FpLinear (fp32) unless a policy names
+/// another — W4Linear's is F16Linear (llama/w4_linear.hpp), fp16 as its checkpoint stores it.
+/// Constructible as Head(std::shared_ptr<const std::vector<float>> weights [N, K], N, K).
+template <class Linear>
+struct HeadLinear {
+  using type = FpLinear;  ///< the output projection's linear
+};
+
 /// A whole model's weights for the engine: the embedding, the blocks, the final norm and the
-/// output projection (always fp32; the embedding's storage when tied).
+/// output projection (HeadLinear<Linear>; the embedding's values when tied).
 template <class Linear>
 struct LlamaWeights {
   awq::model::ModelConfig cfg;                    ///< hyper-parameters
   std::shared_ptr<const std::vector<float>> embed;  ///< [vocab, hidden]
   std::vector<LlamaLayer<Linear>> layers;         ///< blocks
   std::vector<float> norm;                        ///< final RMSNorm [hidden]
-  std::unique_ptr<FpLinear> lm_head;              ///< [vocab, hidden]
+  std::unique_ptr<typename HeadLinear<Linear>::type> lm_head;  ///< [vocab, hidden]
 };
 
 /// \brief {make(0), …, make(n − 1)}, built `threads` at a time (1: in order on this thread); the
@@ -152,7 +161,7 @@ LlamaWeights<Linear> load_weights(const Source& src, Make&& make, int threads = 
   w.cfg = c;
   w.embed = std::make_shared<const std::vector<float>>(src.load(Llama::embed_name, {c.vocab, c.hidden}));
   w.norm = src.load(Llama::final_norm_name, {c.hidden});
-  w.lm_head = std::make_unique<FpLinear>(c.tied_embeddings ? w.embed
+  w.lm_head = std::make_unique<typename HeadLinear<Linear>::type>(c.tied_embeddings ? w.embed
                                                            : std::make_shared<const std::vector<float>>(src.load("lm_head.weight", {c.vocab, c.hidden})),
                                          c.vocab, c.hidden);
   std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);

@@ -279,13 +279,17 @@ class LlamaEngine {
     }
   }
 
-  // ctx [T, n_heads·d]: causal softmax(q·kᵀ/√d)·v over the cache, heads split over the cores.
+  // ctx [T, n_heads·d]: causal softmax(q·kᵀ/√d)·v over the cache, heads split over the cores
+  // once a part has 2^16 multiply-adds or more: a decode step over a short context is a few
+  // microseconds of work, less than handing half of it to another thread costs.
   void attend(std::size_t l, const std::vector<float>& q, awq::index_t T, std::vector<float>& ctx) const {
     using Strided = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Eigen::OuterStride<>>;
     const auto& c = w_->cfg;
     const int d = c.head_dim, group = c.n_heads / c.n_kv_heads;
     const awq::index_t qd = static_cast<awq::index_t>(c.n_heads) * d;
     const float scaling = static_cast<float>(std::pow(static_cast<double>(d), -0.5));
+    const awq::index_t per_head = 2 * T * (pos_ + T) * d;  // q·kᵀ and the weighted sum of v, every row
+    const awq::index_t min_heads = std::max<awq::index_t>(1, (awq::index_t{1} << 16) / per_head);
     awq::backend::cpu::parallel_for(c.n_heads, [&](awq::index_t h0, awq::index_t h1) {
       Eigen::VectorXf s;
       for (awq::index_t hh = h0; hh < h1; ++hh) {
@@ -304,7 +308,7 @@ class LlamaEngine {
           Eigen::Map<Eigen::VectorXf>(ctx.data() + t * qd + hh * d, d).noalias() = Vc.transpose() * s;
         }
       }
-    });
+    }, min_heads);
   }
 
   const LlamaWeights<Linear>* w_;

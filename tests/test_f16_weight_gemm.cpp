@@ -83,7 +83,7 @@ struct ThreadsScope {
 TEST_CASE("f16_weight_gemm: float64 reference over M, tails in K and N, bias, every code path, 1 and 2 threads") {
   const ThreadsScope keep;
   // K below one vector, one 8-chunk plus a tail, 16-steps with an 8-chunk, SmolLM2's hidden; N not a multiple
-  // of 4; the last two split over two threads (at least 2^17 weights a part).
+  // of 4; the last two split over two threads (at least 2^18 weights a part).
   const index_t shapes[][3] = {{1, 1, 1}, {1, 7, 13}, {1, 5, 24}, {2, 9, 33}, {1, 130, 64}, {3, 67, 100}, {1, 1027, 576}, {5, 66, 257}, {2, 301, 2061}};
   std::uint64_t seed = 1;
   for (const auto& s : shapes) {

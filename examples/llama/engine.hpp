@@ -47,7 +47,8 @@ inline std::vector<float> dequantize_awq_gemm(const awq::AwqGemmWeights& q) {
 }
 
 /// y [M, N] = x [M, K] · Wᵀ (+ bias) in fp32 with W [N, K]. The output columns are split over the
-/// cores: a decode step is one row, which awq::backend::cpu::linear would run on one thread.
+/// cores: a decode step is one row, which awq::backend::cpu::linear would run on one thread. A
+/// part holds at least 512 KB of weights, as the W4A16 and fp16 kernels' least parts.
 class FpLinear {
  public:
   FpLinear(std::vector<float> w, awq::index_t out, awq::index_t in, std::vector<float> bias = {})
@@ -82,7 +83,7 @@ class FpLinear {
             for (awq::index_t t = 0; t < Y.rows(); ++t)
               for (awq::index_t n = n0; n < n1; ++n) Y(t, n) += bias_[static_cast<std::size_t>(n)];
         },
-        64);
+        std::max<awq::index_t>(1, (awq::index_t{1} << 17) / k_));
   }
 
  private:

@@ -24,10 +24,10 @@ namespace awq {
 namespace detail {
 namespace f16w {
 
-/// Rows per step of the kernels, and the least weight elements a thread takes (about 256 KB of
-/// fp16): below that a part costs more to hand out than to run.
+/// Rows per step of the kernels, and the least weight elements a thread takes (512 KB of fp16,
+/// as the W4A16 kernel's least part): below that a part costs more to hand out than to run.
 inline constexpr index_t kRows = 4;
-inline constexpr index_t kMinElementsPerPart = index_t{1} << 17;
+inline constexpr index_t kMinElementsPerPart = index_t{1} << 18;
 
 /// Software prefetch distance along each weight row, in bytes: the rows of a step are adjacent,
 /// so 4 KB ahead of each lands in the rows a later step reads. Four interleaved row streams

@@ -148,10 +148,10 @@ inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, 
 /// stream: without it one core streamed 10 GB/s, with it 19 (1 KB: 13; 16 KB: no better).
 inline constexpr index_t kBlockedPrefetchChunks = 64;
 
-/// The least weights (times rows of x) a thread takes, 2^18 (128 KB of codes): a decode step is
+/// The least weights (times rows of x) a thread takes, 2^20 (512 KB of codes): a decode step is
 /// hundreds of small products, and a part handed to another thread costs a wake-up and a wait —
-/// under load a wait for a thread that lost its core — which a smaller part does not repay.
-inline constexpr index_t kBlockedMinWeightsPerPart = index_t{1} << 18;
+/// on a loaded machine a wait for a thread that lost its core — which a smaller part does not repay.
+inline constexpr index_t kBlockedMinWeightsPerPart = index_t{1} << 20;
 
 #if AWQ_W4A16_HAVE_AVX2
 

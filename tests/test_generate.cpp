@@ -1,8 +1,8 @@
 // The decode engine of examples/llama (KV cache, prefill and one token at a time) on the tiny
 // transformers checkpoints of tests/golden/arch_*: its logits against the library's non-cached
 // forward (awq::model::Llama + the head) at every position, the W4 engine's greedy continuation
-// against the dequantized-weight fp32 one on a model quantized through the driver and exported,
-// the sampler, and what the engine refuses to load.
+// (its lm_head fp16, the checkpoint's values) against the dequantized-weight fp32 one on a model
+// quantized through the driver and exported, the sampler, and what the engine refuses to load.
 #include <doctest/doctest.h>
 
 #include <awq/model/arch/llama.hpp>
@@ -161,6 +161,14 @@ TEST_SUITE("generation") {
     const auto qsrc = awq::model::HfSource::open(dir.string());
     const auto w4 = awq_example::load_awq_weights<awq_example::W4Linear>(qsrc);
     const auto fp = awq_example::load_awq_weights<awq_example::FpLinear>(qsrc);
+    // The W4 engine's lm_head is fp16 (F16Linear), the dequantized one's fp32: the checkpoint stores
+    // the tied embedding in fp16, so both hold the same values and only the summation order differs.
+    const std::vector<Eigen::half>& h16 = w4.lm_head->weights();
+    const std::vector<float>& h32 = fp.lm_head->weights();
+    REQUIRE(h16.size() == h32.size());
+    std::size_t exact = 0;
+    for (std::size_t i = 0; i < h16.size(); ++i) exact += static_cast<float>(h16[i]) == h32[i];
+    CHECK(exact == h32.size());
     const std::vector<int> prompt(row1.begin(), row1.begin() + 8);
     const std::vector<int> want = greedy(fp, prompt, 32), got = greedy(w4, prompt, 32);
     CHECK(got == want);

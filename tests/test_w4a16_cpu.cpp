@@ -425,6 +425,16 @@ TEST_CASE("W4A16 CPU, blocked layout: float64 reference over shapes, tails, M an
       check_case<float, float>(L, 1, 256, false, isa, 20 + static_cast<std::uint64_t>(t), awq::M1Decode::automatic, 1.0f, &b);
     }
   }
+  // 2^22 weights: four parts of kBlockedMinWeightsPerPart at M = 1, so the thread counts split the
+  // 129 blocks (the layer above is one part).
+  const Layer big = make_layer(2048, 2064, 128, true, 78);
+  const awq::BlockedW4A16 bb = awq::block_w4a16(big.view());
+  for (awq::CpuIsa isa : blocked_isas())
+    for (int t : {1, 2, 3, 7}) {
+      awq::backend::cpu::threads() = t;
+      check_case<float, float>(big, 1, 2048, true, isa, 30 + static_cast<std::uint64_t>(t), awq::M1Decode::automatic, 1.0f, &bb);
+      check_case<float, float>(big, 2, 2048, false, isa, 40 + static_cast<std::uint64_t>(t), awq::M1Decode::automatic, 1.0f, &bb);
+    }
 }
 
 TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf reach their row, bad arguments") {

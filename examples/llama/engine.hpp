@@ -2,7 +2,8 @@
 // KV cache, the prompt prefilled in one pass and then one token at a time. The step is written
 // once over a linear-layer policy: `FpLinear` (fp32, Eigen) or `W4Linear` (llama/w4_linear.hpp:
 // awq::W4A16LinearCpu on AutoAWQ GEMM weights, repacked once at load); the GPU engine
-// (llama/engine_cuda.cuh) has its own. Norms, SwiGLU
+// (llama/engine_cuda.cuh) has its own. The output projection is HeadLinear<L>'s: fp32 for FpLinear,
+// fp16 for W4Linear (llama/f16_linear.hpp), as an AWQ checkpoint stores it. Norms, SwiGLU
 // and the residual add are awq::model::LlamaKernels', the RoPE table awq::model::rope_cos_sin.
 //
 // A linear policy L is constructible as L(weights [N, K] fp32, N, K, bias) and
@@ -46,7 +47,8 @@ inline std::vector<float> dequantize_awq_gemm(const awq::AwqGemmWeights& q) {
 }
 
 /// y [M, N] = x [M, K] · Wᵀ (+ bias) in fp32 with W [N, K]. The output columns are split over the
-/// cores: a decode step is one row, which awq::backend::cpu::linear would run on one thread.
+/// cores: a decode step is one row, which awq::backend::cpu::linear would run on one thread. A
+/// part holds at least 512 KB of weights, as the W4A16 and fp16 kernels' least parts.
 class FpLinear {
  public:
   FpLinear(std::vector<float> w, awq::index_t out, awq::index_t in, std::vector<float> bias = {})
@@ -81,7 +83,7 @@ class FpLinear {
             for (awq::index_t t = 0; t < Y.rows(); ++t)
               for (awq::index_t n = n0; n < n1; ++n) Y(t, n) += bias_[static_cast<std::size_t>(n)];
         },
-        64);
+        std::max<awq::index_t>(1, (awq::index_t{1} << 17) / k_));
   }
 
  private:
@@ -97,15 +99,23 @@ struct LlamaLayer {
   Linear q, k, v, o, gate, up, down;          ///< the seven projections
 };
 
+/// The output projection's linear for blocks of `Linear`: FpLinear (fp32) unless a policy names
+/// another — W4Linear's is F16Linear (llama/w4_linear.hpp), fp16 as its checkpoint stores it.
+/// Constructible as Head(std::shared_ptr<const std::vector<float>> weights [N, K], N, K).
+template <class Linear>
+struct HeadLinear {
+  using type = FpLinear;  ///< the output projection's linear
+};
+
 /// A whole model's weights for the engine: the embedding, the blocks, the final norm and the
-/// output projection (always fp32; the embedding's storage when tied).
+/// output projection (HeadLinear<Linear>; the embedding's values when tied).
 template <class Linear>
 struct LlamaWeights {
   awq::model::ModelConfig cfg;                    ///< hyper-parameters
   std::shared_ptr<const std::vector<float>> embed;  ///< [vocab, hidden]
   std::vector<LlamaLayer<Linear>> layers;         ///< blocks
   std::vector<float> norm;                        ///< final RMSNorm [hidden]
-  std::unique_ptr<FpLinear> lm_head;              ///< [vocab, hidden]
+  std::unique_ptr<typename HeadLinear<Linear>::type> lm_head;  ///< [vocab, hidden]
 };
 
 /// \brief {make(0), …, make(n − 1)}, built `threads` at a time (1: in order on this thread); the
@@ -152,7 +162,7 @@ LlamaWeights<Linear> load_weights(const Source& src, Make&& make, int threads = 
   w.cfg = c;
   w.embed = std::make_shared<const std::vector<float>>(src.load(Llama::embed_name, {c.vocab, c.hidden}));
   w.norm = src.load(Llama::final_norm_name, {c.hidden});
-  w.lm_head = std::make_unique<FpLinear>(c.tied_embeddings ? w.embed
+  w.lm_head = std::make_unique<typename HeadLinear<Linear>::type>(c.tied_embeddings ? w.embed
                                                            : std::make_shared<const std::vector<float>>(src.load("lm_head.weight", {c.vocab, c.hidden})),
                                          c.vocab, c.hidden);
   std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);
@@ -270,13 +280,17 @@ class LlamaEngine {
     }
   }
 
-  // ctx [T, n_heads·d]: causal softmax(q·kᵀ/√d)·v over the cache, heads split over the cores.
+  // ctx [T, n_heads·d]: causal softmax(q·kᵀ/√d)·v over the cache, heads split over the cores
+  // once a part has 2^16 multiply-adds or more: a decode step over a short context is a few
+  // microseconds of work, less than handing half of it to another thread costs.
   void attend(std::size_t l, const std::vector<float>& q, awq::index_t T, std::vector<float>& ctx) const {
     using Strided = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Eigen::OuterStride<>>;
     const auto& c = w_->cfg;
     const int d = c.head_dim, group = c.n_heads / c.n_kv_heads;
     const awq::index_t qd = static_cast<awq::index_t>(c.n_heads) * d;
     const float scaling = static_cast<float>(std::pow(static_cast<double>(d), -0.5));
+    const awq::index_t per_head = 2 * T * (pos_ + T) * d;  // q·kᵀ and the weighted sum of v, every row
+    const awq::index_t min_heads = std::max<awq::index_t>(1, (awq::index_t{1} << 16) / per_head);
     awq::backend::cpu::parallel_for(c.n_heads, [&](awq::index_t h0, awq::index_t h1) {
       Eigen::VectorXf s;
       for (awq::index_t hh = h0; hh < h1; ++hh) {
@@ -295,7 +309,7 @@ class LlamaEngine {
           Eigen::Map<Eigen::VectorXf>(ctx.data() + t * qd + hh * d, d).noalias() = Vc.transpose() * s;
         }
       }
-    });
+    }, min_heads);
   }
 
   const LlamaWeights<Linear>* w_;

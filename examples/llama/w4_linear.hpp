@@ -1,5 +1,5 @@
-// The CPU engine's 4-bit linear (a policy of llama/engine.hpp), apart from the engine so that
-// code compiled by nvcc (the GPU engine) need not parse the CPU kernels.
+// The CPU engine's 4-bit linear (a policy of llama/engine.hpp) and its fp16 output projection,
+// apart from the engine so that code compiled by nvcc (the GPU engine) need not parse the CPU kernels.
 #pragma once
 
 #include <awq/awq.hpp>
@@ -7,6 +7,9 @@
 
 #include <utility>
 #include <vector>
+
+#include "llama/engine.hpp"
+#include "llama/f16_linear.hpp"
 
 namespace awq_example {
 
@@ -26,6 +29,13 @@ class W4Linear {
  private:
   awq::W4A16LinearCpu lin_;
   std::vector<float> bias_;
+};
+
+/// The W4 engine's lm_head in fp16: AutoAWQ stores it (and the embedding) so, unquantized; held
+/// in fp32 it would be as many bytes per token as every 4-bit block together.
+template <>
+struct HeadLinear<W4Linear> {
+  using type = F16Linear;  ///< the output projection's linear
 };
 
 }  // namespace awq_example

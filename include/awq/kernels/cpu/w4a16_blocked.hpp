@@ -148,6 +148,11 @@ inline void portable_blocks(const BlockedW4A16& w, const float* x, index_t ldx, 
 /// stream: without it one core streamed 10 GB/s, with it 19 (1 KB: 13; 16 KB: no better).
 inline constexpr index_t kBlockedPrefetchChunks = 64;
 
+/// The least weights (times rows of x) a thread takes, 2^20 (512 KB of codes): a decode step is
+/// hundreds of small products, and a part handed to another thread costs a wake-up and a wait —
+/// on a loaded machine a wait for a thread that lost its core — which a smaller part does not repay.
+inline constexpr index_t kBlockedMinWeightsPerPart = index_t{1} << 20;
+
 #if AWQ_W4A16_HAVE_AVX2
 
 /// Zero points of group g for columns 8 h .. 8 h + 7 of block b, as floats (8 when symmetric).
@@ -435,27 +440,28 @@ void w4a16_gemm(const MatrixView<TX>& xm, const BlockedW4A16& w, const MatrixVie
   detail::require(isa != CpuIsa::avx2 || cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
 
   detail::w4cpu::FloatIo<TXv, TY> io(x, y, bias);
+  const index_t min_blocks = std::max<index_t>(1, detail::w4blk::kBlockedMinWeightsPerPart / (kBlockedN * w.kp * M));
 #if AWQ_W4A16_HAVE_AVX2
   if (isa == CpuIsa::avx512vnni) {
     const detail::w4blk::Digits d = detail::w4blk::make_digits(io.x, io.ldx, M, w);
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
       detail::w4blk::vnni_blocks(w, d, M, io.bias, io.y, io.ldy, b0, b1);
-    });
+    }, min_blocks);
   } else if (isa == CpuIsa::avx2 && M == 1) {
     const detail::w4blk::Digits d = detail::w4blk::make_digits(io.x, io.ldx, 1, w);
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
       detail::w4blk::avx2_digits_m1_blocks(w, d, io.bias, io.y, b0, b1);
-    });
+    }, min_blocks);
   } else if (isa == CpuIsa::avx2) {
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
       detail::w4blk::avx2_blocks(w, io.x, io.ldx, M, io.bias, io.y, io.ldy, b0, b1);
-    });
+    }, min_blocks);
   } else
 #endif
   {
     backend::cpu::parallel_for(w.blocks(), [&](index_t b0, index_t b1) {
       detail::w4blk::portable_blocks(w, io.x, io.ldx, M, io.bias, io.y, io.ldy, b0, b1);
-    });
+    }, min_blocks);
   }
   io.write_back(y);
 }

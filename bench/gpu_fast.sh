@@ -52,6 +52,18 @@ synth() {
   done
   done
 }
+# unpack DIR: the .xz files of a carry, decompressed beside them.
+unpack() { for f in "$1"/*.txt.xz "$1"/*.json.xz; do [ -f "$f" ] && xz -dkf "$f"; done; true; }
+# cuda_tests DIR: with DIR/awq_cuda_tests.xz, the CUDA tests (TESTS_TC: a doctest filter), then
+# memcheck on the model cases (MEMCHECK=0 skips it).
+cuda_tests() {
+  [ -f "$1/awq_cuda_tests.xz" ] || return 0
+  xz -dc "$1/awq_cuda_tests.xz" > build-gpu/awq_cuda_tests && chmod +x build-gpu/awq_cuda_tests
+  timeout 200 build-gpu/awq_cuda_tests ${TESTS_TC:+-tc="$TESTS_TC"} > "$out/cuda_tests.log" 2>&1 || echo "CUDA tests: exit $?"
+  grep -v "^$" "$out/cuda_tests.log" | tail -4
+  [ "${MEMCHECK:-1}" = 0 ] || timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests \
+    -tc="${MEMCHECK_TC:-*model on cuda*,*Math*}" 2>&1 | tail -3 | tee "$out/memcheck.log" || true
+}
 # alphas A.json B.json: the α both reports chose, block by block and group by group, and where they differ.
 alphas() {
   python3 - "$1" "$2" <<'PY'
@@ -65,24 +77,21 @@ PY
 }
 case "$stage" in
 s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] holding awq_llama_cuda.xz,
-    # tokenizer.json (SmolLM2's) and handbook-calib.txt; with awq_cuda_tests.xz there, the CUDA
-    # tests first (TESTS_TC: a doctest filter), then memcheck on the model cases
+    # tokenizer.json (SmolLM2's) and handbook-calib.txt (either may be .xz); with awq_cuda_tests.xz
+    # there, the CUDA tests first (TESTS_TC: a doctest filter), then memcheck on the model cases
   c=.carry-me
   mkdir -p build-gpu
   gpu_info
+  unpack $c
   xz -dc $c/awq_llama_cuda.xz > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
-  if [ -f $c/awq_cuda_tests.xz ]; then
-    xz -dc $c/awq_cuda_tests.xz > build-gpu/awq_cuda_tests && chmod +x build-gpu/awq_cuda_tests
-    timeout 200 build-gpu/awq_cuda_tests ${TESTS_TC:+-tc="$TESTS_TC"} > "$out/cuda_tests.log" 2>&1 || echo "CUDA tests: exit $?"
-    grep -v "^$" "$out/cuda_tests.log" | tail -4
-    [ "${MEMCHECK:-1}" = 0 ] || timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/awq_cuda_tests \
-      -tc='*model on cuda*,*Math*' 2>&1 | tail -3 | tee "$out/memcheck.log" || true
-  fi
+  cuda_tests $c
   [ -f $c/gguf.part00 ] && mkdir -p build-gpu/data && cp $c/gguf.part00 build-gpu/data/
   [ "${SYNTH:-1}" = 0 ] || synth $c/tokenizer.json $c/handbook-calib.txt
   ;;
-m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-calib.txt, handbook-eval.txt
+m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-calib.txt and
+    # handbook-eval.txt (either may be .xz), optionally awq_cuda_tests.xz (run last)
   c=.carry-m
+  unpack $c
   cat build-gpu/data/gguf.part00 $c/gguf.part01 > build-gpu/data/model.gguf
   echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
   job=(build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt)
@@ -101,6 +110,7 @@ m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-ca
   "${job[@]}" "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
   echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
   alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
+  cuda_tests $c
   ;;
 a)
   gpu_info

@@ -135,6 +135,7 @@ TEST_CASE("awq_llama job on an OPT directory: quantize, evaluate, export; the ex
   awq::model::PipelineOptions opt;
   opt.block.quant = a.configs[0];
   opt.block.search_seqs = a.search_seqs;
+  opt.block.mode = awq::model::SearchMode::parse(a.mode);
   int blocks = 0;
   std::vector<awq::model::Stream> none;
   awq::model::quantize_model<Cpu, Opt>(src, awq::model::Batch{a.calib_seqs, a.seq_len}, awq::model::embed<Opt>(src, calib, a.seq_len), none, opt,

@@ -12,6 +12,7 @@
 #include "awq/model/arch/llama.cuh"
 #include "awq/model/hf_source.hpp"
 #include "awq/model/pipeline.hpp"
+#include "driver_case.hpp"
 #include "support.hpp"
 
 namespace bc = awq::backend;
@@ -49,22 +50,11 @@ TEST_CASE("model on cuda: gram on the device is the host's; the feedback from ei
 }
 
 TEST_CASE("model on cuda: the driver's gptq mode gives the CPU backend's streams on a Qwen2 checkpoint") {
-  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
-  const auto& c = src.config();
-  const awq::model::Batch calib{4, 16}, eval{2, 16};
-  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 11, 1.0);
-  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 12, 1.0);
-  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
-  const auto run = [&](auto backend) {
-    using B = decltype(backend);
-    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
-    awq::model::PipelineOptions opt;
-    opt.block.quant = awq::QuantSpec{4, 32, true};
-    opt.block.mode = awq::model::SearchMode::parse("gptq");
-    awq::model::quantize_model<B, awq::model::Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
-    return s;
-  };
-  const auto cpu = run(bc::cpu{}), gpu = run(bc::cuda{});
+  const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {2, 16}, 11);
+  awq::model::PipelineOptions opt;
+  opt.block.mode = awq::model::SearchMode::parse("gptq");
+  const std::vector<awq::model::StreamKind> kinds = {awq::model::StreamKind::fp, awq::model::StreamKind::awq};
+  const auto cpu = dc.run<bc::cpu, awq::model::Llama>(kinds, opt), gpu = dc.run<bc::cuda, awq::model::Llama>(kinds, opt);
   // As the reference mode's driver test: a clip bound within float noise can flip a code, and here
   // the flip also moves the later columns' feedback in its row.
   for (std::size_t k = 0; k < 2; ++k) {

@@ -15,6 +15,7 @@
 #include "awq/model/arch/opt.cuh"
 #include "awq/model/hf_source.hpp"
 #include "awq/model/pipeline.hpp"
+#include "driver_case.hpp"
 #include "support.hpp"
 
 using awq::model::Llama;
@@ -160,29 +161,19 @@ TEST_CASE("model on cuda: HeadEval<cuda> gives the host's perplexity") {
 }
 
 TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the dequantized weights do") {
-  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");  // q/k/v biases
-  const auto& c = src.config();
-  const awq::model::Batch calib{4, 16}, eval{3, 16};
-  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 41, 1.0);
-  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 42, 1.0);
-  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {3, 16}, 41);  // q/k/v biases
   const auto run = [&](bool kernels) {
-    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::rtn, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
     awq::model::PipelineOptions opt;
-    opt.block.quant = awq::QuantSpec{4, 32, true};
     opt.kernel_eval = kernels;
-    awq::model::quantize_model<bc::cuda, Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
-    return s;
+    return dc.run<bc::cuda, Llama>({awq::model::StreamKind::rtn, awq::model::StreamKind::awq}, opt);
   };
   const auto deq = run(false), ker = run(true);
-  const auto head = awq::model::Head<Llama>::load(src);
-  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
-  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7907 + 3) % static_cast<std::size_t>(c.vocab));
+  const auto head = awq::model::Head<Llama>::load(dc.src);
   for (std::size_t k = 0; k < deq.size(); ++k) {
     // The kernels see fp16 activations (relative rounding 2^-11) with fp32 accumulation.
     const double err = rel_err(ker[k].hidden, deq[k].hidden);
-    const double pd = awq::model::HeadEval<bc::cuda>::perplexity(head, deq[k].hidden, tokens, eval.seq_len).nll;
-    const double pk = awq::model::HeadEval<bc::cuda>::perplexity(head, ker[k].hidden, tokens, eval.seq_len).nll;
+    const double pd = awq::model::HeadEval<bc::cuda>::perplexity(head, deq[k].hidden, dc.tokens, dc.eval.seq_len).nll;
+    const double pk = awq::model::HeadEval<bc::cuda>::perplexity(head, ker[k].hidden, dc.tokens, dc.eval.seq_len).nll;
     MESSAGE("stream " << k << ": kernels vs dequantized, hidden " << err << ", nll " << pk << " vs " << pd);
     CHECK(err > 0);  // the kernels did run
     CHECK(err < 1e-2);
@@ -196,29 +187,18 @@ void check_math() {
     Math saved = bc::cuda::math();
     ~MathGuard() { bc::cuda::set_math(saved); }
   } guard;
-  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");
-  const auto& c = src.config();
-  const awq::model::Batch calib{4, 16}, eval{3, 16};
-  const auto h = awq_test::random_weights(calib.tokens(), c.hidden, awq_test::Dist::outliers, 51, 1.0);
-  const auto e = awq_test::random_weights(eval.tokens(), c.hidden, awq_test::Dist::normal, 52, 1.0);
-  const std::vector<float> hf(h.begin(), h.end()), ef(e.begin(), e.end());
+  const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {3, 16}, 51);
   const auto run = [&](Math m) {
     bc::cuda::set_math(m);
-    std::vector<awq::model::Stream> s = {{awq::model::StreamKind::fp, eval, ef}, {awq::model::StreamKind::awq, eval, ef}};
-    awq::model::PipelineOptions opt;
-    opt.block.quant = awq::QuantSpec{4, 32, true};
-    awq::model::quantize_model<bc::cuda, Llama>(src, calib, hf, s, opt, [](const awq::model::QuantizedBlock&) {});
-    return s;
+    return dc.run<bc::cuda, Llama>({awq::model::StreamKind::fp, awq::model::StreamKind::awq});
   };
   const auto f32 = run(Math::fp32);
-  const auto head = awq::model::Head<Llama>::load(src);
-  std::vector<int> tokens(static_cast<std::size_t>(eval.tokens()));
-  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 7907 + 3) % static_cast<std::size_t>(c.vocab));
+  const auto head = awq::model::Head<Llama>::load(dc.src);
   for (const Math m : {Math::tf32, Math::fp16, Math::bf16}) {
     const auto low = run(m);
     const double fp_err = rel_err(low[0].hidden, f32[0].hidden);
-    const double n32 = awq::model::HeadEval<bc::cuda>::perplexity(head, f32[1].hidden, tokens, eval.seq_len).nll;
-    const double nlo = awq::model::HeadEval<bc::cuda>::perplexity(head, low[1].hidden, tokens, eval.seq_len).nll;
+    const double n32 = awq::model::HeadEval<bc::cuda>::perplexity(head, f32[1].hidden, dc.tokens, dc.eval.seq_len).nll;
+    const double nlo = awq::model::HeadEval<bc::cuda>::perplexity(head, low[1].hidden, dc.tokens, dc.eval.seq_len).nll;
     MESSAGE("math " << static_cast<int>(m) << ": FP stream " << fp_err << ", AWQ nll " << nlo << " vs fp32 " << n32);
     CHECK(fp_err > 0);  // the products did round
     CHECK(fp_err < (m == Math::bf16 ? 5e-2 : 1e-2));

@@ -126,9 +126,7 @@ inline void f16_weight_gemm(const MatrixView<const float>& x, const MatrixView<c
   detail::require(x.size() == 0 || x.row_contiguous(), fn, ": x must have contiguous rows (col_stride ", x.col_stride(), ")");
   detail::require(w.size() == 0 || w.row_contiguous(), fn, ": W must have contiguous rows (col_stride ", w.col_stride(), ")");
   detail::require(y.size() == 0 || y.row_contiguous(), fn, ": y must have contiguous rows (col_stride ", y.col_stride(), ")");
-  detail::require(isa != CpuIsa::avx512vnni, fn, ": isa avx512vnni was asked for but this kernel has no AVX-512 path (accepted: automatic, avx2, portable)");
-  if (isa == CpuIsa::automatic) isa = cpu_has_avx2() ? CpuIsa::avx2 : CpuIsa::portable;
-  detail::require(isa != CpuIsa::avx2 || cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
+  isa = detail::resolve_isa(isa, false, fn, "was asked for but this kernel has no AVX-512 path (accepted: automatic, avx2, portable)");
   if (M == 0 || N == 0) return;
   const index_t steps = (N + detail::f16w::kRows - 1) / detail::f16w::kRows;
   const index_t min_steps = std::max<index_t>(1, detail::f16w::kMinElementsPerPart / std::max<index_t>(1, detail::f16w::kRows * K));

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "awq/error.hpp"
+
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(AWQ_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
@@ -66,5 +68,21 @@ inline bool cpu_has_avx512vnni() noexcept { return detail::cpu_ids().avx512vnni;
 /// True on AMD processors (CPUID vendor "AuthenticAMD"), whose FMA units take denormal inputs
 /// at full speed (measured on Zen 3; other vendors' may take a slow assist).
 inline bool cpu_is_amd() noexcept { return detail::cpu_ids().amd; }
+
+namespace detail {
+/// The code path a kernel runs for `asked`: `automatic` becomes the fastest this processor has
+/// among the kernel's paths (AVX-512 VNNI only where `vnni_path`). A forced ISA the processor
+/// or build lacks, or `avx512vnni` asked of a kernel without that path (`no_vnni` says what to
+/// do instead), is an awq::Error naming `fn`.
+inline CpuIsa resolve_isa(CpuIsa asked, bool vnni_path, const char* fn, const char* no_vnni) {
+  require(vnni_path || asked != CpuIsa::avx512vnni, fn, ": isa avx512vnni ", no_vnni);
+  require(asked != CpuIsa::avx512vnni || cpu_has_avx512vnni(), fn,
+          ": isa avx512vnni was asked for but this processor or build lacks AVX-512 F/BW/VL/VNNI");
+  require(asked != CpuIsa::avx2 || cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
+  if (asked != CpuIsa::automatic) return asked;
+  if (vnni_path && cpu_has_avx512vnni()) return CpuIsa::avx512vnni;
+  return cpu_has_avx2() ? CpuIsa::avx2 : CpuIsa::portable;
+}
+}  // namespace detail
 
 }  // namespace awq

@@ -332,15 +332,8 @@ void gemm(const MatrixView<const TX>& x, const AwqGemmWeights& w, const MatrixVi
   contiguous(w.scales, "scales");
   if (M == 0) return;
 
-  detail::require(opt.isa != CpuIsa::avx512vnni, fn,
-                  ": isa avx512vnni runs on the blocked layout only (convert the weights with awq::block_w4a16)");
-  bool use_avx2 = false;
-  if (opt.isa == CpuIsa::avx2) {
-    detail::require(cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
-    use_avx2 = true;
-  } else if (opt.isa == CpuIsa::automatic) {
-    use_avx2 = cpu_has_avx2();
-  }
+  const bool use_avx2 = detail::resolve_isa(opt.isa, false, fn,
+                                            "runs on the blocked layout only (convert the weights with awq::block_w4a16)") == CpuIsa::avx2;
 
   FloatIo<TX, TY> io(x, y, bias);
   const float* xf = io.x;

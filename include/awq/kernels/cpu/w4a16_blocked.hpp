@@ -432,12 +432,7 @@ void w4a16_gemm(const MatrixView<TX>& xm, const BlockedW4A16& w, const MatrixVie
   detail::require(x.size() == 0 || x.row_contiguous(), fn, ": x must have contiguous rows (col_stride ", x.col_stride(), ")");
   detail::require(y.size() == 0 || y.row_contiguous(), fn, ": y must have contiguous rows (col_stride ", y.col_stride(), ")");
   if (M == 0) return;
-  CpuIsa isa = opt.isa;
-  if (isa == CpuIsa::automatic)
-    isa = cpu_has_avx512vnni() ? CpuIsa::avx512vnni : (cpu_has_avx2() ? CpuIsa::avx2 : CpuIsa::portable);
-  detail::require(isa != CpuIsa::avx512vnni || cpu_has_avx512vnni(), fn,
-                  ": isa avx512vnni was asked for but this processor or build lacks AVX-512 F/BW/VL/VNNI");
-  detail::require(isa != CpuIsa::avx2 || cpu_has_avx2(), fn, ": isa avx2 was asked for but this processor or build lacks AVX2/FMA/F16C");
+  const CpuIsa isa = detail::resolve_isa(opt.isa, true, fn, "");
 
   detail::w4cpu::FloatIo<TXv, TY> io(x, y, bias);
   const index_t min_blocks = std::max<index_t>(1, detail::w4blk::kBlockedMinWeightsPerPart / (kBlockedN * w.kp * M));

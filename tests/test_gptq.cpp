@@ -146,24 +146,27 @@ Quantized run_gptq(const awq::QuantSpec& spec, const std::vector<float>& w0, ind
 }  // namespace
 
 TEST_CASE("gptq: backend::cpu::gram is xᵀx within float accumulation error") {
-  const index_t t = 300, k = 150;  // k not a multiple of the 64-column tile
-  const auto x = planted_inputs(t, k, 7);
-  const auto h = gram_of(x, t, k);
-  double worst = 0;
-  for (index_t i = 0; i < k; ++i)
-    for (index_t j = 0; j < k; ++j) {
-      double ref = 0, norm_i = 0, norm_j = 0;
-      for (index_t r = 0; r < t; ++r) {
-        const double a = x[static_cast<std::size_t>(r * k + i)], b = x[static_cast<std::size_t>(r * k + j)];
-        ref += a * b;
-        norm_i += a * a;
-        norm_j += b * b;
+  const index_t t = 300;
+  for (const index_t k : {150, 256, 330}) {  // odd and even tile counts, k not a multiple of the 64-column tile
+    CAPTURE(k);
+    const auto x = planted_inputs(t, k, 7);
+    const auto h = gram_of(x, t, k);
+    double worst = 0;
+    for (index_t i = 0; i < k; ++i)
+      for (index_t j = 0; j < k; ++j) {
+        double ref = 0, norm_i = 0, norm_j = 0;
+        for (index_t r = 0; r < t; ++r) {
+          const double a = x[static_cast<std::size_t>(r * k + i)], b = x[static_cast<std::size_t>(r * k + j)];
+          ref += a * b;
+          norm_i += a * a;
+          norm_j += b * b;
+        }
+        worst = std::max(worst, std::fabs(h[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(norm_i * norm_j));
+        CHECK(h[static_cast<std::size_t>(i * k + j)] == h[static_cast<std::size_t>(j * k + i)]);
       }
-      worst = std::max(worst, std::fabs(h[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(norm_i * norm_j));
-      CHECK(h[static_cast<std::size_t>(i * k + j)] == h[static_cast<std::size_t>(j * k + i)]);
-    }
-  MESSAGE("gram: worst error relative to |x_i||x_j| " << worst);
-  CHECK(worst < 1e-5);
+    MESSAGE("gram: worst error relative to |x_i||x_j| " << worst);
+    CHECK(worst < 1e-5);
+  }
 }
 
 TEST_CASE("gptq: the lazy feedback is the plain float64 one; its output error is at most RTN's on fresh inputs") {
@@ -221,7 +224,7 @@ TEST_CASE("gptq: the lazy feedback is the plain float64 one; its output error is
 }
 
 TEST_CASE("gptq: a dead input channel rounds to nearest and passes no error on; results do not follow the thread count") {
-  const index_t n = 33, k = 128, t = 512;  // n not a multiple of the 16-row chunk
+  const index_t n = 33, k = 320, t = 512;  // n not a multiple of the 16-row chunk; k: 5 tiles and panels
   const auto x = planted_inputs(t, k, 21, {0, 77});
   const auto h = gram_of(x, t, k);
   const awq::GptqFactor f(awq::make_row_major<const float>(h.data(), k, k));
@@ -233,13 +236,17 @@ TEST_CASE("gptq: a dead input channel rounds to nearest and passes no error on; 
   const int threads = Cpu::thread_count();
   Cpu::set_threads(1);
   const Quantized one = run_gptq(spec, w, n, k, f, {});
+  const auto h_one = gram_of(x, t, k);  // the Hessian and the factor too (tiles and panels over the threads)
+  const awq::GptqFactor f_one(awq::make_row_major<const float>(h_one.data(), k, k));
   Cpu::set_threads(threads);
   const Quantized many = run_gptq(spec, w, n, k, f, {});
   CHECK(one.codes == many.codes);
   CHECK(one.deq == many.deq);
+  CHECK(h_one == h);
+  CHECK(f_one.upper() == f.upper());
   // Column 0 has nothing before it: its codes are those of rounding with the fp16 scale.
   for (index_t r = 0; r < n; ++r) {
-    const float s = static_cast<float>(one.scales[static_cast<std::size_t>(r * 2)]), z = one.zeros[static_cast<std::size_t>(r * 2)];
+    const float s = static_cast<float>(one.scales[static_cast<std::size_t>(r * (k / 64))]), z = one.zeros[static_cast<std::size_t>(r * (k / 64))];
     CHECK(one.codes[static_cast<std::size_t>(r * k)] == std::min(std::max(std::nearbyint(w[static_cast<std::size_t>(r * k)] / s) + z, 0.0f), 15.0f));
   }
 }

@@ -63,7 +63,8 @@ class GptqFactor {
     const index_t k = h.rows();
     // Factored in reversed order: with P the reversal and P·H·P = L·Lᵀ, U = P·L⁻¹·P (one
     // Cholesky and one triangular inverse, instead of GPTQ's inverse and second Cholesky).
-    // Written on Eigen/Core's products: Eigen's LLT does not compile under nvcc without warnings.
+    // Written on Eigen/Core's products: Eigen's LLT and triangular solves do not compile under nvcc
+    // without warnings.
     Matrix l(k, k);
     for (index_t i = 0; i < k; ++i)
       for (index_t j = 0; j < k; ++j) {
@@ -80,19 +81,50 @@ class GptqFactor {
     }
     const double lambda = damp * mean / static_cast<double>(k);
     l.diagonal().array() += lambda;
-    // Cholesky, row by row (l's lower triangle becomes L).
-    for (index_t i = 0; i < k; ++i) {
-      for (index_t j = 0; j < i; ++j) l(i, j) = (l(i, j) - l.row(i).head(j).dot(l.row(j).head(j))) / l(j, j);
-      const double d = l(i, i) - l.row(i).head(i).squaredNorm();
-      detail::require(d > 0 && std::isfinite(d), fn, ": H + lambda I (lambda = ", lambda, ") is not positive definite");
-      l(i, i) = std::sqrt(d);
+    // Blocked Cholesky (l's lower triangle becomes L), per panel of kPanel columns: the diagonal
+    // block row by row and its inverse, the rows below it times that inverse, the trailing lower
+    // triangle by products in row tiles over the CPU threads. Each tile is one thread's fixed
+    // product, so the factor does not depend on the thread count.
+    const index_t panels = (k + kPanel - 1) / kPanel;
+    std::vector<Matrix> dinv(static_cast<std::size_t>(panels));  // the diagonal blocks' inverses
+    for (index_t p = 0; p < panels; ++p) {
+      const index_t j0 = p * kPanel, jb = std::min(kPanel, k - j0), r0 = j0 + jb, nr = k - r0;
+      auto d = l.block(j0, j0, jb, jb);
+      for (index_t i = 0; i < jb; ++i) {
+        for (index_t j = 0; j < i; ++j) d(i, j) = (d(i, j) - d.row(i).head(j).dot(d.row(j).head(j))) / d(j, j);
+        const double v = d(i, i) - d.row(i).head(i).squaredNorm();
+        detail::require(v > 0 && std::isfinite(v), fn, ": H + lambda I (lambda = ", lambda, ") is not positive definite");
+        d(i, i) = std::sqrt(v);
+      }
+      Matrix& di = dinv[static_cast<std::size_t>(p)];
+      di = Matrix::Zero(jb, jb);
+      for (index_t i = 0; i < jb; ++i) {  // forward substitution: di(i, :i) = −d(i, :i)·di(:i, :i) / d(i, i)
+        if (i > 0) di.row(i).head(i).noalias() = -(d.row(i).head(i) * di.topLeftCorner(i, i)) / d(i, i);
+        di(i, i) = 1.0 / d(i, i);
+      }
+      if (nr == 0) break;
+      const Matrix a21 = l.block(r0, j0, nr, jb);
+      l.block(r0, j0, nr, jb).noalias() = a21 * di.transpose();  // L21 = A21 L11⁻ᵀ
+      backend::cpu::parallel_for((nr + kPanel - 1) / kPanel, [&](index_t t0, index_t t1) {
+        for (index_t t = t0; t < t1; ++t) {
+          const index_t i0 = r0 + t * kPanel, ni = std::min(kPanel, k - i0);
+          l.block(i0, r0, ni, i0 + ni - r0).noalias() -= l.block(i0, j0, ni, jb) * l.block(r0, j0, i0 + ni - r0, jb).transpose();
+        }
+      });
     }
-    // L⁻¹ by forward substitution, row by row: li(i, :i) = −L(i, :i)·li(:i, :i) / L(i, i).
+    // L⁻¹ by column panels over the threads: block (i, c) = −L_ii⁻¹ · L[i, c..i) · L⁻¹[c..i, c].
     Matrix li = Matrix::Zero(k, k);
-    for (index_t i = 0; i < k; ++i) {
-      if (i > 0) li.row(i).head(i).noalias() = -(l.row(i).head(i) * li.topLeftCorner(i, i)) / l(i, i);
-      li(i, i) = 1.0 / l(i, i);
-    }
+    backend::cpu::parallel_for(panels, [&](index_t c0p, index_t c1p) {
+      for (index_t c = c0p; c < c1p; ++c) {
+        const index_t c0 = c * kPanel, nc = std::min(kPanel, k - c0);
+        li.block(c0, c0, nc, nc) = dinv[static_cast<std::size_t>(c)];
+        for (index_t i = c + 1; i < panels; ++i) {
+          const index_t i0 = i * kPanel, ni = std::min(kPanel, k - i0);
+          const Matrix t = l.block(i0, c0, ni, i0 - c0) * li.block(c0, c0, i0 - c0, nc);
+          li.block(i0, c0, ni, nc).noalias() = -dinv[static_cast<std::size_t>(i)] * t;
+        }
+      }
+    });
     u_.resize(k, k);
     for (index_t i = 0; i < k; ++i)
       for (index_t j = 0; j < k; ++j) u_(i, j) = j >= i ? li(k - 1 - i, k - 1 - j) : 0.0;
@@ -106,6 +138,8 @@ class GptqFactor {
   const Matrix& upper() const { return u_; }
 
  private:
+  static constexpr index_t kPanel = 64;  // columns per panel of the blocked factorisation
+
   Matrix u_;
 };
 

@@ -264,6 +264,7 @@ struct cpu {
 
   /// out [K, K] = xᵀ · x for x [T, K] (a linear's input: GPTQ's Hessian, awq/gptq.hpp). Columns in
   /// tiles of 64, each tile's lower part, then mirrored: a fixed order, whatever the thread count.
+  /// Tile i and tile n − 1 − i go to one thread together, so that every part holds as many rows.
   template <class S>
   static void gram(const MatrixView<const S>& x, const MatrixView<S>& out) {
     constexpr const char* fn = "awq::backend::cpu::gram";
@@ -274,10 +275,15 @@ struct cpu {
     constexpr index_t tile = 64;
     const auto X = map(x);
     auto O = map(out);
-    parallel_for((k + tile - 1) / tile, [&](index_t t0, index_t t1) {
-      for (index_t t = t0; t < t1; ++t) {
-        const index_t c0 = t * tile, nc = std::min(tile, k - c0);
-        O.block(c0, c0, k - c0, nc).noalias() = X.rightCols(k - c0).transpose() * X.middleCols(c0, nc);
+    const index_t n = (k + tile - 1) / tile;
+    const auto lower_tile = [&](index_t t) {
+      const index_t c0 = t * tile, nc = std::min(tile, k - c0);
+      O.block(c0, c0, k - c0, nc).noalias() = X.rightCols(k - c0).transpose() * X.middleCols(c0, nc);
+    };
+    parallel_for((n + 1) / 2, [&](index_t p0, index_t p1) {
+      for (index_t p = p0; p < p1; ++p) {
+        lower_tile(p);
+        if (n - 1 - p != p) lower_tile(n - 1 - p);
       }
     });
     for (index_t i = 0; i < k; ++i)

@@ -46,7 +46,7 @@ struct Args {
   bool tf32 = false;          ///< --tf32: --math tf32
   std::string math;           ///< --math: how the GPU's fp32 products run (awq::backend::cuda::Math); default by backend
   bool eval_dequantized = false;  ///< --eval-dequantized: no W4A16 kernels in the GPU evaluation
-  int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
+  int calib_seqs = 64, search_seqs = 8, seq_len = 512, eval_tokens = 32768, layers = -1;
   int threads = 0;                 ///< 0: every hardware thread
   bool search_seqs_given = false;  ///< --search-seqs on the command line (else it is clamped to the calibration sequences)
   std::string prompt;              ///< generate: the prompt, UTF-8
@@ -179,7 +179,7 @@ inline const std::vector<OptionDoc>& option_docs() {
                          "precision (default fp16)"},
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
-      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 4 on cpu, all on cuda)"},
+      {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 8 on cpu, all on cuda)"},
       {"--mode", "NAME", "search: improved (sequential+gptq: more of RTN's gap recovered than the reference, on held-out "
                          "text too), reference (llm-awq's, bit for bit), or one variant: sequential (each block calibrated on the "
                          "quantized blocks' outputs), refine (local alpha refinement after the grid), gptq (GPTQ's error feedback in "

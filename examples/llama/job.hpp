@@ -42,7 +42,7 @@ struct JobArgs {
   std::vector<awq::QuantSpec> configs;
   bool duo = false, kernel_eval = false;
   std::string math = "fp32";  // backend::cuda::Math by name
-  int calib_seqs = 64, search_seqs = 4, seq_len = 512, eval_tokens = 32768, layers = -1;
+  int calib_seqs = 64, search_seqs = 8, seq_len = 512, eval_tokens = 32768, layers = -1;
   std::uint64_t shard_bytes = kDefaultShardBytes;  ///< export shard size limit
 };
 

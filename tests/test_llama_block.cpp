@@ -553,8 +553,12 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         // way: GPTQ's feedback lowers each linear's own output error (tests/test_gptq.cpp), not
         // necessarily the stack's at W4 (1.1-1.4x the reference's on the calibration tokens here),
         // while on SmolLM2's texts the improved mode recovers 67.5 % / 68.3 % of RTN's gap against
-        // the reference's 55.8 % / 63.0 % (bench/RESULTS.md). What holds here with outliers: no
-        // breakdown (the 64-token version of this case had held-out errors of 5x).
+        // the reference's 55.8 % / 63.0 % (bench/RESULTS.md). Choosing, per block, whichever of
+        // GPTQ and nearest rounding gives the smaller output error on the calibration tokens puts
+        // every case here at or under the reference, but on SmolLM2 it cost 3.4 points of RTN's gap
+        // at W4: that error is not what held-out text rewards, so the mode does not select by it.
+        // What holds here with outliers: no breakdown (the 64-token version of this case had
+        // held-out errors of 5x).
         if (name == "improved") {
           CHECK(e.first <= 1.5 * ref.first);
           CHECK(e.second <= 1.5 * ref.second);

@@ -502,7 +502,7 @@ TEST_CASE("CPU head: tiled log-sum-exp perplexity against float64, with progress
   for (std::size_t i = 1; i < events.size(); ++i) CHECK(events[i].done > events[i - 1].done);
 }
 
-TEST_CASE("search modes: with planted outlier channels, the improved mode's output error is at most the reference's") {
+TEST_CASE("search modes: with planted outlier channels, the improved mode's output error stays within 1.5x the reference's") {
   const MemorySource src = tiny_source();
   // Hidden states whose channels 5, 20 and 41 are 30x the others (the activation outliers AWQ protects).
   // 512 tokens for 64 channels: GPTQ's H = XᵀX needs many more tokens than channels (real

@@ -290,31 +290,10 @@ TEST_SUITE("model") {
     auto& f = fixture();
     const auto& c = f.src.config();
     const int layers = 2;
-    // The HF directory: fp32 safetensors in HF q/k order (GgufSource undoes llama.cpp's permutation),
-    // one shard per block plus one for the embedding, tied embeddings, config.json, tokenizer.json.
     namespace fs = std::filesystem;
     const fs::path dir = fs::temp_directory_path() / ("awq_gguf_as_hf_" + std::to_string(::getpid()));
     fs::remove_all(dir);
-    fs::create_directories(dir);
-    nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
-    for (int l = 0; l <= layers; ++l) {
-      const std::string shard = "model-0000" + std::to_string(l + 1) + "-of-0000" + std::to_string(layers + 1) + ".safetensors";
-      awq::io::SafetensorsWriter w;
-      std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);
-      std::string prefix = Llama::block_prefix(l);
-      if (l == layers) specs = {{Llama::embed_name, {c.vocab, c.hidden}}, {Llama::final_norm_name, {c.hidden}}}, prefix = "";
-      for (const auto& t : specs) {
-        w.add_typed(prefix + t.name, "F32", t.shape, f.src.load(prefix + t.name, t.shape));
-        index["weight_map"][prefix + t.name] = shard;
-      }
-      w.write((dir / shard).string());
-    }
-    std::ofstream(dir / "model.safetensors.index.json") << index.dump();
-    auto cfg = awq_example::hf_config_json(c, f.src.gguf());
-    cfg["num_hidden_layers"] = layers;
-    std::ofstream(dir / "config.json") << cfg.dump(2);
-    std::ofstream(dir / "tokenizer.json") << awq_example::tokenizer_json(f.src.gguf()).dump();
-
+    awq_example::write_gguf_as_hf(f.src, dir.string(), layers);
     const auto hf = awq::model::HfSource::open(dir.string());
     CHECK(hf.config().tied_embeddings);
     CHECK(hf.config().rope_theta == c.rope_theta);

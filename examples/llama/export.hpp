@@ -12,13 +12,16 @@
 #include <awq/io/atomic_file.hpp>
 #include <awq/io/gguf.hpp>
 #include <awq/io/safetensors_sharded.hpp>
+#include <awq/model/arch/llama.hpp>
 #include <awq/model/pipeline.hpp>
+#include <awq/model/source.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <Eigen/Core>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -193,5 +196,35 @@ class HfExport {
   int blocks_ = 0;
   bool done_ = false;
 };
+
+/// Writes the first `layers` blocks of a GGUF Llama model as a Hugging Face directory: fp32
+/// safetensors in HF q/k order (GgufSource undoes llama.cpp's permutation), one shard per block
+/// plus one for the embedding and final norm (tied embeddings), the index, config.json and
+/// tokenizer.json. For checks that the two readers give one model.
+inline void write_gguf_as_hf(const awq::model::GgufSource& src, const std::string& dir, int layers) {
+  using awq::model::Llama;
+  namespace fs = std::filesystem;
+  const auto& c = src.config();
+  fs::create_directories(dir);
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  for (int l = 0; l <= layers; ++l) {
+    const std::string shard = "model-" + std::to_string(100001 + l).substr(1) + "-of-" + std::to_string(100001 + layers).substr(1) +
+                              ".safetensors";
+    awq::io::SafetensorsWriter w;
+    std::vector<awq::model::TensorSpec> specs = Llama::block_tensors(c);
+    std::string prefix = Llama::block_prefix(l);
+    if (l == layers) specs = {{Llama::embed_name, {c.vocab, c.hidden}}, {Llama::final_norm_name, {c.hidden}}}, prefix = "";
+    for (const auto& t : specs) {
+      w.add_typed(prefix + t.name, "F32", t.shape, src.load(prefix + t.name, t.shape));
+      index["weight_map"][prefix + t.name] = shard;
+    }
+    w.write((fs::path(dir) / shard).string());
+  }
+  std::ofstream(fs::path(dir) / "model.safetensors.index.json") << index.dump();
+  auto cfg = hf_config_json(c, src.gguf());
+  cfg["num_hidden_layers"] = layers;
+  std::ofstream(fs::path(dir) / "config.json") << cfg.dump(2);
+  std::ofstream(fs::path(dir) / "tokenizer.json") << tokenizer_json(src.gguf()).dump();
+}
 
 }  // namespace awq_example

@@ -173,6 +173,13 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   return worst;  // <= 1 passes
 }
 
+// Whether the Hopper kernel can run here; says why not when it cannot.
+bool hopper_kernel_runs() {
+  if (awq::cuda::detail::tiled_wgmma_available()) return true;
+  MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the Hopper kernel is not run");
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("w4a16 GEMV equals the float64 reference (M 1..8, groups 32/64/128, tails, bias)") {
@@ -319,10 +326,7 @@ TEST_CASE("w4a16 tiled Hopper plans that end on narrower blocks equal the float6
   // Plans made for small slot counts, so that the 2- and 3-strip tail blocks (their other
   // warpgroups idle) run on any Hopper device: tails in M, N, K; 64- and 128-token blocks.
   using namespace awq::cuda::detail;
-  if (!tiled_wgmma_available()) {
-    MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the Hopper kernel is not run");
-    return;
-  }
+  if (!hopper_kernel_runs()) return;
   std::uint64_t seed = 900;
   int runs = 0, widths = 0;
   for (const Case c : {Case{256, 512, 1032, 128}, Case{200, 640, 2056, 64}, Case{60, 1024, 1544, 32}, Case{130, 4160, 776, 64}}) {
@@ -398,10 +402,7 @@ TEST_CASE("w4a16 tiled Hopper kernel, fp16 and bf16, every form: the shapes whos
 
 TEST_CASE("w4a16 tiled Hopper kernel from a second translation unit: each copy of a kernel launches (fp16 and bf16)") {
   using namespace awq::cuda::detail;
-  if (!tiled_wgmma_available()) {
-    MESSAGE("no compute capability 9.0 device or no sm_90a code in this build: the Hopper kernel is not run");
-    return;
-  }
+  if (!hopper_kernel_runs()) return;
   // The products alternate between this translation unit and test_cuda_w4a16_tu.cu, bf16 there first.
   std::uint64_t seed = 3300;
   auto second = [](const auto& ta) { awq_test::second_tu_matmul(ta); };

@@ -16,8 +16,8 @@ gpu_info
 if [ ! -x "$bin/gen_tests" ]; then
   t0=$(date +%s)
   cxx=(-std=c++17 -O2 -DNDEBUG -Iinclude -Iexamples -Itests -I"$deps" -I"$deps/eigen3" -pthread)
-  nvcc "${flags[@]}" -DNDEBUG tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_generate.cu -lcublas -o "$bin/gen_tests" &
-  nvcc "${flags[@]}" -DNDEBUG bench/bench_generate_gpu.cu -lcublas -o "$bin/bench_generate_gpu" &
+  nvcc "${flags[@]}" -DNDEBUG tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_generate.cu -lcublas -lcusolver -o "$bin/gen_tests" &
+  nvcc "${flags[@]}" -DNDEBUG bench/bench_generate_gpu.cu -lcublas -lcusolver -o "$bin/bench_generate_gpu" &
   build_tool "$bin" &
   g++ "${cxx[@]}" tests/cli/tiny_llama_gguf.cpp -o "$bin/tiny_llama_gguf" &
   wait

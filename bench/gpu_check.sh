@@ -16,7 +16,7 @@ for f in tests/cuda/test_cuda_*.cu; do
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-nvcc "${flags[@]}" build-gpu/test_cuda_*.o -lcublas -o "$bin"
+nvcc "${flags[@]}" build-gpu/test_cuda_*.o -lcublas -lcusolver -o "$bin"
 echo "build: $(( $(date +%s) - t0 )) s"
 "$bin" 2>&1 | tail -4 | tee "$out/cuda_tests.log"
 "$bin" -tc='*model*' 2>&1 | tail -3

@@ -13,5 +13,5 @@ build_tool() {
   nvcc "${flags[@]}" -DNDEBUG -c examples/llama/generate_cuda.cu -o "$1/generate_cuda.o" &
   wait
   g++ "${cxx[@]}" -DAWQ_LLAMA_CUDA=1 -I/usr/local/cuda/include examples/awq_llama.cpp "$1/job_cuda.o" "$1/generate_cuda.o" \
-    -L/usr/local/cuda/lib64 -lcublas -lcudart -o "$1/awq_llama_cuda"
+    -L/usr/local/cuda/lib64 -lcublas -lcusolver -lcudart -o "$1/awq_llama_cuda"
 }

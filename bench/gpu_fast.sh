@@ -10,11 +10,13 @@
 #            synthetic 7B-shaped checkpoint (SYNTH=0 skips it);
 #   stage s: one call, no model to carry: the synthetic 7B alone (and the CUDA tests) from binaries
 #            built here — see the stage's comment. MATHS="fp16 tf32" runs the job once per --math,
-#            MODES="reference improved" once per --mode (default: the tool's defaults);
+#            MODES="reference improved" once per --mode (default: the tool's defaults); TESTS=0 skips
+#            the tests (a second run of the stage on a warm machine); TOOL_XZ names another binary;
 #   stage m: right after stage s (the machine still warm), carry [".carry-m"] holding gguf.part01
 #            and the texts (stage s copied .carry-me/gguf.part00 when it was there): the SmolLM2
 #            job with --backend cuda once per MODES, then the α of the first 4 blocks on cuda
-#            (--math fp32) and on the CPU backend, same options, compared group by group.
+#            (--math fp32) and on the CPU backend, same options, compared group by group; with
+#            gguf_to_hf.xz there, the GGUF against the same weights as an HF directory on cuda.
 set -euo pipefail
 stage=${1:?stage: a or b}
 source bench/gpu_env.sh
@@ -83,8 +85,8 @@ s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] hold
   mkdir -p build-gpu
   gpu_info
   unpack $c
-  xz -dc $c/awq_llama_cuda.xz > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
-  cuda_tests $c
+  xz -dc "${TOOL_XZ:-$c/awq_llama_cuda.xz}" > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
+  [ "${TESTS:-1}" = 0 ] || cuda_tests $c
   [ -f $c/gguf.part00 ] && mkdir -p build-gpu/data && cp $c/gguf.part00 build-gpu/data/
   [ "${SYNTH:-1}" = 0 ] || synth $c/tokenizer.json $c/handbook-calib.txt
   ;;
@@ -110,6 +112,23 @@ m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-ca
   "${job[@]}" "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
   echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
   alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
+  # The same weights as a Hugging Face fp32 directory (bench/gguf_to_hf, carried as gguf_to_hf.xz):
+  # the tool on cuda gives the GGUF's α and perplexities (issue 22).
+  if [ -f $c/gguf_to_hf.xz ]; then
+    xz -dc $c/gguf_to_hf.xz > build-gpu/gguf_to_hf && chmod +x build-gpu/gguf_to_hf
+    rm -rf build-gpu/smol_hf && build-gpu/gguf_to_hf build-gpu/data/model.gguf build-gpu/smol_hf
+    same=(--calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt --backend cuda --configs w4g64,w3g64)
+    build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf "${same[@]}" --report "$out/gguf_cuda.json" >/dev/null 2>&1
+    build-gpu/awq_llama_cuda --model build-gpu/smol_hf "${same[@]}" --report "$out/hf_cuda.json" >/dev/null 2>&1
+    alphas "$out/gguf_cuda.json" "$out/hf_cuda.json"
+    python3 - "$out/gguf_cuda.json" "$out/hf_cuda.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f))["configs"] for f in sys.argv[1:3])
+for x, y in zip(a, b):
+    for k in ("ppl_fp", "ppl_rtn", "ppl_awq"):
+        print(f"{x['config']} {k}: GGUF {x[k]:.6f} HF {y[k]:.6f} relative difference {abs(x[k] - y[k]) / x[k]:.2e}")
+PY
+  fi
   cuda_tests $c
   ;;
 a)
@@ -117,7 +136,7 @@ a)
   mkdir -p build-gpu/data .deps && cp build-carry/a/gguf.part00 build-gpu/data/ && tar -C .deps -xJf build-carry/a/deps.tar.xz
   t0=$(date +%s)
   [ "${TESTS:-1}" = 0 ] || nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu \
-    tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/model_tests 2>"$out/build_tests.log" &
+    tests/cuda/test_cuda_model.cu -lcublas -lcusolver -o build-gpu/model_tests 2>"$out/build_tests.log" &
   build_tool build-gpu 2>"$out/build_llama_cuda.log" &
   wait
   echo "build: $(( $(date +%s) - t0 )) s"

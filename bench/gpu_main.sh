@@ -26,7 +26,7 @@ a)
   t0=$(date +%s)
   if [ "${TESTS:-1}" = 1 ]; then
   nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \
-    tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+    tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu tests/cuda/test_cuda_model.cu -lcublas -lcusolver -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
   fi
   cxx=(-std=c++17 -O3 -DNDEBUG -Iinclude -Iexamples -I"$deps" -I"$deps/eigen3" -pthread)
   build_tool build-gpu 2>"$out/build_llama_cuda.log" &

@@ -11,8 +11,8 @@ lscpu | grep -E "Model name|^CPU\\(s\\)" || true
 t0=$(date +%s)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
 nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu \
-  tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu tests/cuda/test_cuda_model.cu -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
-nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
+  tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu tests/cuda/test_cuda_model.cu -lcublas -lcusolver -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -lcusolver -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
 wait
 fi
 echo "build: $(( $(date +%s) - t0 )) s"

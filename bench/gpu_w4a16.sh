@@ -10,9 +10,9 @@ gpu_info
 t0=$(date +%s)
 if [ "${W4A16_ONLY:-0}" = 1 ]; then tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu); else
   tests=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_search.cu); fi
-nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${tests[@]}" -lcublas -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
-nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build_bench_w4a16.log" &
-[ "${WITH_SEARCH:-1}" = 1 ] && nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
+nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${tests[@]}" -lcublas -lcusolver -o build-gpu/awq_cuda_tests 2>"$out/build_tests.log" &
+nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -lcusolver -o build-gpu/bench_w4a16 2>"$out/build_bench_w4a16.log" &
+[ "${WITH_SEARCH:-1}" = 1 ] && nvcc "${flags[@]}" bench/bench_search_cuda.cu -lcublas -lcusolver -o build-gpu/bench_search_cuda 2>"$out/build_bench.log" &
 wait
 echo "build: $(( $(date +%s) - t0 )) s"
 build-gpu/awq_cuda_tests 2>&1 | tail -30 | tee "$out/cuda_tests.log"

@@ -4,7 +4,7 @@
 # usage (device machine, repo root, .deps carried): bash bench/ncu_tiled.sh [M...]
 set -euo pipefail
 source bench/gpu_env.sh
-nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 2>"$out/build.log" || { tail -20 "$out/build.log"; exit 1; }
+nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -lcusolver -o build-gpu/bench_w4a16 2>"$out/build.log" || { tail -20 "$out/build.log"; exit 1; }
 for m in "${@:-1}"; do
   ncu -k regex:w4a16_tiled_kernel --launch-skip 4200 -c 1 --section SpeedOfLight --section Occupancy --section SchedulerStats \
       --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" build-gpu/bench_w4a16 "$m" > "$out/ncu_$m.txt" 2>&1 || true

@@ -23,9 +23,9 @@ test_sources=(tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_w4a16.cu)
 [ "${ALL_TESTS:-0}" = 1 ] && test_sources+=(tests/cuda/test_cuda_quantize.cu tests/cuda/test_cuda_search.cu)
 if [ "${BUILD:-1}" = 1 ]; then
   t0=$SECONDS
-  nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${test_sources[@]}" -lcublas \
+  nvcc "${flags[@]}" -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" "${test_sources[@]}" -lcublas -lcusolver \
     -o build-gpu/awq_cuda_tests > "$out/build_awq_cuda_tests.log" 2>&1 || echo "build awq_cuda_tests FAILED" &
-  nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -o build-gpu/bench_w4a16 > "$out/build_bench.log" 2>&1 || echo "build bench FAILED" &
+  nvcc "${flags[@]}" bench/bench_w4a16.cu -lcublas -lcusolver -o build-gpu/bench_w4a16 > "$out/build_bench.log" 2>&1 || echo "build bench FAILED" &
   wait
   echo "build: $((SECONDS - t0)) s"
 fi

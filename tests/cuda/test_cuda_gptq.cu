@@ -1,6 +1,6 @@
 // GPTQ's error feedback with backend::cuda: the Gram product on the device against the host's, the
-// feedback from either Hessian, and the driver's gptq mode against backend::cpu's (the feedback
-// itself is the same host code on both backends; only the Hessian's float rounding differs).
+// device factor and feedback (awq/gptq.cuh) against the host's (awq/gptq.hpp), their errors, and
+// the driver's gptq mode against backend::cpu's.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "awq/gptq.cuh"
 #include "awq/gptq.hpp"
 #include "awq/model/arch/llama.cuh"
 #include "awq/model/hf_source.hpp"
@@ -47,6 +48,137 @@ TEST_CASE("model on cuda: gram on the device is the host's; the feedback from ei
   for (std::size_t i = 0; i < qc.codes.size(); ++i) diff += qc.codes[i] != qg.codes[i];
   MESSAGE(diff << " of " << qc.codes.size() << " codes differ");
   CHECK(diff * 100 <= static_cast<long>(qc.codes.size()));
+}
+
+namespace {
+
+// The Hessian XᵀX (on the host, float) of a random input with outlier channels and one dead channel.
+std::vector<float> hessian(index_t t, index_t k, std::uint64_t seed, index_t dead) {
+  const auto xd = awq_test::random_weights(t, k, awq_test::Dist::outliers, seed, 1.0);
+  std::vector<float> x(xd.begin(), xd.end()), h(static_cast<std::size_t>(k * k));
+  for (index_t r = 0; r < t; ++r) x[static_cast<std::size_t>(r * k + dead)] = 0;
+  bc::cpu::gram(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major(h.data(), k, k));
+  return h;
+}
+
+// The layer's output error ||X (W − Ŵ)ᵀ||², as the quadratic form of H = XᵀX.
+double output_error(const std::vector<float>& h, const std::vector<float>& w, const std::vector<float>& wq, index_t n, index_t k) {
+  double e = 0;
+  std::vector<double> d(static_cast<std::size_t>(k));
+  for (index_t r = 0; r < n; ++r) {
+    for (index_t i = 0; i < k; ++i) d[static_cast<std::size_t>(i)] = double(w[static_cast<std::size_t>(r * k + i)]) - wq[static_cast<std::size_t>(r * k + i)];
+    for (index_t i = 0; i < k; ++i)
+      for (index_t j = 0; j < k; ++j) e += d[static_cast<std::size_t>(i)] * h[static_cast<std::size_t>(i * k + j)] * d[static_cast<std::size_t>(j)];
+  }
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("gptq on cuda: the device factor is the host's") {
+  for (const index_t k : {64, 330}) {
+    const std::vector<float> h = hessian(3 * k, k, 51 + static_cast<std::uint64_t>(k), 7);
+    const awq::GptqFactor host(awq::make_row_major<const float>(h.data(), k, k));
+    const awq::cuda::DeviceBuffer<float> hd(h);
+    const awq::cuda::GptqFactor dev(awq::make_row_major<const float>(hd.data(), k, k));
+    REQUIRE(dev.size() == k);
+    std::vector<double> u(static_cast<std::size_t>(k * k));
+    awq::cuda::check(cudaMemcpy(u.data(), dev.upper(), u.size() * sizeof(double), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    double worst = 0, scale = 0, lower = 0;
+    for (index_t i = 0; i < k; ++i)
+      for (index_t j = 0; j < k; ++j) {
+        const double a = u[static_cast<std::size_t>(i * k + j)], b = host.upper()(i, j);
+        worst = std::max(worst, std::fabs(a - b));
+        scale = std::max(scale, std::fabs(b));
+        if (j < i) lower = std::max(lower, std::fabs(a));
+      }
+    MESSAGE("K = " << k << ": device factor vs host, max |difference| / max |U| " << worst / scale);
+    CHECK(worst / scale < 1e-10);
+    CHECK(lower == 0);
+  }
+}
+
+TEST_CASE("gptq on cuda: the device feedback gives the host's codes, scales and output error") {
+  const index_t n = 96, k = 320;  // two blocks of 128 and a partial one
+  const std::vector<float> h = hessian(1000, k, 61, 11);
+  const awq::GptqFactor host_f(awq::make_row_major<const float>(h.data(), k, k));
+  const awq::cuda::DeviceBuffer<float> hd(h);
+  const awq::cuda::GptqFactor dev_f(awq::make_row_major<const float>(hd.data(), k, k));
+  const auto wd = awq_test::random_weights(n, k, awq_test::Dist::student_t3, 62, 1.0);
+  const std::vector<float> w(wd.begin(), wd.end());
+  for (const awq::QuantSpec spec : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 32, false}, awq::QuantSpec{4, awq::kPerChannel, true}})
+    for (const bool static_groups : {true, false}) {
+      CAPTURE(spec.bits);
+      CAPTURE(spec.group_size);  // per channel: a group longer than the block of 128
+      CAPTURE(static_groups);
+      awq::GptqOptions opt;
+      opt.static_groups = static_groups;
+      const index_t g = spec.group_for(k), ng = k / g;
+      std::vector<float> wh = w;
+      const auto qh = awq::model::finalize_linear_gptq(awq::make_row_major(wh.data(), n, k), spec, host_f, opt);
+      awq::cuda::DeviceBuffer<float> wdev(w);
+      awq::cuda::DeviceBuffer<std::uint8_t> codes(std::vector<std::uint8_t>(static_cast<std::size_t>(n * k), 0xff)),
+          zeros(std::vector<std::uint8_t>(static_cast<std::size_t>(n * ng), 0xff));
+      awq::cuda::DeviceBuffer<__half> scales(std::vector<__half>(static_cast<std::size_t>(n * ng), __float2half(std::nanf(""))));
+      awq::cuda::gptq_quantize(spec, awq::make_row_major(wdev.data(), n, k), dev_f, opt, codes.data(), scales.data(), zeros.data());
+      const std::vector<std::uint8_t> c = codes.download(), z = zeros.download();
+      const std::vector<__half> s = scales.download();
+      const std::vector<float> wg = wdev.download();
+      long code_diff = 0, scale_diff = 0;
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        REQUIRE(c[i] < (1u << spec.bits));
+        code_diff += c[i] != qh.codes[i];
+      }
+      for (std::size_t i = 0; i < s.size(); ++i) {
+        REQUIRE(std::isfinite(__half2float(s[i])));
+        scale_diff += __half2float(s[i]) != static_cast<float>(qh.scales[i]) || z[i] != qh.zeros[i];
+      }
+      // The dequantized weights: (code − zero) · scale, as exported.
+      for (index_t r = 0; r < n; ++r)
+        for (index_t i = 0; i < k; ++i) {
+          const auto e = static_cast<std::size_t>(r * k + i), gi = static_cast<std::size_t>(r * ng + i / g);
+          REQUIRE(wg[e] == (static_cast<float>(c[e]) - static_cast<float>(z[gi])) * __half2float(s[gi]));
+        }
+      const double eh = output_error(h, w, wh, n, k), eg = output_error(h, w, wg, n, k);
+      MESSAGE(code_diff << " of " << c.size() << " codes and " << scale_diff << " of " << s.size()
+                        << " groups differ; output error device / host " << eg / eh);
+      CHECK(code_diff * 200 <= static_cast<long>(c.size()));  // ≤ 0.5 %
+      if (static_groups) CHECK(scale_diff == 0);
+      else CHECK(scale_diff * 50 <= static_cast<long>(s.size()));
+      CHECK(std::fabs(eg / eh - 1) < 1e-2);
+    }
+}
+
+TEST_CASE("gptq on cuda: bad input") {
+  const index_t k = 64;
+  std::vector<float> h = hessian(200, k, 71, 3);
+  h[static_cast<std::size_t>(5 * k + 9)] = std::nanf("");
+  awq::cuda::DeviceBuffer<float> hd(h);
+  CHECK_THROWS_WITH_AS(awq::cuda::GptqFactor(awq::make_row_major<const float>(hd.data(), k, k)),
+                       doctest::Contains("non-finite Hessian value at (5, 9)"), awq::Error);
+  h = hessian(200, k, 71, 3);
+  h[static_cast<std::size_t>(4 * k + 4)] = -1;
+  hd.upload(h.data(), h.size());
+  CHECK_THROWS_WITH_AS(awq::cuda::GptqFactor(awq::make_row_major<const float>(hd.data(), k, k)),
+                       doctest::Contains("diagonal value -1 at 4 is negative"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::GptqFactor(awq::make_row_major<const float>(hd.data(), k, k / 2)),
+                       doctest::Contains("the Hessian is 64x32"), awq::Error);
+  h = hessian(200, k, 71, 3);
+  hd.upload(h.data(), h.size());
+  const awq::cuda::GptqFactor f(awq::make_row_major<const float>(hd.data(), k, k));
+  const auto wd = awq_test::random_weights(8, k, awq_test::Dist::normal, 72, 1.0);
+  std::vector<float> w(wd.begin(), wd.end());
+  w[static_cast<std::size_t>(3 * k + 40)] = INFINITY;
+  awq::cuda::DeviceBuffer<float> wdev(w);
+  awq::cuda::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(8 * k)), zeros(8);
+  awq::cuda::DeviceBuffer<__half> scales(8);
+  const awq::QuantSpec spec{4, 64, true};
+  CHECK_THROWS_WITH_AS(awq::cuda::gptq_quantize(spec, awq::make_row_major(wdev.data(), 8, k), f, {}, codes.data(), scales.data(), zeros.data()),
+                       doctest::Contains("non-finite weight at row 3, column 40 (group 0)"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::gptq_quantize(spec, awq::make_row_major(wdev.data(), 4, k / 2), f, {}, codes.data(), scales.data(), zeros.data()),
+                       doctest::Contains("group_size 64 does not divide in_features 32"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::gptq_quantize({4, 32, true}, awq::make_row_major(wdev.data(), 4, k / 2), f, {}, codes.data(), scales.data(), zeros.data()),
+                       doctest::Contains("the factor is for 64 columns but the weight has 32"), awq::Error);
 }
 
 TEST_CASE("model on cuda: the driver's gptq mode gives the CPU backend's streams on a Qwen2 checkpoint") {

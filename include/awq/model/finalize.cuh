@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "awq/backend/cuda.cuh"
+#include "awq/gptq.cuh"
 #include "awq/kernels/cuda/pseudo_quantize.cuh"
 #include "awq/kernels/cuda/w4a16_linear.cuh"
 #include "awq/model/finalize.hpp"
@@ -94,21 +95,50 @@ struct Finalize<backend::cuda> {
     cu::check(cudaGetLastError(), "finalize_kernel launch");
     unsigned long long first_bad = none;
     cu::check(cudaMemcpyAsync(&first_bad, bad.data(), sizeof first_bad, cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
-    q.codes.resize(static_cast<std::size_t>(q.out * q.in));
-    q.zeros.resize(static_cast<std::size_t>(n_groups));
-    std::vector<__half> s16(static_cast<std::size_t>(n_groups));
-    cu::check(cudaMemcpyAsync(q.codes.data(), codes.data(), q.codes.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
-    cu::check(cudaMemcpyAsync(q.zeros.data(), zeros.data(), q.zeros.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
-    cu::check(cudaMemcpyAsync(s16.data(), scales.data(), s16.size() * sizeof(__half), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
-    cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
+    download(codes, zeros, scales, q);  // synchronizes
     if (first_bad != none) {
       const auto idx = static_cast<index_t>(first_bad);
       throw Error(detail::concat(fn, ": non-finite weight at row ", idx / q.in, ", column ", idx % q.in, " (group ", (idx % q.in) / g, ")"));
     }
+    return q;
+  }
+
+  using Factor = ::awq::cuda::GptqFactor;  ///< the Hessian's factor, in device memory
+  /// cuda::GptqFactor(h, damp), h in device memory.
+  static Factor factor(const MatrixView<const float>& h, double damp) { return Factor(h, damp); }
+  /// finalize_linear_gptq(w, spec, f, opt) on the device (cuda::gptq_quantize).
+  static QuantizedLinear gptq(const MatrixView<float>& w, const QuantSpec& spec, const Factor& f, const GptqOptions& opt) {
+    namespace cu = ::awq::cuda;
+    QuantizedLinear q;
+    q.out = w.rows();
+    q.in = w.cols();
+    q.groups = q.in / spec.group_for(q.in);
+    const auto n_groups = static_cast<std::size_t>(q.out * q.groups);
+    cu::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(q.out * q.in)), zeros(n_groups);
+    cu::DeviceBuffer<__half> scales(n_groups);
+    cu::gptq_quantize(spec, w, f, opt, codes.data(), scales.data(), zeros.data());
+    download(codes, zeros, scales, q);
+    return q;
+  }
+
+ private:
+  // The device codes, zeros and fp16 scales into q's host vectors (q.out, q.in, q.groups set).
+  static void download(const ::awq::cuda::DeviceBuffer<std::uint8_t>& codes, const ::awq::cuda::DeviceBuffer<std::uint8_t>& zeros,
+                       const ::awq::cuda::DeviceBuffer<__half>& scales, QuantizedLinear& q) {
+    namespace cu = ::awq::cuda;
+    cudaStream_t st = backend::cuda::stream();
+    q.codes.resize(static_cast<std::size_t>(q.out * q.in));
+    q.zeros.resize(static_cast<std::size_t>(q.out * q.groups));
+    std::vector<__half> s16(q.zeros.size());
+    if (!q.codes.empty()) cu::check(cudaMemcpyAsync(q.codes.data(), codes.data(), q.codes.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    if (!q.zeros.empty()) {
+      cu::check(cudaMemcpyAsync(q.zeros.data(), zeros.data(), q.zeros.size(), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+      cu::check(cudaMemcpyAsync(s16.data(), scales.data(), s16.size() * sizeof(__half), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
+    }
+    cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
     q.scales.resize(s16.size());
     static_assert(sizeof(Eigen::half) == sizeof(__half), "fp16 is two bytes on both sides");
-    std::memcpy(q.scales.data(), s16.data(), s16.size() * sizeof(__half));
-    return q;
+    if (!s16.empty()) std::memcpy(q.scales.data(), s16.data(), s16.size() * sizeof(__half));
   }
 };
 

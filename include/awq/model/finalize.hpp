@@ -108,16 +108,25 @@ inline AwqGemmPacked pack_awq_gemm(const QuantizedLinear& q, int bits) {
 
 /// \brief finalize_linear where the weight lives: `Finalize<Backend>::run(w, spec)` with `w` in
 ///        the backend's memory, replaced there by its dequantized value; the codes, zeros and
-///        scales come back to the host. Declared only: backend::cpu is below, backend::cuda in
-///        awq/model/finalize.cuh, so a missing include fails to compile instead of mixing definitions.
+///        scales come back to the host. With GPTQ's feedback: `Finalize<Backend>::factor(h, damp)`
+///        from a Hessian in the backend's memory, then `Finalize<Backend>::gptq(w, spec, factor,
+///        opt)`. Declared only: backend::cpu is below, backend::cuda in awq/model/finalize.cuh, so a
+///        missing include fails to compile instead of mixing definitions.
 template <class Backend>
 struct Finalize;
 
-/// \brief On the host: finalize_linear itself.
+/// \brief On the host: finalize_linear and finalize_linear_gptq themselves.
 template <>
 struct Finalize<backend::cpu> {
+  using Factor = GptqFactor;  ///< the Hessian's factor
   /// finalize_linear(w, spec).
   static QuantizedLinear run(const MatrixView<float>& w, const QuantSpec& spec) { return finalize_linear(w, spec); }
+  /// GptqFactor(h, damp).
+  static Factor factor(const MatrixView<const float>& h, double damp) { return GptqFactor(h, damp); }
+  /// finalize_linear_gptq(w, spec, f, opt).
+  static QuantizedLinear gptq(const MatrixView<float>& w, const QuantSpec& spec, const Factor& f, const GptqOptions& opt) {
+    return finalize_linear_gptq(w, spec, f, opt);
+  }
 };
 
 /// \brief The backend's quantized-weight product for a finalized linear: `KernelLinear<Backend>::

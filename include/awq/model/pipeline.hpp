@@ -151,14 +151,14 @@ std::map<std::string, int> linear_inputs(const ModelConfig& c) {
 }
 
 /// \brief finalize_block with GPTQ's error feedback (awq/gptq.hpp): the Hessian XᵀX of each
-///        captured input `in` (as search_block left it: scaled) on the backend, its factor and the
-///        feedback on the host (both backends), the dequantized weights back to the backend.
+///        captured input `in` (as search_block left it: scaled), its factor and the feedback, all
+///        where the block lives (Finalize<Backend>).
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c, Block<Backend>& blk,
                                                            const std::vector<Tensor<Backend>>& in, const QuantSpec& spec,
                                                            const GptqOptions& opt) {
   const auto inputs = linear_inputs<Arch>(c);
-  std::map<int, GptqFactor> factors;
+  std::map<int, typename Finalize<Backend>::Factor> factors;
   std::map<std::string, QuantizedLinear> out;
   for (const auto& l : Arch::linears(c)) {
     const int slot = inputs.at(l);
@@ -168,14 +168,9 @@ std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c,
       const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
       typename Backend::template buffer<float> h(static_cast<std::size_t>(x.cols * x.cols));
       Backend::gram(MatrixView<const float>(x.matrix()), make_row_major(h.data(), x.cols, x.cols));
-      std::vector<float> hh(h.size());
-      Backend::download(h.data(), hh.size(), hh.data());
-      factors.emplace(slot, GptqFactor(make_row_major<const float>(hh.data(), x.cols, x.cols), opt.damp));
+      factors.emplace(slot, Finalize<Backend>::factor(make_row_major<const float>(h.data(), x.cols, x.cols), opt.damp));
     }
-    Tensor<Backend>& t = blk.at(l + ".weight");
-    std::vector<float> w = blk.host(l + ".weight");
-    out[l] = finalize_linear_gptq(make_row_major(w.data(), t.rows, t.cols), spec, factors.at(slot), opt);
-    t.data = Backend::upload(w.data(), w.size());
+    out[l] = Finalize<Backend>::gptq(blk.at(l + ".weight").matrix(), spec, factors.at(slot), opt);
   }
   return out;
 }

@@ -105,11 +105,12 @@ m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-ca
       grep --line-buffered -v "eta" | grep -v "^$" | tail -8 | tee "$out/smollm_cuda_$mode.log"
     echo "SmolLM2 job, --mode $mode, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   done
-  # α of the first 4 blocks: cuda at fp32 products against the CPU backend, the same options.
-  quick=(--layers 4 --configs w4g64,w3g64 --search-seqs 4 --eval-tokens 0 --mode reference)
-  "${job[@]}" "${quick[@]}" --backend cuda --math fp32 --report "$out/alpha_cuda.json" >/dev/null 2>&1
+  # α of the first 4 blocks: cuda at fp32 products against the CPU backend, the same options (no
+  # evaluation text: the tool refuses one with --eval-tokens 0).
+  quick=("${job[@]:0:5}" --layers 4 --configs w4g64,w3g64 --search-seqs 4 --eval-tokens 0 --mode reference)
+  "${quick[@]}" --backend cuda --math fp32 --report "$out/alpha_cuda.json" >/dev/null 2>&1
   t0=$(date +%s%N)
-  "${job[@]}" "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
+  "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
   echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
   alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
   # The same weights as a Hugging Face fp32 directory (bench/gguf_to_hf, carried as gguf_to_hf.xz):

@@ -12,10 +12,12 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace awq::detail {
 
@@ -44,20 +46,45 @@ class SerialWorker {
   std::future<std::invoke_result_t<F&>> submit(F f) {
     using R = std::invoke_result_t<F&>;
     if (!thread_.joinable()) return std::async(std::launch::deferred, std::move(f));
-    auto task = std::make_shared<std::packaged_task<R()>>(std::move(f));
-    std::future<R> result = task->get_future();
+    release_done();
+    auto promise = std::make_shared<std::promise<R>>();
+    std::future<R> result = promise->get_future();
+    Task task;
+    task.run = [f = std::move(f), p = promise.get()]() mutable {
+      try {
+        if constexpr (std::is_void_v<R>) {
+          f();
+          p->set_value();
+        } else {
+          p->set_value(f());
+        }
+      } catch (...) {
+        p->set_exception(std::current_exception());
+      }
+    };
+    task.promise = std::move(promise);
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      queue_.emplace_back([task] { (*task)(); });
+      queue_.push_back(std::move(task));
     }
     wake_.notify_one();
     return result;
   }
 
  private:
+  /// The callable runs and is destroyed on the worker (its captures are the worker's to free);
+  /// the promise, and with it any exception the future carries, is released on the owner's
+  /// thread. The last reference to an exception is then dropped by the thread that read it,
+  /// after the worker's last touch of it: libstdc++ counts those references where ThreadSanitizer
+  /// cannot see, so a release on the worker would be reported as a race with the reader.
+  struct Task {
+    std::function<void()> run;
+    std::shared_ptr<void> promise;
+  };
+
   void run() {
     for (;;) {
-      std::function<void()> next;
+      Task next;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
@@ -65,13 +92,23 @@ class SerialWorker {
         next = std::move(queue_.front());
         queue_.pop_front();
       }
-      next();  // a packaged_task: its exception goes to its future
+      next.run();
+      next.run = nullptr;
+      const std::lock_guard<std::mutex> lock(mutex_);
+      done_.push_back(std::move(next.promise));
     }
+  }
+
+  void release_done() {
+    std::vector<std::shared_ptr<void>> done;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    done.swap(done_);
   }
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::function<void()>> queue_;
+  std::deque<Task> queue_;
+  std::vector<std::shared_ptr<void>> done_;  // fulfilled promises, released by the owner
   bool stop_ = false;
   std::thread thread_;  // last: started after the members it uses
 };

@@ -52,6 +52,7 @@ int main(int argc, char** argv) try {
   job.layers = a.layers;
   if (a.shard_bytes) job.shard_bytes = a.shard_bytes;
   job.mode = a.mode;
+  job.gptq_damp = a.gptq_damp;
 #ifdef AWQ_LLAMA_CUDA
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
 #endif

@@ -166,6 +166,8 @@ TEST_CASE("awq_llama's parser: help, defaults, ranges and messages that name the
   CHECK(!d.search_seqs_given);
   CHECK(d.threads == 0);
   CHECK(d.layers == -1);
+  CHECK(d.gptq_damp == awq::model::SearchMode{}.gptq_damp);
+  CHECK(parse(required({"--gptq-damp", "0.1"})).gptq_damp == 0.1);
   const auto s = parse(required({"--seq-len=128", "--eval-tokens", "256", "--calib-seqs", "8", "--search-seqs", "0", "--duo",
                                  "--layers", "2", "--threads", "1"}));
   CHECK(s.seq_len == 128);
@@ -198,6 +200,9 @@ TEST_CASE("awq_llama's parser: help, defaults, ranges and messages that name the
   fails(required({"--calib-seqs", "4", "--search-seqs", "5"}), "--search-seqs 5 is more than --calib-seqs 4");
   fails(required({"--layers", "0"}), "--layers: 0 is out of range");
   fails(required({"--threads", "-1"}), "--threads: -1 is out of range");
+  fails(required({"--gptq-damp", "0"}), "--gptq-damp: 0 is out of range (accepted: a number with 0 < D <= 100)");
+  fails(required({"--gptq-damp", "101"}), "--gptq-damp: 101 is out of range");
+  fails(required({"--gptq-damp", "nan"}), "--gptq-damp: 'nan' is not a number");
   fails(required({"--threads", "100000"}), "--threads: 100000 is out of range (accepted: 0 (all) or 1 to");
   fails(required({"--backend", "tpu"}), "--backend: 'tpu' is not a backend (accepted: cpu, cuda)");
   fails(required({"--seq-len", "8", "--seq-len", "16"}), "--seq-len is given twice");

@@ -565,6 +565,10 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         }
       }
     }
+  // The damping reaches the feedback: 0.1 gives another result than the default (GPTQ's 0.01).
+  auto damped = awq::model::SearchMode::improved();
+  damped.gptq_damp = 0.1;
+  CHECK(error(damped, 4, 41).first != error(awq::model::SearchMode::improved(), 4, 41).first);
   CHECK_THROWS_WITH_AS(awq::model::SearchMode::parse("fast"), doctest::Contains("'fast' is not a search mode (accepted: reference, improved"),
                        awq::Error);
   // The presets and their joins.

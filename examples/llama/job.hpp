@@ -39,6 +39,7 @@ namespace awq_example {
 /// What the job needs from the command line.
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "improved";
+  double gptq_damp = awq::model::SearchMode{}.gptq_damp;
   std::vector<awq::QuantSpec> configs;
   bool duo = false, kernel_eval = false;
   std::string math = "fp32";  // backend::cuda::Math by name
@@ -129,6 +130,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     opt.block.duo_scaling = a.duo;
     opt.block.search_seqs = a.search_seqs;
     opt.block.mode = awq::model::SearchMode::parse(a.mode);
+    opt.block.mode.gptq_damp = a.gptq_damp;
     opt.layers = n_layers;
     opt.progress = bar;
     opt.kernel_eval = a.kernel_eval;
@@ -136,9 +138,18 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     if (!a.checkpoint_dir.empty()) {  // everything the per-block results depend on
       const std::string dir = a.checkpoint_dir + "/" + row.config;
       std::filesystem::create_directories(dir);
+      const auto real_text = [](double v) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.17g", v);
+        return std::string(b);
+      };
       const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
                               std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs) +
-                              (opt.block.mode.is_reference() ? std::string() : " mode=" + a.mode);
+                              (opt.block.mode.is_reference() ? std::string() : " mode=" + a.mode) +
+                              (opt.block.mode.rounding == awq::model::SearchMode::Rounding::nearest ||
+                                       a.gptq_damp == awq::model::SearchMode{}.gptq_damp
+                                   ? std::string()
+                                   : " gptq_damp=" + real_text(a.gptq_damp));
       ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
       opt.checkpoint = ck.get();
     }
@@ -209,6 +220,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["mode"] = a.mode;
+  rep["gptq_damp"] = a.gptq_damp;
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
   const auto row_json = [](const JobRow& r) {
     return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}, {"alphas", r.alphas}};

@@ -27,6 +27,10 @@ struct SearchMode {
     gptq_regroup  ///< GPTQ's error feedback, each group's scale and zero from its updated weights
   };
   Rounding rounding = Rounding::nearest;  ///< the final quantization's rounding
+  /// GPTQ's damping in the gptq roundings: λ = gptq_damp · mean(diag H) (GptqOptions::damp).
+  /// GPTQ's own 0.01 fits the calibration text's H closely; more damping pulls the codes towards
+  /// nearest rounding, trading the gain on text like the calibration's for text of another kind.
+  double gptq_damp = 0.01;
 
   /// llm-awq's semantics: the golden tests hold bit for bit.
   static SearchMode reference() { return {}; }

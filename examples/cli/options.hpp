@@ -181,8 +181,8 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 8 on cpu, all on cuda)"},
-      {"--mode", "NAME", "search: improved (sequential+gptq: more of RTN's gap recovered than the reference, on held-out "
-                         "text too), reference (llm-awq's, bit for bit), or one variant: sequential (each block calibrated on the "
+      {"--mode", "NAME", "search: improved (sequential+gptq: more of RTN's gap recovered than the reference on "
+                         "the handbook's eval split), reference (llm-awq's, bit for bit), or one variant: sequential (each block calibrated on the "
                          "quantized blocks' outputs), refine (local alpha refinement after the grid), gptq (GPTQ's error feedback in "
                          "the final rounding, scales and zeros kept), gptq-regroup (the same, group scales recomputed as it goes); "
                          "variants join with '+', e.g. sequential+refine (default improved)"},

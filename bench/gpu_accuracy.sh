@@ -10,7 +10,8 @@
 #            mostly idle), each first on the eval split saving per-block checkpoints, then on the
 #            held-out text resuming from them (no second search), and print the table.
 # Prepare the carry folders here with: bash bench/gpu_accuracy.sh prepare
-# Environment: MODES (default "reference sequential refine improved"), EVAL_LIMIT and VIM_LIMIT
+# Environment: MODES (default "reference sequential refine improved"; MODE@D runs MODE with
+# --gptq-damp D, e.g. "improved@0.01 improved@0.03 improved@0.1"), EVAL_LIMIT and VIM_LIMIT
 # (seconds per run, 420 and 150, to stay inside one 600 s call). A run cut by its limit leaves its
 # finished blocks in build-gpu/ck_<mode>: calling stage b again (e.g. MODES="refine improved")
 # resumes from them while the machine is warm.
@@ -40,11 +41,12 @@ b)
   common=(--model build-gpu/data/model.gguf --calib-text build-carry/b/handbook-calib.txt --configs w4g64,w3g64
           --calib-seqs 64 --search-seqs 64 --eval-tokens 32768 --backend cuda --threads 4)
   one() {  # mode: the eval split (searching), then the held-out text (resumed)
-    local m=$1 ck=build-gpu/ck_$1
+    local m=$1 ck=build-gpu/ck_$1 damp=()
+    [[ "$m" == *@* ]] && damp=(--gptq-damp "${m#*@}")
     for text in eval vim; do
       local f=build-carry/b/handbook-eval.txt limit=${EVAL_LIMIT:-420}
       [ "$text" = vim ] && f=build-carry/b/heldout-vim.txt limit=${VIM_LIMIT:-150}
-      timeout "$limit" build-gpu/awq_llama_cuda "${common[@]}" --eval-text "$f" --mode "$m" --checkpoint "$ck" \
+      timeout "$limit" build-gpu/awq_llama_cuda "${common[@]}" --eval-text "$f" --mode "${m%@*}" "${damp[@]}" --checkpoint "$ck" \
         --report "$out/${m}_$text.json" > "$out/${m}_$text.log" 2>&1 || echo "$m $text: exit $?"
     done
   }

@@ -538,6 +538,7 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
   };
   CHECK(awq::model::BlockOptions{}.mode.is_reference());
   CHECK_FALSE(awq::model::SearchMode::improved().is_reference());
+  double improved_w4_seed41 = 0;  // for the damping check below
   for (std::uint64_t seed : {41, 51})
     for (int bits : {3, 4}) {
       CAPTURE(seed);
@@ -562,13 +563,14 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         if (name == "improved") {
           CHECK(e.first <= 1.5 * ref.first);
           CHECK(e.second <= 1.5 * ref.second);
+          if (seed == 41 && bits == 4) improved_w4_seed41 = e.first;
         }
       }
     }
   // The damping reaches the feedback: 0.1 gives another result than the default (GPTQ's 0.01).
   auto damped = awq::model::SearchMode::improved();
   damped.gptq_damp = 0.1;
-  CHECK(error(damped, 4, 41).first != error(awq::model::SearchMode::improved(), 4, 41).first);
+  CHECK(error(damped, 4, 41).first != improved_w4_seed41);
   CHECK_THROWS_WITH_AS(awq::model::SearchMode::parse("fast"), doctest::Contains("'fast' is not a search mode (accepted: reference, improved"),
                        awq::Error);
   // The presets and their joins.

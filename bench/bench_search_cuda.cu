@@ -23,6 +23,7 @@
 #include <awq/model/arch/llama.hpp>
 #include <awq/model/pipeline.hpp>
 
+#include "hashed_normal.cuh"
 #include "llama_ref/llama_cuda.cuh"
 
 namespace {
@@ -32,22 +33,12 @@ using awq::index_t;
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Deterministic N(0, std) from a counter hash (Box–Muller on two 24-bit uniforms).
-__device__ inline unsigned hash(unsigned long long x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return static_cast<unsigned>(x);
-}
+// Deterministic N(0, std) (hashed_normal.cuh).
 template <class T>
 __global__ void randn_kernel(T* out, index_t n, unsigned long long seed, float std) {
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const float u1 = (static_cast<float>(hash(seed * 0x9E3779B97F4A7C15ULL + 2 * e) >> 8) + 1.0f) / 16777217.0f;
-    const float u2 = static_cast<float>(hash(seed * 0x9E3779B97F4A7C15ULL + 2 * e + 1) >> 8) / 16777216.0f;
-    out[e] = awq::cuda::detail::from_float<T>(std * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+    out[e] = awq::cuda::detail::from_float<T>(std * awq_bench::hashed_normal(seed, e));
   }
 }
 

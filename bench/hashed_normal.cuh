@@ -1,0 +1,24 @@
+// Deterministic N(0, 1) draws on the device for the GPU benches: element e of stream `seed` from a
+// counter hash (Box–Muller on two 24-bit uniforms), so any launch shape gives the same values.
+#pragma once
+
+#include <awq/view.hpp>
+
+namespace awq_bench {
+
+__device__ inline unsigned hash(unsigned long long x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return static_cast<unsigned>(x);
+}
+
+__device__ inline float hashed_normal(unsigned long long seed, awq::index_t e) {
+  const float u1 = (static_cast<float>(hash(seed * 0x9E3779B97F4A7C15ULL + 2 * e) >> 8) + 1.0f) / 16777217.0f;
+  const float u2 = static_cast<float>(hash(seed * 0x9E3779B97F4A7C15ULL + 2 * e + 1) >> 8) / 16777216.0f;
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+}  // namespace awq_bench

@@ -1,6 +1,8 @@
 // GPTQ's error feedback with backend::cuda: the Gram product on the device against the host's, the
 // device factor and feedback (awq/gptq.cuh) against the host's (awq/gptq.hpp), their errors, and
 // the driver's gptq mode against backend::cpu's.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -48,6 +50,42 @@ TEST_CASE("model on cuda: gram on the device is the host's; the feedback from ei
   for (std::size_t i = 0; i < qc.codes.size(); ++i) diff += qc.codes[i] != qg.codes[i];
   MESSAGE(diff << " of " << qc.codes.size() << " codes differ");
   CHECK(diff * 100 <= static_cast<long>(qc.codes.size()));
+}
+
+TEST_CASE("model on cuda: gram under Math::fp16 and bf16 is the product of the rounded input, in fp32") {
+  using Math = bc::cuda::Math;
+  struct MathGuard {
+    Math saved = bc::cuda::math();
+    ~MathGuard() { bc::cuda::set_math(saved); }
+  } guard;
+  const index_t t = 900, k = 200;
+  const auto xd = awq_test::random_weights(t, k, awq_test::Dist::outliers, 43, 1.0);
+  const std::vector<float> x(xd.begin(), xd.end());
+  const awq::cuda::DeviceBuffer<float> xg(x);
+  for (const Math m : {Math::fp16, Math::bf16}) {
+    CAPTURE(static_cast<int>(m));
+    std::vector<double> xr(x.size());  // the input as the 16-bit mode rounds it
+    for (std::size_t i = 0; i < x.size(); ++i)
+      xr[i] = m == Math::fp16 ? double(__half2float(__float2half_rn(x[i]))) : double(__bfloat162float(__float2bfloat16_rn(x[i])));
+    bc::cuda::set_math(m);
+    awq::cuda::DeviceBuffer<float> hg_dev(std::vector<float>(static_cast<std::size_t>(k * k), std::nanf("")));  // poisoned
+    bc::cuda::gram(awq::make_row_major<const float>(xg.data(), t, k), awq::make_row_major(hg_dev.data(), k, k));
+    const std::vector<float> hg = hg_dev.download();
+    double worst = 0;
+    for (index_t i = 0; i < k; ++i)
+      for (index_t j = 0; j < k; ++j) {
+        double ref = 0, ni = 0, nj = 0;  // float64 reference and the norms it is relative to
+        for (index_t r = 0; r < t; ++r) {
+          const double a = xr[static_cast<std::size_t>(r * k + i)], b = xr[static_cast<std::size_t>(r * k + j)];
+          ref += a * b;
+          ni += a * a;
+          nj += b * b;
+        }
+        worst = std::max(worst, std::fabs(hg[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(ni * nj));
+      }
+    MESSAGE("gram of the rounded input vs float64: worst difference relative to |x_i||x_j| " << worst);
+    CHECK(worst < 1e-5);
+  }
 }
 
 namespace {
@@ -98,54 +136,82 @@ TEST_CASE("gptq on cuda: the device factor is the host's") {
   }
 }
 
-TEST_CASE("gptq on cuda: the device feedback gives the host's codes, scales and output error") {
-  const index_t n = 96, k = 320;  // two blocks of 128 and a partial one
-  const std::vector<float> h = hessian(1000, k, 61, 11);
+namespace {
+
+// The device feedback against the host's on w [n, k] with Hessian h: codes, scales and zeros,
+// the dequantized weights, and the layer's output error.
+void check_feedback(const std::vector<float>& h, const std::vector<float>& w, index_t n, index_t k, const awq::QuantSpec& spec,
+                    const awq::GptqOptions& opt) {
+  CAPTURE(k);
+  CAPTURE(spec.bits);
+  CAPTURE(spec.group_size);
+  CAPTURE(opt.static_groups);
+  CAPTURE(opt.block);
   const awq::GptqFactor host_f(awq::make_row_major<const float>(h.data(), k, k));
   const awq::cuda::DeviceBuffer<float> hd(h);
   const awq::cuda::GptqFactor dev_f(awq::make_row_major<const float>(hd.data(), k, k));
+  const index_t g = spec.group_for(k), ng = k / g;
+  std::vector<float> wh = w;
+  const auto qh = awq::model::finalize_linear_gptq(awq::make_row_major(wh.data(), n, k), spec, host_f, opt);
+  awq::cuda::DeviceBuffer<float> wdev(w);
+  awq::cuda::DeviceBuffer<std::uint8_t> codes(std::vector<std::uint8_t>(static_cast<std::size_t>(n * k), 0xff)),
+      zeros(std::vector<std::uint8_t>(static_cast<std::size_t>(n * ng), 0xff));
+  awq::cuda::DeviceBuffer<__half> scales(std::vector<__half>(static_cast<std::size_t>(n * ng), __float2half(std::nanf(""))));  // poisoned
+  awq::cuda::gptq_quantize(spec, awq::make_row_major(wdev.data(), n, k), dev_f, opt, codes.data(), scales.data(), zeros.data());
+  const std::vector<std::uint8_t> c = codes.download(), z = zeros.download();
+  const std::vector<__half> s = scales.download();
+  const std::vector<float> wg = wdev.download();
+  long code_diff = 0, scale_diff = 0;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    REQUIRE(c[i] < (1u << spec.bits));
+    code_diff += c[i] != qh.codes[i];
+  }
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    REQUIRE(std::isfinite(__half2float(s[i])));
+    scale_diff += __half2float(s[i]) != static_cast<float>(qh.scales[i]) || z[i] != qh.zeros[i];
+  }
+  // The dequantized weights: (code − zero) · scale, as exported.
+  for (index_t r = 0; r < n; ++r)
+    for (index_t i = 0; i < k; ++i) {
+      const auto e = static_cast<std::size_t>(r * k + i), gi = static_cast<std::size_t>(r * ng + i / g);
+      REQUIRE(wg[e] == (static_cast<float>(c[e]) - static_cast<float>(z[gi])) * __half2float(s[gi]));
+    }
+  const double eh = output_error(h, w, wh, n, k), eg = output_error(h, w, wg, n, k);
+  MESSAGE(code_diff << " of " << c.size() << " codes and " << scale_diff << " of " << s.size()
+                    << " groups differ; output error device / host " << eg / eh);
+  CHECK(code_diff * 200 <= static_cast<long>(c.size()));  // ≤ 0.5 %
+  if (opt.static_groups) CHECK(scale_diff == 0);
+  else CHECK(scale_diff * 50 <= static_cast<long>(s.size()));
+  CHECK(std::fabs(eg / eh - 1) < 1e-2);
+}
+
+}  // namespace
+
+TEST_CASE("gptq on cuda: the device feedback gives the host's codes, scales and output error") {
+  const index_t n = 96, k = 320;  // two blocks of 128 and a partial one
+  const std::vector<float> h = hessian(1000, k, 61, 11);
   const auto wd = awq_test::random_weights(n, k, awq_test::Dist::student_t3, 62, 1.0);
   const std::vector<float> w(wd.begin(), wd.end());
   for (const awq::QuantSpec spec : {awq::QuantSpec{4, 64, true}, awq::QuantSpec{3, 32, false}, awq::QuantSpec{4, awq::kPerChannel, true}})
     for (const bool static_groups : {true, false}) {
-      CAPTURE(spec.bits);
-      CAPTURE(spec.group_size);  // per channel: a group longer than the block of 128
-      CAPTURE(static_groups);
-      awq::GptqOptions opt;
+      awq::GptqOptions opt;  // per channel: a group longer than the block of 128
       opt.static_groups = static_groups;
-      const index_t g = spec.group_for(k), ng = k / g;
-      std::vector<float> wh = w;
-      const auto qh = awq::model::finalize_linear_gptq(awq::make_row_major(wh.data(), n, k), spec, host_f, opt);
-      awq::cuda::DeviceBuffer<float> wdev(w);
-      awq::cuda::DeviceBuffer<std::uint8_t> codes(std::vector<std::uint8_t>(static_cast<std::size_t>(n * k), 0xff)),
-          zeros(std::vector<std::uint8_t>(static_cast<std::size_t>(n * ng), 0xff));
-      awq::cuda::DeviceBuffer<__half> scales(std::vector<__half>(static_cast<std::size_t>(n * ng), __float2half(std::nanf(""))));
-      awq::cuda::gptq_quantize(spec, awq::make_row_major(wdev.data(), n, k), dev_f, opt, codes.data(), scales.data(), zeros.data());
-      const std::vector<std::uint8_t> c = codes.download(), z = zeros.download();
-      const std::vector<__half> s = scales.download();
-      const std::vector<float> wg = wdev.download();
-      long code_diff = 0, scale_diff = 0;
-      for (std::size_t i = 0; i < c.size(); ++i) {
-        REQUIRE(c[i] < (1u << spec.bits));
-        code_diff += c[i] != qh.codes[i];
-      }
-      for (std::size_t i = 0; i < s.size(); ++i) {
-        REQUIRE(std::isfinite(__half2float(s[i])));
-        scale_diff += __half2float(s[i]) != static_cast<float>(qh.scales[i]) || z[i] != qh.zeros[i];
-      }
-      // The dequantized weights: (code − zero) · scale, as exported.
-      for (index_t r = 0; r < n; ++r)
-        for (index_t i = 0; i < k; ++i) {
-          const auto e = static_cast<std::size_t>(r * k + i), gi = static_cast<std::size_t>(r * ng + i / g);
-          REQUIRE(wg[e] == (static_cast<float>(c[e]) - static_cast<float>(z[gi])) * __half2float(s[gi]));
-        }
-      const double eh = output_error(h, w, wh, n, k), eg = output_error(h, w, wg, n, k);
-      MESSAGE(code_diff << " of " << c.size() << " codes and " << scale_diff << " of " << s.size()
-                        << " groups differ; output error device / host " << eg / eh);
-      CHECK(code_diff * 200 <= static_cast<long>(c.size()));  // ≤ 0.5 %
-      if (static_groups) CHECK(scale_diff == 0);
-      else CHECK(scale_diff * 50 <= static_cast<long>(s.size()));
-      CHECK(std::fabs(eg / eh - 1) < 1e-2);
+      check_feedback(h, w, n, k, spec, opt);
+    }
+}
+
+TEST_CASE("gptq on cuda: blocks of other widths (groups of 256, narrow and capped blocks)") {
+  const index_t n = 40, k = 768;
+  const std::vector<float> h = hessian(1600, k, 63, 700);
+  const auto wd = awq_test::random_weights(n, k, awq_test::Dist::student_t3, 64, 1.0);
+  const std::vector<float> w(wd.begin(), wd.end());
+  for (const index_t block : {32, 128, 1000})  // 1000: the device's blocks are capped at 256 columns
+    for (const bool static_groups : {true, false}) {
+      awq::GptqOptions opt;
+      opt.block = block;
+      opt.static_groups = static_groups;
+      check_feedback(h, w, n, k, awq::QuantSpec{4, 256, true}, opt);
+      check_feedback(h, w, n, k, awq::QuantSpec{4, 64, false}, opt);
     }
 }
 

@@ -613,8 +613,11 @@ struct cuda {
   }
 
  public:
-  /// out [K, K] = xᵀ · x for x [T, K] in device memory (see backend::cpu::gram), in true fp32
-  /// even under set_tf32(true): GPTQ's factor is sensitive to the Hessian's small eigenvalues.
+  /// out [K, K] = xᵀ · x for x [T, K] in device memory (see backend::cpu::gram), accumulated in
+  /// fp32. Under Math::fp16 or bf16 x is rounded to 16 bits first, as linear rounds it (GPTQ's own
+  /// Hessian of a 16-bit model's activations: their products are exact in fp32), at the 16-bit
+  /// tensor rate; otherwise in true fp32, also under Math::tf32: GPTQ's factor is sensitive to the
+  /// Hessian's small eigenvalues, which TF32's 10-bit rounding of fp32 activations would move.
   template <class S>
   static void gram(const MatrixView<const S>& x, const MatrixView<S>& out) {
     namespace cu = ::awq::cuda;
@@ -634,15 +637,38 @@ struct cuda {
                 "cudaMemset2DAsync");
       return;
     }
+    const Math m = math();
+    if (m == Math::fp16) return gram_rounded<__half>(x, out);
+    if (m == Math::bf16) return gram_rounded<__nv_bfloat16>(x, out);
+    gram_as_stored(x.data(), CUDA_R_32F, x.rows(), k, x.row_stride(), out);
+  }
+
+ private:
+  template <class L>
+  static void gram_rounded(const MatrixView<const float>& x, const MatrixView<float>& out) {
+    namespace cu = ::awq::cuda;
+    auto& ctx = cu::this_thread_context();
+    const auto nx = static_cast<std::size_t>(x.size());
+    if (ctx.lowp.size() < nx) ctx.lowp = cu::DeviceBuffer<unsigned short>(nx);  // the old one is freed (synchronizing) first
+    L* xl = reinterpret_cast<L*>(ctx.lowp.data());
+    cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(x.rows(), 1, 8192), 256, 0, ctx.stream>>>(x, xl);
+    cu::check(cudaGetLastError(), "round_rows_kernel launch");
+    gram_as_stored(xl, cu::detail::cuda_type<L>::value, x.rows(), x.cols(), x.cols(), out);
+  }
+
+  // out = xᵀ · x for x [t, k] row-major with row stride ld, of cuBLAS type `type`, fp32 sums.
+  static void gram_as_stored(const void* x, cudaDataType type, index_t t, index_t k, index_t ld, const MatrixView<float>& out) {
+    namespace cu = ::awq::cuda;
     // Row-major x is column-major xᵀ [K, T]: out = xᵀ · (xᵀ)ᵀ, symmetric, so row- or column-major alike.
     const float one = 1.0f, zero = 0.0f;
-    const int ki = static_cast<int>(k), ld = static_cast<int>(x.row_stride());
-    cu::check(cublasGemmEx(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_T, ki, ki, static_cast<int>(x.rows()), &one, x.data(), CUDA_R_32F,
-                           ld, x.data(), CUDA_R_32F, ld, &zero, out.data(), CUDA_R_32F, static_cast<int>(out.row_stride()),
-                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    const int ki = static_cast<int>(k), ldi = static_cast<int>(ld);
+    cu::check(cublasGemmEx(cu::this_thread_context().handle(), CUBLAS_OP_N, CUBLAS_OP_T, ki, ki, static_cast<int>(t), &one, x, type, ldi, x,
+                           type, ldi, &zero, out.data(), CUDA_R_32F, static_cast<int>(out.row_stride()), CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx (awq::backend::cuda::gram)");
   }
 
+ public:
   /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹ with s given as k host values (uploaded here).
   template <class S, class F>
   static void scaled_pseudo_quantize(const QuantSpec& spec, const MatrixView<const S>& w, const F* s,

@@ -7,6 +7,8 @@
 #            bench_gptq_cuda twice: against include/ and against the include/ of the commit
 #            `prepare` ran at (the same-run baseline). Run the tests, memcheck on them, and both
 #            benches (BENCH_SHAPE: smol, 7b or both);
+#   stage t: carry ["build-carry/t"] (`prepare` makes it: the dependencies and the baseline
+#            include/, no model) — stage a without awq_llama_cuda and the model: one short call;
 #   stage b: carry ["build-carry/b"] — the second half and the texts: the SmolLM2 job with
 #            --backend cuda once per MODES (default "reference improved"), wall time and peak GPU
 #            memory; then, unless SWEEP=0, bench/gpu_accuracy.sh's table for SWEEP_MODES (default
@@ -22,15 +24,18 @@ prepare)
   bash bench/gpu_accuracy.sh prepare
   git archive "${BASE:-HEAD}" include | xz -9 > build-carry/a/old_include.tar.xz
   echo "baseline include/: $(git rev-parse --short "${BASE:-HEAD}")"
+  mkdir -p build-carry/t && cp build-carry/a/deps.tar.xz build-carry/a/old_include.tar.xz build-carry/t/
   ;;
-a)
+a|t)
   gpu_info
-  mkdir -p build-gpu/data build-gpu/old .deps && cp build-carry/a/gguf.part00 build-gpu/data/ && tar -C .deps -xJf build-carry/a/deps.tar.xz
-  tar -C build-gpu/old -xJf build-carry/a/old_include.tar.xz
+  c=build-carry/$stage
+  mkdir -p build-gpu/data build-gpu/old .deps && tar -C .deps -xJf $c/deps.tar.xz
+  [ "$stage" = t ] || cp $c/gguf.part00 build-gpu/data/
+  tar -C build-gpu/old -xJf $c/old_include.tar.xz
   t0=$(date +%s)
   nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
     -lcublas -lcusolver -o build-gpu/gptq_tests 2>"$out/build_tests.log" &
-  build_tool build-gpu 2>"$out/build_llama_cuda.log" &
+  [ "$stage" = t ] || build_tool build-gpu 2>"$out/build_llama_cuda.log" &
   nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq 2>"$out/build_bench.log" &
   nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old \
     2>"$out/build_bench_old.log" &
@@ -39,7 +44,7 @@ a)
   ls build-gpu
   timeout 200 build-gpu/gptq_tests 2>&1 | grep -E "MESSAGE|differ|vs |relative|error|test cases|assertions|FAILED|ERROR" | tail -60 | tee "$out/gptq_tests.log"
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/gptq_tests -tc="gptq on cuda*,*gram*" 2>&1 | tail -3 | tee "$out/memcheck.log"
-  for b in bench_gptq_old bench_gptq bench_gptq_old bench_gptq; do  # twice each, interleaved
+  for b in ${BENCH_ORDER:-bench_gptq_old bench_gptq}; do
     echo "== $b"
     build-gpu/$b --shape "${BENCH_SHAPE:-both}" --reps 3 | tee -a "$out/bench_gptq.log"
   done

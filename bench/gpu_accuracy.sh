@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 24's variant table on the lent GPU machine: every search mode (awq_llama --mode) at full
 # settings (64 x 512 calibration, --search-seqs 64, 32768 evaluation tokens, W4 and W3 g64) on the
-# handbook eval split and on a held-out text (the Vim user manual), in two back-to-back device
+# handbook eval split and on held-out texts (the Vim user manual; Debian's license texts), in two back-to-back device
 # calls (the model is larger than one call's carry; the machine keeps build-gpu/ while warm):
 #   stage a: carry ["build-carry/a"] — as bench/gpu_main.sh's stage a with TESTS=0 (unpack the
 #            header dependencies, stash the first half of the GGUF, build awq_llama_cuda);
@@ -23,6 +23,8 @@ case "$stage" in
 prepare)  # gpu_main.sh's carry, and the held-out text
   bash bench/gpu_main.sh prepare
   cat /usr/share/vim/vim90/doc/usr_0[1-9].txt /usr/share/vim/vim90/doc/usr_1*.txt > build-carry/b/heldout-vim.txt
+  (cd /usr/share/common-licenses && cat GPL-3 GPL-2 LGPL-2.1 LGPL-3 Apache-2.0 MPL-2.0 MPL-1.1 GFDL-1.3 Artistic CC0-1.0) \
+    > build-carry/b/heldout-licenses.txt
   ;;
 a)  # gpu_main.sh's build (awq_llama_cuda, and awq_llama beside it), without its tests, or the
     # binary built here with the same flags and carried compressed (build-carry/a/awq_llama_cuda.xz)
@@ -43,9 +45,10 @@ b)
   one() {  # mode: the eval split (searching), then the held-out text (resumed)
     local m=$1 ck=build-gpu/ck_$1 damp=()
     [[ "$m" == *@* ]] && damp=(--gptq-damp "${m#*@}")
-    for text in eval vim; do
+    for text in eval vim licenses; do
       local f=build-carry/b/handbook-eval.txt limit=${EVAL_LIMIT:-420}
-      [ "$text" = vim ] && f=build-carry/b/heldout-vim.txt limit=${VIM_LIMIT:-150}
+      [ "$text" = eval ] || f=build-carry/b/heldout-$text.txt limit=${VIM_LIMIT:-150}
+      [ -f "$f" ] || continue
       timeout "$limit" build-gpu/awq_llama_cuda "${common[@]}" --eval-text "$f" --mode "${m%@*}" "${damp[@]}" --checkpoint "$ck" \
         --report "$out/${m}_$text.json" > "$out/${m}_$text.log" 2>&1 || echo "$m $text: exit $?"
     done
@@ -61,17 +64,17 @@ out, modes = sys.argv[1], sys.argv[2:]
 def load(m, t):
     p = os.path.join(out, f"{m}_{t}.json")
     return json.load(open(p)) if os.path.exists(p) else None
-print(f"{'mode':<11} {'config':<14} {'text':<5} {'ppl_fp':>8} {'ppl_rtn':>8} {'ppl_awq':>8} {'recovered':>9} {'pass_s':>7} {'search_s':>8}")
+print(f"{'mode':<11} {'config':<14} {'text':<8} {'ppl_fp':>8} {'ppl_rtn':>8} {'ppl_awq':>8} {'recovered':>9} {'pass_s':>7} {'search_s':>8}")
 for m in modes:
-    e, v = load(m, "eval"), load(m, "vim")
-    for t, r in (("eval", e), ("vim", v)):
+    e, v, l = load(m, "eval"), load(m, "vim"), load(m, "licenses")
+    for t, r in (("eval", e), ("vim", v), ("licenses", l)):
         if r is None:
-            print(f"{m:<11} (no {t} report)")
+            if t != "licenses": print(f"{m:<11} (no {t} report)")
             continue
         for i, c in enumerate(r["configs"]):
             rec = c["gap_recovered"]
             srch = e["configs"][i]["pass_s"] - v["configs"][i]["pass_s"] if e and v else float("nan")
-            print(f"{m:<11} {c['config']:<14} {t:<5} {c['ppl_fp']:8.4f} {c['ppl_rtn']:8.4f} {c['ppl_awq']:8.4f} "
+            print(f"{m:<11} {c['config']:<14} {t:<8} {c['ppl_fp']:8.4f} {c['ppl_rtn']:8.4f} {c['ppl_awq']:8.4f} "
                   f"{100 * rec if rec is not None else float('nan'):8.1f}% {c['pass_s']:7.1f} {srch if t == 'eval' else float('nan'):8.1f}")
 PY
   ;;

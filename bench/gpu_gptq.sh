@@ -8,7 +8,11 @@
 #            `prepare` ran at (the same-run baseline). Run the tests, memcheck on them, and both
 #            benches (BENCH_SHAPE: smol, 7b or both);
 #   stage t: carry ["build-carry/t"] (`prepare` makes it: the dependencies and the baseline
-#            include/, no model) — stage a without awq_llama_cuda and the model: one short call;
+#            include/, no model) — stage a without awq_llama_cuda and the model: one short call.
+#            With gptq_tests.xz, bench_gptq.xz and bench_gptq_old.xz there (`bash bench/gpu_gptq.sh
+#            build` makes them on this machine: nvcc and the same flags), no build on the device;
+#            with .carry-me carried too (awq_llama_cuda.xz, tokenizer.json, handbook-calib.txt),
+#            then the synthetic 7B per MODES, as gpu_fast.sh's stage s;
 #   stage b: carry ["build-carry/b"] — the second half and the texts: the SmolLM2 job with
 #            --backend cuda once per MODES (default "reference improved"), wall time and peak GPU
 #            memory; then, unless SWEEP=0, bench/gpu_accuracy.sh's table for SWEEP_MODES (default
@@ -16,7 +20,7 @@
 #   stage c: no carry: the synthetic 7B-shaped checkpoint, once per MODES (gpu_fast.sh's stage s,
 #            from this machine's binary and a tokenizer exported in stage b).
 set -euo pipefail
-stage=${1:?stage: prepare, a, b or c}
+stage=${1:?stage: prepare, build, t, a, b or c}
 source bench/gpu_env.sh
 case "$stage" in
 prepare)
@@ -26,6 +30,16 @@ prepare)
   echo "baseline include/: $(git rev-parse --short "${BASE:-HEAD}")"
   mkdir -p build-carry/t && cp build-carry/a/deps.tar.xz build-carry/a/old_include.tar.xz build-carry/t/
   ;;
+build)  # stage t's binaries and the tool, built here into build-carry/t and .carry-me
+  mkdir -p build-gpu/old build-carry/t .carry-me && tar -C build-gpu/old -xJf build-carry/t/old_include.tar.xz
+  nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR='"tests/golden"' tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
+    -lcublas -lcusolver -o build-gpu/gptq_tests
+  nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq
+  nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old
+  build_tool build-gpu
+  for b in gptq_tests bench_gptq bench_gptq_old; do xz -T0 -6 -c build-gpu/$b > build-carry/t/$b.xz; done
+  xz -T0 -6 -c build-gpu/awq_llama_cuda > .carry-me/awq_llama_cuda.xz
+  ;;
 a|t)
   gpu_info
   c=build-carry/$stage
@@ -33,21 +47,29 @@ a|t)
   [ "$stage" = t ] || cp $c/gguf.part00 build-gpu/data/
   tar -C build-gpu/old -xJf $c/old_include.tar.xz
   t0=$(date +%s)
-  nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR="\"$PWD/tests/golden\"" tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
-    -lcublas -lcusolver -o build-gpu/gptq_tests 2>"$out/build_tests.log" &
-  [ "$stage" = t ] || build_tool build-gpu 2>"$out/build_llama_cuda.log" &
-  nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq 2>"$out/build_bench.log" &
-  nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old \
-    2>"$out/build_bench_old.log" &
-  wait
+  if [ "$stage" = t ] && [ -f $c/gptq_tests.xz ]; then
+    for b in gptq_tests bench_gptq bench_gptq_old; do xz -dc $c/$b.xz > build-gpu/$b && chmod +x build-gpu/$b; done
+  else
+    nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR='"tests/golden"' tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
+      -lcublas -lcusolver -o build-gpu/gptq_tests 2>"$out/build_tests.log" &
+    [ "$stage" = t ] || build_tool build-gpu 2>"$out/build_llama_cuda.log" &
+    nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq 2>"$out/build_bench.log" &
+    nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old \
+      2>"$out/build_bench_old.log" &
+    wait
+  fi
   echo "build: $(( $(date +%s) - t0 )) s"
   ls build-gpu
-  timeout 200 build-gpu/gptq_tests 2>&1 | grep -E "MESSAGE|differ|vs |relative|error|test cases|assertions|FAILED|ERROR" | tail -60 | tee "$out/gptq_tests.log"
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/gptq_tests -tc="gptq on cuda*,*gram*" 2>&1 | tail -3 | tee "$out/memcheck.log"
+  timeout 200 build-gpu/gptq_tests > "$out/gptq_tests_full.log" 2>&1 || echo "gptq tests: exit $?"
+  grep -E "MESSAGE|differ|vs |relative|error|test cases|assertions|FAILED|ERROR" "$out/gptq_tests_full.log" | tail -60
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/gptq_tests -tc="gptq on cuda*,*gram*" 2>&1 |
+    tail -3 | tee "$out/memcheck.log" || true
   for b in ${BENCH_ORDER:-bench_gptq_old bench_gptq}; do
     echo "== $b"
-    build-gpu/$b --shape "${BENCH_SHAPE:-both}" --reps 3 | tee -a "$out/bench_gptq.log"
+    build-gpu/$b --shape "${BENCH_SHAPE:-both}" --reps 3 | tee -a "$out/bench_gptq.log" || echo "$b: exit $?"
   done
+  [ "$stage" = t ] && [ -f .carry-me/awq_llama_cuda.xz ] && TESTS=0 MATHS=fp16 MODES="${MODES:-improved reference}" bash bench/gpu_fast.sh s
+  true
   ;;
 b)
   cat build-gpu/data/gguf.part00 build-carry/b/gguf.part01 > build-gpu/data/model.gguf

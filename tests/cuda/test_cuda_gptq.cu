@@ -84,7 +84,9 @@ TEST_CASE("model on cuda: gram under Math::fp16 and bf16 is the product of the r
         worst = std::max(worst, std::fabs(hg[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(ni * nj));
       }
     MESSAGE("gram of the rounded input vs float64: worst difference relative to |x_i||x_j| " << worst);
-    CHECK(worst < 1e-5);
+    // Tensor cores sum in fp32 without rounding each add to nearest (1.2e-5 on an H100 here);
+    // not rounding the input to 16 bits would be off by ~1e-4 (fp16) to ~1e-3 (bf16).
+    CHECK(worst < 3e-5);
   }
 }
 

@@ -502,7 +502,7 @@ TEST_CASE("CPU head: tiled log-sum-exp perplexity against float64, with progress
   for (std::size_t i = 1; i < events.size(); ++i) CHECK(events[i].done > events[i - 1].done);
 }
 
-TEST_CASE("search modes: with planted outlier channels, the improved mode's output error stays within 1.5x the reference's") {
+TEST_CASE("search modes: with planted outlier channels, the improved mode's output error stays within 1.25x the reference's") {
   const MemorySource src = tiny_source();
   // Hidden states whose channels 5, 20 and 41 are 30x the others (the activation outliers AWQ protects).
   // 512 tokens for 64 channels: GPTQ's H = XᵀX needs many more tokens than channels (real
@@ -538,7 +538,7 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
   };
   CHECK(awq::model::BlockOptions{}.mode.is_reference());
   CHECK_FALSE(awq::model::SearchMode::improved().is_reference());
-  double improved_w4_seed41 = 0;  // for the damping check below
+  std::map<int, double> improved_seed41;  // by bits, for the damping checks below
   for (std::uint64_t seed : {41, 51})
     for (int bits : {3, 4}) {
       CAPTURE(seed);
@@ -552,25 +552,37 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         CHECK(e.first != ref.first);  // the variant did change the result
         // On this random 3-block stack the variants move the error by tens of per cent either
         // way: GPTQ's feedback lowers each linear's own output error (tests/test_gptq.cpp), not
-        // necessarily the stack's at W4 (1.1-1.4x the reference's on the calibration tokens here),
-        // while on SmolLM2's texts the improved mode recovers 67.5 % / 68.3 % of RTN's gap against
-        // the reference's 55.8 % / 63.0 % (bench/RESULTS.md). Choosing, per block, whichever of
+        // necessarily the stack's (up to 1.18x the reference's on the calibration tokens here),
+        // while on SmolLM2's texts the improved mode recovers 66.3 % / 69.9 % of RTN's gap against
+        // the reference's 56.6 % / 63.0 % (bench/RESULTS.md). Choosing, per block, whichever of
         // GPTQ and nearest rounding gives the smaller output error on the calibration tokens puts
         // every case here at or under the reference, but on SmolLM2 it cost 3.4 points of RTN's gap
         // at W4: that error is not what held-out text rewards, so the mode does not select by it.
         // What holds here with outliers: no breakdown (the 64-token version of this case had
         // held-out errors of 5x).
         if (name == "improved") {
-          CHECK(e.first <= 1.5 * ref.first);
-          CHECK(e.second <= 1.5 * ref.second);
-          if (seed == 41 && bits == 4) improved_w4_seed41 = e.first;
+          CHECK(e.first <= 1.25 * ref.first);
+          CHECK(e.second <= 1.25 * ref.second);
+          if (seed == 41) improved_seed41[bits] = e.first;
         }
       }
     }
-  // The damping reaches the feedback: 0.1 gives another result than the default (GPTQ's 0.01).
+  // The damping reaches the feedback: unset, it is the width's (0.05 at W4, 0.5 at W3); another
+  // value gives another result.
+  CHECK(awq::model::SearchMode::default_gptq_damp(4) == 0.05);
+  CHECK(awq::model::SearchMode::default_gptq_damp(8) == 0.05);
+  CHECK(awq::model::SearchMode::default_gptq_damp(3) == 0.5);
+  CHECK(awq::model::SearchMode::default_gptq_damp(2) == 0.5);
   auto damped = awq::model::SearchMode::improved();
-  damped.gptq_damp = 0.1;
-  CHECK(error(damped, 4, 41).first != improved_w4_seed41);
+  CHECK(damped.damp_for(3) == 0.5);
+  for (const int bits : {3, 4}) {
+    CAPTURE(bits);
+    damped.gptq_damp = awq::model::SearchMode::default_gptq_damp(bits);
+    CHECK(error(damped, bits, 41).first == improved_seed41.at(bits));
+    damped.gptq_damp = 0.1;
+    CHECK(damped.damp_for(bits) == 0.1);
+    CHECK(error(damped, bits, 41).first != improved_seed41.at(bits));
+  }
   CHECK_THROWS_WITH_AS(awq::model::SearchMode::parse("fast"), doctest::Contains("'fast' is not a search mode (accepted: reference, improved"),
                        awq::Error);
   // The presets and their joins.

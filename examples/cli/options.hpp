@@ -24,6 +24,7 @@
 #include <exception>
 #include <fstream>
 #include <new>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -57,7 +58,7 @@ struct Args {
   bool dequantize = false;         ///< generate: run an AWQ checkpoint's linears dequantized in fp32
   std::uint64_t shard_bytes = 0;   ///< --shard-size in bytes; 0: not given (the exporter's default, 5 GB)
   std::string mode = "improved";  ///< --mode: an awq::model::SearchMode preset
-  double gptq_damp = awq::model::SearchMode{}.gptq_damp;  ///< --gptq-damp: SearchMode::gptq_damp
+  std::optional<double> gptq_damp;  ///< --gptq-damp: SearchMode::gptq_damp (unset: by width)
 };
 
 /// \brief Parses s as a decimal integer in [lo, hi], all of it (no sign other than a leading '-',
@@ -186,7 +187,7 @@ inline const std::vector<OptionDoc>& option_docs() {
                          "quantized blocks' outputs), refine (local alpha refinement after the grid), gptq (GPTQ's error feedback in "
                          "the final rounding, scales and zeros kept), gptq-regroup (the same, group scales recomputed as it goes); "
                          "variants join with '+', e.g. sequential+refine (default improved)"},
-      {"--gptq-damp", "D", "the gptq roundings' damping, lambda = D * mean(diag H), 0 < D <= 100; larger values fit the calibration text less closely (default 0.01, GPTQ's own)"},
+      {"--gptq-damp", "D", "the gptq roundings' damping, lambda = D * mean(diag H), 0 < D <= 100; larger values fit the calibration text less closely (default 0.05 at 4 bits and up, 0.5 below)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
       {"--eval-tokens", "N", "evaluation tokens at most, N >= --seq-len, or 0: no evaluation (default 32768)"},
       {"--layers", "N", "keep only the first N blocks, 1 <= N <= the model's blocks: a smoke test of the run; the perplexities of a "
@@ -366,7 +367,7 @@ inline Args parse(int argc, const char* const* argv) {
       a.mode = v;
     } else if (k == "--gptq-damp") {
       a.gptq_damp = parse_real(k, v, 0, 100, "a number with 0 < D <= 100");
-      awq::detail::require(a.gptq_damp > 0, "--gptq-damp: ", v, " is out of range (accepted: a number with 0 < D <= 100)");
+      awq::detail::require(*a.gptq_damp > 0, "--gptq-damp: ", v, " is out of range (accepted: a number with 0 < D <= 100)");
     } else if (k == "--math") {
       awq::detail::require(v == "fp32" || v == "tf32" || v == "fp16" || v == "bf16", "--math: '", v,
                            "' is not a math mode (accepted: fp32, tf32, fp16, bf16)");

@@ -25,6 +25,7 @@
 #include <future>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,7 +40,7 @@ namespace awq_example {
 /// What the job needs from the command line.
 struct JobArgs {
   std::string model, calib_text, eval_text, report, export_dir, checkpoint_dir, backend = "cpu", mode = "improved";
-  double gptq_damp = awq::model::SearchMode{}.gptq_damp;
+  std::optional<double> gptq_damp;  ///< unset: SearchMode::default_gptq_damp(bits)
   std::vector<awq::QuantSpec> configs;
   bool duo = false, kernel_eval = false;
   std::string math = "fp32";  // backend::cuda::Math by name
@@ -68,6 +69,7 @@ struct JobRow {
   std::vector<std::map<std::string, double>> alphas;  ///< per block, the α the scale search chose per group
   double ppl_rtn = 0, ppl_awq = 0, mse_rtn = 0, mse_awq = 0, pass_s = 0;
   int resumed = 0;
+  std::optional<double> gptq_damp;  ///< the damping the gptq roundings used (unset: nearest rounding)
 };
 
 /// Relative squared error ‖a − ref‖² / ‖ref‖².
@@ -131,6 +133,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     opt.block.search_seqs = a.search_seqs;
     opt.block.mode = awq::model::SearchMode::parse(a.mode);
     opt.block.mode.gptq_damp = a.gptq_damp;
+    if (opt.block.mode.rounding != awq::model::SearchMode::Rounding::nearest) row.gptq_damp = opt.block.mode.damp_for(q.bits);
     opt.layers = n_layers;
     opt.progress = bar;
     opt.kernel_eval = a.kernel_eval;
@@ -146,10 +149,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
                               std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs) +
                               (opt.block.mode.is_reference() ? std::string() : " mode=" + a.mode) +
-                              (opt.block.mode.rounding == awq::model::SearchMode::Rounding::nearest ||
-                                       a.gptq_damp == awq::model::SearchMode{}.gptq_damp
+                              (opt.block.mode.rounding == awq::model::SearchMode::Rounding::nearest
                                    ? std::string()
-                                   : " gptq_damp=" + real_text(a.gptq_damp));
+                                   : " gptq_damp=" + real_text(opt.block.mode.damp_for(q.bits)));
       ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
       opt.checkpoint = ck.get();
     }
@@ -220,10 +222,11 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   rep["layers"] = n_layers;
   rep["calib"] = {{"file", a.calib_text}, {"sequences", n_cal}, {"search_sequences", a.search_seqs}, {"seq_len", a.seq_len}};
   rep["mode"] = a.mode;
-  rep["gptq_damp"] = a.gptq_damp;
+  rep["gptq_damp"] = a.gptq_damp ? nlohmann::json(*a.gptq_damp) : nlohmann::json();  // null: by width, per config below
   rep["eval"] = {{"file", a.eval_text}, {"tokens", eval.size()}};
   const auto row_json = [](const JobRow& r) {
-    return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed}, {"alphas", r.alphas}};
+    return nlohmann::json{{"config", r.config}, {"pass_s", r.pass_s}, {"phase_s", r.phases}, {"resumed_blocks", r.resumed},
+                          {"gptq_damp", r.gptq_damp ? nlohmann::json(*r.gptq_damp) : nlohmann::json()}, {"alphas", r.alphas}};
   };
   if (!evaluate) {
     std::printf("\n%-16s %10s\n", "config", "pass_s");

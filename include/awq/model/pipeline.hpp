@@ -376,7 +376,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     } else {
       GptqOptions go;
       go.static_groups = opt.block.mode.rounding == SearchMode::Rounding::gptq;
-      go.damp = opt.block.mode.gptq_damp;
+      go.damp = opt.block.mode.damp_for(opt.block.quant.bits);
       qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go);
     }
     in.clear();

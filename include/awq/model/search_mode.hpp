@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "awq/error.hpp"
@@ -27,16 +28,24 @@ struct SearchMode {
     gptq_regroup  ///< GPTQ's error feedback, each group's scale and zero from its updated weights
   };
   Rounding rounding = Rounding::nearest;  ///< the final quantization's rounding
-  /// GPTQ's damping in the gptq roundings: λ = gptq_damp · mean(diag H) (GptqOptions::damp).
-  /// GPTQ's own 0.01 fits the calibration text's H closely; more damping pulls the codes towards
-  /// nearest rounding, trading the gain on text like the calibration's for text of another kind.
-  double gptq_damp = 0.01;
+  /// GPTQ's damping in the gptq roundings: λ = damp · mean(diag H) (GptqOptions::damp); unset,
+  /// default_gptq_damp(bits). More damping pulls the codes towards nearest rounding: less of the
+  /// gain on text like the calibration's, less of the loss on text of another kind.
+  std::optional<double> gptq_damp;
+
+  /// The damping by code width where none is given: 0.05 from 4 bits up, 0.5 below. GPTQ's own
+  /// 0.01 fits the calibration text's input correlations, and at 3 bits, where each rounding
+  /// error and so each update is about twice as large, that fit costs the most on other text;
+  /// these two values beat the reference mode on three texts at both widths (bench/RESULTS.md).
+  static double default_gptq_damp(int bits) { return bits >= 4 ? 0.05 : 0.5; }
+  /// The damping the gptq roundings use at `bits`.
+  double damp_for(int bits) const { return gptq_damp ? *gptq_damp : default_gptq_damp(bits); }
 
   /// llm-awq's semantics: the golden tests hold bit for bit.
   static SearchMode reference() { return {}; }
   /// The variants that win on text the search never saw (bench/RESULTS.md): sequential
   /// calibration and GPTQ rounding. α refinement does not, so it is left out.
-  static SearchMode improved() { return {true, 0, Rounding::gptq}; }
+  static SearchMode improved() { return {true, 0, Rounding::gptq, std::nullopt}; }
 
   /// The preset names, for command lines and reports.
   static const char* names() {

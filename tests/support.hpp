@@ -136,4 +136,24 @@ inline double max_rel_err(const float* a, const float* b, std::size_t n) {
   return d / m;
 }
 
+/// Worst |h_ij − Σ_r x_ri·x_rj| / (|x_i|·|x_j|) of a Gram product h [k, k] of x [t, k] (both
+/// row-major), the reference in float64: relative to the norms, so that a near-zero entry of H is
+/// judged by the size of what it sums, as the float rounding of those sums is.
+template <class T>
+double gram_worst_relative(const std::vector<T>& x, long t, long k, const float* h) {
+  double worst = 0;
+  for (long i = 0; i < k; ++i)
+    for (long j = 0; j < k; ++j) {
+      double ref = 0, ni = 0, nj = 0;
+      for (long r = 0; r < t; ++r) {
+        const double a = x[static_cast<std::size_t>(r * k + i)], b = x[static_cast<std::size_t>(r * k + j)];
+        ref += a * b;
+        ni += a * a;
+        nj += b * b;
+      }
+      worst = std::max(worst, std::fabs(h[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(ni * nj));
+    }
+  return worst;
+}
+
 }  // namespace awq_test

@@ -151,19 +151,9 @@ TEST_CASE("gptq: backend::cpu::gram is xᵀx within float accumulation error") {
     CAPTURE(k);
     const auto x = planted_inputs(t, k, 7);
     const auto h = gram_of(x, t, k);
-    double worst = 0;
+    const double worst = awq_test::gram_worst_relative(x, t, k, h.data());
     for (index_t i = 0; i < k; ++i)
-      for (index_t j = 0; j < k; ++j) {
-        double ref = 0, norm_i = 0, norm_j = 0;
-        for (index_t r = 0; r < t; ++r) {
-          const double a = x[static_cast<std::size_t>(r * k + i)], b = x[static_cast<std::size_t>(r * k + j)];
-          ref += a * b;
-          norm_i += a * a;
-          norm_j += b * b;
-        }
-        worst = std::max(worst, std::fabs(h[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(norm_i * norm_j));
-        CHECK(h[static_cast<std::size_t>(i * k + j)] == h[static_cast<std::size_t>(j * k + i)]);
-      }
+      for (index_t j = 0; j < i; ++j) CHECK(h[static_cast<std::size_t>(i * k + j)] == h[static_cast<std::size_t>(j * k + i)]);
     MESSAGE("gram: worst error relative to |x_i||x_j| " << worst);
     CHECK(worst < 1e-5);
   }

@@ -71,18 +71,7 @@ TEST_CASE("model on cuda: gram under Math::fp16 and bf16 is the product of the r
     awq::cuda::DeviceBuffer<float> hg_dev(std::vector<float>(static_cast<std::size_t>(k * k), std::nanf("")));  // poisoned
     bc::cuda::gram(awq::make_row_major<const float>(xg.data(), t, k), awq::make_row_major(hg_dev.data(), k, k));
     const std::vector<float> hg = hg_dev.download();
-    double worst = 0;
-    for (index_t i = 0; i < k; ++i)
-      for (index_t j = 0; j < k; ++j) {
-        double ref = 0, ni = 0, nj = 0;  // float64 reference and the norms it is relative to
-        for (index_t r = 0; r < t; ++r) {
-          const double a = xr[static_cast<std::size_t>(r * k + i)], b = xr[static_cast<std::size_t>(r * k + j)];
-          ref += a * b;
-          ni += a * a;
-          nj += b * b;
-        }
-        worst = std::max(worst, std::fabs(hg[static_cast<std::size_t>(i * k + j)] - ref) / std::sqrt(ni * nj));
-      }
+    const double worst = awq_test::gram_worst_relative(xr, t, k, hg.data());
     MESSAGE("gram of the rounded input vs float64: worst difference relative to |x_i||x_j| " << worst);
     // Tensor cores sum in fp32 without rounding each add to nearest (1.2e-5 on an H100 here);
     // not rounding the input to 16 bits would be off by ~1e-4 (fp16) to ~1e-3 (bf16).

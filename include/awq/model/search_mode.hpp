@@ -34,9 +34,9 @@ struct SearchMode {
   std::optional<double> gptq_damp;
 
   /// The damping by code width where none is given: 0.05 from 4 bits up, 0.5 below. GPTQ's own
-  /// 0.01 fits the calibration text's input correlations, and at 3 bits, where each rounding
-  /// error and so each update is about twice as large, that fit costs the most on other text;
-  /// these two values beat the reference mode on three texts at both widths (bench/RESULTS.md).
+  /// 0.01 fits the calibration text's input correlations closely; at 3 bits every rounding error,
+  /// and so every update the feedback spreads, is about twice as large, and text of another kind
+  /// pays most for that fit there (the sweep behind both values: bench/RESULTS.md).
   static double default_gptq_damp(int bits) { return bits >= 4 ? 0.05 : 0.5; }
   /// The damping the gptq roundings use at `bits`.
   double damp_for(int bits) const { return gptq_damp ? *gptq_damp : default_gptq_damp(bits); }

@@ -14,7 +14,8 @@
 # --gptq-damp D, e.g. "improved@0.01 improved@0.03 improved@0.1"), EVAL_LIMIT and VIM_LIMIT
 # (seconds per run, 420 and 150, to stay inside one 600 s call). A run cut by its limit leaves its
 # finished blocks in build-gpu/ck_<mode>: calling stage b again (e.g. MODES="refine improved")
-# resumes from them while the machine is warm.
+# resumes from them while the machine is warm. Reports and logs are named with '@' and '+' as '_'
+# (the device tool does not bring back names with those characters).
 set -euo pipefail
 stage=${1:?stage: prepare, a or b}
 source bench/gpu_env.sh
@@ -50,7 +51,7 @@ b)
       [ "$text" = eval ] || f=build-carry/b/heldout-$text.txt limit=${VIM_LIMIT:-150}
       [ -f "$f" ] || continue
       timeout "$limit" build-gpu/awq_llama_cuda "${common[@]}" --eval-text "$f" --mode "${m%@*}" "${damp[@]}" --checkpoint "$ck" \
-        --report "$out/${m}_$text.json" > "$out/${m}_$text.log" 2>&1 || echo "$m $text: exit $?"
+        --report "$out/${m//[@+]/_}_$text.json" > "$out/${m//[@+]/_}_$text.log" 2>&1 || echo "$m $text: exit $?"
     done
   }
   t0=$(date +%s)
@@ -62,7 +63,7 @@ b)
 import json, sys, os
 out, modes = sys.argv[1], sys.argv[2:]
 def load(m, t):
-    p = os.path.join(out, f"{m}_{t}.json")
+    p = os.path.join(out, f"{m.replace('@', '_').replace('+', '_')}_{t}.json")
     return json.load(open(p)) if os.path.exists(p) else None
 print(f"{'mode':<11} {'config':<14} {'text':<8} {'ppl_fp':>8} {'ppl_rtn':>8} {'ppl_awq':>8} {'recovered':>9} {'pass_s':>7} {'search_s':>8}")
 for m in modes:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 24's variant table on the lent GPU machine: every search mode (awq_llama --mode) at full
 # settings (64 x 512 calibration, --search-seqs 64, 32768 evaluation tokens, W4 and W3 g64) on the
-# handbook eval split and on held-out texts (the Vim user manual; Debian's license texts), in two back-to-back device
-# calls (the model is larger than one call's carry; the machine keeps build-gpu/ while warm):
+# handbook eval split and on held-out texts (the Vim user manual; Debian's license texts), in two
+# back-to-back device calls (the model is larger than one call's carry; the machine keeps build-gpu/
+# while warm):
 #   stage a: carry ["build-carry/a"] — as bench/gpu_main.sh's stage a with TESTS=0 (unpack the
 #            header dependencies, stash the first half of the GGUF, build awq_llama_cuda);
 #   stage b: carry ["build-carry/b"] — the second half and the texts; check the model's md5, then
@@ -12,10 +13,10 @@
 # Prepare the carry folders here with: bash bench/gpu_accuracy.sh prepare
 # Environment: MODES (default "reference sequential refine improved"; MODE@D runs MODE with
 # --gptq-damp D, e.g. "improved@0.01 improved@0.03 improved@0.1"), EVAL_LIMIT and VIM_LIMIT
-# (seconds per run, 420 and 150, to stay inside one 600 s call). A run cut by its limit leaves its
-# finished blocks in build-gpu/ck_<mode>: calling stage b again (e.g. MODES="refine improved")
-# resumes from them while the machine is warm. Reports and logs are named with '@' and '+' as '_'
-# (the device tool does not bring back names with those characters).
+# (seconds per run on the eval split and on each held-out text, 420 and 150). A run cut by its
+# limit leaves its finished blocks in build-gpu/ck_<mode>: calling stage b again (e.g.
+# MODES="refine improved") resumes from them while the machine is warm. Reports and logs are named
+# with '@' and '+' as '_' (the device tool does not bring back names with those characters).
 set -euo pipefail
 stage=${1:?stage: prepare, a or b}
 source bench/gpu_env.sh

@@ -22,6 +22,15 @@
 set -euo pipefail
 stage=${1:?stage: prepare, build, t, a, b or c}
 source bench/gpu_env.sh
+# gptq_binaries: the GPTQ tests and bench_gptq_cuda against include/ and against the baseline
+# include/ (build-gpu/old), into build-gpu/, in parallel (the caller waits).
+gptq_binaries() {
+  nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR='"tests/golden"' tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
+    -lcublas -lcusolver -o build-gpu/gptq_tests 2>"$out/build_tests.log" &
+  nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq 2>"$out/build_bench.log" &
+  nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old \
+    2>"$out/build_bench_old.log" &
+}
 case "$stage" in
 prepare)
   [ -d .deps/include/eigen3 ] || { mkdir -p .deps/include && cp -r /usr/include/eigen3 /usr/include/nlohmann /usr/include/doctest .deps/include/; }
@@ -32,11 +41,9 @@ prepare)
   ;;
 build)  # stage t's binaries and the tool, built here into build-carry/t and .carry-me
   mkdir -p build-gpu/old build-carry/t .carry-me && tar -C build-gpu/old -xJf build-carry/t/old_include.tar.xz
-  nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR='"tests/golden"' tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
-    -lcublas -lcusolver -o build-gpu/gptq_tests
-  nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq
-  nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old
+  gptq_binaries
   build_tool build-gpu
+  wait
   for b in gptq_tests bench_gptq bench_gptq_old; do xz -T0 -6 -c build-gpu/$b > build-carry/t/$b.xz; done
   xz -T0 -6 -c build-gpu/awq_llama_cuda > .carry-me/awq_llama_cuda.xz
   ;;
@@ -50,12 +57,8 @@ a|t)
   if [ "$stage" = t ] && [ -f $c/gptq_tests.xz ]; then
     for b in gptq_tests bench_gptq bench_gptq_old; do xz -dc $c/$b.xz > build-gpu/$b && chmod +x build-gpu/$b; done
   else
-    nvcc "${flags[@]}" -O2 -DAWQ_GOLDEN_DIR='"tests/golden"' tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_gptq.cu \
-      -lcublas -lcusolver -o build-gpu/gptq_tests 2>"$out/build_tests.log" &
+    gptq_binaries
     [ "$stage" = t ] || build_tool build-gpu 2>"$out/build_llama_cuda.log" &
-    nvcc "${flags[@]}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq 2>"$out/build_bench.log" &
-    nvcc "${flags[@]/-Iinclude/-Ibuild-gpu/old/include}" bench/bench_gptq_cuda.cu -lcublas -lcusolver -o build-gpu/bench_gptq_old \
-      2>"$out/build_bench_old.log" &
     wait
   fi
   echo "build: $(( $(date +%s) - t0 )) s"

@@ -437,6 +437,85 @@ TEST_CASE("W4A16 CPU, blocked layout: float64 reference over shapes, tails, M an
     }
 }
 
+TEST_CASE("W4A16 CPU, blocked layout: the digits of x are their definition, ties and tails included") {
+  if (!awq::cpu_has_avx2()) {
+    MESSAGE("skipped: the digits serve the AVX2 and AVX-512 VNNI paths, and this processor has neither");
+    return;
+  }
+  // Per row and group: e with max|x| in [2^(e-1), 2^e), X = x · 2^(22-e) rounded half away from
+  // zero, X = 65536 d2 + 256 d1 + d0 with signed digits; t = 2^(e-22), xs = t · Σ X (NaN for a
+  // group with NaN or Inf), written here in float64 and plain loops.
+  const auto check = [](const std::vector<float>& x, index_t M, index_t k, index_t g) {
+    CAPTURE(k);
+    CAPTURE(g);
+    const Layer L = make_layer(k, 16, g, true, 5);
+    const awq::BlockedW4A16 b = awq::block_w4a16(L.view());
+    const auto d = awq::detail::w4blk::make_digits(x.data(), k, M, b);
+    const index_t kc = b.chunks(), groups = k / g;
+    REQUIRE(d.words.size() == static_cast<std::size_t>(M * kc * 6));
+    std::vector<std::int8_t> want(static_cast<std::size_t>(M * kc * 24), 0);
+    long bad_bytes = 0, bad_groups = 0;
+    for (index_t m = 0; m < M; ++m)
+      for (index_t j = 0; j < groups; ++j) {
+        const float* xr = x.data() + m * k + j * g;
+        double amax = 0;
+        bool finite = true;
+        for (index_t i = 0; i < g; ++i) {
+          finite = finite && std::isfinite(xr[i]);
+          if (finite) amax = std::max(amax, std::fabs(static_cast<double>(xr[i])));
+        }
+        const std::size_t gi = static_cast<std::size_t>(m * groups + j);
+        if (!finite) {
+          bad_groups += !std::isnan(d.xs[gi]);
+          continue;
+        }
+        int e = 0;
+        std::frexp(amax, &e);
+        double sum = 0;
+        for (index_t i = 0; i < g; ++i) {
+          const double v = std::ldexp(static_cast<double>(xr[i]), 22 - e);
+          const double X = std::trunc(v + std::copysign(0.5, v));
+          sum += X;
+          const double d0 = X - 256 * std::floor((X + 128) / 256);  // in [-128, 128)
+          const double x1 = (X - d0) / 256, d1 = x1 - 256 * std::floor((x1 + 128) / 256), d2 = (x1 - d1) / 256;
+          const index_t kk = j * g + i;
+          std::int8_t* c = want.data() + (m * kc + kk / 8) * 24 + kk % 8;
+          c[0] = static_cast<std::int8_t>(d0), c[8] = static_cast<std::int8_t>(d1), c[16] = static_cast<std::int8_t>(d2);
+        }
+        const float t = std::ldexp(1.0f, e - 22);  // 0 below float's range (subnormal groups)
+        bad_groups += d.t[gi] != t || d.xs[gi] != static_cast<float>(sum * static_cast<double>(t));
+      }
+    const auto* got = reinterpret_cast<const std::int8_t*>(d.words.data());
+    for (std::size_t i = 0; i < want.size(); ++i) bad_bytes += got[i] != want[i];
+    CHECK(bad_bytes == 0);
+    CHECK(bad_groups == 0);
+  };
+  std::mt19937_64 rng(4242);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 9), n22(-(1 << 21), (1 << 21) - 1);
+  for (const auto& [k, g] : {std::pair<index_t, index_t>{256, 32}, {512, 128}, {256, 256}, {100, 100}, {120, 120}})
+    for (const index_t M : {1, 3}) {
+      std::vector<float> x(static_cast<std::size_t>(M * k));
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const index_t grp = static_cast<index_t>(i % static_cast<std::size_t>(k)) / g;
+        const float scale = grp % 3 == 0 ? 1.0f : grp % 3 == 1 ? 1e-41f : 3e37f;  // subnormal and huge groups
+        switch (pick(rng)) {
+          case 0: x[i] = 0.0f; break;
+          case 1: x[i] = -0.0f; break;
+          case 2: case 3:  // in the unscaled groups, ties when max|x| is in [1, 2)
+            x[i] = scale == 1.0f ? (static_cast<float>(n22(rng)) + 0.5f) * std::ldexp(1.0f, -21) : nd(rng) * scale;
+            break;
+          default: x[i] = nd(rng) * scale; break;
+        }
+      }
+      for (index_t m = 0; m < M; ++m) x[static_cast<std::size_t>(m * k)] = 1.5f;  // the first group's max in [1, 2)
+      check(x, M, k, g);
+      x[static_cast<std::size_t>(k - 1)] = std::numeric_limits<float>::quiet_NaN();  // the last group of row 0
+      if (M > 1) x[static_cast<std::size_t>(k + 1)] = -std::numeric_limits<float>::infinity();
+      check(x, M, k, g);
+    }
+}
+
 TEST_CASE("W4A16 CPU, blocked layout: deterministic, paths agree, NaN and Inf reach their row, bad arguments") {
   const Layer L = make_layer(512, 256, 128, true, 43);
   const awq::BlockedW4A16 b = awq::block_w4a16(L.view());

@@ -67,19 +67,53 @@ struct Digits {
   std::vector<float> t, xs;         // [M][groups]
 };
 
-inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW4A16& w) {
+/// X = x · up rounded to the nearest integer, ties away from zero (exact: |x · up| < 2^22 in double).
+inline std::int32_t fixed_point(float x, double up) {
+  const double v = static_cast<double>(x) * up;
+  return static_cast<std::int32_t>(v + (v < 0.0 ? -0.5 : 0.5));
+}
+
+/// Writes X's three signed base-256 digits at row r of a chunk's 24 bytes (X − d0 ≡ 0 mod 256).
+inline void store_digits(std::int8_t* chunk, index_t r, std::int32_t X) {
+  const std::int32_t d0 = static_cast<std::int8_t>(static_cast<std::uint8_t>(X & 0xFF));
+  const std::int32_t x1 = (X - d0) / 256;
+  const std::int32_t d1 = static_cast<std::int8_t>(static_cast<std::uint8_t>(x1 & 0xFF));
+  const std::int32_t d2 = (x1 - d1) / 256;  // |d2| <= 64
+  std::int8_t* c = chunk + (r / 4) * 4 + r % 4;
+  c[0] = static_cast<std::int8_t>(d0);
+  c[8] = static_cast<std::int8_t>(d1);
+  c[16] = static_cast<std::int8_t>(d2);
+}
+
+/// The digits of x (M rows), eight rows of K at a time: the same operations as fixed_point and
+/// store_digits in double and int32 lanes, since at M = 1 this is serial work in front of the
+/// threads' product; the rows of a group's last partial chunk, if any, one at a time.
+AWQ_TARGET_AVX2 inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW4A16& w) {
   const index_t kc = w.chunks(), groups = w.groups(), gk = w.group_rows();
   Digits d;
   d.words.assign(static_cast<std::size_t>(M * kc * 6), 0);
   d.t.assign(static_cast<std::size_t>(M * groups), 0.0f);
   d.xs.assign(static_cast<std::size_t>(M * groups), 0.0f);
-  for (index_t m = 0; m < M; ++m)
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256d sign = _mm256_set1_pd(-0.0), half = _mm256_set1_pd(0.5);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (index_t m = 0; m < M; ++m) {
+    const float* xr = x + m * ldx;
+    auto* bytes = reinterpret_cast<std::int8_t*>(d.words.data() + m * kc * 6);
     for (index_t g = 0; g < groups; ++g) {
-      const index_t k0 = g * gk, k1 = std::min(w.k, k0 + gk);
-      const float* xr = x + m * ldx;
+      const index_t k0 = g * gk, k1 = std::min(w.k, k0 + gk), kv = k0 + (k1 - k0) / kBlockedK * kBlockedK;  // k0 % 8 == 0
+      __m256 vmax = _mm256_setzero_ps(), vfin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+      for (index_t k = k0; k < kv; k += kBlockedK) {
+        const __m256 a = _mm256_and_ps(_mm256_loadu_ps(xr + k), abs_mask);
+        vmax = _mm256_max_ps(vmax, a);
+        vfin = _mm256_and_ps(vfin, _mm256_cmp_ps(a, inf, _CMP_LT_OQ));  // false for NaN and Inf
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, vmax);
       float amax = 0.0f;
-      bool finite = true;
-      for (index_t k = k0; k < k1; ++k) {
+      for (const float v : lanes) amax = std::max(amax, v);
+      bool finite = _mm256_movemask_ps(vfin) == 0xFF;
+      for (index_t k = kv; k < k1; ++k) {
         finite = finite && std::isfinite(xr[k]);
         amax = std::max(amax, std::fabs(xr[k]));
       }
@@ -92,24 +126,40 @@ inline Digits make_digits(const float* x, index_t ldx, index_t M, const BlockedW
       std::frexp(amax, &e);  // amax in [2^(e-1), 2^e); e = 0 for amax = 0
       d.t[gi] = std::ldexp(1.0f, e - 22);
       const double up = std::ldexp(1.0, 22 - e);  // x · up is exact in double
-      std::int64_t sum = 0;
-      auto* bytes = reinterpret_cast<std::int8_t*>(d.words.data() + m * kc * 6);
-      for (index_t k = k0; k < k1; ++k) {
-        const double v = static_cast<double>(xr[k]) * up;  // |v| < 2^22
-        const auto X = static_cast<std::int32_t>(v + (v < 0.0 ? -0.5 : 0.5));  // ties away from zero
-        sum += X;
-        const std::int32_t d0 = static_cast<std::int8_t>(static_cast<std::uint8_t>(X & 0xFF));  // X - d0 ≡ 0 mod 256
-        const std::int32_t x1 = (X - d0) / 256;
-        const std::int32_t d1 = static_cast<std::int8_t>(static_cast<std::uint8_t>(x1 & 0xFF));
-        const std::int32_t d2 = (x1 - d1) / 256;  // |d2| <= 64
-        const index_t j = k / kBlockedK, r = k % kBlockedK;
-        std::int8_t* cj = bytes + j * 24 + (r / 4) * 4 + r % 4;
-        cj[0] = static_cast<std::int8_t>(d0);
-        cj[8] = static_cast<std::int8_t>(d1);
-        cj[16] = static_cast<std::int8_t>(d2);
+      const __m256d vup = _mm256_set1_pd(up);
+      __m256d vsum = _mm256_setzero_pd();  // Σ X, exact in double (|Σ X| < 2^42)
+      for (index_t k = k0; k < kv; k += kBlockedK) {
+        const __m256 xv = _mm256_loadu_ps(xr + k);
+        __m256d lo = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xv)), vup);
+        __m256d hi = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), vup);
+        lo = _mm256_add_pd(lo, _mm256_or_pd(_mm256_and_pd(lo, sign), half));  // ± 0.5, then truncation
+        hi = _mm256_add_pd(hi, _mm256_or_pd(_mm256_and_pd(hi, sign), half));
+        const __m128i xlo = _mm256_cvttpd_epi32(lo), xhi = _mm256_cvttpd_epi32(hi);
+        vsum = _mm256_add_pd(vsum, _mm256_add_pd(_mm256_cvtepi32_pd(xlo), _mm256_cvtepi32_pd(xhi)));
+        const __m256i X = _mm256_set_m128i(xhi, xlo);
+        const __m256i d0 = _mm256_srai_epi32(_mm256_slli_epi32(X, 24), 24);
+        const __m256i x1 = _mm256_srai_epi32(_mm256_sub_epi32(X, d0), 8);
+        const __m256i d1 = _mm256_srai_epi32(_mm256_slli_epi32(x1, 24), 24);
+        const __m256i d2 = _mm256_srai_epi32(_mm256_sub_epi32(x1, d1), 8);
+        // Bytes per 128-bit lane: d0, d1, d2 of rows 0..3 (lane 0) and 4..7 (lane 1), then zeros;
+        // reordered by 32-bit words into d0 rows 0..7, d1 rows 0..7, d2 rows 0..7.
+        const __m256i packed = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(d0, d1), _mm256_packs_epi32(d2, _mm256_setzero_si256())), order);
+        std::int8_t* chunk = bytes + (k / kBlockedK) * 24;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(chunk), _mm256_castsi256_si128(packed));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(chunk + 16), _mm256_extracti128_si256(packed, 1));
       }
-      d.xs[gi] = static_cast<float>(static_cast<double>(sum) * static_cast<double>(d.t[gi]));
+      alignas(32) double sums[4];
+      _mm256_store_pd(sums, vsum);
+      double sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+      for (index_t k = kv; k < k1; ++k) {
+        const std::int32_t X = fixed_point(xr[k], up);
+        sum += X;
+        store_digits(bytes + (k / kBlockedK) * 24, k % kBlockedK, X);
+      }
+      d.xs[gi] = static_cast<float>(sum * static_cast<double>(d.t[gi]));
     }
+  }
   return d;
 }
 

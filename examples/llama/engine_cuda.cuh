@@ -42,10 +42,12 @@
 
 namespace awq_example {
 
-/// What a GPU linear runs on: the engine's stream and cuBLAS handle (bound to that stream).
+/// What a GPU linear runs on: the engine's stream and cuBLAS handle (bound to that stream), and
+/// whether its kernels may start while the kernel before them ends (programmatic dependent launch).
 struct CudaContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  bool overlap = true;
 };
 
 namespace kernels {
@@ -230,7 +232,7 @@ class W4CudaLinear {
   awq::index_t out_features() const { return lin_.out_features(); }  ///< N
   std::size_t weight_bytes() const { return bytes_; }                ///< codes, zeros and scales
   void operator()(const CudaContext& ctx, const __half* x, __half* y, int m) {
-    lin_(x, y, m, bias_.size() ? bias_.data() : nullptr, ctx.stream);
+    lin_(x, y, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap);
   }
 
  private:
@@ -243,6 +245,15 @@ class W4CudaLinear {
 };
 
 namespace kernels {
+
+// Every kernel of a step is launched with programmatic dependent launch (sm_90; elsewhere the
+// attribute and these instructions do nothing): its blocks may start while the kernel before it
+// ends, so a step's ~300 small launches do not each pay a launch's latency. Each kernel waits here
+// for the one before it before it reads global memory, then lets the next one start.
+__device__ __forceinline__ void step_entry() {
+  awq::cuda::detail::grid_dependency_wait();
+  awq::cuda::detail::grid_launch_dependents();
+}
 
 constexpr int kAttnChunk = 64;  // keys per attention block: a decode step at a long context spreads over the SMs
 
@@ -259,6 +270,7 @@ __device__ inline float block_sum(float v, float* red) {
 
 // x [r] = embedding row of token[r] (fp16 table → fp32 residual).
 __global__ void embed(const __half* table, const int* tokens, float* x, int hidden) {
+  step_entry();
   const __half* e = table + static_cast<long long>(tokens[blockIdx.x]) * hidden;
   float* o = x + static_cast<long long>(blockIdx.x) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = __half2float(e[i]);
@@ -269,6 +281,7 @@ __global__ void embed(const __half* table, const int* tokens, float* x, int hidd
 constexpr int kMaxHiddenPerThread = 8;
 __global__ void add_rmsnorm(float* x, const __half* delta, const float* w, float eps, __half* out, int hidden) {
   __shared__ float red[32];
+  step_entry();
   float* xr = x + static_cast<long long>(blockIdx.x) * hidden;
   const __half* dr = delta ? delta + static_cast<long long>(blockIdx.x) * hidden : nullptr;
   float v[kMaxHiddenPerThread], d[kMaxHiddenPerThread];
@@ -300,6 +313,7 @@ __global__ void add_rmsnorm(float* x, const __half* delta, const float* w, float
 // then k and v into the cache [seq, capacity, n_kv·d] of this layer.
 __global__ void rope_store(__half* qkv, const float* cs, const int* seq, const int* pos, __half* kc, __half* vc, int n_heads, int n_kv,
                            int d, int cap) {
+  step_entry();
   const int r = blockIdx.x, half = d / 2, p = pos[r];
   const float* c = cs + static_cast<long long>(p) * d;
   const long long qd = static_cast<long long>(n_heads) * d, kvd = static_cast<long long>(n_kv) * d, stride = qd + 2 * kvd;
@@ -328,24 +342,27 @@ __global__ void rope_store(__half* qkv, const float* cs, const int* seq, const i
 }
 
 // Attention of row r, head h (q: row r of qkv [rows, q | k | v]) over keys [c·chunk, min(len,
-// (c+1)·chunk)) of its sequence, len = pos[r] + 1. One chunk: the normalized output into ctx;
-// several: the chunk's max, sum and unnormalized output into part (combined by attn_combine).
+// (c+1)·chunk)) of its sequence, len = pos[r] + 1. One chunk: the normalized output into ctx.
+// Several: each chunk's max, sum and unnormalized output into part; the block that finishes last
+// (a ticket per row and head) rescales them to their common max, in chunk order whichever block
+// that is (the same bits every run), writes ctx and resets the ticket for the next launch.
 // D: head_dim; 128 threads, each key read as 16-byte pieces by D/8 threads, kKeys keys at once so
 // that many loads are in flight (a decode step is latency-bound here, not bandwidth-bound).
 template <int D>
 __global__ void attn_chunk(const __half* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc, const int* seq,
-                           const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, __half* ctx, float* part) {
+                           const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, __half* ctx, float* part, int* tickets) {
   constexpr int kThreads = 128, kWarps = kThreads / 32, kLanes = D / 8, kKeys = kThreads / kLanes;
   static_assert(D % 32 == 0 && D <= 256, "attn_chunk: head_dim 32, 64 or 128");
   __shared__ float s[kAttnChunk], red[32], acc[kKeys][D + 1];
+  __shared__ bool last;
+  step_entry();
   const int h = blockIdx.x, r = blockIdx.y, c = blockIdx.z, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int len = pos[r] + 1, start = c * kAttnChunk, end = min(len, start + kAttnChunk);
+  const int used = (len + kAttnChunk - 1) / kAttnChunk;  // chunks that hold keys: the ticket counts these
+  if (start >= end) return;  // past this row's length (the grid covers the capacity)
   const long long qd = static_cast<long long>(n_heads) * D, kvd = static_cast<long long>(n_kv) * D;
-  float* pr = part + ((static_cast<long long>(r) * n_heads + h) * chunks + c) * (D + 2);
-  if (start >= end) {  // past this row's length (the grid covers the capacity)
-    if (threadIdx.x == 0) pr[0] = -INFINITY, pr[1] = 0.0f;
-    return;
-  }
+  float* const pr0 = part + (static_cast<long long>(r) * n_heads + h) * chunks * (D + 2);
+  float* const pr = pr0 + c * (D + 2);
   const int kh = h / (n_heads / n_kv), sub = threadIdx.x % kLanes, kk = threadIdx.x / kLanes;
   float qv[8];
   {
@@ -411,37 +428,46 @@ __global__ void attn_chunk(const __half* __restrict__ q, const __half* __restric
 #pragma unroll
   for (int e = 0; e < 8; ++e) acc[kk][sub * 8 + e] = a[e];
   __syncthreads();
+  __half* const out = ctx + r * qd + h * D;
+  if (used == 1) {
+    for (int i = threadIdx.x; i < D; i += kThreads) {
+      float o = 0;
+      for (int g = 0; g < kKeys; ++g) o += acc[g][i];
+      out[i] = __float2half(o / l);
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < D; i += kThreads) {
     float o = 0;
     for (int g = 0; g < kKeys; ++g) o += acc[g][i];
-    if (chunks == 1) ctx[r * qd + h * D + i] = __float2half(o / l);
-    else pr[2 + i] = o;
+    pr[2 + i] = o;
   }
-  if (chunks > 1 && threadIdx.x == 0) pr[0] = m, pr[1] = l;
-}
-
-// ctx [r, h·D..] = the chunks' outputs rescaled to their common max and normalized.
-template <int D>
-__global__ void attn_combine(const float* part, int n_heads, int chunks, __half* ctx) {
-  const int h = blockIdx.x, r = blockIdx.y;
-  const float* pr = part + (static_cast<long long>(r) * n_heads + h) * chunks * (D + 2);
-  float m = -INFINITY;
-  for (int c = 0; c < chunks; ++c) m = fmaxf(m, pr[c * (D + 2)]);
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    float a = 0, l = 0;
-    for (int c = 0; c < chunks; ++c) {
-      const float* p = pr + c * (D + 2);
-      if (p[1] == 0.0f) continue;
-      const float f = __expf(p[0] - m);
-      a += f * p[2 + i];
-      l += f * p[1];
+  if (threadIdx.x == 0) pr[0] = m, pr[1] = l;
+  __threadfence();  // this chunk's part is visible before its ticket is taken
+  __syncthreads();
+  int* const ticket = tickets + static_cast<long long>(r) * n_heads + h;
+  if (threadIdx.x == 0) last = atomicAdd(ticket, 1) == used - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float mx = -INFINITY;
+  for (int cc = 0; cc < used; ++cc) mx = fmaxf(mx, __ldcg(pr0 + cc * (D + 2)));
+  for (int i = threadIdx.x; i < D; i += kThreads) {
+    float o = 0, sum = 0;
+    for (int cc = 0; cc < used; ++cc) {
+      const float* p = pr0 + cc * (D + 2);
+      const float f = __expf(__ldcg(p) - mx);
+      o += f * __ldcg(p + 2 + i);
+      sum += f * __ldcg(p + 1);
     }
-    ctx[(static_cast<long long>(r) * n_heads + h) * D + i] = __float2half(a / l);
+    out[i] = __float2half(o / sum);
   }
+  if (threadIdx.x == 0) *ticket = 0;
 }
 
 // g [rows, inter] = silu(gate) · up of gu [rows, gate | up].
 __global__ void swiglu(const __half* gu, __half* g, int inter, long long n) {
+  step_entry();
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long r = i / inter, j = i % inter;
     const float a = __half2float(gu[r * 2 * inter + j]);
@@ -451,6 +477,7 @@ __global__ void swiglu(const __half* gu, __half* g, int inter, long long n) {
 
 // The decode graph's last node: every row one position further.
 __global__ void advance(int* pos, int rows) {
+  step_entry();
   if (static_cast<int>(threadIdx.x) < rows) ++pos[threadIdx.x];
 }
 
@@ -536,6 +563,8 @@ class LlamaEngineCuda {
     gu_ = awq::cuda::DeviceBuffer<__half>(R * 2 * c.intermediate);
     g_ = awq::cuda::DeviceBuffer<__half>(R * c.intermediate);
     part_ = awq::cuda::DeviceBuffer<float>(R * c.n_heads * chunks_ * (c.head_dim + 2));
+    tickets_ = awq::cuda::DeviceBuffer<int>(R * c.n_heads);
+    awq::cuda::check(cudaMemset(tickets_.data(), 0, tickets_.size() * sizeof(int)), "cudaMemset (attention tickets)");
     logits_ = awq::cuda::DeviceBuffer<float>(R * c.vocab);
     tok_ = awq::cuda::DeviceBuffer<int>(R);
     seq_ = awq::cuda::DeviceBuffer<int>(R);
@@ -692,13 +721,28 @@ class LlamaEngineCuda {
                      "cudaMemcpyAsync (positions)");
   }
 
+  // kernel<<<grid, block, 0, stream>>>(args…), with programmatic dependent launch unless
+  // ctx.overlap is off (the kernels call kernels::step_entry() first).
+  template <class... Params, class... Args>
+  void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args&&... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = ctx.stream;
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = ctx.overlap ? 1 : 0;
+    awq::cuda::check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "LlamaEngineCuda kernel launch");
+  }
+
   template <int D>
   void attend(int M, const __half* kc, const __half* vc) {
     const auto& c = m_->cfg;
     const float scale = static_cast<float>(std::pow(static_cast<double>(c.head_dim), -0.5));
-    kernels::attn_chunk<D><<<dim3(c.n_heads, M, chunks_), 128, 0, ctx.stream>>>(qkv_.data(), kc, vc, seq_.data(), pos_.data(), c.n_heads,
-                                                                                 c.n_kv_heads, cap_, scale, chunks_, att_.data(), part_.data());
-    if (chunks_ > 1) kernels::attn_combine<D><<<dim3(c.n_heads, M), std::min(D, 128), 0, ctx.stream>>>(part_.data(), c.n_heads, chunks_, att_.data());
+    launch(kernels::attn_chunk<D>, dim3(c.n_heads, M, chunks_), 128, qkv_.data(), kc, vc, seq_.data(), pos_.data(), c.n_heads, c.n_kv_heads,
+           cap_, scale, chunks_, att_.data(), part_.data(), tickets_.data());
   }
 
   // One pass over M rows (tokens, sequences and positions on the device): every block, then the
@@ -710,30 +754,31 @@ class LlamaEngineCuda {
     const int H = c.hidden, threads = std::min(1024, ((H + 31) / 32) * 32);
     const std::size_t per_layer = static_cast<std::size_t>(batch_) * cap_ * kvd_;
     awq::cuda::check(cudaMemcpyAsync(tok_.data(), tok_host_.data(), M * sizeof(int), cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (tokens)");
+    // After a copy, not a kernel: a plain launch (so are the logits' copy and the advance).
     kernels::embed<<<M, threads, 0, s>>>(m_->embed.data(), tok_.data(), x_.data(), H);
     const __half* delta = nullptr;
     for (std::size_t l = 0; l < m_->layers.size(); ++l) {
       auto& L = m_->layers[l];
       __half* kc = kc_.data() + l * per_layer;
       __half* vc = vc_.data() + l * per_layer;
-      kernels::add_rmsnorm<<<M, threads, 0, s>>>(x_.data(), delta, m_->norms.data() + 2 * l * H, c.norm_eps, xn_.data(), H);
+      launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, m_->norms.data() + 2 * l * H, c.norm_eps, xn_.data(), H);
       L.qkv(ctx, xn_.data(), qkv_.data(), M);
-      kernels::rope_store<<<dim3(M, 8), 256, 0, s>>>(qkv_.data(), rope_.data(), seq_.data(), pos_.data(), kc, vc, c.n_heads, c.n_kv_heads,
-                                            c.head_dim, cap_);
+      launch(kernels::rope_store, dim3(M, 8), 256, qkv_.data(), rope_.data(), seq_.data(), pos_.data(), kc, vc, c.n_heads, c.n_kv_heads,
+             c.head_dim, cap_);
       switch (c.head_dim) {
         case 32: attend<32>(M, kc, vc); break;
         case 64: attend<64>(M, kc, vc); break;
         default: attend<128>(M, kc, vc); break;
       }
       L.o(ctx, att_.data(), tmp_.data(), M);
-      kernels::add_rmsnorm<<<M, threads, 0, s>>>(x_.data(), tmp_.data(), m_->norms.data() + (2 * l + 1) * H, c.norm_eps, xn_.data(), H);
+      launch(kernels::add_rmsnorm, M, threads, x_.data(), tmp_.data(), m_->norms.data() + (2 * l + 1) * H, c.norm_eps, xn_.data(), H);
       L.gate_up(ctx, xn_.data(), gu_.data(), M);
       const long long gi = static_cast<long long>(M) * c.intermediate;
-      kernels::swiglu<<<static_cast<int>(std::min<long long>((gi + 255) / 256, 4096)), 256, 0, s>>>(gu_.data(), g_.data(), c.intermediate, gi);
+      launch(kernels::swiglu, static_cast<int>(std::min<long long>((gi + 255) / 256, 4096)), 256, gu_.data(), g_.data(), c.intermediate, gi);
       L.down(ctx, g_.data(), tmp_.data(), M);
       delta = tmp_.data();
     }
-    kernels::add_rmsnorm<<<M, threads, 0, s>>>(x_.data(), delta, m_->norms.data() + 2 * m_->layers.size() * H, c.norm_eps, xn_.data(), H);
+    launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, m_->norms.data() + 2 * m_->layers.size() * H, c.norm_eps, xn_.data(), H);
     if (count > 0) {
       m_->lm_head.gemm(ctx, xn_.data() + static_cast<std::size_t>(first) * H, logits_.data(), count, step * H);
       awq::cuda::check(cudaMemcpyAsync(logits_host_.data(), logits_.data(), static_cast<std::size_t>(count) * c.vocab * sizeof(float),
@@ -750,7 +795,7 @@ class LlamaEngineCuda {
   std::size_t kvd_, qd_;
   awq::cuda::DeviceBuffer<__half> kc_, vc_, xn_, tmp_, qkv_, att_, gu_, g_;
   awq::cuda::DeviceBuffer<float> rope_, x_, part_, logits_;
-  awq::cuda::DeviceBuffer<int> tok_, seq_, pos_;
+  awq::cuda::DeviceBuffer<int> tok_, seq_, pos_, tickets_;
   awq::cuda::DeviceBuffer<unsigned char> blas_ws_;
   awq::cuda::PinnedBuffer<int> tok_host_;  // tokens, sequences, positions: rows_ each
   awq::cuda::PinnedBuffer<float> logits_host_;

@@ -67,14 +67,21 @@ double compare(const LlamaWeights<CpuLinear>& cpu_w, CudaLlama<GpuLinear>& gpu, 
   double worst_all = 0;
   for (std::size_t t = 0; t < seq.size(); ++t) worst_all = std::max(worst_all, row_err(all, t, ref, t, V));
 
-  LlamaEngineCuda<GpuLinear> steps(gpu, 300);
-  std::vector<float> l = steps.forward(std::vector<int>(seq.begin(), seq.begin() + 270));
+  // The same steps on an engine whose kernels are launched plainly (no programmatic dependent
+  // launch): the overlap changes when kernels start, never a bit of what they compute.
+  LlamaEngineCuda<GpuLinear> steps(gpu, 300), plain(gpu, 300);
+  plain.ctx.overlap = false;
+  const std::vector<int> head(seq.begin(), seq.begin() + 270);
+  std::vector<float> l = steps.forward(head);
+  bool same = l == plain.forward(head);
   double worst_step = row_err(l, 0, ref, 269, V);
   for (std::size_t t = 270; t < seq.size() - 1; ++t) {
     l = steps.forward({seq[t]});
+    same = same && l == plain.forward({seq[t]});
     worst_step = std::max(worst_step, row_err(l, 0, ref, t, V));
   }
   CHECK(steps.position() == 299);
+  CHECK(same);
 
   // Three sequences: the same prompt, then each its own tokens; each against a batch-1 CPU engine.
   const std::vector<int> prompt(seq.begin(), seq.begin() + 20);

@@ -37,17 +37,20 @@ class W4A16LinearT {
   const TiledW4A16Device& weights() const noexcept { return w_; }  ///< the tiled weights on the device
 
   /// y = x · dequant(W)ᵀ (+ bias [N]) for m rows on `stream`: device pointers, x [m, K] and
-  /// y [m, N] row-major, T = __half or __nv_bfloat16. \throws awq::Error for arguments the
-  /// kernels cannot run, naming them.
+  /// y [m, N] row-major, T = __half or __nv_bfloat16. With `overlap_previous`, the kernel may
+  /// start while the one before it in the stream ends (W4A16TiledArgsT::overlap_previous).
+  /// \throws awq::Error for arguments the kernels cannot run, naming them.
   template <class T>
-  void operator()(const T* x, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr) {
+  void operator()(const T* x, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr, bool overlap_previous = false) {
     awq::detail::require(m >= 1, "awq::cuda::W4A16Linear: M ", m, " is not positive");
     const std::size_t need = w4a16_tiled_workspace_bytes<Tuning>(m, w_.k, w_.n);
     if (need > ws_.size()) {
       ws_ = DeviceBuffer<unsigned char>(need);  // the old one is freed (synchronizing) first
       check(cudaMemsetAsync(ws_.data(), 0, need, stream), "awq::cuda::W4A16Linear workspace");
     }
-    w4a16_matmul(w_.args(x, y, m, ws_.data(), ws_.size(), bias), stream, Tuning{});
+    auto a = w_.args(x, y, m, ws_.data(), ws_.size(), bias);
+    a.overlap_previous = overlap_previous;
+    w4a16_matmul(a, stream, Tuning{});
   }
 
  private:

@@ -12,8 +12,13 @@
 #            built here — see the stage's comment. MATHS="fp16 tf32" runs the job once per --math,
 #            MODES="reference improved" once per --mode (default: the tool's defaults); TESTS=0 skips
 #            the tests (a second run of the stage on a warm machine); TOOL_XZ names another binary;
-#   stage m: right after stage s (the machine still warm), carry [".carry-m"] holding gguf.part01
-#            and the texts (stage s copied .carry-me/gguf.part00 when it was there): the SmolLM2
+#   stage blk: carry [".carry-blk"] holding bench_block_cuda and bench_block_cuda_base (the same bench
+#            built against another tree's include/, e.g. `git archive HEAD include`), either may be
+#            .xz, and optionally model_tests(.xz) (tests/cuda's main, model and search files) and
+#            bench_search_cuda: the per-block search of the tool's GPU path, base and new alternated
+#            twice (BLK_ARGS), the fp16-storage floor (bench_search_cuda), then the tests (BLK_TC: a doctest filter) and memcheck on BLK_MEMCHECK_TC;
+#   stage m: right after stage s (the machine still warm), carry [".carry-m"] holding the GGUF's
+#            last pieces and the texts (earlier calls kept theirs in build-gpu/data/): the SmolLM2
 #            job with --backend cuda once per MODES, then the α of the first 4 blocks on cuda
 #            (--math fp32) and on the CPU backend, same options, compared group by group; with
 #            gguf_to_hf.xz there, the GGUF against the same weights as an HF directory on cuda.
@@ -54,6 +59,9 @@ synth() {
   done
   done
 }
+# keep_parts DIR: DIR's pieces of the SmolLM2 GGUF (gguf.part00, part01, ...; one call's carry holds
+# less than the model) copied to build-gpu/data/, where the warm machine keeps them for a later call.
+keep_parts() { mkdir -p build-gpu/data; for f in "$1"/gguf.part??; do [ -f "$f" ] && cp "$f" build-gpu/data/; done; true; }
 # unpack DIR: the .xz files of a carry, decompressed beside them.
 unpack() { for f in "$1"/*.txt.xz "$1"/*.json.xz; do [ -f "$f" ] && xz -dkf "$f"; done; true; }
 # cuda_tests DIR: with DIR/awq_cuda_tests.xz, the CUDA tests (TESTS_TC: a doctest filter), then
@@ -87,14 +95,33 @@ s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] hold
   unpack $c
   xz -dc "${TOOL_XZ:-$c/awq_llama_cuda.xz}" > build-gpu/awq_llama_cuda && chmod +x build-gpu/awq_llama_cuda
   [ "${TESTS:-1}" = 0 ] || cuda_tests $c
-  [ -f $c/gguf.part00 ] && mkdir -p build-gpu/data && cp $c/gguf.part00 build-gpu/data/
+  keep_parts $c
   [ "${SYNTH:-1}" = 0 ] || synth $c/tokenizer.json $c/handbook-calib.txt
   ;;
-m)  # SmolLM2 after stage s: carry [".carry-m"] holding gguf.part01, handbook-calib.txt and
+blk)
+  c=.carry-blk
+  gpu_info
+  for f in "$c"/*.xz; do [ -f "$f" ] && xz -dkf "$f"; done
+  chmod +x "$c"/bench_block_cuda* "$c"/model_tests 2>/dev/null || true
+  for b in bench_block_cuda_base bench_block_cuda bench_block_cuda_base bench_block_cuda; do
+    echo "== $b"; "$c/$b" ${BLK_ARGS:---layers 3} | tee -a "$out/blk.log"
+  done
+  # The floor: the same search over fp16 storage (bench/llama_ref), when carried.
+  [ ! -x "$c/bench_search_cuda" ] || "$c/bench_search_cuda" ${BLK_ARGS:---layers 3} --cpu-layers 0 | tail -8 | tee "$out/floor.log"
+  if [ -x "$c/model_tests" ]; then
+    timeout 300 "$c/model_tests" ${BLK_TC:+-tc="$BLK_TC"} > "$out/model_tests.log" 2>&1 || echo "model tests: exit $?"
+    grep -E "attention, math|ERROR|FAILED|test cases|assertions|Status" "$out/model_tests.log" | head -30
+    [ -z "${BLK_MEMCHECK_TC:-}" ] || timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$c/model_tests" \
+      -tc="$BLK_MEMCHECK_TC" 2>&1 | tail -3 | tee "$out/memcheck.log" || true
+  fi
+  keep_parts $c
+  ;;
+m)  # SmolLM2 after stage s: carry [".carry-m"] holding the GGUF's last pieces, handbook-calib.txt and
     # handbook-eval.txt (either may be .xz), optionally awq_cuda_tests.xz (run last)
   c=.carry-m
   unpack $c
-  cat build-gpu/data/gguf.part00 $c/gguf.part01 > build-gpu/data/model.gguf
+  keep_parts $c
+  cat build-gpu/data/gguf.part?? > build-gpu/data/model.gguf
   echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
   job=(build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt)
   for mode in ${MODES:-default}; do

@@ -54,10 +54,7 @@ TEST_CASE("model on cuda: gram on the device is the host's; the feedback from ei
 
 TEST_CASE("model on cuda: gram under Math::fp16 and bf16 is the product of the rounded input, in fp32") {
   using Math = bc::cuda::Math;
-  struct MathGuard {
-    Math saved = bc::cuda::math();
-    ~MathGuard() { bc::cuda::set_math(saved); }
-  } guard;
+  const bc::cuda::MathScope scope(bc::cuda::math());  // restores the math on exit
   const index_t t = 900, k = 200;
   const auto xd = awq_test::random_weights(t, k, awq_test::Dist::outliers, 43, 1.0);
   const std::vector<float> x(xd.begin(), xd.end());

@@ -183,10 +183,7 @@ TEST_CASE("model on cuda: the W4A16 kernels carry the quantized streams as the d
 
 void check_math() {
   using Math = bc::cuda::Math;
-  struct MathGuard {
-    Math saved = bc::cuda::math();
-    ~MathGuard() { bc::cuda::set_math(saved); }
-  } guard;
+  const bc::cuda::MathScope scope(bc::cuda::math());  // restores the math on exit
   const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {3, 16}, 51);
   const auto run = [&](Math m) {
     bc::cuda::set_math(m);
@@ -206,7 +203,91 @@ void check_math() {
   }
 }
 
+// ctx = causal softmax(scaling · q kᵀ) v per sequence and head (GQA), in float64.
+std::vector<double> attention_f64(const awq::model::ModelConfig& c, const awq::model::Batch& b, const std::vector<float>& q,
+                                  const std::vector<float>& k, const std::vector<float>& v, double scaling) {
+  const int D = c.head_dim, L = b.seq_len, hd = c.n_heads * D, hkv = c.n_kv_heads * D, group = c.n_heads / c.n_kv_heads;
+  std::vector<double> ctx(static_cast<std::size_t>(b.tokens() * hd));
+  for (int s = 0; s < b.n_seq; ++s)
+    for (int h = 0; h < c.n_heads; ++h)
+      for (int i = 0; i < L; ++i) {
+        std::vector<double> p(static_cast<std::size_t>(i + 1));
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (int d = 0; d < D; ++d)
+            dot += static_cast<double>(q[static_cast<std::size_t>((s * L + i) * hd + h * D + d)]) *
+                   k[static_cast<std::size_t>((s * L + j) * hkv + (h / group) * D + d)];
+          p[static_cast<std::size_t>(j)] = dot * scaling;
+          mx = std::max(mx, dot * scaling);
+        }
+        for (auto& e : p) sum += (e = std::exp(e - mx));
+        for (int d = 0; d < D; ++d) {
+          double acc = 0;
+          for (int j = 0; j <= i; ++j) acc += p[static_cast<std::size_t>(j)] * v[static_cast<std::size_t>((s * L + j) * hkv + (h / group) * D + d)];
+          ctx[static_cast<std::size_t>((s * L + i) * hd + h * D + d)] = acc / sum;
+        }
+      }
+  return ctx;
+}
+
 }  // namespace
+
+TEST_CASE("model on cuda: the attention under each math against float64; a kept workspace gives a fresh one's bits") {
+  using Math = bc::cuda::Math;
+  using K = awq::model::LlamaKernels<bc::cuda>;
+  const bc::cuda::MathScope scope(bc::cuda::math());  // restores the math on exit
+  awq::model::ModelConfig c;
+  c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 16, c.hidden = 64;
+  const awq::model::Batch b{3, 40};
+  const auto rnd = [](long n, std::uint64_t seed) {
+    const auto w = awq_test::random_weights(1, n, awq_test::Dist::normal, seed, 1.0);
+    return std::vector<float>(w.begin(), w.end());
+  };
+  const long T = b.tokens(), nq = T * c.n_heads * c.head_dim, nkv = T * c.n_kv_heads * c.head_dim;
+  const auto q = rnd(nq, 61), k = rnd(nkv, 62), v = rnd(nkv, 63);
+  const double scaling = 0.25;
+  const auto ref = attention_f64(c, b, q, k, v, scaling);
+  double mag = 0;
+  for (double e : ref) mag = std::max(mag, std::fabs(e));
+  const awq::cuda::DeviceBuffer<float> qd(q), kd(k), vd(v);
+  const auto run = [&](K::Workspace* ws, awq::model::Batch bb) {
+    awq::cuda::DeviceBuffer<float> ctx(std::vector<float>(static_cast<std::size_t>(nq), awq_test::poison()));
+    K::causal_attention(c, bb, awq::make_row_major<const float>(qd.data(), bb.tokens(), c.n_heads * c.head_dim),
+                        awq::make_row_major<const float>(kd.data(), bb.tokens(), c.n_kv_heads * c.head_dim),
+                        awq::make_row_major<const float>(vd.data(), bb.tokens(), c.n_kv_heads * c.head_dim),
+                        awq::make_row_major(ctx.data(), bb.tokens(), c.n_heads * c.head_dim), static_cast<float>(scaling), ws);
+    auto out = ctx.download();
+    out.resize(static_cast<std::size_t>(bb.tokens() * c.n_heads * c.head_dim));
+    return out;
+  };
+  for (const Math m : {Math::fp32, Math::fp16, Math::bf16}) {
+    CAPTURE(static_cast<int>(m));
+    bc::cuda::set_math(m);
+    const auto got = run(nullptr, b);
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      REQUIRE(std::isfinite(got[i]));
+      worst = std::max(worst, std::fabs(got[i] - ref[i]) / mag);
+    }
+    MESSAGE("attention, math " << static_cast<int>(m) << ": max error / max |ctx| " << worst);
+    CHECK(worst < (m == Math::fp32 ? 1e-5 : m == Math::fp16 ? 4e-3 : 3e-2));  // 16 bits: q, k, v and P rounded
+    if (m != Math::fp32) CHECK(worst > 1e-5);
+    // One workspace over calls of other shapes, math and stream: each call as with scratch of its own.
+    K::Workspace ws;
+    CHECK(run(&ws, {1, 40}) == run(nullptr, {1, 40}));
+    CHECK(run(&ws, b) == got);
+    cudaStream_t other = nullptr;
+    REQUIRE(cudaStreamCreate(&other) == cudaSuccess);
+    {
+      const awq::cuda::StreamScope scope(other);
+      CHECK(run(&ws, b) == got);
+    }
+    CHECK(run(&ws, b) == got);
+    REQUIRE(cudaStreamSynchronize(other) == cudaSuccess);
+    REQUIRE(cudaStreamDestroy(other) == cudaSuccess);
+  }
+}
 
 TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
   for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) check_forward<Llama>(name);

@@ -84,11 +84,7 @@ TEST_CASE_TEMPLATE("cuda linear equals a float64 reference (bias, strided rows, 
 TEST_CASE_TEMPLATE("cuda linear under Math::fp16 / bf16 equals a float64 product of the operands rounded to 16 bits", L, __half,
                    __nv_bfloat16) {
   using Math = bc::cuda::Math;
-  struct MathGuard {
-    Math saved = bc::cuda::math();
-    ~MathGuard() { bc::cuda::set_math(saved); }
-  } guard;
-  bc::cuda::set_math(std::is_same_v<L, __half> ? Math::fp16 : Math::bf16);
+  const bc::cuda::MathScope scope(std::is_same_v<L, __half> ? Math::fp16 : Math::bf16);
   const long t = 77, k = 192, n = 136, ldx = 200;
   const auto xd = activations(t, ldx, 15), wd = random_weights(n, k, Dist::student_t3, 16), bd = random_weights(1, n, Dist::normal, 17);
   const auto xf = to<float>(xd), wf = to<float>(wd), bf = to<float>(bd);
@@ -119,6 +115,33 @@ TEST_CASE_TEMPLATE("cuda linear under Math::fp16 / bf16 equals a float64 product
     CHECK(rounding > 1e-5);   // and the operands were rounded
     CHECK(rounding < (std::is_same_v<L, __half> ? 2e-3 : 1.6e-2));  // 2^-11 / 2^-8 per operand
   }
+}
+
+TEST_CASE_TEMPLATE("cuda linear reads a held operand's 16-bit copy: the same bits, never a stale copy", L, __half, __nv_bfloat16) {
+  using Math = bc::cuda::Math;
+  const bc::cuda::MathScope scope(std::is_same_v<L, __half> ? Math::fp16 : Math::bf16);
+  const long t = 77, k = 192, n = 136, ldx = 200;
+  const auto x1 = to<float>(activations(t, ldx, 25)), x2 = to<float>(activations(t, ldx, 26));
+  const auto wf = to<float>(random_weights(n, k, Dist::student_t3, 27)), bf = to<float>(random_weights(1, n, Dist::normal, 28));
+  awq::cuda::DeviceBuffer<float> x(x1), w(wf), b(bf);
+  const awq::MatrixView<const float> xv(x.data(), t, k, ldx, 1);
+  const auto product = [&](const awq::MatrixView<const float>& xs) {
+    awq::cuda::DeviceBuffer<float> y(std::vector<float>(static_cast<std::size_t>(xs.rows() * n), poison()));
+    bc::cuda::linear(xs, cview(w, n, k), b.data(), awq::make_row_major(y.data(), xs.rows(), n));
+    return y.download();
+  };
+  const auto plain = product(xv), plain_head = product(xv.middle_rows(0, 40));
+  {
+    const auto held = bc::cuda::hold_operand(xv);
+    CHECK(product(xv) == plain);                       // the held copy: bit for bit the per-call rounding
+    CHECK(product(xv) == plain);                       // and again
+    CHECK(product(xv.middle_rows(0, 40)) == plain_head);  // another view of the same memory is not the held one
+  }
+  x.upload(x2.data(), x2.size());  // x changes after the hold ends: the product must see it
+  const auto changed = product(xv);
+  awq::cuda::DeviceBuffer<float> fresh(x2);
+  CHECK(changed == product(awq::MatrixView<const float>(fresh.data(), t, k, ldx, 1)));
+  CHECK(changed != plain);
 }
 
 TEST_CASE("cuda scaled_pseudo_quantize, mse, channel_abs_mean, duo_weight_mean and gather_rows equal the CPU backend") {

@@ -349,6 +349,15 @@ struct cpu {
   template <class T>
   using buffer = std::vector<T>;
 
+  /// An operand a caller multiplies many times (see backend::cuda::hold_operand): the CPU's
+  /// products read it as stored, so holding it does nothing.
+  struct HeldOperand {};
+  /// \copydoc HeldOperand
+  template <class S>
+  static HeldOperand hold_operand(const MatrixView<const S>&) {
+    return {};
+  }
+
   /// A buffer holding a copy of n host values (the model driver's upload of a block's weights).
   template <class T>
   static buffer<T> upload(const T* host, std::size_t n) {

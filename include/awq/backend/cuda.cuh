@@ -90,6 +90,16 @@ struct ThreadContext {
     PinnedBuffer<int> best_host;      ///< `best`, on the host
     PinnedBuffer<float> absmax_host;  ///< `absmax`, on the host
   } clip;                             ///< the clip search's workspace
+  /// An fp32 operand kept in 16 bits while a backend::cuda::HeldOperand lives (data null: none).
+  struct Held {
+    const float* data = nullptr;          ///< the operand's first element
+    index_t rows = 0;                     ///< its rows
+    index_t cols = 0;                     ///< its columns
+    index_t ld = 0;                       ///< its row stride
+    cudaDataType_t type = CUDA_R_16F;     ///< the 16-bit format of `values`
+    cudaStream_t stream = nullptr;        ///< where `values` was written
+    DeviceBuffer<unsigned short> values;  ///< rows × cols, row-major
+  } held;                                 ///< see backend::cuda::hold_operand
 
   /// The handle, bound to `stream`.
   cublasHandle_t handle() {
@@ -105,12 +115,13 @@ inline ThreadContext& this_thread_context() {
   return ctx;
 }
 
-/// Frees the calling thread's kept workspaces (the clip search's, the rounded operands'); the
+/// Frees the calling thread's kept workspaces (the clip search's, the rounded and held operands'); the
 /// stream and handle stay.
 inline void release_thread_workspace() {
   check(cudaStreamSynchronize(this_thread_context().stream), "cudaStreamSynchronize");
   this_thread_context().clip = ThreadContext::Clip{};
   this_thread_context().lowp = DeviceBuffer<unsigned short>{};
+  this_thread_context().held = ThreadContext::Held{};
 }
 
 /// \brief Routes backend::cuda work of the calling thread to `stream` for the scope's lifetime.
@@ -387,6 +398,18 @@ struct cuda {
   };
   /// Sets the math of fp32 products, process-wide.
   static void set_math(Math m) { math_flag().store(m); }
+  /// \brief Sets the math for the scope's lifetime, then restores the one before (process-wide,
+  ///        as set_math).
+  class MathScope {
+   public:
+    explicit MathScope(Math m) : prev_(math()) { set_math(m); }  ///< sets m
+    ~MathScope() { set_math(prev_); }
+    MathScope(const MathScope&) = delete;
+    MathScope& operator=(const MathScope&) = delete;
+
+   private:
+    Math prev_;
+  };
   /// The math in effect.
   static Math math() { return math_flag().load(); }
   /// set_math(Math::tf32) or set_math(Math::fp32).
@@ -545,6 +568,53 @@ struct cuda {
               "cudaMemcpy2DAsync");
   }
 
+  /// \brief While alive, linear under Math::fp16 / bf16 reads this x from one 16-bit copy made
+  ///        when it was created, instead of rounding x on every call: for a caller that multiplies
+  ///        the same x many times (a scale search, once per grid point). x must not change while
+  ///        it lives; a thread holds one operand at a time (a newer one replaces it). The copy is
+  ///        freed when the hold ends.
+  class HeldOperand {
+   public:
+    HeldOperand() = default;  ///< holds nothing
+    /// Takes `o`'s hold; `o` holds nothing.
+    HeldOperand(HeldOperand&& o) noexcept : data_(o.data_) { o.data_ = nullptr; }
+    HeldOperand& operator=(HeldOperand&&) = delete;
+    HeldOperand(const HeldOperand&) = delete;
+    HeldOperand& operator=(const HeldOperand&) = delete;
+    ~HeldOperand() {
+      auto& h = ::awq::cuda::this_thread_context().held;
+      if (data_ && h.data == data_) h = ::awq::cuda::ThreadContext::Held{};  // frees the copy (synchronizing)
+    }
+
+   private:
+    friend struct cuda;
+    explicit HeldOperand(const float* data) : data_(data) {}
+    const float* data_ = nullptr;
+  };
+
+  /// Holds x in the current 16-bit math's format (see HeldOperand); under fp32 or tf32, or for
+  /// 16-bit storage, products read x as stored and nothing is held.
+  template <class S>
+  static HeldOperand hold_operand(const MatrixView<const S>& x) {
+    namespace cu = ::awq::cuda;
+    const Math m = math();
+    if constexpr (!std::is_same_v<S, float>) {
+      return HeldOperand();
+    } else {
+      if ((m != Math::fp16 && m != Math::bf16) || x.size() == 0) return HeldOperand();
+      cu::detail::require_device_rows("awq::backend::cuda::hold_operand", x, "x");
+      auto& ctx = cu::this_thread_context();
+      auto& h = ctx.held;
+      h.data = nullptr;
+      if (h.values.size() != static_cast<std::size_t>(x.size())) h.values = cu::DeviceBuffer<unsigned short>(static_cast<std::size_t>(x.size()));
+      if (m == Math::fp16) round_into<__half>(x, h.values.data());
+      else round_into<__nv_bfloat16>(x, h.values.data());
+      h.type = m == Math::fp16 ? CUDA_R_16F : CUDA_R_16BF;
+      h.data = x.data(), h.rows = x.rows(), h.cols = x.cols(), h.ld = x.row_stride(), h.stream = ctx.stream;
+      return HeldOperand(x.data());
+    }
+  }
+
   /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), through cublasGemmEx with fp32
   /// accumulation; y is S or float. With fp32 storage under Math::fp16 or bf16, x and w are
   /// rounded to 16 bits into the thread's workspace first (cuBLAS's own down-converting compute
@@ -560,6 +630,28 @@ struct cuda {
   }
 
  private:
+  // x [rows, cols] rounded into out (row-major) on the thread's stream.
+  template <class L>
+  static void round_into(const MatrixView<const float>& x, unsigned short* out) {
+    namespace cu = ::awq::cuda;
+    if (x.size() == 0) return;
+    cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(x.rows(), 1, 8192), 256, 0, stream()>>>(x, reinterpret_cast<L*>(out));
+    cu::check(cudaGetLastError(), "round_rows_kernel launch");
+  }
+
+  // The held 16-bit copy of x (hold_operand), or null when x is not the held operand in format L.
+  template <class L>
+  static const L* held_copy(const MatrixView<const float>& x) {
+    namespace cu = ::awq::cuda;
+    auto& ctx = cu::this_thread_context();
+    const auto& h = ctx.held;
+    if (h.data == nullptr || h.data != x.data() || h.rows != x.rows() || h.cols != x.cols() || h.ld != x.row_stride() ||
+        h.type != cu::detail::cuda_type<L>::value)
+      return nullptr;
+    if (h.stream != ctx.stream) cu::check(cudaStreamSynchronize(h.stream), "cudaStreamSynchronize");  // written elsewhere
+    return reinterpret_cast<const L*>(h.values.data());
+  }
+
   template <class L, class Y>
   static void linear_rounded(const MatrixView<const float>& x, const MatrixView<const float>& w, const float* bias,
                              const MatrixView<Y>& y) {
@@ -568,17 +660,15 @@ struct cuda {
     cu::detail::require_device_rows(fn, x, "x");
     cu::detail::require_device_rows(fn, w, "w");
     auto& ctx = cu::this_thread_context();
-    const auto nx = static_cast<std::size_t>(x.size()), nw = static_cast<std::size_t>(w.size());
+    const L* held = held_copy<L>(x);
+    const auto nx = held ? std::size_t{0} : static_cast<std::size_t>(x.size()), nw = static_cast<std::size_t>(w.size());
     if (ctx.lowp.size() < nx + nw) {
       ctx.lowp = cu::DeviceBuffer<unsigned short>(nx + nw);  // the old one is freed (synchronizing) first
     }
-    L* xl = reinterpret_cast<L*>(ctx.lowp.data());
-    L* wl = xl + nx;
-    for (const auto& [v, out] : {std::pair<MatrixView<const float>, L*>{x, xl}, {w, wl}})
-      if (v.size() > 0) {
-        cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(v.rows(), 1, 8192), 256, 0, ctx.stream>>>(v, out);
-        cu::check(cudaGetLastError(), "round_rows_kernel launch");
-      }
+    if (!held) round_into<L>(x, ctx.lowp.data());
+    round_into<L>(w, ctx.lowp.data() + nx);
+    const L* xl = held ? held : reinterpret_cast<const L*>(ctx.lowp.data());
+    const L* wl = reinterpret_cast<const L*>(ctx.lowp.data() + nx);
     linear_as_stored<L, Y>(make_row_major<const L>(xl, x.rows(), x.cols()), make_row_major<const L>(wl, w.rows(), w.cols()), nullptr, y);
     if (bias) {  // added in fp32 after the product
       cu::detail::add_bias_kernel<Y, float><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, ctx.stream>>>(y, bias);

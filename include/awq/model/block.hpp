@@ -123,6 +123,15 @@ class Block {
   std::map<std::string, LinearOp> ops_;
 };
 
+/// The data of `buf`, first regrown to n elements if it holds fewer: a search module keeps its
+/// temporaries across the grid's calls, since a device allocation and free per call costs a
+/// synchronisation and page mapping each time.
+template <class Buffer>
+auto* grown(Buffer& buf, index_t n) {
+  if (buf.size() < static_cast<std::size_t>(n)) buf = Buffer(static_cast<std::size_t>(n));
+  return buf.data();
+}
+
 /// The weight [out, in] of linear `linear` ("self_attn.q_proj") of `blk`.
 template <class Backend>
 MatrixView<const float> linear_weight(const Block<Backend>& blk, const std::string& linear) {

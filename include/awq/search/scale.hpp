@@ -178,6 +178,7 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   detail::require(x.rows() > 0, fn, ": x has no token");
   const MatrixView<const S> xr = detail::row_major_or_copy<Backend>(x, copies.back());
   Backend::check_finite(fn, "activation", xr);
+  [[maybe_unused]] const auto held = Backend::hold_operand(xr);  // every grid point multiplies xr: one conversion for them all
   if (x_mean.empty()) x_mean = Backend::channel_abs_mean(xr);
   detail::require(static_cast<index_t>(x_mean.size()) == k, fn, ": x_mean has ", x_mean.size(), " channels, expected ", k);
   std::vector<F> w_mean;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "awq/backend/cuda.cuh"
@@ -156,71 +157,141 @@ struct LlamaKernels<backend::cuda> {
     ::awq::cuda::check(cudaGetLastError(), "rmsnorm_kernel launch");
   }
 
-  /// ctx [T, n_heads·d] = causal softmax(q·kᵀ/√d)·v per sequence and head, q and k rotated here.
+  /// \brief What an attention call needs besides its operands: the RoPE table, the scores and
+  ///        probabilities of a chunk of sequences, and q, k, v in 16 bits under Math::fp16 / bf16.
+  ///        A caller that attends repeatedly (a search module, once per grid point) keeps one, so
+  ///        that no call allocates or frees device memory.
+  struct Workspace {
+    ::awq::cuda::DeviceBuffer<float> rope;           ///< rope_cos_sin(rope_len, rope_dim, rope_theta)
+    int rope_len = 0;                                ///< the table's positions
+    int rope_dim = 0;                                ///< the table's head dimension
+    float rope_theta = 0.0f;                         ///< the table's base
+    ::awq::cuda::DeviceBuffer<float> scores;         ///< a chunk's fp32 scores
+    ::awq::cuda::DeviceBuffer<unsigned short> lowp;  ///< q, k, v and P in 16 bits (Math::fp16, bf16)
+    ::awq::cuda::DeviceBuffer<float> P;              ///< a chunk's fp32 probabilities (Math::fp32, tf32)
+    cudaStream_t stream = nullptr;                   ///< where the last call ran
+  };
+
+  /// ctx [T, n_heads·d] = causal softmax(q·kᵀ/√d)·v per sequence and head, q and k rotated here;
+  /// ws: kept scratch (see Workspace), or null for scratch of this call's own.
   static void attention(const ModelConfig& c, const Batch& b, const MatrixView<float>& q, const MatrixView<float>& k,
-                        const MatrixView<const float>& v, const MatrixView<float>& ctx) {
+                        const MatrixView<const float>& v, const MatrixView<float>& ctx, Workspace* ws = nullptr) {
     namespace kk = detail::llama_cuda;
     namespace cu = ::awq::cuda;
     kk::require_contiguous("q", q);
     kk::require_contiguous("k", k);
+    Workspace own;
+    Workspace& w = ws ? *ws : own;
     const index_t tok = q.rows();
     const int L = b.seq_len, D = c.head_dim;
     cudaStream_t st = backend::cuda::stream();
-    const cu::DeviceBuffer<float> rope(rope_cos_sin(L, D, c.rope_theta));
-    const auto* cs = reinterpret_cast<const float2*>(rope.data());  // (cos, sin) pairs; cudaMalloc aligns
+    reuse(w, st);
+    if (w.rope_len != L || w.rope_dim != D || w.rope_theta != c.rope_theta) {
+      w.rope = cu::DeviceBuffer<float>(rope_cos_sin(L, D, c.rope_theta));
+      w.rope_len = L, w.rope_dim = D, w.rope_theta = c.rope_theta;
+    }
+    const auto* cs = reinterpret_cast<const float2*>(w.rope.data());  // (cos, sin) pairs; cudaMalloc aligns
     kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, cs);
     kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
     cu::check(cudaGetLastError(), "rope_kernel launch");
-    causal_attention(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)));
+    causal_attention(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)), &w);
+    if (!ws) cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");  // scratch of the call's own dies with it
   }
 
   /// ctx [T, n_heads·d] = causal softmax(scaling · q·kᵀ)·v per sequence and head (GQA: head h
-  /// reads KV head h / (n_heads / n_kv_heads)); no position encoding.
+  /// reads KV head h / (n_heads / n_kv_heads)); no position encoding. Under Math::fp16 / bf16 q,
+  /// k, v and the probabilities are rounded to 16 bits and multiplied at the 16-bit tensor rate,
+  /// as the reference's fp16 model computes them (cuBLAS's down-converting compute types run at
+  /// the TF32 rate only); the scores, the softmax and the context stay fp32.
   static void causal_attention(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q,
                                const MatrixView<const float>& k, const MatrixView<const float>& v,
-                               const MatrixView<float>& ctx, float scaling) {
+                               const MatrixView<float>& ctx, float scaling, Workspace* ws = nullptr) {
     namespace kk = detail::llama_cuda;
-    namespace cu = ::awq::cuda;
     kk::require_contiguous("q", q);
     kk::require_contiguous("k", k);
     kk::require_contiguous("v", v);
     kk::require_contiguous("ctx", ctx);
+    Workspace own;
+    Workspace& w = ws ? *ws : own;
+    reuse(w, backend::cuda::stream());
+    switch (backend::cuda::math()) {
+      case backend::cuda::Math::fp16: products<__half>(c, b, q, k, v, ctx, scaling, w); break;
+      case backend::cuda::Math::bf16: products<__nv_bfloat16>(c, b, q, k, v, ctx, scaling, w); break;
+      default: products<float>(c, b, q, k, v, ctx, scaling, w);
+    }
+    // Scratch of the call's own dies with it.
+    if (!ws) ::awq::cuda::check(cudaStreamSynchronize(w.stream), "cudaStreamSynchronize");
+  }
+
+ private:
+  // A workspace last used on another stream may still be read there.
+  static void reuse(Workspace& w, cudaStream_t st) {
+    if (w.stream != st && w.stream != nullptr) ::awq::cuda::check(cudaStreamSynchronize(w.stream), "cudaStreamSynchronize");
+    w.stream = st;
+  }
+
+  // The products with operands of type L (float: as stored, under the math's compute type).
+  template <class L>
+  static void products(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q, const MatrixView<const float>& k,
+                       const MatrixView<const float>& v, const MatrixView<float>& ctx, float scaling, Workspace& w) {
+    namespace kk = detail::llama_cuda;
+    namespace cu = ::awq::cuda;
+    constexpr bool lowp = !std::is_same_v<L, float>;
     const index_t hd = static_cast<index_t>(c.n_heads) * c.head_dim, hdkv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
-    const int L = b.seq_len, D = c.head_dim, group = c.n_heads / c.n_kv_heads;
-    cudaStream_t st = backend::cuda::stream();
+    const int L_ = b.seq_len, D = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    cudaStream_t st = w.stream;
     // Sequences go in chunks whose fp32 scores fit 1 GiB: per chunk one strided-batched GEMM per
     // head for the scores and one for the context, batched over the chunk's sequences.
-    const long long LL = static_cast<long long>(L) * L, per_seq = static_cast<long long>(c.n_heads) * LL;
+    const long long LL = static_cast<long long>(L_) * L_, per_seq = static_cast<long long>(c.n_heads) * LL;
     const int chunk = static_cast<int>(std::max<long long>(1, std::min<long long>(b.n_seq, (1LL << 30) / (per_seq * 4))));
-    cu::DeviceBuffer<float> scores(static_cast<std::size_t>(chunk * per_seq)), P(static_cast<std::size_t>(chunk * per_seq));
+    const auto n_scores = static_cast<index_t>(chunk * per_seq);
+    const L *Q = nullptr, *K = nullptr, *V = nullptr;
+    L* P = nullptr;
+    grown(w.scores, n_scores);
+    if constexpr (lowp) {
+      L* base = reinterpret_cast<L*>(grown(w.lowp, q.size() + k.size() + v.size() + n_scores));
+      L* out = base;
+      for (const MatrixView<const float>* m : {&q, &k, &v}) {
+        if (m->size() > 0) {
+          cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(m->rows(), 1, 8192), 256, 0, st>>>(*m, out);
+          cu::check(cudaGetLastError(), "round_rows_kernel launch");
+        }
+        out += m->size();
+      }
+      Q = base, K = base + q.size(), V = K + k.size(), P = out;
+    } else {
+      Q = q.data(), K = k.data(), V = v.data(), P = grown(w.P, n_scores);
+    }
+    const auto ty = cu::detail::cuda_type<L>::value;
+    const auto compute = lowp ? CUBLAS_COMPUTE_32F : backend::cuda::compute_type<float>();
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = cu::this_thread_context().handle();
-    const long long sq = static_cast<long long>(L) * hd, skv = static_cast<long long>(L) * hdkv;
+    const long long sq = static_cast<long long>(L_) * hd, skv = static_cast<long long>(L_) * hdkv;
     for (int s0 = 0; s0 < b.n_seq; s0 += chunk) {
       const int nb = std::min(chunk, b.n_seq - s0);
-      const float* Q = q.data() + s0 * sq;
-      const float* K = k.data() + s0 * skv;
-      const float* V = v.data() + s0 * skv;
+      const L* Qc = Q + s0 * sq;
+      const L* Kc = K + s0 * skv;
+      const L* Vc = V + s0 * skv;
       float* C = ctx.data() + s0 * sq;
       for (int hq = 0; hq < c.n_heads; ++hq) {  // head hq reads kv head hq / group; batched over sequences
         const int kvh = hq / group;
-        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L, L, D, &one, K + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
-                                             Q + hq * D, CUDA_R_32F, static_cast<int>(hd), sq, &zero, scores.data() + hq * LL, CUDA_R_32F, L,
-                                             per_seq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L_, L_, D, &one, Kc + kvh * D, ty, static_cast<int>(hdkv), skv,
+                                             Qc + hq * D, ty, static_cast<int>(hd), sq, &zero, w.scores.data() + hq * LL, CUDA_R_32F, L_,
+                                             per_seq, nb, compute, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (scores)");
       }
-      kk::causal_softmax<float>(scores.data(), static_cast<index_t>(nb) * c.n_heads * L, L, scaling, P.data(), st);
+      kk::causal_softmax<L>(w.scores.data(), static_cast<index_t>(nb) * c.n_heads * L_, L_, scaling, P, st);
       for (int hq = 0; hq < c.n_heads; ++hq) {
         const int kvh = hq / group;
-        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L, L, &one, V + kvh * D, CUDA_R_32F, static_cast<int>(hdkv), skv,
-                                             P.data() + hq * LL, CUDA_R_32F, L, per_seq, &zero, C + hq * D, CUDA_R_32F, static_cast<int>(hd),
-                                             sq, nb, backend::cuda::compute_type<float>(), CUBLAS_GEMM_DEFAULT),
+        cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L_, L_, &one, Vc + kvh * D, ty, static_cast<int>(hdkv), skv,
+                                             P + hq * LL, ty, L_, per_seq, &zero, C + hq * D, CUDA_R_32F, static_cast<int>(hd),
+                                             sq, nb, compute, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (context)");
       }
     }
-    cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");  // the scratch buffers die here
   }
 
+ public:
   /// out = silu(gate) ⊙ up.
   static void swiglu(const MatrixView<const float>& gate, const MatrixView<const float>& up, const MatrixView<float>& out) {
     namespace k = detail::llama_cuda;

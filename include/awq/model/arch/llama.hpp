@@ -55,6 +55,8 @@ template <>
 struct LlamaKernels<backend::cpu> {
   /// Query rows per attention block: the causal product skips the key blocks past the diagonal.
   static constexpr int kAttentionBlock = 64;
+  /// Kept scratch of repeated attention calls: the CPU's is per call (GPU: see llama.cuh).
+  struct Workspace {};
 
   /// out = w ⊙ x / sqrt(mean(x²) + eps), per row.
   static void rmsnorm(const MatrixView<const float>& x, const float* w, float eps, const MatrixView<float>& out) {
@@ -93,7 +95,7 @@ struct LlamaKernels<backend::cpu> {
   /// (sequence, head) pairs run in parallel; each is a loop over blocks of query rows that
   /// multiplies only the keys up to the block's last row (about half the products of L × L).
   static void attention(const ModelConfig& cfg, const Batch& b, const MatrixView<float>& q, const MatrixView<float>& k,
-                        const MatrixView<const float>& v, const MatrixView<float>& ctx) {
+                        const MatrixView<const float>& v, const MatrixView<float>& ctx, Workspace* = nullptr) {
     rope(q, cfg.n_heads, cfg.head_dim, b.seq_len, cfg.rope_theta);
     rope(k, cfg.n_kv_heads, cfg.head_dim, b.seq_len, cfg.rope_theta);
     causal_attention(cfg, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(cfg.head_dim), -0.5)));
@@ -103,7 +105,7 @@ struct LlamaKernels<backend::cpu> {
   /// reads KV head h / (n_heads / n_kv_heads)); no position encoding.
   static void causal_attention(const ModelConfig& cfg, const Batch& b, const MatrixView<const float>& q,
                                const MatrixView<const float>& k, const MatrixView<const float>& v,
-                               const MatrixView<float>& ctx, float scaling) {
+                               const MatrixView<float>& ctx, float scaling, Workspace* = nullptr) {
     using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const int d = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads, L = b.seq_len;
     const auto Qm = backend::cpu::map(q);
@@ -228,21 +230,30 @@ struct Llama {
     return slot == 1 ? static_cast<index_t>(c.n_heads) * c.head_dim : slot == 3 ? c.intermediate : c.hidden;
   }
 
+  /// The projections q, k, v of an attention call, kept by a search module between its calls.
+  template <class Backend>
+  struct AttentionScratch {
+    typename Backend::template buffer<float> q;  ///< [T, heads·d]
+    typename Backend::template buffer<float> k;  ///< [T, kv heads·d]
+    typename Backend::template buffer<float> v;  ///< [T, kv heads·d]
+    typename LlamaKernels<Backend>::Workspace kernels;  ///< the attention kernels' own
+  };
+
   /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the
-  /// block); with `ops`, the block's linear ops (Block::set_linear) where it holds them.
+  /// block), q, k, v in `scratch`; with `ops`, the block's linear ops (Block::set_linear) where it
+  /// holds them.
   template <class Backend>
   static void attention_context(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                                 const MatrixView<const float>& wq, const MatrixView<const float>& wk,
-                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, bool ops = false) {
-    using Buf = typename Backend::template buffer<float>;
+                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, AttentionScratch<Backend>& scratch,
+                                bool ops = false) {
     const index_t T = x.rows(), kv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
-    Buf q(static_cast<std::size_t>(T * wq.rows())), k(static_cast<std::size_t>(T * kv)), v(static_cast<std::size_t>(T * kv));
-    const auto qv = make_row_major(q.data(), T, wq.rows()), kvw = make_row_major(k.data(), T, kv),
-               vv = make_row_major(v.data(), T, kv);
+    const auto qv = make_row_major(grown(scratch.q, T * wq.rows()), T, wq.rows());
+    const auto kvw = make_row_major(grown(scratch.k, T * kv), T, kv), vv = make_row_major(grown(scratch.v, T * kv), T, kv);
     linear_forward(blk, "self_attn.q_proj", ops, x, wq, qv);
     linear_forward(blk, "self_attn.k_proj", ops, x, wk, kvw);
     linear_forward(blk, "self_attn.v_proj", ops, x, wv, vv);
-    LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const float>(vv), ctx);
+    LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const float>(vv), ctx, &scratch.kernels);
   }
 
   /// The search module of the "qkv" group: self_attn with o_proj kept.
@@ -251,15 +262,23 @@ struct Llama {
     const ModelConfig* cfg;     ///< model
     Batch batch;                ///< the searched tokens' layout
     const Block<Backend>* blk;  ///< biases and o_proj
+    mutable AttentionScratch<Backend> scratch{};             ///< kept across the grid's calls
+    mutable typename Backend::template buffer<float> ctx{};  ///< the attention context, kept as well
     index_t output_cols() const { return cfg->hidden; }  ///< hidden
     /// out = o_proj(attention(x; q, k, v = w)).
     void operator()(const MatrixView<const float>& x, const std::vector<MatrixView<const float>>& w,
                     const MatrixView<float>& out) const {
-      typename Backend::template buffer<float> ctx(static_cast<std::size_t>(x.rows() * w[0].rows()));
-      const auto cv = make_row_major(ctx.data(), x.rows(), w[0].rows());
-      attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv);
+      const auto cv = make_row_major(grown(ctx, x.rows() * w[0].rows()), x.rows(), w[0].rows());
+      attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv, scratch);
       Backend::linear(MatrixView<const float>(cv), linear_weight(*blk, "self_attn.o_proj"), linear_bias(*blk, "self_attn.o_proj"), out);
     }
+  };
+
+  /// The gate and up projections of an MLP call, kept by a search module between its calls.
+  template <class Backend>
+  struct MlpScratch {
+    typename Backend::template buffer<float> gate;  ///< [T, intermediate]
+    typename Backend::template buffer<float> up;    ///< [T, intermediate]
   };
 
   /// The search module of the "gate_up" group: the MLP with down_proj kept.
@@ -267,13 +286,14 @@ struct Llama {
   struct MlpModule {
     const ModelConfig* cfg;     ///< model
     const Block<Backend>* blk;  ///< biases and down_proj
+    mutable MlpScratch<Backend> scratch{};                   ///< kept across the grid's calls
+    mutable typename Backend::template buffer<float> act{};  ///< silu(gate) ⊙ up, kept as well
     index_t output_cols() const { return cfg->hidden; }  ///< hidden
     /// out = down(silu(gate(x)) ⊙ up(x)) with gate, up = w.
     void operator()(const MatrixView<const float>& x, const std::vector<MatrixView<const float>>& w,
                     const MatrixView<float>& out) const {
-      typename Backend::template buffer<float> act(static_cast<std::size_t>(x.rows() * w[0].rows()));
-      const auto av = make_row_major(act.data(), x.rows(), w[0].rows());
-      mlp_act(*blk, x, w[0], w[1], av);
+      const auto av = make_row_major(grown(act, x.rows() * w[0].rows()), x.rows(), w[0].rows());
+      mlp_act(*blk, x, w[0], w[1], av, scratch);
       Backend::linear(MatrixView<const float>(av), linear_weight(*blk, "mlp.down_proj"), linear_bias(*blk, "mlp.down_proj"), out);
     }
   };
@@ -301,14 +321,20 @@ struct Llama {
     std::vector<Tensor<Backend>>& in = input_buffers<Llama>(c, T, cap, local);
     const auto xn = in[0].matrix(), ctx = in[1].matrix(), hn = in[2].matrix(), act = in[3].matrix();
     K::rmsnorm(x, blk.at("input_layernorm.weight").data.data(), c.norm_eps, xn);
-    attention_context(c, b, blk, xn, linear_weight(blk, "self_attn.q_proj"), linear_weight(blk, "self_attn.k_proj"),
-                      linear_weight(blk, "self_attn.v_proj"), ctx, true);
+    {
+      AttentionScratch<Backend> scratch;
+      attention_context(c, b, blk, xn, linear_weight(blk, "self_attn.q_proj"), linear_weight(blk, "self_attn.k_proj"),
+                        linear_weight(blk, "self_attn.v_proj"), ctx, scratch, true);
+    }
     Buf tmp(static_cast<std::size_t>(T * H)), h(static_cast<std::size_t>(T * H));
     const auto tv = make_row_major(tmp.data(), T, H), hv = make_row_major(h.data(), T, H);
     linear_forward(blk, "self_attn.o_proj", true, MatrixView<const float>(ctx), linear_weight(blk, "self_attn.o_proj"), tv);
     K::add(x, tv, hv);
     K::rmsnorm(hv, blk.at("post_attention_layernorm.weight").data.data(), c.norm_eps, hn);
-    mlp_act(blk, hn, linear_weight(blk, "mlp.gate_proj"), linear_weight(blk, "mlp.up_proj"), act, true);
+    {
+      MlpScratch<Backend> scratch;
+      mlp_act(blk, hn, linear_weight(blk, "mlp.gate_proj"), linear_weight(blk, "mlp.up_proj"), act, scratch, true);
+    }
     linear_forward(blk, "mlp.down_proj", true, MatrixView<const float>(act), linear_weight(blk, "mlp.down_proj"), tv);
     K::add(hv, tv, out);
   }
@@ -322,10 +348,9 @@ struct Llama {
  private:
   template <class Backend>
   static void mlp_act(const Block<Backend>& blk, const MatrixView<const float>& x, const MatrixView<const float>& wg,
-                      const MatrixView<const float>& wu, const MatrixView<float>& act, bool ops = false) {
-    typename Backend::template buffer<float> g(static_cast<std::size_t>(x.rows() * wg.rows())),
-        u(static_cast<std::size_t>(x.rows() * wu.rows()));
-    const auto gv = make_row_major(g.data(), x.rows(), wg.rows()), uv = make_row_major(u.data(), x.rows(), wu.rows());
+                      const MatrixView<const float>& wu, const MatrixView<float>& act, MlpScratch<Backend>& scratch, bool ops = false) {
+    const auto gv = make_row_major(grown(scratch.gate, x.rows() * wg.rows()), x.rows(), wg.rows()),
+               uv = make_row_major(grown(scratch.up, x.rows() * wu.rows()), x.rows(), wu.rows());
     linear_forward(blk, "mlp.gate_proj", ops, x, wg, gv);
     linear_forward(blk, "mlp.up_proj", ops, x, wu, uv);
     LlamaKernels<Backend>::swiglu(gv, uv, act);

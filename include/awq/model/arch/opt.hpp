@@ -126,19 +126,21 @@ struct Opt {
   static index_t input_cols(const ModelConfig& c, int slot) { return slot == 3 ? c.intermediate : c.hidden; }
 
   /// Causal multi-head attention context [T, hidden] from x and the q, k, v weights (biases from
-  /// the block); with `ops`, the block's linear ops (Block::set_linear) where it holds them.
+  /// the block), q, k, v in `scratch`; with `ops`, the block's linear ops (Block::set_linear) where
+  /// it holds them.
   template <class Backend>
   static void attention_context(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                                 const MatrixView<const float>& wq, const MatrixView<const float>& wk,
-                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, bool ops = false) {
-    using Buf = typename Backend::template buffer<float>;
+                                const MatrixView<const float>& wv, const MatrixView<float>& ctx,
+                                Llama::AttentionScratch<Backend>& scratch, bool ops = false) {
     const index_t T = x.rows(), H = c.hidden;
-    Buf q(static_cast<std::size_t>(T * H)), k(static_cast<std::size_t>(T * H)), v(static_cast<std::size_t>(T * H));
-    const auto qv = make_row_major(q.data(), T, H), kv = make_row_major(k.data(), T, H), vv = make_row_major(v.data(), T, H);
+    const auto qv = make_row_major(grown(scratch.q, T * H), T, H), kv = make_row_major(grown(scratch.k, T * H), T, H),
+               vv = make_row_major(grown(scratch.v, T * H), T, H);
     linear_forward(blk, "self_attn.q_proj", ops, x, wq, qv);
     linear_forward(blk, "self_attn.k_proj", ops, x, wk, kv);
     linear_forward(blk, "self_attn.v_proj", ops, x, wv, vv);
-    LlamaKernels<Backend>::causal_attention(c, b, qv, kv, vv, ctx, static_cast<float>(std::pow(static_cast<double>(c.head_dim), -0.5)));
+    LlamaKernels<Backend>::causal_attention(c, b, qv, kv, vv, ctx, static_cast<float>(std::pow(static_cast<double>(c.head_dim), -0.5)),
+                                            &scratch.kernels);
   }
 
   /// The search module of the "qkv" group: self_attn with out_proj kept.
@@ -147,13 +149,14 @@ struct Opt {
     const ModelConfig* cfg;     ///< model
     Batch batch;                ///< the searched tokens' layout
     const Block<Backend>* blk;  ///< biases and out_proj
+    mutable Llama::AttentionScratch<Backend> scratch{};      ///< kept across the grid's calls
+    mutable typename Backend::template buffer<float> ctx{};  ///< the attention context, kept as well
     index_t output_cols() const { return cfg->hidden; }  ///< hidden
     /// out = out_proj(attention(x; q, k, v = w)).
     void operator()(const MatrixView<const float>& x, const std::vector<MatrixView<const float>>& w,
                     const MatrixView<float>& out) const {
-      typename Backend::template buffer<float> ctx(static_cast<std::size_t>(x.rows() * cfg->hidden));
-      const auto cv = make_row_major(ctx.data(), x.rows(), static_cast<index_t>(cfg->hidden));
-      attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv);
+      const auto cv = make_row_major(grown(ctx, x.rows() * cfg->hidden), x.rows(), static_cast<index_t>(cfg->hidden));
+      attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv, scratch);
       Backend::linear(MatrixView<const float>(cv), linear_weight(*blk, "self_attn.out_proj"), linear_bias(*blk, "self_attn.out_proj"), out);
     }
   };
@@ -180,8 +183,11 @@ struct Opt {
     const auto xn = in[0].matrix(), ctx = in[1].matrix(), hn = in[2].matrix(), act = in[3].matrix();
     const auto vec = [&](const char* n) { return blk.at(n).data.data(); };
     K::layernorm(x, vec("self_attn_layer_norm.weight"), vec("self_attn_layer_norm.bias"), c.norm_eps, xn);
-    attention_context(c, b, blk, xn, linear_weight(blk, "self_attn.q_proj"), linear_weight(blk, "self_attn.k_proj"),
-                      linear_weight(blk, "self_attn.v_proj"), ctx, true);
+    {
+      Llama::AttentionScratch<Backend> scratch;
+      attention_context(c, b, blk, xn, linear_weight(blk, "self_attn.q_proj"), linear_weight(blk, "self_attn.k_proj"),
+                        linear_weight(blk, "self_attn.v_proj"), ctx, scratch, true);
+    }
     Buf tmp(static_cast<std::size_t>(T * H)), h(static_cast<std::size_t>(T * H));
     const auto tv = make_row_major(tmp.data(), T, H), hv = make_row_major(h.data(), T, H);
     linear_forward(blk, "self_attn.out_proj", true, MatrixView<const float>(ctx), linear_weight(blk, "self_attn.out_proj"), tv);

@@ -26,15 +26,7 @@ using awq::index_t;
 using B = awq::backend::cuda;
 using Clock = std::chrono::steady_clock;
 
-__global__ void randn_kernel(float* out, index_t n, unsigned long long seed, float std) {
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
-    out[e] = std * awq_bench::hashed_normal(seed, e);
-}
-
-void randn(float* out, index_t n, unsigned long long seed, float std) {
-  randn_kernel<<<4096, 256, 0, B::stream()>>>(out, n, seed, std);
-  awq::cuda::check(cudaGetLastError(), "randn_kernel");
-}
+void randn(float* out, index_t n, unsigned long long seed, float std) { awq_bench::fill_normal(out, n, seed, std, B::stream()); }
 
 awq::model::ModelConfig config_7b() {
   awq::model::ModelConfig c;

@@ -33,20 +33,10 @@ using awq::index_t;
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Deterministic N(0, std) (hashed_normal.cuh).
-template <class T>
-__global__ void randn_kernel(T* out, index_t n, unsigned long long seed, float std) {
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    out[e] = awq::cuda::detail::from_float<T>(std * awq_bench::hashed_normal(seed, e));
-  }
-}
-
 template <class T>
 gpu::Buf<T> randn(index_t n, unsigned long long seed, float std) {
   gpu::Buf<T> b(static_cast<std::size_t>(n));
-  randn_kernel<T><<<gpu::blocks(n, 256), 256>>>(b.data(), n, seed, std);
-  awq::cuda::check(cudaGetLastError(), "randn_kernel");
+  awq_bench::fill_normal<T>(b.data(), n, seed, std);
   return b;
 }
 

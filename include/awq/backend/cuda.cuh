@@ -265,6 +265,14 @@ __global__ void round_rows_kernel(MatrixView<const float> x, L* out) {
   }
 }
 
+// round_rows_kernel on stream st; nothing to do for an empty x.
+template <class L>
+void round_rows(const MatrixView<const float>& x, L* out, cudaStream_t st) {
+  if (x.size() == 0) return;
+  round_rows_kernel<L><<<blocks_for(x.rows(), 1, 8192), 256, 0, st>>>(x, out);
+  check(cudaGetLastError(), "round_rows_kernel launch");
+}
+
 template <class T, class B>
 __global__ void add_bias_kernel(MatrixView<T> y, const B* bias) {
   for (index_t r = blockIdx.x; r < y.rows(); r += gridDim.x)
@@ -634,9 +642,7 @@ struct cuda {
   template <class L>
   static void round_into(const MatrixView<const float>& x, unsigned short* out) {
     namespace cu = ::awq::cuda;
-    if (x.size() == 0) return;
-    cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(x.rows(), 1, 8192), 256, 0, stream()>>>(x, reinterpret_cast<L*>(out));
-    cu::check(cudaGetLastError(), "round_rows_kernel launch");
+    cu::detail::round_rows<L>(x, reinterpret_cast<L*>(out), stream());
   }
 
   // The held 16-bit copy of x (hold_operand), or null when x is not the held operand in format L.
@@ -741,8 +747,7 @@ struct cuda {
     const auto nx = static_cast<std::size_t>(x.size());
     if (ctx.lowp.size() < nx) ctx.lowp = cu::DeviceBuffer<unsigned short>(nx);  // the old one is freed (synchronizing) first
     L* xl = reinterpret_cast<L*>(ctx.lowp.data());
-    cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(x.rows(), 1, 8192), 256, 0, ctx.stream>>>(x, xl);
-    cu::check(cudaGetLastError(), "round_rows_kernel launch");
+    cu::detail::round_rows<L>(x, xl, ctx.stream);
     gram_as_stored(xl, cu::detail::cuda_type<L>::value, x.rows(), x.cols(), x.cols(), out);
   }
 

@@ -180,22 +180,21 @@ struct LlamaKernels<backend::cuda> {
     namespace cu = ::awq::cuda;
     kk::require_contiguous("q", q);
     kk::require_contiguous("k", k);
-    Workspace own;
-    Workspace& w = ws ? *ws : own;
+    kk::require_contiguous("v", v);
+    kk::require_contiguous("ctx", ctx);
     const index_t tok = q.rows();
     const int L = b.seq_len, D = c.head_dim;
-    cudaStream_t st = backend::cuda::stream();
-    reuse(w, st);
-    if (w.rope_len != L || w.rope_dim != D || w.rope_theta != c.rope_theta) {
-      w.rope = cu::DeviceBuffer<float>(rope_cos_sin(L, D, c.rope_theta));
-      w.rope_len = L, w.rope_dim = D, w.rope_theta = c.rope_theta;
-    }
-    const auto* cs = reinterpret_cast<const float2*>(w.rope.data());  // (cos, sin) pairs; cudaMalloc aligns
-    kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(q.data(), tok, c.n_heads, D, L, cs);
-    kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, st>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
-    cu::check(cudaGetLastError(), "rope_kernel launch");
-    causal_attention(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)), &w);
-    if (!ws) cu::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");  // scratch of the call's own dies with it
+    with_workspace(ws, [&](Workspace& w) {
+      if (w.rope_len != L || w.rope_dim != D || w.rope_theta != c.rope_theta) {
+        w.rope = cu::DeviceBuffer<float>(rope_cos_sin(L, D, c.rope_theta));
+        w.rope_len = L, w.rope_dim = D, w.rope_theta = c.rope_theta;
+      }
+      const auto* cs = reinterpret_cast<const float2*>(w.rope.data());  // (cos, sin) pairs; cudaMalloc aligns
+      kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(q.data(), tok, c.n_heads, D, L, cs);
+      kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
+      cu::check(cudaGetLastError(), "rope_kernel launch");
+      math_products(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)), w);
+    });
   }
 
   /// ctx [T, n_heads·d] = causal softmax(scaling · q·kᵀ)·v per sequence and head (GQA: head h
@@ -211,23 +210,31 @@ struct LlamaKernels<backend::cuda> {
     kk::require_contiguous("k", k);
     kk::require_contiguous("v", v);
     kk::require_contiguous("ctx", ctx);
+    with_workspace(ws, [&](Workspace& w) { math_products(c, b, q, k, v, ctx, scaling, w); });
+  }
+
+ private:
+  // f(w) with w the caller's workspace, or one of this call's own (synchronized before it dies). A
+  // workspace last used on another stream may still be read there.
+  template <class F>
+  static void with_workspace(Workspace* ws, F&& f) {
     Workspace own;
     Workspace& w = ws ? *ws : own;
-    reuse(w, backend::cuda::stream());
+    const cudaStream_t st = backend::cuda::stream();
+    if (w.stream != st && w.stream != nullptr) ::awq::cuda::check(cudaStreamSynchronize(w.stream), "cudaStreamSynchronize");
+    w.stream = st;
+    f(w);
+    if (!ws) ::awq::cuda::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
+  }
+
+  // The products under the thread's math.
+  static void math_products(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q, const MatrixView<const float>& k,
+                            const MatrixView<const float>& v, const MatrixView<float>& ctx, float scaling, Workspace& w) {
     switch (backend::cuda::math()) {
       case backend::cuda::Math::fp16: products<__half>(c, b, q, k, v, ctx, scaling, w); break;
       case backend::cuda::Math::bf16: products<__nv_bfloat16>(c, b, q, k, v, ctx, scaling, w); break;
       default: products<float>(c, b, q, k, v, ctx, scaling, w);
     }
-    // Scratch of the call's own dies with it.
-    if (!ws) ::awq::cuda::check(cudaStreamSynchronize(w.stream), "cudaStreamSynchronize");
-  }
-
- private:
-  // A workspace last used on another stream may still be read there.
-  static void reuse(Workspace& w, cudaStream_t st) {
-    if (w.stream != st && w.stream != nullptr) ::awq::cuda::check(cudaStreamSynchronize(w.stream), "cudaStreamSynchronize");
-    w.stream = st;
   }
 
   // The products with operands of type L (float: as stored, under the math's compute type).
@@ -252,10 +259,7 @@ struct LlamaKernels<backend::cuda> {
       L* base = reinterpret_cast<L*>(grown(w.lowp, q.size() + k.size() + v.size() + n_scores));
       L* out = base;
       for (const MatrixView<const float>* m : {&q, &k, &v}) {
-        if (m->size() > 0) {
-          cu::detail::round_rows_kernel<L><<<cu::detail::blocks_for(m->rows(), 1, 8192), 256, 0, st>>>(*m, out);
-          cu::check(cudaGetLastError(), "round_rows_kernel launch");
-        }
+        cu::detail::round_rows<L>(*m, out, st);
         out += m->size();
       }
       Q = base, K = base + q.size(), V = K + k.size(), P = out;

@@ -84,7 +84,7 @@ int main(int argc, char** argv) try {
   awq::model::BlockOptions opt;
   opt.quant = awq::QuantSpec{4, 128, true};
   opt.progress = [&](const awq::Progress& p) { phase[p.phase] = p.elapsed_s; };
-  std::printf("# search_block<cuda, Llama>, fp32 storage, --math %s; hidden %d, MLP %d, %d heads; %d x %d tokens, w4g128\n",
+  std::printf("# search_block<cuda, Llama>, --math %s (the modules keep its activation type); hidden %d, MLP %d, %d heads; %d x %d tokens, w4g128\n",
               math.c_str(), c.hidden, c.intermediate, c.n_heads, seqs, seq_len);
   std::map<std::string, double> sums;
   double total = 0;

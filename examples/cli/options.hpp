@@ -176,8 +176,9 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--eval-dequantized", nullptr, "with --backend cuda: evaluate the quantized models on their dequantized fp32 weights instead "
                                       "of the W4A16 kernels (fp16 activations) that serve 4-bit configs by default"},
       {"--math", "NAME", "with --backend cuda, how products run: fp32, tf32 (TF32 tensor cores, inputs rounded to 10 mantissa "
-                         "bits by cuBLAS), fp16 or bf16 (operands rounded to 16 bits, twice the TF32 rate: fp16 is what the "
-                         "reference's fp16 model computes); fp32 accumulation in all, the searches compare losses at that "
+                         "bits by cuBLAS), fp16 or bf16 (operands rounded to 16 bits, twice the TF32 rate, and a Llama "
+                         "block's activations between the products stored in 16 bits: fp16 is what the reference's fp16 "
+                         "model computes); fp32 accumulation in all, the searches compare losses at that "
                          "precision (default fp16)"},
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},

@@ -289,6 +289,75 @@ TEST_CASE("model on cuda: the attention under each math against float64; a kept 
   }
 }
 
+TEST_CASE("model on cuda: the Llama search modules keep 16-bit activations under fp16 and bf16, within their rounding") {
+  using Math = bc::cuda::Math;
+  const bc::cuda::MathScope scope(bc::cuda::math());  // restores the math on exit
+  const auto src = awq::model::HfSource::open(awq_test::golden_dir("arch_qwen2_bias") + "/hf");  // GQA, q/k/v biases
+  const auto& c = src.config();
+  const awq::model::Batch b{3, 24};
+  const long T = b.tokens();
+  // A normed block input's scale: this golden's weights are N(0, 1), so x of unit scale would take
+  // q beyond fp16's range (as it would the reference's fp16 model).
+  const auto xh = awq_test::random_weights(T, c.hidden, awq_test::Dist::outliers, 71, 0.02);
+  const std::vector<float> x(xh.begin(), xh.end());
+  const auto cblk = awq::model::load_block<bc::cpu, Llama>(src, c, 0);
+  const auto gblk = awq::model::load_block<bc::cuda, Llama>(src, c, 0);
+  const awq::cuda::DeviceBuffer<float> xd(x);
+  // The group's module on `blk` at input x (host or device memory); out [T, hidden] in the same memory.
+  const auto run = [&](const auto& blk, const awq::model::LinearGroup& g, const float* xp, float* out) {
+    std::vector<awq::MatrixView<const float>> w;
+    for (const auto& n : g.linears) w.push_back(awq::model::linear_weight(blk, n));
+    Llama::with_module(c, b, blk, g, [&](const auto& m) {
+      m(awq::make_row_major<const float>(xp, T, c.hidden), w, awq::make_row_major(out, T, c.hidden));
+    });
+  };
+  int modules = 0;
+  for (const auto& g : Llama::groups(c)) {
+    if (g.module.empty()) continue;
+    CAPTURE(g.name);
+    ++modules;
+    std::vector<float> ref(static_cast<std::size_t>(T * c.hidden));
+    run(cblk, g, x.data(), ref.data());
+    double mag = 0;
+    for (float e : ref) mag = std::max(mag, static_cast<double>(std::fabs(e)));
+    REQUIRE(mag > 0);
+    for (const Math m : {Math::fp32, Math::fp16, Math::bf16}) {
+      CAPTURE(static_cast<int>(m));
+      bc::cuda::set_math(m);
+      awq::cuda::DeviceBuffer<float> out(std::vector<float>(ref.size(), awq_test::poison()));
+      run(gblk, g, xd.data(), out.data());
+      const auto got = out.download();
+      double worst = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        REQUIRE(std::isfinite(got[i]));
+        worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - ref[i]) / mag);
+      }
+      MESSAGE(g.name << " module, math " << static_cast<int>(m) << ": max error / max |out| " << worst);
+      // fp16: a 2^-11 rounding of the input, the weights and each stored intermediate; bf16: 2^-8.
+      CHECK(worst < (m == Math::fp32 ? 1e-5 : m == Math::fp16 ? 5e-3 : 4e-2));
+      if (m != Math::fp32) CHECK(worst > 1e-5);
+    }
+  }
+  CHECK(modules == 2);
+  // A 16-bit x needs its math, and a 16-bit y a matching math.
+  bc::cuda::set_math(Math::fp16);
+  awq::cuda::DeviceBuffer<__half> xh16(static_cast<std::size_t>(T * c.hidden));
+  awq::cuda::DeviceBuffer<__nv_bfloat16> ybf(static_cast<std::size_t>(T * c.hidden));
+  const auto wo = awq::model::linear_weight(gblk, "self_attn.o_proj");
+  CHECK_THROWS_WITH_AS(bc::cuda::linear(awq::make_row_major<const float>(xd.data(), T, c.hidden), wo, static_cast<const float*>(nullptr),
+                                        awq::make_row_major(ybf.data(), T, c.hidden)),
+                       doctest::Contains("y is bf16 but the product's operands are fp16"), awq::Error);
+  bc::cuda::set_math(Math::bf16);
+  awq::cuda::DeviceBuffer<float> y(static_cast<std::size_t>(T * c.hidden));
+  CHECK_THROWS_WITH_AS(bc::cuda::linear(awq::make_row_major<const __half>(xh16.data(), T, c.hidden), wo, static_cast<const float*>(nullptr),
+                                        awq::make_row_major(y.data(), T, c.hidden)),
+                       doctest::Contains("x is fp16 but the math is not"), awq::Error);
+  bc::cuda::set_math(Math::fp32);
+  CHECK_THROWS_WITH_AS(bc::cuda::linear(awq::make_row_major<const float>(xd.data(), T, c.hidden), wo, static_cast<const float*>(nullptr),
+                                        awq::make_row_major(ybf.data(), T, c.hidden)),
+                       doctest::Contains("y is bf16 but the product's operands are fp32"), awq::Error);
+}
+
 TEST_CASE("model on cuda: the Llama forward matches transformers on every arch golden") {
   for (const std::string name : {"llama3_gqa", "smollm_tied", "mistral", "qwen2_bias"}) check_forward<Llama>(name);
 }

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "awq/backend/type_tag.hpp"
 #include "awq/config.hpp"
 #include "awq/detail/first_min.hpp"
 #include "awq/error.hpp"
@@ -348,6 +349,13 @@ struct cpu {
   /// Owning scratch array of n elements (the search's workspace lives where the backend computes).
   template <class T>
   using buffer = std::vector<T>;
+
+  /// Calls f(type_tag<float>{}): search modules keep their intermediate activations in fp32 here
+  /// (see backend::cuda::with_activation).
+  template <class F>
+  static void with_activation(F&& f) {
+    f(type_tag<float>{});
+  }
 
   /// An operand a caller multiplies many times (see backend::cuda::hold_operand): the CPU's
   /// products read it as stored, so holding it does nothing.

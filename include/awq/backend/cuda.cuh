@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "awq/backend/cuda_runtime.cuh"
+#include "awq/backend/type_tag.hpp"
 #include "awq/config.hpp"
 #include "awq/detail/first_min.hpp"
 #include "awq/error.hpp"
@@ -144,14 +145,17 @@ struct cuda_type;
 template <>
 struct cuda_type<float> {
   static constexpr cudaDataType_t value = CUDA_R_32F;
+  static constexpr const char* name = "fp32";
 };
 template <>
 struct cuda_type<__half> {
   static constexpr cudaDataType_t value = CUDA_R_16F;
+  static constexpr const char* name = "fp16";
 };
 template <>
 struct cuda_type<__nv_bfloat16> {
   static constexpr cudaDataType_t value = CUDA_R_16BF;
+  static constexpr const char* name = "bf16";
 };
 
 inline double host_value(float v) { return v; }
@@ -623,10 +627,24 @@ struct cuda {
     }
   }
 
+  /// \brief Calls f(type_tag<A>{}) with A the type search modules keep their intermediate
+  ///        activations in (a Llama MLP's gate, up and product; q, k, v and the attention context):
+  ///        __half under Math::fp16 and __nv_bfloat16 under bf16, as the reference's 16-bit model
+  ///        stores them (the element-wise work between the products moves half the bytes), float
+  ///        otherwise.
+  template <class F>
+  static void with_activation(F&& f) {
+    switch (math()) {
+      case Math::fp16: f(type_tag<__half>{}); break;
+      case Math::bf16: f(type_tag<__nv_bfloat16>{}); break;
+      default: f(type_tag<float>{});
+    }
+  }
+
   /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), through cublasGemmEx with fp32
   /// accumulation; y is S or float. With fp32 storage under Math::fp16 or bf16, x and w are
   /// rounded to 16 bits into the thread's workspace first (cuBLAS's own down-converting compute
-  /// types run at the TF32 rate only).
+  /// types run at the TF32 rate only), and y may also be of that 16-bit type.
   template <class S, class Y>
   static void linear(const MatrixView<const S>& x, const MatrixView<const S>& w, const S* bias, const MatrixView<Y>& y) {
     if constexpr (std::is_same_v<S, float>) {
@@ -634,7 +652,21 @@ struct cuda {
       if (m == Math::fp16) return linear_rounded<__half>(x, w, bias, y);
       if (m == Math::bf16) return linear_rounded<__nv_bfloat16>(x, w, bias, y);
     }
+    require_output<S, Y>();
     linear_as_stored(x, w, bias, y);
+  }
+
+  /// y = x · wᵀ (+ bias) for x of the 16-bit type A that the math names (a search module's
+  /// activation: with_activation) and fp32 weights, which are rounded to A first; y is A or float.
+  template <class A, class Y, std::enable_if_t<!std::is_same_v<A, float>, int> = 0>
+  static void linear(const MatrixView<const A>& x, const MatrixView<const float>& w, const float* bias, const MatrixView<Y>& y) {
+    namespace cu = ::awq::cuda;
+    constexpr const char* fn = "awq::backend::cuda::linear";
+    const Math m = math();
+    detail::require((m == Math::fp16 && std::is_same_v<A, __half>) || (m == Math::bf16 && std::is_same_v<A, __nv_bfloat16>), fn,
+                    ": x is ", cu::detail::cuda_type<A>::name, " but the math is not (fp16 x needs Math::fp16, bf16 x Math::bf16)");
+    cu::detail::require_device_rows(fn, w, "w");
+    linear_rounded_w<A, Y>(x, w, bias, y, lowp_space<A>(static_cast<std::size_t>(w.size())));
   }
 
  private:
@@ -658,6 +690,22 @@ struct cuda {
     return reinterpret_cast<const L*>(h.values.data());
   }
 
+  // The thread's 16-bit workspace as n values of L, regrown if smaller (its values are lost then).
+  template <class L>
+  static L* lowp_space(std::size_t n) {
+    auto& ctx = ::awq::cuda::this_thread_context();
+    if (ctx.lowp.size() < n) ctx.lowp = ::awq::cuda::DeviceBuffer<unsigned short>(n);  // the old one is freed (synchronizing) first
+    return reinterpret_cast<L*>(ctx.lowp.data());
+  }
+
+  // y, the product of operands of type S, is float or S.
+  template <class S, class Y>
+  static void require_output() {
+    namespace cu = ::awq::cuda;
+    detail::require(std::is_same_v<Y, float> || std::is_same_v<Y, S>, "awq::backend::cuda::linear: y is ", cu::detail::cuda_type<Y>::name,
+                    " but the product's operands are ", cu::detail::cuda_type<S>::name, " (16-bit outputs need the matching Math)");
+  }
+
   template <class L, class Y>
   static void linear_rounded(const MatrixView<const float>& x, const MatrixView<const float>& w, const float* bias,
                              const MatrixView<Y>& y) {
@@ -665,19 +713,23 @@ struct cuda {
     constexpr const char* fn = "awq::backend::cuda::linear";
     cu::detail::require_device_rows(fn, x, "x");
     cu::detail::require_device_rows(fn, w, "w");
-    auto& ctx = cu::this_thread_context();
     const L* held = held_copy<L>(x);
-    const auto nx = held ? std::size_t{0} : static_cast<std::size_t>(x.size()), nw = static_cast<std::size_t>(w.size());
-    if (ctx.lowp.size() < nx + nw) {
-      ctx.lowp = cu::DeviceBuffer<unsigned short>(nx + nw);  // the old one is freed (synchronizing) first
-    }
-    if (!held) round_into<L>(x, ctx.lowp.data());
-    round_into<L>(w, ctx.lowp.data() + nx);
-    const L* xl = held ? held : reinterpret_cast<const L*>(ctx.lowp.data());
-    const L* wl = reinterpret_cast<const L*>(ctx.lowp.data() + nx);
-    linear_as_stored<L, Y>(make_row_major<const L>(xl, x.rows(), x.cols()), make_row_major<const L>(wl, w.rows(), w.cols()), nullptr, y);
-    if (bias) {  // added in fp32 after the product
-      cu::detail::add_bias_kernel<Y, float><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, ctx.stream>>>(y, bias);
+    const auto nx = held ? std::size_t{0} : static_cast<std::size_t>(x.size());
+    L* space = lowp_space<L>(nx + static_cast<std::size_t>(w.size()));
+    if (!held) cu::detail::round_rows<L>(x, space, stream());
+    linear_rounded_w<L, Y>(make_row_major<const L>(held ? held : space, x.rows(), x.cols()), w, bias, y, space + nx);
+  }
+
+  // y = x · wᵀ (+ bias in fp32 after the product) with w rounded to L into wl (w.size() values).
+  template <class L, class Y>
+  static void linear_rounded_w(const MatrixView<const L>& x, const MatrixView<const float>& w, const float* bias, const MatrixView<Y>& y,
+                               L* wl) {
+    namespace cu = ::awq::cuda;
+    require_output<L, Y>();
+    cu::detail::round_rows<L>(w, wl, stream());
+    linear_as_stored<L, Y>(x, make_row_major<const L>(wl, w.rows(), w.cols()), nullptr, y);
+    if (bias) {
+      cu::detail::add_bias_kernel<Y, float><<<cu::detail::blocks_for(y.rows(), 1, 8192), 256, 0, stream()>>>(y, bias);
       cu::check(cudaGetLastError(), "add_bias_kernel launch");
     }
   }

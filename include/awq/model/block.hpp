@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -132,6 +133,16 @@ auto* grown(Buffer& buf, index_t n) {
   return buf.data();
 }
 
+/// grown(buf, ·) holding n values of type A in a buffer of wider elements (a search module's fp32
+/// scratch that keeps 16-bit activations under a 16-bit math: backend::cuda::with_activation).
+template <class A, class Buffer>
+A* grown_as(Buffer& buf, index_t n) {
+  using E = std::remove_pointer_t<decltype(buf.data())>;
+  static_assert(sizeof(A) <= sizeof(E) && alignof(A) <= alignof(E), "A must fit the buffer's elements");
+  return reinterpret_cast<A*>(grown(buf, (n * static_cast<index_t>(sizeof(A)) + static_cast<index_t>(sizeof(E)) - 1) /
+                                             static_cast<index_t>(sizeof(E))));
+}
+
 /// The weight [out, in] of linear `linear` ("self_attn.q_proj") of `blk`.
 template <class Backend>
 MatrixView<const float> linear_weight(const Block<Backend>& blk, const std::string& linear) {
@@ -146,14 +157,18 @@ const float* linear_bias(const Block<Backend>& blk, const std::string& linear) {
 
 /// y = linear `name` of `blk` on x: with `ops`, the block's op for it (Block::set_linear) where it
 /// holds one; else the weight `w` and the block's bias through Backend::linear. A forward passes
-/// the block's own weights and `ops`; a search module passes candidate weights and no `ops`.
-template <class Backend>
+/// the block's own weights and `ops`; a search module passes candidate weights and no `ops`, and
+/// may ask for y in its activation type Y (Backend::with_activation).
+template <class Backend, class Y>
 void linear_forward(const Block<Backend>& blk, const std::string& name, bool ops, const MatrixView<const float>& x,
-                    const MatrixView<const float>& w, const MatrixView<float>& y) {
-  if (const LinearOp* op = ops ? blk.linear_op(name) : nullptr)
-    (*op)(x, y);
-  else
-    Backend::linear(x, w, linear_bias(blk, name), y);
+                    const MatrixView<const float>& w, const MatrixView<Y>& y) {
+  const LinearOp* op = ops ? blk.linear_op(name) : nullptr;
+  if constexpr (std::is_same_v<Y, float>) {
+    if (op) return (*op)(x, y);
+  } else {
+    detail::require(op == nullptr, "awq::model::linear_forward: the op of '", name, "' writes fp32, not a 16-bit y");
+  }
+  Backend::linear(x, w, linear_bias(blk, name), y);
 }
 
 }  // namespace awq::model

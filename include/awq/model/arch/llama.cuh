@@ -173,9 +173,12 @@ struct LlamaKernels<backend::cuda> {
   };
 
   /// ctx [T, n_heads·d] = causal softmax(q·kᵀ/√d)·v per sequence and head, q and k rotated here;
-  /// ws: kept scratch (see Workspace), or null for scratch of this call's own.
-  static void attention(const ModelConfig& c, const Batch& b, const MatrixView<float>& q, const MatrixView<float>& k,
-                        const MatrixView<const float>& v, const MatrixView<float>& ctx, Workspace* ws = nullptr) {
+  /// ws: kept scratch (see Workspace), or null for scratch of this call's own. A is float, or the
+  /// 16-bit type of the math in effect (backend::cuda::with_activation): operands and context
+  /// stored so.
+  template <class A>
+  static void attention(const ModelConfig& c, const Batch& b, const MatrixView<A>& q, const MatrixView<A>& k,
+                        const MatrixView<const A>& v, const MatrixView<A>& ctx, Workspace* ws = nullptr) {
     namespace kk = detail::llama_cuda;
     namespace cu = ::awq::cuda;
     kk::require_contiguous("q", q);
@@ -190,10 +193,10 @@ struct LlamaKernels<backend::cuda> {
         w.rope_len = L, w.rope_dim = D, w.rope_theta = c.rope_theta;
       }
       const auto* cs = reinterpret_cast<const float2*>(w.rope.data());  // (cos, sin) pairs; cudaMalloc aligns
-      kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(q.data(), tok, c.n_heads, D, L, cs);
-      kk::rope_kernel<float><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
+      kk::rope_kernel<A><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(q.data(), tok, c.n_heads, D, L, cs);
+      kk::rope_kernel<A><<<kk::grid_for(tok, 1), 256, 0, w.stream>>>(k.data(), tok, c.n_kv_heads, D, L, cs);
       cu::check(cudaGetLastError(), "rope_kernel launch");
-      math_products(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)), w);
+      math_products<A>(c, b, q, k, v, ctx, static_cast<float>(std::pow(static_cast<double>(D), -0.5)), w);
     });
   }
 
@@ -210,7 +213,7 @@ struct LlamaKernels<backend::cuda> {
     kk::require_contiguous("k", k);
     kk::require_contiguous("v", v);
     kk::require_contiguous("ctx", ctx);
-    with_workspace(ws, [&](Workspace& w) { math_products(c, b, q, k, v, ctx, scaling, w); });
+    with_workspace(ws, [&](Workspace& w) { math_products<float>(c, b, q, k, v, ctx, scaling, w); });
   }
 
  private:
@@ -227,20 +230,32 @@ struct LlamaKernels<backend::cuda> {
     if (!ws) ::awq::cuda::check(cudaStreamSynchronize(st), "cudaStreamSynchronize");
   }
 
-  // The products under the thread's math.
-  static void math_products(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q, const MatrixView<const float>& k,
-                            const MatrixView<const float>& v, const MatrixView<float>& ctx, float scaling, Workspace& w) {
-    switch (backend::cuda::math()) {
-      case backend::cuda::Math::fp16: products<__half>(c, b, q, k, v, ctx, scaling, w); break;
-      case backend::cuda::Math::bf16: products<__nv_bfloat16>(c, b, q, k, v, ctx, scaling, w); break;
-      default: products<float>(c, b, q, k, v, ctx, scaling, w);
+  // The products under the thread's math, of operands and context stored as A.
+  template <class A>
+  static void math_products(const ModelConfig& c, const Batch& b, const MatrixView<const A>& q, const MatrixView<const A>& k,
+                            const MatrixView<const A>& v, const MatrixView<A>& ctx, float scaling, Workspace& w) {
+    const backend::cuda::Math m = backend::cuda::math();
+    if constexpr (std::is_same_v<A, float>) {
+      switch (m) {
+        case backend::cuda::Math::fp16: products<__half>(c, b, q, k, v, ctx, scaling, w); break;
+        case backend::cuda::Math::bf16: products<__nv_bfloat16>(c, b, q, k, v, ctx, scaling, w); break;
+        default: products<float>(c, b, q, k, v, ctx, scaling, w);
+      }
+    } else {
+      ::awq::detail::require((m == backend::cuda::Math::fp16 && std::is_same_v<A, __half>) ||
+                                 (m == backend::cuda::Math::bf16 && std::is_same_v<A, __nv_bfloat16>),
+                             "awq::model::LlamaKernels<cuda>::attention: operands of ", ::awq::cuda::detail::cuda_type<A>::name,
+                             " need that math (backend::cuda::with_activation)");
+      products<A>(c, b, q, k, v, ctx, scaling, w);
     }
   }
 
-  // The products with operands of type L (float: as stored, under the math's compute type).
-  template <class L>
-  static void products(const ModelConfig& c, const Batch& b, const MatrixView<const float>& q, const MatrixView<const float>& k,
-                       const MatrixView<const float>& v, const MatrixView<float>& ctx, float scaling, Workspace& w) {
+  // The products with operands of type L (float: as stored, under the math's compute type), from
+  // q, k, v stored as A (float, rounded here, or L) into ctx of A.
+  template <class L, class A>
+  static void products(const ModelConfig& c, const Batch& b, const MatrixView<const A>& q, const MatrixView<const A>& k,
+                       const MatrixView<const A>& v, const MatrixView<A>& ctx, float scaling, Workspace& w) {
+    static_assert(std::is_same_v<A, float> || std::is_same_v<A, L>, "operands are stored as fp32 or as L");
     namespace kk = detail::llama_cuda;
     namespace cu = ::awq::cuda;
     constexpr bool lowp = !std::is_same_v<L, float>;
@@ -255,7 +270,9 @@ struct LlamaKernels<backend::cuda> {
     const L *Q = nullptr, *K = nullptr, *V = nullptr;
     L* P = nullptr;
     grown(w.scores, n_scores);
-    if constexpr (lowp) {
+    if constexpr (lowp && std::is_same_v<A, L>) {
+      Q = q.data(), K = k.data(), V = v.data(), P = reinterpret_cast<L*>(grown(w.lowp, n_scores));
+    } else if constexpr (lowp) {
       L* base = reinterpret_cast<L*>(grown(w.lowp, q.size() + k.size() + v.size() + n_scores));
       L* out = base;
       for (const MatrixView<const float>* m : {&q, &k, &v}) {
@@ -276,7 +293,7 @@ struct LlamaKernels<backend::cuda> {
       const L* Qc = Q + s0 * sq;
       const L* Kc = K + s0 * skv;
       const L* Vc = V + s0 * skv;
-      float* C = ctx.data() + s0 * sq;
+      A* C = ctx.data() + s0 * sq;
       for (int hq = 0; hq < c.n_heads; ++hq) {  // head hq reads kv head hq / group; batched over sequences
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L_, L_, D, &one, Kc + kvh * D, ty, static_cast<int>(hdkv), skv,
@@ -288,7 +305,7 @@ struct LlamaKernels<backend::cuda> {
       for (int hq = 0; hq < c.n_heads; ++hq) {
         const int kvh = hq / group;
         cu::check(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, D, L_, L_, &one, Vc + kvh * D, ty, static_cast<int>(hdkv), skv,
-                                             P + hq * LL, ty, L_, per_seq, &zero, C + hq * D, CUDA_R_32F, static_cast<int>(hd),
+                                             P + hq * LL, ty, L_, per_seq, &zero, C + hq * D, cu::detail::cuda_type<A>::value, static_cast<int>(hd),
                                              sq, nb, compute, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx (context)");
       }
@@ -296,13 +313,14 @@ struct LlamaKernels<backend::cuda> {
   }
 
  public:
-  /// out = silu(gate) ⊙ up.
-  static void swiglu(const MatrixView<const float>& gate, const MatrixView<const float>& up, const MatrixView<float>& out) {
+  /// out = silu(gate) ⊙ up, in fp32 from values stored as T (float, __half or __nv_bfloat16).
+  template <class T>
+  static void swiglu(const MatrixView<const T>& gate, const MatrixView<const T>& up, const MatrixView<T>& out) {
     namespace k = detail::llama_cuda;
     k::require_contiguous("gate", gate);
     k::require_contiguous("up", up);
     k::require_contiguous("out", out);
-    k::swiglu_kernel<float><<<k::grid_for(gate.size(), 256), 256, 0, backend::cuda::stream()>>>(gate.data(), up.data(), gate.size(), out.data());
+    k::swiglu_kernel<T><<<k::grid_for(gate.size(), 256), 256, 0, backend::cuda::stream()>>>(gate.data(), up.data(), gate.size(), out.data());
     ::awq::cuda::check(cudaGetLastError(), "swiglu_kernel launch");
   }
 

@@ -233,30 +233,31 @@ struct Llama {
   /// The projections q, k, v of an attention call, kept by a search module between its calls.
   template <class Backend>
   struct AttentionScratch {
-    typename Backend::template buffer<float> q;  ///< [T, heads·d]
+    typename Backend::template buffer<float> q;  ///< [T, heads·d] (fp32, or 16-bit values: Backend::with_activation)
     typename Backend::template buffer<float> k;  ///< [T, kv heads·d]
     typename Backend::template buffer<float> v;  ///< [T, kv heads·d]
     typename LlamaKernels<Backend>::Workspace kernels;  ///< the attention kernels' own
   };
 
   /// Causal GQA attention context [T, n_heads·d] from x and the q, k, v weights (biases from the
-  /// block), q, k, v in `scratch`; with `ops`, the block's linear ops (Block::set_linear) where it
-  /// holds them.
-  template <class Backend>
+  /// block), q, k, v stored as A in `scratch`; with `ops`, the block's linear ops
+  /// (Block::set_linear) where it holds them.
+  template <class Backend, class A>
   static void attention_context(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                                 const MatrixView<const float>& wq, const MatrixView<const float>& wk,
-                                const MatrixView<const float>& wv, const MatrixView<float>& ctx, AttentionScratch<Backend>& scratch,
+                                const MatrixView<const float>& wv, const MatrixView<A>& ctx, AttentionScratch<Backend>& scratch,
                                 bool ops = false) {
     const index_t T = x.rows(), kv = static_cast<index_t>(c.n_kv_heads) * c.head_dim;
-    const auto qv = make_row_major(grown(scratch.q, T * wq.rows()), T, wq.rows());
-    const auto kvw = make_row_major(grown(scratch.k, T * kv), T, kv), vv = make_row_major(grown(scratch.v, T * kv), T, kv);
+    const auto qv = make_row_major(grown_as<A>(scratch.q, T * wq.rows()), T, wq.rows());
+    const auto kvw = make_row_major(grown_as<A>(scratch.k, T * kv), T, kv), vv = make_row_major(grown_as<A>(scratch.v, T * kv), T, kv);
     linear_forward(blk, "self_attn.q_proj", ops, x, wq, qv);
     linear_forward(blk, "self_attn.k_proj", ops, x, wk, kvw);
     linear_forward(blk, "self_attn.v_proj", ops, x, wv, vv);
-    LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const float>(vv), ctx, &scratch.kernels);
+    LlamaKernels<Backend>::attention(c, b, qv, kvw, MatrixView<const A>(vv), ctx, &scratch.kernels);
   }
 
-  /// The search module of the "qkv" group: self_attn with o_proj kept.
+  /// The search module of the "qkv" group: self_attn with o_proj kept. Its intermediates are stored
+  /// in the backend's activation type (Backend::with_activation).
   template <class Backend>
   struct AttentionModule {
     const ModelConfig* cfg;     ///< model
@@ -268,20 +269,24 @@ struct Llama {
     /// out = o_proj(attention(x; q, k, v = w)).
     void operator()(const MatrixView<const float>& x, const std::vector<MatrixView<const float>>& w,
                     const MatrixView<float>& out) const {
-      const auto cv = make_row_major(grown(ctx, x.rows() * w[0].rows()), x.rows(), w[0].rows());
-      attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv, scratch);
-      Backend::linear(MatrixView<const float>(cv), linear_weight(*blk, "self_attn.o_proj"), linear_bias(*blk, "self_attn.o_proj"), out);
+      Backend::with_activation([&](auto tag) {
+        using A = typename decltype(tag)::type;
+        const auto cv = make_row_major(grown_as<A>(ctx, x.rows() * w[0].rows()), x.rows(), w[0].rows());
+        attention_context(*cfg, batch, *blk, x, w[0], w[1], w[2], cv, scratch);
+        Backend::linear(MatrixView<const A>(cv), linear_weight(*blk, "self_attn.o_proj"), linear_bias(*blk, "self_attn.o_proj"), out);
+      });
     }
   };
 
   /// The gate and up projections of an MLP call, kept by a search module between its calls.
   template <class Backend>
   struct MlpScratch {
-    typename Backend::template buffer<float> gate;  ///< [T, intermediate]
+    typename Backend::template buffer<float> gate;  ///< [T, intermediate] (fp32, or 16-bit values: Backend::with_activation)
     typename Backend::template buffer<float> up;    ///< [T, intermediate]
   };
 
-  /// The search module of the "gate_up" group: the MLP with down_proj kept.
+  /// The search module of the "gate_up" group: the MLP with down_proj kept. Its intermediates are
+  /// stored in the backend's activation type (Backend::with_activation).
   template <class Backend>
   struct MlpModule {
     const ModelConfig* cfg;     ///< model
@@ -292,9 +297,12 @@ struct Llama {
     /// out = down(silu(gate(x)) ⊙ up(x)) with gate, up = w.
     void operator()(const MatrixView<const float>& x, const std::vector<MatrixView<const float>>& w,
                     const MatrixView<float>& out) const {
-      const auto av = make_row_major(grown(act, x.rows() * w[0].rows()), x.rows(), w[0].rows());
-      mlp_act(*blk, x, w[0], w[1], av, scratch);
-      Backend::linear(MatrixView<const float>(av), linear_weight(*blk, "mlp.down_proj"), linear_bias(*blk, "mlp.down_proj"), out);
+      Backend::with_activation([&](auto tag) {
+        using A = typename decltype(tag)::type;
+        const auto av = make_row_major(grown_as<A>(act, x.rows() * w[0].rows()), x.rows(), w[0].rows());
+        mlp_act(*blk, x, w[0], w[1], av, scratch);
+        Backend::linear(MatrixView<const A>(av), linear_weight(*blk, "mlp.down_proj"), linear_bias(*blk, "mlp.down_proj"), out);
+      });
     }
   };
 
@@ -346,14 +354,14 @@ struct Llama {
   }
 
  private:
-  template <class Backend>
+  template <class Backend, class A>
   static void mlp_act(const Block<Backend>& blk, const MatrixView<const float>& x, const MatrixView<const float>& wg,
-                      const MatrixView<const float>& wu, const MatrixView<float>& act, MlpScratch<Backend>& scratch, bool ops = false) {
-    const auto gv = make_row_major(grown(scratch.gate, x.rows() * wg.rows()), x.rows(), wg.rows()),
-               uv = make_row_major(grown(scratch.up, x.rows() * wu.rows()), x.rows(), wu.rows());
+                      const MatrixView<const float>& wu, const MatrixView<A>& act, MlpScratch<Backend>& scratch, bool ops = false) {
+    const auto gv = make_row_major(grown_as<A>(scratch.gate, x.rows() * wg.rows()), x.rows(), wg.rows()),
+               uv = make_row_major(grown_as<A>(scratch.up, x.rows() * wu.rows()), x.rows(), wu.rows());
     linear_forward(blk, "mlp.gate_proj", ops, x, wg, gv);
     linear_forward(blk, "mlp.up_proj", ops, x, wu, uv);
-    LlamaKernels<Backend>::swiglu(gv, uv, act);
+    LlamaKernels<Backend>::swiglu(MatrixView<const A>(gv), MatrixView<const A>(uv), act);
   }
 };
 

@@ -641,6 +641,18 @@ struct cuda {
     }
   }
 
+  /// Throws awq::Error (naming fn and what) unless A is the activation type of the math in effect
+  /// (with_activation): a 16-bit operand stored for another math.
+  template <class A>
+  static void require_activation(const char* fn, const char* what) {
+    const Math m = math();
+    detail::require(std::is_same_v<A, float> ? (m != Math::fp16 && m != Math::bf16)
+                                             : (m == Math::fp16 && std::is_same_v<A, __half>) ||
+                                                   (m == Math::bf16 && std::is_same_v<A, __nv_bfloat16>),
+                    fn, ": ", what, " is ", ::awq::cuda::detail::cuda_type<A>::name,
+                    " but the math is not (fp16 operands need Math::fp16, bf16 Math::bf16)");
+  }
+
   /// y [T, N] = x [T, K] · w [N, K]ᵀ (+ bias [N] when non-null), through cublasGemmEx with fp32
   /// accumulation; y is S or float. With fp32 storage under Math::fp16 or bf16, x and w are
   /// rounded to 16 bits into the thread's workspace first (cuBLAS's own down-converting compute
@@ -660,12 +672,9 @@ struct cuda {
   /// activation: with_activation) and fp32 weights, which are rounded to A first; y is A or float.
   template <class A, class Y, std::enable_if_t<!std::is_same_v<A, float>, int> = 0>
   static void linear(const MatrixView<const A>& x, const MatrixView<const float>& w, const float* bias, const MatrixView<Y>& y) {
-    namespace cu = ::awq::cuda;
     constexpr const char* fn = "awq::backend::cuda::linear";
-    const Math m = math();
-    detail::require((m == Math::fp16 && std::is_same_v<A, __half>) || (m == Math::bf16 && std::is_same_v<A, __nv_bfloat16>), fn,
-                    ": x is ", cu::detail::cuda_type<A>::name, " but the math is not (fp16 x needs Math::fp16, bf16 x Math::bf16)");
-    cu::detail::require_device_rows(fn, w, "w");
+    require_activation<A>(fn, "x");
+    ::awq::cuda::detail::require_device_rows(fn, w, "w");
     linear_rounded_w<A, Y>(x, w, bias, y, lowp_space<A>(static_cast<std::size_t>(w.size())));
   }
 

@@ -234,18 +234,14 @@ struct LlamaKernels<backend::cuda> {
   template <class A>
   static void math_products(const ModelConfig& c, const Batch& b, const MatrixView<const A>& q, const MatrixView<const A>& k,
                             const MatrixView<const A>& v, const MatrixView<A>& ctx, float scaling, Workspace& w) {
-    const backend::cuda::Math m = backend::cuda::math();
     if constexpr (std::is_same_v<A, float>) {
-      switch (m) {
+      switch (backend::cuda::math()) {
         case backend::cuda::Math::fp16: products<__half>(c, b, q, k, v, ctx, scaling, w); break;
         case backend::cuda::Math::bf16: products<__nv_bfloat16>(c, b, q, k, v, ctx, scaling, w); break;
         default: products<float>(c, b, q, k, v, ctx, scaling, w);
       }
     } else {
-      ::awq::detail::require((m == backend::cuda::Math::fp16 && std::is_same_v<A, __half>) ||
-                                 (m == backend::cuda::Math::bf16 && std::is_same_v<A, __nv_bfloat16>),
-                             "awq::model::LlamaKernels<cuda>::attention: operands of ", ::awq::cuda::detail::cuda_type<A>::name,
-                             " need that math (backend::cuda::with_activation)");
+      backend::cuda::require_activation<A>("awq::model::LlamaKernels<cuda>::attention", "q");
       products<A>(c, b, q, k, v, ctx, scaling, w);
     }
   }

@@ -110,36 +110,47 @@ blk)
   [ ! -x "$c/bench_search_cuda" ] || "$c/bench_search_cuda" ${BLK_ARGS:---layers 3} --cpu-layers 0 | tail -8 | tee "$out/floor.log"
   if [ -x "$c/model_tests" ]; then
     timeout 300 "$c/model_tests" ${BLK_TC:+-tc="$BLK_TC"} > "$out/model_tests.log" 2>&1 || echo "model tests: exit $?"
-    grep -E "attention, math|ERROR|FAILED|test cases|assertions|Status" "$out/model_tests.log" | head -30
+    grep -E "attention, math|module, math|ERROR|FAILED|test cases|assertions|Status" "$out/model_tests.log" | head -30
     [ -z "${BLK_MEMCHECK_TC:-}" ] || timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$c/model_tests" \
       -tc="$BLK_MEMCHECK_TC" 2>&1 | tail -3 | tee "$out/memcheck.log" || true
   fi
   keep_parts $c
   ;;
 m)  # SmolLM2 after stage s: carry [".carry-m"] holding the GGUF's last pieces, handbook-calib.txt and
-    # handbook-eval.txt (either may be .xz), optionally awq_cuda_tests.xz (run last)
+    # handbook-eval.txt (either may be .xz), optionally awq_cuda_tests.xz (run last); ALPHAS=0 skips the α comparison
   c=.carry-m
   unpack $c
   keep_parts $c
   cat build-gpu/data/gguf.part?? > build-gpu/data/model.gguf
   echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
   job=(build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt)
+  # BASE_XZ (a carried awq_llama_cuda.xz of another build): its job too, right after, as the same-run baseline.
+  tools=(build-gpu/awq_llama_cuda)
+  if [ -n "${BASE_XZ:-}" ]; then
+    xz -dc "$BASE_XZ" > build-gpu/awq_llama_cuda_base && chmod +x build-gpu/awq_llama_cuda_base
+    tools+=(build-gpu/awq_llama_cuda_base)
+  fi
+  for tool in "${tools[@]}"; do
   for mode in ${MODES:-default}; do
     modearg=()
     [ "$mode" = default ] || modearg=(--mode "$mode")
+    tag=$mode${tool#build-gpu/awq_llama_cuda}
     t0=$(date +%s%N)
-    gpu_peak "${job[@]}" --backend cuda "${modearg[@]}" --report "$out/smollm_cuda_$mode.json" 2>&1 |
-      grep --line-buffered -v "eta" | grep -v "^$" | tail -8 | tee "$out/smollm_cuda_$mode.log"
-    echo "SmolLM2 job, --mode $mode, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    gpu_peak "$tool" "${job[@]:1}" --backend cuda "${modearg[@]}" --report "$out/smollm_cuda_$tag.json" 2>&1 |
+      grep --line-buffered -v "eta" | grep -v "^$" | tail -8 | tee "$out/smollm_cuda_$tag.log"
+    echo "SmolLM2 job, $tool, --mode $mode, wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  done
   done
   # α of the first 4 blocks: cuda at fp32 products against the CPU backend, the same options (no
   # evaluation text: the tool refuses one with --eval-tokens 0).
-  quick=("${job[@]:0:5}" --layers 4 --configs w4g64,w3g64 --search-seqs 4 --eval-tokens 0 --mode reference)
-  "${quick[@]}" --backend cuda --math fp32 --report "$out/alpha_cuda.json" >/dev/null 2>&1
-  t0=$(date +%s%N)
-  "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
-  echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
-  alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
+  if [ "${ALPHAS:-1}" = 1 ]; then
+    quick=("${job[@]:0:5}" --layers 4 --configs w4g64,w3g64 --search-seqs 4 --eval-tokens 0 --mode reference)
+    "${quick[@]}" --backend cuda --math fp32 --report "$out/alpha_cuda.json" >/dev/null 2>&1
+    t0=$(date +%s%N)
+    "${quick[@]}" --backend cpu --report "$out/alpha_cpu.json" >/dev/null 2>&1
+    echo "cpu, 4 blocks, 2 configs: $(( ($(date +%s%N) - t0) / 1000000 )) ms on $(nproc) cores"
+    alphas "$out/alpha_cuda.json" "$out/alpha_cpu.json"
+  fi
   # The same weights as a Hugging Face fp32 directory (bench/gguf_to_hf, carried as gguf_to_hf.xz):
   # the tool on cuda gives the GGUF's α and perplexities (issue 22).
   if [ -f $c/gguf_to_hf.xz ]; then

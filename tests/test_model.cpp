@@ -21,6 +21,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "model_run.hpp"
@@ -86,6 +87,25 @@ void check_arch(const std::string& name) {
 }  // namespace
 
 TEST_SUITE("model API") {
+  TEST_CASE("search scratch: grown_as keeps narrower values in a wider buffer; the CPU's activations are fp32") {
+    // Bytes (which may alias any object) in a float buffer: 7 need 2 floats.
+    std::vector<float> buf;
+    unsigned char* p = awq::model::grown_as<unsigned char>(buf, 7);
+    CHECK(buf.size() == 2);
+    for (int i = 0; i < 7; ++i) p[i] = static_cast<unsigned char>(100 + i);
+    CHECK(awq::model::grown_as<unsigned char>(buf, 8) == p);  // fits: no regrowth, values kept
+    CHECK(p[6] == 106);
+    CHECK(static_cast<void*>(awq::model::grown_as<float>(buf, 2)) == static_cast<void*>(p));
+    awq::model::grown_as<unsigned char>(buf, 9);
+    CHECK(buf.size() == 3);
+    int calls = 0;
+    awq::backend::cpu::with_activation([&](auto tag) {
+      CHECK(std::is_same_v<typename decltype(tag)::type, float>);
+      ++calls;
+    });
+    CHECK(calls == 1);
+  }
+
   TEST_CASE("finalize: the quantizer's codes are kept and only the scale is rounded to fp16") {
     // Groups clamped symmetrically to [-c, c] (what the clip search leaves): ±c sits on a
     // rounding tie, c / scale = 3.5 at 3 bits, so re-deriving codes with the fp16 scale would

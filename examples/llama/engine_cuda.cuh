@@ -725,16 +725,7 @@ class LlamaEngineCuda {
   // ctx.overlap is off (the kernels call kernels::step_entry() first).
   template <class... Params, class... Args>
   void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args&&... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = ctx.stream;
-    cudaLaunchAttribute attr[1] = {};
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = ctx.overlap ? 1 : 0;
-    awq::cuda::check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "LlamaEngineCuda kernel launch");
+    awq::cuda::launch_overlapped(kernel, grid, block, 0, ctx.stream, ctx.overlap, "LlamaEngineCuda kernel launch", std::forward<Args>(args)...);
   }
 
   template <int D>

@@ -159,5 +159,25 @@ void grow(Buffer& b, std::size_t n) {
   }
 }
 
+/// kernel<<<grid, block, smem, stream>>>(args…), with programmatic dependent launch when `overlap`:
+/// the grid's blocks may start while the kernel before it in the stream ends (sm_90; elsewhere the
+/// attribute does nothing). For kernels that wait for the grid before them (griddepcontrol.wait)
+/// before they read global memory. \throws awq::Error naming `what` when the launch fails.
+template <class... Params, class... Args>
+void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap,
+                       const char* what, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = overlap ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what);
+}
+
 }  // namespace cuda
 }  // namespace awq

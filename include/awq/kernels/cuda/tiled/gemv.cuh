@@ -193,23 +193,6 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
   store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
 }
 
-/// kernel<<<grid, block, smem, stream>>>(args…), with programmatic dependent launch when `overlap`
-/// (for kernels that call grid_dependency_wait() before they touch global memory: the GEMV).
-template <class... Params, class... Args>
-void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = overlap ? 1 : 0;
-  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "W4A16 tiled kernel launch");
-}
-
 /// Resident blocks of the GEMV; one figure for every instantiation (the same launch bounds cap
 /// their registers), so the plan — and the workspace it sizes — depends on (M, K, N) only.
 template <class T, class Tn>
@@ -223,7 +206,8 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
   auto run = [&](auto kernel) {
-    launch_overlapped(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, a, p.steps_per_split, p.splits, w.tickets, w.partial);
+    launch_overlapped(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, "W4A16 tiled kernel launch", a, p.steps_per_split,
+                      p.splits, w.tickets, w.partial);
   };
   const bool two = a.m > 8;
   switch (a.group) {

@@ -281,6 +281,12 @@ __global__ void embed(const __half* table, const int* tokens, float* x, int hidd
 constexpr int kMaxHiddenPerThread = 8;
 __global__ void add_rmsnorm(float* x, const __half* delta, const float* w, float eps, __half* out, int hidden) {
   __shared__ float red[32];
+  float wv[kMaxHiddenPerThread];  // the norm's weights are no kernel's output: read before the wait
+#pragma unroll
+  for (int e = 0; e < kMaxHiddenPerThread; ++e) {
+    const int i = threadIdx.x + e * blockDim.x;
+    wv[e] = i < hidden ? w[i] : 0.0f;
+  }
   step_entry();
   float* xr = x + static_cast<long long>(blockIdx.x) * hidden;
   const __half* dr = delta ? delta + static_cast<long long>(blockIdx.x) * hidden : nullptr;
@@ -304,7 +310,7 @@ __global__ void add_rmsnorm(float* x, const __half* delta, const float* w, float
     const int i = threadIdx.x + e * blockDim.x;
     if (i < hidden) {
       if (dr) xr[i] = v[e];
-      o[i] = __float2half(v[e] * inv * w[i]);
+      o[i] = __float2half(v[e] * inv * wv[e]);
     }
   }
 }
@@ -346,42 +352,91 @@ __global__ void rope_store(__half* qkv, const float* cs, const int* seq, const i
 // Several: each chunk's max, sum and unnormalized output into part; the block that finishes last
 // (a ticket per row and head) rescales them to their common max, in chunk order whichever block
 // that is (the same bits every run), writes ctx and resets the ticket for the next launch.
+// With `fused` (a decode step: each row its own sequence) q and the row's key are rotated here,
+// as rope_store does, and the row's key and value are read from qkv, not the cache: the block of
+// the chunk holding the position, for the first q head of each KV head, stores them in the cache
+// (no block of this launch reads that slot), so the step needs no rope_store launch.
 // D: head_dim; 128 threads, each key read as 16-byte pieces by D/8 threads, kKeys keys at once so
-// that many loads are in flight (a decode step is latency-bound here, not bandwidth-bound).
+// that many loads are in flight (a decode step is latency-bound here, not bandwidth-bound): every
+// key and value of the chunk is requested before the first is used.
 template <int D>
-__global__ void attn_chunk(const __half* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc, const int* seq,
-                           const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, __half* ctx, float* part, int* tickets) {
+__global__ void attn_chunk(const __half* __restrict__ qkv, const float* __restrict__ cs, __half* __restrict__ kc, __half* __restrict__ vc,
+                           const int* seq, const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, bool fused, __half* ctx,
+                           float* part, int* tickets) {
   constexpr int kThreads = 128, kWarps = kThreads / 32, kLanes = D / 8, kKeys = kThreads / kLanes;
   static_assert(D % 32 == 0 && D <= 256, "attn_chunk: head_dim 32, 64 or 128");
   __shared__ float s[kAttnChunk], red[32], acc[kKeys][D + 1];
   __shared__ bool last;
-  step_entry();
+  // Rows, positions and (in a decode step) the cached keys and values below p are no output of the
+  // kernel just before this one, and every kernel before that one has completed when this one
+  // starts (that one waited for them before it let this one start): they are read before the
+  // wait, through L2, while that kernel still runs.
   const int h = blockIdx.x, r = blockIdx.y, c = blockIdx.z, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int len = pos[r] + 1, start = c * kAttnChunk, end = min(len, start + kAttnChunk);
+  const int p = __ldcg(pos + r), len = p + 1, start = c * kAttnChunk, end = min(len, start + kAttnChunk);
   const int used = (len + kAttnChunk - 1) / kAttnChunk;  // chunks that hold keys: the ticket counts these
   if (start >= end) return;  // past this row's length (the grid covers the capacity)
   const long long qd = static_cast<long long>(n_heads) * D, kvd = static_cast<long long>(n_kv) * D;
   float* const pr0 = part + (static_cast<long long>(r) * n_heads + h) * chunks * (D + 2);
   float* const pr = pr0 + c * (D + 2);
   const int kh = h / (n_heads / n_kv), sub = threadIdx.x % kLanes, kk = threadIdx.x / kLanes;
+  const long long base = static_cast<long long>(__ldcg(seq + r)) * cap * kvd + kh * D + sub * 8;
+  const bool here = fused && p < end;  // this chunk holds the row's own key (p ≥ start: end ≤ len)
+  constexpr int kPasses = (kAttnChunk + kKeys - 1) / kKeys;
+  uint4 raw[kPasses], rawv[kPasses];
+  // Key and value j of the chunk from the cache (the row's own, slot p, is filled in below when fused).
+  const auto load = [&] {
+#pragma unroll
+    for (int t = 0; t < kPasses; ++t) {
+      const int j = start + t * kKeys + kk;
+      const bool in = j < end && !(here && j == p);
+      raw[t] = in ? __ldcg(reinterpret_cast<const uint4*>(kc + base + j * kvd)) : make_uint4(0, 0, 0, 0);
+      rawv[t] = in ? __ldcg(reinterpret_cast<const uint4*>(vc + base + j * kvd)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  if (fused) load();
+  step_entry();
+  if (!fused) load();  // a prompt's keys: rope_store, the kernel before, has just written them
+  const __half* const row = qkv + r * (qd + 2 * kvd);
+  // rotate_half RoPE at position p of this lane's 8 elements 8 sub + e of a head, rounded to fp16
+  // as rope_store stores them: element i pairs with i ± D/2, held by lane sub ± kLanes/2 of the
+  // same key slot. Every lane of the block calls it (a shuffle).
+  const auto rope = [&](uint4 x) {
+    uint4 o;
+    o.x = __shfl_xor_sync(0xffffffffu, x.x, kLanes / 2), o.y = __shfl_xor_sync(0xffffffffu, x.y, kLanes / 2);
+    o.z = __shfl_xor_sync(0xffffffffu, x.z, kLanes / 2), o.w = __shfl_xor_sync(0xffffffffu, x.w, kLanes / 2);
+    const float* const cp = cs + static_cast<long long>(p) * D;
+    const float sign = sub < kLanes / 2 ? -1.0f : 1.0f;
+    __half2* const xv = reinterpret_cast<__half2*>(&x);
+    const __half2* const ov = reinterpret_cast<const __half2*>(&o);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = (sub * 8 + 2 * e) % (D / 2);
+      const float2 f = __half22float2(xv[e]), g = __half22float2(ov[e]);
+      xv[e] = __floats2half2_rn(f.x * cp[2 * j] + sign * g.x * cp[2 * j + 1], f.y * cp[2 * j + 2] + sign * g.y * cp[2 * j + 3]);
+    }
+    return x;
+  };
   float qv[8];
   {
-    const uint4 raw = *reinterpret_cast<const uint4*>(q + r * (qd + 2 * kvd) + h * D + sub * 8);
-    const __half2* hv = reinterpret_cast<const __half2*>(&raw);
+    uint4 qr = *reinterpret_cast<const uint4*>(row + h * D + sub * 8);
+    if (fused) qr = rope(qr);
+    const __half2* hv = reinterpret_cast<const __half2*>(&qr);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float2 f = __half22float2(hv[e]);
       qv[2 * e] = f.x * scale, qv[2 * e + 1] = f.y * scale;
     }
   }
-  const __half* kb = kc + static_cast<long long>(seq[r]) * cap * kvd + kh * D + sub * 8;
-  const __half* vb = vc + static_cast<long long>(seq[r]) * cap * kvd + kh * D + sub * 8;
-  constexpr int kPasses = (kAttnChunk + kKeys - 1) / kKeys;
-  uint4 raw[kPasses];
+  if (here) {  // the row's own key and value, from qkv; one block per KV head stores them
+    const uint4 knew = rope(*reinterpret_cast<const uint4*>(row + qd + kh * D + sub * 8));
+    const uint4 vnew = *reinterpret_cast<const uint4*>(row + qd + kvd + kh * D + sub * 8);
+    if (h % (n_heads / n_kv) == 0 && kk == 0) {
+      *reinterpret_cast<uint4*>(kc + base + p * kvd) = knew;
+      *reinterpret_cast<uint4*>(vc + base + p * kvd) = vnew;
+    }
 #pragma unroll
-  for (int t = 0; t < kPasses; ++t) {  // every load first, then the arithmetic
-    const int j = start + t * kKeys + kk;
-    raw[t] = j < end ? *reinterpret_cast<const uint4*>(kb + j * kvd) : make_uint4(0, 0, 0, 0);
+    for (int t = 0; t < kPasses; ++t)
+      if (start + t * kKeys + kk == p) raw[t] = knew, rawv[t] = vnew;
   }
 #pragma unroll
   for (int t = 0; t < kPasses; ++t) {
@@ -408,21 +463,16 @@ __global__ void attn_chunk(const __half* __restrict__ q, const __half* __restric
   float l = 0;
   for (int j = threadIdx.x; j < end - start; j += kThreads) l += (s[j] = __expf(s[j] - m));
   l = block_sum(l, red);  // synchronizes: every s[j] is written
-#pragma unroll
-  for (int t = 0; t < kPasses; ++t) {
-    const int j = start + t * kKeys + kk;
-    raw[t] = j < end ? *reinterpret_cast<const uint4*>(vb + j * kvd) : make_uint4(0, 0, 0, 0);
-  }
   float a[8] = {};
 #pragma unroll
   for (int t = 0; t < kPasses; ++t) {
     const int j = start + t * kKeys + kk;
-    const float p = j < end ? s[j - start] : 0.0f;
-    const __half2* hv = reinterpret_cast<const __half2*>(&raw[t]);
+    const float w = j < end ? s[j - start] : 0.0f;
+    const __half2* hv = reinterpret_cast<const __half2*>(&rawv[t]);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float2 f = __half22float2(hv[e]);
-      a[2 * e] += p * f.x, a[2 * e + 1] += p * f.y;
+      a[2 * e] += w * f.x, a[2 * e + 1] += w * f.y;
     }
   }
 #pragma unroll
@@ -455,10 +505,10 @@ __global__ void attn_chunk(const __half* __restrict__ q, const __half* __restric
   for (int i = threadIdx.x; i < D; i += kThreads) {
     float o = 0, sum = 0;
     for (int cc = 0; cc < used; ++cc) {
-      const float* p = pr0 + cc * (D + 2);
-      const float f = __expf(__ldcg(p) - mx);
-      o += f * __ldcg(p + 2 + i);
-      sum += f * __ldcg(p + 1);
+      const float* pc = pr0 + cc * (D + 2);
+      const float f = __expf(__ldcg(pc) - mx);
+      o += f * __ldcg(pc + 2 + i);
+      sum += f * __ldcg(pc + 1);
     }
     out[i] = __float2half(o / sum);
   }
@@ -729,11 +779,11 @@ class LlamaEngineCuda {
   }
 
   template <int D>
-  void attend(int M, const __half* kc, const __half* vc) {
+  void attend(int M, __half* kc, __half* vc, bool fused) {
     const auto& c = m_->cfg;
     const float scale = static_cast<float>(std::pow(static_cast<double>(c.head_dim), -0.5));
-    launch(kernels::attn_chunk<D>, dim3(c.n_heads, M, chunks_), 128, qkv_.data(), kc, vc, seq_.data(), pos_.data(), c.n_heads, c.n_kv_heads,
-           cap_, scale, chunks_, att_.data(), part_.data(), tickets_.data());
+    launch(kernels::attn_chunk<D>, dim3(c.n_heads, M, chunks_), 128, qkv_.data(), rope_.data(), kc, vc, seq_.data(), pos_.data(), c.n_heads,
+           c.n_kv_heads, cap_, scale, chunks_, fused, att_.data(), part_.data(), tickets_.data());
   }
 
   // One pass over M rows (tokens, sequences and positions on the device): every block, then the
@@ -754,12 +804,16 @@ class LlamaEngineCuda {
       __half* vc = vc_.data() + l * per_layer;
       launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, m_->norms.data() + 2 * l * H, c.norm_eps, xn_.data(), H);
       L.qkv(ctx, xn_.data(), qkv_.data(), M);
-      launch(kernels::rope_store, dim3(M, 8), 256, qkv_.data(), rope_.data(), seq_.data(), pos_.data(), kc, vc, c.n_heads, c.n_kv_heads,
-             c.head_dim, cap_);
+      // A decode step's rows are distinct sequences: the attention rotates and stores their keys
+      // itself. A prompt's rows attend to each other's keys, which must be in the cache first.
+      const bool fused = advance;
+      if (!fused)
+        launch(kernels::rope_store, dim3(M, 8), 256, qkv_.data(), rope_.data(), seq_.data(), pos_.data(), kc, vc, c.n_heads, c.n_kv_heads,
+               c.head_dim, cap_);
       switch (c.head_dim) {
-        case 32: attend<32>(M, kc, vc); break;
-        case 64: attend<64>(M, kc, vc); break;
-        default: attend<128>(M, kc, vc); break;
+        case 32: attend<32>(M, kc, vc, fused); break;
+        case 64: attend<64>(M, kc, vc, fused); break;
+        default: attend<128>(M, kc, vc, fused); break;
       }
       L.o(ctx, att_.data(), tmp_.data(), M);
       launch(kernels::add_rmsnorm, M, threads, x_.data(), tmp_.data(), m_->norms.data() + (2 * l + 1) * H, c.norm_eps, xn_.data(), H);

@@ -176,6 +176,39 @@ TEST_CASE("tiled_plan picks the kernel from M, the device and the tuning") {
   CHECK(tiled_mt<TiledTuning>(16, 4096, a100) == 1);
 }
 
+struct NoPrefetch : TiledTuning {
+  static constexpr long gemv_prefetch_bytes = 0;
+};
+
+TEST_CASE("the streaming GEMV's L2 prefetch takes whole slices of small products and stays within its budget on large ones") {
+  const TiledSlots h100 = hopper(true);
+  const long batch_bytes = TiledTuning::gemv_batch * 16 * 64 / 2;
+  for (const auto& kn : std::vector<std::array<int, 2>>{{4096, 4096}, {4096, 12288}, {4096, 22016}, {11008, 4096}, {8192, 28672}, {576, 1536}}) {
+    for (int m : {1, 16}) {
+      CAPTURE(kn[0]);
+      CAPTURE(kn[1]);
+      CAPTURE(m);
+      const GemmPlan p = tiled_gemv_plan<TiledTuning>(m, kn[0], kn[1], h100.gemv);
+      const int pf = tiled_gemv_prefetch<TiledTuning>(p);
+      const long blocks = static_cast<long>(p.tiles_n) * p.splits;
+      CHECK(pf >= 0);
+      CHECK(pf <= p.steps_per_split);
+      CHECK(blocks * pf * batch_bytes <= TiledTuning::gemv_prefetch_bytes);
+      // All of each slice where the product's codes take at most half the budget; else all or as
+      // many batches as fit.
+      if (static_cast<long>(kn[0]) * kn[1] / 2 <= TiledTuning::gemv_prefetch_bytes / 2) CHECK(pf == p.steps_per_split);
+      else CHECK((pf == p.steps_per_split || blocks * (pf + 1) * batch_bytes > TiledTuning::gemv_prefetch_bytes));
+      CHECK(tiled_gemv_prefetch<NoPrefetch>(p) == 0);
+    }
+  }
+  // A 7B decode step's products: o_proj (4096 x 4096, 8 MB of codes) whole, gate_up (4096 x 22016,
+  // 45 MB) a third.
+  const GemmPlan o = tiled_gemv_plan<TiledTuning>(1, 4096, 4096, h100.gemv), gu = tiled_gemv_plan<TiledTuning>(1, 4096, 22016, h100.gemv);
+  CHECK(tiled_gemv_prefetch<TiledTuning>(o) == o.steps_per_split);
+  CHECK(tiled_gemv_prefetch<TiledTuning>(gu) * 3 <= gu.steps_per_split + 2);
+  CHECK(tiled_gemv_prefetch<TiledTuning>(gu) * 3 >= gu.steps_per_split - 3);
+}
+
 TEST_CASE("tiled plans of the shapes whose Hopper launch failed are valid launches of the Hopper kernel") {
   // The launch failed with cudaErrorInvalidValue at fp16 K 64, M 19 (the tool's tiny model) and for
   // bf16 at M 64 and 200; the cause was the shared-memory limit set on another translation unit's

@@ -42,7 +42,7 @@ namespace detail {
 /// accumulators: registers).
 template <int G, int NT, class T, class Tn>
 __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
-    w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int* tickets, float* partial) {
+    w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int prefetch_batches, int* tickets, float* partial) {
   using A = Act<T>;
   constexpr int kTGemvWarps = Tn::gemv_warps, kTGemvThreads = 32 * kTGemvWarps;
   constexpr int kTGemvBatch = Tn::gemv_batch;           // tiles a lane loads at once
@@ -90,9 +90,22 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
   const unsigned ones_a[4] = {lo_c, 0u, hi_c, 0u};
   // Programmatic dependent launch (W4A16TiledArgsT::overlap_previous): this grid's blocks may start
   // while the kernel before it ends; they wait for it here, before any read of x or write of y or
-  // the workspace. (Measured: holding the first weight batch in registers across the wait slowed
-  // the loop below, 42.8 → 44.0 µs at M = 1 and 54 → 66 µs at M = 16 on 8192 × 28672; an L2
-  // prefetch of it slowed calls without overlap, 7.9 → 8.8 µs at 4096², M = 1.)
+  // the workspace. The weights are no kernel's output: when overlapped, a block first asks L2 for
+  // the first `prefetch_batches` batches of its slice (tiled_gemv_prefetch: a batch per thread,
+  // contiguous in the layout) and their group parameters, which then stream in while the kernel
+  // before it still runs. (Measured: holding the first batch in registers across the wait slowed
+  // the loop, 42.8 → 44.0 µs at M = 1 on 8192 × 28672; a prefetch without overlap only adds work,
+  // 7.9 → 8.8 µs at 4096², M = 1.)
+  const int pf1 = min(bt1, bt0 + prefetch_batches);
+  for (int b = bt0 + tid; b < pf1; b += kTGemvThreads) {
+    const int t0 = b * kTGemvBatch, t1 = min(ktiles, t0 + kTGemvBatch);
+    prefetch_l2_bulk(qb - lane + static_cast<long>(t0) * 32, static_cast<unsigned>(t1 - t0) * 32u * 16u);
+  }
+  for (int grp = bt0 * kTGemvRows / G + tid; grp < min(groups, pf1 * kTGemvRows / G); grp += kTGemvThreads) {
+    const long gi = (static_cast<long>(grp) * ntiles + nt) * 8;
+    prefetch_l2_bulk(reinterpret_cast<const uint4*>(a.scales) + gi, 8u * 16u);
+    if (a.qzeros) prefetch_l2_bulk(a.qzeros + gi, 8u * 4u);
+  }
   grid_dependency_wait();
   grid_launch_dependents();
   for (int bt = bt0 + warp; bt < bt1; bt += kTGemvWarps) {
@@ -207,7 +220,7 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
   auto run = [&](auto kernel) {
     launch_overlapped(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, "W4A16 tiled kernel launch", a, p.steps_per_split,
-                      p.splits, w.tickets, w.partial);
+                      p.splits, a.overlap_previous ? tiled_gemv_prefetch<Tn>(p) : 0, w.tickets, w.partial);
   };
   const bool two = a.m > 8;
   switch (a.group) {

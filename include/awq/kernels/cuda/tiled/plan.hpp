@@ -59,6 +59,17 @@ GemmPlan tiled_gemv_plan([[maybe_unused]] int m, int k, int n, int slots) {
   return p;
 }
 
+/// Batches at the head of each K slice of the streaming GEMV's plan `p` that a block asks L2 for
+/// before it waits on the kernel before it (overlap_previous): all of them while the grid's total
+/// stays within Tn::gemv_prefetch_bytes (ahead of a whole product larger than L2, the first lines
+/// fetched are evicted before they are read, and the call reads them twice).
+template <class Tn>
+int tiled_gemv_prefetch(const GemmPlan& p) {
+  const long blocks = static_cast<long>(p.tiles_n) * p.splits;
+  const long batch_bytes = static_cast<long>(Tn::gemv_batch) * (kTiledK * kTiledN / 2);  // 4-bit codes
+  return static_cast<int>(std::min<long>(p.steps_per_split, Tn::gemv_prefetch_bytes / (blocks * batch_bytes)));
+}
+
 /// Grid of the tiled kernels with 256-column blocks (4 strips) of `bm` rows, steps of 64 of K:
 /// split-K only fills one wave of `slots` resident blocks, with at least two steps (128 of K) per
 /// slice; `force_splits` > 0 overrides the slice count (benchmark knobs).

@@ -22,6 +22,10 @@ struct TiledTuning {
   static constexpr int gemv_batch = 8;         ///< 16 × 64 tiles a lane loads at once (8 or 16)
   static constexpr int gemv_min_blocks = 4;    ///< blocks per SM the registers must allow (<= 128 registers a thread)
   static constexpr int gemv_force_slice = 0;   ///< > 0: batches per K slice, overriding the plan
+  /// With overlap_previous, the grid's blocks ask L2 for up to this many bytes of their weights
+  /// before they wait on the kernel before them (sm_90; 0: none): a decode step's weight reads then
+  /// run under its small kernels. Bounded so that what is fetched ahead is still in L2 when read.
+  static constexpr long gemv_prefetch_bytes = 16L << 20;
 
   // The mma pipeline (M > gemv_max_m without the Hopper kernel): 16·MT rows per block.
   static constexpr bool mma_raw = true;             ///< one m16 tile: raw codes (fp32 zero point and scale per group); false: fp16 decode
@@ -60,6 +64,7 @@ constexpr bool tiled_tuning_valid() {
   static_assert(Tn::gemv_max_m >= 0 && Tn::gemv_max_m <= 16, "TiledTuning::gemv_max_m: the streaming GEMV holds at most 16 tokens");
   static_assert(Tn::gemv_batch * 16 % 128 == 0, "TiledTuning::gemv_batch: a batch must hold whole groups (8 or 16 tiles)");
   static_assert(Tn::gemv_warps >= 1 && Tn::gemv_warps <= 8, "TiledTuning::gemv_warps: 1 to 8 warps");
+  static_assert(Tn::gemv_prefetch_bytes >= 0, "TiledTuning::gemv_prefetch_bytes: not negative");
   static_assert(Tn::mma_max_tiles == 1 || Tn::mma_max_tiles == 2 || Tn::mma_max_tiles == 4, "TiledTuning::mma_max_tiles: 1, 2 or 4");
   static_assert(Tn::mma_force_tiles == 0 || Tn::mma_force_tiles == 1 || Tn::mma_force_tiles == 2 || Tn::mma_force_tiles == 4,
                 "TiledTuning::mma_force_tiles: 0 (plan), 1, 2 or 4");

@@ -67,7 +67,7 @@ if [ "${NCU:-0}" = 1 ]; then
 import csv, re, statistics, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 head = rows[0]; k = head.index("Kernel Name"); v = head.index("Metric Value"); u = head.index("Metric Unit")
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 by = {}
 for r in rows[1:]:
     name = re.sub(r"\(.*", "", r[k]).replace("awq::cuda::", "")[-70:] + " grid " + (r[head.index("Grid Size")] if "Grid Size" in head else "?")

@@ -93,9 +93,8 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
   // the workspace. The weights are no kernel's output: when overlapped, a block first asks L2 for
   // the first `prefetch_batches` batches of its slice (tiled_gemv_prefetch: a batch per thread,
   // contiguous in the layout) and their group parameters, which then stream in while the kernel
-  // before it still runs. (Measured: holding the first batch in registers across the wait slowed
-  // the loop, 42.8 → 44.0 µs at M = 1 on 8192 × 28672; a prefetch without overlap only adds work,
-  // 7.9 → 8.8 µs at 4096², M = 1.)
+  // before it still runs. Holding the first batch in registers across the wait slowed the loop,
+  // and without overlap a prefetch only adds work (bench/RESULTS.md).
   const int pf1 = min(bt1, bt0 + prefetch_batches);
   for (int b = bt0 + tid; b < pf1; b += kTGemvThreads) {
     const int t0 = b * kTGemvBatch, t1 = min(ktiles, t0 + kTGemvBatch);

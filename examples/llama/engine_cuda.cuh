@@ -255,7 +255,10 @@ __device__ __forceinline__ void step_entry() {
   awq::cuda::detail::grid_launch_dependents();
 }
 
-constexpr int kAttnChunk = 64;  // keys per attention block: a decode step at a long context spreads over the SMs
+// Keys per attention block (attn_chunk's C). Large: a head's first 256 positions in one block
+// (no chunks to combine), for a step with few (sequence, head) pairs (up to kAttnLargePairs);
+// small: a step with many keeps every SM busy with short blocks.
+constexpr int kAttnChunkLarge = 256, kAttnChunkSmall = 64, kAttnLargePairs = 256;
 
 __device__ inline float block_sum(float v, float* red) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -347,8 +350,8 @@ __global__ void rope_store(__half* qkv, const float* cs, const int* seq, const i
   for (long long i = t0; i < kvd; i += step) vc[slot + i] = v[i];
 }
 
-// Attention of row r, head h (q: row r of qkv [rows, q | k | v]) over keys [c·chunk, min(len,
-// (c+1)·chunk)) of its sequence, len = pos[r] + 1. One chunk: the normalized output into ctx.
+// Attention of row r, head h (q: row r of qkv [rows, q | k | v]) over keys [c·C, min(len,
+// (c+1)·C)) of its sequence, len = pos[r] + 1. One chunk: the normalized output into ctx.
 // Several: each chunk's max, sum and unnormalized output into part; the block that finishes last
 // (a ticket per row and head) rescales them to their common max, in chunk order whichever block
 // that is (the same bits every run), writes ctx and resets the ticket for the next launch.
@@ -356,24 +359,24 @@ __global__ void rope_store(__half* qkv, const float* cs, const int* seq, const i
 // as rope_store does, and the row's key and value are read from qkv, not the cache: the block of
 // the chunk holding the position, for the first q head of each KV head, stores them in the cache
 // (no block of this launch reads that slot), so the step needs no rope_store launch.
-// D: head_dim; 128 threads, each key read as 16-byte pieces by D/8 threads, kKeys keys at once so
-// that many loads are in flight (a decode step is latency-bound here, not bandwidth-bound): every
-// key and value of the chunk is requested before the first is used.
-template <int D>
-__global__ void attn_chunk(const __half* __restrict__ qkv, const float* __restrict__ cs, __half* __restrict__ kc, __half* __restrict__ vc,
-                           const int* seq, const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, bool fused, __half* ctx,
-                           float* part, int* tickets) {
-  constexpr int kThreads = 128, kWarps = kThreads / 32, kLanes = D / 8, kKeys = kThreads / kLanes;
+// D: head_dim; C: keys per block, 2·C threads, each key read as 16-byte pieces by D/8 threads,
+// 16·C/D keys at once so that many loads are in flight (a decode step is latency-bound here, not
+// bandwidth-bound): every key and value of the chunk is requested before the first is used.
+template <int D, int C>
+__global__ void __launch_bounds__(2 * C)
+    attn_chunk(const __half* __restrict__ qkv, const float* __restrict__ cs, __half* __restrict__ kc, __half* __restrict__ vc, const int* seq,
+               const int* pos, int n_heads, int n_kv, int cap, float scale, int chunks, bool fused, __half* ctx, float* part, int* tickets) {
+  constexpr int kThreads = 2 * C, kWarps = kThreads / 32, kLanes = D / 8, kKeys = kThreads / kLanes;
   static_assert(D % 32 == 0 && D <= 256, "attn_chunk: head_dim 32, 64 or 128");
-  __shared__ float s[kAttnChunk], red[32], acc[kKeys][D + 1];
+  __shared__ float s[C], red[32], acc[kKeys][D + 1];
   __shared__ bool last;
   // Rows, positions and (in a decode step) the cached keys and values below p are no output of the
   // kernel just before this one, and every kernel before that one has completed when this one
   // starts (that one waited for them before it let this one start): they are read before the
   // wait, through L2, while that kernel still runs.
   const int h = blockIdx.x, r = blockIdx.y, c = blockIdx.z, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int p = __ldcg(pos + r), len = p + 1, start = c * kAttnChunk, end = min(len, start + kAttnChunk);
-  const int used = (len + kAttnChunk - 1) / kAttnChunk;  // chunks that hold keys: the ticket counts these
+  const int p = __ldcg(pos + r), len = p + 1, start = c * C, end = min(len, start + C);
+  const int used = (len + C - 1) / C;  // chunks that hold keys: the ticket counts these
   if (start >= end) return;  // past this row's length (the grid covers the capacity)
   const long long qd = static_cast<long long>(n_heads) * D, kvd = static_cast<long long>(n_kv) * D;
   float* const pr0 = part + (static_cast<long long>(r) * n_heads + h) * chunks * (D + 2);
@@ -381,7 +384,7 @@ __global__ void attn_chunk(const __half* __restrict__ qkv, const float* __restri
   const int kh = h / (n_heads / n_kv), sub = threadIdx.x % kLanes, kk = threadIdx.x / kLanes;
   const long long base = static_cast<long long>(__ldcg(seq + r)) * cap * kvd + kh * D + sub * 8;
   const bool here = fused && p < end;  // this chunk holds the row's own key (p ≥ start: end ≤ len)
-  constexpr int kPasses = (kAttnChunk + kKeys - 1) / kKeys;
+  constexpr int kPasses = (C + kKeys - 1) / kKeys;
   uint4 raw[kPasses], rawv[kPasses];
   // Key and value j of the chunk from the cache (the row's own, slot p, is filled in below when fused).
   const auto load = [&] {
@@ -393,26 +396,34 @@ __global__ void attn_chunk(const __half* __restrict__ qkv, const float* __restri
       rawv[t] = in ? __ldcg(reinterpret_cast<const uint4*>(vc + base + j * kvd)) : make_uint4(0, 0, 0, 0);
     }
   };
-  if (fused) load();
+  // rotate_half RoPE at position p of this lane's 8 elements 8 sub + e of a head pairs element
+  // i with i ± D/2 at frequency i mod D/2: cos, sin of frequencies j0 .. j0 + 7, 16 floats.
+  const int j0 = (sub * 8) % (D / 2);
+  float4 cv[4];
+  if (fused) {
+    load();
+    const float4* const cp = reinterpret_cast<const float4*>(cs + static_cast<long long>(p) * D + 2 * j0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) cv[i] = __ldg(cp + i);
+  }
   step_entry();
   if (!fused) load();  // a prompt's keys: rope_store, the kernel before, has just written them
   const __half* const row = qkv + r * (qd + 2 * kvd);
-  // rotate_half RoPE at position p of this lane's 8 elements 8 sub + e of a head, rounded to fp16
-  // as rope_store stores them: element i pairs with i ± D/2, held by lane sub ± kLanes/2 of the
-  // same key slot. Every lane of the block calls it (a shuffle).
+  // The rotation of the lane's 8 elements (cv), rounded to fp16 as rope_store stores them:
+  // element i's partner is held by lane sub ± kLanes/2 of the same key slot. Every lane of the
+  // block calls it (a shuffle).
   const auto rope = [&](uint4 x) {
     uint4 o;
     o.x = __shfl_xor_sync(0xffffffffu, x.x, kLanes / 2), o.y = __shfl_xor_sync(0xffffffffu, x.y, kLanes / 2);
     o.z = __shfl_xor_sync(0xffffffffu, x.z, kLanes / 2), o.w = __shfl_xor_sync(0xffffffffu, x.w, kLanes / 2);
-    const float* const cp = cs + static_cast<long long>(p) * D;
     const float sign = sub < kLanes / 2 ? -1.0f : 1.0f;
     __half2* const xv = reinterpret_cast<__half2*>(&x);
     const __half2* const ov = reinterpret_cast<const __half2*>(&o);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int j = (sub * 8 + 2 * e) % (D / 2);
+    for (int e = 0; e < 4; ++e) {  // cos, sin of frequencies j0 + 2e and j0 + 2e + 1
       const float2 f = __half22float2(xv[e]), g = __half22float2(ov[e]);
-      xv[e] = __floats2half2_rn(f.x * cp[2 * j] + sign * g.x * cp[2 * j + 1], f.y * cp[2 * j + 2] + sign * g.y * cp[2 * j + 3]);
+      const float4 t = cv[e];
+      xv[e] = __floats2half2_rn(f.x * t.x + sign * g.x * t.y, f.y * t.z + sign * g.y * t.w);
     }
     return x;
   };
@@ -589,14 +600,23 @@ struct CudaLlama {
 template <class Linear>
 class LlamaEngineCuda {
  public:
-  /// \pre `m` outlives the engine. \throws awq::Error for a capacity or batch below 1.
-  LlamaEngineCuda(CudaLlama<Linear>& m, int capacity, int batch = 1) : m_(&m), cap_(capacity), batch_(batch) {
+  /// `attn_chunk`: keys per attention block, kernels::kAttnChunkLarge or kAttnChunkSmall; 0 picks
+  /// the large one up to kAttnLargePairs (sequence, head) pairs a step (bench/RESULTS.md).
+  /// \pre `m` outlives the engine. \throws awq::Error for a capacity or batch below 1, or
+  ///      another chunk.
+  LlamaEngineCuda(CudaLlama<Linear>& m, int capacity, int batch = 1, int attn_chunk = 0) : m_(&m), cap_(capacity), batch_(batch) {
     const auto& c = m.cfg;
     awq::detail::require(capacity > 0, "LlamaEngineCuda: capacity ", capacity, " must be positive");
     awq::detail::require(batch >= 1 && batch <= 1024, "LlamaEngineCuda: batch ", batch, " (accepted: 1 to 1024)");
+    awq::detail::require(attn_chunk == 0 || attn_chunk == kernels::kAttnChunkLarge || attn_chunk == kernels::kAttnChunkSmall,
+                         "LlamaEngineCuda: attention chunk ", attn_chunk, " (accepted: 0, ", kernels::kAttnChunkLarge, ", ",
+                         kernels::kAttnChunkSmall, ")");
     kvd_ = static_cast<std::size_t>(c.n_kv_heads) * c.head_dim;
     qd_ = static_cast<std::size_t>(c.n_heads) * c.head_dim;
-    chunks_ = (cap_ + kernels::kAttnChunk - 1) / kernels::kAttnChunk;
+    chunk_ = attn_chunk                                        ? attn_chunk
+             : batch_ * c.n_heads <= kernels::kAttnLargePairs ? kernels::kAttnChunkLarge
+                                                                : kernels::kAttnChunkSmall;
+    chunks_ = (cap_ + chunk_ - 1) / chunk_;
     rows_ = std::max(batch_, kPrefillRows);
     const std::size_t per_layer = static_cast<std::size_t>(batch_) * cap_ * kvd_;
     kc_ = awq::cuda::DeviceBuffer<__half>(per_layer * c.layers);
@@ -778,12 +798,17 @@ class LlamaEngineCuda {
     awq::cuda::launch_overlapped(kernel, grid, block, 0, ctx.stream, ctx.overlap, "LlamaEngineCuda kernel launch", std::forward<Args>(args)...);
   }
 
-  template <int D>
+  template <int D, int C>
   void attend(int M, __half* kc, __half* vc, bool fused) {
     const auto& c = m_->cfg;
     const float scale = static_cast<float>(std::pow(static_cast<double>(c.head_dim), -0.5));
-    launch(kernels::attn_chunk<D>, dim3(c.n_heads, M, chunks_), 128, qkv_.data(), rope_.data(), kc, vc, seq_.data(), pos_.data(), c.n_heads,
-           c.n_kv_heads, cap_, scale, chunks_, fused, att_.data(), part_.data(), tickets_.data());
+    launch(kernels::attn_chunk<D, C>, dim3(c.n_heads, M, chunks_), 2 * C, qkv_.data(), rope_.data(), kc, vc, seq_.data(), pos_.data(),
+           c.n_heads, c.n_kv_heads, cap_, scale, chunks_, fused, att_.data(), part_.data(), tickets_.data());
+  }
+  template <int D>
+  void attend(int M, __half* kc, __half* vc, bool fused) {
+    chunk_ == kernels::kAttnChunkLarge ? attend<D, kernels::kAttnChunkLarge>(M, kc, vc, fused)
+                                       : attend<D, kernels::kAttnChunkSmall>(M, kc, vc, fused);
   }
 
   // One pass over M rows (tokens, sequences and positions on the device): every block, then the
@@ -835,7 +860,7 @@ class LlamaEngineCuda {
   }
 
   CudaLlama<Linear>* m_;
-  int cap_, batch_, rows_, chunks_, pos_host_ = 0;
+  int cap_, batch_, rows_, chunk_, chunks_, pos_host_ = 0;
   bool decoding_ = false, warm_ = false;
   std::size_t kvd_, qd_;
   awq::cuda::DeviceBuffer<__half> kc_, vc_, xn_, tmp_, qkv_, att_, gu_, g_;

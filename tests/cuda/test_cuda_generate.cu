@@ -53,7 +53,8 @@ double row_err(const std::vector<float>& a, std::size_t ra, const std::vector<fl
 
 // The GPU engine's logits against the CPU engine's on `cpu_w` / `gpu`: every position of a
 // 300-token sequence prefilled at once, then a prefill of 270 and 29 single steps (the first eager,
-// the second captured, the rest replays), then three sequences decoded together.
+// the second captured, the rest replays) with the attention in blocks of 64 keys and of 256, then
+// three sequences decoded together.
 template <class CpuLinear, class GpuLinear>
 double compare(const LlamaWeights<CpuLinear>& cpu_w, CudaLlama<GpuLinear>& gpu, const std::string& what) {
   const std::size_t V = static_cast<std::size_t>(cpu_w.cfg.vocab);
@@ -69,16 +70,17 @@ double compare(const LlamaWeights<CpuLinear>& cpu_w, CudaLlama<GpuLinear>& gpu, 
 
   // The same steps on an engine whose kernels are launched plainly (no programmatic dependent
   // launch): the overlap changes when kernels start, never a bit of what they compute.
-  LlamaEngineCuda<GpuLinear> steps(gpu, 300), plain(gpu, 300);
+  LlamaEngineCuda<GpuLinear> steps(gpu, 300, 1, kernels::kAttnChunkSmall), plain(gpu, 300, 1, kernels::kAttnChunkSmall);
+  LlamaEngineCuda<GpuLinear> wide(gpu, 300, 1, kernels::kAttnChunkLarge);
   plain.ctx.overlap = false;
   const std::vector<int> head(seq.begin(), seq.begin() + 270);
   std::vector<float> l = steps.forward(head);
   bool same = l == plain.forward(head);
-  double worst_step = row_err(l, 0, ref, 269, V);
+  double worst_step = std::max(row_err(l, 0, ref, 269, V), row_err(wide.forward(head), 0, ref, 269, V));
   for (std::size_t t = 270; t < seq.size() - 1; ++t) {
     l = steps.forward({seq[t]});
     same = same && l == plain.forward({seq[t]});
-    worst_step = std::max(worst_step, row_err(l, 0, ref, t, V));
+    worst_step = std::max({worst_step, row_err(l, 0, ref, t, V), row_err(wide.forward({seq[t]}), 0, ref, t, V)});
   }
   CHECK(steps.position() == 299);
   CHECK(same);
@@ -170,6 +172,7 @@ TEST_SUITE("generation on the GPU") {
     CHECK_THROWS_WITH_AS(e.forward({1}), doctest::Contains("1 tokens at position 8 exceed the cache of 8"), awq::Error);
     CHECK_THROWS_WITH_AS(LlamaEngineCuda<CublasLinear>(m, 0), doctest::Contains("capacity 0"), awq::Error);
     CHECK_THROWS_WITH_AS(LlamaEngineCuda<CublasLinear>(m, 8, 0), doctest::Contains("batch 0"), awq::Error);
+    CHECK_THROWS_WITH_AS(LlamaEngineCuda<CublasLinear>(m, 8, 1, 100), doctest::Contains("attention chunk 100"), awq::Error);
     LlamaEngineCuda<CublasLinear> b2(m, 8, 2);
     CHECK_THROWS_WITH_AS(b2.forward({1}), doctest::Contains("decodes 2 sequences"), awq::Error);
 

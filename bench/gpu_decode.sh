@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Issue #26's decode changes on the lent GPU, one device call, from binaries built here (bench/gpu_env.sh's
 # flags) and carried xz-compressed in $CARRY (default .carry-d):
-#   tests.xz                  tests/cuda main + generate
-#   bench_generate_gpu.xz     this tree's bench; bench_generate_gpu_base.xz: the same-run baseline's
-# 1. the generation tests (logits against the CPU engine at every position with both attention
-#    chunks; the W4 greedy continuation against the dequantized forward), then compute-sanitizer
-#    memcheck and racecheck on the logits test;
+#   tests.xz                      tests/cuda main + generate + w4a16 + w4a16_tu
+#   bench_generate_gpu.xz         this tree's bench
+#   bench_generate_gpu_base.xz    the same-run baseline's; bench_generate_gpu_mid.xz (optional) another
+# 1. the tests (logits against the CPU engine at every position with both attention chunks and the
+#    swiglu fused and not; the W4 greedy continuation against the dequantized forward;
+#    W4A16Linear::swiglu on every kernel), then compute-sanitizer memcheck on the logits and swiglu
+#    tests (TOOLS="memcheck racecheck" adds racecheck); a failed test ends the run;
 # 2. decode, 7B shape at batch 1 / ctx 128 and 2048, batch 8 and 16 / ctx 128, SmolLM2 shape at
-#    batch 1 / ctx 128: base, new (the engine's pick of the attention chunk: 64 keys at these
-#    capacities), new with 256-key chunks; RUNS times, alternated (run-to-run noise).
-# usage: [CARRY=dir] [RUNS=2] [TOKENS_7B=64] [SANITIZE=1] bash bench/gpu_decode.sh
+#    batch 1 / ctx 128: VARIANTS (default: base mid new unfused — new with --no-fused-swiglu),
+#    RUNS times, alternated (run-to-run noise).
+# usage: [CARRY=dir] [RUNS=2] [VARIANTS=...] [TOKENS_7B=64] [SANITIZE=1] bash bench/gpu_decode.sh
 set -euo pipefail
 source bench/gpu_env.sh
 carry=${CARRY:-.carry-d}
@@ -17,19 +19,21 @@ bin=$(mktemp -d)
 gpu_info
 for f in "$carry"/*.xz; do xz -dc "$f" >"$bin/$(basename "$f" .xz)" && chmod +x "$bin/$(basename "$f" .xz)"; done
 "$bin/tests" -s 2>&1 | grep -E "GPU vs CPU|continuation|test cases|assertions|ERROR|FAILED|Status" | tee "$out/tests.log" || true
+grep -q "Status: SUCCESS" "$out/tests.log" || { echo "tests failed: no timings"; exit 1; }
 if [ "${SANITIZE:-1}" = 1 ]; then
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 1 "$bin/tests" -tc="*logits at every position*" 2>&1 | tail -3 |
+  for tool in ${TOOLS:-memcheck}; do
+    compute-sanitizer --tool $tool --error-exitcode 1 "$bin/tests" -tc="*logits at every position*,*swiglu*" 2>&1 | tail -3 |
       sed "s/^/$tool: /" | tee -a "$out/tests.log" || true
   done
 fi
 t=${TOKENS_7B:-64}
 for r in $(seq "${RUNS:-2}"); do
-  for v in base new chunk256; do
+  for v in ${VARIANTS:-base mid new unfused}; do
     case $v in
-      base) b=("$bin/bench_generate_gpu_base") ;;
+      base | mid) b=("$bin/bench_generate_gpu_$v") ;;
       new) b=("$bin/bench_generate_gpu") ;;
-      chunk256) b=("$bin/bench_generate_gpu" --attn-chunk 256) ;;
+      unfused) b=("$bin/bench_generate_gpu" --no-fused-swiglu) ;;
+      chunk64 | chunk256) b=("$bin/bench_generate_gpu" --attn-chunk "${v#chunk}") ;;
     esac
     echo "== run $r: $v"
     "${b[@]}" 7b "$t" 1:128 1:2048 8:128 16:128 | grep -E "^\| 7b|H100|H200" | tee -a "$out/decode_${v}_$r.log"

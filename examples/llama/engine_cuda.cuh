@@ -3,8 +3,9 @@
 // linears through a GPU linear policy — `W4CudaLinear` (awq::cuda::W4A16Linear: AutoAWQ GEMM
 // weights repacked once into the tiled layout) or `CublasLinear` (fp16 weights, cuBLAS with fp32
 // accumulation, the baseline), loaded on the host (HostAwqLinear, HostFp16Linear) and uploaded
-// with q/k/v and gate/up stacked into one product each. The output projection is fp16 cuBLAS in
-// both (logits in fp32).
+// with q/k/v stacked and gate/up interleaved into one product each; the W4 gate/up product applies
+// the MLP's activation in its epilogue. The output projection is fp16 cuBLAS in both (logits in
+// fp32).
 //
 // A decode step (one token for each of `batch` sequences) is captured once into a CUDA graph and
 // replayed: the token ids are copied in and the logits out by the graph's own copy nodes (pinned
@@ -48,6 +49,7 @@ struct CudaContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   bool overlap = true;
+  bool fuse_swiglu = true;  ///< gate/up's product applies the MLP's activation where its linear can (Linear::swiglu_epilogue)
 };
 
 namespace kernels {
@@ -73,6 +75,17 @@ std::vector<float> stacked_bias(std::initializer_list<const Part*> parts) {
     else b.insert(b.end(), p->bias.begin(), p->bias.end());
   }
   return b;
+}
+// a's and b's biases alternating (zeros for one without); empty when neither has one.
+template <class Part>
+std::vector<float> interleaved_bias(const Part& a, const Part& b) {
+  if (a.bias.empty() && b.bias.empty()) return {};
+  std::vector<float> r(2 * static_cast<std::size_t>(a.n), 0.0f);
+  for (std::size_t j = 0; j < static_cast<std::size_t>(a.n); ++j) {
+    if (!a.bias.empty()) r[2 * j] = a.bias[j];
+    if (!b.bias.empty()) r[2 * j + 1] = b.bias[j];
+  }
+  return r;
 }
 }  // namespace detail
 
@@ -109,6 +122,17 @@ struct HostFp16Linear {
       r.n += p->n;
     }
     r.bias = detail::stacked_bias(parts);
+    return r;
+  }
+  /// One linear whose output features alternate a's and b's (same K): a gated MLP's gate and up,
+  /// each feature's pair side by side.
+  static HostFp16Linear interleave(const HostFp16Linear& a, const HostFp16Linear& b) {
+    awq::detail::require(a.k == b.k && a.n == b.n, "HostFp16Linear::interleave: ", a.n, " x ", a.k, " and ", b.n, " x ", b.k);
+    HostFp16Linear r;
+    r.k = a.k, r.n = 2 * a.n;
+    for (awq::index_t j = 0; j < a.n; ++j)
+      for (const HostFp16Linear* p : {&a, &b}) r.w.insert(r.w.end(), p->w.begin() + j * a.k, p->w.begin() + (j + 1) * a.k);
+    r.bias = detail::interleaved_bias(a, b);
     return r;
   }
 
@@ -164,6 +188,41 @@ struct HostAwqLinear {
     r.bias = detail::stacked_bias(parts);
     return r;
   }
+  /// One linear whose output features alternate a's and b's (same K and groups): a gated MLP's
+  /// gate and up, each feature's pair side by side (the codes and zeros re-packed nibble by nibble).
+  static HostAwqLinear interleave(const HostAwqLinear& a, const HostAwqLinear& b) {
+    awq::detail::require(a.k == b.k && a.n == b.n && a.groups == b.groups && a.qzeros.empty() == b.qzeros.empty(),
+                         "HostAwqLinear::interleave: ", a.n, " x ", a.k, " (", a.groups, " groups) and ", b.n, " x ", b.k, " (", b.groups,
+                         " groups)");
+    HostAwqLinear r;
+    r.k = a.k, r.n = 2 * a.n, r.groups = a.groups;
+    // Packed [rows, n/8] of a and b into [rows, 2n/8]: column c of the result is column c/2 of a
+    // (c even) or of b (c odd); nibble i of a word holds column kAwqPackOrder[i] of its 8.
+    const auto packed = [&](const std::vector<std::int32_t>& pa, const std::vector<std::int32_t>& pb, awq::index_t rows) {
+      const awq::index_t wa = a.n / 8, wr = r.n / 8;
+      std::vector<std::int32_t> out(static_cast<std::size_t>(rows * wr), 0);
+      for (awq::index_t i = 0; i < rows; ++i)
+        for (awq::index_t c = 0; c < r.n; ++c) {
+          const std::vector<std::int32_t>& src = c % 2 ? pb : pa;
+          const awq::index_t sc = c / 2;
+          const auto w = static_cast<std::uint32_t>(src[static_cast<std::size_t>(i * wa + sc / 8)]);
+          const std::uint32_t nib = (w >> (4 * awq::kAwqUnpackOrder[static_cast<std::size_t>(sc % 8)])) & 0xFu;
+          auto& o = out[static_cast<std::size_t>(i * wr + c / 8)];
+          o = static_cast<std::int32_t>(static_cast<std::uint32_t>(o) | nib << (4 * awq::kAwqUnpackOrder[static_cast<std::size_t>(c % 8)]));
+        }
+      return out;
+    };
+    r.qweight = packed(a.qweight, b.qweight, a.k);
+    if (!a.qzeros.empty()) r.qzeros = packed(a.qzeros, b.qzeros, a.groups);
+    r.scales.resize(static_cast<std::size_t>(r.groups * r.n));
+    for (awq::index_t g = 0; g < r.groups; ++g)
+      for (awq::index_t j = 0; j < a.n; ++j) {
+        r.scales[static_cast<std::size_t>(g * r.n + 2 * j)] = a.scales[static_cast<std::size_t>(g * a.n + j)];
+        r.scales[static_cast<std::size_t>(g * r.n + 2 * j + 1)] = b.scales[static_cast<std::size_t>(g * a.n + j)];
+      }
+    r.bias = detail::interleaved_bias(a, b);
+    return r;
+  }
 
  private:
   HostAwqLinear() = default;
@@ -174,6 +233,7 @@ struct HostAwqLinear {
 class CublasLinear {
  public:
   using Host = HostFp16Linear;  ///< what the model is loaded as
+  static constexpr bool swiglu_epilogue = false;  ///< no swiglu(): the engine runs the activation as a kernel
 
   /// Uploads `h`.
   explicit CublasLinear(const HostFp16Linear& h) : w_(h.w), n_(h.n), k_(h.k) {
@@ -219,6 +279,7 @@ class CublasLinear {
 class W4CudaLinear {
  public:
   using Host = HostAwqLinear;  ///< what the model is loaded as
+  static constexpr bool swiglu_epilogue = true;  ///< swiglu() is offered
 
   /// Repacks and uploads `h`.
   explicit W4CudaLinear(const HostAwqLinear& h) : lin_(h.view()), bytes_(tiled_bytes(lin_.weights())) {
@@ -233,6 +294,10 @@ class W4CudaLinear {
   std::size_t weight_bytes() const { return bytes_; }                ///< codes, zeros and scales
   void operator()(const CudaContext& ctx, const __half* x, __half* y, int m) {
     lin_(x, y, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap);
+  }
+  /// g [m, N/2] = silu(gate)·up of this product's (gate, up) output pairs (HostAwqLinear::interleave).
+  void swiglu(const CudaContext& ctx, const __half* x, __half* g, int m) {
+    lin_.swiglu(x, g, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap);
   }
 
  private:
@@ -526,13 +591,12 @@ __global__ void __launch_bounds__(2 * C)
   if (threadIdx.x == 0) *ticket = 0;
 }
 
-// g [rows, inter] = silu(gate) · up of gu [rows, gate | up].
-__global__ void swiglu(const __half* gu, __half* g, int inter, long long n) {
+// g [n] = silu(gate)·up of gu [n] (gate, up) pairs (the interleaved gate/up product).
+__global__ void swiglu(const __half2* gu, __half* g, long long n) {
   step_entry();
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long r = i / inter, j = i % inter;
-    const float a = __half2float(gu[r * 2 * inter + j]);
-    g[i] = __float2half(a / (1.0f + __expf(-a)) * __half2float(gu[r * 2 * inter + inter + j]));
+    const float2 v = __half22float2(gu[i]);
+    g[i] = __float2half(v.x / (1.0f + __expf(-v.x)) * v.y);
   }
 }
 
@@ -544,7 +608,8 @@ __global__ void advance(int* pos, int rows) {
 
 }  // namespace kernels
 
-/// One block's linears on the device: q, k, v stacked into one product, gate and up into another.
+/// One block's linears on the device: q, k, v stacked into one product, gate and up interleaved
+/// into another (each feature's gate and up side by side: the pair a swiglu epilogue needs).
 template <class Linear>
 struct CudaLayer {
   Linear qkv, o, gate_up, down;
@@ -576,7 +641,7 @@ struct CudaLlama {
     layers = build_in_parallel(cfg.layers, threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
                                [&](int l) {
                                  const auto& L = w.layers[static_cast<std::size_t>(l)];
-                                 return CudaLayer<Linear>{Linear(H::stack({&L.q, &L.k, &L.v})), Linear(L.o), Linear(H::stack({&L.gate, &L.up})),
+                                 return CudaLayer<Linear>{Linear(H::stack({&L.q, &L.k, &L.v})), Linear(L.o), Linear(H::interleave(L.gate, L.up)),
                                                           Linear(L.down)};
                                });
   }
@@ -811,6 +876,17 @@ class LlamaEngineCuda {
                                        : attend<D, kernels::kAttnChunkSmall>(M, kc, vc, fused);
   }
 
+  // g_ [M, intermediate] = silu(gate)·up of xn_'s gate/up product: in the product's epilogue
+  // where Linear offers it (one kernel less a layer), else through gu_ and a kernel.
+  void gate_up_swiglu(CudaLayer<Linear>& L, int M) {
+    if constexpr (Linear::swiglu_epilogue)
+      if (ctx.fuse_swiglu) return L.gate_up.swiglu(ctx, xn_.data(), g_.data(), M);
+    L.gate_up(ctx, xn_.data(), gu_.data(), M);
+    const long long n = static_cast<long long>(M) * m_->cfg.intermediate;
+    launch(kernels::swiglu, static_cast<int>(std::min<long long>((n + 255) / 256, 4096)), 256, reinterpret_cast<const __half2*>(gu_.data()),
+           g_.data(), n);
+  }
+
   // One pass over M rows (tokens, sequences and positions on the device): every block, then the
   // logits of `count` rows first, first + step, … into logits_host_; with `advance` the rows'
   // positions move on by one at the end.
@@ -842,9 +918,7 @@ class LlamaEngineCuda {
       }
       L.o(ctx, att_.data(), tmp_.data(), M);
       launch(kernels::add_rmsnorm, M, threads, x_.data(), tmp_.data(), m_->norms.data() + (2 * l + 1) * H, c.norm_eps, xn_.data(), H);
-      L.gate_up(ctx, xn_.data(), gu_.data(), M);
-      const long long gi = static_cast<long long>(M) * c.intermediate;
-      launch(kernels::swiglu, static_cast<int>(std::min<long long>((gi + 255) / 256, 4096)), 256, gu_.data(), g_.data(), c.intermediate, gi);
+      gate_up_swiglu(L, M);
       L.down(ctx, g_.data(), tmp_.data(), M);
       delta = tmp_.data();
     }

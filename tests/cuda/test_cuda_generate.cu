@@ -69,10 +69,12 @@ double compare(const LlamaWeights<CpuLinear>& cpu_w, CudaLlama<GpuLinear>& gpu, 
   for (std::size_t t = 0; t < seq.size(); ++t) worst_all = std::max(worst_all, row_err(all, t, ref, t, V));
 
   // The same steps on an engine whose kernels are launched plainly (no programmatic dependent
-  // launch): the overlap changes when kernels start, never a bit of what they compute.
+  // launch) and whose MLP activation is a kernel of its own (W4: not the gate/up product's
+  // epilogue): neither changes a bit of what the step computes.
   LlamaEngineCuda<GpuLinear> steps(gpu, 300, 1, kernels::kAttnChunkSmall), plain(gpu, 300, 1, kernels::kAttnChunkSmall);
   LlamaEngineCuda<GpuLinear> wide(gpu, 300, 1, kernels::kAttnChunkLarge);
   plain.ctx.overlap = false;
+  plain.ctx.fuse_swiglu = false;
   const std::vector<int> head(seq.begin(), seq.begin() + 270);
   std::vector<float> l = steps.forward(head);
   bool same = l == plain.forward(head);

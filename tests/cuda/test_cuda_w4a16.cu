@@ -311,6 +311,65 @@ TEST_CASE("W4A16Linear: AutoAWQ tensors taken once, any M, fp16 and bf16, agains
   }
 }
 
+// W4A16Linear::swiglu on random AutoAWQ weights whose output features are (gate, up) pairs: each
+// output against silu(gate)·up of the plain product's two outputs (tested against float64 above),
+// in float64 on the host; poisoned outputs, the same bits twice. Worst |g − ref| / tolerance.
+template <class T>
+double swiglu_case(const Case& c, std::uint64_t seed, bool with_bias) {
+  using H = Host<T>;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> code(0, 15);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int ng = c.k / c.group;
+  std::vector<std::uint8_t> q(static_cast<std::size_t>(c.n) * c.k), z(static_cast<std::size_t>(c.n) * ng);
+  for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
+  for (auto& v : z) v = static_cast<std::uint8_t>(code(rng));
+  std::vector<std::int32_t> qw(static_cast<std::size_t>(c.k) * c.n / 8), qz(static_cast<std::size_t>(ng) * c.n / 8);
+  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(q.data(), c.n, c.k), awq::make_row_major(qw.data(), c.k, c.n / 8));
+  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z.data(), c.n, ng), awq::make_row_major(qz.data(), ng, c.n / 8));
+  std::vector<Eigen::half> sc(static_cast<std::size_t>(ng) * c.n);
+  for (auto& v : sc) v = Eigen::half(0.01f + 0.02f * std::fabs(nd(rng)));
+  std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
+  for (auto& v : x) v = H::from(nd(rng));
+  for (auto& v : bias) v = H::from(nd(rng));
+  awq::cuda::W4A16Linear lin({awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+                              awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8),
+                              awq::make_row_major<const Eigen::half>(sc.data(), ng, c.n)});
+  const std::size_t half = static_cast<std::size_t>(c.m) * c.n / 2;
+  awq::cuda::DeviceBuffer<T> dx(x), db(bias), dy(2 * half), dg(std::vector<T>(half, H::from(std::nanf(""))));
+  const T* b = with_bias ? db.data() : nullptr;
+  lin(dx.data(), dy.data(), c.m, b);
+  lin.swiglu(dx.data(), dg.data(), c.m, b);
+  awq::cuda::check(cudaDeviceSynchronize(), "sync");
+  const auto y = dy.download(), g = dg.download();
+  lin.swiglu(dx.data(), dg.data(), c.m, b);
+  awq::cuda::check(cudaDeviceSynchronize(), "sync");
+  const auto g2 = dg.download();
+  double worst = 0;
+  for (std::size_t i = 0; i < half; ++i) {
+    if (H::bits(g[i]) != H::bits(g2[i])) return 2e9;  // not deterministic
+    const double v = static_cast<double>(H::to(g[i]));
+    if (!std::isfinite(v)) return 1e9;  // poison survived
+    const double gate = H::to(y[2 * i]), up = H::to(y[2 * i + 1]);
+    const double ref = gate / (1.0 + std::exp(-gate)) * up;
+    // the output rounding to T (twice its half ulp) and __expf's few float ulps
+    worst = std::max(worst, std::fabs(v - ref) / (std::fabs(ref) * 2 * H::ulp + 1e-6));
+  }
+  return worst;
+}
+
+TEST_CASE("W4A16Linear::swiglu: silu(gate)·up of (gate, up) output pairs, every kernel (M 1..200), split-K, fp16 and bf16") {
+  std::uint64_t seed = 2900;
+  for (const Case c : {Case{1, 2048, 264, 128}, Case{5, 1024, 520, 64}, Case{16, 512, 1032, 32}, Case{40, 1024, 776, 128},
+                       Case{200, 640, 2056, 64}, Case{256, 4096, 4096, 128}}) {
+    CAPTURE(c.m);
+    CAPTURE(c.k);
+    CAPTURE(c.n);
+    CHECK(swiglu_case<__half>(c, seed++, seed % 2 == 0) <= 1.0);
+    CHECK(swiglu_case<__nv_bfloat16>(c, seed++, seed % 2 == 1) <= 1.0);
+  }
+}
+
 TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp16 and bf16)") {
   for (int rep = 0; rep < 28; ++rep) {
     const int m = std::array<int, 7>{1, 4, 8, 16, 40, 64, 256}[static_cast<std::size_t>(rep % 7)];

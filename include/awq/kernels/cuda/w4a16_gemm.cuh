@@ -174,13 +174,21 @@ inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
 /// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
 /// [M, N] (columns col, col + 1). Writes y (+ bias) in y's type (fp16 or bf16); under split-K stores the fp32 partial
 /// sums, and the tile's last block (a ticket) adds the slices in slice order — the same bits
-/// whichever block comes last — writes y and resets the ticket for the next call.
+/// whichever block comes last — writes y and resets the ticket for the next call. With `swiglu`
+/// the pair is (gate, up) of one feature, y is [M, N/2] and gets silu(gate)·up, each of the two
+/// rounded to T first (the values an activation kernel after the product would read).
 template <class ForEachOut, class T>
 __device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y, const T* bias, int m, int n, int split, int splits,
-                                                 int* tickets, float* partial) {
+                                                 int* tickets, float* partial, bool swiglu = false) {
+  using A = Act<T>;
   auto store = [&](int row, int col, float v0, float v1) {
-    if (bias) v0 += Act<T>::to_float(bias[col]), v1 += Act<T>::to_float(bias[col + 1]);
-    *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = Act<T>::pack(v0, v1);
+    if (bias) v0 += A::to_float(bias[col]), v1 += A::to_float(bias[col + 1]);
+    if (swiglu) {
+      const float gate = A::to_float(A::from_float(v0)), up = A::to_float(A::from_float(v1));
+      y[static_cast<long>(row) * (n / 2) + col / 2] = A::from_float(gate / (1.0f + __expf(-gate)) * up);
+    } else {
+      *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = A::pack(v0, v1);
+    }
   };
   if (splits == 1) {
     for_each_out(store);

@@ -42,6 +42,19 @@ class W4A16LinearT {
   /// \throws awq::Error for arguments the kernels cannot run, naming them.
   template <class T>
   void operator()(const T* x, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr, bool overlap_previous = false) {
+    run(x, y, m, bias, stream, overlap_previous, false);
+  }
+
+  /// As operator(), for weights whose output features are (gate, up) pairs (a gated MLP's two
+  /// projections stacked row by row): y [m, N/2] = silu(gate)·up (W4A16TiledArgsT::swiglu_output).
+  template <class T>
+  void swiglu(const T* x, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr, bool overlap_previous = false) {
+    run(x, y, m, bias, stream, overlap_previous, true);
+  }
+
+ private:
+  template <class T>
+  void run(const T* x, T* y, int m, const T* bias, cudaStream_t stream, bool overlap_previous, bool swiglu_output) {
     awq::detail::require(m >= 1, "awq::cuda::W4A16Linear: M ", m, " is not positive");
     const std::size_t need = w4a16_tiled_workspace_bytes<Tuning>(m, w_.k, w_.n);
     if (need > ws_.size()) {
@@ -50,10 +63,10 @@ class W4A16LinearT {
     }
     auto a = w_.args(x, y, m, ws_.data(), ws_.size(), bias);
     a.overlap_previous = overlap_previous;
+    a.swiglu_output = swiglu_output;
     w4a16_matmul(a, stream, Tuning{});
   }
 
- private:
   static TiledW4A16 tile(const AwqGemmWeights& w) {
     awq::detail::require(w.scales.rows() > 0 && w.k() % w.scales.rows() == 0, "awq::cuda::W4A16Linear: scales has ", w.scales.rows(),
                          " rows, which does not divide K = ", w.k());

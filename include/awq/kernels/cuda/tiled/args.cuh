@@ -28,7 +28,7 @@ struct W4A16TiledArgsT {
   const std::uint32_t* qzeros = nullptr;    ///< tiled zeros, 16-byte aligned; null: symmetric (zero 8)
   const __half* scales = nullptr;           ///< tiled scales (fp16), 16-byte aligned
   const T* bias = nullptr;                  ///< [N] or null
-  T* y = nullptr;                           ///< [M, N] row-major, 4-byte aligned
+  T* y = nullptr;                           ///< [M, N] row-major ([M, N/2] with swiglu_output), 4-byte aligned
   void* workspace = nullptr;                ///< w4a16_tiled_workspace_bytes(m, k, n) bytes, zero-filled once
   std::size_t workspace_bytes = 0;          ///< size of `workspace` (checked)
   int m = 1;                                ///< tokens (rows of x and y)
@@ -41,6 +41,10 @@ struct W4A16TiledArgsT {
   /// with any kernel before it; pointless before sm_90. Ignored above M = 16 (measured there: from
   /// 2 % faster to 16 % slower — the next grid's waiting blocks take SM slots out of turn).
   bool overlap_previous = false;
+  /// true: output features come in (gate, up) pairs — column 2j is gate j, 2j + 1 up j (a gated
+  /// MLP's two projections stacked row by row) — and y [M, N/2] gets silu(gate)·up, each rounded
+  /// to T first: the down projection's input with no activation kernel between (any M).
+  bool swiglu_output = false;
 
   /// Throws awq::Error naming the argument that cannot be run.
   void can_implement() const {

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "awq/backend/cuda_runtime.cuh"
@@ -39,8 +40,9 @@ namespace detail {
 
 /// G: group size; NT: blocks of 8 tokens (M ≤ 8 NT). NT = 1 runs raw codes (TiledTuning::gemv_raw), NT = 2
 /// decodes each weight once to fp16 for both token blocks (raw codes would double the group
-/// accumulators: registers).
-template <int G, int NT, class T, class Tn>
+/// accumulators: registers). Swiglu: a.swiglu_output as a template parameter, so that the plain
+/// product's code carries no trace of it (a run-time flag slowed every GEMV; bench/RESULTS.md).
+template <int G, int NT, class T, class Tn, bool Swiglu = false>
 __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int prefetch_batches, int* tickets, float* partial) {
   using A = Act<T>;
@@ -202,7 +204,7 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
       f(tok, col, v0, v1);
     }
   };
-  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial, Swiglu);
 }
 
 /// Resident blocks of the GEMV; one figure for every instantiation (the same launch bounds cap
@@ -221,12 +223,16 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
     launch_overlapped(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, "W4A16 tiled kernel launch", a, p.steps_per_split,
                       p.splits, a.overlap_previous ? tiled_gemv_prefetch<Tn>(p) : 0, w.tickets, w.partial);
   };
-  const bool two = a.m > 8;
-  switch (a.group) {
-    case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn>); break;
-    case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn>); break;
-    default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn>); break;
-  }
+  auto by_group = [&](auto swiglu) {
+    constexpr bool S = decltype(swiglu)::value;
+    const bool two = a.m > 8;
+    switch (a.group) {
+      case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn, S>); break;
+      case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn, S>); break;
+      default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn, S>); break;
+    }
+  };
+  a.swiglu_output ? by_group(std::true_type{}) : by_group(std::false_type{});
 }
 
 }  // namespace detail

@@ -86,7 +86,7 @@ __device__ __forceinline__ void tiled_epilogue(const W4A16TiledArgsT<T>& a, cons
         }
       }
   };
-  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial);
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial, a.swiglu_output);
 }
 
 template <int MT, class T, class Tn>

@@ -285,7 +285,7 @@ __device__ __forceinline__ void wgmma_epilogue(float (&acc)[kTiledWarps / WGS][N
       }
     if (threadIdx.x == 0) tickets[eb.tile] = 0;  // for the next call (this tile's other blocks have arrived)
   }
-  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr);
+  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, 0, 1, nullptr, nullptr, a.swiglu_output);
 }
 
 /// WGS = 1: one warpgroup, warp w owns strip nt0 + w and issues 4 wgmma per K tile (one per word

@@ -42,6 +42,24 @@ struct Host {
   static constexpr double ulp = fp16 ? 1.0 / 2048 : 1.0 / 256;
 };
 
+// A case's random 4-bit codes q [N, K] and zero points z [N, K/G] (8 when symmetric), and both
+// packed into the AutoAWQ layout: qweight [K, N/8], qzeros [K/G, N/8].
+struct RandomCodes {
+  std::vector<std::uint8_t> q, z;
+  std::vector<std::int32_t> qw, qz;
+};
+RandomCodes random_codes(const Case& c, std::mt19937_64& rng, bool symmetric) {
+  std::uniform_int_distribution<int> code(0, 15);
+  const int ng = c.k / c.group;
+  RandomCodes r{std::vector<std::uint8_t>(static_cast<std::size_t>(c.n) * c.k), std::vector<std::uint8_t>(static_cast<std::size_t>(c.n) * ng),
+                std::vector<std::int32_t>(static_cast<std::size_t>(c.k) * c.n / 8), std::vector<std::int32_t>(static_cast<std::size_t>(ng) * c.n / 8)};
+  for (auto& v : r.q) v = static_cast<std::uint8_t>(code(rng));
+  for (auto& v : r.z) v = static_cast<std::uint8_t>(symmetric ? 8 : code(rng));
+  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(r.q.data(), c.n, c.k), awq::make_row_major(r.qw.data(), c.k, c.n / 8));
+  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(r.z.data(), c.n, ng), awq::make_row_major(r.qz.data(), ng, c.n / 8));
+  return r;
+}
+
 // Worst |y − ref| / tolerance over the outputs (≤ 1 passes); 1e9 for an unwritten (poisoned)
 // output, 2e9 when two runs differ in any bit. T: the activation type.
 // `tiled_run`, when given, runs the tiled product instead of w4a16_matmul (a plan of the test's choosing).
@@ -50,12 +68,13 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
                 const std::function<void(const awq::cuda::W4A16TiledArgsT<T>&)>& tiled_run = {}) {
   using H = Host<T>;
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int ng = c.k / c.group;
-  std::vector<std::uint8_t> q(static_cast<std::size_t>(c.n) * c.k), z(static_cast<std::size_t>(c.n) * ng);
-  for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
-  for (auto& v : z) v = static_cast<std::uint8_t>(layout == Layout::tiled_symmetric ? 8 : code(rng));
+  const RandomCodes codes = random_codes(c, rng, layout == Layout::tiled_symmetric);
+  const auto& q = codes.q;
+  const auto& z = codes.z;
+  const auto& qw = codes.qw;
+  const auto& qz = codes.qz;
   std::vector<__half> s_t(static_cast<std::size_t>(ng) * c.n);
   std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
   std::vector<float> s(static_cast<std::size_t>(c.n) * ng);
@@ -67,9 +86,6 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
     }
   for (auto& v : x) v = H::from(nd(rng));
   for (auto& v : bias) v = H::from(nd(rng));
-  std::vector<std::int32_t> qw(static_cast<std::size_t>(c.k) * c.n / 8), qz(static_cast<std::size_t>(ng) * c.n / 8);
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(q.data(), c.n, c.k), awq::make_row_major(qw.data(), c.k, c.n / 8));
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z.data(), c.n, ng), awq::make_row_major(qz.data(), ng, c.n / 8));
   // float64 reference
   // ref: the weights a kernel multiplies — exact (q − z)·s for the GEMV; for M > 8 and the tiled
   // layout the weight a dequantize to T makes ((q − z)·s rounded once; bf16: the scale rounded to
@@ -318,15 +334,11 @@ template <class T>
 double swiglu_case(const Case& c, std::uint64_t seed, bool with_bias) {
   using H = Host<T>;
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int ng = c.k / c.group;
-  std::vector<std::uint8_t> q(static_cast<std::size_t>(c.n) * c.k), z(static_cast<std::size_t>(c.n) * ng);
-  for (auto& v : q) v = static_cast<std::uint8_t>(code(rng));
-  for (auto& v : z) v = static_cast<std::uint8_t>(code(rng));
-  std::vector<std::int32_t> qw(static_cast<std::size_t>(c.k) * c.n / 8), qz(static_cast<std::size_t>(ng) * c.n / 8);
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(q.data(), c.n, c.k), awq::make_row_major(qw.data(), c.k, c.n / 8));
-  awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(z.data(), c.n, ng), awq::make_row_major(qz.data(), ng, c.n / 8));
+  const RandomCodes codes = random_codes(c, rng, false);
+  const auto& qw = codes.qw;
+  const auto& qz = codes.qz;
   std::vector<Eigen::half> sc(static_cast<std::size_t>(ng) * c.n);
   for (auto& v : sc) v = Eigen::half(0.01f + 0.02f * std::fabs(nd(rng)));
   std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));

@@ -114,7 +114,9 @@ int main(int argc, char** argv) try {
     } else if (o == "--no-fused-swiglu") {
       fuse = false;
     } else if (o == "--attn-chunk" && argc > 2) {
-      chunk = std::atoi(argv[2]);
+      char* end = nullptr;
+      chunk = static_cast<int>(std::strtol(argv[2], &end, 10));
+      awq::detail::require(end != argv[2] && *end == '\0' && chunk > 0, "bench_generate_gpu: --attn-chunk '", argv[2], "' is not a positive number");
       --argc, ++argv;
     } else {
       argc = 0;  // the usage below

@@ -22,8 +22,9 @@ for f in "$carry"/*.xz; do xz -dc "$f" >"$bin/$(basename "$f" .xz)" && chmod +x 
 grep -q "Status: SUCCESS" "$out/tests.log" || { echo "tests failed: no timings"; exit 1; }
 if [ "${SANITIZE:-1}" = 1 ]; then
   for tool in ${TOOLS:-memcheck}; do
-    compute-sanitizer --tool $tool --error-exitcode 1 "$bin/tests" -tc="*logits at every position*,*swiglu*" 2>&1 | tail -3 |
-      sed "s/^/$tool: /" | tee -a "$out/tests.log" || true
+    compute-sanitizer --tool $tool --error-exitcode 1 "$bin/tests" -tc="*logits at every position*,*swiglu*" >"$out/$tool.log" 2>&1 &&
+      echo "$tool: clean" || echo "$tool: FAILED (see $tool.log)"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Status" "$out/$tool.log" | sed "s/^/$tool: /" | tee -a "$out/tests.log"
   done
 fi
 t=${TOKENS_7B:-64}
@@ -34,6 +35,7 @@ for r in $(seq "${RUNS:-2}"); do
       new) b=("$bin/bench_generate_gpu") ;;
       unfused) b=("$bin/bench_generate_gpu" --no-fused-swiglu) ;;
       chunk64 | chunk256) b=("$bin/bench_generate_gpu" --attn-chunk "${v#chunk}") ;;
+      *) echo "unknown variant '$v' (base mid new unfused chunk64 chunk256)"; exit 2 ;;
     esac
     echo "== run $r: $v"
     "${b[@]}" 7b "$t" 1:128 1:2048 8:128 16:128 | grep -E "^\| 7b|H100|H200" | tee -a "$out/decode_${v}_$r.log"

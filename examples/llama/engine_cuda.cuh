@@ -49,7 +49,9 @@ struct CudaContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   bool overlap = true;
-  bool fuse_swiglu = true;  ///< gate/up's product applies the MLP's activation where its linear can (Linear::swiglu_epilogue)
+  /// gate/up's product applies the MLP's activation where its linear can (Linear::swiglu_epilogue);
+  /// like `overlap`, read as a step is captured: set both before the engine's first step
+  bool fuse_swiglu = true;
 };
 
 namespace kernels {

@@ -46,7 +46,8 @@ class W4A16LinearT {
   }
 
   /// As operator(), for weights whose output features are (gate, up) pairs (a gated MLP's two
-  /// projections stacked row by row): y [m, N/2] = silu(gate)·up (W4A16TiledArgsT::swiglu_output).
+  /// projections stacked row by row, `bias` [N] likewise): y [m, N/2] = silu(gate)·up
+  /// (W4A16TiledArgsT::swiglu_output).
   template <class T>
   void swiglu(const T* x, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr, bool overlap_previous = false) {
     run(x, y, m, bias, stream, overlap_previous, true);

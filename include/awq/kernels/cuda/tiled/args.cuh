@@ -42,8 +42,9 @@ struct W4A16TiledArgsT {
   /// 2 % faster to 16 % slower — the next grid's waiting blocks take SM slots out of turn).
   bool overlap_previous = false;
   /// true: output features come in (gate, up) pairs — column 2j is gate j, 2j + 1 up j (a gated
-  /// MLP's two projections stacked row by row) — and y [M, N/2] gets silu(gate)·up, each rounded
-  /// to T first: the down projection's input with no activation kernel between (any M).
+  /// MLP's two projections stacked row by row, the bias likewise) — and y [M, N/2] gets
+  /// silu(gate)·up, each rounded to T first: the down projection's input with no activation
+  /// kernel between (any M).
   bool swiglu_output = false;
 
   /// Throws awq::Error naming the argument that cannot be run.

@@ -191,27 +191,22 @@ struct HostAwqLinear {
     return r;
   }
   /// One linear whose output features alternate a's and b's (same K and groups): a gated MLP's
-  /// gate and up, each feature's pair side by side (the codes and zeros re-packed nibble by nibble).
+  /// gate and up, each feature's pair side by side (the codes and zeros unpacked and re-packed).
   static HostAwqLinear interleave(const HostAwqLinear& a, const HostAwqLinear& b) {
     awq::detail::require(a.k == b.k && a.n == b.n && a.groups == b.groups && a.qzeros.empty() == b.qzeros.empty(),
                          "HostAwqLinear::interleave: ", a.n, " x ", a.k, " (", a.groups, " groups) and ", b.n, " x ", b.k, " (", b.groups,
                          " groups)");
     HostAwqLinear r;
     r.k = a.k, r.n = 2 * a.n, r.groups = a.groups;
-    // Packed [rows, n/8] of a and b into [rows, 2n/8]: column c of the result is column c/2 of a
-    // (c even) or of b (c odd); nibble i of a word holds column kAwqPackOrder[i] of its 8.
+    // Packed [rows, n/8] of a and b into [rows, 2n/8]: a's codes unpacked into the even rows of
+    // the result's codes [2n, rows], b's into the odd ones, then packed.
     const auto packed = [&](const std::vector<std::int32_t>& pa, const std::vector<std::int32_t>& pb, awq::index_t rows) {
-      const awq::index_t wa = a.n / 8, wr = r.n / 8;
-      std::vector<std::int32_t> out(static_cast<std::size_t>(rows * wr), 0);
-      for (awq::index_t i = 0; i < rows; ++i)
-        for (awq::index_t c = 0; c < r.n; ++c) {
-          const std::vector<std::int32_t>& src = c % 2 ? pb : pa;
-          const awq::index_t sc = c / 2;
-          const auto w = static_cast<std::uint32_t>(src[static_cast<std::size_t>(i * wa + sc / 8)]);
-          const std::uint32_t nib = (w >> (4 * awq::kAwqUnpackOrder[static_cast<std::size_t>(sc % 8)])) & 0xFu;
-          auto& o = out[static_cast<std::size_t>(i * wr + c / 8)];
-          o = static_cast<std::int32_t>(static_cast<std::uint32_t>(o) | nib << (4 * awq::kAwqUnpackOrder[static_cast<std::size_t>(c % 8)]));
-        }
+      std::vector<std::uint8_t> codes(static_cast<std::size_t>(r.n * rows));
+      for (const auto* src : {&pa, &pb})
+        awq::unpack_awq_gemm(awq::make_row_major<const std::int32_t>(src->data(), rows, a.n / 8),
+                             awq::MatrixView<std::uint8_t>(codes.data() + (src == &pb ? rows : 0), a.n, rows, 2 * rows, 1));
+      std::vector<std::int32_t> out(static_cast<std::size_t>(rows * r.n / 8));
+      awq::pack_awq_gemm(awq::make_row_major<const std::uint8_t>(codes.data(), r.n, rows), awq::make_row_major(out.data(), rows, r.n / 8));
       return out;
     };
     r.qweight = packed(a.qweight, b.qweight, a.k);
@@ -593,12 +588,13 @@ __global__ void __launch_bounds__(2 * C)
   if (threadIdx.x == 0) *ticket = 0;
 }
 
-// g [n] = silu(gate)·up of gu [n] (gate, up) pairs (the interleaved gate/up product).
+// g [n] = silu(gate)·up of gu [n] (gate, up) pairs (the interleaved gate/up product), as the
+// W4A16 epilogue computes it.
 __global__ void swiglu(const __half2* gu, __half* g, long long n) {
   step_entry();
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const float2 v = __half22float2(gu[i]);
-    g[i] = __float2half(v.x / (1.0f + __expf(-v.x)) * v.y);
+    g[i] = __float2half(awq::cuda::detail::silu_mul(v.x, v.y));
   }
 }
 

@@ -170,6 +170,10 @@ inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
   return {reinterpret_cast<int*>(base), reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))};
 }
 
+/// silu(gate)·up in fp32: the activation of a gated MLP as store_or_split_k's swiglu applies it;
+/// an activation kernel that calls it computes the same bits from the same (rounded) inputs.
+__device__ __forceinline__ float silu_mul(float gate, float up) { return gate / (1.0f + __expf(-gate)) * up; }
+
 /// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
 /// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
 /// [M, N] (columns col, col + 1). Writes y (+ bias) in y's type (fp16 or bf16); under split-K stores the fp32 partial
@@ -185,7 +189,7 @@ __device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y
     if (bias) v0 += A::to_float(bias[col]), v1 += A::to_float(bias[col + 1]);
     if (swiglu) {
       const float gate = A::to_float(A::from_float(v0)), up = A::to_float(A::from_float(v1));
-      y[static_cast<long>(row) * (n / 2) + col / 2] = A::from_float(gate / (1.0f + __expf(-gate)) * up);
+      y[static_cast<long>(row) * (n / 2) + col / 2] = A::from_float(silu_mul(gate, up));
     } else {
       *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = A::pack(v0, v1);
     }

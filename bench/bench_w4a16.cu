@@ -5,8 +5,9 @@
 // bandwidth measured in the same run, and the speedup over fp16; last, the tiled layout with bf16
 // activations (bf16_us), the tiled layout with overlap_previous (overlap_us: programmatic
 // dependent launch, each call's blocks start as the previous call's blocks finish), and the AutoAWQ
-// layout with bf16 activations (w4bf16_us). AWQ_BENCH_VARIANTS=name,name (bench/tiled_sweep.sh
-// SWEEP) also times the tiled layout (fp16) under those tuning variants (below), one line each.
+// layout with bf16 activations (w4bf16_us), and cuBLAS and the tiled layout again with the 200
+// calls replayed from a CUDA graph (fp16_graph_us, tiled_graph_us: bench/anchors.py's method).
+// AWQ_BENCH_VARIANTS=name,name (bench/tiled_sweep.sh SWEEP) also times the tiled layout (fp16) under those tuning variants (below), one line each.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -25,16 +26,17 @@ void cublas_check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw awq::Error(std::string("cuBLAS error in ") + what + ": " + std::to_string(static_cast<int>(s)));
 }
 
-template <class F>
-double time_us(F&& body, int calls) {
+// Median µs per call over 7 repeats of `run`, which enqueues `calls` calls on stream `s`.
+template <class R>
+double median_us(R&& run, int calls, cudaStream_t s = nullptr) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
   std::vector<double> reps;
   for (int r = 0; r < 7; ++r) {
-    cudaEventRecord(a);
-    for (int i = 0; i < calls; ++i) body(i);
-    cudaEventRecord(b);
+    cudaEventRecord(a, s);
+    run();
+    cudaEventRecord(b, s);
     cudaEventSynchronize(b);
     float ms = 0;
     cudaEventElapsedTime(&ms, a, b);
@@ -44,6 +46,34 @@ double time_us(F&& body, int calls) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return reps[3];
+}
+
+// `calls` calls of body(i), launched back to back.
+template <class F>
+double time_us(F&& body, int calls) {
+  return median_us([&] {
+    for (int i = 0; i < calls; ++i) body(i);
+  }, calls);
+}
+
+// The same calls (body(i, stream)) captured once in a CUDA graph on a stream of their own and the
+// graph replayed: how bench/anchors.py times the Python-bound anchors (no launch gaps).
+template <class F>
+double time_graph_us(F&& body, int calls) {
+  cudaStream_t s;
+  awq::cuda::check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  awq::cuda::check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  for (int i = 0; i < calls; ++i) body(i, s);
+  awq::cuda::check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
+  awq::cuda::check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");
+  cudaGraphLaunch(ge, s);  // warm
+  const double us = median_us([&] { cudaGraphLaunch(ge, s); }, calls, s);
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  return us;
 }
 
 // Read-only probe: how fast this card streams the tiled codes with plain 16-byte loads
@@ -97,7 +127,26 @@ struct WideSteps2 : awq::cuda::TiledTuning {  // four warpgroups: 5 stages, 2 st
   static constexpr int wgmma_wide_steps = 2;
   static constexpr const char* name = "wide_steps2";
 };
-using Variants = std::tuple<NoWgmma, NoGemv, Fp16Decode, GemvBatch16, NoMix, Wide64, WideSteps2>;
+struct GemvSlice8 : awq::cuda::TiledTuning {  // GEMV K slices of 8 batches (1024 rows): fewer splits at small N
+  static constexpr int gemv_force_slice = 8;
+  static constexpr const char* name = "gemv_slice8";
+};
+struct GemvSlice16 : awq::cuda::TiledTuning {  // GEMV K slices of 16 batches (2048 rows)
+  static constexpr int gemv_force_slice = 16;
+  static constexpr const char* name = "gemv_slice16";
+};
+struct GemvWarps8 : awq::cuda::TiledTuning {  // GEMV blocks of 8 warps (half the blocks: fewer splits), 2 a SM: 128 registers
+  static constexpr int gemv_warps = 8;
+  static constexpr int gemv_min_blocks = 2;
+  static constexpr const char* name = "gemv_warps8";
+};
+struct GemvWarps2 : awq::cuda::TiledTuning {  // GEMV blocks of 2 warps (twice the blocks), 8 a SM: 128 registers
+  static constexpr int gemv_warps = 2;
+  static constexpr int gemv_min_blocks = 8;
+  static constexpr const char* name = "gemv_warps2";
+};
+using Variants =
+    std::tuple<NoWgmma, NoGemv, Fp16Decode, GemvBatch16, NoMix, Wide64, WideSteps2, GemvSlice8, GemvSlice16, GemvWarps8, GemvWarps2>;
 
 }  // namespace
 
@@ -119,8 +168,10 @@ int main(int argc, char** argv) {
 
   cublasHandle_t h;
   cublas_check(cublasCreate(&h), "create");
-  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s %10s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
-              "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us", "w4bf16_us");
+  awq::cuda::DeviceBuffer<unsigned char> blas_ws(32u << 20);  // cuBLAS under graph capture allocates nothing
+  cublas_check(cublasSetWorkspace(h, blas_ws.data(), blas_ws.size()), "workspace");
+  std::printf("%6s %6s %6s %10s %10s %10s %9s %9s %9s %8s %9s %10s %10s %10s %13s %14s\n", "M", "K", "N", "fp16_us", "w4_us", "tiled_us", "tiled_GB/s", "floor_us",
+              "%floor", "speedup", "tiled_TF/s", "bf16_us", "overlap_us", "w4bf16_us", "fp16_graph_us", "tiled_graph_us");
   // AWQ_BENCH_BIG=1: only the largest shape (quick sweeps); AWQ_BENCH_SHAPE=KxN: only that one.
   const int shapes[4][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}, {8192, 28672}};
   const char* big_env = std::getenv("AWQ_BENCH_BIG");
@@ -173,12 +224,18 @@ int main(int argc, char** argv) {
       if (ws.size()) cudaMemset(ws.data(), 0, ws.size());
       cudaMemset(x.data(), 0x30, static_cast<std::size_t>(m) * k * 2);
       const float alpha = 1.0f, beta = 0.0f;
-      const double t16 = time_us(
-          [&](int i) {
-            cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w16[static_cast<std::size_t>(i % c16)].data(), CUDA_R_16F, k, x.data(),
-                         CUDA_R_16F, k, &beta, y.data(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      auto fp16_call = [&](int i) {
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w16[static_cast<std::size_t>(i % c16)].data(), CUDA_R_16F, k, x.data(),
+                     CUDA_R_16F, k, &beta, y.data(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      };
+      const double t16 = time_us(fp16_call, 200);
+      const double t16g = time_graph_us(
+          [&](int i, cudaStream_t s) {
+            cublasSetStream(h, s);
+            fp16_call(i);
           },
           200);
+      cublasSetStream(h, nullptr);
       // One call on copy i % c4 of either layout (W4A16Args or W4A16TiledArgs: the same fields),
       // fp16 or bf16 activations (the same buffers, reinterpreted: the timing does not depend on the values).
       auto args = [&](auto a, const auto& q, const auto& z, const auto& sc_, const auto& ws_, int i) {
@@ -203,6 +260,8 @@ int main(int argc, char** argv) {
       const double tt = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i); }, 200);
       const double tb = time_us([&](int i) { w4_call(awq::cuda::W4A16TiledArgsBf16{}, tq, tz, ts, tws, i); }, 200);
       const double t4b = time_us([&](int i) { w4_call(awq::cuda::W4A16ArgsBf16{}, qw, qz, sc, ws, i); }, 200);
+      const double ttg = time_graph_us(
+          [&](int i, cudaStream_t s) { awq::cuda::w4a16_matmul(args(awq::cuda::W4A16TiledArgs{}, tq, tz, ts, tws, i), s); }, 200);
       awq::cuda::W4A16TiledArgs overlap{};
       overlap.overlap_previous = true;  // programmatic dependent launch
       const double to = time_us([&](int i) { w4_call(overlap, tq, tz, ts, tws, i); }, 200);
@@ -232,8 +291,9 @@ int main(int argc, char** argv) {
       }
       awq::cuda::check(cudaDeviceSynchronize(), "bench");
       const double floor_us = static_cast<double>(w4_bytes) / (copy_gbs * 1e3);
-      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f %10.1f\n", m, k, n, t16, t4, tt, w4_bytes / (tt * 1e3),
-                  floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to, t4b);
+      std::printf("%6d %6d %6d %10.1f %10.1f %10.1f %9.0f %9.1f %8.0f%% %7.2fx %9.0f %10.1f %10.1f %10.1f %13.1f %14.1f\n", m, k, n, t16, t4, tt,
+                  w4_bytes / (tt * 1e3), floor_us, 100.0 * floor_us / tt, t16 / tt, 2.0 * m * k * static_cast<double>(n) / (tt * 1e6), tb, to, t4b,
+                  t16g, ttg);
       for (const auto& l : variant_lines) std::printf("%s\n", l.c_str());
       std::fflush(stdout);
     }

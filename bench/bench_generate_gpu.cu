@@ -8,8 +8,10 @@
 // synchronization, the GPU's time per step without the host's round trip. --no-overlap launches
 // every kernel plainly (no programmatic dependent launch): the same-run baseline of the overlap.
 // --attn-chunk N: the attention's keys per block (LlamaEngineCuda's attn_chunk; default: its pick);
-// --no-fused-swiglu: the MLP's activation as a kernel of its own (CudaContext::fuse_swiglu off).
-//   bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] SHAPE TOKENS BATCH:CONTEXT...   (SHAPE: smollm or 7b)
+// --no-fused-swiglu: the MLP's activation as a kernel of its own (CudaContext::fuse_swiglu off);
+// --gemv-cluster: the W4 GEMVs' K slices meet in thread-block clusters (TiledTuning::gemv_cluster).
+//   bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--gemv-cluster] SHAPE TOKENS BATCH:CONTEXT...
+//   (SHAPE: smollm or 7b)
 #include "llama/engine_cuda.cuh"
 #include "llama/random_llama.hpp"
 
@@ -18,11 +20,16 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace awq_example;
 
 namespace {
+
+struct GemvCluster : awq::cuda::TiledTuning {
+  static constexpr bool gemv_cluster = true;
+};
 
 struct Point {
   int batch, ctx;
@@ -105,7 +112,7 @@ awq::model::ModelConfig shape(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  bool overlap = true, fuse = true;
+  bool overlap = true, fuse = true, cluster = false;
   int chunk = 0;
   for (; argc > 1 && std::string(argv[1]).rfind("--", 0) == 0; --argc, ++argv) {
     const std::string o = argv[1];
@@ -113,6 +120,8 @@ int main(int argc, char** argv) try {
       overlap = false;
     } else if (o == "--no-fused-swiglu") {
       fuse = false;
+    } else if (o == "--gemv-cluster") {
+      cluster = true;
     } else if (o == "--attn-chunk" && argc > 2) {
       char* end = nullptr;
       chunk = static_cast<int>(std::strtol(argv[2], &end, 10));
@@ -124,7 +133,9 @@ int main(int argc, char** argv) try {
     }
   }
   if (argc < 4) {
-    std::fprintf(stderr, "usage: bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] smollm|7b TOKENS BATCH:CONTEXT...\n");
+    std::fprintf(stderr,
+                 "usage: bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--gemv-cluster] smollm|7b TOKENS "
+                 "BATCH:CONTEXT...\n");
     return 2;
   }
   if (awq::cuda::device_count() == 0) {
@@ -146,19 +157,20 @@ int main(int argc, char** argv) try {
   const double rate = copy_rate();
   const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::printf("%s, %s-shaped random Llama (hidden %d, MLP %d, %d heads / %d kv, %d layers, vocab %d), W4 group %d; "
-              "device-to-device copy %.0f GB/s (read + write); programmatic dependent launch %s; attention chunk %s; swiglu %s\n",
+              "device-to-device copy %.0f GB/s (read + write); programmatic dependent launch %s; attention chunk %s; swiglu %s%s\n",
               prop.name, name.c_str(), src.cfg.hidden, src.cfg.intermediate, src.cfg.n_heads, src.cfg.n_kv_heads, src.cfg.layers,
               src.cfg.vocab, group, rate / 1e9, overlap ? "on" : "off", chunk ? std::to_string(chunk).c_str() : "the engine's pick",
-              fuse ? "in gate/up's epilogue where it can" : "a kernel of its own");
+              fuse ? "in gate/up's epilogue where it can" : "a kernel of its own", cluster ? "; GEMV K slices in clusters" : "");
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Result> w4, fp;
   std::size_t w4_bytes = 0, fp_bytes = 0;
-  {
-    CudaLlama<W4CudaLinear> m(load_random_awq<HostAwqLinear>(src, group, threads), threads);
+  auto run_w4 = [&](auto* linear) {  // the W4 linear's type, as a null pointer
+    CudaLlama<std::remove_pointer_t<decltype(linear)>> m(load_random_awq<HostAwqLinear>(src, group, threads), threads);
     w4_bytes = m.weight_bytes();
     std::printf("W4 model built in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     w4 = measure(m, points, tokens, rate, overlap, chunk, fuse);
-  }
+  };
+  cluster ? run_w4(static_cast<W4CudaLinearT<GemvCluster>*>(nullptr)) : run_w4(static_cast<W4CudaLinear*>(nullptr));
   const auto t1 = std::chrono::steady_clock::now();
   {
     CudaLlama<CublasLinear> m(load_fp_weights<HostFp16Linear>(src, threads), threads);

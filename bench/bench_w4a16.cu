@@ -145,8 +145,12 @@ struct GemvWarps2 : awq::cuda::TiledTuning {  // GEMV blocks of 2 warps (twice t
   static constexpr int gemv_min_blocks = 8;
   static constexpr const char* name = "gemv_warps2";
 };
-using Variants =
-    std::tuple<NoWgmma, NoGemv, Fp16Decode, GemvBatch16, NoMix, Wide64, WideSteps2, GemvSlice8, GemvSlice16, GemvWarps8, GemvWarps2>;
+struct GemvCluster : awq::cuda::TiledTuning {  // GEMV K slices added in a thread-block cluster (sm_90)
+  static constexpr bool gemv_cluster = true;
+  static constexpr const char* name = "gemv_cluster";
+};
+using Variants = std::tuple<NoWgmma, NoGemv, Fp16Decode, GemvBatch16, NoMix, Wide64, WideSteps2, GemvSlice8, GemvSlice16, GemvWarps8,
+                            GemvWarps2, GemvCluster>;
 
 }  // namespace
 

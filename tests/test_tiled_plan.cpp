@@ -43,6 +43,9 @@ struct TwoSlices : TiledTuning {
   static constexpr int wgmma_force_splits = 2;
   static constexpr int mma_force_tiles = 2;
 };
+struct Cluster : TiledTuning {
+  static constexpr bool gemv_cluster = true;
+};
 
 }  // namespace
 
@@ -260,4 +263,34 @@ TEST_CASE("tiled plans at small K and any M give launchable grids") {
           ++plans;
         }
   CHECK(plans == 41 * 6 * 8 * 2);
+}
+
+TEST_CASE("the streaming GEMV's K slices meet in a cluster only where the tuning asks, clusters run and 2 to 8 slices suffice") {
+  TiledSlots h100 = hopper(true);
+  h100.clusters = true;
+  TiledSlots no_clusters = hopper(true);
+  for (const auto& kn : std::vector<std::array<int, 2>>{{4096, 4096}, {4096, 12288}, {11008, 4096}, {4096, 22016}, {8192, 28672}, {576, 1536}}) {
+    for (int m : {1, 5, 16}) {
+      CAPTURE(kn[0]);
+      CAPTURE(kn[1]);
+      CAPTURE(m);
+      const GemmPlan plain = tiled_plan<TiledTuning>(m, kn[0], kn[1], h100);
+      const GemmPlan c = tiled_plan<Cluster>(m, kn[0], kn[1], h100);
+      CHECK_FALSE(plain.cluster);
+      CHECK_FALSE(tiled_plan<Cluster>(m, kn[0], kn[1], no_clusters).cluster);
+      // The same grid either way; only where the slices meet changes.
+      CHECK(c.tiles_n == plain.tiles_n);
+      CHECK(c.splits == plain.splits);
+      CHECK(c.steps_per_split == plain.steps_per_split);
+      CHECK(c.cluster == (plain.splits >= 2 && plain.splits <= kMaxClusterSlices));
+      if (c.cluster) CHECK(tiled_plan_workspace_bytes(c, m, kn[1]) == 0);
+      else CHECK(tiled_plan_workspace_bytes(c, m, kn[1]) == tiled_plan_workspace_bytes(plain, m, kn[1]));
+    }
+  }
+  // A 7B step's o projection splits K eight ways on an H100: one cluster of 8 per strip.
+  const GemmPlan o = tiled_plan<Cluster>(1, 4096, 4096, h100);
+  CHECK(o.splits == 8);
+  CHECK(o.cluster);
+  // Above the GEMV's M the tensor-core plans never cluster.
+  CHECK_FALSE(tiled_plan<Cluster>(17, 4096, 4096, h100).cluster);
 }

@@ -271,15 +271,16 @@ class CublasLinear {
   awq::index_t n_, k_;
 };
 
-/// \brief y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias) through awq::cuda::W4A16Linear: 4-bit
-///        weights read at every step.
-class W4CudaLinear {
+/// \brief y [M, N] = x [M, K] · dequant(W)ᵀ (+ bias) through awq::cuda::W4A16LinearT: 4-bit
+///        weights read at every step. Tuning: the kernels' (awq::cuda::TiledTuning by default).
+template <class Tuning = awq::cuda::TiledTuning>
+class W4CudaLinearT {
  public:
   using Host = HostAwqLinear;  ///< what the model is loaded as
   static constexpr bool swiglu_epilogue = true;  ///< swiglu() is offered
 
   /// Repacks and uploads `h`.
-  explicit W4CudaLinear(const HostAwqLinear& h) : lin_(h.view()), bytes_(tiled_bytes(lin_.weights())) {
+  explicit W4CudaLinearT(const HostAwqLinear& h) : lin_(h.view()), bytes_(tiled_bytes(lin_.weights())) {
     if (!h.bias.empty()) {
       std::vector<__half> b(h.bias.size());
       for (std::size_t i = 0; i < b.size(); ++i) b[i] = __float2half_rn(h.bias[i]);
@@ -301,10 +302,12 @@ class W4CudaLinear {
   static std::size_t tiled_bytes(const awq::cuda::TiledW4A16Device& w) {
     return w.qweight.size() * 4 + w.qzeros.size() * 4 + w.scales.size() * 2;
   }
-  awq::cuda::W4A16Linear lin_;
+  awq::cuda::W4A16LinearT<Tuning> lin_;
   awq::cuda::DeviceBuffer<__half> bias_;
   std::size_t bytes_;
 };
+/// The engine's W4 linear with the measured tuning.
+using W4CudaLinear = W4CudaLinearT<>;
 
 namespace kernels {
 

@@ -62,10 +62,11 @@ RandomCodes random_codes(const Case& c, std::mt19937_64& rng, bool symmetric) {
 
 // Worst |y − ref| / tolerance over the outputs (≤ 1 passes); 1e9 for an unwritten (poisoned)
 // output, 2e9 when two runs differ in any bit. T: the activation type.
-// `tiled_run`, when given, runs the tiled product instead of w4a16_matmul (a plan of the test's choosing).
+// `tiled_run`, when given, runs the tiled product instead of w4a16_matmul (a plan of the test's
+// choosing); `y_out`, when given, receives the output.
 template <class T = __half>
 double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout = Layout::awq,
-                const std::function<void(const awq::cuda::W4A16TiledArgsT<T>&)>& tiled_run = {}) {
+                const std::function<void(const awq::cuda::W4A16TiledArgsT<T>&)>& tiled_run = {}, std::vector<T>* y_out = nullptr) {
   using H = Host<T>;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -175,6 +176,7 @@ double run_case(const Case& c, std::uint64_t seed, bool with_bias, Layout layout
   run();  // again: the same bits (fixed-order sums)
   awq::cuda::check(cudaDeviceSynchronize(), "sync");
   const auto y2 = dy.download();
+  if (y_out) *y_out = y;
   for (std::size_t i = 0; i < y.size(); ++i)
     if (H::bits(y[i]) != H::bits(y2[i])) return 2e9;  // not deterministic
   double worst = 0;
@@ -400,6 +402,39 @@ TEST_CASE("W4A16Linear::swiglu: silu(gate)·up of (gate, up) output pairs, every
       CHECK(swiglu_case<__nv_bfloat16, NoWgmma>(c, seed++, bias) <= 1.0);
     }
   }
+}
+
+// The streaming GEMV with its K slices meeting in a thread-block cluster (sm_90).
+struct GemvCluster : awq::cuda::TiledTuning {
+  static constexpr bool gemv_cluster = true;
+};
+
+TEST_CASE("tiled GEMV, K slices added in a cluster's shared memory (sm_90): the float64 reference and the workspace path's bits") {
+  if (!hopper_kernel_runs()) return;
+  using awq::cuda::detail::tiled_device_plan;
+  std::uint64_t seed = 3500;
+  int clustered = 0;
+  for (const Case c : {Case{1, 4096, 4096, 128}, Case{5, 4096, 1024, 64}, Case{16, 2048, 4096, 32}, Case{1, 11008, 4096, 128},
+                       Case{9, 640, 1032, 64}, Case{3, 96, 264, 32}, Case{12, 8192, 512, 128}}) {
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, ", ", tiled_device_plan<__half, GemvCluster>(c.m, c.k, c.n).splits,
+         " K slices");
+    clustered += tiled_device_plan<__half, GemvCluster>(c.m, c.k, c.n).cluster ? 1 : 0;
+    const bool overlap = seed % 4 < 2;  // programmatic dependent launch with clusters too
+    auto in_cluster = [overlap](auto ta) {
+      ta.overlap_previous = overlap;
+      awq::cuda::w4a16_matmul(ta, nullptr, GemvCluster{});
+    };
+    std::vector<__half> y_cluster, y_plain;
+    CHECK(run_case<__half>(c, seed, seed % 2 == 0, Layout::tiled, in_cluster, &y_cluster) <= 1.0);
+    CHECK(run_case<__half>(c, seed, seed % 2 == 0, Layout::tiled, {}, &y_plain) <= 1.0);
+    CHECK(std::memcmp(y_cluster.data(), y_plain.data(), y_plain.size() * sizeof(__half)) == 0);  // slices added in the same order
+    ++seed;
+    CHECK(run_case<__nv_bfloat16>(c, seed, seed % 2 == 0, Layout::tiled_symmetric, in_cluster) <= 1.0);
+    ++seed;
+    CHECK(swiglu_case<__half, GemvCluster>(c, seed, seed % 2 == 0) <= 1.0);
+    ++seed;
+  }
+  CHECK(clustered >= 3);  // 4 of these shapes on a 132-SM card; the rest split K too often or not at all
 }
 
 TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp16 and bf16)") {

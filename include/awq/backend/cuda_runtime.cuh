@@ -162,21 +162,35 @@ void grow(Buffer& b, std::size_t n) {
 /// kernel<<<grid, block, smem, stream>>>(args…), with programmatic dependent launch when `overlap`:
 /// the grid's blocks may start while the kernel before it in the stream ends (sm_90; elsewhere the
 /// attribute does nothing). For kernels that wait for the grid before them (griddepcontrol.wait)
-/// before they read global memory. \throws awq::Error naming `what` when the launch fails.
+/// before they read global memory. `cluster_z` > 1: thread-block clusters of 1 × 1 × cluster_z
+/// blocks (sm_90; grid.z a multiple of it). \throws awq::Error naming `what` when the launch fails.
 template <class... Params, class... Args>
-void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap,
-                       const char* what, Args&&... args) {
+void launch_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap,
+                      unsigned cluster_z, const char* what, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (overlap) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_z > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {1u, 1u, cluster_z};
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = overlap ? 1 : 0;
+  cfg.numAttrs = n;
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what);
+}
+/// launch_clustered without clusters.
+template <class... Params, class... Args>
+void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, bool overlap,
+                       const char* what, Args&&... args) {
+  launch_clustered(kernel, grid, block, smem, stream, overlap, 1u, what, std::forward<Args>(args)...);
 }
 
 }  // namespace cuda

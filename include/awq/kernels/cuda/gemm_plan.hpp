@@ -19,7 +19,13 @@ struct GemmPlan {
   /// per token block, wide_c4 blocks of 4 strips, then tail_pieces blocks of tail_w strips (the
   /// last one narrower where the strips run out); the 4-strip blocks of every token block first.
   int wide_c4 = 0, tail_w = 0, tail_pieces = 0;
+  /// The streaming GEMV's K slices of a strip meet in a thread-block cluster's shared memory
+  /// (TiledTuning::gemv_cluster; 2 to kMaxClusterSlices slices): no workspace.
+  bool cluster = false;
 };
+
+/// The most K slices one cluster holds (the portable cluster size).
+constexpr int kMaxClusterSlices = 8;
 
 /// Bytes of the split-K tickets (one int per output tile) at the head of a workspace, padded so
 /// that the fp32 partial sums after them stay aligned. Shared by the GEMV and the tensor-core GEMM.
@@ -27,7 +33,7 @@ inline std::size_t split_k_ticket_bytes(std::size_t tiles) { return (tiles * 4 +
 /// Workspace: tickets [tiles] int (padded to 256 bytes), then fp32 partial tiles [splits][M][N];
 /// none when there is one slice.
 inline std::size_t gemm_workspace_bytes(const GemmPlan& p, int m, int n) {
-  if (p.splits == 1) return 0;
+  if (p.splits == 1 || p.cluster) return 0;
   const std::size_t tickets = split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m);
   return tickets + sizeof(float) * static_cast<std::size_t>(p.splits) * m * n;
 }

@@ -165,7 +165,7 @@ struct SplitKBuffers {
   float* partial = nullptr;
 };
 inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
-  if (p.splits == 1) return {};
+  if (p.splits == 1 || p.cluster) return {};
   auto* base = static_cast<unsigned char*>(workspace);
   return {reinterpret_cast<int*>(base), reinterpret_cast<float*>(base + split_k_ticket_bytes(static_cast<std::size_t>(p.tiles_n) * p.tiles_m))};
 }
@@ -173,6 +173,20 @@ inline SplitKBuffers split_k_buffers(void* workspace, const GemmPlan& p) {
 /// silu(gate)·up in fp32: the activation of a gated MLP as store_or_split_k's swiglu applies it;
 /// an activation kernel that calls it computes the same bits from the same (rounded) inputs.
 __device__ __forceinline__ float silu_mul(float gate, float up) { return gate / (1.0f + __expf(-gate)) * up; }
+
+/// Output columns col, col + 1 of `row` with sums v0, v1 into y [M, N] (+ bias) in y's type, or with
+/// `swiglu` silu(gate)·up of the pair into y [M, N/2] (store_or_split_k).
+template <class T>
+__device__ __forceinline__ void store_out(T* y, const T* bias, int n, bool swiglu, int row, int col, float v0, float v1) {
+  using A = Act<T>;
+  if (bias) v0 += A::to_float(bias[col]), v1 += A::to_float(bias[col + 1]);
+  if (swiglu) {
+    const float gate = A::to_float(A::from_float(v0)), up = A::to_float(A::from_float(v1));
+    y[static_cast<long>(row) * (n / 2) + col / 2] = A::from_float(silu_mul(gate, up));
+  } else {
+    *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = A::pack(v0, v1);
+  }
+}
 
 /// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
 /// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
@@ -184,16 +198,7 @@ __device__ __forceinline__ float silu_mul(float gate, float up) { return gate / 
 template <class ForEachOut, class T>
 __device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y, const T* bias, int m, int n, int split, int splits,
                                                  int* tickets, float* partial, bool swiglu = false) {
-  using A = Act<T>;
-  auto store = [&](int row, int col, float v0, float v1) {
-    if (bias) v0 += A::to_float(bias[col]), v1 += A::to_float(bias[col + 1]);
-    if (swiglu) {
-      const float gate = A::to_float(A::from_float(v0)), up = A::to_float(A::from_float(v1));
-      y[static_cast<long>(row) * (n / 2) + col / 2] = A::from_float(silu_mul(gate, up));
-    } else {
-      *reinterpret_cast<std::uint32_t*>(y + static_cast<long>(row) * n + col) = A::pack(v0, v1);
-    }
-  };
+  auto store = [&](int row, int col, float v0, float v1) { store_out(y, bias, n, swiglu, row, col, v0, v1); };
   if (splits == 1) {
     for_each_out(store);
     return;

@@ -44,7 +44,10 @@ TiledSlots tiled_device_slots(int m) {
   TiledSlots s;
   s.sms = device_sms();
   s.gemv = tgemv_slots<T, Tn>();
-  if (m <= Tn::gemv_max_m) return s;
+  if (m <= Tn::gemv_max_m) {
+    s.clusters = Tn::gemv_cluster && tiled_wgmma_available();
+    return s;
+  }
   s.mma[0] = tiled_slots<1, T, Tn>();
   s.mma[1] = tiled_slots<2, T, Tn>();
   s.mma[2] = tiled_slots<4, T, Tn>();

@@ -15,9 +15,11 @@
 /// for high nibbles saves the shifts but needs a second constant per column: registers, here.)
 /// A block of TiledTuning::gemv_warps warps takes one 64-column strip and one K slice; its warps take the
 /// slice's batches in turn, add their results in shared memory in a fixed order, and the slices
-/// meet through store_or_split_k (deterministic).
+/// meet through store_or_split_k (deterministic) or, with TiledTuning::gemv_cluster on Hopper, in
+/// the shared memory of the strip's thread-block cluster (the same sums, no workspace).
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -42,7 +44,8 @@ namespace detail {
 /// decodes each weight once to fp16 for both token blocks (raw codes would double the group
 /// accumulators: registers). Swiglu: a.swiglu_output as a template parameter, so that the plain
 /// product's code carries no trace of it (a run-time flag slowed every GEMV; bench/RESULTS.md).
-template <int G, int NT, class T, class Tn, bool Swiglu = false>
+/// Cluster: launched in clusters of the `splits` slices of a strip (GemmPlan::cluster).
+template <int G, int NT, class T, class Tn, bool Swiglu = false, bool Cluster = false>
 __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int prefetch_batches, int* tickets, float* partial) {
   using A = Act<T>;
@@ -204,7 +207,35 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
       f(tok, col, v0, v1);
     }
   };
-  store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial, Swiglu);
+  if constexpr (Cluster) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Each slice's sums in its own shared memory; the cluster's rank 0 (slice 0: the cluster is
+    // 1 × 1 × splits) adds them in slice order — store_or_split_k's bits — and stores.
+    __shared__ float sums[8 * NT * kTiledN];  // [tokens][64 columns]
+    for_each_out([&](int tok, int col, float v0, float v1) {
+      sums[tok * kTiledN + col - nt * kTiledN] = v0;
+      sums[tok * kTiledN + col - nt * kTiledN + 1] = v1;
+    });
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    cluster.sync();
+    if (cluster.block_rank() == 0)
+      for_each_out([&](int tok, int col, float, float) {
+        const int i = tok * kTiledN + col - nt * kTiledN;
+        float v0 = 0.0f, v1 = 0.0f;
+        for (int sp = 0; sp < splits; ++sp) {
+          const float* s = cluster.map_shared_rank(sums, sp);
+          v0 += s[i];
+          v1 += s[i + 1];
+        }
+        store_out(a.y, a.bias, a.n, Swiglu, tok, col, v0, v1);
+      });
+    cluster.sync();  // every block's shared memory lives until rank 0 has read it
+#else
+    __trap();  // no clusters below sm_90: the plan never asks for this kernel there
+#endif
+  } else {
+    store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial, Swiglu);
+  }
 }
 
 /// Resident blocks of the GEMV; one figure for every instantiation (the same launch bounds cap
@@ -220,19 +251,26 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
   auto run = [&](auto kernel) {
-    launch_overlapped(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, "W4A16 tiled kernel launch", a, p.steps_per_split,
-                      p.splits, a.overlap_previous ? tiled_gemv_prefetch<Tn>(p) : 0, w.tickets, w.partial);
+    launch_clustered(kernel, grid, 32 * Tn::gemv_warps, 0, stream, a.overlap_previous, p.cluster ? static_cast<unsigned>(p.splits) : 1u,
+                     "W4A16 tiled kernel launch", a, p.steps_per_split, p.splits, a.overlap_previous ? tiled_gemv_prefetch<Tn>(p) : 0, w.tickets,
+                     w.partial);
   };
-  auto by_group = [&](auto swiglu) {
-    constexpr bool S = decltype(swiglu)::value;
+  auto by_group = [&](auto swiglu, auto cluster) {
+    constexpr bool S = decltype(swiglu)::value, C = decltype(cluster)::value;
     const bool two = a.m > 8;
     switch (a.group) {
-      case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn, S>); break;
-      case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn, S>); break;
-      default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn, S>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn, S>); break;
+      case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn, S, C>); break;
+      case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn, S, C>); break;
+      default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn, S, C>); break;
     }
   };
-  a.swiglu_output ? by_group(std::true_type{}) : by_group(std::false_type{});
+  // The cluster kernels exist only in a tuning that asks for them.
+  auto by_cluster = [&](auto swiglu) {
+    if constexpr (Tn::gemv_cluster)
+      if (p.cluster) return by_group(swiglu, std::true_type{});
+    by_group(swiglu, std::false_type{});
+  };
+  a.swiglu_output ? by_cluster(std::true_type{}) : by_cluster(std::false_type{});
 }
 
 }  // namespace detail

@@ -31,6 +31,7 @@ struct TiledSlots {
   int gemv = 0;              ///< the streaming GEMV
   int mma[3] = {};           ///< the mma pipeline with 1, 2 and 4 m16 tiles per block
   bool wgmma = false;        ///< the Hopper kernel is in this binary and runs on this device
+  bool clusters = false;     ///< thread-block clusters run (the same image and device; asked only for TiledTuning::gemv_cluster)
   int wgmma_narrow[2] = {};  ///< the Hopper kernel, one warpgroup: 32 and 64 tokens
   int wgmma_wide[2] = {};    ///< the Hopper kernel, four warpgroups: 64 and 128 tokens
 
@@ -293,7 +294,11 @@ int tiled_mt(int m, int n, const TiledSlots& s) {
 template <class Tn>
 GemmPlan tiled_plan(int m, int k, int n, const TiledSlots& s) {
   static_assert(tiled_tuning_valid<Tn>());
-  if (m <= Tn::gemv_max_m) return tiled_gemv_plan<Tn>(m, k, n, s.gemv);
+  if (m <= Tn::gemv_max_m) {
+    GemmPlan p = tiled_gemv_plan<Tn>(m, k, n, s.gemv);
+    p.cluster = Tn::gemv_cluster && s.clusters && p.splits >= 2 && p.splits <= kMaxClusterSlices;
+    return p;
+  }
   if (Tn::wgmma && s.wgmma) {
     const GemmPlan p = tiled_wgmma_plan<Tn>(m, k, n, s);
     if (p.splits <= Tn::wgmma_max_splits) return p;  // deeper split-K: the mma pipeline's smaller tiles

@@ -26,6 +26,11 @@ struct TiledTuning {
   /// before they wait on the kernel before them (sm_90; 0: none): a decode step's weight reads then
   /// run under its small kernels. Bounded so that what is fetched ahead is still in L2 when read.
   static constexpr long gemv_prefetch_bytes = 16L << 20;
+  /// true: where the Hopper kernel runs (sm_90a on compute capability 9.0), a strip's 2 to 8 K
+  /// slices form a thread-block cluster and add their sums in the first slice's block through
+  /// distributed shared memory, in slice order (the workspace path's bits), with no workspace round
+  /// trip, fence or ticket. Off until measured (bench/RESULTS.md).
+  static constexpr bool gemv_cluster = false;
 
   // The mma pipeline (M > gemv_max_m without the Hopper kernel): 16·MT rows per block.
   static constexpr bool mma_raw = true;             ///< one m16 tile: raw codes (fp32 zero point and scale per group); false: fp16 decode

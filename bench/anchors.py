@@ -5,8 +5,8 @@ sources with PyTorch's extension builder and timed the way bench/bench_w4a16.cu 
 of 200 calls, the median, weight copies rotated (>= 256 MB of each) so L2 never holds the weights.
 
 The 200 calls are captured in one CUDA graph and replayed (a Python loop would time the interpreter,
-not the kernel). Capture needs the calls on the current stream, so two lines of llm-awq's host code
-are changed in a copy (MODS below): its launches name the current stream instead of the legacy
+not the kernel). Capture needs the calls on the current stream, so llm-awq's host code is changed
+in two ways in a copy (MODS below): its launches name the current stream instead of the legacy
 default one, and its split-K semaphores come from one zeroed buffer kept between calls instead of
 an uninitialized tensor per call (its last split leaves them at zero). The kernels are untouched.
 
@@ -44,7 +44,7 @@ MARLIN_GLUE = """#include <torch/extension.h>
 void mul(const torch::Tensor&, const torch::Tensor&, torch::Tensor&, const torch::Tensor&, torch::Tensor&, int, int, int, int);
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("mul", &mul); }
 """
-# (pattern, replacement, expected count ≥ 1) applied to llm-awq's gemm_cuda.cu and gemv_cuda.cu.
+# (pattern, replacement) applied to llm-awq's gemm_cuda.cu and gemv_cuda.cu; each must match somewhere.
 MODS = [
     (r"<<<num_blocks, threads_per_block, kSmemByteSize>>>", "<<<num_blocks, threads_per_block, kSmemByteSize, at::cuda::getCurrentCUDAStream()>>>"),
     (r"<<<num_blocks, num_threads>>>", "<<<num_blocks, num_threads, 0, at::cuda::getCurrentCUDAStream()>>>"),

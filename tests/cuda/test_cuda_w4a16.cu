@@ -416,9 +416,9 @@ TEST_CASE("tiled GEMV, K slices added in a cluster's shared memory (sm_90): the 
   int clustered = 0;
   for (const Case c : {Case{1, 4096, 4096, 128}, Case{5, 4096, 1024, 64}, Case{16, 2048, 4096, 32}, Case{1, 11008, 4096, 128},
                        Case{9, 640, 1032, 64}, Case{3, 96, 264, 32}, Case{12, 8192, 512, 128}}) {
-    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, ", ", tiled_device_plan<__half, GemvCluster>(c.m, c.k, c.n).splits,
-         " K slices");
-    clustered += tiled_device_plan<__half, GemvCluster>(c.m, c.k, c.n).cluster ? 1 : 0;
+    const auto plan = tiled_device_plan<__half, GemvCluster>(c.m, c.k, c.n);
+    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group, ", ", plan.splits, " K slices");
+    clustered += plan.cluster ? 1 : 0;
     const bool overlap = seed % 4 < 2;  // programmatic dependent launch with clusters too
     auto in_cluster = [overlap](auto ta) {
       ta.overlap_previous = overlap;

@@ -212,15 +212,16 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     // Each slice's sums in its own shared memory; the cluster's rank 0 (slice 0: the cluster is
     // 1 × 1 × splits) adds them in slice order — store_or_split_k's bits — and stores.
     __shared__ float sums[8 * NT * kTiledN];  // [tokens][64 columns]
+    const auto at = [&](int tok, int col) { return tok * kTiledN + col - nt * kTiledN; };
     for_each_out([&](int tok, int col, float v0, float v1) {
-      sums[tok * kTiledN + col - nt * kTiledN] = v0;
-      sums[tok * kTiledN + col - nt * kTiledN + 1] = v1;
+      sums[at(tok, col)] = v0;
+      sums[at(tok, col) + 1] = v1;
     });
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
     cluster.sync();
     if (cluster.block_rank() == 0)
       for_each_out([&](int tok, int col, float, float) {
-        const int i = tok * kTiledN + col - nt * kTiledN;
+        const int i = at(tok, col);
         float v0 = 0.0f, v1 = 0.0f;
         for (int sp = 0; sp < splits; ++sp) {
           const float* s = cluster.map_shared_rank(sums, sp);

@@ -86,6 +86,8 @@ std::size_t w4a16_tiled_workspace_bytes(int m, int k, int n) {
 template <class T, class Tuning = TiledTuning>
 void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr, Tuning = {}) {
   a.can_implement();
+  awq::detail::require(!a.fused() || a.m <= Tuning::gemv_max_m, "awq::cuda::w4a16_matmul (tiled): a norm or residual inside the product "
+                       "runs on the streaming GEMV only (M <= ", Tuning::gemv_max_m, "), not M ", a.m);
   const auto p = detail::tiled_device_plan<T, Tuning>(a.m, a.k, a.n);
   const std::size_t need = detail::tiled_plan_workspace_bytes(p, a.m, a.n);
   awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",

@@ -827,21 +827,22 @@ TEST_CASE("host-only: tiled product with a norm or residual inside: bad combinat
   a.scales = reinterpret_cast<const __half*>(fake);
   a.y = reinterpret_cast<__half*>(fake);
   a.norm = awq::cuda::TiledNormIn{fake, -1.0f};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("norm.eps -1 is negative"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("norm.eps -1 is negative"), awq::Error);
   a.norm.eps = 1e-6f;
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("runs through w4a16_gemv_fused"), awq::Error);
   a.m = 17;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("streaming GEMV only (M <= 16), not M 17"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("streaming GEMV only (M <= 16), not M 17"), awq::Error);
   a.m = 1;
   a.residual = awq::cuda::TiledResidualOutT<__half>{fake, fake, nullptr, nullptr};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("a norm on the input and a residual output together"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("a norm on the input and a residual output together"), awq::Error);
   a.norm = {};
   a.swiglu_output = true;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("not swiglu_output"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("not swiglu_output"), awq::Error);
   a.swiglu_output = false;
   a.residual.x = reinterpret_cast<__half*>(fake);
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("residual needs"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("residual needs"), awq::Error);
   a.residual = awq::cuda::TiledResidualOutT<__half>{fake, nullptr, nullptr, nullptr};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("residual needs"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("residual needs"), awq::Error);
 }
 
 // Runs without a device too (test_cuda_main runs the "host-only" cases then). The tiled kernels'

@@ -71,7 +71,7 @@ struct W4A16TiledArgsT {
   /// kernel between (any M).
   bool swiglu_output = false;
   /// With norm.sumsq set: x is an RMSNorm's input times its weights and each row of the product
-  /// is scaled by the norm's 1/rms (TiledNormIn).
+  /// is scaled by the norm's 1/rms (TiledNormIn). This and `residual` run through w4a16_gemv_fused.
   TiledNormIn norm;
   /// With residual.h set: the product is added to residual.h (TiledResidualOutT) and y is not written.
   TiledResidualOutT<T> residual;

@@ -315,7 +315,9 @@ int tgemv_slots() {
   return resident_slots(w4a16_tiled_gemv_kernel<128, 1, T, Tn>, 32 * Tn::gemv_warps, 0, cache, "w4a16_tiled_gemv_kernel attributes");
 }
 
-template <class T, class Tn>
+/// Fused: the norm and residual forms (W4A16TiledArgsT::norm, W4A16TiledArgsT::residual), else
+/// the plain and swiglu ones — a caller that never fuses compiles none of the fused kernels.
+template <class T, class Tn, bool Fused = false>
 void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
@@ -340,13 +342,16 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
       if (p.cluster) return by_group(out, norm, std::true_type{});
     by_group(out, norm, std::false_type{});
   };
-  // The forms a decode step uses (can_implement refuses the others): a norm on the input with y
-  // or swiglu out, or a residual out with a plain input.
+  // The fused forms a decode step uses (can_implement refuses the others): a norm on the input
+  // with y or swiglu out, or a residual out with a plain input.
   using Plain = std::integral_constant<GemvOut, GemvOut::plain>;
   using Swiglu = std::integral_constant<GemvOut, GemvOut::swiglu>;
-  if (a.residual.h) return by_cluster(std::integral_constant<GemvOut, GemvOut::residual>{}, std::false_type{});
-  if (a.norm.sumsq) return a.swiglu_output ? by_cluster(Swiglu{}, std::true_type{}) : by_cluster(Plain{}, std::true_type{});
-  a.swiglu_output ? by_cluster(Swiglu{}, std::false_type{}) : by_cluster(Plain{}, std::false_type{});
+  if constexpr (Fused) {
+    if (a.residual.h) return by_cluster(std::integral_constant<GemvOut, GemvOut::residual>{}, std::false_type{});
+    a.swiglu_output ? by_cluster(Swiglu{}, std::true_type{}) : by_cluster(Plain{}, std::true_type{});
+  } else {
+    a.swiglu_output ? by_cluster(Swiglu{}, std::false_type{}) : by_cluster(Plain{}, std::false_type{});
+  }
 }
 
 }  // namespace detail

@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
   if constexpr (Cluster) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     // Each slice's sums in its own shared memory; the cluster's rank 0 (slice 0: the cluster is
-    // 1 × 1 × splits) adds them in slice order — store_or_split_k's bits — and stores.
+    // 1 × 1 × splits) adds them in slice order — split_k_store's bits — and stores.
     __shared__ float sums[8 * NT * kTiledN];  // [tokens][64 columns]
     const auto at = [&](int tok, int col) { return tok * kTiledN + col - nt * kTiledN; };
     for_each_out([&](int tok, int col, float v0, float v1) {

@@ -9,9 +9,8 @@
 // every kernel plainly (no programmatic dependent launch): the same-run baseline of the overlap.
 // --attn-chunk N: the attention's keys per block (LlamaEngineCuda's attn_chunk; default: its pick);
 // --no-fused-swiglu: the MLP's activation as a kernel of its own (CudaContext::fuse_swiglu off);
-// --fused-norm: the RMSNorms inside the W4 products (CudaContext::fuse_norm on);
 // --gemv-cluster: the W4 GEMVs' K slices meet in thread-block clusters (TiledTuning::gemv_cluster).
-//   bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--fused-norm] [--gemv-cluster] SHAPE TOKENS BATCH:CONTEXT...
+//   bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--gemv-cluster] SHAPE TOKENS BATCH:CONTEXT...
 //   (SHAPE: smollm or 7b)
 #include "llama/engine_cuda.cuh"
 #include "llama/random_llama.hpp"
@@ -66,14 +65,13 @@ std::vector<int> ids(std::size_t n, int vocab, std::uint64_t seed) {
 }
 
 template <class L>
-std::vector<Result> measure(CudaLlama<L>& m, const std::vector<Point>& points, int tokens, double rate, const CudaContext& opts, int chunk) {
+std::vector<Result> measure(CudaLlama<L>& m, const std::vector<Point>& points, int tokens, double rate, bool overlap, int chunk, bool fuse) {
   using Clock = std::chrono::steady_clock;
   std::vector<Result> out;
   for (const Point& p : points) {
     LlamaEngineCuda<L> e(m, p.ctx + 2 * tokens + 2, p.batch, chunk);
-    e.ctx.overlap = opts.overlap;
-    e.ctx.fuse_swiglu = opts.fuse_swiglu;
-    e.ctx.fuse_norm = opts.fuse_norm;
+    e.ctx.overlap = overlap;
+    e.ctx.fuse_swiglu = fuse;
     e.prefill(ids(static_cast<std::size_t>(p.ctx), m.cfg.vocab, 1));
     const std::vector<int> next = ids(static_cast<std::size_t>(p.batch), m.cfg.vocab, 2);
     e.step(next);  // eager
@@ -114,17 +112,14 @@ awq::model::ModelConfig shape(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  CudaContext opts;  // the options a measured engine's context takes
-  bool cluster = false;
+  bool overlap = true, fuse = true, cluster = false;
   int chunk = 0;
   for (; argc > 1 && std::string(argv[1]).rfind("--", 0) == 0; --argc, ++argv) {
     const std::string o = argv[1];
     if (o == "--no-overlap") {
-      opts.overlap = false;
+      overlap = false;
     } else if (o == "--no-fused-swiglu") {
-      opts.fuse_swiglu = false;
-    } else if (o == "--fused-norm") {
-      opts.fuse_norm = true;
+      fuse = false;
     } else if (o == "--gemv-cluster") {
       cluster = true;
     } else if (o == "--attn-chunk" && argc > 2) {
@@ -139,7 +134,7 @@ int main(int argc, char** argv) try {
   }
   if (argc < 4) {
     std::fprintf(stderr,
-                 "usage: bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--fused-norm] [--gemv-cluster] smollm|7b TOKENS "
+                 "usage: bench_generate_gpu [--no-overlap] [--attn-chunk N] [--no-fused-swiglu] [--gemv-cluster] smollm|7b TOKENS "
                  "BATCH:CONTEXT...\n");
     return 2;
   }
@@ -162,11 +157,10 @@ int main(int argc, char** argv) try {
   const double rate = copy_rate();
   const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::printf("%s, %s-shaped random Llama (hidden %d, MLP %d, %d heads / %d kv, %d layers, vocab %d), W4 group %d; "
-              "device-to-device copy %.0f GB/s (read + write); programmatic dependent launch %s; attention chunk %s; swiglu %s; norms %s%s\n",
+              "device-to-device copy %.0f GB/s (read + write); programmatic dependent launch %s; attention chunk %s; swiglu %s%s\n",
               prop.name, name.c_str(), src.cfg.hidden, src.cfg.intermediate, src.cfg.n_heads, src.cfg.n_kv_heads, src.cfg.layers,
-              src.cfg.vocab, group, rate / 1e9, opts.overlap ? "on" : "off", chunk ? std::to_string(chunk).c_str() : "the engine's pick",
-              opts.fuse_swiglu ? "in gate/up's epilogue where it can" : "a kernel of its own",
-              opts.fuse_norm ? "inside the products where they can" : "kernels of their own", cluster ? "; GEMV K slices in clusters" : "");
+              src.cfg.vocab, group, rate / 1e9, overlap ? "on" : "off", chunk ? std::to_string(chunk).c_str() : "the engine's pick",
+              fuse ? "in gate/up's epilogue where it can" : "a kernel of its own", cluster ? "; GEMV K slices in clusters" : "");
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Result> w4, fp;
   std::size_t w4_bytes = 0, fp_bytes = 0;
@@ -174,7 +168,7 @@ int main(int argc, char** argv) try {
     CudaLlama<std::remove_pointer_t<decltype(linear)>> m(load_random_awq<HostAwqLinear>(src, group, threads), threads);
     w4_bytes = m.weight_bytes();
     std::printf("W4 model built in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    w4 = measure(m, points, tokens, rate, opts, chunk);
+    w4 = measure(m, points, tokens, rate, overlap, chunk, fuse);
   };
   cluster ? run_w4(static_cast<W4CudaLinearT<GemvCluster>*>(nullptr)) : run_w4(static_cast<W4CudaLinear*>(nullptr));
   const auto t1 = std::chrono::steady_clock::now();
@@ -182,7 +176,7 @@ int main(int argc, char** argv) try {
     CudaLlama<CublasLinear> m(load_fp_weights<HostFp16Linear>(src, threads), threads);
     fp_bytes = m.weight_bytes();
     std::printf("fp16 model built in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
-    fp = measure(m, points, tokens, rate, opts, chunk);
+    fp = measure(m, points, tokens, rate, overlap, chunk, fuse);
   }
   std::printf("weights read per step (linears + fp16 lm_head): W4 %.1f MB, fp16 %.1f MB; %d timed steps each\n", w4_bytes / 1e6,
               fp_bytes / 1e6, tokens);

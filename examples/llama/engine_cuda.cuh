@@ -52,12 +52,6 @@ struct CudaContext {
   /// gate/up's product applies the MLP's activation where its linear can (Linear::swiglu_epilogue);
   /// like `overlap`, read as a step is captured: set both before the engine's first step
   bool fuse_swiglu = true;
-  /// a decode step's RMSNorms run inside the products where the linear can (Linear::norm_fusion,
-  /// up to Linear::kMaxFusedRows rows): each residual add, with the next norm's input times its
-  /// weights, in the product before, the norm's 1/rms on the next product's sums — no norm kernel
-  /// between a step's layers (awq::cuda::TiledNormIn: x rounds to fp16 before the row's scale, not
-  /// after). Off until its speed is measured (bench/RESULTS.md). Read as `overlap`.
-  bool fuse_norm = false;
 };
 
 namespace kernels {
@@ -237,7 +231,6 @@ class CublasLinear {
  public:
   using Host = HostFp16Linear;  ///< what the model is loaded as
   static constexpr bool swiglu_epilogue = false;  ///< no swiglu(): the engine runs the activation as a kernel
-  static constexpr bool norm_fusion = false;      ///< no normed() or add_to(): the engine runs its norms as kernels
 
   /// Uploads `h`.
   explicit CublasLinear(const HostFp16Linear& h) : w_(h.w), n_(h.n), k_(h.k) {
@@ -285,8 +278,6 @@ class W4CudaLinearT {
  public:
   using Host = HostAwqLinear;  ///< what the model is loaded as
   static constexpr bool swiglu_epilogue = true;  ///< swiglu() is offered
-  static constexpr bool norm_fusion = true;      ///< normed() and add_to() are offered, up to kMaxFusedRows rows
-  static constexpr int kMaxFusedRows = Tuning::gemv_max_m;
 
   /// Repacks and uploads `h`.
   explicit W4CudaLinearT(const HostAwqLinear& h) : lin_(h.view()), bytes_(tiled_bytes(lin_.weights())) {
@@ -305,15 +296,6 @@ class W4CudaLinearT {
   /// g [m, N/2] = silu(gate)·up of this product's (gate, up) output pairs (HostAwqLinear::interleave).
   void swiglu(const CudaContext& ctx, const __half* x, __half* g, int m) {
     lin_.swiglu(x, g, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap);
-  }
-  /// y = inv_r · (x · Wᵀ) (with `swiglu`: silu(gate)·up of it) for x an RMSNorm's input times its
-  /// weights, inv_r the norm's 1/rms from `norm`.
-  void normed(const CudaContext& ctx, const __half* x, const awq::cuda::TiledNormIn& norm, __half* y, int m, bool swiglu) {
-    lin_.normed(x, norm, y, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap, swiglu);
-  }
-  /// residual.h += x · Wᵀ in fp16, with the strips' Σh² and the next norm's input for normed().
-  void add_to(const CudaContext& ctx, const __half* x, const awq::cuda::TiledResidualOutT<__half>& residual, int m) {
-    lin_.add_to(x, residual, m, bias_.size() ? bias_.data() : nullptr, ctx.stream, ctx.overlap);
   }
 
  private:
@@ -355,32 +337,11 @@ __device__ inline float block_sum(float v, float* red) {
 }
 
 // x [r] = embedding row of token[r] (fp16 table → fp32 residual).
-// With sumsq [rows, ⌈hidden/64⌉]: also Σx² of each 64-feature strip, and xw = fp16(x · w) — the
-// first norm's input times its weights w (awq::cuda::TiledNormIn).
-__global__ void embed(const __half* table, const int* tokens, float* x, int hidden, float* sumsq, const float* w, __half* xw) {
-  __shared__ float sq[1024];
+__global__ void embed(const __half* table, const int* tokens, float* x, int hidden) {
   step_entry();
   const __half* e = table + static_cast<long long>(tokens[blockIdx.x]) * hidden;
   float* o = x + static_cast<long long>(blockIdx.x) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = __half2float(e[i]);
-  if (!sumsq) return;
-  // Passes of 1024 columns (blockDim: all of hidden, or 1024): the squares in sq, then each of the
-  // pass's 16 strips added in column order.
-  const int strips = (hidden + 63) / 64;
-  for (int i0 = 0; i0 < hidden; i0 += 1024) {
-    const int i = i0 + static_cast<int>(threadIdx.x);
-    const float v = i < hidden ? __half2float(e[i]) : 0.0f;
-    if (i < hidden) xw[static_cast<long long>(blockIdx.x) * hidden + i] = __float2half(v * w[i]);
-    sq[threadIdx.x] = v * v;
-    __syncthreads();
-    const int s = i0 / 64 + static_cast<int>(threadIdx.x);
-    if (threadIdx.x < 16 && s < strips) {
-      float ss = 0.0f;
-      for (int c = 64 * s; c < min(hidden, 64 * s + 64); ++c) ss += sq[c - i0];
-      sumsq[static_cast<long long>(blockIdx.x) * strips + s] = ss;
-    }
-    __syncthreads();
-  }
 }
 
 // Row r: x += delta (when given), out = RMSNorm(x) · w in fp16.
@@ -731,7 +692,6 @@ class LlamaEngineCuda {
     rope_ = awq::cuda::DeviceBuffer<float>(awq::model::rope_cos_sin(cap_, c.head_dim, c.rope_theta));
     const std::size_t R = static_cast<std::size_t>(rows_);
     x_ = awq::cuda::DeviceBuffer<float>(R * c.hidden);
-    ss_ = awq::cuda::DeviceBuffer<float>(R * ((c.hidden + 63) / 64));
     xn_ = awq::cuda::DeviceBuffer<__half>(R * c.hidden);
     tmp_ = awq::cuda::DeviceBuffer<__half>(R * c.hidden);
     qkv_ = awq::cuda::DeviceBuffer<__half>(R * (qd_ + 2 * kvd_));
@@ -917,18 +877,12 @@ class LlamaEngineCuda {
                                        : attend<D, kernels::kAttnChunkSmall>(M, kc, vc, fused);
   }
 
-  // g_ [M, intermediate] = silu(gate)·up of xn_'s gate/up product — with `norm`, xn_ a norm's input
-  // times its weights and the rows scaled by its 1/rms (Linear::normed) — in the product's epilogue
+  // g_ [M, intermediate] = silu(gate)·up of xn_'s gate/up product: in the product's epilogue
   // where Linear offers it (one kernel less a layer), else through gu_ and a kernel.
-  void gate_up_swiglu(CudaLayer<Linear>& L, int M, const awq::cuda::TiledNormIn* norm = nullptr) {
-    const bool epilogue = Linear::swiglu_epilogue && ctx.fuse_swiglu;
-    __half* const out = epilogue ? g_.data() : gu_.data();
-    if constexpr (Linear::norm_fusion)
-      if (norm) L.gate_up.normed(ctx, xn_.data(), *norm, out, M, epilogue);
+  void gate_up_swiglu(CudaLayer<Linear>& L, int M) {
     if constexpr (Linear::swiglu_epilogue)
-      if (!norm && epilogue) L.gate_up.swiglu(ctx, xn_.data(), out, M);
-    if (!norm && !epilogue) L.gate_up(ctx, xn_.data(), out, M);
-    if (epilogue) return;
+      if (ctx.fuse_swiglu) return L.gate_up.swiglu(ctx, xn_.data(), g_.data(), M);
+    L.gate_up(ctx, xn_.data(), gu_.data(), M);
     const long long n = static_cast<long long>(M) * m_->cfg.intermediate;
     launch(kernels::swiglu, static_cast<int>(std::min<long long>((n + 255) / 256, 4096)), 256, reinterpret_cast<const __half2*>(gu_.data()),
            g_.data(), n);
@@ -943,28 +897,15 @@ class LlamaEngineCuda {
     const int H = c.hidden, threads = std::min(1024, ((H + 31) / 32) * 32);
     const std::size_t per_layer = static_cast<std::size_t>(batch_) * cap_ * kvd_;
     awq::cuda::check(cudaMemcpyAsync(tok_.data(), tok_host_.data(), M * sizeof(int), cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (tokens)");
-    // Norms inside the products (CudaContext::fuse_norm): each product that adds to the residual
-    // stream x_ leaves the next norm's input times its weights in xn_ and its strips' Σx² in ss_,
-    // and the product after it scales its rows by the norm's 1/rms: no tmp_ or norm kernel until
-    // the last norm. norm(i): the weights of the model's i-th norm.
-    bool fuse_norm = false;
-    if constexpr (Linear::norm_fusion) fuse_norm = ctx.fuse_norm && M <= Linear::kMaxFusedRows;
-    const auto norm = [&](std::size_t i) { return m_->norms.data() + i * H; };
-    const awq::cuda::TiledNormIn norm_in{ss_.data(), c.norm_eps};
-    const auto residual = [&](std::size_t next) { return awq::cuda::TiledResidualOutT<__half>{x_.data(), ss_.data(), norm(next), xn_.data()}; };
     // After a copy, not a kernel: a plain launch (so are the logits' copy and the advance).
-    kernels::embed<<<M, threads, 0, s>>>(m_->embed.data(), tok_.data(), x_.data(), H, fuse_norm ? ss_.data() : nullptr, norm(0), xn_.data());
+    kernels::embed<<<M, threads, 0, s>>>(m_->embed.data(), tok_.data(), x_.data(), H);
     const __half* delta = nullptr;
     for (std::size_t l = 0; l < m_->layers.size(); ++l) {
       auto& L = m_->layers[l];
       __half* kc = kc_.data() + l * per_layer;
       __half* vc = vc_.data() + l * per_layer;
-      if constexpr (Linear::norm_fusion)
-        if (fuse_norm) L.qkv.normed(ctx, xn_.data(), norm_in, qkv_.data(), M, false);
-      if (!fuse_norm) {
-        launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, norm(2 * l), c.norm_eps, xn_.data(), H);
-        L.qkv(ctx, xn_.data(), qkv_.data(), M);
-      }
+      launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, m_->norms.data() + 2 * l * H, c.norm_eps, xn_.data(), H);
+      L.qkv(ctx, xn_.data(), qkv_.data(), M);
       // A decode step's rows are distinct sequences: the attention rotates and stores their keys
       // itself. A prompt's rows attend to each other's keys, which must be in the cache first.
       const bool fused = advance;
@@ -976,20 +917,13 @@ class LlamaEngineCuda {
         case 64: attend<64>(M, kc, vc, fused); break;
         default: attend<128>(M, kc, vc, fused); break;
       }
-      if constexpr (Linear::norm_fusion)
-        if (fuse_norm) {
-          L.o.add_to(ctx, att_.data(), residual(2 * l + 1), M);
-          gate_up_swiglu(L, M, &norm_in);
-          L.down.add_to(ctx, g_.data(), residual(2 * l + 2), M);  // the last layer's: the final norm's (run below as a kernel)
-          continue;
-        }
       L.o(ctx, att_.data(), tmp_.data(), M);
-      launch(kernels::add_rmsnorm, M, threads, x_.data(), tmp_.data(), norm(2 * l + 1), c.norm_eps, xn_.data(), H);
+      launch(kernels::add_rmsnorm, M, threads, x_.data(), tmp_.data(), m_->norms.data() + (2 * l + 1) * H, c.norm_eps, xn_.data(), H);
       gate_up_swiglu(L, M);
       L.down(ctx, g_.data(), tmp_.data(), M);
       delta = tmp_.data();
     }
-    launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, norm(2 * m_->layers.size()), c.norm_eps, xn_.data(), H);
+    launch(kernels::add_rmsnorm, M, threads, x_.data(), delta, m_->norms.data() + 2 * m_->layers.size() * H, c.norm_eps, xn_.data(), H);
     if (count > 0) {
       m_->lm_head.gemm(ctx, xn_.data() + static_cast<std::size_t>(first) * H, logits_.data(), count, step * H);
       awq::cuda::check(cudaMemcpyAsync(logits_host_.data(), logits_.data(), static_cast<std::size_t>(count) * c.vocab * sizeof(float),
@@ -1005,7 +939,7 @@ class LlamaEngineCuda {
   bool decoding_ = false, warm_ = false;
   std::size_t kvd_, qd_;
   awq::cuda::DeviceBuffer<__half> kc_, vc_, xn_, tmp_, qkv_, att_, gu_, g_;
-  awq::cuda::DeviceBuffer<float> rope_, x_, ss_, part_, logits_;
+  awq::cuda::DeviceBuffer<float> rope_, x_, part_, logits_;
   awq::cuda::DeviceBuffer<int> tok_, seq_, pos_, tickets_;
   awq::cuda::DeviceBuffer<unsigned char> blas_ws_;
   awq::cuda::PinnedBuffer<int> tok_host_;  // tokens, sequences, positions: rows_ each

@@ -338,20 +338,6 @@ TEST_CASE("W4A16Linear: AutoAWQ tensors taken once, any M, fp16 and bf16, agains
   }
 }
 
-// A case's random fp16 scales [K/G, N], and the W4A16LinearT of them and a case's codes.
-std::vector<Eigen::half> random_scales(const Case& c, std::mt19937_64& rng, std::normal_distribution<float>& nd) {
-  std::vector<Eigen::half> sc(static_cast<std::size_t>(c.k / c.group) * c.n);
-  for (auto& v : sc) v = Eigen::half(0.01f + 0.02f * std::fabs(nd(rng)));
-  return sc;
-}
-template <class Tuning>
-awq::cuda::W4A16LinearT<Tuning> linear_of(const Case& c, const RandomCodes& codes, const std::vector<Eigen::half>& sc) {
-  const int ng = c.k / c.group;
-  return awq::cuda::W4A16LinearT<Tuning>({awq::make_row_major<const std::int32_t>(codes.qw.data(), c.k, c.n / 8),
-                                          awq::make_row_major<const std::int32_t>(codes.qz.data(), ng, c.n / 8),
-                                          awq::make_row_major<const Eigen::half>(sc.data(), ng, c.n)});
-}
-
 // W4A16Linear::swiglu on random AutoAWQ weights whose output features are (gate, up) pairs: each
 // output against silu(gate)·up of the plain product's two outputs (tested against float64 above),
 // in float64 on the host; poisoned outputs, the same bits twice. Worst |g − ref| / tolerance.
@@ -360,12 +346,18 @@ double swiglu_case(const Case& c, std::uint64_t seed, bool with_bias) {
   using H = Host<T>;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int ng = c.k / c.group;
   const RandomCodes codes = random_codes(c, rng, false);
-  const std::vector<Eigen::half> sc = random_scales(c, rng, nd);
+  const auto& qw = codes.qw;
+  const auto& qz = codes.qz;
+  std::vector<Eigen::half> sc(static_cast<std::size_t>(ng) * c.n);
+  for (auto& v : sc) v = Eigen::half(0.01f + 0.02f * std::fabs(nd(rng)));
   std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
   for (auto& v : x) v = H::from(nd(rng));
   for (auto& v : bias) v = H::from(nd(rng));
-  auto lin = linear_of<Tuning>(c, codes, sc);
+  awq::cuda::W4A16LinearT<Tuning> lin({awq::make_row_major<const std::int32_t>(qw.data(), c.k, c.n / 8),
+                              awq::make_row_major<const std::int32_t>(qz.data(), ng, c.n / 8),
+                              awq::make_row_major<const Eigen::half>(sc.data(), ng, c.n)});
   const std::size_t half = static_cast<std::size_t>(c.m) * c.n / 2;
   awq::cuda::DeviceBuffer<T> dx(x), db(bias), dy(2 * half), dg(std::vector<T>(half, H::from(std::nanf(""))));
   const T* b = with_bias ? db.data() : nullptr;
@@ -443,122 +435,6 @@ TEST_CASE("tiled GEMV, K slices added in a cluster's shared memory (sm_90): the 
     ++seed;
   }
   CHECK(clustered >= 3);  // 4 of these shapes on a 132-SM card; the rest split K too often or not at all
-}
-
-// The norm and residual fusions of the GEMV (W4A16LinearT::normed, ::add_to): normed() on x = T(h·w)
-// against the float64 product scaled by each row's 1/rms (from the strips' Σh²), the plain and
-// swiglu forms; add_to() against h + the plain product's y and T(h·w) of the new h, bit for bit,
-// and its strips' Σh² against float64. Poisoned outputs, the same bits twice. Worst error / tolerance.
-template <class T, class Tuning = awq::cuda::TiledTuning>
-double fused_norm_case(const Case& c, std::uint64_t seed, bool with_bias) {
-  using H = Host<T>;
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  const int ng = c.k / c.group;
-  const RandomCodes codes = random_codes(c, rng, false);
-  const std::vector<Eigen::half> sc = random_scales(c, rng, nd);
-  auto lin = linear_of<Tuning>(c, codes, sc);
-  // The input side: rows h of varied scale, the norm's weights w, x = T(h·w), each row's strips' Σh².
-  const int sk = (c.k + 63) / 64, sn = (c.n + 63) / 64;
-  const float eps = 1e-5f;
-  std::vector<float> w(static_cast<std::size_t>(c.k)), ss(static_cast<std::size_t>(c.m) * sk, 0.0f);
-  std::vector<double> inv(static_cast<std::size_t>(c.m));
-  std::vector<T> x(static_cast<std::size_t>(c.m) * c.k), bias(static_cast<std::size_t>(c.n));
-  for (auto& v : w) v = 0.5f + std::fabs(nd(rng));
-  for (int r = 0; r < c.m; ++r) {
-    const float row_scale = 0.05f + 4.0f * std::fabs(nd(rng));
-    double total = 0;
-    for (int s = 0; s < sk; ++s) {
-      double part = 0;
-      for (int k = 64 * s; k < std::min(c.k, 64 * s + 64); ++k) {
-        const float h = row_scale * nd(rng);
-        x[static_cast<std::size_t>(r) * c.k + k] = H::from(h * w[static_cast<std::size_t>(k)]);
-        part += static_cast<double>(h) * h;
-      }
-      ss[static_cast<std::size_t>(r) * sk + s] = static_cast<float>(part);
-      total += static_cast<float>(part);
-    }
-    inv[static_cast<std::size_t>(r)] = 1.0 / std::sqrt(total / c.k + eps);
-  }
-  for (auto& v : bias) v = H::from(nd(rng));
-  const std::size_t mn = static_cast<std::size_t>(c.m) * c.n;
-  const T poison = H::from(std::nanf(""));
-  awq::cuda::DeviceBuffer<float> dss(ss);
-  awq::cuda::DeviceBuffer<T> dx(x), db(bias), dy(mn), dyn(std::vector<T>(mn, poison)), dg(std::vector<T>(mn / 2, poison));
-  const T* b = with_bias ? db.data() : nullptr;
-  const awq::cuda::TiledNormIn norm{dss.data(), eps};
-  lin(dx.data(), dy.data(), c.m, b);
-  lin.normed(dx.data(), norm, dyn.data(), c.m, b);
-  lin.normed(dx.data(), norm, dg.data(), c.m, b, nullptr, false, true);
-  awq::cuda::check(cudaDeviceSynchronize(), "sync");
-  const auto y = dy.download(), yn = dyn.download(), g = dg.download();
-  lin.normed(dx.data(), norm, dyn.data(), c.m, b);
-  awq::cuda::check(cudaDeviceSynchronize(), "sync");
-  const auto yn2 = dyn.download();
-  double worst = 0;
-  for (int r = 0; r < c.m; ++r)
-    for (int n = 0; n < c.n; ++n) {
-      // float64 x · dequant(W) with the exact weights and with them rounded to T (as run_case: the
-      // kernel's decode above M = 8), and Σ|x·W|
-      double acc = 0, acc_t = 0, mag = 0;
-      for (int k = 0; k < c.k; ++k) {
-        const std::size_t q = static_cast<std::size_t>(n) * c.k + k, z = static_cast<std::size_t>(n) * ng + k / c.group;
-        const int qz = codes.q[q] - codes.z[z];
-        const float s1 = static_cast<float>(sc[static_cast<std::size_t>(k / c.group) * c.n + n]);
-        const double xv = H::to(x[static_cast<std::size_t>(r) * c.k + k]);
-        acc += qz * static_cast<double>(s1) * xv;
-        acc_t += static_cast<double>(H::to(H::from(static_cast<float>(qz * static_cast<double>(H::to(H::from(s1))))))) * xv;
-        mag += std::fabs(qz * static_cast<double>(s1) * xv);
-      }
-      const std::size_t i = static_cast<std::size_t>(r) * c.n + n;
-      if (H::bits(yn[i]) != H::bits(yn2[i])) return 2e9;
-      const double v = H::to(yn[i]), ri = inv[static_cast<std::size_t>(r)], bv = with_bias ? H::to(bias[static_cast<std::size_t>(n)]) : 0.0;
-      if (!std::isfinite(v)) return 1e9;
-      const double e = std::min(std::fabs(v - (ri * acc + bv)), std::fabs(v - (ri * acc_t + bv)));
-      worst = std::max(worst, e / (std::fabs(ri * acc + bv) * 2 * H::ulp + ri * mag * 1e-5 + 1e-3));
-    }
-  for (std::size_t i = 0; i < mn / 2; ++i) {  // swiglu of the normed product's own pairs
-    const double v = H::to(g[i]);
-    if (!std::isfinite(v)) return 1e9;
-    const double gate = H::to(yn[2 * i]), up = H::to(yn[2 * i + 1]), ref = gate / (1.0 + std::exp(-gate)) * up;
-    worst = std::max(worst, std::fabs(v - ref) / (std::fabs(ref) * 2 * H::ulp + 1e-6));
-  }
-  // add_to: h2 += y, x2 = T(h2·w2), then Σh2² per strip.
-  std::vector<float> h2(mn), w2(static_cast<std::size_t>(c.n));
-  for (auto& v : h2) v = nd(rng);
-  for (auto& v : w2) v = 0.5f + std::fabs(nd(rng));
-  awq::cuda::DeviceBuffer<float> dh2(h2), dw2(w2), dss2(std::vector<float>(static_cast<std::size_t>(c.m) * sn, std::nanf("")));
-  awq::cuda::DeviceBuffer<T> dx2(std::vector<T>(mn, poison));
-  lin.add_to(dx.data(), awq::cuda::TiledResidualOutT<T>{dh2.data(), dss2.data(), dw2.data(), dx2.data()}, c.m, b);
-  awq::cuda::check(cudaDeviceSynchronize(), "sync");
-  const auto out = dh2.download(), ss2 = dss2.download();
-  const auto x2 = dx2.download();
-  for (std::size_t i = 0; i < mn; ++i) {
-    if (out[i] != h2[i] + H::to(y[i])) return 3e9;  // not the plain product's y added
-    if (H::bits(x2[i]) != H::bits(H::from(out[i] * w2[i % static_cast<std::size_t>(c.n)]))) return 4e9;  // not T(h·w)
-  }
-  for (int r = 0; r < c.m; ++r)
-    for (int s = 0; s < sn; ++s) {
-      double ref = 0;
-      for (int n = 64 * s; n < std::min(c.n, 64 * s + 64); ++n) ref += static_cast<double>(out[static_cast<std::size_t>(r) * c.n + n]) * out[static_cast<std::size_t>(r) * c.n + n];
-      const double v = ss2[static_cast<std::size_t>(r) * sn + s];
-      if (!std::isfinite(v)) return 1e9;
-      worst = std::max(worst, std::fabs(v - ref) / (ref * 1e-5 + 1e-30));
-    }
-  return worst;
-}
-
-TEST_CASE("tiled GEMV with an RMSNorm's scale on its rows and a residual add as its output, fp16 and bf16") {
-  std::uint64_t seed = 3700;
-  for (const Case c : {Case{1, 4096, 4096, 128}, Case{1, 576, 1536, 64}, Case{5, 2048, 1032, 64}, Case{8, 1024, 264, 32}, Case{9, 640, 520, 64},
-                       Case{16, 4096, 2048, 128}, Case{3, 11008, 512, 128}}) {
-    INFO("M ", c.m, ", K ", c.k, ", N ", c.n, ", group ", c.group);
-    CHECK(fused_norm_case<__half>(c, seed, seed % 2 == 0) <= 1.0);
-    ++seed;
-    CHECK(fused_norm_case<__nv_bfloat16>(c, seed, seed % 2 == 0) <= 1.0);
-    ++seed;
-    if (hopper_kernel_runs()) CHECK(fused_norm_case<__half, GemvCluster>(c, seed++, true) <= 1.0);
-  }
 }
 
 TEST_CASE("w4a16 tiled stress: the same shapes many times with fresh inputs (fp16 and bf16)") {
@@ -812,37 +688,6 @@ TEST_CASE("w4a16 tiled: bad arguments raise awq::Error naming them") {
   b.x = reinterpret_cast<const __nv_bfloat16*>(fake);
   b.k = 100;
   CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(b), doctest::Contains("does not divide K 100"), awq::Error);
-}
-
-// Checked before any device call: runs without a device too (test_cuda_main runs the "host-only"
-// cases then).
-TEST_CASE("host-only: tiled product with a norm or residual inside: bad combinations raise awq::Error naming them") {
-  alignas(16) static float fake[64];
-  awq::cuda::W4A16TiledArgs a;
-  a.m = 1;
-  a.k = 128;
-  a.n = 64;
-  a.x = reinterpret_cast<const __half*>(fake);
-  a.qweight = reinterpret_cast<const std::uint32_t*>(fake);
-  a.scales = reinterpret_cast<const __half*>(fake);
-  a.y = reinterpret_cast<__half*>(fake);
-  a.norm = awq::cuda::TiledNormIn{fake, -1.0f};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("norm.eps -1 is negative"), awq::Error);
-  a.norm.eps = 1e-6f;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_matmul(a), doctest::Contains("runs through w4a16_gemv_fused"), awq::Error);
-  a.m = 17;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("streaming GEMV only (M <= 16), not M 17"), awq::Error);
-  a.m = 1;
-  a.residual = awq::cuda::TiledResidualOutT<__half>{fake, fake, nullptr, nullptr};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("a norm on the input and a residual output together"), awq::Error);
-  a.norm = {};
-  a.swiglu_output = true;
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("not swiglu_output"), awq::Error);
-  a.swiglu_output = false;
-  a.residual.x = reinterpret_cast<__half*>(fake);
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("residual needs"), awq::Error);
-  a.residual = awq::cuda::TiledResidualOutT<__half>{fake, nullptr, nullptr, nullptr};
-  CHECK_THROWS_WITH_AS(awq::cuda::w4a16_gemv_fused(a), doctest::Contains("residual needs"), awq::Error);
 }
 
 // Runs without a device too (test_cuda_main runs the "host-only" cases then). The tiled kernels'

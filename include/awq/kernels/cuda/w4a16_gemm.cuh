@@ -110,9 +110,6 @@ __device__ __forceinline__ void prefetch_l2_bulk(const void* p, unsigned bytes) 
 #endif
 }
 
-/// Asks L1 for the line holding p without waiting.
-__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p)); }
-
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -191,28 +188,27 @@ __device__ __forceinline__ void store_out(T* y, const T* bias, int n, bool swigl
   }
 }
 
-/// The split-K meeting of the tensor-core kernels' epilogue, for every thread of the block (it may
-/// synchronize): `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's
-/// accumulators inside [M, N] (columns col, col + 1). With one slice, `store` gets the sums; else
-/// each slice stores its fp32 partial sums, and the tile's last block (a ticket) adds the slices in
-/// slice order — the same bits whichever block comes last — hands them to `store` and resets the
-/// ticket for the next call. Returns true in the block that called `store` (block-uniform), which
-/// calls `prepare()` (every thread; it may synchronize) first.
-template <class ForEachOut, class Store, class Prepare>
-__device__ __forceinline__ bool split_k_store(ForEachOut&& for_each_out, Store&& store, int m, int n, int split, int splits, int* tickets,
-                                              float* partial, Prepare&& prepare) {
+/// Epilogue of the tensor-core kernels, for every thread of the block (it may synchronize):
+/// `for_each_out(f)` calls f(row, col, v0, v1) for each pair of this thread's accumulators inside
+/// [M, N] (columns col, col + 1). Writes y (+ bias) in y's type (fp16 or bf16); under split-K stores the fp32 partial
+/// sums, and the tile's last block (a ticket) adds the slices in slice order — the same bits
+/// whichever block comes last — writes y and resets the ticket for the next call. With `swiglu`
+/// the pair is (gate, up) of one feature, y is [M, N/2] and gets silu(gate)·up, each of the two
+/// rounded to T first (the values an activation kernel after the product would read).
+template <class ForEachOut, class T>
+__device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y, const T* bias, int m, int n, int split, int splits,
+                                                 int* tickets, float* partial, bool swiglu = false) {
+  auto store = [&](int row, int col, float v0, float v1) { store_out(y, bias, n, swiglu, row, col, v0, v1); };
   if (splits == 1) {
-    prepare();
     for_each_out(store);
-    return true;
+    return;
   }
   const long mn = static_cast<long>(m) * n;
   for_each_out([&](int row, int col, float v0, float v1) {
     __stcg(reinterpret_cast<float2*>(partial + split * mn + static_cast<long>(row) * n + col), make_float2(v0, v1));
   });
   const int tile = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-  if (!split_k_arrive_last(tickets + tile, splits)) return false;
-  prepare();
+  if (!split_k_arrive_last(tickets + tile, splits)) return;
   for_each_out([&](int row, int col, float, float) {
     float v0 = 0.0f, v1 = 0.0f;
     for (int sp = 0; sp < splits; ++sp) {
@@ -223,19 +219,6 @@ __device__ __forceinline__ bool split_k_store(ForEachOut&& for_each_out, Store&&
     store(row, col, v0, v1);
   });
   if (threadIdx.x == 0) tickets[tile] = 0;
-  return true;
-}
-
-/// Epilogue of the tensor-core kernels (split_k_store): writes y (+ bias) in y's type (fp16 or
-/// bf16) through store_out. With `swiglu` the pair is (gate, up) of one feature, y is [M, N/2] and
-/// gets silu(gate)·up, each of the two rounded to T first (the values an activation kernel after
-/// the product would read).
-template <class ForEachOut, class T>
-__device__ __forceinline__ void store_or_split_k(ForEachOut&& for_each_out, T* y, const T* bias, int m, int n, int split, int splits,
-                                                 int* tickets, float* partial, bool swiglu = false) {
-  split_k_store(
-      for_each_out, [&](int row, int col, float v0, float v1) { store_out(y, bias, n, swiglu, row, col, v0, v1); }, m, n, split, splits,
-      tickets, partial, [] {});
 }
 
 template <int BM, class T>

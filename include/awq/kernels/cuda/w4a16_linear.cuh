@@ -53,37 +53,9 @@ class W4A16LinearT {
     run(x, y, m, bias, stream, overlap_previous, true);
   }
 
-  /// As operator() (with `swiglu_output`: as swiglu()) for x the input of an RMSNorm times its
-  /// weights, each row's product scaled by the norm's 1/rms from `norm` (TiledNormIn; M ≤
-  /// Tuning::gemv_max_m).
-  template <class T>
-  void normed(const T* x, const TiledNormIn& norm, T* y, int m, const T* bias = nullptr, cudaStream_t stream = nullptr,
-              bool overlap_previous = false, bool swiglu_output = false) {
-    auto a = args(x, y, m, bias, stream, overlap_previous, swiglu_output);
-    a.norm = norm;
-    w4a16_gemv_fused(a, stream, Tuning{});
-  }
-
-  /// residual.h [m, N] += the product in T, its strips' Σh² and, with residual.x, the next norm's
-  /// input times its weights (TiledResidualOutT; M ≤ Tuning::gemv_max_m): a decode step's residual
-  /// add, leaving what the next normed() takes.
-  template <class T>
-  void add_to(const T* x, const TiledResidualOutT<T>& residual, int m, const T* bias = nullptr, cudaStream_t stream = nullptr,
-              bool overlap_previous = false) {
-    auto a = args(x, static_cast<T*>(nullptr), m, bias, stream, overlap_previous, false);
-    a.residual = residual;
-    w4a16_gemv_fused(a, stream, Tuning{});
-  }
-
  private:
   template <class T>
   void run(const T* x, T* y, int m, const T* bias, cudaStream_t stream, bool overlap_previous, bool swiglu_output) {
-    w4a16_matmul(args(x, y, m, bias, stream, overlap_previous, swiglu_output), stream, Tuning{});
-  }
-
-  // The arguments of one call, the workspace grown to what M needs.
-  template <class T>
-  W4A16TiledArgsT<T> args(const T* x, T* y, int m, const T* bias, cudaStream_t stream, bool overlap_previous, bool swiglu_output) {
     awq::detail::require(m >= 1, "awq::cuda::W4A16Linear: M ", m, " is not positive");
     const std::size_t need = w4a16_tiled_workspace_bytes<Tuning>(m, w_.k, w_.n);
     if (need > ws_.size()) {
@@ -93,7 +65,7 @@ class W4A16LinearT {
     auto a = w_.args(x, y, m, ws_.data(), ws_.size(), bias);
     a.overlap_previous = overlap_previous;
     a.swiglu_output = swiglu_output;
-    return a;
+    w4a16_matmul(a, stream, Tuning{});
   }
 
   static TiledW4A16 tile(const AwqGemmWeights& w) {

@@ -78,20 +78,6 @@ std::size_t w4a16_tiled_workspace_bytes(int m, int k, int n) {
                   detail::tiled_plan_workspace_bytes(detail::tiled_device_plan<__nv_bfloat16, Tuning>(m, k, n), m, n));
 }
 
-namespace detail {
-/// The plan of a product whose arguments can_implement() accepts, its workspace checked.
-template <class T, class Tuning>
-GemmPlan checked_tiled_plan(const W4A16TiledArgsT<T>& a) {
-  a.can_implement();
-  const auto p = tiled_device_plan<T, Tuning>(a.m, a.k, a.n);
-  const std::size_t need = tiled_plan_workspace_bytes(p, a.m, a.n);
-  awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
-                       a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
-                       " need (w4a16_tiled_workspace_bytes)");
-  return p;
-}
-}  // namespace detail
-
 /// \brief y = x · dequant(W)ᵀ (+ bias) over tiled weights, any M ≥ 1, on `stream` (sm_80 or
 ///        later), x, bias and y in fp16 (W4A16TiledArgs) or bf16 (W4A16TiledArgsBf16).
 ///        awq::Error for arguments it cannot run, naming them.
@@ -99,8 +85,12 @@ GemmPlan checked_tiled_plan(const W4A16TiledArgsT<T>& a) {
 ///         TiledTuning: the measured defaults)
 template <class T, class Tuning = TiledTuning>
 void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr, Tuning = {}) {
-  awq::detail::require(!a.fused(), "awq::cuda::w4a16_matmul (tiled): a norm or residual inside the product runs through w4a16_gemv_fused");
-  const auto p = detail::checked_tiled_plan<T, Tuning>(a);
+  a.can_implement();
+  const auto p = detail::tiled_device_plan<T, Tuning>(a.m, a.k, a.n);
+  const std::size_t need = detail::tiled_plan_workspace_bytes(p, a.m, a.n);
+  awq::detail::require(need == 0 || (a.workspace && a.workspace_bytes >= need), "awq::cuda::w4a16_matmul (tiled): workspace_bytes ",
+                       a.workspace_bytes, " is less than the ", need, " that M ", a.m, ", K ", a.k, ", N ", a.n,
+                       " need (w4a16_tiled_workspace_bytes)");
   if (p.wgmma) {
     if (p.warpgroups == 4)
       p.bm == 64 ? detail::launch_tiled_wgmma<64, 4, T, Tuning>(a, p, stream) : detail::launch_tiled_wgmma<128, 4, T, Tuning>(a, p, stream);
@@ -116,18 +106,6 @@ void w4a16_matmul(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr, Tu
     default: detail::launch_tiled<4, T, Tuning>(a, p, stream); break;
   }
   check(cudaGetLastError(), "w4a16_tiled_kernel launch");
-}
-
-/// \brief As w4a16_matmul, for a product with a norm or residual inside (W4A16TiledArgsT::norm,
-///        W4A16TiledArgsT::residual): the streaming GEMV only, M ≤ Tuning::gemv_max_m. A separate
-///        entry so that a caller of w4a16_matmul compiles none of the fused kernels.
-template <class T, class Tuning = TiledTuning>
-void w4a16_gemv_fused(const W4A16TiledArgsT<T>& a, cudaStream_t stream = nullptr, Tuning = {}) {
-  awq::detail::require(a.m <= Tuning::gemv_max_m, "awq::cuda::w4a16_gemv_fused: a norm or residual inside the product runs on the "
-                       "streaming GEMV only (M <= ", Tuning::gemv_max_m, "), not M ", a.m);
-  const auto p = detail::checked_tiled_plan<T, Tuning>(a);
-  detail::launch_tiled_gemv<T, Tuning, true>(a, p, stream);
-  check(cudaGetLastError(), "w4a16_tiled_gemv_kernel launch");
 }
 
 /// \brief Tiled W4A16 weights on the device (owning), made from host TiledW4A16.

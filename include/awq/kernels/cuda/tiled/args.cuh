@@ -15,30 +15,6 @@
 namespace awq {
 namespace cuda {
 
-/// \brief An RMSNorm split around a tiled product (the streaming GEMV only: M ≤
-///        TiledTuning::gemv_max_m). The product's x is the norm's input h times its weights,
-///        T(h · w) unscaled (what TiledResidualOutT::x holds after the product before), and each
-///        row's sums are scaled by inv_r = rsqrt(Σ_s sumsq[r, s] / K + eps) before the bias:
-///        y = inv_r · (x · dequant(W)ᵀ) + bias — RMSNorm(h)·w times W, rounded to T before the
-///        row's scale rather than after. Every |h · w| must be finite in T (fp16: < 65504).
-struct TiledNormIn {
-  const float* sumsq = nullptr;  ///< [M, ⌈K/64⌉] Σ h² of each row's 64-feature strips
-  float eps = 1e-6f;             ///< added to the mean square
-};
-
-/// \brief A residual stream the product adds to, instead of writing y (the streaming GEMV only:
-///        M ≤ TiledTuning::gemv_max_m): h[r, c] += T(y[r, c]) (bias included, rounded to T as y
-///        would be); sumsq[r, c / 64] = Σ h² over the 64-column strip after the add; with `x`,
-///        x[r, c] = T(h[r, c] · weight[c]) — the next product's TiledNormIn input. Deterministic:
-///        each strip is written by one block.
-template <class T>
-struct TiledResidualOutT {
-  float* h = nullptr;              ///< [M, N] row-major fp32, 8-byte aligned
-  float* sumsq = nullptr;          ///< [M, ⌈N/64⌉]
-  const float* weight = nullptr;   ///< [N] the next norm's weights, 8-byte aligned (with x)
-  T* x = nullptr;                  ///< [M, N] row-major, 4-byte aligned, or null
-};
-
 /// \brief Device pointers and sizes of one W4A16 product over tiled weights
 ///        (the arrays of awq::TiledW4A16, uploaded; TiledW4A16Device does that), with
 ///        activations x, bias and y of type T: __half (W4A16TiledArgs) or __nv_bfloat16
@@ -70,13 +46,6 @@ struct W4A16TiledArgsT {
   /// silu(gate)·up, each rounded to T first: the down projection's input with no activation
   /// kernel between (any M).
   bool swiglu_output = false;
-  /// With norm.sumsq set: x is an RMSNorm's input times its weights and each row of the product
-  /// is scaled by the norm's 1/rms (TiledNormIn). This and `residual` run through w4a16_gemv_fused.
-  TiledNormIn norm;
-  /// With residual.h set: the product is added to residual.h (TiledResidualOutT) and y is not written.
-  TiledResidualOutT<T> residual;
-
-  bool fused() const noexcept { return norm.sumsq || residual.h; }  ///< a norm or a residual inside the product
 
   /// Throws awq::Error naming the argument that cannot be run.
   void can_implement() const {
@@ -86,17 +55,11 @@ struct W4A16TiledArgsT {
     require(group == 32 || group == 64 || group == 128, fn, ": group ", group, " is not 32, 64 or 128");
     require(k > 0 && k % group == 0, fn, ": group ", group, " does not divide K ", k);
     require(n > 0 && n % 8 == 0, fn, ": N ", n, " is not a multiple of 8");
-    require(x && qweight && scales && (y || residual.h), fn, ": a required pointer is null");
+    require(x && qweight && scales && y, fn, ": a required pointer is null");
     auto aligned = [](const void* p, std::uintptr_t b) { return reinterpret_cast<std::uintptr_t>(p) % b == 0; };
     require(aligned(x, 16) && aligned(qweight, 16) && aligned(scales, 16) && aligned(qzeros, 16), fn,
             ": x, qweight, scales and qzeros must be 16-byte aligned");
     require(aligned(y, 4) && aligned(bias, 2), fn, ": y must be 4-byte aligned");
-    require(!(norm.sumsq && residual.h), fn, ": a norm on the input and a residual output together are not offered");
-    require(!(residual.h && swiglu_output), fn, ": a residual output takes the product, not swiglu_output");
-    require(norm.eps >= 0.0f, fn, ": norm.eps ", norm.eps, " is negative");
-    if (residual.h)
-      require(residual.sumsq && aligned(residual.h, 8) && (!residual.x || (residual.weight && aligned(residual.weight, 8) && aligned(residual.x, 4))),
-              fn, ": residual needs sumsq, 8-byte aligned h and, with x, 8-byte aligned weight and 4-byte aligned x");
   }
 };
 /// fp16 activations.

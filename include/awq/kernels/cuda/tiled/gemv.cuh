@@ -15,12 +15,8 @@
 /// for high nibbles saves the shifts but needs a second constant per column: registers, here.)
 /// A block of TiledTuning::gemv_warps warps takes one 64-column strip and one K slice; its warps take the
 /// slice's batches in turn, add their results in shared memory in a fixed order, and the slices
-/// meet through split_k_store (deterministic) or, with TiledTuning::gemv_cluster on Hopper, in
+/// meet through store_or_split_k (deterministic) or, with TiledTuning::gemv_cluster on Hopper, in
 /// the shared memory of the strip's thread-block cluster (the same sums, no workspace).
-/// Two fusions for a decode step (W4A16TiledArgsT::norm and W4A16TiledArgsT::residual): the
-/// residual add in the epilogue, writing the next norm's input times its weights and its strips'
-/// Σh², and that norm's 1/rms applied to the next product's sums — a step then runs no norm
-/// kernels between its products.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -44,16 +40,12 @@ namespace awq {
 namespace cuda {
 namespace detail {
 
-/// What the GEMV writes: y, silu(gate)·up into y (a.swiglu_output), or the add to a residual stream
-/// (a.residual).
-enum class GemvOut { plain, swiglu, residual };
-
 /// G: group size; NT: blocks of 8 tokens (M ≤ 8 NT). NT = 1 runs raw codes (TiledTuning::gemv_raw), NT = 2
 /// decodes each weight once to fp16 for both token blocks (raw codes would double the group
-/// accumulators: registers). Out and Norm (a.norm.sumsq set) are template parameters, so that the plain
-/// product's code carries no trace of them (a run-time flag slowed every GEMV; bench/RESULTS.md).
+/// accumulators: registers). Swiglu: a.swiglu_output as a template parameter, so that the plain
+/// product's code carries no trace of it (a run-time flag slowed every GEMV; bench/RESULTS.md).
 /// Cluster: launched in clusters of the `splits` slices of a strip (GemmPlan::cluster).
-template <int G, int NT, class T, class Tn, GemvOut Out = GemvOut::plain, bool Norm = false, bool Cluster = false>
+template <int G, int NT, class T, class Tn, bool Swiglu = false, bool Cluster = false>
 __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     w4a16_tiled_gemv_kernel(W4A16TiledArgsT<T> a, int slice_batches, int splits, int prefetch_batches, int* tickets, float* partial) {
   using A = Act<T>;
@@ -118,20 +110,8 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     prefetch_l2_bulk(reinterpret_cast<const uint4*>(a.scales) + gi, 8u * 16u);
     if (a.qzeros) prefetch_l2_bulk(a.qzeros + gi, 8u * 4u);
   }
-  // Residual: the next norm's weights of this thread's output columns (the epilogue's pair
-  // nt·64 + 2·(tid % 32) at every token) are no kernel's output: read before the wait.
-  constexpr bool residual = Out == GemvOut::residual;
-  float2 next_w = make_float2(0.0f, 0.0f);
-  if constexpr (residual) {
-    const int col = nt * kTiledN + 2 * (tid % (kTiledN / 2));
-    if (a.residual.weight && col < a.n) next_w = *reinterpret_cast<const float2*>(a.residual.weight + col);
-  }
   grid_dependency_wait();
   grid_launch_dependents();
-  // Norm: the strips' Σh² the epilogue reads, asked of L1 now (the kernel before wrote them).
-  const int strips_k = (a.k + kTiledN - 1) / kTiledN;
-  if constexpr (Norm)
-    for (int i = tid * 32; i < a.m * strips_k; i += kTGemvThreads * 32) prefetch_l1(a.norm.sumsq + i);
   for (int bt = bt0 + warp; bt < bt1; bt += kTGemvWarps) {
     const int kt0 = bt * kTGemvBatch;
     uint4 q[kTGemvBatch];
@@ -227,55 +207,10 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
       f(tok, col, v0, v1);
     }
   };
-  // The strip's final sums. Norm: each token's 1/rms first, from its strips' Σh² in a fixed order
-  // (lane-strided, then a fixed tree whose lane 0 holds the total: the same bits in every block).
-  // Out: y, or with a residual the add to h, the next norm's input h·w, and the squares of the
-  // new h per (token, column pair), summed per token once the block has stored them all.
-  __shared__ float inv[Norm ? 8 * NT : 1];
-  __shared__ float sq[residual ? 8 * NT * kTiledN / 2 : 1];
-  const auto prepare = [&] {
-    if constexpr (Norm) {
-      for (int tok = warp; tok < a.m; tok += kTGemvWarps) {
-        float ss = 0.0f;
-        for (int i = lane; i < strips_k; i += 32) ss += a.norm.sumsq[static_cast<long>(tok) * strips_k + i];
-#pragma unroll
-        for (int o = 16; o > 0; o /= 2) ss += __shfl_down_sync(0xFFFFFFFFu, ss, o);
-        if (lane == 0) inv[tok] = rsqrtf(ss / static_cast<float>(a.k) + a.norm.eps);
-      }
-      __syncthreads();
-    }
-  };
-  const auto store = [&](int tok, int col, float v0, float v1) {
-    if constexpr (Norm) v0 *= inv[tok], v1 *= inv[tok];
-    if constexpr (residual) {
-      if (a.bias) v0 += A::to_float(a.bias[col]), v1 += A::to_float(a.bias[col + 1]);
-      const long i = static_cast<long>(tok) * a.n + col;
-      float2* hp = reinterpret_cast<float2*>(a.residual.h + i);
-      float2 h = *hp;
-      h.x += A::to_float(A::from_float(v0));
-      h.y += A::to_float(A::from_float(v1));
-      *hp = h;
-      if (a.residual.x) *reinterpret_cast<std::uint32_t*>(a.residual.x + i) = A::pack(h.x * next_w.x, h.y * next_w.y);
-      sq[tok * (kTiledN / 2) + (col - nt * kTiledN) / 2] = h.x * h.x + h.y * h.y;
-    } else {
-      store_out(a.y, a.bias, a.n, Out == GemvOut::swiglu, tok, col, v0, v1);
-    }
-  };
-  const auto strip_sums = [&] {  // in the block that stored
-    if constexpr (residual) {
-      __syncthreads();
-      const int pairs = min(kTiledN, a.n - nt * kTiledN) / 2;
-      if (tid < a.m) {
-        float ss = 0.0f;
-        for (int c = 0; c < pairs; ++c) ss += sq[tid * (kTiledN / 2) + c];
-        a.residual.sumsq[static_cast<long>(tid) * ntiles + nt] = ss;
-      }
-    }
-  };
   if constexpr (Cluster) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     // Each slice's sums in its own shared memory; the cluster's rank 0 (slice 0: the cluster is
-    // 1 × 1 × splits) adds them in slice order — split_k_store's bits — and stores.
+    // 1 × 1 × splits) adds them in slice order — store_or_split_k's bits — and stores.
     __shared__ float sums[8 * NT * kTiledN];  // [tokens][64 columns]
     const auto at = [&](int tok, int col) { return tok * kTiledN + col - nt * kTiledN; };
     for_each_out([&](int tok, int col, float v0, float v1) {
@@ -284,8 +219,7 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
     });
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
     cluster.sync();
-    if (cluster.block_rank() == 0) {
-      prepare();
+    if (cluster.block_rank() == 0)
       for_each_out([&](int tok, int col, float, float) {
         const int i = at(tok, col);
         float v0 = 0.0f, v1 = 0.0f;
@@ -294,16 +228,14 @@ __global__ void __launch_bounds__(32 * Tn::gemv_warps, Tn::gemv_min_blocks)
           v0 += s[i];
           v1 += s[i + 1];
         }
-        store(tok, col, v0, v1);
+        store_out(a.y, a.bias, a.n, Swiglu, tok, col, v0, v1);
       });
-      strip_sums();
-    }
     cluster.sync();  // every block's shared memory lives until rank 0 has read it
 #else
     __trap();  // no clusters below sm_90: the plan never asks for this kernel there
 #endif
   } else {
-    if (split_k_store(for_each_out, store, a.m, a.n, split, splits, tickets, partial, prepare)) strip_sums();
+    store_or_split_k(for_each_out, a.y, a.bias, a.m, a.n, split, splits, tickets, partial, Swiglu);
   }
 }
 
@@ -315,9 +247,7 @@ int tgemv_slots() {
   return resident_slots(w4a16_tiled_gemv_kernel<128, 1, T, Tn>, 32 * Tn::gemv_warps, 0, cache, "w4a16_tiled_gemv_kernel attributes");
 }
 
-/// Fused: the norm and residual forms (W4A16TiledArgsT::norm, W4A16TiledArgsT::residual), else
-/// the plain and swiglu ones — a caller that never fuses compiles none of the fused kernels.
-template <class T, class Tn, bool Fused = false>
+template <class T, class Tn>
 void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStream_t stream) {
   const SplitKBuffers w = split_k_buffers(a.workspace, p);
   const dim3 grid(static_cast<unsigned>(p.tiles_n), 1u, static_cast<unsigned>(p.splits));
@@ -326,32 +256,22 @@ void launch_tiled_gemv(const W4A16TiledArgsT<T>& a, const GemmPlan& p, cudaStrea
                      "W4A16 tiled kernel launch", a, p.steps_per_split, p.splits, a.overlap_previous ? tiled_gemv_prefetch<Tn>(p) : 0, w.tickets,
                      w.partial);
   };
-  auto by_group = [&](auto out, auto norm, auto cluster) {
-    constexpr GemvOut O = decltype(out)::value;
-    constexpr bool N = decltype(norm)::value, C = decltype(cluster)::value;
+  auto by_group = [&](auto swiglu, auto cluster) {
+    constexpr bool S = decltype(swiglu)::value, C = decltype(cluster)::value;
     const bool two = a.m > 8;
     switch (a.group) {
-      case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn, O, N, C>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn, O, N, C>); break;
-      case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn, O, N, C>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn, O, N, C>); break;
-      default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn, O, N, C>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn, O, N, C>); break;
+      case 32: two ? run(w4a16_tiled_gemv_kernel<32, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<32, 1, T, Tn, S, C>); break;
+      case 64: two ? run(w4a16_tiled_gemv_kernel<64, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<64, 1, T, Tn, S, C>); break;
+      default: two ? run(w4a16_tiled_gemv_kernel<128, 2, T, Tn, S, C>) : run(w4a16_tiled_gemv_kernel<128, 1, T, Tn, S, C>); break;
     }
   };
   // The cluster kernels exist only in a tuning that asks for them.
-  auto by_cluster = [&](auto out, auto norm) {
+  auto by_cluster = [&](auto swiglu) {
     if constexpr (Tn::gemv_cluster)
-      if (p.cluster) return by_group(out, norm, std::true_type{});
-    by_group(out, norm, std::false_type{});
+      if (p.cluster) return by_group(swiglu, std::true_type{});
+    by_group(swiglu, std::false_type{});
   };
-  // The fused forms a decode step uses (can_implement refuses the others): a norm on the input
-  // with y or swiglu out, or a residual out with a plain input.
-  using Plain = std::integral_constant<GemvOut, GemvOut::plain>;
-  using Swiglu = std::integral_constant<GemvOut, GemvOut::swiglu>;
-  if constexpr (Fused) {
-    if (a.residual.h) return by_cluster(std::integral_constant<GemvOut, GemvOut::residual>{}, std::false_type{});
-    a.swiglu_output ? by_cluster(Swiglu{}, std::true_type{}) : by_cluster(Plain{}, std::true_type{});
-  } else {
-    a.swiglu_output ? by_cluster(Swiglu{}, std::false_type{}) : by_cluster(Plain{}, std::false_type{});
-  }
+  a.swiglu_output ? by_cluster(std::true_type{}) : by_cluster(std::false_type{});
 }
 
 }  // namespace detail

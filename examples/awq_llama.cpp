@@ -18,20 +18,18 @@
 #include "cli/inspect.hpp"
 #include "cli/options.hpp"
 #include "llama/generate_cpu.hpp"
-#include "llama/job.hpp"
-#ifdef AWQ_LLAMA_CUDA
 #include "llama/generate_cuda.hpp"
+#include "llama/job.hpp"
 #include "llama/job_cuda.hpp"
-#endif
 
 int main(int argc, char** argv) try {
   const awq_cli::Args a = awq_cli::parse(argc, argv);
   if (a.cmd == "help") return std::fputs(awq_cli::help_text().c_str(), stdout) < 0 ? 2 : 0;
   if (a.cmd == "inspect") return awq_cli::inspect(a.inspect_file);
+  awq::detail::require(a.backend == "cpu" || awq_example::tool_has_cuda(),
+                       "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
   awq_cli::check_environment(a);
-#ifdef AWQ_LLAMA_CUDA
   if (a.cmd == "generate" && a.backend == "cuda") return awq_example::run_generate_cuda(a);
-#endif
   if (a.cmd == "generate") return awq_example::run_generate<awq_example::CpuGeneration>(a);
   awq_example::JobArgs job;
   job.model = a.model;
@@ -53,9 +51,7 @@ int main(int argc, char** argv) try {
   if (a.shard_bytes) job.shard_bytes = a.shard_bytes;
   job.mode = a.mode;
   job.gptq_damp = a.gptq_damp;
-#ifdef AWQ_LLAMA_CUDA
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
-#endif
   return awq_example::run_job<awq::backend::cpu>(job);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "awq_llama: %s\n", awq_cli::describe(e).c_str());

@@ -401,9 +401,6 @@ inline Args parse(int argc, const char* const* argv) {
   if (a.math.empty()) a.math = a.backend == "cuda" ? "fp16" : "fp32";
   awq::detail::require(!a.eval_dequantized || a.backend == "cuda", "--eval-dequantized applies to --backend cuda only (the backend is ",
                        a.backend, ")");
-#ifndef AWQ_LLAMA_CUDA
-  awq::detail::require(a.backend == "cpu", "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
-#endif
   return a;
 }
 

@@ -7,6 +7,8 @@
 
 namespace awq_example {
 
+bool tool_has_cuda() { return true; }
+
 int run_job_cuda(const JobArgs& a) {
   using Math = awq::backend::cuda::Math;
   awq::backend::cuda::set_math(a.math == "tf32" ? Math::tf32 : a.math == "fp16" ? Math::fp16 : a.math == "bf16" ? Math::bf16 : Math::fp32);

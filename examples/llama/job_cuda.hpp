@@ -1,11 +1,15 @@
-// The awq_llama job on backend::cuda, compiled by nvcc in job_cuda.cu; the tool itself is host code.
+// The awq_llama job on backend::cuda, compiled by nvcc in job_cuda.cu (awq_llama_cuda); the tool
+// itself is host code, linked with no_cuda.cpp instead in awq_llama.
 #pragma once
 
 #include "llama/job.hpp"
 
 namespace awq_example {
 
-/// run_job<awq::backend::cuda>(a).
+/// Whether this build of the tool has the GPU paths (awq_llama_cuda).
+bool tool_has_cuda();
+
+/// run_job<awq::backend::cuda>(a); awq::Error in a build without them.
 int run_job_cuda(const JobArgs& a);
 
 }  // namespace awq_example

@@ -17,6 +17,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -24,7 +29,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "model_run.hpp"
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define AWQ_TEST_HAS_ASAN 1
@@ -43,6 +47,33 @@ using awq::model::Llama;
 namespace fs = std::filesystem;
 
 namespace {
+
+// One fixed AWQ run over a Hugging Face directory through the library's driver, its result hashed
+// block by block (FNV-1a over codes, zeros, scales and folded tensors, so nothing accumulates):
+// what the streaming test runs both in a measured child process and in the test process.
+std::uint64_t quantize_hf_dir(const std::string& dir) {
+  const auto src = awq::model::HfSource::open(dir);
+  const auto& c = src.config();
+  const awq::model::Batch calib{1, 32};
+  std::vector<float> h(static_cast<std::size_t>(calib.tokens() * c.hidden));
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(static_cast<int>((i * 2654435761u) % 2001) - 1000) / 500.0f;
+  std::vector<awq::model::Stream> none;
+  awq::model::PipelineOptions opt;
+  opt.block.quant = awq::QuantSpec{4, 128, true};
+  std::uint64_t hash = 1469598103934665603ull;
+  const auto mix = [&](const void* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) hash = (hash ^ static_cast<const std::uint8_t*>(p)[i]) * 1099511628211ull;
+  };
+  awq::model::quantize_model<awq::backend::cpu, awq::model::Llama>(src, calib, h, none, opt, [&](const awq::model::QuantizedBlock& b) {
+    for (const auto& [n, q] : b.linears) {
+      mix(q.codes.data(), q.codes.size());
+      mix(q.zeros.data(), q.zeros.size());
+      mix(q.scales.data(), q.scales.size() * sizeof(q.scales[0]));
+    }
+    for (const auto& [n, v] : b.tensors) mix(v.data(), v.size() * sizeof(float));
+  });
+  return hash;
+}
 
 void check_arch(const std::string& name) {
   const std::string dir = golden_dir("arch_" + name);
@@ -230,8 +261,10 @@ TEST_SUITE("model API") {
     std::ofstream(dir / "model.safetensors.index.json") << index.dump();
 
     const std::string out = (dir / "child.bin").string();
-    const std::string child = AWQ_MODEL_CHILD;
-    char* argv[] = {const_cast<char*>(child.c_str()), const_cast<char*>(dir.c_str()), const_cast<char*>(out.c_str()), nullptr};
+    // The child is this binary in its --model-child mode (awq_tests_main.cpp).
+    const std::string child = AWQ_TESTS_BINARY;
+    char mode[] = "--model-child";
+    char* argv[] = {const_cast<char*>(child.c_str()), mode, const_cast<char*>(dir.c_str()), const_cast<char*>(out.c_str()), nullptr};
     pid_t pid = 0;
     REQUIRE(posix_spawn(&pid, child.c_str(), nullptr, nullptr, argv, environ) == 0);
     int status = 0;
@@ -257,3 +290,30 @@ TEST_SUITE("model API") {
     fs::remove_all(dir);
   }
 }
+
+namespace awq_test {
+
+// The streaming test's child: quantizes the Hugging Face directory `dir` and writes the result's
+// hash and this process's peak RSS in kB (VmHWM, 0 where /proc is absent) to `out`. Its own
+// reading, not wait4's: a child spawned through vfork is charged the parent's RSS at exec.
+int model_child_main(const char* dir, const char* out) try {
+  const unsigned long long hash = quantize_hf_dir(dir);
+  unsigned long long hwm_kb = 0;
+  if (std::FILE* st = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, st))
+      if (std::strncmp(line, "VmHWM:", 6) == 0) hwm_kb = std::strtoull(line + 6, nullptr, 10);
+    std::fclose(st);
+  }
+  std::FILE* f = std::fopen(out, "w");
+  if (!f || std::fprintf(f, "%llu %llu\n", hash, hwm_kb) < 0 || std::fclose(f) != 0) {
+    std::fprintf(stderr, "awq_tests --model-child: cannot write %s\n", out);
+    return 2;
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "awq_tests --model-child: %s\n", e.what());
+  return 2;
+}
+
+}  // namespace awq_test

@@ -566,7 +566,9 @@ TEST_CASE("w4a16 tiled Hopper kernel from a second translation unit: each copy o
   MESSAGE(distinct, " of 8 Hopper-kernel instantiations are distinct kernels in the two translation units");
 }
 
-namespace {
+// A named namespace, not an anonymous one: nvcc's host stub of a kernel in an anonymous namespace
+// is ambiguous when the test sources are compiled as one unity translation unit.
+namespace overlap_test {
 
 // Spins for `spin` clock cycles, then copies src to dst: a kernel that writes x late.
 __global__ void slow_copy(const __half* src, __half* dst, int n, long long spin) {
@@ -576,7 +578,7 @@ __global__ void slow_copy(const __half* src, __half* dst, int n, long long spin)
   for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += static_cast<int>(gridDim.x * blockDim.x)) dst[i] = src[i];
 }
 
-}  // namespace
+}  // namespace overlap_test
 
 TEST_CASE("w4a16 tiled overlap_previous: the product reads the x that the kernel just before it wrote") {
   const int k = 4096, n = 4096, group = 128, ng = k / group;
@@ -616,7 +618,7 @@ TEST_CASE("w4a16 tiled overlap_previous: the product reads the x that the kernel
     int mismatches = 0;
     for (int rep = 0; rep < 12; ++rep) {
       const bool use_b = rep % 2 == 1;
-      slow_copy<<<64, 256>>>((use_b ? dxb : dxa).data(), x.data(), elems, 200000);  // ≈ 0.1 ms, then x
+      overlap_test::slow_copy<<<64, 256>>>((use_b ? dxb : dxa).data(), x.data(), elems, 200000);  // ≈ 0.1 ms, then x
       awq::cuda::w4a16_matmul(a);
       awq::cuda::check(cudaDeviceSynchronize(), "sync");
       const auto got = y.download();
@@ -626,7 +628,7 @@ TEST_CASE("w4a16 tiled overlap_previous: the product reads the x that the kernel
     CHECK(mismatches == 0);
     // Back-to-back overlapped calls (each one's weights in flight while the previous ends), then one
     // check: the workspace's tickets and partial sums are handed on correctly.
-    slow_copy<<<64, 256>>>(dxb.data(), x.data(), elems, 1000);
+    overlap_test::slow_copy<<<64, 256>>>(dxb.data(), x.data(), elems, 1000);
     for (int rep = 0; rep < 20; ++rep) awq::cuda::w4a16_matmul(a);
     awq::cuda::check(cudaDeviceSynchronize(), "sync");
     const auto last = y.download();

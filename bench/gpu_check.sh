@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check, one device call: build every CUDA test source with nvcc (each file alone, in
-# parallel, sm_90a: the Hopper kernel is in the binary), run the whole CUDA suite, then compute-sanitizer memcheck on
-# the pipeline's GPU path and the W4A16 kernels, and racecheck on the W4A16 kernels. Header-only
-# dependencies come from .deps/include (a copy of the Debian packages' headers, carried).
+# parallel, sm_90a: the Hopper kernel is in the binary), run the whole CUDA suite, then
+# compute-sanitizer memcheck on the pipeline's GPU path and the W4A16 kernels, and racecheck on
+# the W4A16 kernels. Header-only dependencies come from .deps/include (a copy of the Debian
+# packages' headers, carried).
 # usage (on the device machine, repo root, carry [".deps"]): bash bench/gpu_check.sh
 set -uo pipefail
 source bench/gpu_env.sh

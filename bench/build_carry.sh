@@ -2,6 +2,7 @@
 # Builds here (no GPU needed; nvcc, bench/gpu_env.sh's flags, sm_90a) the binaries the device scripts
 # carry xz-compressed, into DIR (a gitignored .carry-* folder):
 #   tests               tests/cuda main + generate + w4a16 + w4a16_tu (gpu_decode.sh)
+#   cuda_tests          the whole CUDA suite from CMake's sources (main + the unity TU + w4a16_tu)
 #   model_tests         tests/cuda main + model + search (gpu_fast.sh blk)
 #   bench_generate_gpu  bench_w4a16  bench_block_cuda  bench_search_cuda   the benches of those names
 #   tool                awq_llama_cuda (gpu_fast.sh s, as awq_llama_cuda.xz)
@@ -38,12 +39,13 @@ launch() {
 for what in "$@"; do
   case $what in
     tests) launch cu tests . tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_generate.cu tests/cuda/test_cuda_w4a16.cu tests/cuda/test_cuda_w4a16_tu.cu ;;
+    cuda_tests) launch cu cuda_tests . tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_unity.cu tests/cuda/test_cuda_w4a16_tu.cu ;;
     model_tests) launch cu model_tests . tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_model.cu tests/cuda/test_cuda_search.cu ;;
     bench_generate_gpu | bench_w4a16 | bench_block_cuda | bench_search_cuda)
       launch cu "$what" . "bench/$what.cu"
       case $what in bench_generate_gpu | bench_block_cuda) [ -z "$base_root" ] || launch cu "${what}_base" "$base_root" "bench/$what.cu" ;; esac ;;
     tool) launch bash -c "source bench/gpu_env.sh && build_tool $tmp && xz -T0 -c $tmp/awq_llama_cuda >$dir/awq_llama_cuda.xz && echo built tool" ;;
-    *) echo "unknown: $what (tests model_tests bench_generate_gpu bench_w4a16 bench_block_cuda bench_search_cuda tool)"; exit 2 ;;
+    *) echo "unknown: $what (tests cuda_tests model_tests bench_generate_gpu bench_w4a16 bench_block_cuda bench_search_cuda tool)"; exit 2 ;;
   esac
 done
 wait

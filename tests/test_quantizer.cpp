@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "awq/awq.hpp"
@@ -323,4 +324,29 @@ TEST_CASE("half and bfloat16 inputs compute in float") {
     REQUIRE(static_cast<float>(oh[i]) == static_cast<float>(Eigen::half(rh[i])));
     REQUIRE(static_cast<float>(ob[i]) == static_cast<float>(Eigen::bfloat16(rb[i])));
   }
+}
+
+TEST_CASE("dispatch hands the spec's config, dispatch_format its code format; both reject what is not built in") {
+  for (const QuantSpec& spec : all_specs()) {
+    CAPTURE(spec.name());
+    int calls = 0;
+    awq::dispatch(spec, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      static_assert(std::is_base_of_v<awq::format_of<Cfg>, Cfg>, "a QuantConfig is its CodeFormat");
+      CHECK(awq::spec_of<Cfg>() == spec);
+      ++calls;
+    });
+    awq::dispatch_format(spec, [&](auto fmt) {
+      using Fmt = decltype(fmt);
+      CHECK(Fmt::bits == spec.bits);
+      CHECK(Fmt::zero_point == spec.zero_point);
+      CHECK(Fmt::max_code == (1 << spec.bits) - 1);
+      ++calls;
+    });
+    CHECK(calls == 2);
+  }
+  const auto never = [](auto) { FAIL("called for a spec outside the built-in set"); };
+  CHECK_THROWS_WITH_AS(awq::dispatch_format(QuantSpec{9, 128, true}, never), doctest::Contains("bits 9 is out of range"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::dispatch_format(QuantSpec{4, 100, true}, never), doctest::Contains("group_size 100"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::dispatch(QuantSpec{1, 128, false}, never), doctest::Contains("bits 1 is out of range"), awq::Error);
 }

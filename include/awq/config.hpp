@@ -19,26 +19,21 @@ using index_t = std::ptrdiff_t;
 /// Group size meaning "one group per output row" (the reference's `q_group_size = -1`).
 inline constexpr int kPerChannel = -1;
 
-/// \brief A quantization scheme fixed at compile time.
+/// \brief The code format of a quantization scheme: its width and zero-point mode, the group
+///        size aside. The per-value math (group_params, quantize_value, fake_quantize_value)
+///        depends on nothing else, so code that takes the group length at run time is written
+///        over a CodeFormat (see dispatch_format). Every QuantConfig is a CodeFormat.
 /// \tparam Bits       code width, 2 to 8.
-/// \tparam GroupSize  32, 64, 128, 256 or awq::kPerChannel; groups run along the input dimension.
 /// \tparam ZeroPoint  true: asymmetric codes in [0, 2^Bits - 1] with an integer zero point;
 ///                    false: symmetric codes in [-2^(Bits-1), 2^(Bits-1) - 1].
 ///
 /// Codes are always stored unsigned: a symmetric code q is stored as q + 2^(Bits-1), and its
 /// zero is reported as 2^(Bits-1), so `w_hat = (code - zero) * scale` holds for both kinds.
-/// \sa QuantSpec, dispatch
-template <int Bits, int GroupSize, bool ZeroPoint>
-struct QuantConfig {
-  static_assert(Bits >= 2 && Bits <= 8, "awq::QuantConfig: Bits must be between 2 and 8");
-  static_assert(GroupSize == kPerChannel || GroupSize == 32 || GroupSize == 64 || GroupSize == 128 ||
-                    GroupSize == 256,
-                "awq::QuantConfig: GroupSize must be 32, 64, 128, 256 or awq::kPerChannel");
-
+template <int Bits, bool ZeroPoint>
+struct CodeFormat {
+  static_assert(Bits >= 2 && Bits <= 8, "awq::QuantConfig, awq::CodeFormat: Bits must be between 2 and 8");
   static constexpr int bits = Bits;              ///< code width
-  static constexpr int group_size = GroupSize;   ///< elements per group, or kPerChannel
   static constexpr bool zero_point = ZeroPoint;  ///< asymmetric with zero point?
-  static constexpr bool per_channel = GroupSize == kPerChannel;  ///< one group per row?
   /// Largest integer of the reference formula (2^b - 1 asymmetric, 2^(b-1) - 1 symmetric).
   static constexpr int max_int = ZeroPoint ? (1 << Bits) - 1 : (1 << (Bits - 1)) - 1;
   /// Smallest integer of the reference formula (0 asymmetric, -2^(b-1) symmetric).
@@ -47,12 +42,30 @@ struct QuantConfig {
   static constexpr int code_offset = ZeroPoint ? 0 : (1 << (Bits - 1));
   /// Largest stored code.
   static constexpr int max_code = (1 << Bits) - 1;
+};
 
+/// \brief A quantization scheme fixed at compile time: a CodeFormat and a group size.
+/// \tparam Bits       code width, 2 to 8.
+/// \tparam GroupSize  32, 64, 128, 256 or awq::kPerChannel; groups run along the input dimension.
+/// \tparam ZeroPoint  as CodeFormat's.
+/// \sa QuantSpec, dispatch
+template <int Bits, int GroupSize, bool ZeroPoint>
+struct QuantConfig : CodeFormat<Bits, ZeroPoint> {
+  static_assert(GroupSize == kPerChannel || GroupSize == 32 || GroupSize == 64 || GroupSize == 128 ||
+                    GroupSize == 256,
+                "awq::QuantConfig: GroupSize must be 32, 64, 128, 256 or awq::kPerChannel");
+  static constexpr int group_size = GroupSize;   ///< elements per group, or kPerChannel
+  static constexpr bool per_channel = GroupSize == kPerChannel;  ///< one group per row?
   /// Group length for a row of `in_features` elements.
   static constexpr index_t group_for(index_t in_features) noexcept {
     return per_channel ? in_features : static_cast<index_t>(GroupSize);
   }
 };
+
+/// The CodeFormat of a QuantConfig (or of a CodeFormat): code written over formats is
+/// instantiated once for the configs that differ only in their group size.
+template <class Cfg>
+using format_of = CodeFormat<Cfg::bits, Cfg::zero_point>;
 
 /// \brief Run-time mirror of QuantConfig; validate() or dispatch() rejects what is not built in.
 struct QuantSpec {
@@ -89,6 +102,19 @@ struct QuantSpec {
 
 namespace detail {
 
+template <class F>
+decltype(auto) dispatch_bits(int bits, F&& f) {
+  switch (bits) {
+    case 2: return std::forward<F>(f)(std::integral_constant<int, 2>{});
+    case 3: return std::forward<F>(f)(std::integral_constant<int, 3>{});
+    case 4: return std::forward<F>(f)(std::integral_constant<int, 4>{});
+    case 5: return std::forward<F>(f)(std::integral_constant<int, 5>{});
+    case 6: return std::forward<F>(f)(std::integral_constant<int, 6>{});
+    case 7: return std::forward<F>(f)(std::integral_constant<int, 7>{});
+    default: return std::forward<F>(f)(std::integral_constant<int, 8>{});
+  }
+}
+
 template <int Bits, int Group, class F>
 decltype(auto) dispatch_zp(bool zp, F&& f) {
   if (zp) return std::forward<F>(f)(QuantConfig<Bits, Group, true>{});
@@ -115,15 +141,22 @@ decltype(auto) dispatch_group(const QuantSpec& s, F&& f) {
 template <class F>
 decltype(auto) dispatch(const QuantSpec& spec, F&& f) {
   spec.validate();
-  switch (spec.bits) {
-    case 2: return detail::dispatch_group<2>(spec, std::forward<F>(f));
-    case 3: return detail::dispatch_group<3>(spec, std::forward<F>(f));
-    case 4: return detail::dispatch_group<4>(spec, std::forward<F>(f));
-    case 5: return detail::dispatch_group<5>(spec, std::forward<F>(f));
-    case 6: return detail::dispatch_group<6>(spec, std::forward<F>(f));
-    case 7: return detail::dispatch_group<7>(spec, std::forward<F>(f));
-    default: return detail::dispatch_group<8>(spec, std::forward<F>(f));
-  }
+  return detail::dispatch_bits(spec.bits, [&](auto b) -> decltype(auto) {
+    return detail::dispatch_group<decltype(b)::value>(spec, std::forward<F>(f));
+  });
+}
+
+/// \brief Calls `f(CodeFormat<...>{})` for the width and zero-point mode that `spec` names, after
+///        validating all of `spec` as dispatch() does. For code that takes the group length at
+///        run time: it is instantiated for the 14 formats, not for the 70 configs.
+template <class F>
+decltype(auto) dispatch_format(const QuantSpec& spec, F&& f) {
+  spec.validate();
+  return detail::dispatch_bits(spec.bits, [&](auto b) -> decltype(auto) {
+    constexpr int bits = decltype(b)::value;
+    if (spec.zero_point) return std::forward<F>(f)(CodeFormat<bits, true>{});
+    return std::forward<F>(f)(CodeFormat<bits, false>{});
+  });
 }
 
 /// The QuantSpec that mirrors a QuantConfig.

@@ -83,13 +83,13 @@ __global__ void gptq_load_kernel(MatrixView<const float> w, double* a, unsigned 
 }
 
 // One warp per (row, group): the group's fp16 scale and zero from the weights as given.
-template <class Cfg>
+template <class Fmt>
 __global__ void gptq_static_groups_kernel(MatrixView<const float> w, index_t g, __half* scales, std::uint8_t* zeros) {
   const index_t ng = w.cols() / g;
   const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (warp >= w.rows() * ng) return;
   const GroupParams<float> p =
-      warp_group_params<Cfg>((warp % ng) * g, g, static_cast<int>(threadIdx.x % 32), [&](index_t i) { return w(warp / ng, i); });
+      warp_group_params<Fmt>((warp % ng) * g, g, static_cast<int>(threadIdx.x % 32), [&](index_t i) { return w(warp / ng, i); });
   if (threadIdx.x % 32 == 0) {
     scales[warp] = __float2half_rn(p.scale);
     zeros[warp] = static_cast<std::uint8_t>(p.zero);
@@ -101,7 +101,7 @@ __global__ void gptq_static_groups_kernel(MatrixView<const float> w, index_t g, 
 // computes its code and error (the same inputs, so the same result, and no divergence); the
 // lanes then update their own later columns. Out: the codes, the dequantized weights into w, and
 // the scaled errors into e [n, ld_e] (row-major), for the update beyond the block.
-template <class Cfg, int M>
+template <class Fmt, int M>
 __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __restrict__ u, index_t i1, index_t i2, index_t g,
                                   bool static_groups, MatrixView<float> w, std::uint8_t* __restrict__ codes, __half* __restrict__ scales,
                                   std::uint8_t* __restrict__ zeros, double* __restrict__ e, index_t ld_e) {
@@ -141,7 +141,7 @@ __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __
             }
           }
           warp_minmax(lo, hi);
-          const GroupParams<float> p = group_params<Cfg>(lo, hi);
+          const GroupParams<float> p = group_params<Fmt>(lo, hi);
           const __half s16 = __float2half_rn(p.scale);
           if (lane == 0) {
             scales[r * ng + j] = s16;
@@ -155,7 +155,7 @@ __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __
         }
       }
       const double x = __shfl_sync(all, v[m], l);
-      const double q = quantize_value<Cfg>(x, GroupParams<double>{s, z});
+      const double q = quantize_value<Fmt>(x, GroupParams<double>{s, z});
       const float dq = (static_cast<float>(q) - z) * s;
       const double ex = (x - static_cast<double>(dq)) / u[i * k + i];
       if (lane == l) {
@@ -335,15 +335,15 @@ inline void gptq_quantize(const QuantSpec& spec, const MatrixView<float>& w, con
   DeviceBuffer<double> e(static_cast<std::size_t>(n * b));
   const int threads = 128;  // 4 rows a block
   const auto blocks = static_cast<unsigned>((n + threads / 32 - 1) / (threads / 32));
-  dispatch(spec, [&](auto cfg) {
-    using Cfg = decltype(cfg);
+  dispatch_format(spec, [&](auto fmt) {
+    using Fmt = decltype(fmt);
     if (static_groups) {
       const index_t warps = n * (k / g);
-      detail::gptq_static_groups_kernel<Cfg><<<detail::blocks_for(warps * 32, 256, INT_MAX), 256, 0, st>>>(MatrixView<const float>(w), g,
+      detail::gptq_static_groups_kernel<Fmt><<<detail::blocks_for(warps * 32, 256, INT_MAX), 256, 0, st>>>(MatrixView<const float>(w), g,
                                                                                                            scales, zeros);
       check(cudaGetLastError(), "gptq_static_groups_kernel launch");
     }
-    const auto kernel = b <= 128 ? detail::gptq_block_kernel<Cfg, 4> : detail::gptq_block_kernel<Cfg, kMaxBlock / 32>;
+    const auto kernel = b <= 128 ? detail::gptq_block_kernel<Fmt, 4> : detail::gptq_block_kernel<Fmt, kMaxBlock / 32>;
     const double minus_one = -1, one = 1;
     for (index_t i1 = 0; i1 < k; i1 += b) {
       const index_t i2 = std::min(i1 + b, k);

@@ -146,7 +146,7 @@ class GptqFactor {
 namespace detail {
 
 /// Rows [r0, r0 + nr) of gptq_quantize.
-template <class Cfg>
+template <class Fmt>
 void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, const GptqFactor::Matrix& u,
                const GptqOptions& opt, const MatrixView<std::uint8_t>& codes, const MatrixView<Eigen::half>& scales,
                const MatrixView<std::uint8_t>& zeros) {
@@ -159,7 +159,7 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
     for (index_t i = 0; i < k; ++i) W(r, i) = w(r0 + r, i);
   std::vector<float> s16(static_cast<std::size_t>(nr)), zero(static_cast<std::size_t>(nr));
   const auto set_group = [&](index_t r, index_t j, float lo, float hi) {
-    const GroupParams<float> p = group_params<Cfg>(lo, hi);
+    const GroupParams<float> p = group_params<Fmt>(lo, hi);
     scales(r0 + r, j) = Eigen::half(p.scale);
     zeros(r0 + r, j) = static_cast<std::uint8_t>(p.zero);
   };
@@ -193,7 +193,7 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
           zero[static_cast<std::size_t>(r)] = static_cast<float>(zeros(r0 + r, j));
         }
         const float s = s16[static_cast<std::size_t>(r)], z = zero[static_cast<std::size_t>(r)];
-        const double q = quantize_value<Cfg>(W(r, i), GroupParams<double>{s, z});
+        const double q = quantize_value<Fmt>(W(r, i), GroupParams<double>{s, z});
         const float deq = (static_cast<float>(q) - z) * s;
         codes(r0 + r, i) = static_cast<std::uint8_t>(q);
         w(r0 + r, i) = deq;
@@ -232,10 +232,10 @@ inline void gptq_quantize(const QuantSpec& spec, const MatrixView<float>& w, con
       if (!std::isfinite(w(r, i)))
         throw Error(detail::concat(fn, ": non-finite weight ", w(r, i), " at row ", r, ", column ", i, " (group ", i / g, ")"));
   constexpr index_t chunk = 16;  // fixed, so that the products' order does not follow the thread count
-  dispatch(spec, [&](auto cfg) {
+  dispatch_format(spec, [&](auto fmt) {
     backend::cpu::parallel_for((n + chunk - 1) / chunk, [&](index_t c0, index_t c1) {
       for (index_t c = c0; c < c1; ++c)
-        detail::gptq_rows<decltype(cfg)>(w, c * chunk, std::min(chunk, n - c * chunk), g, f.upper(), opt, codes, scales, zeros);
+        detail::gptq_rows<decltype(fmt)>(w, c * chunk, std::min(chunk, n - c * chunk), g, f.upper(), opt, codes, scales, zeros);
     });
   });
 }

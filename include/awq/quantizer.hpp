@@ -63,7 +63,8 @@ AWQ_HOST_DEVICE C clamp(C x, C lo, C hi) {
 
 }  // namespace detail
 
-/// \brief Scale and zero of a group whose (clamped) values lie in [lo, hi].
+/// \brief Scale and zero of a group whose (clamped) values lie in [lo, hi]. `Cfg` here and in
+///        quantize_value and fake_quantize_value is a CodeFormat (every QuantConfig is one).
 template <class Cfg, class C>
 AWQ_HOST_DEVICE GroupParams<C> group_params(C lo, C hi) {
   if constexpr (Cfg::zero_point) {
@@ -157,6 +158,55 @@ GroupParams<C> row_group_params(const char* fn, const MatrixView<W>& w, index_t 
 
 }  // namespace detail
 
+namespace detail {
+
+// The view-level quantizers over a CodeFormat with the group length g given: shared by the
+// compile-time and run-time entry points below.
+template <class Fmt, class T, class U>
+void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, const MatrixView<U>& out,
+                            const QuantArgs<acc_t<T>>& args) {
+  using C = acc_t<T>;
+  const index_t ng = w.cols() / g;
+  check_group_views(fn, args, w.rows(), ng);
+  for (index_t r = 0; r < w.rows(); ++r) {
+    for (index_t j = 0; j < ng; ++j) {
+      const GroupParams<C> p = row_group_params<Fmt, C>(fn, w, r, j, g, args.clip);
+      if (!args.scales.empty()) args.scales(r, j) = p.scale;
+      if (!args.zeros.empty()) args.zeros(r, j) = Fmt::zero_point ? p.zero : C(0);
+      const C c = args.clip.empty() ? C(0) : args.clip(r, j);
+      for (index_t i = 0; i < g; ++i) {
+        C x = static_cast<C>(w(r, j * g + i));
+        if (!args.clip.empty()) x = clamp(x, -c, c);
+        out(r, j * g + i) = static_cast<std::remove_cv_t<U>>(fake_quantize_value<Fmt>(x, p));
+      }
+    }
+  }
+}
+
+template <class Fmt, class T>
+void quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes,
+                     const QuantArgs<acc_t<T>>& args) {
+  using C = acc_t<T>;
+  const index_t ng = w.cols() / g;
+  require(!args.scales.empty() && !args.zeros.empty(), fn, ": scales and zeros outputs are required");
+  check_group_views(fn, args, w.rows(), ng);
+  for (index_t r = 0; r < w.rows(); ++r) {
+    for (index_t j = 0; j < ng; ++j) {
+      const GroupParams<C> p = row_group_params<Fmt, C>(fn, w, r, j, g, args.clip);
+      args.scales(r, j) = p.scale;
+      args.zeros(r, j) = p.zero;
+      const C c = args.clip.empty() ? C(0) : args.clip(r, j);
+      for (index_t i = 0; i < g; ++i) {
+        C x = static_cast<C>(w(r, j * g + i));
+        if (!args.clip.empty()) x = clamp(x, -c, c);
+        codes(r, j * g + i) = static_cast<std::uint8_t>(quantize_value<Fmt>(x, p));
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
 /// \brief Pseudo-quantize a weight [out, in] into `out` (may be the same memory as `w`).
 /// \tparam Cfg a QuantConfig.
 /// \pre out has w's shape; group_size divides in; weights are finite.
@@ -164,26 +214,11 @@ GroupParams<C> row_group_params(const char* fn, const MatrixView<W>& w, index_t 
 template <class Cfg, class T, class U>
 void pseudo_quantize(const MatrixView<T>& w, const MatrixView<U>& out,
                      const QuantArgs<acc_t<T>>& args = {}) {
-  using C = acc_t<T>;
   constexpr const char* fn = "awq::pseudo_quantize";
   static_assert(!std::is_const_v<U>, "awq::pseudo_quantize: out must be a mutable view");
   detail::require_shape(out, w.rows(), w.cols(), fn, "out");
   const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
-  const index_t ng = w.cols() / g;
-  detail::check_group_views(fn, args, w.rows(), ng);
-  for (index_t r = 0; r < w.rows(); ++r) {
-    for (index_t j = 0; j < ng; ++j) {
-      const GroupParams<C> p = detail::row_group_params<Cfg, C>(fn, w, r, j, g, args.clip);
-      if (!args.scales.empty()) args.scales(r, j) = p.scale;
-      if (!args.zeros.empty()) args.zeros(r, j) = Cfg::zero_point ? p.zero : C(0);
-      const C c = args.clip.empty() ? C(0) : args.clip(r, j);
-      for (index_t i = 0; i < g; ++i) {
-        C x = static_cast<C>(w(r, j * g + i));
-        if (!args.clip.empty()) x = detail::clamp(x, -c, c);
-        out(r, j * g + i) = static_cast<std::remove_cv_t<U>>(fake_quantize_value<Cfg>(x, p));
-      }
-    }
-  }
+  detail::pseudo_quantize_groups<format_of<Cfg>>(fn, g, w, out, args);
 }
 
 /// \brief Quantize a weight [out, in] into stored codes [out, in] plus per-group scales and zeros.
@@ -192,26 +227,10 @@ void pseudo_quantize(const MatrixView<T>& w, const MatrixView<U>& out,
 /// symmetric configs), so `dequantize` needs no config.
 template <class Cfg, class T>
 void quantize(const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes, const QuantArgs<acc_t<T>>& args) {
-  using C = acc_t<T>;
   constexpr const char* fn = "awq::quantize";
   detail::require_shape(codes, w.rows(), w.cols(), fn, "codes");
   const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
-  const index_t ng = w.cols() / g;
-  detail::require(!args.scales.empty() && !args.zeros.empty(), fn, ": scales and zeros outputs are required");
-  detail::check_group_views(fn, args, w.rows(), ng);
-  for (index_t r = 0; r < w.rows(); ++r) {
-    for (index_t j = 0; j < ng; ++j) {
-      const GroupParams<C> p = detail::row_group_params<Cfg, C>(fn, w, r, j, g, args.clip);
-      args.scales(r, j) = p.scale;
-      args.zeros(r, j) = p.zero;
-      const C c = args.clip.empty() ? C(0) : args.clip(r, j);
-      for (index_t i = 0; i < g; ++i) {
-        C x = static_cast<C>(w(r, j * g + i));
-        if (!args.clip.empty()) x = detail::clamp(x, -c, c);
-        codes(r, j * g + i) = static_cast<std::uint8_t>(quantize_value<Cfg>(x, p));
-      }
-    }
-  }
+  detail::quantize_groups<format_of<Cfg>>(fn, g, w, codes, args);
 }
 
 /// \brief Dequantize codes [out, in] with scales and zeros [out, in / group] into `out`.
@@ -245,14 +264,21 @@ void dequantize(int bits, const MatrixView<const std::uint8_t>& codes, const Mat
 template <class T, class U>
 void pseudo_quantize(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<U>& out,
                      const QuantArgs<acc_t<T>>& args = {}) {
-  dispatch(spec, [&](auto cfg) { pseudo_quantize<decltype(cfg)>(w, out, args); });
+  constexpr const char* fn = "awq::pseudo_quantize";
+  static_assert(!std::is_const_v<U>, "awq::pseudo_quantize: out must be a mutable view");
+  detail::require_shape(out, w.rows(), w.cols(), fn, "out");
+  const index_t g = detail::checked_group(fn, spec, w);
+  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(fn, g, w, out, args); });
 }
 
 /// \brief Run-time dispatch of quantize onto the built-in configs.
 template <class T>
 void quantize(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes,
               const QuantArgs<acc_t<T>>& args) {
-  dispatch(spec, [&](auto cfg) { quantize<decltype(cfg)>(w, codes, args); });
+  constexpr const char* fn = "awq::quantize";
+  detail::require_shape(codes, w.rows(), w.cols(), fn, "codes");
+  const index_t g = detail::checked_group(fn, spec, w);
+  dispatch_format(spec, [&](auto fmt) { detail::quantize_groups<decltype(fmt)>(fn, g, w, codes, args); });
 }
 
 }  // namespace awq

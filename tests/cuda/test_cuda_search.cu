@@ -275,7 +275,7 @@ void compare_clip(const std::vector<float>& w, long rows, long k, const std::vec
   const long n = static_cast<long>(rc.max_val.size());
   std::vector<double> err(static_cast<std::size_t>(10 * n));
   std::vector<float> amax(static_cast<std::size_t>(n));
-  bc::cpu::clip_errors<Cfg>(hview(xs, nt, k), hview(w, rows, k), 10, 20, 64, err.data(), amax.data(), [](long) {});
+  bc::cpu::clip_errors(opt.quant, hview(xs, nt, k), hview(w, rows, k), 10, 20, 64, err.data(), amax.data(), [](long) {});
   for (long o = 0; o < n; ++o) {
     const int ic = rc.shrink_index[static_cast<std::size_t>(o)], ig = rg.shrink_index[static_cast<std::size_t>(o)];
     if (ic == ig) {

@@ -299,8 +299,8 @@ struct cpu {
     constexpr const char* fn = "awq::backend::cpu::scaled_pseudo_quantize";
     detail::require_shape(out, w.rows(), w.cols(), fn, "out");
     const index_t g = detail::checked_group(fn, spec, w);
-    dispatch(spec, [&](auto cfg) {
-      using Cfg = decltype(cfg);
+    dispatch_format(spec, [&](auto fmt) {
+      using Fmt = decltype(fmt);
       parallel_for(
           w.rows(),
           [&](index_t r0, index_t r1) {
@@ -313,8 +313,8 @@ struct cpu {
                   lo = v < lo ? v : lo;
                   hi = hi < v ? v : hi;
                 }
-                const GroupParams<S> p = group_params<Cfg>(lo, hi);
-                for (index_t k = j0; k < j0 + g; ++k) out(r, k) = fake_quantize_value<Cfg>(w(r, k) * s[k], p) / s[k];
+                const GroupParams<S> p = group_params<Fmt>(lo, hi);
+                for (index_t k = j0; k < j0 + g; ++k) out(r, k) = fake_quantize_value<Fmt>(w(r, k) * s[k], p) / s[k];
               }
             }
           },
@@ -483,12 +483,32 @@ struct cpu {
   /// err[(i·rows + r)·groups + j] = mean over the tokens of xs of (xs_g · (Q(W_c) − W)_gᵀ)², where
   /// W_c clamps the group to ±max|w_g|·(1 − i/n_grid); absmax[r·groups + j] = max|w_g|.
   /// Work is split over (group, row batch) tasks on the thread pool; `done(n)` is called with the
-  /// number of (row, group) pairs finished so far.
-  template <class Cfg, class S, class Done>
-  static void clip_errors(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
-                          index_t row_batch, double* err, S* absmax, Done&& done) {
+  /// number of (row, group) pairs finished so far. Q is the quantizer `spec` names.
+  template <class S, class Done>
+  static void clip_errors(const QuantSpec& spec, const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink,
+                          int n_grid, index_t row_batch, double* err, S* absmax, Done&& done) {
+    const index_t g = detail::checked_group("awq::backend::cpu::clip_errors", spec, w);
+    dispatch_format(spec, [&](auto fmt) { clip_errors_of<decltype(fmt)>(g, xs, w, n_shrink, n_grid, row_batch, err, absmax, done); });
+  }
+
+  /// The clip search's choice: best[r·groups + j] = the first strict minimum over the shrinks of
+  /// clip_errors' table (detail::first_strict_min; −1 when no error is finite), absmax as there.
+  template <class S, class Done>
+  static void clip_choose(const QuantSpec& spec, const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink,
+                          int n_grid, index_t row_batch, int* best, S* absmax, Done&& done) {
+    const index_t g = detail::checked_group("awq::backend::cpu::clip_choose", spec, w);
+    const index_t n = w.rows() * (w.cols() / g);
+    std::vector<double> err(static_cast<std::size_t>(n_shrink * n));
+    clip_errors(spec, xs, w, n_shrink, n_grid, row_batch, err.data(), absmax, std::forward<Done>(done));
+    for (index_t o = 0; o < n; ++o) best[o] = detail::first_strict_min(err.data() + o, n, n_shrink);
+  }
+
+ private:
+  // clip_errors for a CodeFormat and group length g (checked).
+  template <class Fmt, class S, class Done>
+  static void clip_errors_of(index_t g, const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
+                             index_t row_batch, double* err, S* absmax, Done& done) {
     const index_t k = w.cols(), nt = xs.rows();
-    const index_t g = detail::checked_group("awq::backend::cpu::clip_errors", spec_of<Cfg>(), w);
     const index_t ng = k / g, rows = w.rows();
     const index_t n_batches = (rows + row_batch - 1) / row_batch;
     std::atomic<long> finished{0};
@@ -529,9 +549,9 @@ struct cpu {
               lo = v < lo ? v : lo;
               hi = hi < v ? v : hi;
             }
-            const GroupParams<S> p = group_params<Cfg>(lo, hi);
+            const GroupParams<S> p = group_params<Fmt>(lo, hi);
             for (index_t i = 0; i < g; ++i)
-              wq[static_cast<std::size_t>(r * g + i)] = fake_quantize_value<Cfg>(detail::clamp(src[i], -c, c), p);
+              wq[static_cast<std::size_t>(r * g + i)] = fake_quantize_value<Fmt>(detail::clamp(src[i], -c, c), p);
           }
           C.noalias() = X * map(make_row_major<const S>(wq.data(), nr, g)).transpose();
           std::fill(e.begin(), e.end(), 0.0);
@@ -550,18 +570,7 @@ struct cpu {
     });
   }
 
-  /// The clip search's choice: best[r·groups + j] = the first strict minimum over the shrinks of
-  /// clip_errors' table (detail::first_strict_min; −1 when no error is finite), absmax as there.
-  template <class Cfg, class S, class Done>
-  static void clip_choose(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
-                          index_t row_batch, int* best, S* absmax, Done&& done) {
-    const index_t g = detail::checked_group("awq::backend::cpu::clip_choose", spec_of<Cfg>(), w);
-    const index_t n = w.rows() * (w.cols() / g);
-    std::vector<double> err(static_cast<std::size_t>(n_shrink * n));
-    clip_errors<Cfg>(xs, w, n_shrink, n_grid, row_batch, err.data(), absmax, std::forward<Done>(done));
-    for (index_t o = 0; o < n; ++o) best[o] = detail::first_strict_min(err.data() + o, n, n_shrink);
-  }
-
+ public:
   /// An Eigen map over a row-contiguous view (no copy).
   template <class T>
   static auto map(const MatrixView<T>& v) {

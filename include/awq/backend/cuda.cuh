@@ -223,17 +223,17 @@ __global__ void sum_chunks_kernel(const double* partial, index_t chunks, index_t
 }
 
 // One warp per (row, group): out = Q(w·s)/s, as backend::cpu::scaled_pseudo_quantize.
-template <class Cfg, class T>
+template <class Fmt, class T>
 __global__ void scaled_pseudo_quantize_kernel(MatrixView<const T> w, const float* s, index_t g, MatrixView<T> out) {
   const index_t ng = w.cols() / g;
   const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= w.rows() * ng) return;
   const index_t r = warp / ng, j0 = (warp % ng) * g;
-  const GroupParams<float> p = warp_group_params<Cfg>(j0, g, lane, [&](index_t i) { return to_float(w(r, i)) * s[i]; });
+  const GroupParams<float> p = warp_group_params<Fmt>(j0, g, lane, [&](index_t i) { return to_float(w(r, i)) * s[i]; });
   for (index_t i = j0 + lane; i < j0 + g; i += 32) {
     const float v = to_float(w(r, i)) * s[i];
-    out(r, i) = from_float<T>(fake_quantize_value<Cfg>(v, p) / s[i]);
+    out(r, i) = from_float<T>(fake_quantize_value<Fmt>(v, p) / s[i]);
   }
 }
 
@@ -306,7 +306,7 @@ __global__ void group_absmax_kernel(MatrixView<const T> w, index_t g, float* abs
 // One warp per (row of the chunk, group): for every shrink i, d = Q(clamp(w)) − w (formed in
 // fp32, stored in double) into D[(i·rc + r)·k + column], the clamp bound absmax · (1 − i/n_grid)
 // as the CPU forms it. Rows nr..rc of a short last chunk are left alone.
-template <class Cfg, class T>
+template <class Fmt, class T>
 __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc, index_t nr, index_t g,
                                   const float* absmax, int n_shrink, int n_grid, double* D) {
   const index_t k = w.cols(), ng = k / g;
@@ -317,12 +317,12 @@ __global__ void clip_delta_kernel(MatrixView<const T> w, index_t r0, index_t rc,
   const float amax = absmax[(r0 + r) * ng + warp % ng];
   for (int i_s = 0; i_s < n_shrink; ++i_s) {
     const float c = amax * static_cast<float>(1.0 - static_cast<double>(i_s) / n_grid);
-    const GroupParams<float> p = warp_group_params<Cfg>(
+    const GroupParams<float> p = warp_group_params<Fmt>(
         j0, g, lane, [&](index_t i) { return awq::detail::clamp(to_float(w(r0 + r, i)), -c, c); });
     for (index_t i = j0 + lane; i < j0 + g; i += 32) {
       const float v = to_float(w(r0 + r, i));
       D[(static_cast<index_t>(i_s) * rc + r) * k + i] =
-          static_cast<double>(fake_quantize_value<Cfg>(awq::detail::clamp(v, -c, c), p)) - static_cast<double>(v);
+          static_cast<double>(fake_quantize_value<Fmt>(awq::detail::clamp(v, -c, c), p)) - static_cast<double>(v);
     }
   }
 }
@@ -841,8 +841,8 @@ struct cuda {
               "cudaMemcpyAsync");
     const index_t warps = w.rows() * (w.cols() / g);
     if (warps == 0) return;
-    dispatch(spec, [&](auto cfg) {
-      cu::detail::scaled_pseudo_quantize_kernel<decltype(cfg), S>
+    dispatch_format(spec, [&](auto fmt) {
+      cu::detail::scaled_pseudo_quantize_kernel<decltype(fmt), S>
           <<<cu::detail::blocks_for(warps * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(w, ctx.vec.data(), g, out);
     });
     cu::check(cudaGetLastError(), "scaled_pseudo_quantize_kernel launch");
@@ -881,15 +881,15 @@ struct cuda {
   /// d · y per (row, group); the first strict minimum is taken on the device and only the choice
   /// and max|w| come back (through page-locked memory). The workspace is kept in the thread's
   /// context between calls. `row_batch` is unused: chunks are sized by clip_workspace_bytes().
-  template <class Cfg, class S, class Done>
-  static void clip_choose(const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink, int n_grid,
-                          index_t /*row_batch*/, int* best, acc_t<S>* absmax, Done&& done) {
+  template <class S, class Done>
+  static void clip_choose(const QuantSpec& spec, const MatrixView<const S>& xs, const MatrixView<const S>& w, int n_shrink,
+                          int n_grid, index_t /*row_batch*/, int* best, acc_t<S>* absmax, Done&& done) {
     namespace cu = ::awq::cuda;
     constexpr const char* fn = "awq::backend::cuda::clip_choose";
     cu::detail::require_device_rows(fn, xs, "xs");
     cu::detail::require_device_rows(fn, w, "w");
     const index_t k = w.cols(), nt = xs.rows(), rows = w.rows();
-    const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
+    const index_t g = detail::checked_group(fn, spec, w);
     const index_t ng = k / g, n = rows * ng;
     if (rows == 0 || nt == 0) return;
     auto& ctx = cu::this_thread_context();
@@ -928,8 +928,10 @@ struct cuda {
     } guard{chunk_done};
     for (index_t r0 = 0; r0 < rows; r0 += rc) {
       const index_t nr = std::min(rc, rows - r0);
-      cu::detail::clip_delta_kernel<Cfg, S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-          w, r0, rc, nr, g, ws.absmax.data(), n_shrink, n_grid, ws.d.data());
+      dispatch_format(spec, [&](auto fmt) {
+        cu::detail::clip_delta_kernel<decltype(fmt), S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
+            w, r0, rc, nr, g, ws.absmax.data(), n_shrink, n_grid, ws.d.data());
+      });
       cu::check(cudaGetLastError(), "clip_delta_kernel launch");
       // Per group j (column-major): Y_j [g, R] = G_j [g, g] · D_j [g, R], D_j and Y_j k-strided.
       cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(g), static_cast<int>(R),

@@ -22,7 +22,7 @@ namespace awq::detail::finalize_cuda {
 
 // One warp per (row, group): the group's parameters, the codes, the fp16 scale, and the weight
 // replaced by (code − zero) · scale16. `bad` receives the smallest index of a non-finite weight.
-template <class Cfg>
+template <class Fmt>
 __global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* codes, std::uint8_t* zeros, __half* scales,
                                 unsigned long long* bad) {
   namespace cd = ::awq::cuda::detail;
@@ -33,7 +33,7 @@ __global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* co
   const index_t r = warp / ng, j = warp % ng;
   float lo, hi;
   if (!cd::warp_group_range(w, r, j, g, lane, bad, lo, hi)) return;
-  const GroupParams<float> p = group_params<Cfg>(lo, hi);
+  const GroupParams<float> p = group_params<Fmt>(lo, hi);
   const __half s16 = __float2half_rn(p.scale);
   const float s = __half2float(s16);
   if (lane == 0) {
@@ -41,7 +41,7 @@ __global__ void finalize_kernel(MatrixView<float> w, index_t g, std::uint8_t* co
     zeros[warp] = static_cast<std::uint8_t>(p.zero);
   }
   for (index_t i = lane; i < g; i += 32) {
-    const float q = quantize_value<Cfg>(w(r, j * g + i), p);
+    const float q = quantize_value<Fmt>(w(r, j * g + i), p);
     codes[r * w.cols() + j * g + i] = static_cast<std::uint8_t>(q);
     w(r, j * g + i) = (q - p.zero) * s;
   }
@@ -88,8 +88,8 @@ struct Finalize<backend::cuda> {
     cu::check(cudaMemcpyAsync(bad.data(), &none, sizeof none, cudaMemcpyHostToDevice, st), "cudaMemcpyAsync");
     const int threads = 256;
     const auto blocks = static_cast<unsigned>((n_groups * 32 + threads - 1) / threads);
-    dispatch(spec, [&](auto cfg) {
-      detail::finalize_cuda::finalize_kernel<decltype(cfg)><<<blocks, threads, 0, st>>>(w, g, codes.data(), zeros.data(),
+    dispatch_format(spec, [&](auto fmt) {
+      detail::finalize_cuda::finalize_kernel<decltype(fmt)><<<blocks, threads, 0, st>>>(w, g, codes.data(), zeros.data(),
                                                                                          scales.data(), bad.data());
     });
     cu::check(cudaGetLastError(), "finalize_kernel launch");

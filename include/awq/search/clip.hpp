@@ -82,10 +82,8 @@ ClipSearchResult<acc_t<S>> search_clip(const MatrixView<const S>& w, const Matri
   std::vector<int> best(static_cast<std::size_t>(rows * ng));
   std::vector<F> absmax(static_cast<std::size_t>(rows * ng));
   detail::ProgressTracker tracker(opt.progress, opt.name, static_cast<long>(rows * ng));
-  dispatch(opt.quant, [&](auto cfg) {
-    Backend::template clip_choose<decltype(cfg)>(MatrixView<const S>(xs_view), w, n_shrink, opt.n_grid, opt.row_batch,
-                                                 best.data(), absmax.data(), [&](long done) { tracker.step(done); });
-  });
+  Backend::clip_choose(opt.quant, MatrixView<const S>(xs_view), w, n_shrink, opt.n_grid, opt.row_batch, best.data(), absmax.data(),
+                       [&](long done) { tracker.step(done); });
 
   ClipSearchResult<F> res;
   res.rows = rows;

@@ -60,7 +60,7 @@ __device__ __forceinline__ bool warp_group_range(const MatrixView<T>& w, index_t
 }
 
 /// One warp: the quantizer's parameters of the group value(i), i in [j0, j0 + g), lanes striding it.
-template <class Cfg, class Value>
+template <class Fmt, class Value>
 __device__ __forceinline__ GroupParams<float> warp_group_params(index_t j0, index_t g, int lane, Value&& value) {
   float lo = INFINITY, hi = -INFINITY;
   for (index_t i = j0 + lane; i < j0 + g; i += 32) {
@@ -69,12 +69,12 @@ __device__ __forceinline__ GroupParams<float> warp_group_params(index_t j0, inde
     hi = fmaxf(hi, v);
   }
   warp_minmax(lo, hi);
-  return group_params<Cfg>(lo, hi);
+  return group_params<Fmt>(lo, hi);
 }
 
 /// One warp per (row, group). `bad` receives the smallest linear index (r * cols + c) of a
 /// non-finite weight, so the host can name it.
-template <class Cfg, class T>
+template <class Fmt, class T>
 __global__ void pseudo_quantize_kernel(MatrixView<const T> w, MatrixView<T> out, index_t g,
                                        float* scales, float* zeros, unsigned long long* bad) {
   const index_t ng = w.cols() / g;
@@ -84,11 +84,34 @@ __global__ void pseudo_quantize_kernel(MatrixView<const T> w, MatrixView<T> out,
   const index_t r = warp / ng, j = warp % ng;
   float lo, hi;
   if (!warp_group_range(w, r, j, g, lane, bad, lo, hi)) return;
-  const GroupParams<float> p = group_params<Cfg>(lo, hi);
+  const GroupParams<float> p = group_params<Fmt>(lo, hi);
   if (lane == 0 && scales) scales[r * ng + j] = p.scale;
-  if (lane == 0 && zeros) zeros[r * ng + j] = Cfg::zero_point ? p.zero : 0.0f;
+  if (lane == 0 && zeros) zeros[r * ng + j] = Fmt::zero_point ? p.zero : 0.0f;
   for (index_t i = lane; i < g; i += 32) {
-    out(r, j * g + i) = from_float<T>(fake_quantize_value<Cfg>(to_float(w(r, j * g + i)), p));
+    out(r, j * g + i) = from_float<T>(fake_quantize_value<Fmt>(to_float(w(r, j * g + i)), p));
+  }
+}
+
+// cuda::pseudo_quantize for a CodeFormat and group length g (checked, with out's shape).
+template <class Fmt, class T>
+void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<const T>& w, const MatrixView<T>& out,
+                            cudaStream_t stream, float* scales, float* zeros) {
+  const index_t warps = w.rows() * (w.cols() / g);
+  if (warps == 0) return;
+  DeviceBuffer<unsigned long long> bad(1);
+  const unsigned long long none = ULLONG_MAX;
+  check(cudaMemcpyAsync(bad.data(), &none, sizeof(none), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+  const int threads = 256;
+  const auto blocks = static_cast<unsigned>((warps * 32 + threads - 1) / threads);
+  pseudo_quantize_kernel<Fmt, T><<<blocks, threads, 0, stream>>>(w, out, g, scales, zeros, bad.data());
+  check(cudaGetLastError(), "pseudo_quantize_kernel launch");
+  unsigned long long first_bad = none;
+  check(cudaMemcpyAsync(&first_bad, bad.data(), sizeof(first_bad), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  if (first_bad != none) {
+    const auto idx = static_cast<index_t>(first_bad);
+    throw Error(awq::detail::concat(fn, ": non-finite weight at row ", idx / w.cols(), ", column ", idx % w.cols(),
+                                    " (group ", (idx % w.cols()) / g, ")"));
   }
 }
 
@@ -104,30 +127,17 @@ void pseudo_quantize(const MatrixView<const T>& w, const MatrixView<T>& out, cud
   constexpr const char* fn = "awq::cuda::pseudo_quantize";
   awq::detail::require_shape(out, w.rows(), w.cols(), fn, "out");
   const index_t g = awq::detail::checked_group(fn, spec_of<Cfg>(), w);
-  const index_t warps = w.rows() * (w.cols() / g);
-  if (warps == 0) return;
-  DeviceBuffer<unsigned long long> bad(1);
-  const unsigned long long none = ULLONG_MAX;
-  check(cudaMemcpyAsync(bad.data(), &none, sizeof(none), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-  const int threads = 256;
-  const auto blocks = static_cast<unsigned>((warps * 32 + threads - 1) / threads);
-  detail::pseudo_quantize_kernel<Cfg, T><<<blocks, threads, 0, stream>>>(w, out, g, scales, zeros, bad.data());
-  check(cudaGetLastError(), "pseudo_quantize_kernel launch");
-  unsigned long long first_bad = none;
-  check(cudaMemcpyAsync(&first_bad, bad.data(), sizeof(first_bad), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  if (first_bad != none) {
-    const auto idx = static_cast<index_t>(first_bad);
-    throw Error(awq::detail::concat(fn, ": non-finite weight at row ", idx / w.cols(), ", column ", idx % w.cols(),
-                                    " (group ", (idx % w.cols()) / g, ")"));
-  }
+  detail::pseudo_quantize_groups<format_of<Cfg>>(fn, g, w, out, stream, scales, zeros);
 }
 
 /// Run-time dispatch of cuda::pseudo_quantize onto the built-in configs.
 template <class T>
 void pseudo_quantize(const QuantSpec& spec, const MatrixView<const T>& w, const MatrixView<T>& out,
                      cudaStream_t stream = nullptr, float* scales = nullptr, float* zeros = nullptr) {
-  dispatch(spec, [&](auto cfg) { pseudo_quantize<decltype(cfg)>(w, out, stream, scales, zeros); });
+  constexpr const char* fn = "awq::cuda::pseudo_quantize";
+  awq::detail::require_shape(out, w.rows(), w.cols(), fn, "out");
+  const index_t g = awq::detail::checked_group(fn, spec, w);
+  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(fn, g, w, out, stream, scales, zeros); });
 }
 
 }  // namespace cuda

@@ -143,7 +143,7 @@ bool reset_peak() {
 
 }  // namespace
 
-TEST_CASE("export: a sharded export reads back equal to a single-file one and to the driver's blocks; the index is consistent") {
+TEST_CASE("export: a sharded export reads back equal to a single-file one and to the driver's blocks, the index is consistent") {
   Scratch s("shards");
   fs::create_directories(s.path / "model");
   const auto c = write_model(s.path / "model");
@@ -231,7 +231,7 @@ TEST_CASE("export: a sharded export reads back equal to a single-file one and to
   CHECK(cfg.at("num_hidden_layers") == 3);
 }
 
-TEST_CASE("export: interrupted mid-run the old export stays; resumed from the checkpoint, the bytes equal an uninterrupted run") {
+TEST_CASE("export: interrupted mid-run the old export stays, resumed from the checkpoint, the bytes equal an uninterrupted run") {
   Scratch s("resume");
   fs::create_directories(s.path / "model");
   write_model(s.path / "model");

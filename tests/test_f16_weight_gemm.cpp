@@ -111,7 +111,7 @@ TEST_CASE("f16_weight_gemm: float64 reference over M, tails in K and N, bias, ev
   }
 }
 
-TEST_CASE("f16_weight_gemm: the AVX2 path agrees with the portable one; a row's result does not depend on M") {
+TEST_CASE("f16_weight_gemm: the AVX2 path agrees with the portable one, a row's result does not depend on M") {
   const Problem p = make_problem(4, 203, 584, 77);
   const std::vector<float> port = run(p, true, awq::CpuIsa::portable), aut = run(p, true, awq::CpuIsa::automatic);
   CHECK(awq_test::max_rel_err(aut.data(), port.data(), aut.size()) < 1e-5);

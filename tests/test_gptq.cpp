@@ -159,7 +159,7 @@ TEST_CASE("gptq: backend::cpu::gram is xᵀx within float accumulation error") {
   }
 }
 
-TEST_CASE("gptq: the lazy feedback is the plain float64 one; its output error is at most RTN's on fresh inputs") {
+TEST_CASE("gptq: the lazy feedback is the plain float64 one, its output error is at most RTN's on fresh inputs") {
   const index_t n = 40, k = 256, t = 1024;
   const auto xc = planted_inputs(t, k, 11, {100}), xf = planted_inputs(t, k, 12, {100});
   const auto h = gram_of(xc, t, k);
@@ -213,7 +213,7 @@ TEST_CASE("gptq: the lazy feedback is the plain float64 one; its output error is
       }
 }
 
-TEST_CASE("gptq: a dead input channel rounds to nearest and passes no error on; results do not follow the thread count") {
+TEST_CASE("gptq: a dead input channel rounds to nearest and passes no error on, results do not follow the thread count") {
   const index_t n = 33, k = 320, t = 512;  // n not a multiple of the 16-row chunk; k: 5 tiles and panels
   const auto x = planted_inputs(t, k, 21, {0, 77});
   const auto h = gram_of(x, t, k);

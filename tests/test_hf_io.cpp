@@ -400,7 +400,7 @@ TEST_CASE("hf io: load_f32 refuses a missing tensor, a wrong shape and a dtype i
   CHECK((ids[0] == 7 && ids[1] == 8));
 }
 
-TEST_CASE("hf io: shards open lazily, at their first read; truncation under the reader is an error, not a SIGBUS") {
+TEST_CASE("hf io: shards open lazily, at their first read, truncation under the reader is an error, not a SIGBUS") {
   TempDir dir("lazy");
   write_config(dir.path);
   const auto model = random_model(3);
@@ -526,7 +526,7 @@ nlohmann::json tiny_tokenizer(bool merges_as_pairs) {
 
 }  // namespace
 
-TEST_CASE("hf io: tokenizer.json (byte-level BPE) encodes by its merges; what it cannot do is refused") {
+TEST_CASE("hf io: tokenizer.json (byte-level BPE) encodes by its merges, what it cannot do is refused") {
   TempDir dir("tok");
   const std::string path = (dir.path / "tokenizer.json").string();
   const auto load = [&](const nlohmann::json& j) {

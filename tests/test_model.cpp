@@ -118,7 +118,7 @@ void check_arch(const std::string& name) {
 }  // namespace
 
 TEST_SUITE("model API") {
-  TEST_CASE("search scratch: grown_as keeps narrower values in a wider buffer; the CPU's activations are fp32") {
+  TEST_CASE("search scratch: grown_as keeps narrower values in a wider buffer, the CPU's activations are fp32") {
     // Bytes (which may alias any object) in a float buffer: 7 need 2 floats.
     std::vector<float> buf;
     unsigned char* p = awq::model::grown_as<unsigned char>(buf, 7);

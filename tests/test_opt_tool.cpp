@@ -66,7 +66,7 @@ std::vector<float> forward_all(const Source& src, const std::vector<int>& tokens
 
 }  // namespace
 
-TEST_CASE("awq_llama job on an OPT directory: quantize, evaluate, export; the export reads back as AutoAWQ's OPT checkpoint") {
+TEST_CASE("awq_llama job on an OPT directory: quantize, evaluate, export, the export reads back as AutoAWQ's OPT checkpoint") {
   const Work w;
   awq_example::JobArgs a;
   a.model = w.path("opt");

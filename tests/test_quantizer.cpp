@@ -326,7 +326,7 @@ TEST_CASE("half and bfloat16 inputs compute in float") {
   }
 }
 
-TEST_CASE("dispatch hands the spec's config, dispatch_format its code format; both reject what is not built in") {
+TEST_CASE("dispatch hands the spec's config and dispatch_format its code format, and both reject what is not built in") {
   for (const QuantSpec& spec : all_specs()) {
     CAPTURE(spec.name());
     int calls = 0;

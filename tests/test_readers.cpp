@@ -141,7 +141,7 @@ TEST_CASE("readers: 30 000 tensors read in linear time, with every tensor found 
 
 #include "awq/io/mapped_file.hpp"
 
-TEST_CASE("readers: files are mapped; views share the mapping; a file that shrank under it is refused") {
+TEST_CASE("readers: files are mapped, views share the mapping, a file that shrank under it is refused") {
   const fs::path dir = fs::temp_directory_path() / ("awq_mmap_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
   fs::create_directories(dir);
   const std::string st_path = (dir / "m.safetensors").string(), gg_path = (dir / "m.gguf").string();

@@ -337,7 +337,7 @@ TEST_CASE("clip search equals the plain float64 pseudo-code") {
       }
 }
 
-TEST_CASE("clip choice: the first strict minimum, NaN and infinity never win; overflowing products are an error") {
+TEST_CASE("clip choice: the first strict minimum, NaN and infinity never win, overflowing products are an error") {
   const double inf = HUGE_VAL, nan = std::nan("");
   const std::vector<double> e{3.0, 1.0, 1.0, nan, 0.5, 0.5, inf};
   CHECK(awq::detail::first_strict_min(e.data(), 1, 7) == 4);  // ties keep the smaller shrink

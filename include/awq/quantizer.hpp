@@ -160,12 +160,16 @@ GroupParams<C> row_group_params(const char* fn, const MatrixView<W>& w, index_t 
 
 namespace detail {
 
-// The view-level quantizers over a CodeFormat with the group length g given: shared by the
+// The view-level quantizers over a CodeFormat, the group size from `spec`: shared by the
 // compile-time and run-time entry points below.
 template <class Fmt, class T, class U>
-void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, const MatrixView<U>& out,
+void pseudo_quantize_groups(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<U>& out,
                             const QuantArgs<acc_t<T>>& args) {
   using C = acc_t<T>;
+  constexpr const char* fn = "awq::pseudo_quantize";
+  static_assert(!std::is_const_v<U>, "awq::pseudo_quantize: out must be a mutable view");
+  require_shape(out, w.rows(), w.cols(), fn, "out");
+  const index_t g = checked_group(fn, spec, w);
   const index_t ng = w.cols() / g;
   check_group_views(fn, args, w.rows(), ng);
   for (index_t r = 0; r < w.rows(); ++r) {
@@ -184,9 +188,12 @@ void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, c
 }
 
 template <class Fmt, class T>
-void quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes,
+void quantize_groups(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes,
                      const QuantArgs<acc_t<T>>& args) {
   using C = acc_t<T>;
+  constexpr const char* fn = "awq::quantize";
+  require_shape(codes, w.rows(), w.cols(), fn, "codes");
+  const index_t g = checked_group(fn, spec, w);
   const index_t ng = w.cols() / g;
   require(!args.scales.empty() && !args.zeros.empty(), fn, ": scales and zeros outputs are required");
   check_group_views(fn, args, w.rows(), ng);
@@ -214,11 +221,7 @@ void quantize_groups(const char* fn, index_t g, const MatrixView<T>& w, const Ma
 template <class Cfg, class T, class U>
 void pseudo_quantize(const MatrixView<T>& w, const MatrixView<U>& out,
                      const QuantArgs<acc_t<T>>& args = {}) {
-  constexpr const char* fn = "awq::pseudo_quantize";
-  static_assert(!std::is_const_v<U>, "awq::pseudo_quantize: out must be a mutable view");
-  detail::require_shape(out, w.rows(), w.cols(), fn, "out");
-  const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
-  detail::pseudo_quantize_groups<format_of<Cfg>>(fn, g, w, out, args);
+  detail::pseudo_quantize_groups<format_of<Cfg>>(spec_of<Cfg>(), w, out, args);
 }
 
 /// \brief Quantize a weight [out, in] into stored codes [out, in] plus per-group scales and zeros.
@@ -227,10 +230,7 @@ void pseudo_quantize(const MatrixView<T>& w, const MatrixView<U>& out,
 /// symmetric configs), so `dequantize` needs no config.
 template <class Cfg, class T>
 void quantize(const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes, const QuantArgs<acc_t<T>>& args) {
-  constexpr const char* fn = "awq::quantize";
-  detail::require_shape(codes, w.rows(), w.cols(), fn, "codes");
-  const index_t g = detail::checked_group(fn, spec_of<Cfg>(), w);
-  detail::quantize_groups<format_of<Cfg>>(fn, g, w, codes, args);
+  detail::quantize_groups<format_of<Cfg>>(spec_of<Cfg>(), w, codes, args);
 }
 
 /// \brief Dequantize codes [out, in] with scales and zeros [out, in / group] into `out`.
@@ -264,21 +264,14 @@ void dequantize(int bits, const MatrixView<const std::uint8_t>& codes, const Mat
 template <class T, class U>
 void pseudo_quantize(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<U>& out,
                      const QuantArgs<acc_t<T>>& args = {}) {
-  constexpr const char* fn = "awq::pseudo_quantize";
-  static_assert(!std::is_const_v<U>, "awq::pseudo_quantize: out must be a mutable view");
-  detail::require_shape(out, w.rows(), w.cols(), fn, "out");
-  const index_t g = detail::checked_group(fn, spec, w);
-  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(fn, g, w, out, args); });
+  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(spec, w, out, args); });
 }
 
 /// \brief Run-time dispatch of quantize onto the built-in configs.
 template <class T>
 void quantize(const QuantSpec& spec, const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes,
               const QuantArgs<acc_t<T>>& args) {
-  constexpr const char* fn = "awq::quantize";
-  detail::require_shape(codes, w.rows(), w.cols(), fn, "codes");
-  const index_t g = detail::checked_group(fn, spec, w);
-  dispatch_format(spec, [&](auto fmt) { detail::quantize_groups<decltype(fmt)>(fn, g, w, codes, args); });
+  dispatch_format(spec, [&](auto fmt) { detail::quantize_groups<decltype(fmt)>(spec, w, codes, args); });
 }
 
 }  // namespace awq

@@ -926,12 +926,12 @@ struct cuda {
       cudaEvent_t e;
       ~EventGuard() { (void)cudaEventDestroy(e); }
     } guard{chunk_done};
+    // The one kernel that depends on the code format, chosen once for every chunk.
+    const auto clip_delta = dispatch_format(spec, [](auto fmt) { return &cu::detail::clip_delta_kernel<decltype(fmt), S>; });
     for (index_t r0 = 0; r0 < rows; r0 += rc) {
       const index_t nr = std::min(rc, rows - r0);
-      dispatch_format(spec, [&](auto fmt) {
-        cu::detail::clip_delta_kernel<decltype(fmt), S><<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(
-            w, r0, rc, nr, g, ws.absmax.data(), n_shrink, n_grid, ws.d.data());
-      });
+      clip_delta<<<cu::detail::blocks_for(nr * ng * 32, 256, INT_MAX), 256, 0, ctx.stream>>>(w, r0, rc, nr, g, ws.absmax.data(),
+                                                                                          n_shrink, n_grid, ws.d.data());
       cu::check(cudaGetLastError(), "clip_delta_kernel launch");
       // Per group j (column-major): Y_j [g, R] = G_j [g, g] · D_j [g, R], D_j and Y_j k-strided.
       cu::check(cublasDgemmStridedBatched(ctx.handle(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(g), static_cast<int>(R),

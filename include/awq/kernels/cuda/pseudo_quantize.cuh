@@ -92,10 +92,13 @@ __global__ void pseudo_quantize_kernel(MatrixView<const T> w, MatrixView<T> out,
   }
 }
 
-// cuda::pseudo_quantize for a CodeFormat and group length g (checked, with out's shape).
+// cuda::pseudo_quantize for a CodeFormat, the group size from `spec`.
 template <class Fmt, class T>
-void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<const T>& w, const MatrixView<T>& out,
+void pseudo_quantize_groups(const QuantSpec& spec, const MatrixView<const T>& w, const MatrixView<T>& out,
                             cudaStream_t stream, float* scales, float* zeros) {
+  constexpr const char* fn = "awq::cuda::pseudo_quantize";
+  awq::detail::require_shape(out, w.rows(), w.cols(), fn, "out");
+  const index_t g = awq::detail::checked_group(fn, spec, w);
   const index_t warps = w.rows() * (w.cols() / g);
   if (warps == 0) return;
   DeviceBuffer<unsigned long long> bad(1);
@@ -124,20 +127,14 @@ void pseudo_quantize_groups(const char* fn, index_t g, const MatrixView<const T>
 template <class Cfg, class T>
 void pseudo_quantize(const MatrixView<const T>& w, const MatrixView<T>& out, cudaStream_t stream = nullptr,
                      float* scales = nullptr, float* zeros = nullptr) {
-  constexpr const char* fn = "awq::cuda::pseudo_quantize";
-  awq::detail::require_shape(out, w.rows(), w.cols(), fn, "out");
-  const index_t g = awq::detail::checked_group(fn, spec_of<Cfg>(), w);
-  detail::pseudo_quantize_groups<format_of<Cfg>>(fn, g, w, out, stream, scales, zeros);
+  detail::pseudo_quantize_groups<format_of<Cfg>>(spec_of<Cfg>(), w, out, stream, scales, zeros);
 }
 
 /// Run-time dispatch of cuda::pseudo_quantize onto the built-in configs.
 template <class T>
 void pseudo_quantize(const QuantSpec& spec, const MatrixView<const T>& w, const MatrixView<T>& out,
                      cudaStream_t stream = nullptr, float* scales = nullptr, float* zeros = nullptr) {
-  constexpr const char* fn = "awq::cuda::pseudo_quantize";
-  awq::detail::require_shape(out, w.rows(), w.cols(), fn, "out");
-  const index_t g = awq::detail::checked_group(fn, spec, w);
-  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(fn, g, w, out, stream, scales, zeros); });
+  dispatch_format(spec, [&](auto fmt) { detail::pseudo_quantize_groups<decltype(fmt)>(spec, w, out, stream, scales, zeros); });
 }
 
 }  // namespace cuda

@@ -59,9 +59,10 @@ synth() {
   done
   done
 }
-# keep_parts DIR: DIR's pieces of the SmolLM2 GGUF (gguf.part00, part01, ...; one call's carry holds
-# less than the model) copied to build-gpu/data/, where the warm machine keeps them for a later call.
-keep_parts() { mkdir -p build-gpu/data; for f in "$1"/gguf.part??; do [ -f "$f" ] && cp "$f" build-gpu/data/; done; true; }
+# keep_parts DIR: DIR's pieces of the SmolLM2 GGUF (gguf.part00, part01, ..., or of its xz stream,
+# gguf.xz.part00, ...; one call's carry holds less than the model) copied to build-gpu/data/, where
+# the warm machine keeps them for a later call.
+keep_parts() { mkdir -p build-gpu/data; for f in "$1"/gguf.part?? "$1"/gguf.xz.part??; do [ -f "$f" ] && cp "$f" build-gpu/data/; done; true; }
 # unpack DIR: the .xz files of a carry, decompressed beside them.
 unpack() { for f in "$1"/*.txt.xz "$1"/*.json.xz; do [ -f "$f" ] && xz -dkf "$f"; done; true; }
 # cuda_tests DIR: with DIR/awq_cuda_tests.xz, the CUDA tests (TESTS_TC: a doctest filter), then
@@ -121,7 +122,8 @@ m)  # SmolLM2 after stage s: carry [".carry-m"] holding the GGUF's last pieces, 
   c=.carry-m
   unpack $c
   keep_parts $c
-  cat build-gpu/data/gguf.part?? > build-gpu/data/model.gguf
+  if [ -f build-gpu/data/gguf.xz.part00 ]; then cat build-gpu/data/gguf.xz.part?? | xz -dc > build-gpu/data/model.gguf
+  else cat build-gpu/data/gguf.part?? > build-gpu/data/model.gguf; fi
   echo "a1231443440b107ff29f02bdb38c9d0a  build-gpu/data/model.gguf" | md5sum -c
   job=(build-gpu/awq_llama_cuda --model build-gpu/data/model.gguf --calib-text $c/handbook-calib.txt --eval-text $c/handbook-eval.txt)
   # BASE_XZ (a carried awq_llama_cuda.xz of another build): its job too, right after, as the same-run baseline.

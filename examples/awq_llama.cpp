@@ -26,8 +26,7 @@ int main(int argc, char** argv) try {
   const awq_cli::Args a = awq_cli::parse(argc, argv);
   if (a.cmd == "help") return std::fputs(awq_cli::help_text().c_str(), stdout) < 0 ? 2 : 0;
   if (a.cmd == "inspect") return awq_cli::inspect(a.inspect_file);
-  awq::detail::require(a.backend == "cpu" || awq_example::tool_has_cuda(),
-                       "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)");
+  awq::detail::require(a.backend == "cpu" || awq_example::tool_has_cuda(), awq_example::kBuiltWithoutCuda);
   awq_cli::check_environment(a);
   if (a.cmd == "generate" && a.backend == "cuda") return awq_example::run_generate_cuda(a);
   if (a.cmd == "generate") return awq_example::run_generate<awq_example::CpuGeneration>(a);

@@ -8,7 +8,7 @@
 namespace awq_example {
 
 namespace {
-[[noreturn]] void no_cuda() { throw awq::Error("--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)"); }
+[[noreturn]] void no_cuda() { throw awq::Error(kBuiltWithoutCuda); }
 }  // namespace
 
 bool tool_has_cuda() { return false; }

@@ -9,6 +9,9 @@
 
 #include <cstdlib>
 #include <new>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace awq_cli::detail {
 inline void* aligned_block(std::size_t n) {
@@ -17,6 +20,18 @@ inline void* aligned_block(std::size_t n) {
   if (!p) throw std::bad_alloc();
   return p;
 }
+
+// The job allocates and frees buffers of tens of MB every block (a block's activations for
+// 32,768 tokens, Gram matrices). glibc serves blocks that large by mmap and unmaps them on free,
+// so each block faults every page in again, and faulting threads wait on each other. Served from
+// the heap and kept there when freed, they are reused instead (bench/RESULTS.md).
+inline const bool heap_kept = [] {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+  return true;
+}();
 }  // namespace awq_cli::detail
 
 void* operator new(std::size_t n) { return awq_cli::detail::aligned_block(n); }

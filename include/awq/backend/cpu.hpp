@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "awq/backend/cpu_gemm.hpp"
 #include "awq/backend/type_tag.hpp"
 #include "awq/config.hpp"
 #include "awq/detail/first_min.hpp"
@@ -249,16 +250,38 @@ struct cpu {
     require_rows(fn, x, "x");
     require_rows(fn, w, "w");
     require_rows(fn, y, "y");
+    const auto add_bias = [&](index_t t0, index_t t1, index_t n0, index_t n1) {
+      if (!bias) return;
+      for (index_t t = t0; t < t1; ++t)
+        for (index_t n = n0; n < n1; ++n) y(t, n) += bias[n];
+    };
+    if constexpr (std::is_same_v<S, float>) {
+      // Enough rows to pay for packing w: the packed micro-kernels (awq/backend/cpu_gemm.hpp), w
+      // in column slices of at most kPackedFloats so that the packed copy stays small.
+      if (x.rows() >= kPackedMinRows && detail::gemm::PackedWeight::available()) {
+        const index_t k = w.cols(), slice = std::max<index_t>(32, kPackedFloats / k / 32 * 32);
+        for (index_t n0 = 0; n0 < w.rows(); n0 += slice) {
+          const index_t nc = std::min(slice, w.rows() - n0);
+          detail::gemm::PackedWeight pw(nc, k);
+          const MatrixView<const float> ws = w.middle_rows(n0, nc);
+          parallel_for(pw.panels(), [&](index_t p0, index_t p1) { pw.pack(ws, p0, p1); });
+          parallel_for(
+              x.rows(),
+              [&](index_t t0, index_t t1) {
+                pw.multiply(x.middle_rows(t0, t1 - t0), y.block(t0, n0, t1 - t0, nc), 0, pw.panels());
+                add_bias(t0, t1, n0, n0 + nc);
+              },
+              kPackedMinRows);
+        }
+        return;
+      }
+    }
     const auto W = map(w);
     parallel_for(
         x.rows(),
         [&](index_t t0, index_t t1) {
-          auto Y = map(y.middle_rows(t0, t1 - t0));
-          Y.noalias() = map(x.middle_rows(t0, t1 - t0)) * W.transpose();
-          if (bias) {
-            for (index_t t = 0; t < Y.rows(); ++t)
-              for (index_t n = 0; n < Y.cols(); ++n) Y(t, n) += bias[n];
-          }
+          map(y.middle_rows(t0, t1 - t0)).noalias() = map(x.middle_rows(t0, t1 - t0)) * W.transpose();
+          add_bias(t0, t1, 0, y.cols());
         },
         16);
   }
@@ -582,6 +605,9 @@ struct cpu {
   }
 
  private:
+  static constexpr index_t kPackedMinRows = 64;      // fewer rows: Eigen (its product is a GEMV then)
+  static constexpr index_t kPackedFloats = 4 << 20;  // the packed slice of w: at most 16 MB
+
   template <class T>
   static void require_rows(const char* fn, const MatrixView<T>& v, const char* what) {
     detail::require(v.row_contiguous() && v.row_stride() >= v.cols(), fn, ": ", what,

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -147,6 +148,13 @@ struct Head {
     const auto X = backend::cpu::map(make_row_major<const float>(hn.data(), T, H));
     const auto W = backend::cpu::map(make_row_major(lm_head.data(), V, H));
     std::vector<double> nll_row(static_cast<std::size_t>(T), 0.0);
+    // The head's weight packed once for the micro-kernels where they run (Eigen's product else).
+    std::unique_ptr<detail::gemm::PackedWeight> packed;
+    if (detail::gemm::PackedWeight::available()) {
+      packed = std::make_unique<detail::gemm::PackedWeight>(V, H);
+      const auto w = make_row_major<const float>(lm_head.data(), V, H);
+      backend::cpu::parallel_for(packed->panels(), [&](index_t p0, index_t p1) { packed->pack(w, p0, p1); });
+    }
     const index_t chunk = kRows * backend::cpu::thread_count();
     detail::ProgressTracker tracker(progress, phase, static_cast<long>(T));
     tracker.start();
@@ -162,7 +170,13 @@ struct Head {
           for (index_t v0 = 0; v0 < V; v0 += kVocabTile) {
             const index_t nv = std::min(kVocabTile, V - v0);
             logits.resize(nr, nv);
-            logits.noalias() = X.middleRows(r0, nr) * W.middleRows(v0, nv).transpose();
+            if (packed) {
+              const index_t pw = packed->panel_width();
+              packed->multiply(make_row_major<const float>(hn.data() + r0 * H, nr, H), make_row_major(logits.data(), nr, nv), v0 / pw,
+                               (v0 + nv + pw - 1) / pw);
+            } else {
+              logits.noalias() = X.middleRows(r0, nr) * W.middleRows(v0, nv).transpose();
+            }
             for (index_t i = 0; i < nr; ++i) {
               const index_t t = r0 + i;
               if (t % seq_len == seq_len - 1) continue;
@@ -191,8 +205,9 @@ struct Head {
 
  private:
   static constexpr index_t kRows = 512;        // rows per product: the head's weight is read once per block of rows
-  static constexpr index_t kVocabTile = 2048;  // logits per row kept at once (a tile is kRows × this)
+  static constexpr index_t kVocabTile = 2048;  // logits per row kept at once (a tile is kRows × this; whole panels)
   static constexpr index_t kSumBlock = 256;    // exp terms summed in float before the double sum
+  static_assert(kVocabTile % 32 == 0, "a vocabulary tile is whole panels of the packed head");
 };
 
 /// \brief Head::perplexity where a backend computes it: `HeadEval<Backend>::perplexity(head,

@@ -33,6 +33,7 @@ namespace detail {
 /// The CPUID and XCR0 bits the kernels ask about, read once.
 struct CpuIds {
   bool avx2 = false;        ///< AVX2, FMA, F16C, and the OS saves the YMM state
+  bool avx512f = false;     ///< AVX-512 F with AVX2/FMA, and the OS saves the ZMM state
   bool avx512vnni = false;  ///< AVX-512 F/BW/VL/VNNI, and the OS saves the ZMM state
   bool amd = false;         ///< vendor "AuthenticAMD"
 };
@@ -50,7 +51,8 @@ inline const CpuIds& cpu_ids() noexcept {
     if ((xlo & 0x6u) != 0x6u || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return r;  // the OS saves the YMM state?
     r.avx2 = ((b >> 5) & 1u) != 0;
     const bool f = (b >> 16) & 1u, bw = (b >> 30) & 1u, vl = (b >> 31) & 1u, vnni = (c >> 11) & 1u;
-    r.avx512vnni = r.avx2 && (xlo & 0xE6u) == 0xE6u && f && bw && vl && vnni;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+    r.avx512f = r.avx2 && (xlo & 0xE6u) == 0xE6u && f;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+    r.avx512vnni = r.avx512f && bw && vl && vnni;
 #endif
     return r;
   }();
@@ -60,6 +62,10 @@ inline const CpuIds& cpu_ids() noexcept {
 
 /// True when this processor (and this build) can run the AVX2 path.
 inline bool cpu_has_avx2() noexcept { return detail::cpu_ids().avx2; }
+
+/// True when this processor (and this build) can run AVX-512 F code (with AVX2 and FMA), the OS
+/// saving the ZMM state.
+inline bool cpu_has_avx512f() noexcept { return detail::cpu_ids().avx512f; }
 
 /// True when this processor (and this build) can run the AVX-512 VNNI path: AVX-512 F, BW, VL and
 /// VNNI, with the OS saving the ZMM state.

@@ -1,0 +1,232 @@
+/// \file
+/// \brief The float product y = x·wᵀ of the CPU backend on x86-64: w packed once into panels,
+///        x into row blocks, and a register-blocked AVX-512 (12 × 32) or AVX2 (6 × 16) FMA
+///        micro-kernel. Chosen at run time from CPUID; elsewhere (other processors, other
+///        compilers, AWQ_NO_SIMD) `PackedWeight::available()` is false and the caller uses Eigen.
+///
+/// Every output element is one FMA chain over k in order within each K block, the blocks added
+/// in order: so both micro-kernels, any thread count and any row split give the same bits.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <new>
+#include <vector>
+
+#include "awq/config.hpp"
+#include "awq/error.hpp"
+#include "awq/kernels/cpu/features.hpp"
+#include "awq/view.hpp"
+
+namespace awq {
+namespace detail {
+namespace gemm {
+
+/// The micro-kernel a product runs.
+enum class Path { none, avx2, avx512 };
+
+/// The fastest path this processor and build offer.
+inline Path best_path() noexcept {
+  if (cpu_has_avx512f()) return Path::avx512;
+  return cpu_has_avx2() ? Path::avx2 : Path::none;
+}
+
+constexpr index_t kMaxKc = 768;  // a K block: the 12-row A panel stays in L1, the 32-column B panel in L2
+constexpr index_t kMc = 240;     // rows per packed A block (a multiple of both kernels' rows)
+
+/// Cache-line aligned storage for the packed operands.
+template <class T>
+struct LineAllocator {
+  using value_type = T;
+  LineAllocator() = default;
+  template <class U>
+  LineAllocator(const LineAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const LineAllocator<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const LineAllocator<U>&) const noexcept { return false; }
+};
+using Buffer = std::vector<float, LineAllocator<float>>;
+
+#if AWQ_W4A16_HAVE_AVX2
+// c[i][j] (+)= Σ_p a[p][i] · b[p][j] over the block's kc steps, one FMA chain per element.
+// `ldc` elements between c's rows; `add` false for the first K block.
+struct Avx512Kernel {
+  static constexpr int mr = 12, nr = 32;
+  __attribute__((target("avx512f,avx2,fma"))) static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc,
+                                                              bool add) {
+    __m512 acc[mr][2];
+    for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (index_t p = 0; p < kc; ++p, a += mr, b += nr) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+      for (int i = 0; i < mr; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i]);
+        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      }
+    }
+    for (int i = 0; i < mr; ++i, c += ldc) {
+      if (add) {
+        acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(c), acc[i][0]);
+        acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(c + 16), acc[i][1]);
+      }
+      _mm512_storeu_ps(c, acc[i][0]);
+      _mm512_storeu_ps(c + 16, acc[i][1]);
+    }
+  }
+};
+
+struct Avx2Kernel {
+  static constexpr int mr = 6, nr = 16;
+  __attribute__((target("avx2,fma"))) static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc, bool add) {
+    __m256 acc[mr][2];
+    for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (index_t p = 0; p < kc; ++p, a += mr, b += nr) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+      for (int i = 0; i < mr; ++i) {
+        const __m256 ai = _mm256_broadcast_ss(a + i);
+        acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+      }
+    }
+    for (int i = 0; i < mr; ++i, c += ldc) {
+      if (add) {
+        acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c), acc[i][0]);
+        acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[i][1]);
+      }
+      _mm256_storeu_ps(c, acc[i][0]);
+      _mm256_storeu_ps(c + 8, acc[i][1]);
+    }
+  }
+};
+#endif
+
+/// \brief A weight w [N, K] packed for y = x·wᵀ: K in blocks of at most kMaxKc, N in panels of
+///        the micro-kernel's width (the last one zero-padded), stored [block][panel][k][column].
+///
+/// Packing and multiplying are split so that a caller can run either over threads: pack(p0, p1)
+/// fills panels [p0, p1), multiply() reads any rows of x against a range of panels.
+class PackedWeight {
+ public:
+  /// True when a micro-kernel runs here; otherwise nothing else may be called.
+  static bool available() noexcept { return best_path() != Path::none; }
+
+  /// Sizes the packing of an [n, k] weight for `path` (by default the fastest here).
+  PackedWeight(index_t n, index_t k, Path path = best_path()) : path_(path), n_(n), k_(k) {
+    constexpr const char* fn = "awq::detail::gemm::PackedWeight";
+    require(path != Path::none, fn, ": no SIMD micro-kernel on this processor or build");
+    require(path != Path::avx512 || cpu_has_avx512f(), fn, ": the AVX-512 path was asked for but this processor or build lacks it");
+    require(path != Path::avx2 || cpu_has_avx2(), fn, ": the AVX2 path was asked for but this processor or build lacks it");
+    require(n > 0 && k > 0, fn, ": empty weight ", n, "x", k);
+#if AWQ_W4A16_HAVE_AVX2
+    mr_ = path_ == Path::avx512 ? Avx512Kernel::mr : Avx2Kernel::mr;
+    nr_ = path_ == Path::avx512 ? Avx512Kernel::nr : Avx2Kernel::nr;
+#endif
+    blocks_ = (k + kMaxKc - 1) / kMaxKc;
+    kc_ = (k + blocks_ - 1) / blocks_;
+    panels_ = (n + nr_ - 1) / nr_;
+    data_.assign(static_cast<std::size_t>(k_ * panels_ * nr_), 0.0f);
+  }
+
+  index_t panels() const noexcept { return panels_; }
+  index_t panel_width() const noexcept { return nr_; }
+  index_t rows_per_kernel() const noexcept { return mr_; }
+
+  /// Packs panels [p0, p1) of w (w: [n, k], unit column stride).
+  void pack(const MatrixView<const float>& w, index_t p0, index_t p1) {
+    constexpr const char* fn = "awq::detail::gemm::PackedWeight::pack";
+    require_shape(w, n_, k_, fn, "w");
+    require(w.col_stride() == 1, fn, ": w must have unit column stride (col_stride ", w.col_stride(), ")");
+    require(0 <= p0 && p0 <= p1 && p1 <= panels_, fn, ": panels [", p0, ", ", p1, ") outside [0, ", panels_, ")");
+    for (index_t b = 0; b < blocks_; ++b) {
+      const index_t k0 = b * kc_, kc = std::min(kc_, k_ - k0);
+      for (index_t p = p0; p < p1; ++p) {
+        float* dst = panel(b, p);
+        const index_t j1 = std::min(nr_, n_ - p * nr_);
+        for (index_t j = 0; j < j1; ++j) {
+          const float* src = w.data() + (p * nr_ + j) * w.row_stride() + k0;
+          for (index_t q = 0; q < kc; ++q) dst[q * nr_ + j] = src[q];
+        }
+      }
+    }
+  }
+
+  /// y [T, (p1 − p0)·width, clipped to n] = x [T, k] · (panels [p0, p1) of w)ᵀ, on the calling thread.
+  /// x and y have unit column strides; y's column 0 is panel p0's first column.
+  void multiply(const MatrixView<const float>& x, const MatrixView<float>& y, index_t p0, index_t p1) const {
+    constexpr const char* fn = "awq::detail::gemm::PackedWeight::multiply";
+    require(0 <= p0 && p0 < p1 && p1 <= panels_, fn, ": panels [", p0, ", ", p1, ") outside [0, ", panels_, ")");
+    require_shape(y, x.rows(), std::min(n_, p1 * nr_) - p0 * nr_, fn, "y");
+    require(x.cols() == k_, fn, ": x has ", x.cols(), " columns but the weight ", k_);
+    require(x.col_stride() == 1 && y.col_stride() == 1, fn, ": x and y must have unit column strides (", x.col_stride(), ", ",
+            y.col_stride(), ")");
+#if AWQ_W4A16_HAVE_AVX2
+    if (path_ == Path::avx512)
+      run<Avx512Kernel>(x, y, p0, p1);
+    else
+      run<Avx2Kernel>(x, y, p0, p1);
+#else
+    (void)x, (void)y, (void)p0, (void)p1;
+#endif
+  }
+
+ private:
+  const float* panel(index_t b, index_t p) const { return data_.data() + (b * kc_ * panels_ + p * std::min(kc_, k_ - b * kc_)) * nr_; }
+  float* panel(index_t b, index_t p) { return data_.data() + (b * kc_ * panels_ + p * std::min(kc_, k_ - b * kc_)) * nr_; }
+
+  template <class Kernel>
+  void run(const MatrixView<const float>& x, const MatrixView<float>& y, index_t p0, index_t p1) const {
+    constexpr index_t mr = Kernel::mr, nr = Kernel::nr;
+    const index_t n_cols = std::min(n_, p1 * nr) - p0 * nr;
+    thread_local Buffer a;  // the packed row block, reused across calls on this thread
+    a.resize(static_cast<std::size_t>(kMc * kc_));
+    alignas(64) float tile[mr * nr];
+    for (index_t r0 = 0; r0 < x.rows(); r0 += kMc) {
+      const index_t mc = std::min(kMc, x.rows() - r0);
+      for (index_t b = 0; b < blocks_; ++b) {
+        const index_t k0 = b * kc_, kc = std::min(kc_, k_ - k0);
+        for (index_t i0 = 0; i0 < mc; i0 += mr) {  // [row group][k][mr], rows past the end as zeros
+          float* dst = a.data() + i0 * kc;
+          for (index_t i = 0; i < mr; ++i) {
+            if (i0 + i < mc) {
+              const float* src = x.data() + (r0 + i0 + i) * x.row_stride() + k0;
+              for (index_t q = 0; q < kc; ++q) dst[q * mr + i] = src[q];
+            } else {
+              for (index_t q = 0; q < kc; ++q) dst[q * mr + i] = 0.0f;
+            }
+          }
+        }
+        for (index_t p = p0; p < p1; ++p) {
+          const float* bp = panel(b, p);
+          const index_t c0 = (p - p0) * nr, nc = std::min(nr, n_cols - c0);
+          for (index_t i0 = 0; i0 < mc; i0 += mr) {
+            float* c = y.data() + (r0 + i0) * y.row_stride() + c0;
+            const index_t rows = std::min(mr, mc - i0);
+            if (rows == mr && nc == nr) {
+              Kernel::run(kc, a.data() + i0 * kc, bp, c, y.row_stride(), b > 0);
+              continue;
+            }
+            Kernel::run(kc, a.data() + i0 * kc, bp, tile, nr, false);  // a partial tile: through a copy
+            for (index_t i = 0; i < rows; ++i)
+              for (index_t j = 0; j < nc; ++j) {
+                float& out = c[i * y.row_stride() + j];
+                out = b > 0 ? out + tile[i * nr + j] : tile[i * nr + j];
+              }
+          }
+        }
+      }
+    }
+  }
+
+  Path path_;
+  index_t n_, k_, mr_ = 1, nr_ = 1, blocks_ = 1, kc_ = 1, panels_ = 1;
+  Buffer data_;
+};
+
+}  // namespace gemm
+}  // namespace detail
+}  // namespace awq

@@ -12,6 +12,6 @@ build_tool() {
   nvcc "${flags[@]}" -DNDEBUG -c examples/llama/job_cuda.cu -o "$1/job_cuda.o" &
   nvcc "${flags[@]}" -DNDEBUG -c examples/llama/generate_cuda.cu -o "$1/generate_cuda.o" &
   wait
-  g++ "${cxx[@]}" examples/awq_llama.cpp "$1/job_cuda.o" "$1/generate_cuda.o" \
+  g++ "${cxx[@]}" examples/awq_llama.cpp examples/llama/job_cpu.cpp "$1/job_cuda.o" "$1/generate_cuda.o" \
     -L/usr/local/cuda/lib64 -lcublas -lcusolver -lcudart -o "$1/awq_llama_cuda"
 }

@@ -30,7 +30,7 @@ a)
   fi
   cxx=(-std=c++17 -O3 -DNDEBUG -Iinclude -Iexamples -I"$deps" -I"$deps/eigen3" -pthread)
   build_tool build-gpu 2>"$out/build_llama_cuda.log" &
-  g++ "${cxx[@]}" examples/awq_llama.cpp -o build-gpu/awq_llama 2>"$out/build_llama.log" &
+  g++ "${cxx[@]}" examples/awq_llama.cpp examples/llama/job_cpu.cpp examples/llama/no_cuda.cpp -o build-gpu/awq_llama 2>"$out/build_llama.log" &
   wait
   echo "build: $(( $(date +%s) - t0 )) s"
   ls -la build-gpu

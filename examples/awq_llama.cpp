@@ -6,9 +6,10 @@
 //   awq_llama inspect FILE.gguf|FILE.safetensors|HF_DIR
 //   awq_llama --help (every option, its default and an example: cli/options.hpp)
 //
-// Every option is checked before any work (cli/options.hpp); the job is llama/job.hpp, generation
-// llama/generate.hpp (a KV-cache decode engine, llama/engine.hpp). Final
-// weights use fp16 scales, exactly as exported: the perplexities are those of the checkpoints.
+// Every option is checked before any work (cli/options.hpp); the job is llama/job.hpp (on the CPU
+// compiled apart, llama/job_cpu.cpp), generation llama/generate.hpp (a KV-cache decode engine,
+// llama/engine.hpp). Final weights use fp16 scales, exactly as exported: the perplexities are
+// those of the checkpoints.
 #include <awq/awq.hpp>
 
 #include <cstdio>
@@ -19,7 +20,7 @@
 #include "cli/options.hpp"
 #include "llama/generate_cpu.hpp"
 #include "llama/generate_cuda.hpp"
-#include "llama/job.hpp"
+#include "llama/job_cpu.hpp"
 #include "llama/job_cuda.hpp"
 
 int main(int argc, char** argv) try {
@@ -51,7 +52,7 @@ int main(int argc, char** argv) try {
   job.mode = a.mode;
   job.gptq_damp = a.gptq_damp;
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
-  return awq_example::run_job<awq::backend::cpu>(job);
+  return awq_example::run_job_cpu(job);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "awq_llama: %s\n", awq_cli::describe(e).c_str());
   return 2;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "awq/config.hpp"
@@ -51,56 +52,62 @@ struct LineAllocator {
 using Buffer = std::vector<float, LineAllocator<float>>;
 
 #if AWQ_W4A16_HAVE_AVX2
-// c[i][j] (+)= Σ_p a[p][i] · b[p][j] over the block's kc steps, one FMA chain per element.
-// `ldc` elements between c's rows; `add` false for the first K block.
+#define AWQ_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
+
+// c[i][j] (+)= Σ_p a[p][i] · b[p][j] over the block's kc steps, one FMA chain per element;
+// `ldc` elements between c's rows, `add` false for the first K block. The rows are a pack
+// expansion (I...), so every accumulator is named by a constant and stays in a register.
 struct Avx512Kernel {
   static constexpr int mr = 12, nr = 32;
-  __attribute__((target("avx512f,avx2,fma"))) static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc,
-                                                              bool add) {
-    __m512 acc[mr][2];
-    for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc, bool add) {
+    rows(std::make_integer_sequence<int, mr>{}, kc, a, b, c, ldc, add);
+  }
+
+ private:
+  template <int... I>
+  AWQ_TARGET_AVX512F static void rows(std::integer_sequence<int, I...>, index_t kc, const float* a, const float* b, float* c, index_t ldc,
+                                      bool add) {
+    __m512 lo[mr] = {}, hi[mr] = {};
     for (index_t p = 0; p < kc; ++p, a += mr, b += nr) {
       const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 12
-      for (int i = 0; i < mr; ++i) {
-        const __m512 ai = _mm512_set1_ps(a[i]);
-        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-      }
+      ((lo[I] = _mm512_fmadd_ps(_mm512_set1_ps(a[I]), b0, lo[I]), hi[I] = _mm512_fmadd_ps(_mm512_set1_ps(a[I]), b1, hi[I])), ...);
     }
-    for (int i = 0; i < mr; ++i, c += ldc) {
-      if (add) {
-        acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(c), acc[i][0]);
-        acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(c + 16), acc[i][1]);
-      }
-      _mm512_storeu_ps(c, acc[i][0]);
-      _mm512_storeu_ps(c + 16, acc[i][1]);
+    (store(c + I * ldc, lo[I], hi[I], add), ...);
+  }
+  AWQ_TARGET_AVX512F static void store(float* c, __m512 lo, __m512 hi, bool add) {
+    if (add) {
+      lo = _mm512_add_ps(_mm512_loadu_ps(c), lo);
+      hi = _mm512_add_ps(_mm512_loadu_ps(c + 16), hi);
     }
+    _mm512_storeu_ps(c, lo);
+    _mm512_storeu_ps(c + 16, hi);
   }
 };
 
 struct Avx2Kernel {
   static constexpr int mr = 6, nr = 16;
-  __attribute__((target("avx2,fma"))) static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc, bool add) {
-    __m256 acc[mr][2];
-    for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  static void run(index_t kc, const float* a, const float* b, float* c, index_t ldc, bool add) {
+    rows(std::make_integer_sequence<int, mr>{}, kc, a, b, c, ldc, add);
+  }
+
+ private:
+  template <int... I>
+  AWQ_TARGET_AVX2 static void rows(std::integer_sequence<int, I...>, index_t kc, const float* a, const float* b, float* c, index_t ldc,
+                                   bool add) {
+    __m256 lo[mr] = {}, hi[mr] = {};
     for (index_t p = 0; p < kc; ++p, a += mr, b += nr) {
       const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 6
-      for (int i = 0; i < mr; ++i) {
-        const __m256 ai = _mm256_broadcast_ss(a + i);
-        acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-        acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-      }
+      ((lo[I] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + I), b0, lo[I]), hi[I] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + I), b1, hi[I])), ...);
     }
-    for (int i = 0; i < mr; ++i, c += ldc) {
-      if (add) {
-        acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c), acc[i][0]);
-        acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[i][1]);
-      }
-      _mm256_storeu_ps(c, acc[i][0]);
-      _mm256_storeu_ps(c + 8, acc[i][1]);
+    (store(c + I * ldc, lo[I], hi[I], add), ...);
+  }
+  AWQ_TARGET_AVX2 static void store(float* c, __m256 lo, __m256 hi, bool add) {
+    if (add) {
+      lo = _mm256_add_ps(_mm256_loadu_ps(c), lo);
+      hi = _mm256_add_ps(_mm256_loadu_ps(c + 8), hi);
     }
+    _mm256_storeu_ps(c, lo);
+    _mm256_storeu_ps(c + 8, hi);
   }
 };
 #endif

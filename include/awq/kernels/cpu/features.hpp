@@ -48,10 +48,11 @@ inline const CpuIds& cpu_ids() noexcept {
     if (!(fma && osxsave && f16c)) return r;
     unsigned xlo = 0, xhi = 0;
     __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    if ((xlo & 0x6u) != 0x6u || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return r;  // the OS saves the YMM state?
+    const unsigned long long xcr0 = static_cast<unsigned long long>(xhi) << 32 | xlo;
+    if ((xcr0 & 0x6u) != 0x6u || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return r;  // the OS saves the YMM state?
     r.avx2 = ((b >> 5) & 1u) != 0;
     const bool f = (b >> 16) & 1u, bw = (b >> 30) & 1u, vl = (b >> 31) & 1u, vnni = (c >> 11) & 1u;
-    r.avx512f = r.avx2 && (xlo & 0xE6u) == 0xE6u && f;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+    r.avx512f = r.avx2 && (xcr0 & 0xE6u) == 0xE6u && f;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
     r.avx512vnni = r.avx512f && bw && vl && vnni;
 #endif
     return r;

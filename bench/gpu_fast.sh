@@ -87,10 +87,10 @@ for ra, rb in zip(ca, cb):
 PY
 }
 case "$stage" in
-s)  # the synthetic 7B alone, from binaries built here: carry [".carry-me"] holding awq_llama_cuda.xz,
+s)  # the synthetic 7B alone, from binaries built here: carry [$CARRY, default ".carry-me"] holding awq_llama_cuda.xz,
     # tokenizer.json (SmolLM2's) and handbook-calib.txt (either may be .xz); with awq_cuda_tests.xz
     # there, the CUDA tests first (TESTS_TC: a doctest filter), then memcheck on the model cases
-  c=.carry-me
+  c=${CARRY:-.carry-me}
   mkdir -p build-gpu
   gpu_info
   unpack $c

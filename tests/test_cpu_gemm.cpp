@@ -156,7 +156,7 @@ TEST_CASE("packed float product: bad shapes and panel ranges are errors naming t
                        doctest::Contains("outside"), awq::Error);
 }
 
-TEST_CASE("linear: the packed path's bits do not depend on the thread count; bias added; few rows through Eigen") {
+TEST_CASE("linear: the packed path's bits do not depend on the thread count, bias added, few rows through Eigen") {
   const int saved = awq::backend::cpu::threads();
   const index_t n = 70, k = 800;
   const auto w = gemm_randn(static_cast<std::size_t>(n * k), 7), bias = gemm_randn(static_cast<std::size_t>(n), 8);

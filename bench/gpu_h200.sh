@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The figures issues 23 and 26 set their targets by, taken only when the lent card is an H200 (an
+# H100 ends the call at once: its figures are in bench/RESULTS.md). One call, carry [".carry-h"]
+# holding awq_llama_cuda.xz, tokenizer.json, handbook-calib.txt.xz, bench_generate_gpu.xz and
+# tests.xz (bench/build_carry.sh):
+#   1. the synthetic 7B-shaped job twice (gpu_fast.sh s: w4g128, 128 × 512 calibration, export,
+#      --math fp16), wall time per phase, peak host RSS and GPU memory;
+#   2. decode, W4 against fp16 tokens/s (gpu_decode.sh: the tests first, then the 7B shape at
+#      batch 1 / ctx 128 and 2048, batch 8 and 16, the SmolLM2 shape), twice.
+# usage: bash bench/gpu_h200.sh
+set -euo pipefail
+source bench/gpu_env.sh
+if ! nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+  echo "not an H200 ($(nvidia-smi --query-gpu=name --format=csv,noheader)): nothing run"
+  exit 0
+fi
+for run in 1 2; do
+  echo "== synthetic 7B job, run $run"
+  CARRY=.carry-h TESTS=0 MATHS=fp16 SYNTH_LIMIT=200 bash bench/gpu_fast.sh s
+done
+CARRY=.carry-h VARIANTS=new RUNS=2 SANITIZE=0 bash bench/gpu_decode.sh

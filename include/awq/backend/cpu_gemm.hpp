@@ -10,11 +10,11 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <new>
 #include <utility>
 #include <vector>
 
 #include "awq/config.hpp"
+#include "awq/detail/aligned.hpp"
 #include "awq/error.hpp"
 #include "awq/kernels/cpu/features.hpp"
 #include "awq/view.hpp"
@@ -35,21 +35,7 @@ inline Path best_path() noexcept {
 constexpr index_t kMaxKc = 768;  // a K block: the 12-row A panel stays in L1, the 32-column B panel in L2
 constexpr index_t kMc = 240;     // rows per packed A block (a multiple of both kernels' rows)
 
-/// Cache-line aligned storage for the packed operands.
-template <class T>
-struct LineAllocator {
-  using value_type = T;
-  LineAllocator() = default;
-  template <class U>
-  LineAllocator(const LineAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
-  template <class U>
-  bool operator==(const LineAllocator<U>&) const noexcept { return true; }
-  template <class U>
-  bool operator!=(const LineAllocator<U>&) const noexcept { return false; }
-};
-using Buffer = std::vector<float, LineAllocator<float>>;
+using Buffer = std::vector<float, Aligned64<float>>;  // the packed operands, on cache lines
 
 #if AWQ_W4A16_HAVE_AVX2
 #define AWQ_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))

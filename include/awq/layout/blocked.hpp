@@ -22,10 +22,10 @@
 
 #include <cstdint>
 #include <cstring>
-#include <new>
 #include <vector>
 
 #include "awq/backend/cpu.hpp"
+#include "awq/detail/aligned.hpp"
 #include "awq/error.hpp"
 #include "awq/layout/awq_gemm.hpp"
 #include "awq/pack.hpp"
@@ -35,27 +35,6 @@ namespace awq {
 
 inline constexpr int kBlockedN = 16;  ///< output columns per block of the blocked layout
 inline constexpr int kBlockedK = 8;   ///< K rows per 32-bit word of the blocked layout
-
-namespace detail {
-/// Minimal allocator of 64-byte aligned storage (the blocked layout's streams start on a line).
-template <class T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <class U>
-  Aligned64(const Aligned64<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
-  template <class U>
-  bool operator==(const Aligned64<U>&) const noexcept {
-    return true;
-  }
-  template <class U>
-  bool operator!=(const Aligned64<U>&) const noexcept {
-    return false;
-  }
-};
-}  // namespace detail
 
 /// \brief W4A16 weights in the blocked CPU layout (see the file comment), made by block_w4a16.
 struct BlockedW4A16 {

@@ -127,7 +127,6 @@ class PackedWeight {
 
   index_t panels() const noexcept { return panels_; }
   index_t panel_width() const noexcept { return nr_; }
-  index_t rows_per_kernel() const noexcept { return mr_; }
 
   /// Packs panels [p0, p1) of w (w: [n, k], unit column stride).
   void pack(const MatrixView<const float>& w, index_t p0, index_t p1) {

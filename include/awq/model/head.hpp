@@ -148,9 +148,10 @@ struct Head {
     const auto X = backend::cpu::map(make_row_major<const float>(hn.data(), T, H));
     const auto W = backend::cpu::map(make_row_major(lm_head.data(), V, H));
     std::vector<double> nll_row(static_cast<std::size_t>(T), 0.0);
-    // The head's weight packed once for the micro-kernels where they run (Eigen's product else).
+    // The head's weight packed once for the micro-kernels where they run, unless the copy would be
+    // large (Eigen's product then, which packs tile by tile).
     std::unique_ptr<detail::gemm::PackedWeight> packed;
-    if (detail::gemm::PackedWeight::available()) {
+    if (detail::gemm::PackedWeight::available() && V * H <= kMaxPackedFloats) {
       packed = std::make_unique<detail::gemm::PackedWeight>(V, H);
       const auto w = make_row_major<const float>(lm_head.data(), V, H);
       backend::cpu::parallel_for(packed->panels(), [&](index_t p0, index_t p1) { packed->pack(w, p0, p1); });
@@ -207,6 +208,7 @@ struct Head {
   static constexpr index_t kRows = 512;        // rows per product: the head's weight is read once per block of rows
   static constexpr index_t kVocabTile = 2048;  // logits per row kept at once (a tile is kRows × this; whole panels)
   static constexpr index_t kSumBlock = 256;    // exp terms summed in float before the double sum
+  static constexpr index_t kMaxPackedFloats = 64 << 20;  // a packed copy of the head up to 256 MB
   static_assert(kVocabTile % 32 == 0, "a vocabulary tile is whole panels of the packed head");
 };
 

@@ -79,6 +79,16 @@ void check_case(const std::string& c) {
   for (std::size_t i = 0; i < out.size(); ++i) max_abs = std::max(max_abs, std::fabs(double(out[i]) - ref.data[i]));
   MESSAGE(c << ": max |out - out_ref| = " << max_abs);
   CHECK(max_abs < 1e-4);
+  // The capture alone (the driver's sequential mode) gives the same inputs, bit for bit.
+  std::vector<awq::model::Tensor<Cpu>> in_only;
+  std::vector<float> untouched(out.size(), poison());
+  awq::model::capture_inputs<Llama>(cfg, b, gb.blk, awq::make_row_major<const float>(gb.hidden.data(), T, H),
+                                    awq::make_row_major(untouched.data(), T, H), in_only);
+  static_assert(awq::model::has_capture<Llama, Cpu>::value, "Llama skips the down projection when only capturing");
+  static_assert(!awq::model::has_capture<awq::model::LinearGroup, Cpu>::value, "no capture: the driver runs forward");
+  REQUIRE(in_only.size() == in.size());
+  for (std::size_t s = 0; s < in.size(); ++s) CHECK((in_only[s].rows == in[s].rows && in_only[s].cols == in[s].cols && in_only[s].data == in[s].data));
+  CHECK(std::all_of(untouched.begin(), untouched.end(), [](float v) { return std::isnan(v); }));
 
   // The AWQ flow reproduces run_awq's choices.
   awq::model::BlockOptions opt;

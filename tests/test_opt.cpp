@@ -152,6 +152,10 @@ TEST_SUITE("model API") {
     std::vector<awq::model::Tensor<Cpu>> in;
     const auto X = awq::make_row_major<const float>(x.data(), b.tokens(), c.hidden);
     Opt::forward<Cpu>(c, b, blk, X, awq::make_row_major(y0.data(), b.tokens(), c.hidden), &in);
+    std::vector<awq::model::Tensor<Cpu>> in_only;  // the capture alone: the same inputs, bit for bit
+    Opt::capture<Cpu>(c, b, blk, X, in_only);
+    REQUIRE(in_only.size() == in.size());
+    for (std::size_t s = 0; s < in.size(); ++s) CHECK((in_only[s].rows == in[s].rows && in_only[s].cols == in[s].cols && in_only[s].data == in[s].data));
     awq::model::BlockOptions opt;
     opt.quant = awq::QuantSpec{4, 32, true};
     opt.clip = false;

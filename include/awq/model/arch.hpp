@@ -18,6 +18,10 @@
 ///   // out = block(x); when cap is non-null, (*cap)[slot] = the input of every group reading `slot`.
 ///   template <class Backend> static void forward(const ModelConfig&, const Batch&, const Block<Backend>&,
 ///       const MatrixView<const float>& x, const MatrixView<float>& out, std::vector<Tensor<Backend>>* cap);
+///   // Optional: the inputs alone, skipping what only the output needs (the driver's sequential
+///   // mode takes a block's output from its quantized weights, so the capture's is not used).
+///   template <class Backend> static void capture(const ModelConfig&, const Batch&, const Block<Backend>&,
+///       const MatrixView<const float>& x, std::vector<Tensor<Backend>>& cap);
 ///   // Calls f(module) with the search_scales block (awq/search/scale.hpp) of group g: the module
 ///   // whose output is the loss, taking the group's linears' weights as its arguments.
 ///   template <class Backend, class F> static void with_module(const ModelConfig&, const Batch&,
@@ -32,6 +36,8 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "awq/model/block.hpp"
@@ -86,6 +92,26 @@ std::vector<Tensor<Backend>>& input_buffers(const ModelConfig& c, index_t tokens
     t.data = typename Backend::template buffer<float>(static_cast<std::size_t>(tokens * t.cols));
   }
   return in;
+}
+
+/// Whether `Arch` has the optional `capture` for `Backend`.
+template <class Arch, class Backend, class = void>
+struct has_capture : std::false_type {};
+template <class Arch, class Backend>
+struct has_capture<Arch, Backend,
+                   std::void_t<decltype(Arch::template capture<Backend>(
+                       std::declval<const ModelConfig&>(), std::declval<const Batch&>(), std::declval<const Block<Backend>&>(),
+                       std::declval<const MatrixView<const float>&>(), std::declval<std::vector<Tensor<Backend>>&>()))>> : std::true_type {};
+
+/// The group inputs of `blk` on x into `cap`, the output not wanted: `Arch::capture` where the
+/// policy has it, else `Arch::forward` with `scratch` [rows of x, hidden] as its output.
+template <class Arch, class Backend>
+void capture_inputs(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
+                    const MatrixView<float>& scratch, std::vector<Tensor<Backend>>& cap) {
+  if constexpr (has_capture<Arch, Backend>::value)
+    Arch::template capture<Backend>(c, b, blk, x, cap);
+  else
+    Arch::template forward<Backend>(c, b, blk, x, scratch, &cap);
 }
 
 }  // namespace awq::model

@@ -343,9 +343,13 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     }
     lap("carry");
     // The capture forward's output is the next block's input (the full-precision one, as the
-    // reference), unless the mode is sequential: then the quantized block's, computed below.
+    // reference), unless the mode is sequential: then the quantized block's, computed below, and
+    // the capture skips what only the output needs.
     std::vector<Tensor<Backend>> in;
-    Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
+    if (opt.block.mode.sequential)
+      capture_inputs<Arch>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), in);
+    else
+      Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
     lap("capture");
     QuantizedBlock qb;
     qb.index = li;

@@ -322,6 +322,27 @@ struct Llama {
   template <class Backend>
   static void forward(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                       const MatrixView<float>& out, std::vector<Tensor<Backend>>* cap) {
+    run(c, b, blk, x, &out, cap);
+  }
+
+  /// The four group inputs alone: forward without the down projection and its residual add.
+  template <class Backend>
+  static void capture(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
+                      std::vector<Tensor<Backend>>& cap) {
+    run(c, b, blk, x, nullptr, &cap);
+  }
+
+  /// out = the final RMSNorm of x.
+  template <class Backend>
+  static void final_norm(const ModelConfig& c, const float* w, const MatrixView<const float>& x, const MatrixView<float>& out) {
+    LlamaKernels<Backend>::rmsnorm(x, w, c.norm_eps, out);
+  }
+
+ private:
+  // forward, or with no `out` capture.
+  template <class Backend>
+  static void run(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
+                  const MatrixView<float>* out, std::vector<Tensor<Backend>>* cap) {
     using K = LlamaKernels<Backend>;
     using Buf = typename Backend::template buffer<float>;
     const index_t T = x.rows(), H = c.hidden;
@@ -343,17 +364,11 @@ struct Llama {
       MlpScratch<Backend> scratch;
       mlp_act(blk, hn, linear_weight(blk, "mlp.gate_proj"), linear_weight(blk, "mlp.up_proj"), act, scratch, true);
     }
+    if (!out) return;
     linear_forward(blk, "mlp.down_proj", true, MatrixView<const float>(act), linear_weight(blk, "mlp.down_proj"), tv);
-    K::add(hv, tv, out);
+    K::add(hv, tv, *out);
   }
 
-  /// out = the final RMSNorm of x.
-  template <class Backend>
-  static void final_norm(const ModelConfig& c, const float* w, const MatrixView<const float>& x, const MatrixView<float>& out) {
-    LlamaKernels<Backend>::rmsnorm(x, w, c.norm_eps, out);
-  }
-
- private:
   template <class Backend, class A>
   static void mlp_act(const Block<Backend>& blk, const MatrixView<const float>& x, const MatrixView<const float>& wg,
                       const MatrixView<const float>& wu, const MatrixView<A>& act, MlpScratch<Backend>& scratch, bool ops = false) {

@@ -175,6 +175,28 @@ struct Opt {
   template <class Backend>
   static void forward(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                       const MatrixView<float>& out, std::vector<Tensor<Backend>>* cap) {
+    run(c, b, blk, x, &out, cap);
+  }
+
+  /// The four group inputs alone: forward without fc2 and its residual add.
+  template <class Backend>
+  static void capture(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
+                      std::vector<Tensor<Backend>>& cap) {
+    run(c, b, blk, x, nullptr, &cap);
+  }
+
+  /// out = the final LayerNorm of x (weight w, bias b).
+  template <class Backend>
+  static void final_norm(const ModelConfig& c, const float* w, const float* b, const MatrixView<const float>& x,
+                         const MatrixView<float>& out) {
+    OptKernels<Backend>::layernorm(x, w, b, c.norm_eps, out);
+  }
+
+ private:
+  // forward, or with no `out` capture.
+  template <class Backend>
+  static void run(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
+                  const MatrixView<float>* out, std::vector<Tensor<Backend>>* cap) {
     using K = OptKernels<Backend>;
     using Buf = typename Backend::template buffer<float>;
     const index_t T = x.rows(), H = c.hidden;
@@ -195,15 +217,9 @@ struct Opt {
     K::layernorm(hv, vec("final_layer_norm.weight"), vec("final_layer_norm.bias"), c.norm_eps, hn);
     linear_forward(blk, "fc1", true, MatrixView<const float>(hn), linear_weight(blk, "fc1"), act);
     K::relu(act);
+    if (!out) return;
     linear_forward(blk, "fc2", true, MatrixView<const float>(act), linear_weight(blk, "fc2"), tv);
-    LlamaKernels<Backend>::add(hv, tv, out);
-  }
-
-  /// out = the final LayerNorm of x (weight w, bias b).
-  template <class Backend>
-  static void final_norm(const ModelConfig& c, const float* w, const float* b, const MatrixView<const float>& x,
-                         const MatrixView<float>& out) {
-    OptKernels<Backend>::layernorm(x, w, b, c.norm_eps, out);
+    LlamaKernels<Backend>::add(hv, tv, *out);
   }
 };
 

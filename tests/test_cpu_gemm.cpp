@@ -191,3 +191,89 @@ TEST_CASE("linear: the packed path's bits do not depend on the thread count, bia
     CHECK(worst <= 1.0);
   }
 }
+
+namespace {
+struct GramCase {
+  index_t t, k, xs, os;  // tokens, features, x's and out's row strides
+};
+const GramCase kGramCases[] = {{1, 1, 1, 1}, {5, 13, 13, 14}, {100, 75, 80, 75}, {800, 33, 33, 40}, {1700, 200, 203, 201}, {1600, 1, 1, 1}};
+
+// out = xᵀx through gemm::gram on `path` with `threads` parts, out poisoned first.
+std::vector<float> packed_gram(const GramCase& c, const std::vector<float>& x, gemm::Path path) {
+  std::vector<float> out(static_cast<std::size_t>(c.k * c.os), std::numeric_limits<float>::quiet_NaN());
+  gemm::gram(awq::MatrixView<const float>(x.data(), c.t, c.k, c.xs, 1), awq::MatrixView<float>(out.data(), c.k, c.k, c.os, 1),
+             [](index_t n, auto&& f) { awq::backend::cpu::parallel_for(n, f); }, path);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("packed gram: the FMA-chain model's bits on every path, within float rounding of float64, symmetric, padding untouched") {
+  const auto paths = paths_here();
+  if (paths.empty()) {
+    MESSAGE("skipped: no AVX2 or AVX-512 micro-kernel on this processor or build (gram() uses Eigen here)");
+    return;
+  }
+  for (const GramCase& c : kGramCases) {
+    CAPTURE(c.t);
+    CAPTURE(c.k);
+    const auto x = gemm_randn(static_cast<std::size_t>(c.t * c.xs), 20 + c.k);
+    const index_t blocks = (c.t + gemm::kMaxKc - 1) / gemm::kMaxKc, kc = (c.t + blocks - 1) / blocks;
+    const auto at = [&](index_t q, index_t i) { return x[static_cast<std::size_t>(q * c.xs + i)]; };
+    for (gemm::Path path : paths) {
+      CAPTURE(static_cast<int>(path));
+      const auto out = packed_gram(c, x, path);
+      const auto o = [&](index_t i, index_t j) { return out[static_cast<std::size_t>(i * c.os + j)]; };
+      index_t differ = 0, asym = 0, over = 0;
+      for (index_t i = 0; i < c.k; ++i)
+        for (index_t j = 0; j <= i; ++j) {
+          float model = 0;  // ceil(t / 768) equal token blocks, each an fmaf chain from zero, added in order
+          double ref = 0, mag = 0;
+          for (index_t q0 = 0; q0 < c.t; q0 += kc) {
+            float acc = 0;
+            for (index_t q = q0; q < std::min(c.t, q0 + kc); ++q) acc = std::fma(at(q, i), at(q, j), acc);
+            model = q0 == 0 ? acc : model + acc;
+          }
+          for (index_t q = 0; q < c.t; ++q) {
+            ref += static_cast<double>(at(q, i)) * at(q, j);
+            mag += std::fabs(static_cast<double>(at(q, i)) * at(q, j));
+          }
+          differ += o(i, j) != model;  // a NaN (an element not written) differs
+          asym += o(j, i) != o(i, j);
+          over += !(std::fabs(o(i, j) - ref) <= 1.01 * static_cast<double>(c.t) * std::ldexp(1.0, -24) * mag + 1e-30);
+        }
+      CHECK_MESSAGE(differ == 0, differ, " elements differ from the FMA-chain model");
+      CHECK(asym == 0);
+      CHECK(over == 0);
+      for (index_t i = 0; i < c.k; ++i)
+        for (index_t j = c.k; j < c.os; ++j) CHECK(std::isnan(o(i, j)));
+    }
+  }
+}
+
+TEST_CASE("gram: the packed path's bits do not depend on the thread count; bad shapes are errors naming the value") {
+  if (!gemm::PackedWeight::available()) {
+    MESSAGE("skipped: no SIMD micro-kernel on this processor or build");
+    return;
+  }
+  const int saved = awq::backend::cpu::threads();
+  const index_t t = 900, k = 130;
+  const auto x = gemm_randn(static_cast<std::size_t>(t * k), 31);
+  std::vector<std::vector<float>> outs;
+  for (int threads : {1, 2, 3}) {
+    awq::backend::cpu::threads() = threads;
+    std::vector<float> out(static_cast<std::size_t>(k * k), std::numeric_limits<float>::quiet_NaN());
+    awq::backend::cpu::gram(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major(out.data(), k, k));
+    outs.push_back(out);
+  }
+  awq::backend::cpu::threads() = saved;
+  CHECK(outs[0] == outs[1]);
+  CHECK(outs[0] == outs[2]);
+  std::vector<float> out(static_cast<std::size_t>(k * k));
+  const auto pfor = [](index_t n, auto&& f) { f(index_t{0}, n); };
+  CHECK_THROWS_WITH_AS(gemm::gram(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major(out.data(), k, k - 1), pfor),
+                       doctest::Contains("out"), awq::Error);
+  CHECK_THROWS_WITH_AS(gemm::gram(awq::MatrixView<const float>(x.data(), t / 2, k / 2, 2 * k, 2), awq::make_row_major(out.data(), k / 2, k / 2), pfor),
+                       doctest::Contains("unit column strides (2, 1)"), awq::Error);
+  CHECK_THROWS_WITH_AS(gemm::gram(awq::make_row_major<const float>(x.data(), 0, k), awq::make_row_major(out.data(), k, k), pfor),
+                       doctest::Contains("x is empty (0x130)"), awq::Error);
+}

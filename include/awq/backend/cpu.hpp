@@ -286,9 +286,11 @@ struct cpu {
         16);
   }
 
-  /// out [K, K] = xᵀ · x for x [T, K] (a linear's input: GPTQ's Hessian, awq/gptq.hpp). Columns in
-  /// tiles of 64, each tile's lower part, then mirrored: a fixed order, whatever the thread count.
-  /// Tile i and tile n − 1 − i go to one thread together, so that every part holds as many rows.
+  /// out [K, K] = xᵀ · x for x [T, K] (a linear's input: GPTQ's Hessian, awq/gptq.hpp). In float
+  /// from 64 rows, the packed micro-kernels (awq/backend/cpu_gemm.hpp); otherwise Eigen: columns
+  /// in tiles of 64, each tile's lower part, then mirrored. Either way a fixed order, whatever the
+  /// thread count. (Eigen: tile i and tile n − 1 − i go to one thread together, so that every
+  /// part holds as many rows.)
   template <class S>
   static void gram(const MatrixView<const S>& x, const MatrixView<S>& out) {
     constexpr const char* fn = "awq::backend::cpu::gram";
@@ -296,6 +298,12 @@ struct cpu {
     detail::require_shape(out, k, k, fn, "out");
     require_rows(fn, x, "x");
     require_rows(fn, out, "out");
+    if constexpr (std::is_same_v<S, float>) {
+      if (x.rows() >= kPackedMinRows && k > 0 && x.col_stride() == 1 && out.col_stride() == 1 && detail::gemm::PackedWeight::available()) {
+        detail::gemm::gram(x, out, [](index_t n, auto&& f) { parallel_for(n, f); });
+        return;
+      }
+    }
     constexpr index_t tile = 64;
     const auto X = map(x);
     auto O = map(out);

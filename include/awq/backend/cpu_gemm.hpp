@@ -219,6 +219,93 @@ class PackedWeight {
   Buffer data_;
 };
 
+#if AWQ_W4A16_HAVE_AVX2
+/// out [k, k] = xᵀ·x for x [t, k] (unit column stride) on `Kernel`: the tokens in the product's
+/// K blocks; per block, the block's rows of x packed once as both operands (row groups of mr and
+/// panels of nr features), then the micro-kernel tiles on or below the diagonal; the lower
+/// triangle mirrored at the end. `pfor(n, f)` runs f(i0, i1) over a split of [0, n) on threads.
+template <class Kernel, class ParallelFor>
+void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, ParallelFor&& pfor) {
+  constexpr index_t mr = Kernel::mr, nr = Kernel::nr;
+  const index_t t = x.rows(), k = x.cols();
+  const index_t blocks = (t + kMaxKc - 1) / kMaxKc, kc_max = (t + blocks - 1) / blocks;
+  const index_t groups = (k + mr - 1) / mr, panels = (k + nr - 1) / nr;
+  Buffer a(static_cast<std::size_t>(groups * mr * kc_max)), b(static_cast<std::size_t>(panels * nr * kc_max));
+  // The tiles (group g, panel p) with p·nr ≤ the group's last row, group by group: tile_start[g]
+  // is the first of group g, so that threads take equal runs of tiles rather than of groups.
+  std::vector<index_t> tile_start(static_cast<std::size_t>(groups + 1), 0);
+  for (index_t g = 0; g < groups; ++g)
+    tile_start[static_cast<std::size_t>(g + 1)] = tile_start[static_cast<std::size_t>(g)] + std::min(panels, (g * mr + mr - 1) / nr + 1);
+  // Copies features [c0, c0 + w·n) of rows [t0, t0 + kc) into n slices of w: slice i at
+  // dst + i·kc·w, [q][w], features past k as zeros; 8 rows of x at a time stay in cache.
+  const auto pack = [&](float* dst, index_t w, index_t n0, index_t n1, index_t t0, index_t kc) {
+    for (index_t q0 = 0; q0 < kc; q0 += 8)
+      for (index_t i = n0; i < n1; ++i)
+        for (index_t q = q0; q < std::min(kc, q0 + 8); ++q) {
+          const float* src = x.data() + (t0 + q) * x.row_stride();
+          float* d = dst + (i * kc + q) * w;
+          const index_t valid = std::min(w, k - i * w);
+          for (index_t j = 0; j < valid; ++j) d[j] = src[i * w + j];
+          for (index_t j = valid; j < w; ++j) d[j] = 0.0f;
+        }
+  };
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t t0 = blk * kc_max, kc = std::min(kc_max, t - t0);
+    pfor(groups + panels, [&](index_t i0, index_t i1) {
+      if (i0 < groups) pack(a.data(), mr, i0, std::min(i1, groups), t0, kc);
+      if (i1 > groups) pack(b.data(), nr, std::max(i0, groups) - groups, i1 - groups, t0, kc);
+    });
+    pfor(tile_start.back(), [&](index_t s0, index_t s1) {
+      alignas(64) float tile[mr * nr];
+      index_t g = static_cast<index_t>(std::upper_bound(tile_start.begin(), tile_start.end(), s0) - tile_start.begin()) - 1;
+      for (index_t s = s0; s < s1; ++s) {
+        while (s >= tile_start[static_cast<std::size_t>(g + 1)]) ++g;
+        const index_t p = s - tile_start[static_cast<std::size_t>(g)], r0 = g * mr, c0 = p * nr;
+        const index_t rows = std::min(mr, k - r0), cols = std::min(nr, k - c0);
+        float* c = out.data() + r0 * out.row_stride() + c0;
+        const float* ap = a.data() + g * kc * mr;
+        const float* bp = b.data() + p * kc * nr;
+        if (rows == mr && cols == nr) {
+          Kernel::run(kc, ap, bp, c, out.row_stride(), blk > 0);
+          continue;
+        }
+        Kernel::run(kc, ap, bp, tile, nr, false);  // a partial tile: through a copy
+        for (index_t i = 0; i < rows; ++i)
+          for (index_t j = 0; j < cols; ++j) {
+            float& o = c[i * out.row_stride() + j];
+            o = blk > 0 ? o + tile[i * nr + j] : tile[i * nr + j];
+          }
+      }
+    });
+  }
+  for (index_t i = 0; i < k; ++i)
+    for (index_t j = i + 1; j < k; ++j) out(i, j) = out(j, i);
+}
+#endif
+
+/// \brief out [k, k] = xᵀ·x for x [t, k] with unit column stride (GPTQ's Hessian) on `path`: each
+///        element below the diagonal one FMA chain per K block of tokens, the blocks added in
+///        order (the product's contract, so the bits follow neither the path nor the threads),
+///        and the upper triangle its mirror. `pfor(n, f)` runs f(i0, i1) over a split of [0, n).
+template <class ParallelFor>
+void gram(const MatrixView<const float>& x, const MatrixView<float>& out, ParallelFor&& pfor, Path path = best_path()) {
+  constexpr const char* fn = "awq::detail::gemm::gram";
+  require(path != Path::none && (path != Path::avx512 || cpu_has_avx512f()) && (path != Path::avx2 || cpu_has_avx2()), fn,
+          ": no such SIMD micro-kernel on this processor or build");
+  require(x.rows() > 0 && x.cols() > 0, fn, ": x is empty (", x.rows(), "x", x.cols(), ")");
+  require_shape(out, x.cols(), x.cols(), fn, "out");
+  require(x.col_stride() == 1 && out.col_stride() == 1, fn, ": x and out must have unit column strides (", x.col_stride(), ", ",
+          out.col_stride(), ")");
+#if AWQ_W4A16_HAVE_AVX2
+  if (path == Path::avx512)
+    gram_on<Avx512Kernel>(x, out, pfor);
+  else
+    gram_on<Avx2Kernel>(x, out, pfor);
+#else
+  (void)pfor;
+#endif
+}
+
 }  // namespace gemm
 }  // namespace detail
 }  // namespace awq

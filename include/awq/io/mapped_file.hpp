@@ -13,19 +13,8 @@
 #include <vector>
 
 #include "awq/error.hpp"
+#include "awq/io/have_mmap.hpp"
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-/// 1 where files are mapped with mmap(2) (POSIX); 0 where they are read into memory instead.
-#define AWQ_HAVE_MMAP 1
-#else
-#include <fstream>
-/// 1 where files are mapped with mmap(2) (POSIX); 0 where they are read into memory instead.
-#define AWQ_HAVE_MMAP 0
-#endif
 
 namespace awq {
 namespace io {

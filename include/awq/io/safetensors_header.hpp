@@ -17,19 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "awq/error.hpp"
+#include "awq/io/have_mmap.hpp"
 #include "awq/io/safetensors.hpp"
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-/// 1 where mmap(2) is available (POSIX): tensors are read through a map of their pages.
-#define AWQ_HAVE_MMAP 1
-#else
-/// 0: no mmap(2); tensors are read with a seek and a read.
-#define AWQ_HAVE_MMAP 0
-#endif
 
 namespace awq {
 namespace io {

@@ -96,6 +96,20 @@ struct Avx2Kernel {
     _mm256_storeu_ps(c + 8, hi);
   }
 };
+
+// One micro-kernel tile of c (rows × cols of at most mr × nr, ldc between rows): straight into c
+// when whole, through a copy when cut by the edge of the output.
+template <class Kernel>
+void run_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc, index_t rows, index_t cols, bool add) {
+  if (rows == Kernel::mr && cols == Kernel::nr) return Kernel::run(kc, a, b, c, ldc, add);
+  alignas(64) float tile[Kernel::mr * Kernel::nr];
+  Kernel::run(kc, a, b, tile, Kernel::nr, false);
+  for (index_t i = 0; i < rows; ++i)
+    for (index_t j = 0; j < cols; ++j) {
+      float& o = c[i * ldc + j];
+      o = add ? o + tile[i * Kernel::nr + j] : tile[i * Kernel::nr + j];
+    }
+}
 #endif
 
 /// \brief A weight w [N, K] packed for y = x·wᵀ: K in blocks of at most kMaxKc, N in panels of
@@ -176,7 +190,6 @@ class PackedWeight {
     const index_t n_cols = std::min(n_, p1 * nr) - p0 * nr;
     thread_local Buffer a;  // the packed row block, reused across calls on this thread
     a.resize(static_cast<std::size_t>(kMc * kc_));
-    alignas(64) float tile[mr * nr];
     for (index_t r0 = 0; r0 < x.rows(); r0 += kMc) {
       const index_t mc = std::min(kMc, x.rows() - r0);
       for (index_t b = 0; b < blocks_; ++b) {
@@ -196,18 +209,8 @@ class PackedWeight {
           const float* bp = panel(b, p);
           const index_t c0 = (p - p0) * nr, nc = std::min(nr, n_cols - c0);
           for (index_t i0 = 0; i0 < mc; i0 += mr) {
-            float* c = y.data() + (r0 + i0) * y.row_stride() + c0;
-            const index_t rows = std::min(mr, mc - i0);
-            if (rows == mr && nc == nr) {
-              Kernel::run(kc, a.data() + i0 * kc, bp, c, y.row_stride(), b > 0);
-              continue;
-            }
-            Kernel::run(kc, a.data() + i0 * kc, bp, tile, nr, false);  // a partial tile: through a copy
-            for (index_t i = 0; i < rows; ++i)
-              for (index_t j = 0; j < nc; ++j) {
-                float& out = c[i * y.row_stride() + j];
-                out = b > 0 ? out + tile[i * nr + j] : tile[i * nr + j];
-              }
+            run_tile<Kernel>(kc, a.data() + i0 * kc, bp, y.data() + (r0 + i0) * y.row_stride() + c0, y.row_stride(),
+                             std::min(mr, mc - i0), nc, b > 0);
           }
         }
       }
@@ -256,25 +259,12 @@ void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, Par
       if (i1 > groups) pack(b.data(), nr, std::max(i0, groups) - groups, i1 - groups, t0, kc);
     });
     pfor(tile_start.back(), [&](index_t s0, index_t s1) {
-      alignas(64) float tile[mr * nr];
       index_t g = static_cast<index_t>(std::upper_bound(tile_start.begin(), tile_start.end(), s0) - tile_start.begin()) - 1;
       for (index_t s = s0; s < s1; ++s) {
         while (s >= tile_start[static_cast<std::size_t>(g + 1)]) ++g;
         const index_t p = s - tile_start[static_cast<std::size_t>(g)], r0 = g * mr, c0 = p * nr;
-        const index_t rows = std::min(mr, k - r0), cols = std::min(nr, k - c0);
-        float* c = out.data() + r0 * out.row_stride() + c0;
-        const float* ap = a.data() + g * kc * mr;
-        const float* bp = b.data() + p * kc * nr;
-        if (rows == mr && cols == nr) {
-          Kernel::run(kc, ap, bp, c, out.row_stride(), blk > 0);
-          continue;
-        }
-        Kernel::run(kc, ap, bp, tile, nr, false);  // a partial tile: through a copy
-        for (index_t i = 0; i < rows; ++i)
-          for (index_t j = 0; j < cols; ++j) {
-            float& o = c[i * out.row_stride() + j];
-            o = blk > 0 ? o + tile[i * nr + j] : tile[i * nr + j];
-          }
+        run_tile<Kernel>(kc, a.data() + g * kc * mr, b.data() + p * kc * nr, out.data() + r0 * out.row_stride() + c0, out.row_stride(),
+                         std::min(mr, k - r0), std::min(nr, k - c0), blk > 0);
       }
     });
   }

@@ -239,8 +239,8 @@ void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, Par
   std::vector<index_t> tile_start(static_cast<std::size_t>(groups + 1), 0);
   for (index_t g = 0; g < groups; ++g)
     tile_start[static_cast<std::size_t>(g + 1)] = tile_start[static_cast<std::size_t>(g)] + std::min(panels, (g * mr + mr - 1) / nr + 1);
-  // Copies features [c0, c0 + w·n) of rows [t0, t0 + kc) into n slices of w: slice i at
-  // dst + i·kc·w, [q][w], features past k as zeros; 8 rows of x at a time stay in cache.
+  // Copies features [n0·w, n1·w) of rows [t0, t0 + kc) as slices n0 .. n1 − 1 of w features:
+  // slice i at dst + i·kc·w, [q][w], features past k as zeros; 8 rows of x at a time stay in cache.
   const auto pack = [&](float* dst, index_t w, index_t n0, index_t n1, index_t t0, index_t kc) {
     for (index_t q0 = 0; q0 < kc; q0 += 8)
       for (index_t i = n0; i < n1; ++i)

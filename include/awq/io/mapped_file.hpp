@@ -15,7 +15,6 @@
 #include "awq/error.hpp"
 #include "awq/io/have_mmap.hpp"
 
-
 namespace awq {
 namespace io {
 

@@ -20,7 +20,6 @@
 #include "awq/io/have_mmap.hpp"
 #include "awq/io/safetensors.hpp"
 
-
 namespace awq {
 namespace io {
 

@@ -193,7 +193,7 @@ struct Opt {
   }
 
  private:
-  // forward, or with no `out` capture.
+  // forward; with no `out`, the capture alone (the last product skipped).
   template <class Backend>
   static void run(const ModelConfig& c, const Batch& b, const Block<Backend>& blk, const MatrixView<const float>& x,
                   const MatrixView<float>* out, std::vector<Tensor<Backend>>* cap) {

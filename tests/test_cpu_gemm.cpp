@@ -250,7 +250,7 @@ TEST_CASE("packed gram: the FMA-chain model's bits on every path, within float r
   }
 }
 
-TEST_CASE("gram: the packed path's bits do not depend on the thread count; bad shapes are errors naming the value") {
+TEST_CASE("gram: the packed path's bits do not depend on the thread count, bad shapes are errors naming the value") {
   if (!gemm::PackedWeight::available()) {
     MESSAGE("skipped: no SIMD micro-kernel on this processor or build");
     return;

@@ -198,7 +198,7 @@ struct GramCase {
 };
 const GramCase kGramCases[] = {{1, 1, 1, 1}, {5, 13, 13, 14}, {100, 75, 80, 75}, {800, 33, 33, 40}, {1700, 200, 203, 201}, {1600, 1, 1, 1}};
 
-// out = xᵀx through gemm::gram on `path` with `threads` parts, out poisoned first.
+// out = xᵀx through gemm::gram on `path` over the backend's threads, out poisoned first.
 std::vector<float> packed_gram(const GramCase& c, const std::vector<float>& x, gemm::Path path) {
   std::vector<float> out(static_cast<std::size_t>(c.k * c.os), std::numeric_limits<float>::quiet_NaN());
   gemm::gram(awq::MatrixView<const float>(x.data(), c.t, c.k, c.xs, 1), awq::MatrixView<float>(out.data(), c.k, c.k, c.os, 1),

@@ -217,6 +217,16 @@ struct Collected {
   bool operator==(const Collected& o) const { return codes == o.codes && values == o.values; }
 };
 
+/// Llama as a policy that has no `capture` (a user's policy written before it existed): the driver
+/// must fall back to `forward`.
+struct LlamaWithoutCapture : Llama {
+  template <class Backend>
+  static void capture(const awq::model::ModelConfig&, const awq::model::Batch&, const awq::model::Block<Backend>&,
+                      const awq::MatrixView<const float>&, std::vector<awq::model::Tensor<Backend>>&) = delete;
+};
+static_assert(!awq::model::has_capture<LlamaWithoutCapture, Cpu>::value, "a deleted capture is no capture");
+
+template <class Arch = Llama>
 awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockCheckpoint* ck, Collected& out, int throw_after = -1,
                                const awq::model::SearchMode& mode = {}) {
   awq::model::PipelineOptions opt;
@@ -224,8 +234,8 @@ awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockC
   opt.block.mode = mode;
   opt.checkpoint = ck;
   std::vector<awq::model::Stream> none;
-  return awq::model::quantize_model<Cpu, Llama>(src, awq::model::Batch{2, 16}, tiny_hidden(77), none, opt,
-                                                [&](const awq::model::QuantizedBlock& b) {
+  return awq::model::quantize_model<Cpu, Arch>(src, awq::model::Batch{2, 16}, tiny_hidden(77), none, opt,
+                                               [&](const awq::model::QuantizedBlock& b) {
                                                   out.searched += !b.resumed;
                                                   for (const auto& [n, q] : b.linears) {
                                                     out.codes.push_back(q.codes);
@@ -293,6 +303,22 @@ TEST_CASE("model driver: a run stopped after block 1 resumes from its files and 
   Collected partial;
   CHECK_THROWS_WITH_AS(run(src, &ck, partial), doctest::Contains("tensor 'scales.gate_up' is missing"), awq::Error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("model driver: a policy without capture runs forward in the sequential mode, with the same results") {
+  const MemorySource src = tiny_source();
+  for (const char* name : {"improved", "sequential"}) {
+    CAPTURE(name);
+    const awq::model::SearchMode mode = awq::model::SearchMode::parse(name);
+    REQUIRE(mode.sequential);
+    Collected with_capture, without;
+    run<Llama>(src, nullptr, with_capture, -1, mode);
+    run<LlamaWithoutCapture>(src, nullptr, without, -1, mode);
+    CHECK(with_capture.searched == 3);
+    CHECK(without.searched == 3);
+    CHECK(with_capture.codes.size() == 3 * 7 * 2);
+    CHECK(without == with_capture);
+  }
 }
 
 TEST_CASE("model driver: streams carry activations through the FP, RTN and AWQ blocks") {

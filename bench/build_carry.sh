@@ -6,7 +6,7 @@
 #   model_tests         tests/cuda main + model + search (gpu_fast.sh blk)
 #   bench_generate_gpu  bench_w4a16  bench_block_cuda  bench_search_cuda   the benches of those names
 #   tool                awq_llama_cuda (gpu_fast.sh s, as awq_llama_cuda.xz)
-# BASE=<commit> also builds bench_generate_gpu_base (and bench_block_cuda_base) from that commit's
+# BASE=<commit> also builds bench_generate_gpu_base (and bench_block_cuda_base, bench_w4a16_base) from that commit's
 # include/ and examples/, the same-run baseline. The header dependencies come from .deps/include
 # (copied from the Debian packages when missing). Builds run two at a time (this machine has 2 cores).
 # usage: [BASE=commit] bash bench/build_carry.sh DIR WHAT...
@@ -43,7 +43,7 @@ for what in "$@"; do
     model_tests) launch cu model_tests . tests/cuda/test_cuda_main.cu tests/cuda/test_cuda_model.cu tests/cuda/test_cuda_search.cu ;;
     bench_generate_gpu | bench_w4a16 | bench_block_cuda | bench_search_cuda)
       launch cu "$what" . "bench/$what.cu"
-      case $what in bench_generate_gpu | bench_block_cuda) [ -z "$base_root" ] || launch cu "${what}_base" "$base_root" "bench/$what.cu" ;; esac ;;
+      case $what in bench_generate_gpu | bench_block_cuda | bench_w4a16) [ -z "$base_root" ] || launch cu "${what}_base" "$base_root" "bench/$what.cu" ;; esac ;;
     tool) launch bash -c "source bench/gpu_env.sh && build_tool $tmp && xz -T0 -c $tmp/awq_llama_cuda >$dir/awq_llama_cuda.xz && echo built tool" ;;
     *) echo "unknown: $what (tests cuda_tests model_tests bench_generate_gpu bench_w4a16 bench_block_cuda bench_search_cuda tool)"; exit 2 ;;
   esac

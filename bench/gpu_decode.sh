@@ -4,14 +4,14 @@
 #   tests.xz                      tests/cuda main + generate + w4a16 + w4a16_tu
 #   bench_generate_gpu.xz         this tree's bench
 #   bench_generate_gpu_base.xz    the same-run baseline's; bench_generate_gpu_mid.xz (optional) another
-#   bench_w4a16.xz                (optional) this tree's kernel bench
+#   bench_w4a16.xz                (optional) this tree's kernel bench; bench_w4a16_base.xz (optional) the baseline's
 # 1. the tests (logits against the CPU engine at every position with both attention chunks and the
 #    swiglu fused and not; the W4 greedy continuation against the dequantized forward;
 #    W4A16Linear::swiglu on every kernel; the GEMV's cluster-added K slices), then compute-sanitizer
 #    memcheck on the logits, swiglu and cluster tests (TOOLS="memcheck racecheck" adds racecheck);
 #    a failed test ends the run;
 # 2. with bench_w4a16: the products at M = 1, 4, 16 with the BENCH_VARIANTS tunings (default
-#    gemv_cluster) beside the defaults;
+#    gemv_cluster) beside the defaults; with bench_w4a16_base too: the two alternated RUNS times;
 # 3. decode, 7B shape at batch 1 / ctx 128 and 2048, batch 8 and 16 / ctx 128, SmolLM2 shape at
 #    batch 1 / ctx 128: VARIANTS (default: base mid new unfused — new with --no-fused-swiglu;
 #    also chunk64, chunk256, cluster: new with --gemv-cluster), RUNS times, alternated (run-to-run noise).
@@ -31,7 +31,14 @@ if [ "${SANITIZE:-1}" = 1 ]; then
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Status" "$out/$tool.log" | sed "s/^/$tool: /" | tee -a "$out/tests.log"
   done
 fi
-if [ -x "$bin/bench_w4a16" ]; then
+if [ -x "$bin/bench_w4a16_base" ]; then  # this tree's kernels against the baseline's, alternated
+  for r in $(seq "${RUNS:-2}"); do
+    for b in bench_w4a16_base bench_w4a16; do
+      echo "== run $r: $b"
+      AWQ_BENCH_VARIANTS=${BENCH_VARIANTS:-} "$bin/$b" 1 4 16 | tee "$out/${b}_$r.log"
+    done
+  done
+elif [ -x "$bin/bench_w4a16" ]; then
   AWQ_BENCH_VARIANTS=${BENCH_VARIANTS:-gemv_cluster} "$bin/bench_w4a16" 1 4 16 | tee "$out/w4a16.log"
 fi
 t=${TOKENS_7B:-64}

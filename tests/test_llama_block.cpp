@@ -236,16 +236,16 @@ awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockC
   std::vector<awq::model::Stream> none;
   return awq::model::quantize_model<Cpu, Arch>(src, awq::model::Batch{2, 16}, tiny_hidden(77), none, opt,
                                                [&](const awq::model::QuantizedBlock& b) {
-                                                  out.searched += !b.resumed;
-                                                  for (const auto& [n, q] : b.linears) {
-                                                    out.codes.push_back(q.codes);
-                                                    out.codes.push_back(q.zeros);
-                                                    std::vector<float> sc(q.scales.begin(), q.scales.end());
-                                                    out.values.push_back(sc);
-                                                  }
-                                                  for (const auto& [n, v] : b.tensors) out.values.push_back(v);
-                                                  if (b.index == throw_after) throw std::runtime_error("killed after block 1");
-                                                });
+                                                 out.searched += !b.resumed;
+                                                 for (const auto& [n, q] : b.linears) {
+                                                   out.codes.push_back(q.codes);
+                                                   out.codes.push_back(q.zeros);
+                                                   std::vector<float> sc(q.scales.begin(), q.scales.end());
+                                                   out.values.push_back(sc);
+                                                 }
+                                                 for (const auto& [n, v] : b.tensors) out.values.push_back(v);
+                                                 if (b.index == throw_after) throw std::runtime_error("killed after block 1");
+                                               });
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 # Nsight Compute on the tiled streaming GEMV, from a bench_w4a16 binary carried xz-compressed: the
 # first launch at M = 1 of the first shape (4096 x 4096) of each tuning named, the whole report
 # (speed of light, memory workload, occupancy, scheduler and warp-state statistics, source counters).
-#   BIN=path/bench_w4a16.xz   TUNINGS="TiledTuning GemvWarps4" (C++ names of the tunings; a variant
-#   runs under AWQ_BENCH_VARIANTS=its bench name, given in VARIANTS)
+#   BIN=path/bench_w4a16.xz   TUNINGS="TiledTuning GemvWarps8" (C++ names of the tunings; a variant
+#   runs under AWQ_BENCH_VARIANTS=its bench name, given in VARIANTS, e.g. gemv_warps8)
 # usage (device machine, repo root): BIN=... [TUNINGS=...] [VARIANTS=...] bash bench/ncu_gemv.sh
 set -euo pipefail
 out=${OUT:-/tmp}

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,7 +81,8 @@ struct PlainGptq {
 };
 
 PlainGptq plain_gptq(const awq::QuantSpec& spec, const std::vector<float>& w0, index_t n, index_t k, const std::vector<float>& h,
-                     double damp, bool static_groups) {
+                     double damp, awq::GptqOptions::Groups groups) {
+  using G = awq::GptqOptions::Groups;
   PlainGptq p;
   Eigen::MatrixXd H(k, k);
   for (index_t i = 0; i < k; ++i)
@@ -101,11 +103,19 @@ PlainGptq plain_gptq(const awq::QuantSpec& spec, const std::vector<float>& w0, i
     float s = 0, z = 0;
     for (index_t i = 0; i < k; ++i) {
       if (i % g == 0) {
-        float lo = std::numeric_limits<float>::max(), hi = -lo;
+        float lo = std::numeric_limits<float>::max(), hi = -lo, lo0 = lo, hi0 = hi;
         for (index_t c = i; c < i + g; ++c) {
-          const float v = static_groups ? w0[static_cast<std::size_t>(r * k + c)] : static_cast<float>(w[static_cast<std::size_t>(c)]);
+          const float v0 = w0[static_cast<std::size_t>(r * k + c)];
+          const float v = groups == G::fixed ? v0 : static_cast<float>(w[static_cast<std::size_t>(c)]);
           lo = std::min(lo, v);
           hi = std::max(hi, v);
+          lo0 = std::min(lo0, v0);
+          hi0 = std::max(hi0, v0);
+        }
+        if (groups == G::updated_within) {  // [lo, hi] ∩ [lo0, hi0], or [lo0, hi0] where they do not meet
+          const float a = std::max(lo, lo0), b = std::min(hi, hi0);
+          lo = a <= b ? a : lo0;
+          hi = a <= b ? b : hi0;
         }
         // The asymmetric quantizer's group parameters (awq/quantizer.hpp), scale rounded to fp16.
         const float sc = std::max(hi - lo, 1e-5f) / static_cast<float>(maxq);
@@ -164,20 +174,22 @@ TEST_CASE("gptq: the lazy feedback is the plain float64 one, its output error is
   const auto xc = planted_inputs(t, k, 11, {100}), xf = planted_inputs(t, k, 12, {100});
   const auto h = gram_of(xc, t, k);
   const awq::GptqFactor f(awq::make_row_major<const float>(h.data(), k, k));
-  for (const bool static_groups : {true, false})
+  using G = awq::GptqOptions::Groups;
+  std::map<G, std::string> name = {{G::fixed, "fixed"}, {G::updated, "updated"}, {G::updated_within, "updated within"}};
+  for (const G groups : {G::fixed, G::updated, G::updated_within})
     for (const int bits : {3, 4})
       for (const index_t group : {32, 64}) {
-        CAPTURE(static_groups);
+        CAPTURE(name[groups]);
         CAPTURE(bits);
         CAPTURE(group);
         const awq::QuantSpec spec{bits, static_cast<int>(group), true};
         const auto wd = awq_test::random_weights(n, k, awq_test::Dist::outliers, 100 + bits, 1.0);
         const std::vector<float> w(wd.begin(), wd.end());
         awq::GptqOptions opt;
-        opt.static_groups = static_groups;
+        opt.groups = groups;
         opt.block = 48;  // not a multiple of the group: static groups span blocks, recomputed ones round it up
         const Quantized q = run_gptq(spec, w, n, k, f, opt);
-        const PlainGptq p = plain_gptq(spec, w, n, k, h, opt.damp, static_groups);
+        const PlainGptq p = plain_gptq(spec, w, n, k, h, opt.damp, groups);
         // The factor: GPTQ's own (inverse, then Cholesky) to rounding.
         CHECK((f.upper() - p.u).cwiseAbs().maxCoeff() <= 1e-9 * p.u.cwiseAbs().maxCoeff());
         // The codes: the same (a code could differ only where a value lies within ~1e-13 of a rounding tie).
@@ -197,16 +209,25 @@ TEST_CASE("gptq: the lazy feedback is the plain float64 one, its output error is
         // RTN: finalize_linear on the same weights.
         std::vector<float> rtn = w;
         const auto qr = awq::model::finalize_linear(awq::make_row_major(rtn.data(), n, k), spec);
-        if (static_groups) {
+        if (groups == G::fixed) {
           // Only codes move: the exported scales and zeros are RTN's.
           for (std::size_t i = 0; i < q.scales.size(); ++i) {
             CHECK(static_cast<float>(q.scales[i]) == static_cast<float>(qr.scales[i]));
             CHECK(q.zeros[i] == qr.zeros[i]);
           }
         }
+        if (groups == G::updated_within) {
+          // Never a coarser grid than RTN's (the range of the weights as given), finer in some groups.
+          long finer = 0;
+          for (std::size_t i = 0; i < q.scales.size(); ++i) {
+            CHECK(static_cast<float>(q.scales[i]) <= static_cast<float>(qr.scales[i]));
+            finer += static_cast<float>(q.scales[i]) < static_cast<float>(qr.scales[i]);
+          }
+          CHECK(finer > 0);
+        }
         const double e_rtn = output_error(xf, t, w, rtn, n, k), c_gptq = output_error(xc, t, w, q.deq, n, k),
                      c_rtn = output_error(xc, t, w, rtn, n, k);
-        MESSAGE("W" << bits << " g" << group << std::string(static_groups ? " static" : " regroup") << ": output error / RTN's, calibration "
+        MESSAGE("W" << bits << " g" << group << " " << name[groups] << ": output error / RTN's, calibration "
                     << c_gptq / c_rtn << ", fresh inputs " << e_gptq / e_rtn);
         CHECK(c_gptq <= c_rtn);
         CHECK(e_gptq <= e_rtn);

@@ -148,7 +148,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
       };
       const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
                               std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs) +
-                              (opt.block.mode.is_reference() ? std::string() : " mode=" + a.mode) +
+                              (opt.block.mode.is_reference() ? std::string() : " mode=" + opt.block.mode.variants()) +
                               (row.gptq_damp ? " gptq_damp=" + real_text(*row.gptq_damp) : std::string());
       ck = std::make_unique<awq::model::BlockCheckpoint>(dir, run);
       opt.checkpoint = ck.get();

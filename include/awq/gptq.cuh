@@ -103,7 +103,7 @@ __global__ void gptq_static_groups_kernel(MatrixView<const float> w, index_t g, 
 // the scaled errors into e [n, ld_e] (row-major), for the update beyond the block.
 template <class Fmt, int M>
 __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __restrict__ u, index_t i1, index_t i2, index_t g,
-                                  bool static_groups, MatrixView<float> w, std::uint8_t* __restrict__ codes, __half* __restrict__ scales,
+                                  GptqOptions::Groups groups, MatrixView<float> w, std::uint8_t* __restrict__ codes, __half* __restrict__ scales,
                                   std::uint8_t* __restrict__ zeros, double* __restrict__ e, index_t ld_e) {
   constexpr unsigned all = 0xffffffffu;
   const index_t n = w.rows(), k = w.cols(), ng = k / g, b = i2 - i1;
@@ -129,7 +129,7 @@ __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __
       if (c >= b) break;
       if (i % g == 0 || c == 0) {
         const index_t j = i / g;
-        if (!static_groups && i % g == 0) {  // the group lies in this block (the caller's b), its updates applied
+        if (groups != GptqOptions::Groups::fixed && i % g == 0) {  // the group lies in this block (the caller's b), its updates applied
           float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
           for (int mm = 0; mm < M; ++mm) {
@@ -141,6 +141,16 @@ __global__ void gptq_block_kernel(const double* __restrict__ a, const double* __
             }
           }
           warp_minmax(lo, hi);
+          if (groups == GptqOptions::Groups::updated_within) {  // w holds the weights as given until the block's end
+            float lo0 = INFINITY, hi0 = -INFINITY;
+            for (index_t cc = c + lane; cc < c + g; cc += 32) {
+              const float x = w(r, i1 + cc);
+              lo0 = x < lo0 ? x : lo0;
+              hi0 = hi0 < x ? x : hi0;
+            }
+            warp_minmax(lo0, hi0);
+            gptq_range_within(lo, hi, lo0, hi0);
+          }
           const GroupParams<float> p = group_params<Fmt>(lo, hi);
           const __half s16 = __float2half_rn(p.scale);
           if (lane == 0) {
@@ -329,7 +339,8 @@ inline void gptq_quantize(const QuantSpec& spec, const MatrixView<float>& w, con
   // group per row, recomputing it at column 0 is fixing it from the weights as given. A recomputed
   // group must lie within one block, so that all its pending updates are applied.
   constexpr index_t kMaxBlock = 256;
-  const bool static_groups = opt.static_groups || g == k;
+  const GptqOptions::Groups groups = g == k ? GptqOptions::Groups::fixed : opt.groups;
+  const bool static_groups = groups == GptqOptions::Groups::fixed;
   const index_t cap = std::min(opt.block, kMaxBlock);
   const index_t b = static_groups ? std::min(cap, k) : g * std::max<index_t>(1, cap / g);
   DeviceBuffer<double> e(static_cast<std::size_t>(n * b));
@@ -347,7 +358,7 @@ inline void gptq_quantize(const QuantSpec& spec, const MatrixView<float>& w, con
     const double minus_one = -1, one = 1;
     for (index_t i1 = 0; i1 < k; i1 += b) {
       const index_t i2 = std::min(i1 + b, k);
-      kernel<<<blocks, threads, 0, st>>>(a.data(), f.upper(), i1, i2, g, static_groups, w, codes, scales, zeros, e.data(), b);
+      kernel<<<blocks, threads, 0, st>>>(a.data(), f.upper(), i1, i2, g, groups, w, codes, scales, zeros, e.data(), b);
       check(cudaGetLastError(), "gptq_block_kernel launch");
       // a[:, i2:] −= e · U[i1:i2, i2:]. Column-major, a is aᵀ [k, n] (ld k), U[i1:i2, i2:] is
       // (U[i1:i2, i2:])ᵀ [k − i2, i2 − i1] (ld k) and e is eᵀ [i2 − i1, n] (ld b).

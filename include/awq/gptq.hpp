@@ -11,9 +11,10 @@
 /// for i in 0..K-1:  ŵ_i = Q(w_i);  e = (w_i − ŵ_i) / U_ii;  w_j −= e · U_ij  for j > i
 /// \endcode
 /// The updates are applied lazily (within a block of columns at once, beyond it as one product per
-/// block). Q uses each group's scale and zero either fixed beforehand from the weights as given
-/// (finalize_linear's, so the exported scales and zeros stay as they were and only codes move) or
-/// recomputed from the updated weights at the group's first column (GPTQ's static_groups=False).
+/// block). Q uses each group's scale and zero (GptqOptions::groups) fixed beforehand from the
+/// weights as given (finalize_linear's, so the exported scales and zeros stay as they were and only
+/// codes move), or recomputed from the updated weights at the group's first column (GPTQ's
+/// static_groups=False), or recomputed with the range cut to the one the weights as given span.
 /// Dequantized values use the fp16 scale, as exported. Host code in float64 (K ≤ 11008 in the
 /// models we target); rows run on backend::cpu's threads in fixed chunks, so that the result does
 /// not depend on the thread count.
@@ -28,6 +29,7 @@
 #include "awq/backend/cpu.hpp"
 #include "awq/config.hpp"
 #include "awq/error.hpp"
+#include "awq/macros.hpp"
 #include "awq/quantizer.hpp"
 #include "awq/view.hpp"
 
@@ -35,15 +37,32 @@ namespace awq {
 
 /// \brief Options of the error feedback.
 struct GptqOptions {
-  double damp = 0.01;         ///< λ = damp · mean(diag H) (GPTQ's percdamp)
-  index_t block = 128;        ///< columns per lazy update
-  bool static_groups = true;  ///< group parameters fixed from the weights as given, else recomputed per group
+  /// Where each group's scale and zero come from.
+  enum class Groups {
+    fixed,    ///< the weights as given, before the feedback: only the codes move
+    updated,  ///< the updated weights at the group's first column (GPTQ's static_groups=False)
+    /// As `updated`, the range cut to the one the weights as given span: the grid follows the
+    /// feedback where it narrows a group, never beyond bounds a clip search set (values pushed
+    /// past them take the end codes, as with `fixed`).
+    updated_within
+  };
+  double damp = 0.01;             ///< λ = damp · mean(diag H) (GPTQ's percdamp)
+  index_t block = 128;            ///< columns per lazy update
+  Groups groups = Groups::fixed;  ///< the groups' scales and zeros
   /// \throws awq::Error for a negative or non-finite damp or a block under 1.
   void validate() const {
     detail::require(std::isfinite(damp) && damp >= 0, "awq::GptqOptions: damp ", damp, " must be finite and >= 0");
     detail::require(block >= 1, "awq::GptqOptions: block ", block, " must be at least 1");
   }
 };
+
+/// The range [lo, hi] of a group's updated weights cut to [lo0, hi0], that of the weights as given
+/// (GptqOptions::Groups::updated_within); where the two do not meet, [lo0, hi0].
+AWQ_HOST_DEVICE void gptq_range_within(float& lo, float& hi, float lo0, float hi0) {
+  const float a = lo < lo0 ? lo0 : lo, b = hi0 < hi ? hi0 : hi;
+  lo = a <= b ? a : lo0;
+  hi = a <= b ? b : hi0;
+}
 
 /// \brief U, the upper Cholesky factor of (H + λI)⁻¹, from the Hessian H of a linear's input.
 class GptqFactor {
@@ -153,7 +172,8 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const index_t k = w.cols();
   // A recomputed group must lie within one block, so that all its pending updates are applied.
-  const index_t b = opt.static_groups ? std::min(opt.block, k) : g * std::max<index_t>(1, opt.block / g);
+  const bool fixed = opt.groups == GptqOptions::Groups::fixed;
+  const index_t b = fixed ? std::min(opt.block, k) : g * std::max<index_t>(1, opt.block / g);
   Mat W(nr, k), E(nr, b);
   for (index_t r = 0; r < nr; ++r)
     for (index_t i = 0; i < k; ++i) W(r, i) = w(r0 + r, i);
@@ -171,7 +191,7 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
       hi = hi < v ? v : hi;
     }
   };
-  if (opt.static_groups)
+  if (fixed)
     for (index_t r = 0; r < nr; ++r)
       for (index_t j = 0; j < k / g; ++j) {
         float lo, hi;
@@ -184,9 +204,14 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
       const index_t j = i / g;
       for (index_t r = 0; r < nr; ++r) {
         if (i % g == 0) {
-          if (!opt.static_groups) {
+          if (!fixed) {
             float lo, hi;
             group_range(W, r, j, lo, hi);
+            if (opt.groups == GptqOptions::Groups::updated_within) {
+              float lo0, hi0;
+              group_range(w, r0 + r, j, lo0, hi0);  // w's columns from i on are still the weights as given
+              gptq_range_within(lo, hi, lo0, hi0);
+            }
             set_group(r, j, lo, hi);
           }
           s16[static_cast<std::size_t>(r)] = static_cast<float>(scales(r0 + r, j));

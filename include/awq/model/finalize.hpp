@@ -58,7 +58,7 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
 }
 
 /// finalize_linear with GPTQ's error feedback (awq/gptq.hpp) through `f`, the factor of the
-/// Hessian of w's input; with opt.static_groups the scales and zeros are finalize_linear's and only
+/// Hessian of w's input; with fixed groups (opt.groups) the scales and zeros are finalize_linear's and only
 /// the codes differ. On the host.
 inline QuantizedLinear finalize_linear_gptq(const MatrixView<float>& w, const QuantSpec& spec, const GptqFactor& f,
                                             const GptqOptions& opt) {

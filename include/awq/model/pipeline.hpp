@@ -379,7 +379,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       qb.linears = finalize_block<Backend, Arch>(c, blk, opt.block.quant);
     } else {
       GptqOptions go;
-      go.static_groups = opt.block.mode.rounding == SearchMode::Rounding::gptq;
+      go.groups = opt.block.mode.gptq_groups();
       go.damp = opt.block.mode.damp_for(opt.block.quant.bits);
       qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go);
     }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "awq/error.hpp"
+#include "awq/gptq.hpp"
 
 namespace awq::model {
 
@@ -23,9 +24,12 @@ struct SearchMode {
   static constexpr int kRefineSteps = 3;
   /// How the final quantization picks the codes of the scaled, clipped weights.
   enum class Rounding {
-    nearest,      ///< each weight to its nearest code (the reference)
-    gptq,         ///< GPTQ's error feedback (awq/gptq.hpp), group scales and zeros as `nearest`'s
-    gptq_regroup  ///< GPTQ's error feedback, each group's scale and zero from its updated weights
+    nearest,             ///< each weight to its nearest code (the reference)
+    gptq,                ///< GPTQ's error feedback (awq/gptq.hpp), group scales and zeros as `nearest`'s
+    gptq_regroup,        ///< GPTQ's error feedback, each group's scale and zero from its updated weights
+    /// GPTQ's error feedback, each group's scale and zero from its updated weights within the
+    /// range of the weights before it (GptqOptions::Groups::updated_within): the clip bounds hold
+    gptq_regroup_within
   };
   Rounding rounding = Rounding::nearest;  ///< the final quantization's rounding
   /// GPTQ's damping in the gptq roundings: λ = damp · mean(diag H) (GptqOptions::damp); unset,
@@ -38,21 +42,30 @@ struct SearchMode {
   /// and so every update the feedback spreads, is about twice as large, and text of another kind
   /// pays most for that fit there (the sweep behind both values: bench/RESULTS.md).
   static double default_gptq_damp(int bits) { return bits >= 4 ? 0.05 : 0.5; }
+  /// Where the gptq roundings take each group's scale and zero from.
+  GptqOptions::Groups gptq_groups() const {
+    return rounding == Rounding::gptq_regroup          ? GptqOptions::Groups::updated
+           : rounding == Rounding::gptq_regroup_within ? GptqOptions::Groups::updated_within
+                                                       : GptqOptions::Groups::fixed;
+  }
   /// The damping the gptq roundings use at `bits`.
   double damp_for(int bits) const { return gptq_damp ? *gptq_damp : default_gptq_damp(bits); }
 
   /// llm-awq's semantics: the golden tests hold bit for bit.
   static SearchMode reference() { return {}; }
   /// The variants that win on text the search never saw (bench/RESULTS.md): sequential
-  /// calibration and GPTQ rounding. α refinement does not, so it is left out.
-  static SearchMode improved() { return {true, 0, Rounding::gptq, std::nullopt}; }
+  /// calibration and GPTQ rounding with each group's grid recomputed within the range its weights
+  /// had (fixed grids cap what the feedback can fix; unbounded ones lose the clip search's bounds
+  /// where outlier channels dominate a group). α refinement does not win, so it is left out.
+  static SearchMode improved() { return {true, 0, Rounding::gptq_regroup_within, std::nullopt}; }
 
   /// The preset names, for command lines and reports.
   static const char* names() {
-    return "reference, improved (sequential+gptq), sequential, refine, gptq, gptq-regroup, or several joined by '+' (improved+refine)";
+    return "reference, improved (sequential+gptq-regroup-within), sequential, refine, gptq, gptq-regroup, gptq-regroup-within, or several joined by '+' (improved+refine)";
   }
   /// \brief The preset called `name`: "reference", "improved", one variant alone ("sequential",
-  ///        "refine", "gptq", "gptq-regroup"), or several joined by '+', which combines them.
+  ///        "refine", "gptq", "gptq-regroup", "gptq-regroup-within"), or several joined by '+', which
+  ///        combines them.
   /// \throws awq::Error naming the value and the accepted names, or two roundings joined.
   static SearchMode parse(const std::string& name) {
     const auto bad = [&] { return Error("awq::model::SearchMode: '" + name + "' is not a search mode (accepted: " + names() + ")"); };
@@ -68,6 +81,7 @@ struct SearchMode {
       else if (part == "refine") p.alpha_refine = kRefineSteps;
       else if (part == "gptq") p.rounding = Rounding::gptq;
       else if (part == "gptq-regroup") p.rounding = Rounding::gptq_regroup;
+      else if (part == "gptq-regroup-within") p.rounding = Rounding::gptq_regroup_within;
       else throw bad();
       if (p.rounding != Rounding::nearest && m.rounding != Rounding::nearest && p.rounding != m.rounding)
         throw Error("awq::model::SearchMode: '" + name + "' joins two roundings");
@@ -77,6 +91,20 @@ struct SearchMode {
       b = e + 1;
     } while (b <= name.size());
     return m;
+  }
+  /// The variants this mode combines, by their names joined with '+' in a fixed order
+  /// ("sequential+gptq-regroup-within" for improved(), "reference" for the reference; the damping
+  /// is not part of it): what a run's identity records, so that a preset whose meaning changes
+  /// does not resume another's results.
+  std::string variants() const {
+    if (is_reference()) return "reference";
+    std::string n = sequential ? "sequential" : "";
+    const auto add = [&n](const std::string& v) { n += (n.empty() ? "" : "+") + v; };
+    if (alpha_refine > 0) add(alpha_refine == kRefineSteps ? "refine" : "refine" + std::to_string(alpha_refine));
+    if (rounding == Rounding::gptq) add("gptq");
+    if (rounding == Rounding::gptq_regroup) add("gptq-regroup");
+    if (rounding == Rounding::gptq_regroup_within) add("gptq-regroup-within");
+    return n;
   }
   /// Whether this is the reference.
   bool is_reference() const { return !sequential && alpha_refine == 0 && rounding == Rounding::nearest; }

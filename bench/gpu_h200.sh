@@ -6,16 +6,33 @@
 #   1. the synthetic 7B-shaped job twice (gpu_fast.sh s: w4g128, 128 × 512 calibration, export,
 #      --math fp16), wall time per phase, peak host RSS and GPU memory;
 #   2. decode, W4 against fp16 tokens/s (gpu_decode.sh: the tests first, then the 7B shape at
-#      batch 1 / ctx 128 and 2048, batch 8 and 16, the SmolLM2 shape), twice.
-# usage: bash bench/gpu_h200.sh
+#      batch 1 / ctx 128 and 2048, batch 8 and 16, the SmolLM2 shape), twice;
+#   3. with bench_w4a16.xz in the carry: issue 25's kernel table (M = 1 to 256, cuBLAS fp16 and
+#      the copy rate in the same run), twice.
+# CARRY=dir takes the binaries from another carry folder; JOB=0 leaves out step 1 (then the carry
+# needs only tests.xz and bench_generate_gpu.xz, e.g. .carry-g).
+# usage: [CARRY=.carry-h] [JOB=1] bash bench/gpu_h200.sh
 set -euo pipefail
 source bench/gpu_env.sh
 if ! nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   echo "not an H200 ($(nvidia-smi --query-gpu=name --format=csv,noheader)): nothing run"
   exit 0
 fi
-for run in 1 2; do
-  echo "== synthetic 7B job, run $run"
-  CARRY=.carry-h TESTS=0 MATHS=fp16 SYNTH_LIMIT=200 bash bench/gpu_fast.sh s
-done
-CARRY=.carry-h VARIANTS=new RUNS=2 SANITIZE=0 bash bench/gpu_decode.sh
+carry=${CARRY:-.carry-h}
+if [ "${JOB:-1}" = 1 ]; then
+  for run in 1 2; do
+    echo "== synthetic 7B job, run $run"
+    CARRY=$carry TESTS=0 MATHS=fp16 SYNTH_LIMIT=200 bash bench/gpu_fast.sh s
+  done
+fi
+# gpu_decode.sh runs bench_w4a16 at M = 1, 4, 16 when carried; the table below takes it instead.
+dec=$(mktemp -d)
+cp "$carry"/tests.xz "$carry"/bench_generate_gpu.xz "$dec"/
+CARRY=$dec VARIANTS=new RUNS=2 SANITIZE=0 bash bench/gpu_decode.sh
+if [ -f "$carry/bench_w4a16.xz" ]; then
+  xz -dc "$carry/bench_w4a16.xz" >"$dec/bench_w4a16" && chmod +x "$dec/bench_w4a16"
+  for run in 1 2; do
+    echo "== kernel table, run $run"
+    "$dec/bench_w4a16" 1 16 32 64 128 256 | tee "$out/w4a16_table_$run.log"
+  done
+fi

@@ -239,7 +239,7 @@ TEST_CASE("gptq on cuda: bad input") {
 
 TEST_CASE("model on cuda: the driver's gptq and improved modes give the CPU backend's streams on a Qwen2 checkpoint") {
   const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {2, 16}, 11);
-  for (const char* mode : {"gptq", "improved"}) {
+  for (const std::string mode : {"gptq", "improved"}) {
     CAPTURE(mode);
     awq::model::PipelineOptions opt;
     opt.block.mode = awq::model::SearchMode::parse(mode);
@@ -247,11 +247,14 @@ TEST_CASE("model on cuda: the driver's gptq and improved modes give the CPU back
     const auto cpu = dc.run<bc::cpu, awq::model::Llama>(kinds, opt), gpu = dc.run<bc::cuda, awq::model::Llama>(kinds, opt);
     // As the reference mode's driver test: a clip bound within float noise can flip a code, and here
     // the flip also moves the later columns' feedback in its row, which the two backends sum in
-    // different orders (3.5e-2 measured on an H200 with the feedback on the device).
+    // different orders (gptq: 3.5e-2 measured on an H200, 3.3e-2 on an H100, with the feedback on
+    // the device). The improved mode is sequential: each block is calibrated on the quantized
+    // blocks' outputs, so a flipped code also moves the next block's searches (4.8e-2 on an H100).
+    const double bound = mode == "gptq" ? 5e-2 : 1e-1;
     for (std::size_t k = 0; k < 2; ++k) {
       const double err = awq_test::max_rel_err(gpu[k].hidden.data(), cpu[k].hidden.data(), cpu[k].hidden.size());
       MESSAGE(mode << ": stream " << k << " GPU vs CPU relative error " << err);
-      CHECK(err < (k == 0 ? 1e-5 : 5e-2));
+      CHECK(err < (k == 0 ? 1e-5 : bound));
     }
   }
 }

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <algorithm>
+#include <iterator>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "awq/error.hpp"
 #include "awq/gptq.hpp"
@@ -31,6 +33,9 @@ struct SearchMode {
     /// range of the weights before it (GptqOptions::Groups::updated_within): the clip bounds hold
     gptq_regroup_within
   };
+  /// The gptq roundings by their names in parse() and variants().
+  static constexpr std::pair<const char*, Rounding> kRoundings[] = {
+      {"gptq", Rounding::gptq}, {"gptq-regroup", Rounding::gptq_regroup}, {"gptq-regroup-within", Rounding::gptq_regroup_within}};
   Rounding rounding = Rounding::nearest;  ///< the final quantization's rounding
   /// GPTQ's damping in the gptq roundings: λ = damp · mean(diag H) (GptqOptions::damp); unset,
   /// default_gptq_damp(bits). More damping pulls the codes towards nearest rounding: less of the
@@ -79,10 +84,11 @@ struct SearchMode {
       else if (part == "improved") p = improved();
       else if (part == "sequential") p.sequential = true;
       else if (part == "refine") p.alpha_refine = kRefineSteps;
-      else if (part == "gptq") p.rounding = Rounding::gptq;
-      else if (part == "gptq-regroup") p.rounding = Rounding::gptq_regroup;
-      else if (part == "gptq-regroup-within") p.rounding = Rounding::gptq_regroup_within;
-      else throw bad();
+      else {
+        const auto* r = std::find_if(std::begin(kRoundings), std::end(kRoundings), [&](const auto& e) { return part == e.first; });
+        if (r == std::end(kRoundings)) throw bad();
+        p.rounding = r->second;
+      }
       if (p.rounding != Rounding::nearest && m.rounding != Rounding::nearest && p.rounding != m.rounding)
         throw Error("awq::model::SearchMode: '" + name + "' joins two roundings");
       m.sequential = m.sequential || p.sequential;
@@ -101,9 +107,8 @@ struct SearchMode {
     std::string n = sequential ? "sequential" : "";
     const auto add = [&n](const std::string& v) { n += (n.empty() ? "" : "+") + v; };
     if (alpha_refine > 0) add(alpha_refine == kRefineSteps ? "refine" : "refine" + std::to_string(alpha_refine));
-    if (rounding == Rounding::gptq) add("gptq");
-    if (rounding == Rounding::gptq_regroup) add("gptq-regroup");
-    if (rounding == Rounding::gptq_regroup_within) add("gptq-regroup-within");
+    for (const auto& [name, r] : kRoundings)
+      if (rounding == r) add(name);
     return n;
   }
   /// Whether this is the reference.

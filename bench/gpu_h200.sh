@@ -10,8 +10,11 @@
 #   3. with bench_w4a16.xz in the carry: issue 25's kernel table (M = 1 to 256, cuBLAS fp16 and
 #      the copy rate in the same run), twice.
 # CARRY=dir takes the binaries from another carry folder; JOB=0 leaves out step 1 (then the carry
-# needs only tests.xz and bench_generate_gpu.xz, e.g. .carry-g).
-# usage: [CARRY=.carry-h] [JOB=1] bash bench/gpu_h200.sh
+# needs only tests.xz and bench_generate_gpu.xz, e.g. .carry-g). ANCHORS=1 takes step 3 through
+# bench/anchors.sh run instead (carry .carry-anchors too, with bench_w4a16.xz in it): our table, then
+# llm-awq's GEMM and GEMV built beside it (Marlin stops with an illegal instruction on sm_90 with this
+# toolkit: bench/RESULTS.md), then our table again for the run-to-run noise.
+# usage: [CARRY=.carry-h] [JOB=1] [ANCHORS=0] bash bench/gpu_h200.sh
 set -euo pipefail
 source bench/gpu_env.sh
 if ! nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
@@ -29,7 +32,12 @@ fi
 dec=$(mktemp -d)
 cp "$carry"/tests.xz "$carry"/bench_generate_gpu.xz "$dec"/
 CARRY=$dec VARIANTS=new RUNS=2 SANITIZE=0 bash bench/gpu_decode.sh
-if [ -f "$carry/bench_w4a16.xz" ]; then
+if [ "${ANCHORS:-0}" = 1 ]; then
+  ANCHORS=awq bash bench/anchors.sh run
+  echo "== kernel table, after the anchors"
+  xz -dc .carry-anchors/bench_w4a16.xz >"$dec/bench_w4a16" && chmod +x "$dec/bench_w4a16"
+  "$dec/bench_w4a16" 1 16 32 64 128 256 | tee "$out/w4a16_table_2.log"
+elif [ -f "$carry/bench_w4a16.xz" ]; then
   xz -dc "$carry/bench_w4a16.xz" >"$dec/bench_w4a16" && chmod +x "$dec/bench_w4a16"
   for run in 1 2; do
     echo "== kernel table, run $run"

@@ -273,7 +273,59 @@ TEST_CASE("gram: the packed path's bits do not depend on the thread count, bad s
   CHECK_THROWS_WITH_AS(gemm::gram(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major(out.data(), k, k - 1), pfor),
                        doctest::Contains("out"), awq::Error);
   CHECK_THROWS_WITH_AS(gemm::gram(awq::MatrixView<const float>(x.data(), t / 2, k / 2, 2 * k, 2), awq::make_row_major(out.data(), k / 2, k / 2), pfor),
-                       doctest::Contains("unit column strides (2, 1)"), awq::Error);
+                       doctest::Contains("unit column strides (2, 2, 1)"), awq::Error);
   CHECK_THROWS_WITH_AS(gemm::gram(awq::make_row_major<const float>(x.data(), 0, k), awq::make_row_major(out.data(), k, k), pfor),
-                       doctest::Contains("x is empty (0x130)"), awq::Error);
+                       doctest::Contains("an operand is empty (0x130, 0x130)"), awq::Error);
+  CHECK_THROWS_WITH_AS(gemm::cross(awq::make_row_major<const float>(x.data(), t, k), awq::make_row_major<const float>(x.data(), t - 1, k),
+                                   awq::make_row_major(out.data(), k, k), pfor),
+                       doctest::Contains("the operands hold 900 and 899 rows"), awq::Error);
+}
+
+TEST_CASE("packed cross product aᵀb: the FMA-chain model's bits on every path, within float rounding of float64, padding untouched") {
+  const auto paths = paths_here();
+  if (paths.empty()) {
+    MESSAGE("skipped: no AVX2 or AVX-512 micro-kernel on this processor or build (cross_gram() uses Eigen here)");
+    return;
+  }
+  struct Case {
+    index_t t, m, n, as, bs, os;  // tokens, a's and b's features, row strides of a, b and out
+  };
+  for (const Case c : {Case{1, 1, 1, 1, 1, 1}, Case{5, 13, 7, 13, 9, 8}, Case{800, 33, 70, 40, 70, 71}, Case{1700, 200, 31, 203, 31, 33}}) {
+    CAPTURE(c.t);
+    CAPTURE(c.m);
+    CAPTURE(c.n);
+    const auto a = gemm_randn(static_cast<std::size_t>(c.t * c.as), 40 + c.m), b = gemm_randn(static_cast<std::size_t>(c.t * c.bs), 50 + c.n);
+    const index_t blocks = (c.t + gemm::kMaxKc - 1) / gemm::kMaxKc, kc = (c.t + blocks - 1) / blocks;
+    for (gemm::Path path : paths) {
+      CAPTURE(static_cast<int>(path));
+      std::vector<float> out(static_cast<std::size_t>(c.m * c.os), std::numeric_limits<float>::quiet_NaN());
+      gemm::cross(awq::MatrixView<const float>(a.data(), c.t, c.m, c.as, 1), awq::MatrixView<const float>(b.data(), c.t, c.n, c.bs, 1),
+                  awq::MatrixView<float>(out.data(), c.m, c.n, c.os, 1), [](index_t n, auto&& f) { awq::backend::cpu::parallel_for(n, f); },
+                  path);
+      index_t differ = 0, over = 0;
+      for (index_t i = 0; i < c.m; ++i)
+        for (index_t j = 0; j < c.n; ++j) {
+          const auto ai = [&](index_t q) { return a[static_cast<std::size_t>(q * c.as + i)]; };
+          const auto bj = [&](index_t q) { return b[static_cast<std::size_t>(q * c.bs + j)]; };
+          float model = 0;
+          double ref = 0, mag = 0;
+          for (index_t q0 = 0; q0 < c.t; q0 += kc) {
+            float acc = 0;
+            for (index_t q = q0; q < std::min(c.t, q0 + kc); ++q) acc = std::fma(ai(q), bj(q), acc);
+            model = q0 == 0 ? acc : model + acc;
+          }
+          for (index_t q = 0; q < c.t; ++q) {
+            ref += static_cast<double>(ai(q)) * bj(q);
+            mag += std::fabs(static_cast<double>(ai(q)) * bj(q));
+          }
+          const float o = out[static_cast<std::size_t>(i * c.os + j)];
+          differ += o != model;  // a NaN (an element not written) differs
+          over += !(std::fabs(o - ref) <= 1.01 * static_cast<double>(c.t) * std::ldexp(1.0, -24) * mag + 1e-30);
+        }
+      CHECK_MESSAGE(differ == 0, differ, " elements differ from the FMA-chain model");
+      CHECK(over == 0);
+      for (index_t i = 0; i < c.m; ++i)
+        for (index_t j = c.n; j < c.os; ++j) CHECK(std::isnan(out[static_cast<std::size_t>(i * c.os + j)]));
+    }
+  }
 }

@@ -299,3 +299,101 @@ TEST_CASE("gptq: bad input is an awq::Error naming the argument") {
   w[9] = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH_AS(call(k, n, 2), doctest::Contains("non-finite weight nan at row 0, column 9 (group 0)"), awq::Error);
 }
+
+TEST_CASE("gptq: retarget_linear is the ridge least-squares target from the quantized stream's input, blended by beta") {
+  // X̃ (the quantized model's input) and X = X̃ + a correlated error, as the two streams differ.
+  const index_t t = 700, k = 48, n = 20;
+  const auto xq = planted_inputs(t, k, 61, {9});
+  const auto noise = awq_test::random_weights(t, k, awq_test::Dist::normal, 62, 0.05);
+  std::vector<float> xf(xq.size());
+  for (std::size_t i = 0; i < xq.size(); ++i) xf[i] = xq[i] * 0.97f + static_cast<float>(noise[i]);
+  const auto w0 = awq_test::cast_vec<float>(awq_test::random_weights(n, k, awq_test::Dist::normal, 63, 0.1));
+  const double damp = 0.05;
+  const auto h = gram_of(xq, t, k);
+  const awq::GptqFactor f(awq::make_row_major<const float>(h.data(), k, k), damp);
+  std::vector<float> d(xq.size()), e(static_cast<std::size_t>(k * k), std::numeric_limits<float>::quiet_NaN());
+  Cpu::subtract(awq::make_row_major<const float>(xf.data(), t, k), awq::make_row_major<const float>(xq.data(), t, k),
+                awq::make_row_major(d.data(), t, k));
+  Cpu::cross_gram(awq::make_row_major<const float>(xq.data(), t, k), awq::make_row_major<const float>(d.data(), t, k),
+                  awq::make_row_major(e.data(), k, k));
+  // float64: W*ᵀ = H_d⁻¹ (X̃ᵀX Wᵀ + (H_d − H) Wᵀ), H_d = H + λI with H's dead channel set to 1 and
+  // λ = damp · mean(diag H) as GPTQ's factor has them: the minimiser of ‖X Wᵀ − X̃ W*ᵀ‖² +
+  // λ‖W* − W‖² + ‖W*_dead − W_dead‖² (a dead channel's weights stay as they are).
+  MatD hq(k, k), cx(k, k), wd(n, k);
+  for (index_t i = 0; i < k; ++i)
+    for (index_t j = 0; j < k; ++j) {
+      double a = 0, b = 0;
+      for (index_t r = 0; r < t; ++r) {
+        a += static_cast<double>(xq[static_cast<std::size_t>(r * k + i)]) * xq[static_cast<std::size_t>(r * k + j)];
+        b += static_cast<double>(xq[static_cast<std::size_t>(r * k + i)]) * xf[static_cast<std::size_t>(r * k + j)];
+      }
+      hq(i, j) = a;
+      cx(i, j) = b;
+    }
+  for (index_t o = 0; o < n; ++o)
+    for (index_t i = 0; i < k; ++i) wd(o, i) = w0[static_cast<std::size_t>(o * k + i)];
+  CHECK(hq(9, 9) == 0);
+  const MatD raw = hq;
+  hq(9, 9) = 1;
+  const double lambda = damp * hq.diagonal().mean();
+  hq.diagonal().array() += lambda;
+  const MatD full = hq.llt().solve(cx * wd.transpose() + (hq - raw) * wd.transpose()).transpose();
+  for (index_t o = 0; o < n; ++o) CHECK(full(o, 9) == doctest::Approx(wd(o, 9)).epsilon(1e-12));
+  // Float products through (H + λI)⁻¹ lose up to its condition number times float's rounding;
+  // trace / λ bounds that number (every eigenvalue is at least λ, the largest at most the trace).
+  const double cond = hq.trace() / lambda;
+  for (const double beta : {1.0, 0.25}) {
+    CAPTURE(beta);
+    auto w = w0;
+    awq::model::retarget_linear(awq::make_row_major(w.data(), n, k), f.upper(), awq::make_row_major<const float>(e.data(), k, k), beta);
+    double num = 0, den = 0, moved = 0;
+    for (index_t o = 0; o < n; ++o)
+      for (index_t i = 0; i < k; ++i) {
+        const double ref = (1 - beta) * wd(o, i) + beta * full(o, i), got = w[static_cast<std::size_t>(o * k + i)];
+        num += (got - ref) * (got - ref);
+        den += ref * ref;
+        moved += (ref - wd(o, i)) * (ref - wd(o, i));
+      }
+    MESSAGE("beta " << beta << ": |W* - W| / |W| " << std::sqrt(moved / den) << ", error against float64 / the move "
+                    << std::sqrt(num / moved) << ", bound on cond(H + lambda I) " << cond);
+    CHECK(std::sqrt(moved / den) > 2e-3);                           // the target did move
+    CHECK(std::sqrt(num / moved) < cond * std::ldexp(1.0, -24));    // float products against float64
+  }
+  // beta = 0 leaves w as it is; out-of-range beta and mismatched shapes are errors naming the value.
+  auto w = w0;
+  awq::model::retarget_linear(awq::make_row_major(w.data(), n, k), f.upper(), awq::make_row_major<const float>(e.data(), k, k), 0.0);
+  CHECK(w == w0);
+  CHECK_THROWS_WITH_AS(
+      awq::model::retarget_linear(awq::make_row_major(w.data(), n, k), f.upper(), awq::make_row_major<const float>(e.data(), k, k), 1.5),
+      doctest::Contains("beta 1.5 is out of range"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::model::retarget_linear(awq::make_row_major(w.data(), n, k - 1), f.upper(),
+                                                   awq::make_row_major<const float>(e.data(), k, k), 0.5),
+                       doctest::Contains("the factor is 48x48 for a weight of 47 columns"), awq::Error);
+  CHECK_THROWS_WITH_AS(Cpu::cross_gram(awq::make_row_major<const float>(xq.data(), t, k), awq::make_row_major<const float>(d.data(), t - 1, k),
+                                       awq::make_row_major(e.data(), k, k)),
+                       doctest::Contains("a has 700 rows but b has 699"), awq::Error);
+}
+
+TEST_CASE("gptq: backend::cpu::cross_gram on Eigen (fewer than 64 rows) against float64; subtract") {
+  const index_t t = 40, m = 70, n = 9;
+  const auto a = awq_test::cast_vec<float>(awq_test::random_weights(t, m, awq_test::Dist::normal, 71, 1.0));
+  const auto b = awq_test::cast_vec<float>(awq_test::random_weights(t, n, awq_test::Dist::student_t3, 72, 1.0));
+  std::vector<float> out(static_cast<std::size_t>(m * n), std::numeric_limits<float>::quiet_NaN()), diff(static_cast<std::size_t>(t * n));
+  Cpu::cross_gram(awq::make_row_major<const float>(a.data(), t, m), awq::make_row_major<const float>(b.data(), t, n),
+                  awq::make_row_major(out.data(), m, n));
+  double worst = 0;
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      double ref = 0, mag = 0;
+      for (index_t q = 0; q < t; ++q) {
+        const double p = static_cast<double>(a[static_cast<std::size_t>(q * m + i)]) * b[static_cast<std::size_t>(q * n + j)];
+        ref += p;
+        mag += std::fabs(p);
+      }
+      const double r = std::fabs(out[static_cast<std::size_t>(i * n + j)] - ref) / (1.01 * t * std::ldexp(1.0, -24) * mag);
+      if (!(r <= worst)) worst = r;  // a NaN sticks
+    }
+  CHECK(worst <= 1.0);
+  Cpu::subtract(awq::make_row_major<const float>(a.data(), t, n), awq::make_row_major<const float>(b.data(), t, n), awq::make_row_major(diff.data(), t, n));
+  for (index_t i = 0; i < t * n; ++i) CHECK(diff[static_cast<std::size_t>(i)] == a[static_cast<std::size_t>(i)] - b[static_cast<std::size_t>(i)]);
+}

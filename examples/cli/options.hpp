@@ -183,11 +183,13 @@ inline const std::vector<OptionDoc>& option_docs() {
       {"--tf32", nullptr, "--math tf32"},
       {"--calib-seqs", "N", "calibration sequences for mean|x| and the clip search, N >= 1, that --calib-text must hold (default 64)"},
       {"--search-seqs", "N", "of those, sequences the scale search's loss uses, N >= 0, 0 = all (default 8 on cpu, all on cuda)"},
-      {"--mode", "NAME", "search: improved (sequential+gptq-regroup-within: more of RTN's gap recovered than the reference on "
+      {"--mode", "NAME", "search: improved (sequential+gptq-regroup-within+fp-target: more of RTN's gap recovered than the reference on "
                          "the handbook's eval split), reference (llm-awq's, bit for bit), or one variant: sequential (each block calibrated on the "
                          "quantized blocks' outputs), refine (local alpha refinement after the grid), gptq (GPTQ's error feedback in "
                          "the final rounding, scales and zeros kept), gptq-regroup (the same, group scales recomputed as it goes), "
-                         "gptq-regroup-within (recomputed within the range of the weights before the feedback); "
+                         "gptq-regroup-within (recomputed within the range of the weights before the feedback), "
+                         "fp-target (with sequential and a gptq rounding: GPTQ's target a quarter of the way to the full-precision "
+                         "model's output); "
                          "variants join with '+', e.g. sequential+refine (default improved)"},
       {"--gptq-damp", "D", "the gptq roundings' damping, lambda = D * mean(diag H), 0 < D <= 100; larger values fit the calibration text less closely (default 0.05 at 4 bits and up, 0.5 below)"},
       {"--seq-len", "N", "tokens per sequence, 2 <= N <= the model's context length (default 512)"},
@@ -363,8 +365,9 @@ inline Args parse(int argc, const char* const* argv) {
     } else if (k == "--mode") {
       try {
         (void)awq::model::SearchMode::parse(v);
-      } catch (const awq::Error&) {
-        throw awq::Error("--mode: '" + v + "' is not a search mode (accepted: " + awq::model::SearchMode::names() + ")");
+      } catch (const awq::Error& e) {  // the library's reason, without its C++ name
+        const std::string m = e.what(), lib = "awq::model::SearchMode: ";
+        throw awq::Error("--mode: " + (m.rfind(lib, 0) == 0 ? m.substr(lib.size()) : m));
       }
       a.mode = v;
     } else if (k == "--gptq-damp") {

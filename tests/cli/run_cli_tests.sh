@@ -94,7 +94,9 @@ check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf3
 check "--math fp8" 2 "--math: 'fp8' is not a math mode (accepted: fp32, tf32, fp16, bf16)" "${req[@]}" "${S[@]}" --math fp8
 check "--math fp16 on the cpu backend" 2 "--math fp16 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --math fp16
 check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
-check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved (sequential+gptq-regroup-within), sequential, refine, gptq, gptq-regroup, gptq-regroup-within" "${req[@]}" "${S[@]}" --mode fast
+check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved (sequential+gptq-regroup-within+fp-target), sequential, refine, gptq, gptq-regroup, gptq-regroup-within, fp-target" "${req[@]}" "${S[@]}" --mode fast
+check "--mode fp-target" 2 "--mode: 'fp-target' asks for fp-target without sequential calibration and a gptq rounding (e.g. sequential+gptq+fp-target)" "${req[@]}" "${S[@]}" --mode fp-target
+check "--mode improved+gptq" 2 "--mode: 'improved+gptq' joins two roundings" "${req[@]}" "${S[@]}" --mode improved+gptq
 check "--gptq-damp -1" 2 "--gptq-damp: -1 is out of range (accepted: a number with 0 < D <= 100)" "${req[@]}" "${S[@]}" --gptq-damp -1
 check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --threads -1
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000

@@ -237,6 +237,86 @@ TEST_CASE("gptq on cuda: bad input") {
                        doctest::Contains("the factor is for 64 columns but the weight has 32"), awq::Error);
 }
 
+TEST_CASE("gptq on cuda: cross_gram, subtract and retarget on the device are the host's") {
+  const index_t t = 900, k = 200, n = 72;
+  const auto xd = awq_test::random_weights(t, k, awq_test::Dist::outliers, 44, 1.0);
+  const auto nd = awq_test::random_weights(t, k, awq_test::Dist::normal, 45, 0.05);
+  const auto wd = awq_test::random_weights(n, k, awq_test::Dist::normal, 46, 0.1);
+  std::vector<float> xq(xd.begin(), xd.end()), xf(xq.size()), w(wd.begin(), wd.end());
+  for (std::size_t i = 0; i < xq.size(); ++i) xf[i] = 0.97f * xq[i] + static_cast<float>(nd[i]);
+  const auto rm = [](std::vector<float>& v, index_t r, index_t c) { return awq::make_row_major(v.data(), r, c); };
+  const auto crm = [](const float* p, index_t r, index_t c) { return awq::make_row_major<const float>(p, r, c); };
+  // The host's steps.
+  std::vector<float> dc(xq.size()), ec(static_cast<std::size_t>(k * k)), hc(ec.size());
+  bc::cpu::subtract(crm(xf.data(), t, k), crm(xq.data(), t, k), rm(dc, t, k));
+  bc::cpu::cross_gram(crm(xq.data(), t, k), crm(dc.data(), t, k), rm(ec, k, k));
+  bc::cpu::gram(crm(xq.data(), t, k), rm(hc, k, k));
+  const awq::GptqFactor fc(crm(hc.data(), k, k), 0.05);
+  std::vector<float> wc = w;
+  awq::model::Finalize<bc::cpu>::retarget(rm(wc, n, k), fc, crm(ec.data(), k, k), 0.25);
+  // The device's, outputs poisoned.
+  const awq::cuda::DeviceBuffer<float> xqg(xq), xfg(xf), hg(hc);
+  awq::cuda::DeviceBuffer<float> dg(std::vector<float>(xq.size(), std::nanf(""))), eg(std::vector<float>(ec.size(), std::nanf(""))), wg(w);
+  bc::cuda::subtract(crm(xfg.data(), t, k), crm(xqg.data(), t, k), awq::make_row_major(dg.data(), t, k));
+  CHECK(dg.download() == dc);  // one rounding of the same difference
+  bc::cuda::cross_gram(crm(xqg.data(), t, k), crm(dg.data(), t, k), awq::make_row_major(eg.data(), k, k));
+  const std::vector<float> e = eg.download();
+  double worst = 0;
+  for (index_t i = 0; i < k; ++i)
+    for (index_t j = 0; j < k; ++j) {
+      double mag = 0;  // Σ|x̃_i d_j|, the scale of float accumulation error
+      for (index_t q = 0; q < t; ++q)
+        mag += std::fabs(double(xq[static_cast<std::size_t>(q * k + i)]) * dc[static_cast<std::size_t>(q * k + j)]);
+      const double r = std::fabs(double(e[static_cast<std::size_t>(i * k + j)]) - ec[static_cast<std::size_t>(i * k + j)]) / (mag + 1e-30);
+      if (!(r <= worst)) worst = r;  // a NaN sticks
+    }
+  MESSAGE("cross_gram, GPU vs CPU: worst difference relative to sum |x_i d_j| " << worst);
+  CHECK(worst < 1e-5);
+  {  // under Math::fp16 and bf16: the product of the operands rounded to 16 bits, in fp32
+    using Math = bc::cuda::Math;
+    const bc::cuda::MathScope scope(bc::cuda::math());
+    for (const Math m : {Math::fp16, Math::bf16}) {
+      CAPTURE(static_cast<int>(m));
+      const auto r16 = [&](float v) {
+        return m == Math::fp16 ? double(__half2float(__float2half_rn(v))) : double(__bfloat162float(__float2bfloat16_rn(v)));
+      };
+      bc::cuda::set_math(m);
+      awq::cuda::DeviceBuffer<float> e16(std::vector<float>(ec.size(), std::nanf("")));
+      bc::cuda::cross_gram(crm(xqg.data(), t, k), crm(dg.data(), t, k), awq::make_row_major(e16.data(), k, k));
+      const std::vector<float> eh = e16.download();
+      double w16 = 0;
+      for (index_t i = 0; i < k; i += 7)  // a sample of rows: float64 over 900 tokens each
+        for (index_t j = 0; j < k; ++j) {
+          double ref = 0, mag = 0;
+          for (index_t q = 0; q < t; ++q) {
+            const double p = r16(xq[static_cast<std::size_t>(q * k + i)]) * r16(dc[static_cast<std::size_t>(q * k + j)]);
+            ref += p;
+            mag += std::fabs(p);
+          }
+          const double r = std::fabs(eh[static_cast<std::size_t>(i * k + j)] - ref) / (mag + 1e-30);
+          if (!(r <= w16)) w16 = r;
+        }
+      MESSAGE("cross_gram of the rounded operands vs float64: worst difference relative to sum |x_i d_j| " << w16);
+      CHECK(w16 < 3e-5);  // as gram's: tensor cores sum in fp32 without rounding each add to nearest
+    }
+  }
+  const awq::cuda::GptqFactor fg(awq::make_row_major<const float>(hg.data(), k, k), 0.05);
+  awq::model::Finalize<bc::cuda>::retarget(awq::make_row_major(wg.data(), n, k), fg, crm(eg.data(), k, k), 0.25);
+  const std::vector<float> wgh = wg.download();
+  double num = 0, moved = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    num += (double(wgh[i]) - wc[i]) * (double(wgh[i]) - wc[i]);
+    moved += (double(wc[i]) - w[i]) * (double(wc[i]) - w[i]);
+  }
+  MESSAGE("retarget, GPU vs CPU: difference / the move " << std::sqrt(num / moved) << ", the move / |W| " << std::sqrt(moved));
+  CHECK(moved > 0);
+  CHECK(std::sqrt(num / moved) < 1e-3);  // float products in two orders through (H + λI)⁻¹
+  CHECK_THROWS_WITH_AS(awq::model::Finalize<bc::cuda>::retarget(awq::make_row_major(wg.data(), n, k), fg, crm(eg.data(), k, k), -0.5),
+                       doctest::Contains("beta -0.5 is out of range"), awq::Error);
+  CHECK_THROWS_WITH_AS(bc::cuda::cross_gram(crm(xqg.data(), t, k), crm(dg.data(), t - 1, k), awq::make_row_major(eg.data(), k, k)),
+                       doctest::Contains("a has 900 rows but b has 899"), awq::Error);
+}
+
 TEST_CASE("model on cuda: the driver's gptq and improved modes give the CPU backend's streams on a Qwen2 checkpoint") {
   const awq_test::DriverCase dc(awq_test::golden_dir("arch_qwen2_bias") + "/hf", {4, 16}, {2, 16}, 11);
   for (const std::string mode : {"gptq", "improved"}) {

@@ -322,6 +322,34 @@ struct cpu {
       for (index_t j = i + 1; j < k; ++j) O(i, j) = O(j, i);
   }
 
+  /// out [M, N] = aᵀ · b for a [T, M] and b [T, N] (two linear inputs over the same tokens: the
+  /// cross term of GPTQ's target, awq/model/pipeline.hpp). In float from 64 rows the packed
+  /// micro-kernels, otherwise Eigen by column tiles of 64: a fixed order, whatever the thread count.
+  template <class S>
+  static void cross_gram(const MatrixView<const S>& a, const MatrixView<const S>& b, const MatrixView<S>& out) {
+    constexpr const char* fn = "awq::backend::cpu::cross_gram";
+    detail::require(a.rows() == b.rows(), fn, ": a has ", a.rows(), " rows but b has ", b.rows());
+    detail::require_shape(out, a.cols(), b.cols(), fn, "out");
+    require_rows(fn, a, "a");
+    require_rows(fn, b, "b");
+    require_rows(fn, out, "out");
+    if constexpr (std::is_same_v<S, float>) {
+      if (a.rows() >= kPackedMinRows && a.cols() > 0 && b.cols() > 0 && detail::gemm::PackedWeight::available()) {
+        detail::gemm::cross(a, b, out, [](index_t n, auto&& f) { parallel_for(n, f); });
+        return;
+      }
+    }
+    constexpr index_t tile = 64;
+    const auto A = map(a), B = map(b);
+    auto O = map(out);
+    parallel_for((b.cols() + tile - 1) / tile, [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t) {
+        const index_t c0 = t * tile, nc = std::min(tile, b.cols() - c0);
+        O.middleCols(c0, nc).noalias() = A.transpose() * B.middleCols(c0, nc);
+      }
+    });
+  }
+
   /// out [N, K] = Q(w · diag(s)) · diag(s)⁻¹: the weight the scale search evaluates, computed
   /// as the reference does (multiply, pseudo-quantize, divide), rows split over threads.
   template <class S>
@@ -439,6 +467,18 @@ struct cpu {
         const A f = s[static_cast<std::size_t>(r)];
         for (index_t c = 0; c < m.cols(); ++c) m(r, c) = static_cast<S>(divide ? static_cast<A>(m(r, c)) / f : static_cast<A>(m(r, c)) * f);
       }
+    }, 64);
+  }
+
+  /// out = a − b, elementwise (out may be a or b).
+  template <class S>
+  static void subtract(const MatrixView<const S>& a, const MatrixView<const S>& b, const MatrixView<S>& out) {
+    detail::require(a.rows() == b.rows() && a.cols() == b.cols(), "awq::backend::cpu::subtract: a is ", a.rows(), "x", a.cols(),
+                    " but b is ", b.rows(), "x", b.cols());
+    detail::require_shape(out, a.rows(), a.cols(), "awq::backend::cpu::subtract", "out");
+    parallel_for(a.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t c = 0; c < a.cols(); ++c) out(r, c) = a(r, c) - b(r, c);
     }, 64);
   }
 

@@ -223,31 +223,35 @@ class PackedWeight {
 };
 
 #if AWQ_W4A16_HAVE_AVX2
-/// out [k, k] = xᵀ·x for x [t, k] (unit column stride) on `Kernel`: the tokens in the product's
-/// K blocks; per block, the block's rows of x packed once as both operands (row groups of mr and
-/// panels of nr features), then the micro-kernel tiles on or below the diagonal; the lower
-/// triangle mirrored at the end. `pfor(n, f)` runs f(i0, i1) over a split of [0, n) on threads.
+/// out [m, n] = aᵀ·b for a [t, m] and b [t, n] (unit column strides) on `Kernel`: the tokens in
+/// the product's K blocks; per block, the block's rows of a packed as row groups of mr features
+/// and those of b as panels of nr, then the micro-kernel tiles. With `lower` (a is b: xᵀ·x) only
+/// the tiles on or below the diagonal, the lower triangle mirrored at the end. `pfor(n, f)` runs
+/// f(i0, i1) over a split of [0, n) on threads.
 template <class Kernel, class ParallelFor>
-void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, ParallelFor&& pfor) {
+void cross_on(const MatrixView<const float>& a, const MatrixView<const float>& b, const MatrixView<float>& out, bool lower,
+              ParallelFor&& pfor) {
   constexpr index_t mr = Kernel::mr, nr = Kernel::nr;
-  const index_t t = x.rows(), k = x.cols();
+  const index_t t = a.rows(), m = a.cols(), n = b.cols();
   const index_t blocks = (t + kMaxKc - 1) / kMaxKc, kc_max = (t + blocks - 1) / blocks;
-  const index_t groups = (k + mr - 1) / mr, panels = (k + nr - 1) / nr;
-  Buffer a(static_cast<std::size_t>(groups * mr * kc_max)), b(static_cast<std::size_t>(panels * nr * kc_max));
-  // The tiles (group g, panel p) with p·nr ≤ the group's last row, group by group: tile_start[g]
-  // is the first of group g, so that threads take equal runs of tiles rather than of groups.
+  const index_t groups = (m + mr - 1) / mr, panels = (n + nr - 1) / nr;
+  Buffer pa(static_cast<std::size_t>(groups * mr * kc_max)), pb(static_cast<std::size_t>(panels * nr * kc_max));
+  // The tiles (group g, panel p), all of them or those with p·nr ≤ the group's last row, group by
+  // group: tile_start[g] is the first of group g, so that threads take equal runs of tiles rather
+  // than of groups.
   std::vector<index_t> tile_start(static_cast<std::size_t>(groups + 1), 0);
   for (index_t g = 0; g < groups; ++g)
-    tile_start[static_cast<std::size_t>(g + 1)] = tile_start[static_cast<std::size_t>(g)] + std::min(panels, (g * mr + mr - 1) / nr + 1);
-  // Copies features [n0·w, n1·w) of rows [t0, t0 + kc) as slices n0 .. n1 − 1 of w features:
-  // slice i at dst + i·kc·w, [q][w], features past k as zeros; 8 rows of x at a time stay in cache.
-  const auto pack = [&](float* dst, index_t w, index_t n0, index_t n1, index_t t0, index_t kc) {
+    tile_start[static_cast<std::size_t>(g + 1)] =
+        tile_start[static_cast<std::size_t>(g)] + (lower ? std::min(panels, (g * mr + mr - 1) / nr + 1) : panels);
+  // Copies features [n0·w, n1·w) of x's rows [t0, t0 + kc) as slices n0 .. n1 − 1 of w features:
+  // slice i at dst + i·kc·w, [q][w], features past x's as zeros; 8 rows of x at a time stay in cache.
+  const auto pack = [](const MatrixView<const float>& x, float* dst, index_t w, index_t n0, index_t n1, index_t t0, index_t kc) {
     for (index_t q0 = 0; q0 < kc; q0 += 8)
       for (index_t i = n0; i < n1; ++i)
         for (index_t q = q0; q < std::min(kc, q0 + 8); ++q) {
           const float* src = x.data() + (t0 + q) * x.row_stride();
           float* d = dst + (i * kc + q) * w;
-          const index_t valid = std::min(w, k - i * w);
+          const index_t valid = std::min(w, x.cols() - i * w);
           for (index_t j = 0; j < valid; ++j) d[j] = src[i * w + j];
           for (index_t j = valid; j < w; ++j) d[j] = 0.0f;
         }
@@ -255,23 +259,48 @@ void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, Par
   for (index_t blk = 0; blk < blocks; ++blk) {
     const index_t t0 = blk * kc_max, kc = std::min(kc_max, t - t0);
     pfor(groups + panels, [&](index_t i0, index_t i1) {
-      if (i0 < groups) pack(a.data(), mr, i0, std::min(i1, groups), t0, kc);
-      if (i1 > groups) pack(b.data(), nr, std::max(i0, groups) - groups, i1 - groups, t0, kc);
+      if (i0 < groups) pack(a, pa.data(), mr, i0, std::min(i1, groups), t0, kc);
+      if (i1 > groups) pack(b, pb.data(), nr, std::max(i0, groups) - groups, i1 - groups, t0, kc);
     });
     pfor(tile_start.back(), [&](index_t s0, index_t s1) {
       index_t g = static_cast<index_t>(std::upper_bound(tile_start.begin(), tile_start.end(), s0) - tile_start.begin()) - 1;
       for (index_t s = s0; s < s1; ++s) {
         while (s >= tile_start[static_cast<std::size_t>(g + 1)]) ++g;
         const index_t p = s - tile_start[static_cast<std::size_t>(g)], r0 = g * mr, c0 = p * nr;
-        run_tile<Kernel>(kc, a.data() + g * kc * mr, b.data() + p * kc * nr, out.data() + r0 * out.row_stride() + c0, out.row_stride(),
-                         std::min(mr, k - r0), std::min(nr, k - c0), blk > 0);
+        run_tile<Kernel>(kc, pa.data() + g * kc * mr, pb.data() + p * kc * nr, out.data() + r0 * out.row_stride() + c0,
+                         out.row_stride(), std::min(mr, m - r0), std::min(nr, n - c0), blk > 0);
       }
     });
   }
-  for (index_t i = 0; i < k; ++i)
-    for (index_t j = i + 1; j < k; ++j) out(i, j) = out(j, i);
+  if (lower)
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = i + 1; j < m; ++j) out(i, j) = out(j, i);
 }
 #endif
+
+/// gram and cross on `path`, after their checks: a micro-kernel for the path, non-empty operands
+/// of as many rows, unit column strides.
+template <class ParallelFor>
+void cross_on_path(const char* fn, const MatrixView<const float>& a, const MatrixView<const float>& b, const MatrixView<float>& out,
+                   bool lower, ParallelFor&& pfor, Path path) {
+  require(path != Path::none && (path != Path::avx512 || cpu_has_avx512f()) && (path != Path::avx2 || cpu_has_avx2()), fn,
+          ": no such SIMD micro-kernel on this processor or build");
+  require(a.rows() > 0 && a.cols() > 0 && b.cols() > 0, fn, ": an operand is empty (", a.rows(), "x", a.cols(), ", ", b.rows(), "x",
+          b.cols(), ")");
+  require(b.rows() == a.rows(), fn, ": the operands hold ", a.rows(), " and ", b.rows(), " rows");
+  require_shape(out, a.cols(), b.cols(), fn, "out");
+  require(a.col_stride() == 1 && b.col_stride() == 1 && out.col_stride() == 1, fn, ": the operands and out must have unit column strides (",
+          a.col_stride(), ", ", b.col_stride(), ", ", out.col_stride(), ")");
+#if AWQ_W4A16_HAVE_AVX2
+  if (path == Path::avx512)
+    cross_on<Avx512Kernel>(a, b, out, lower, pfor);
+  else
+    cross_on<Avx2Kernel>(a, b, out, lower, pfor);
+#else
+  (void)lower;
+  (void)pfor;
+#endif
+}
 
 /// \brief out [k, k] = xᵀ·x for x [t, k] with unit column stride (GPTQ's Hessian) on `path`: each
 ///        element below the diagonal one FMA chain per K block of tokens, the blocks added in
@@ -279,21 +308,16 @@ void gram_on(const MatrixView<const float>& x, const MatrixView<float>& out, Par
 ///        and the upper triangle its mirror. `pfor(n, f)` runs f(i0, i1) over a split of [0, n).
 template <class ParallelFor>
 void gram(const MatrixView<const float>& x, const MatrixView<float>& out, ParallelFor&& pfor, Path path = best_path()) {
-  constexpr const char* fn = "awq::detail::gemm::gram";
-  require(path != Path::none && (path != Path::avx512 || cpu_has_avx512f()) && (path != Path::avx2 || cpu_has_avx2()), fn,
-          ": no such SIMD micro-kernel on this processor or build");
-  require(x.rows() > 0 && x.cols() > 0, fn, ": x is empty (", x.rows(), "x", x.cols(), ")");
-  require_shape(out, x.cols(), x.cols(), fn, "out");
-  require(x.col_stride() == 1 && out.col_stride() == 1, fn, ": x and out must have unit column strides (", x.col_stride(), ", ",
-          out.col_stride(), ")");
-#if AWQ_W4A16_HAVE_AVX2
-  if (path == Path::avx512)
-    gram_on<Avx512Kernel>(x, out, pfor);
-  else
-    gram_on<Avx2Kernel>(x, out, pfor);
-#else
-  (void)pfor;
-#endif
+  cross_on_path("awq::detail::gemm::gram", x, x, out, true, pfor, path);
+}
+
+/// \brief out [m, n] = aᵀ·b for a [t, m] and b [t, n] with unit column strides, on `path`, with
+///        gram's contract: each element one FMA chain per K block of tokens, the blocks added in
+///        order, whatever the path or the threads.
+template <class ParallelFor>
+void cross(const MatrixView<const float>& a, const MatrixView<const float>& b, const MatrixView<float>& out, ParallelFor&& pfor,
+           Path path = best_path()) {
+  cross_on_path("awq::detail::gemm::cross", a, b, out, false, pfor, path);
 }
 
 }  // namespace gemm

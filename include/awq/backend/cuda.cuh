@@ -373,6 +373,13 @@ __global__ void clamp_groups_kernel(MatrixView<S> w, index_t g, const float* bou
     }
 }
 
+// out(r, c) = a(r, c) − b(r, c).
+template <class S>
+__global__ void subtract_kernel(MatrixView<const S> a, MatrixView<const S> b, MatrixView<S> out) {
+  for (index_t r = blockIdx.x; r < a.rows(); r += gridDim.x)
+    for (index_t c = threadIdx.x; c < a.cols(); c += blockDim.x) out(r, c) = a(r, c) - b(r, c);
+}
+
 template <class T>
 void require_device_rows(const char* fn, const MatrixView<T>& v, const char* what) {
   awq::detail::require(v.col_stride() == 1 && v.row_stride() >= v.cols(), fn, ": ", what,
@@ -474,6 +481,18 @@ struct cuda {
     detail::require(static_cast<index_t>(s.size()) == m.rows(), "awq::backend::cuda::scale_rows: ", s.size(), " scales for ",
                     m.rows(), " rows");
     scale(m, s, false, divide);
+  }
+
+  /// out = a − b on the device, elementwise (out may be a or b).
+  template <class S>
+  static void subtract(const MatrixView<const S>& a, const MatrixView<const S>& b, const MatrixView<S>& out) {
+    namespace cu = ::awq::cuda;
+    detail::require(a.rows() == b.rows() && a.cols() == b.cols(), "awq::backend::cuda::subtract: a is ", a.rows(), "x", a.cols(),
+                    " but b is ", b.rows(), "x", b.cols());
+    detail::require_shape(out, a.rows(), a.cols(), "awq::backend::cuda::subtract", "out");
+    if (a.rows() == 0 || a.cols() == 0) return;
+    cu::detail::subtract_kernel<S><<<cu::detail::blocks_for(a.rows(), 1, 8192), 256, 0, stream()>>>(a, b, out);
+    cu::check(cudaGetLastError(), "subtract_kernel launch");
   }
 
   /// w(r, c) = clamp(w(r, c), −b, b), b = bound(r, c / group), bound [rows, groups] on the host.
@@ -822,6 +841,62 @@ struct cuda {
                            type, ldi, &zero, out.data(), CUDA_R_32F, static_cast<int>(out.row_stride()), CUBLAS_COMPUTE_32F,
                            CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx (awq::backend::cuda::gram)");
+  }
+
+ public:
+  /// out [M, N] = aᵀ · b for a [T, M] and b [T, N] in device memory (see backend::cpu::cross_gram),
+  /// accumulated in fp32, with gram's precision: under Math::fp16 or bf16 both operands rounded
+  /// to 16 bits first, at the 16-bit tensor rate (GPTQ's target takes a linear's input and its
+  /// difference from the full-precision model's, each of which keeps its own relative precision);
+  /// otherwise in true fp32.
+  template <class S>
+  static void cross_gram(const MatrixView<const S>& a, const MatrixView<const S>& b, const MatrixView<S>& out) {
+    namespace cu = ::awq::cuda;
+    static_assert(std::is_same_v<S, float>, "backend::cuda::cross_gram: float only");
+    constexpr const char* fn = "awq::backend::cuda::cross_gram";
+    detail::require(a.rows() == b.rows(), fn, ": a has ", a.rows(), " rows but b has ", b.rows());
+    detail::require_shape(out, a.cols(), b.cols(), fn, "out");
+    cu::detail::require_device_rows(fn, a, "a");
+    cu::detail::require_device_rows(fn, b, "b");
+    cu::detail::require_device_rows(fn, out, "out");
+    if (a.cols() == 0 || b.cols() == 0) return;
+    for (index_t d : {a.rows(), a.cols(), b.cols(), a.row_stride(), b.row_stride(), out.row_stride()})
+      detail::require(d <= INT_MAX, fn, ": dimension ", d, " exceeds cuBLAS's int range");
+    auto& ctx = cu::this_thread_context();
+    if (a.rows() == 0) {
+      cu::check(cudaMemset2DAsync(out.data(), static_cast<std::size_t>(out.row_stride()) * sizeof(S), 0,
+                                  static_cast<std::size_t>(b.cols()) * sizeof(S), static_cast<std::size_t>(a.cols()), ctx.stream),
+                "cudaMemset2DAsync");
+      return;
+    }
+    const Math m = math();
+    if (m == Math::fp16) return cross_rounded<__half>(a, b, out);
+    if (m == Math::bf16) return cross_rounded<__nv_bfloat16>(a, b, out);
+    cross_as_stored(a.data(), b.data(), CUDA_R_32F, a.rows(), a.cols(), b.cols(), a.row_stride(), b.row_stride(), out);
+  }
+
+ private:
+  template <class L>
+  static void cross_rounded(const MatrixView<const float>& a, const MatrixView<const float>& b, const MatrixView<float>& out) {
+    namespace cu = ::awq::cuda;
+    const auto na = static_cast<std::size_t>(a.size());
+    L* al = lowp_space<L>(na + static_cast<std::size_t>(b.size()));
+    cu::detail::round_rows<L>(a, al, cu::this_thread_context().stream);
+    cu::detail::round_rows<L>(b, al + na, cu::this_thread_context().stream);
+    cross_as_stored(al, al + na, cu::detail::cuda_type<L>::value, a.rows(), a.cols(), b.cols(), a.cols(), b.cols(), out);
+  }
+
+  // out [m, n] = aᵀ · b for a [t, m] and b [t, n] row-major with row strides lda and ldb, of
+  // cuBLAS type `type`, fp32 sums. Row-major out is column-major outᵀ [n, m] = bᵀ · a, with b and a
+  // read as column-major bᵀ [n, t] and aᵀ [m, t].
+  static void cross_as_stored(const void* a, const void* b, cudaDataType type, index_t t, index_t m, index_t n, index_t lda, index_t ldb,
+                              const MatrixView<float>& out) {
+    namespace cu = ::awq::cuda;
+    const float one = 1.0f, zero = 0.0f;
+    cu::check(cublasGemmEx(cu::this_thread_context().handle(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n), static_cast<int>(m),
+                           static_cast<int>(t), &one, b, type, static_cast<int>(ldb), a, type, static_cast<int>(lda), &zero, out.data(),
+                           CUDA_R_32F, static_cast<int>(out.row_stride()), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmEx (awq::backend::cuda::cross_gram)");
   }
 
  public:

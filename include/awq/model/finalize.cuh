@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -58,6 +59,27 @@ __global__ void from_half_kernel(const __half* y, index_t rows, index_t cols, co
   const index_t n = rows * cols;
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<index_t>(gridDim.x) * blockDim.x)
     out[e] = __half2float(y[e]) + (bias ? bias[e % cols] : 0.0f);
+}
+
+// U (double, row-major k × k) as float, and its transpose.
+template <int = 0>
+__global__ void upper_to_float_kernel(const double* u, index_t k, float* uf, float* ut) {
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < k * k; e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const float v = static_cast<float>(u[e]);
+    uf[e] = v;
+    ut[(e % k) * k + e / k] = v;
+  }
+}
+
+// Row-major y [n, m] = alpha · x [n, k] · b [m, k]ᵀ + beta · y in fp32 (cuBLAS column-major:
+// yᵀ = b · xᵀ), all contiguous.
+inline void gemm_nt(const float* x, const float* b, float* y, index_t n, index_t m, index_t k, float alpha, float beta) {
+  namespace cu = ::awq::cuda;
+  for (index_t d : {n, m, k}) detail::require(d <= INT_MAX, "awq::model::Finalize<cuda>::retarget: dimension ", d, " exceeds cuBLAS's int range");
+  const int ni = static_cast<int>(n), mi = static_cast<int>(m), ki = static_cast<int>(k);
+  cu::check(cublasGemmEx(cu::this_thread_context().handle(), CUBLAS_OP_T, CUBLAS_OP_N, mi, ni, ki, &alpha, b, CUDA_R_32F, ki, x, CUDA_R_32F,
+                         ki, &beta, y, CUDA_R_32F, mi, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx (awq::model::Finalize<cuda>::retarget)");
 }
 
 }  // namespace awq::detail::finalize_cuda
@@ -119,6 +141,27 @@ struct Finalize<backend::cuda> {
     cu::gptq_quantize(spec, w, f, opt, codes.data(), scales.data(), zeros.data());
     download(codes, zeros, scales, q);
     return q;
+  }
+  /// retarget_linear(w, U, e, beta) on the device (w and e contiguous device memory): the same
+  /// three float products, through cuBLAS in fp32.
+  static void retarget(const MatrixView<float>& w, const Factor& f, const MatrixView<const float>& e, double beta) {
+    namespace cu = ::awq::cuda;
+    namespace k = detail::finalize_cuda;
+    constexpr const char* fn = "awq::model::Finalize<cuda>::retarget";
+    const index_t n = w.rows(), kk = w.cols();
+    detail::require(f.size() == kk, fn, ": the factor is ", f.size(), "x", f.size(), " for a weight of ", kk, " columns");
+    detail::require_shape(e, kk, kk, fn, "e");
+    detail::require(w.col_stride() == 1 && w.row_stride() == kk && e.col_stride() == 1 && e.row_stride() == kk, fn,
+                    ": w and e must be contiguous");
+    detail::require(std::isfinite(beta) && beta >= 0 && beta <= 1, fn, ": beta ", beta, " is out of range (accepted: 0 <= beta <= 1)");
+    if (beta == 0 || n == 0) return;
+    cudaStream_t st = backend::cuda::stream();
+    cu::DeviceBuffer<float> uf(static_cast<std::size_t>(kk * kk)), ut(uf.size()), r1(static_cast<std::size_t>(n * kk)), r2(r1.size());
+    k::upper_to_float_kernel<><<<cu::detail::blocks_for(kk * kk, 256, 1 << 16), 256, 0, st>>>(f.upper(), kk, uf.data(), ut.data());
+    cu::check(cudaGetLastError(), "upper_to_float_kernel launch");
+    k::gemm_nt(w.data(), e.data(), r1.data(), n, kk, kk, 1.0f, 0.0f);                           // w·Eᵀ
+    k::gemm_nt(r1.data(), uf.data(), r2.data(), n, kk, kk, 1.0f, 0.0f);                          // ·Uᵀ
+    k::gemm_nt(r2.data(), ut.data(), w.data(), n, kk, kk, static_cast<float>(beta), 1.0f);      // w += beta · (·U)
   }
 
  private:

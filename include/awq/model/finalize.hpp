@@ -5,6 +5,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -74,6 +75,38 @@ inline QuantizedLinear finalize_linear_gptq(const MatrixView<float>& w, const Qu
   return q;
 }
 
+/// \brief Moves GPTQ's target for w [N, K] a share `beta` of the way from w's output on the
+///        quantized model's input X̃ to its output on the full-precision model's input X:
+///        w += beta · w · Eᵀ · (H + λI)⁻¹ with E = X̃ᵀ(X − X̃) and (H + λI)⁻¹ = UᵀU (u, GPTQ's factor
+///        of X̃'s Hessian). At beta = 1 the new w is the least-squares fit of X wᵀ from X̃, the
+///        target GPTQ then rounds on X̃. Three float products on the host's kernels
+///        (backend::cpu::linear), a fixed order whatever the thread count.
+inline void retarget_linear(const MatrixView<float>& w, const GptqFactor::Matrix& u, const MatrixView<const float>& e, double beta) {
+  constexpr const char* fn = "awq::model::retarget_linear";
+  const index_t n = w.rows(), k = w.cols();
+  detail::require(u.rows() == k && u.cols() == k, fn, ": the factor is ", u.rows(), "x", u.cols(), " for a weight of ", k, " columns");
+  detail::require_shape(e, k, k, fn, "e");
+  detail::require(std::isfinite(beta) && beta >= 0 && beta <= 1, fn, ": beta ", beta, " is out of range (accepted: 0 <= beta <= 1)");
+  if (beta == 0 || n == 0) return;
+  std::vector<float> uf(static_cast<std::size_t>(k * k)), ut(uf.size()), r1(static_cast<std::size_t>(n * k)), r2(r1.size());
+  for (index_t i = 0; i < k; ++i)
+    for (index_t j = 0; j < k; ++j) {
+      uf[static_cast<std::size_t>(i * k + j)] = static_cast<float>(u(i, j));
+      ut[static_cast<std::size_t>(j * k + i)] = static_cast<float>(u(i, j));
+    }
+  using Cpu = backend::cpu;
+  const auto m = [](std::vector<float>& v, index_t rows, index_t cols) { return make_row_major(v.data(), rows, cols); };
+  const auto c = [](std::vector<float>& v, index_t rows, index_t cols) { return make_row_major<const float>(v.data(), rows, cols); };
+  Cpu::linear(MatrixView<const float>(w), e, static_cast<const float*>(nullptr), m(r1, n, k));  // w·Eᵀ
+  Cpu::linear(c(r1, n, k), c(uf, k, k), static_cast<const float*>(nullptr), m(r2, n, k));     // ·Uᵀ
+  Cpu::linear(c(r2, n, k), c(ut, k, k), static_cast<const float*>(nullptr), m(r1, n, k));     // ·U
+  const auto b = static_cast<float>(beta);
+  Cpu::parallel_for(n, [&](index_t r0, index_t r1e) {
+    for (index_t r = r0; r < r1e; ++r)
+      for (index_t j = 0; j < k; ++j) w(r, j) += b * r1[static_cast<std::size_t>(r * k + j)];
+  });
+}
+
 /// \brief A 4-bit QuantizedLinear in the AutoAWQ GEMM layout (owning), e.g. for the W4A16 kernels.
 struct AwqGemmPacked {
   index_t in = 0;                       ///< K
@@ -110,7 +143,8 @@ inline AwqGemmPacked pack_awq_gemm(const QuantizedLinear& q, int bits) {
 ///        the backend's memory, replaced there by its dequantized value; the codes, zeros and
 ///        scales come back to the host. With GPTQ's feedback: `Finalize<Backend>::factor(h, damp)`
 ///        from a Hessian in the backend's memory, then `Finalize<Backend>::gptq(w, spec, factor,
-///        opt)`. Declared only: backend::cpu is below, backend::cuda in awq/model/finalize.cuh, so a
+///        opt)`, after `Finalize<Backend>::retarget(w, factor, e, beta)` where the target moves
+///        towards the full-precision model (retarget_linear). Declared only: backend::cpu is below, backend::cuda in awq/model/finalize.cuh, so a
 ///        missing include fails to compile instead of mixing definitions.
 template <class Backend>
 struct Finalize;
@@ -126,6 +160,10 @@ struct Finalize<backend::cpu> {
   /// finalize_linear_gptq(w, spec, f, opt).
   static QuantizedLinear gptq(const MatrixView<float>& w, const QuantSpec& spec, const Factor& f, const GptqOptions& opt) {
     return finalize_linear_gptq(w, spec, f, opt);
+  }
+  /// retarget_linear(w, f.upper(), e, beta).
+  static void retarget(const MatrixView<float>& w, const Factor& f, const MatrixView<const float>& e, double beta) {
+    retarget_linear(w, f.upper(), e, beta);
   }
 };
 

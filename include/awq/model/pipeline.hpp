@@ -8,7 +8,7 @@
 /// quantize with fp16 scales (awq/model/finalize.hpp; SearchMode::rounding: with GPTQ's error
 /// feedback, awq/gptq.hpp), hand the result to a sink, and move on
 /// with the block's full-precision output (llm-awq's run_awq semantics; SearchMode::sequential
-/// moves on with the quantized block's output instead). Extra activation streams
+/// moves on with the quantized block's output instead, and SearchMode::fp_target carries both). Extra activation streams
 /// (e.g. evaluation tokens) are carried through every block at full precision, RTN- or
 /// AWQ-quantized, so that perplexity needs no second copy of the model. Per-block checkpoints
 /// (awq/model/checkpoint.hpp) make an interrupted run resume bit-identically.
@@ -152,25 +152,46 @@ std::map<std::string, int> linear_inputs(const ModelConfig& c) {
 
 /// \brief finalize_block with GPTQ's error feedback (awq/gptq.hpp): the Hessian XᵀX of each
 ///        captured input `in` (as search_block left it: scaled), its factor and the feedback, all
-///        where the block lives (Finalize<Backend>).
+///        where the block lives (Finalize<Backend>). With `fp_in` (the same inputs captured from
+///        the full-precision model, scaled alike; overwritten with their difference from `in`) and
+///        `fp_target` > 0, each weight's target first moves that share of the way to the
+///        full-precision model's output (retarget_linear).
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c, Block<Backend>& blk,
                                                            const std::vector<Tensor<Backend>>& in, const QuantSpec& spec,
-                                                           const GptqOptions& opt) {
+                                                           const GptqOptions& opt, std::vector<Tensor<Backend>>* fp_in = nullptr,
+                                                           double fp_target = 0) {
+  constexpr const char* fn = "awq::model::finalize_block_gptq";
+  using Buf = typename Backend::template buffer<float>;
   const auto inputs = linear_inputs<Arch>(c);
   std::map<int, typename Finalize<Backend>::Factor> factors;
+  std::map<int, Buf> cross;  // per slot: E = X̃ᵀ(X − X̃)
   std::map<std::string, QuantizedLinear> out;
+  const bool retarget = fp_in && fp_target > 0;
+  if (retarget) detail::require(fp_in->size() == in.size(), fn, ": ", fp_in->size(), " full-precision inputs for ", in.size(), " captured");
   for (const auto& l : Arch::linears(c)) {
     const int slot = inputs.at(l);
     if (!factors.count(slot)) {
-      detail::require(slot >= 0 && static_cast<std::size_t>(slot) < in.size(), "awq::model::finalize_block_gptq: input slot ",
-                      slot, " of '", l, "' was not captured (", in.size(), " inputs)");
+      detail::require(slot >= 0 && static_cast<std::size_t>(slot) < in.size(), fn, ": input slot ", slot, " of '", l,
+                      "' was not captured (", in.size(), " inputs)");
       const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
-      typename Backend::template buffer<float> h(static_cast<std::size_t>(x.cols * x.cols));
+      Buf h(static_cast<std::size_t>(x.cols * x.cols));
       Backend::gram(MatrixView<const float>(x.matrix()), make_row_major(h.data(), x.cols, x.cols));
       factors.emplace(slot, Finalize<Backend>::factor(make_row_major<const float>(h.data(), x.cols, x.cols), opt.damp));
+      if (retarget) {
+        const Tensor<Backend>& xf = (*fp_in)[static_cast<std::size_t>(slot)];
+        detail::require(xf.rows == x.rows && xf.cols == x.cols, fn, ": the full-precision input of slot ", slot, " is ", xf.rows, "x",
+                        xf.cols, ", the captured one ", x.rows, "x", x.cols);
+        Buf e(static_cast<std::size_t>(x.cols * x.cols));
+        Backend::subtract(MatrixView<const float>(xf.matrix()), MatrixView<const float>(x.matrix()), xf.matrix());  // X − X̃ in place
+        Backend::cross_gram(MatrixView<const float>(x.matrix()), MatrixView<const float>(xf.matrix()), make_row_major(e.data(), x.cols, x.cols));
+        cross.emplace(slot, std::move(e));
+      }
     }
-    out[l] = Finalize<Backend>::gptq(blk.at(l + ".weight").matrix(), spec, factors.at(slot), opt);
+    const auto w = blk.at(l + ".weight").matrix();
+    if (retarget)
+      Finalize<Backend>::retarget(w, factors.at(slot), make_row_major<const float>(cross.at(slot).data(), w.cols(), w.cols()), fp_target);
+    out[l] = Finalize<Backend>::gptq(w, spec, factors.at(slot), opt);
   }
   return out;
 }
@@ -277,6 +298,15 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
   using Buf = typename Backend::template buffer<float>;
   const auto mat = [](Buf& b, index_t rows, index_t cols) { return make_row_major(b.data(), rows, cols); };
   Buf h = Backend::upload(calib_hidden.data(), calib_hidden.size()), next(calib_hidden.size());
+  // With SearchMode::fp_target the calibration tokens also go through the full-precision blocks
+  // (hf), whose inputs of each linear GPTQ's target moves towards.
+  const bool retarget = opt.block.mode.retargets();
+  detail::require(opt.block.mode.fp_target == 0 || retarget, "awq::model::quantize_model: fp_target ", opt.block.mode.fp_target,
+                  " needs sequential calibration and a gptq rounding (mode ", opt.block.mode.variants(), ")");
+  detail::require(opt.block.mode.fp_target >= 0 && opt.block.mode.fp_target <= 1, "awq::model::quantize_model: fp_target ",
+                  opt.block.mode.fp_target, " is out of range (accepted: 0 <= fp_target <= 1)");
+  Buf hf = retarget ? Backend::upload(calib_hidden.data(), calib_hidden.size()) : Buf(),
+      next_f(retarget ? calib_hidden.size() : 0);
   // Streams are carried a few sequences at a time (rows are independent across sequences), so
   // their intermediates stay small; one scratch buffer serves all of them.
   std::vector<Buf> sh;
@@ -345,7 +375,8 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     // The capture forward's output is the next block's input (the full-precision one, as the
     // reference), unless the mode is sequential: then the quantized block's, computed below, and
     // the capture skips what only the output needs.
-    std::vector<Tensor<Backend>> in;
+    std::vector<Tensor<Backend>> in, fp_in;
+    if (retarget) Arch::template forward<Backend>(c, calib, blk, mat(hf, calib.tokens(), H), mat(next_f, calib.tokens(), H), &fp_in);
     if (opt.block.mode.sequential)
       capture_inputs<Arch>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), in);
     else
@@ -381,9 +412,13 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       GptqOptions go;
       go.groups = opt.block.mode.gptq_groups();
       go.damp = opt.block.mode.damp_for(opt.block.quant.bits);
-      qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go);
+      if (retarget)  // the folds search_block applied to `in`
+        for (const auto& g : Arch::groups(c))
+          Backend::scale_cols(fp_in.at(static_cast<std::size_t>(g.input)).matrix(), qb.result.scales.at(g.name).scales, true);
+      qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go, retarget ? &fp_in : nullptr, opt.block.mode.fp_target);
     }
     in.clear();
+    fp_in.clear();
     lap("finalize");
     if (opt.block.mode.sequential) {  // before any kernel op: the calibration path never depends on kernel_eval
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), nullptr);
@@ -402,6 +437,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     if (!opt.overlap_io) sinking.get();
     lap("sink");
     std::swap(h, next);
+    if (retarget) std::swap(hf, next_f);
     ++result.blocks;
     tracker.step(li + 1);
   }

@@ -41,6 +41,14 @@ struct SearchMode {
   /// default_gptq_damp(bits). More damping pulls the codes towards nearest rounding: less of the
   /// gain on text like the calibration's, less of the loss on text of another kind.
   std::optional<double> gptq_damp;
+  /// With sequential calibration and a gptq rounding: the share β of the way GPTQ's target moves
+  /// from each linear's output on the quantized model's input X̃ (GPTQ's own target, 0) to its
+  /// output on the full-precision model's input X (1): the rounding then also corrects the error
+  /// the blocks before it left (awq/model/finalize.hpp, retarget_linear). The full least-squares
+  /// step (1) fits the calibration stream's error too closely; kFpTarget keeps a quarter of it.
+  double fp_target = 0;
+  /// β of the "fp-target" variant (bench/RESULTS.md).
+  static constexpr double kFpTarget = 0.25;
 
   /// The damping by code width where none is given: 0.05 from 4 bits up, 0.5 below. GPTQ's own
   /// 0.01 fits the calibration text's input correlations closely; at 3 bits every rounding error,
@@ -61,17 +69,20 @@ struct SearchMode {
   /// The variants that win on text the search never saw (bench/RESULTS.md): sequential
   /// calibration and GPTQ rounding with each group's grid recomputed within the range its weights
   /// had (fixed grids cap what the feedback can fix; unbounded ones lose the clip search's bounds
-  /// where outlier channels dominate a group). α refinement does not win, so it is left out.
-  static SearchMode improved() { return {true, 0, Rounding::gptq_regroup_within, std::nullopt}; }
+  /// where outlier channels dominate a group), its target a quarter of the way to the
+  /// full-precision model's output. α refinement does not win, so it is left out.
+  static SearchMode improved() { return {true, 0, Rounding::gptq_regroup_within, std::nullopt, kFpTarget}; }
 
   /// The preset names, for command lines and reports.
   static const char* names() {
-    return "reference, improved (sequential+gptq-regroup-within), sequential, refine, gptq, gptq-regroup, gptq-regroup-within, or several joined by '+' (improved+refine)";
+    return "reference, improved (sequential+gptq-regroup-within+fp-target), sequential, refine, gptq, gptq-regroup, gptq-regroup-within, "
+           "fp-target (with sequential and a gptq rounding), or several joined by '+' (improved+refine)";
   }
   /// \brief The preset called `name`: "reference", "improved", one variant alone ("sequential",
-  ///        "refine", "gptq", "gptq-regroup", "gptq-regroup-within"), or several joined by '+', which
-  ///        combines them.
-  /// \throws awq::Error naming the value and the accepted names, or two roundings joined.
+  ///        "refine", "gptq", "gptq-regroup", "gptq-regroup-within", "fp-target"), or several joined
+  ///        by '+', which combines them.
+  /// \throws awq::Error naming the value and the accepted names, two roundings joined, or
+  ///         fp-target without sequential calibration and a gptq rounding.
   static SearchMode parse(const std::string& name) {
     const auto bad = [&] { return Error("awq::model::SearchMode: '" + name + "' is not a search mode (accepted: " + names() + ")"); };
     SearchMode m;
@@ -84,6 +95,7 @@ struct SearchMode {
       else if (part == "improved") p = improved();
       else if (part == "sequential") p.sequential = true;
       else if (part == "refine") p.alpha_refine = kRefineSteps;
+      else if (part == "fp-target") p.fp_target = kFpTarget;
       else {
         const auto* r = std::find_if(std::begin(kRoundings), std::end(kRoundings), [&](const auto& e) { return part == e.first; });
         if (r == std::end(kRoundings)) throw bad();
@@ -94,12 +106,15 @@ struct SearchMode {
       m.sequential = m.sequential || p.sequential;
       m.alpha_refine = std::max(m.alpha_refine, p.alpha_refine);
       if (p.rounding != Rounding::nearest) m.rounding = p.rounding;
+      m.fp_target = std::max(m.fp_target, p.fp_target);
       b = e + 1;
     } while (b <= name.size());
+    if (m.fp_target > 0 && !m.retargets())
+      throw Error("awq::model::SearchMode: '" + name + "' asks for fp-target without sequential calibration and a gptq rounding (e.g. sequential+gptq+fp-target)");
     return m;
   }
   /// The variants this mode combines, by their names joined with '+' in a fixed order
-  /// ("sequential+gptq-regroup-within" for improved(), "reference" for the reference; the damping
+  /// ("sequential+gptq-regroup-within+fp-target" for improved(), "reference" for the reference; the damping
   /// is not part of it): what a run's identity records, so that a preset whose meaning changes
   /// does not resume another's results.
   std::string variants() const {
@@ -109,10 +124,14 @@ struct SearchMode {
     if (alpha_refine > 0) add(alpha_refine == kRefineSteps ? "refine" : "refine" + std::to_string(alpha_refine));
     for (const auto& [name, r] : kRoundings)
       if (rounding == r) add(name);
+    if (fp_target > 0) add(fp_target == kFpTarget ? std::string("fp-target") : "fp-target" + std::to_string(fp_target));
     return n;
   }
   /// Whether this is the reference.
-  bool is_reference() const { return !sequential && alpha_refine == 0 && rounding == Rounding::nearest; }
+  bool is_reference() const { return !sequential && alpha_refine == 0 && rounding == Rounding::nearest && fp_target == 0; }
+  /// Whether GPTQ's target moves towards the full-precision model (fp_target): only where both
+  /// streams exist (sequential) and a gptq rounding has a target.
+  bool retargets() const { return fp_target > 0 && sequential && rounding != Rounding::nearest; }
 };
 
 }  // namespace awq::model

@@ -374,7 +374,7 @@ TEST_CASE("gptq: retarget_linear is the ridge least-squares target from the quan
                        doctest::Contains("a has 700 rows but b has 699"), awq::Error);
 }
 
-TEST_CASE("gptq: backend::cpu::cross_gram on Eigen (fewer than 64 rows) against float64; subtract") {
+TEST_CASE("gptq: backend::cpu::cross_gram on Eigen (fewer than 64 rows) against float64, and subtract") {
   const index_t t = 40, m = 70, n = 9;
   const auto a = awq_test::cast_vec<float>(awq_test::random_weights(t, m, awq_test::Dist::normal, 71, 1.0));
   const auto b = awq_test::cast_vec<float>(awq_test::random_weights(t, n, awq_test::Dist::student_t3, 72, 1.0));

@@ -78,8 +78,8 @@ inline QuantizedLinear finalize_linear_gptq(const MatrixView<float>& w, const Qu
 /// \brief Moves GPTQ's target for w [N, K] a share `beta` of the way from w's output on the
 ///        quantized model's input X̃ to its output on the full-precision model's input X:
 ///        w += beta · w · Eᵀ · (H + λI)⁻¹ with E = X̃ᵀ(X − X̃) and (H + λI)⁻¹ = UᵀU (u, GPTQ's factor
-///        of X̃'s Hessian). At beta = 1 the new w is the least-squares fit of X wᵀ from X̃, the
-///        target GPTQ then rounds on X̃. Three float products on the host's kernels
+///        of X̃'s Hessian). At beta = 1 the new w is the ridge least-squares fit of X wᵀ from X̃
+///        (λ pulling towards w), the target GPTQ then rounds on X̃. Three float products on the host's kernels
 ///        (backend::cpu::linear), a fixed order whatever the thread count.
 inline void retarget_linear(const MatrixView<float>& w, const GptqFactor::Matrix& u, const MatrixView<const float>& e, double beta) {
   constexpr const char* fn = "awq::model::retarget_linear";
@@ -144,8 +144,9 @@ inline AwqGemmPacked pack_awq_gemm(const QuantizedLinear& q, int bits) {
 ///        scales come back to the host. With GPTQ's feedback: `Finalize<Backend>::factor(h, damp)`
 ///        from a Hessian in the backend's memory, then `Finalize<Backend>::gptq(w, spec, factor,
 ///        opt)`, after `Finalize<Backend>::retarget(w, factor, e, beta)` where the target moves
-///        towards the full-precision model (retarget_linear). Declared only: backend::cpu is below, backend::cuda in awq/model/finalize.cuh, so a
-///        missing include fails to compile instead of mixing definitions.
+///        towards the full-precision model (retarget_linear). Declared only: backend::cpu is
+///        below, backend::cuda in awq/model/finalize.cuh, so a missing include fails to compile
+///        instead of mixing definitions.
 template <class Backend>
 struct Finalize;
 

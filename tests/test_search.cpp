@@ -532,6 +532,21 @@ TEST_CASE("search is deterministic and its options are validated") {
   CHECK(r3.losses == r1.losses);
   CHECK_THROWS_WITH_AS(awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<float>(lin), opt, {}, cview(ref, t - 1, 64)),
                        doctest::Contains("reference"), awq::Error);
+  // Another target: the output one grid point's candidate gives. That point's loss is exactly 0,
+  // so it is chosen, and every other point is judged against it.
+  for (const int pick : {3, 14}) {
+    CAPTURE(pick);
+    std::vector<float> sc, wq(w.size(), std::nanf("")), target(static_cast<std::size_t>(t * 64), std::nanf(""));
+    awq::scales_for_alpha<float>(r1.alphas[static_cast<std::size_t>(pick)], awq::backend::cpu::channel_abs_mean(cview(x, t, k)), nullptr, sc);
+    awq::backend::cpu::scaled_pseudo_quantize(opt.quant, cview(w, 64, k), sc.data(), awq::make_row_major(wq.data(), 64, k));
+    block(cview(x, t, k), {cview(wq, 64, k)}, awq::make_row_major(target.data(), t, 64));
+    const auto r4 = awq::search_scales(cview(x, t, k), lin, awq::LinearsBlock<float>(lin), opt, {}, cview(target, t, 64));
+    CHECK(r4.best_index == pick);
+    CHECK(r4.losses[static_cast<std::size_t>(pick)] == 0.0);
+    CHECK(r4.scales == sc);
+    for (std::size_t i = 0; i < r4.losses.size(); ++i)
+      if (static_cast<int>(i) != pick) CHECK(r4.losses[i] > 0.0);
+  }
   const auto c1 = awq::search_clip(cview(w, 64, k), cview(x, t, k), awq::ClipSearchOptions{QuantSpec{4, 64, true}});
   const auto c2 = awq::search_clip(cview(w, 64, k), cview(x, t, k), awq::ClipSearchOptions{QuantSpec{4, 64, true}});
   CHECK(c1.max_val == c2.max_val);

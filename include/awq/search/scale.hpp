@@ -145,10 +145,12 @@ MatrixView<const S> row_major_or_copy(const MatrixView<const S>& v, typename Bac
 /// \param opt     grid, quantizer, duo scaling, progress callback
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
 ///                than the sample); empty: computed from x
-/// \param reference the block's output with the original weights, [tokens, block.output_cols()]
-///                in the backend's memory, when the caller already has it (a capture forward
-///                computes it): saves one block evaluation. It must be exactly what
-///                block(x, original weights) writes; an empty view: computed here.
+/// \param reference what the candidates' outputs are compared with, [tokens, block.output_cols()]
+///                in the backend's memory; an empty view: the block's output with the original
+///                weights, computed here (the reference's loss). A caller that already has that
+///                output passes it to save one block evaluation; a caller may also pass another
+///                target (e.g. the output the full-precision model gives where x is a quantized
+///                model's activation).
 /// \pre every weight has in columns; quant.group_size divides in; x and weights are finite.
 ///
 /// Scales and losses are computed in `acc_t<S>` (float for half and bfloat16 storage). A view whose

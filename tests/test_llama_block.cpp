@@ -600,7 +600,9 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
         // every case here at or under the reference, but on SmolLM2 it cost 3.4 points of RTN's gap
         // at W4: that error is not what held-out text rewards, so the mode does not select by it.
         // What holds here with outliers: no breakdown (the 64-token version of this case had
-        // held-out errors of 5x).
+        // held-out errors of 5x). On the real model's activations (SmolLM2's first blocks, with
+        // channels 37x the median) the improved mode is under the reference at both widths, on
+        // calibration and held-out tokens (tests/test_llama_model.cpp).
         if (name == "improved") {
           CHECK(e.first <= 1.25 * ref.first);
           CHECK(e.second <= 1.25 * ref.second);

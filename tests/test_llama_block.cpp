@@ -661,3 +661,75 @@ TEST_CASE("search modes: with planted outlier channels, the improved mode's outp
   half.fp_target = 0.5;
   CHECK(half.variants() == "sequential+gptq-regroup-within+fp-target0.500000");
 }
+
+TEST_CASE("fp-target's cross products per input slot against float64, folded as the inputs are") {
+  const auto c = kernel_config();
+  const long T = 300;
+  const std::vector<long> widths = {c.hidden, static_cast<long>(c.n_heads) * c.head_dim, c.hidden, c.intermediate};  // Llama's four slots
+  std::vector<awq::model::Tensor<Cpu>> in, fp_in;
+  std::vector<std::vector<float>> xq, xf;
+  for (std::size_t i = 0; i < widths.size(); ++i) {
+    const long k = widths[i];
+    xq.push_back(cast_vec<float>(random_weights(T, k, Dist::outliers, 60 + i, 1.0)));
+    auto d = cast_vec<float>(random_weights(T, k, Dist::normal, 70 + i, 0.05));  // the full-precision input: X̃ plus a small error
+    for (std::size_t j = 0; j < d.size(); ++j) d[j] += xq.back()[j];
+    xf.push_back(d);
+    for (auto* v : {&in, &fp_in}) {
+      v->emplace_back();
+      v->back().rows = T;
+      v->back().cols = k;
+      v->back().data = Cpu::upload((v == &in ? xq : xf).back().data(), static_cast<std::size_t>(T * k));
+    }
+  }
+  auto cross = awq::model::cross_products<Cpu, Llama>(c, in, fp_in);
+  REQUIRE(cross.size() == widths.size());
+  // Random fold scales per group, as search_block's result holds them.
+  awq::model::BlockResult res;
+  std::mt19937 rng(80);
+  std::uniform_real_distribution<float> u(0.2f, 5.0f);
+  std::map<int, std::vector<float>> scales;
+  for (const auto& g : Llama::groups(c)) {
+    auto& s = res.scales[g.name].scales;
+    for (long j = 0; j < widths[static_cast<std::size_t>(g.input)]; ++j) s.push_back(u(rng));
+    scales[g.input] = s;
+  }
+  std::map<int, std::vector<float>> unfolded;
+  for (const auto& [slot, e] : cross) unfolded[slot] = std::vector<float>(e.begin(), e.end());
+  awq::model::fold_cross<Cpu, Llama>(c, res, cross);
+  for (std::size_t i = 0; i < widths.size(); ++i) {
+    CAPTURE(i);
+    const long k = widths[i];
+    // A slot no group folds (o_proj's input where the kv heads are fewer: the reference skips that group) stays.
+    const auto& s = scales.count(static_cast<int>(i)) ? scales.at(static_cast<int>(i)) : std::vector<float>(static_cast<std::size_t>(k), 1.0f);
+    std::vector<double> e(static_cast<std::size_t>(k * k)), ef(e.size());
+    for (long t = 0; t < T; ++t)
+      for (long a = 0; a < k; ++a) {
+        const double xa = xq[i][static_cast<std::size_t>(t * k + a)];
+        for (long b = 0; b < k; ++b)
+          e[static_cast<std::size_t>(a * k + b)] +=
+              xa * (static_cast<double>(xf[i][static_cast<std::size_t>(t * k + b)]) - xq[i][static_cast<std::size_t>(t * k + b)]);
+      }
+    for (long a = 0; a < k; ++a)
+      for (long b = 0; b < k; ++b) ef[static_cast<std::size_t>(a * k + b)] = e[static_cast<std::size_t>(a * k + b)] / (double(s[static_cast<std::size_t>(a)]) * s[static_cast<std::size_t>(b)]);
+    const double err = max_rel(unfolded.at(static_cast<int>(i)), e), err_f = max_rel(std::vector<float>(cross.at(static_cast<int>(i)).begin(), cross.at(static_cast<int>(i)).end()), ef);
+    MESSAGE("slot " << i << ": E against float64 " << err << ", folded " << err_f);
+    CHECK(err < 1e-5);  // sums of 300 float products (5e-7 seen); the fold adds two roundings
+    CHECK(err_f < 1e-5);
+    // fp_in now holds X − X̃.
+    std::vector<float> d(static_cast<std::size_t>(T * k));
+    Cpu::download(fp_in[i].data.data(), d.size(), d.data());
+    for (std::size_t j = 0; j < d.size(); j += 97) CHECK(d[j] == xf[i][j] - xq[i][j]);
+  }
+  // Misuse: a missing or misshapen full-precision input, scales of another width.
+  const auto products = [&] { return awq::model::cross_products<Cpu, Llama>(c, in, fp_in); };
+  fp_in.pop_back();
+  CHECK_THROWS_WITH_AS(products(), doctest::Contains("3 full-precision inputs for 4 captured"), awq::Error);
+  fp_in.emplace_back();
+  fp_in.back().rows = T - 1;
+  fp_in.back().cols = c.intermediate;
+  fp_in.back().data = Cpu::upload(xf[3].data(), static_cast<std::size_t>((T - 1) * c.intermediate));
+  CHECK_THROWS_WITH_AS(products(), doctest::Contains("the full-precision input of slot 3 is 299x160, the captured one 300x160"), awq::Error);
+  res.scales.at("down").scales.pop_back();
+  const auto fold = [&] { awq::model::fold_cross<Cpu, Llama>(c, res, cross); };
+  CHECK_THROWS_WITH_AS(fold(), doctest::Contains("159 scales of group 'down'"), awq::Error);
+}

@@ -150,25 +150,66 @@ std::map<std::string, int> linear_inputs(const ModelConfig& c) {
   return m;
 }
 
+/// The products E = X̃ᵀ(X − X̃) GPTQ's moved target needs (retarget_linear), by input slot, for
+/// every slot a quantized linear of `Arch` reads: X̃ from `in` (the captured inputs), X from
+/// `fp_in` (the same inputs captured from the full-precision model), which is overwritten with
+/// X − X̃. Taken right after the capture, so the full-precision inputs need not outlive it; the
+/// folds then scale E as they scale the inputs (fold_cross).
+template <class Backend, class Arch>
+std::map<int, typename Backend::template buffer<float>> cross_products(const ModelConfig& c, const std::vector<Tensor<Backend>>& in,
+                                                                       std::vector<Tensor<Backend>>& fp_in) {
+  constexpr const char* fn = "awq::model::cross_products";
+  detail::require(fp_in.size() == in.size(), fn, ": ", fp_in.size(), " full-precision inputs for ", in.size(), " captured");
+  std::map<int, typename Backend::template buffer<float>> cross;
+  for (const auto& [l, slot] : linear_inputs<Arch>(c)) {
+    if (cross.count(slot)) continue;
+    detail::require(slot >= 0 && static_cast<std::size_t>(slot) < in.size(), fn, ": input slot ", slot, " of '", l, "' was not captured (",
+                    in.size(), " inputs)");
+    const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
+    const Tensor<Backend>& xf = fp_in[static_cast<std::size_t>(slot)];
+    detail::require(xf.rows == x.rows && xf.cols == x.cols, fn, ": the full-precision input of slot ", slot, " is ", xf.rows, "x", xf.cols,
+                    ", the captured one ", x.rows, "x", x.cols);
+    typename Backend::template buffer<float> e(static_cast<std::size_t>(x.cols * x.cols));
+    Backend::subtract(MatrixView<const float>(xf.matrix()), MatrixView<const float>(x.matrix()), xf.matrix());  // X − X̃ in place
+    Backend::cross_gram(MatrixView<const float>(x.matrix()), MatrixView<const float>(xf.matrix()), make_row_major(e.data(), x.cols, x.cols));
+    cross.emplace(slot, std::move(e));
+  }
+  return cross;
+}
+
+/// The folds of `res` applied to the products of cross_products: a group's inputs become X · S⁻¹
+/// (search_block), so its slot's E becomes S⁻¹ · E · S⁻¹.
+template <class Backend, class Arch>
+void fold_cross(const ModelConfig& c, const BlockResult& res, std::map<int, typename Backend::template buffer<float>>& cross) {
+  for (const auto& g : Arch::groups(c)) {
+    const auto it = cross.find(g.input);
+    if (it == cross.end()) continue;
+    const std::vector<float>& s = res.scales.at(g.name).scales;
+    const auto k = static_cast<index_t>(s.size());
+    detail::require(it->second.size() == static_cast<std::size_t>(k * k), "awq::model::fold_cross: ", s.size(), " scales of group '",
+                    g.name, "' for a cross product of ", it->second.size(), " values");
+    const auto e = make_row_major(it->second.data(), k, k);
+    Backend::scale_rows(e, s, true);
+    Backend::scale_cols(e, s, true);
+  }
+}
+
 /// \brief finalize_block with GPTQ's error feedback (awq/gptq.hpp): the Hessian XᵀX of each
 ///        captured input `in` (as search_block left it: scaled), its factor and the feedback, all
-///        where the block lives (Finalize<Backend>). With `fp_in` (the same inputs captured from
-///        the full-precision model, scaled alike; overwritten with their difference from `in`) and
-///        `fp_target` > 0, each weight's target first moves that share of the way to the
-///        full-precision model's output (retarget_linear).
+///        where the block lives (Finalize<Backend>). With `cross` (cross_products, folded alike by
+///        fold_cross) and `fp_target` > 0, each weight's target first moves that share of the way
+///        to the full-precision model's output (retarget_linear).
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c, Block<Backend>& blk,
                                                            const std::vector<Tensor<Backend>>& in, const QuantSpec& spec,
-                                                           const GptqOptions& opt, std::vector<Tensor<Backend>>* fp_in = nullptr,
+                                                           const GptqOptions& opt,
+                                                           const std::map<int, typename Backend::template buffer<float>>* cross = nullptr,
                                                            double fp_target = 0) {
   constexpr const char* fn = "awq::model::finalize_block_gptq";
   using Buf = typename Backend::template buffer<float>;
   const auto inputs = linear_inputs<Arch>(c);
   std::map<int, typename Finalize<Backend>::Factor> factors;
-  std::map<int, Buf> cross;  // per slot: E = X̃ᵀ(X − X̃)
   std::map<std::string, QuantizedLinear> out;
-  const bool retarget = fp_in && fp_target > 0;
-  if (retarget) detail::require(fp_in->size() == in.size(), fn, ": ", fp_in->size(), " full-precision inputs for ", in.size(), " captured");
   for (const auto& l : Arch::linears(c)) {
     const int slot = inputs.at(l);
     if (!factors.count(slot)) {
@@ -178,19 +219,14 @@ std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c,
       Buf h(static_cast<std::size_t>(x.cols * x.cols));
       Backend::gram(MatrixView<const float>(x.matrix()), make_row_major(h.data(), x.cols, x.cols));
       factors.emplace(slot, Finalize<Backend>::factor(make_row_major<const float>(h.data(), x.cols, x.cols), opt.damp));
-      if (retarget) {
-        const Tensor<Backend>& xf = (*fp_in)[static_cast<std::size_t>(slot)];
-        detail::require(xf.rows == x.rows && xf.cols == x.cols, fn, ": the full-precision input of slot ", slot, " is ", xf.rows, "x",
-                        xf.cols, ", the captured one ", x.rows, "x", x.cols);
-        Buf e(static_cast<std::size_t>(x.cols * x.cols));
-        Backend::subtract(MatrixView<const float>(xf.matrix()), MatrixView<const float>(x.matrix()), xf.matrix());  // X − X̃ in place
-        Backend::cross_gram(MatrixView<const float>(x.matrix()), MatrixView<const float>(xf.matrix()), make_row_major(e.data(), x.cols, x.cols));
-        cross.emplace(slot, std::move(e));
-      }
     }
     const auto w = blk.at(l + ".weight").matrix();
-    if (retarget)
-      Finalize<Backend>::retarget(w, factors.at(slot), make_row_major<const float>(cross.at(slot).data(), w.cols(), w.cols()), fp_target);
+    if (cross && fp_target > 0) {
+      const auto e = cross->find(slot);
+      detail::require(e != cross->end() && e->second.size() == static_cast<std::size_t>(w.cols() * w.cols()), fn, ": no ", w.cols(), "x",
+                      w.cols(), " cross product for input slot ", slot, " of '", l, "'");
+      Finalize<Backend>::retarget(w, factors.at(slot), make_row_major<const float>(e->second.data(), w.cols(), w.cols()), fp_target);
+    }
     out[l] = Finalize<Backend>::gptq(w, spec, factors.at(slot), opt);
   }
   return out;
@@ -240,8 +276,9 @@ struct PipelineResult {
   int blocks = 0;   ///< blocks quantized
   int resumed = 0;  ///< of which taken from checkpoints
   /// Wall seconds per phase, summed over the blocks: "load" (source → backend), "carry" (the
-  /// streams, with the RTN stream's quantization), "capture" (the calibration forward), "search"
-  /// (scales, folds, clip), "finalize" (quantization), "sink". With overlap_io, "load" and "sink"
+  /// streams, with the RTN stream's quantization), "capture" (the calibration forwards, and
+  /// SearchMode::fp_target's cross products), "search" (scales, folds, clip), "finalize"
+  /// (quantization), "sink". With overlap_io, "load" and "sink"
   /// are the waits for the reading and sinking threads plus the upload and the download.
   std::map<std::string, double> seconds;
 };
@@ -375,12 +412,17 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
     // The capture forward's output is the next block's input (the full-precision one, as the
     // reference), unless the mode is sequential: then the quantized block's, computed below, and
     // the capture skips what only the output needs.
-    std::vector<Tensor<Backend>> in, fp_in;
-    if (retarget) Arch::template forward<Backend>(c, calib, blk, mat(hf, calib.tokens(), H), mat(next_f, calib.tokens(), H), &fp_in);
+    std::vector<Tensor<Backend>> in;
+    std::map<int, Buf> cross;  // with fp_target: E = X̃ᵀ(X − X̃) per input slot
     if (opt.block.mode.sequential)
       capture_inputs<Arch>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), in);
     else
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
+    if (retarget) {  // the full-precision inputs live only until their products with `in` are taken
+      std::vector<Tensor<Backend>> fp_in;
+      Arch::template forward<Backend>(c, calib, blk, mat(hf, calib.tokens(), H), mat(next_f, calib.tokens(), H), &fp_in);
+      cross = cross_products<Backend, Arch>(c, in, fp_in);
+    }
     lap("capture");
     QuantizedBlock qb;
     qb.index = li;
@@ -412,13 +454,11 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       GptqOptions go;
       go.groups = opt.block.mode.gptq_groups();
       go.damp = opt.block.mode.damp_for(opt.block.quant.bits);
-      if (retarget)  // the folds search_block applied to `in`
-        for (const auto& g : Arch::groups(c))
-          Backend::scale_cols(fp_in.at(static_cast<std::size_t>(g.input)).matrix(), qb.result.scales.at(g.name).scales, true);
-      qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go, retarget ? &fp_in : nullptr, opt.block.mode.fp_target);
+      if (retarget) fold_cross<Backend, Arch>(c, qb.result, cross);  // the folds search_block applied to `in`
+      qb.linears = finalize_block_gptq<Backend, Arch>(c, blk, in, opt.block.quant, go, retarget ? &cross : nullptr, opt.block.mode.fp_target);
     }
     in.clear();
-    fp_in.clear();
+    cross.clear();
     lap("finalize");
     if (opt.block.mode.sequential) {  // before any kernel op: the calibration path never depends on kernel_eval
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), nullptr);

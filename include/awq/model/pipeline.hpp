@@ -150,35 +150,48 @@ std::map<std::string, int> linear_inputs(const ModelConfig& c) {
   return m;
 }
 
-/// The products E = X̃ᵀ(X − X̃) GPTQ's moved target needs (retarget_linear), by input slot, for
-/// every slot a quantized linear of `Arch` reads: X̃ from `in` (the captured inputs), X from
-/// `fp_in` (the same inputs captured from the full-precision model), which is overwritten with
-/// X − X̃. Taken right after the capture, so the full-precision inputs need not outlive it; the
-/// folds then scale E as they scale the inputs (fold_cross).
+/// Adds to `cross`, per input slot a quantized linear of `Arch` reads, the products
+/// X̃ᵀ(X − X̃) over a run of calibration rows: E, which GPTQ's moved target needs
+/// (retarget_linear). X̃ is rows [row0, row0 + n) of the captured inputs `in`, X the same rows'
+/// inputs captured from the full-precision model (`fp_in`, n rows each; overwritten). A slot not
+/// in `cross` yet is created. Summing over a few sequences at a time keeps the full-precision
+/// inputs as small as a chunk; the folds then scale E as they scale the inputs (fold_cross).
 template <class Backend, class Arch>
-std::map<int, typename Backend::template buffer<float>> cross_products(const ModelConfig& c, const std::vector<Tensor<Backend>>& in,
-                                                                       std::vector<Tensor<Backend>>& fp_in) {
-  constexpr const char* fn = "awq::model::cross_products";
+void add_cross_products(const ModelConfig& c, const std::vector<Tensor<Backend>>& in, index_t row0, std::vector<Tensor<Backend>>& fp_in,
+                        std::map<int, typename Backend::template buffer<float>>& cross) {
+  constexpr const char* fn = "awq::model::add_cross_products";
+  using Buf = typename Backend::template buffer<float>;
   detail::require(fp_in.size() == in.size(), fn, ": ", fp_in.size(), " full-precision inputs for ", in.size(), " captured");
-  std::map<int, typename Backend::template buffer<float>> cross;
+  std::map<int, bool> done;
+  Buf part;
   for (const auto& [l, slot] : linear_inputs<Arch>(c)) {
-    if (cross.count(slot)) continue;
+    if (done[slot]) continue;
+    done[slot] = true;
     detail::require(slot >= 0 && static_cast<std::size_t>(slot) < in.size(), fn, ": input slot ", slot, " of '", l, "' was not captured (",
                     in.size(), " inputs)");
-    const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
     const Tensor<Backend>& xf = fp_in[static_cast<std::size_t>(slot)];
-    detail::require(xf.rows == x.rows && xf.cols == x.cols, fn, ": the full-precision input of slot ", slot, " is ", xf.rows, "x", xf.cols,
-                    ", the captured one ", x.rows, "x", x.cols);
-    typename Backend::template buffer<float> e(static_cast<std::size_t>(x.cols * x.cols));
-    Backend::subtract(MatrixView<const float>(xf.matrix()), MatrixView<const float>(x.matrix()), xf.matrix());  // X − X̃ in place
-    Backend::cross_gram(MatrixView<const float>(x.matrix()), MatrixView<const float>(xf.matrix()), make_row_major(e.data(), x.cols, x.cols));
-    cross.emplace(slot, std::move(e));
+    const Tensor<Backend>& xq = in[static_cast<std::size_t>(slot)];
+    detail::require(xf.cols == xq.cols && row0 >= 0 && row0 + xf.rows <= xq.rows, fn, ": the full-precision input of slot ", slot, " is ",
+                    xf.rows, "x", xf.cols, " from row ", row0, ", the captured one ", xq.rows, "x", xq.cols);
+    const MatrixView<const float> x = MatrixView<const float>(xq.matrix()).middle_rows(row0, xf.rows);
+    const index_t k = xq.cols;
+    const bool first = !cross.count(slot);
+    if (first) {  // E = X̃ᵀ(X − X̃)
+      Buf e(static_cast<std::size_t>(k * k));
+      Backend::subtract(MatrixView<const float>(xf.matrix()), x, xf.matrix());
+      Backend::cross_gram(x, MatrixView<const float>(xf.matrix()), make_row_major(e.data(), k, k));
+      cross.emplace(slot, std::move(e));
+    } else {  // E −= X̃ᵀ(X̃ − X): the backends subtract, they do not add
+      Backend::subtract(x, MatrixView<const float>(xf.matrix()), xf.matrix());
+      Backend::cross_gram(x, MatrixView<const float>(xf.matrix()), make_row_major(grown(part, k * k), k, k));
+      const auto e = make_row_major(cross.at(slot).data(), k, k);
+      Backend::subtract(MatrixView<const float>(e), make_row_major<const float>(part.data(), k, k), e);
+    }
   }
-  return cross;
 }
 
-/// The folds of `res` applied to the products of cross_products: a group's inputs become X · S⁻¹
-/// (search_block), so its slot's E becomes S⁻¹ · E · S⁻¹.
+/// The folds of `res` applied to the products of add_cross_products: a group's inputs become
+/// X · S⁻¹ (search_block), so its slot's E becomes S⁻¹ · E · S⁻¹.
 template <class Backend, class Arch>
 void fold_cross(const ModelConfig& c, const BlockResult& res, std::map<int, typename Backend::template buffer<float>>& cross) {
   for (const auto& g : Arch::groups(c)) {
@@ -196,9 +209,9 @@ void fold_cross(const ModelConfig& c, const BlockResult& res, std::map<int, type
 
 /// \brief finalize_block with GPTQ's error feedback (awq/gptq.hpp): the Hessian XᵀX of each
 ///        captured input `in` (as search_block left it: scaled), its factor and the feedback, all
-///        where the block lives (Finalize<Backend>). With `cross` (cross_products, folded alike by
-///        fold_cross) and `fp_target` > 0, each weight's target first moves that share of the way
-///        to the full-precision model's output (retarget_linear).
+///        where the block lives (Finalize<Backend>). With `cross` (add_cross_products, folded
+///        alike by fold_cross) and `fp_target` > 0, each weight's target first moves that share of
+///        the way to the full-precision model's output (retarget_linear).
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c, Block<Backend>& blk,
                                                            const std::vector<Tensor<Backend>>& in, const QuantSpec& spec,
@@ -418,10 +431,16 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       capture_inputs<Arch>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), in);
     else
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
-    if (retarget) {  // the full-precision inputs live only until their products with `in` are taken
-      std::vector<Tensor<Backend>> fp_in;
-      Arch::template forward<Backend>(c, calib, blk, mat(hf, calib.tokens(), H), mat(next_f, calib.tokens(), H), &fp_in);
-      cross = cross_products<Backend, Arch>(c, in, fp_in);
+    if (retarget) {  // the full-precision block a few sequences at a time: its inputs live for one chunk
+      const int per = std::max(1, static_cast<int>(opt.stream_chunk_tokens / std::max(1, calib.seq_len)));
+      for (int s0 = 0; s0 < calib.n_seq; s0 += per) {
+        const Batch cb{std::min(per, calib.n_seq - s0), calib.seq_len};
+        const index_t r0 = static_cast<index_t>(s0) * calib.seq_len;
+        std::vector<Tensor<Backend>> fp_in;
+        Arch::template forward<Backend>(c, cb, blk, make_row_major<const float>(hf.data() + r0 * H, cb.tokens(), H),
+                                        make_row_major(next_f.data() + r0 * H, cb.tokens(), H), &fp_in);
+        add_cross_products<Backend, Arch>(c, in, r0, fp_in, cross);
+      }
     }
     lap("capture");
     QuantizedBlock qb;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -439,6 +440,44 @@ TEST_CASE("a process killed (SIGKILL) in the middle of writing leaves the previo
   after.add_typed("w", "F32", {2}, std::vector<float>{1.0f, 2.0f});
   after.write(path);
   CHECK(awq::io::SafetensorsFile::open(path).tensor("w").data.size() == 8);
-  CHECK_FALSE(fs::exists(path + ".tmp"));
+  CHECK_FALSE(fs::exists(awq::io::atomic_temp(path)));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("atomic writes: a pipe or directory target is refused, a link keeps pointing at its file, no user file is touched") {
+  const fs::path dir = fs::temp_directory_path() / ("awq_targets_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto write = [](const fs::path& p, const std::string& text) {
+    awq::io::write_atomically(p.string(), [&](awq::io::FileSink& out) { out.write(text); });
+  };
+  // A pipe (as a device would be): refused before anything is written, and still a pipe.
+  const fs::path fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(write(fifo, "report"), doctest::Contains("exists and is not a regular file"), awq::Error);
+  CHECK(fs::is_fifo(fifo));
+  CHECK_FALSE(fs::exists(awq::io::atomic_temp(fifo.string())));
+  fs::create_directories(dir / "sub");
+  CHECK_THROWS_WITH_AS(write(dir / "sub", "report"), doctest::Contains("is not a regular file"), awq::Error);
+  CHECK(fs::is_directory(dir / "sub"));
+  // A link: the file it points to gets the new contents, the link stays, with the file's permissions.
+  const fs::path real = dir / "real.json", link = dir / "link.json";
+  write(real, "old");
+  fs::permissions(real, fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_symlink(real, link);
+  write(link, "new");
+  CHECK(fs::is_symlink(link));
+  CHECK(read_file(real) == "new");
+  CHECK((fs::status(real).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+  // The temporary name is a hidden sibling: a user's PATH.tmp is left alone; a directory in the
+  // temporary's place is refused by the check a tool runs before long work.
+  const fs::path out = dir / "out.json";
+  std::ofstream(dir / "out.json.tmp") << "precious";
+  write(out, "{}");
+  CHECK(read_file(dir / "out.json.tmp") == "precious");
+  CHECK(awq::io::atomic_temp(out.string()) == (dir / ".out.json.awq-tmp").string());
+  CHECK_FALSE(fs::exists(awq::io::atomic_temp(out.string())));
+  fs::create_directories(awq::io::atomic_temp(out.string()));
+  CHECK_THROWS_WITH_AS(awq::io::check_atomic_target(out.string()), doctest::Contains("is taken by something other than a file"), awq::Error);
   fs::remove_all(dir);
 }

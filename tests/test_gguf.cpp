@@ -172,7 +172,7 @@ TEST_CASE("safetensors: write, read back, and malformed files") {
   CHECK_THROWS_WITH_AS(w.add_typed("c", "F32", {3}, std::vector<float>{1.0f}), doctest::Contains("has 4 bytes but dtype F32"), awq::Error);
   CHECK_THROWS_WITH_AS(w.add_typed("a", "I32", {1}, std::vector<std::int32_t>{1}), doctest::Contains("added twice"), awq::Error);
   w.write(path);
-  CHECK(!std::filesystem::exists(path + ".tmp"));
+  CHECK(!std::filesystem::exists(awq::io::atomic_temp(path)));
   const auto st = awq::io::SafetensorsFile::open(path);
   CHECK(st.names() == std::vector<std::string>{"a", "b"});
   CHECK(st.metadata().at("format") == "pt");

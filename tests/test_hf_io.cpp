@@ -24,6 +24,7 @@
 #include "awq/io/safetensors.hpp"
 #include "awq/io/safetensors_sharded.hpp"
 #include "llama/tokenizer.hpp"
+#include "malformed_files.hpp"
 
 namespace fs = std::filesystem;
 
@@ -679,4 +680,83 @@ TEST_CASE("tokenizer: GPT-2's vocab.json + merges.txt and its tokenizer.json enc
   fs::remove(small.path / "merges.txt");
   expect_error([&] { awq_example::BpeTokenizer::from_hf_dir(small.path.string()); },
                {"has no tokenizer (accepted: tokenizer.json, or vocab.json with merges.txt)"});
+}
+
+TEST_CASE("hf io: a JSON file that does not parse is named with its line and column, without nlohmann's exception id") {
+  TempDir dir("badjson");
+  const fs::path d = dir.path;
+  // A fresh malformed text: a random number of good lines, then a key with no value.
+  std::random_device rd;
+  const unsigned seed = rd();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const int lines = std::uniform_int_distribution<int>(1, 9)(rng);
+  std::string text = "{\n";
+  for (int i = 0; i < lines; ++i) text += "  \"k" + std::to_string(i) + "\": " + std::to_string(rng() % 1000) + ",\n";
+  text += "  \"hidden_size\": }\n";
+  const std::string at = "at line " + std::to_string(lines + 2) + ", column 18";
+  const auto plain = [&](const std::function<void()>& f, std::initializer_list<std::string> frags) {
+    std::string msg;
+    try {
+      f();
+    } catch (const awq::Error& e) {
+      msg = e.what();
+    }
+    INFO("message: " << msg);
+    for (const auto& frag : frags) CHECK(msg.find(frag) != std::string::npos);
+    CHECK(msg.find("json.exception") == std::string::npos);
+    CHECK(msg.find("parse_error") == std::string::npos);
+  };
+  write_text(d / "config.json", text);
+  plain([&] { awq::io::HfCheckpoint::open(d.string()); }, {(d / "config.json").string() + " is not valid JSON: " + at + ": syntax error"});
+  // The shard index.
+  write_config(d);
+  write_text(d / "model.safetensors.index.json", text);
+  plain([&] { awq::io::HfCheckpoint::open(d.string()); }, {"model.safetensors.index.json is not valid JSON: " + at});
+  fs::remove(d / "model.safetensors.index.json");
+  // A safetensors header, read alone (HfCheckpoint) and whole (SafetensorsFile).
+  const auto st = awq_test::st_file("{\"a\":" + std::string(lines, ' '), 0);
+  std::ofstream(d / "model.safetensors", std::ios::binary).write(reinterpret_cast<const char*>(st.data()), static_cast<std::streamsize>(st.size()));
+  plain([&] { awq::io::HfCheckpoint::open(d.string()); }, {"model.safetensors: malformed JSON header (not valid JSON): at line 1"});
+  plain([&] { awq::io::SafetensorsFile::open((d / "model.safetensors").string()); },
+        {"model.safetensors: malformed JSON header (not valid JSON): at line 1"});
+  // A tokenizer file.
+  write_text(d / "tokenizer.json", text);
+  plain([&] { awq_example::BpeTokenizer::from_hf_json((d / "tokenizer.json").string()); },
+        {(d / "tokenizer.json").string() + " is not valid JSON: " + at});
+}
+
+TEST_CASE("tokenizer: a GGUF merges entry that is not a space-separated pair is refused at load, naming its index") {
+  // tokens a, b, ab, c, abc and the merges "a b", "ab c", with one entry broken at a fresh place.
+  const auto gguf = [](const std::vector<std::string>& merges) {
+    const std::vector<std::string> toks = {"a", "b", "ab", "c", "abc"};
+    const auto arr = [](awq_test::GgufWriter& w, const std::string& key, const std::vector<std::string>& v) {
+      w.str(key);
+      w.put<std::uint32_t>(9);
+      w.put<std::uint32_t>(8);
+      w.put<std::uint64_t>(v.size());
+      for (const auto& x : v) w.str(x);
+    };
+    return awq::io::GgufFile::from_bytes(awq_test::gguf_file(4, [&](awq_test::GgufWriter& w) {
+      awq_test::kv_str(w, "general.architecture", "llama");
+      awq_test::kv_str(w, "tokenizer.ggml.model", "gpt2");
+      arr(w, "tokenizer.ggml.tokens", toks);
+      arr(w, "tokenizer.ggml.merges", merges);
+    }, {}, 0), "tok.gguf");
+  };
+  awq_example::BpeTokenizer good(gguf({"a b", "ab c"}));
+  CHECK(good.encode("abc") == std::vector<int>{4});
+  std::random_device rd;
+  const unsigned seed = rd();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const std::vector<std::string> broken = {"nospace", "ab", " ab", "ab ", "a  b", "a b c", ""};
+  const std::string bad = broken[rng() % broken.size()];
+  std::vector<std::string> merges = {"a b", "ab c"};
+  const std::size_t at = rng() % (merges.size() + 1);
+  merges.insert(merges.begin() + static_cast<std::ptrdiff_t>(at), bad);
+  CAPTURE(bad);
+  CHECK_THROWS_WITH_AS(awq_example::BpeTokenizer{gguf(merges)},
+                       doctest::Contains(("tok.gguf: tokenizer.ggml.merges[" + std::to_string(at) + "] is '" + bad + "'; expected two symbols").c_str()),
+                       awq::Error);
 }

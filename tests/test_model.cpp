@@ -54,7 +54,9 @@ namespace {
 std::uint64_t quantize_hf_dir(const std::string& dir) {
   const auto src = awq::model::HfSource::open(dir);
   const auto& c = src.config();
-  const awq::model::Batch calib{1, 32};
+  // 256 tokens: with fewer, some of the 768 MLP channels are near zero on every token, and their
+  // activation scales, folded into up_proj, overflow its fp16 scales (an error since finalize checks).
+  const awq::model::Batch calib{8, 32};
   std::vector<float> h(static_cast<std::size_t>(calib.tokens() * c.hidden));
   for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(static_cast<int>((i * 2654435761u) % 2001) - 1000) / 500.0f;
   std::vector<awq::model::Stream> none;
@@ -222,6 +224,130 @@ TEST_SUITE("model API") {
     // A config without a required field.
     std::ofstream(tmp / "config.json") << R"({"model_type": "llama", "hidden_size": 64})";
     CHECK_THROWS_WITH_AS(awq::model::HfSource::open(tmp.string()), doctest::Contains("'intermediate_size' is missing"), awq::Error);
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("configs: config.json fields that change the maths are checked, not ignored or defaulted") {
+    const nlohmann::json base = nlohmann::json::parse(std::ifstream(golden_dir("arch_llama3_gqa") + "/hf/config.json"));
+    const auto with = [&](const char* key, const nlohmann::json& v) {
+      nlohmann::json k = base;
+      k[key] = v;
+      return awq::model::ModelConfig::from_hf(k, "m/config.json");
+    };
+    const auto c = awq::model::ModelConfig::from_hf(base, "m/config.json");
+    CHECK_NOTHROW(Llama::check(c));
+    CHECK(c.max_positions == 128);
+    CHECK(c.bos_token == 1);
+    CHECK(c.eos_token == 2);
+    // Fresh valid values are read as given.
+    std::random_device rd;
+    const unsigned seed = rd();
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    const double theta = std::uniform_real_distribution<double>(1e3, 1e7)(rng);
+    const int eos = std::uniform_int_distribution<int>(0, c.vocab - 1)(rng);
+    CHECK(with("rope_theta", theta).rope_theta == static_cast<float>(theta));
+    CHECK(with("eos_token_id", eos).eos_token == eos);
+    CHECK(with("eos_token_id", {eos, 1}).eos_token == eos);
+    CHECK(with("rope_scaling", nullptr).rope_theta == 500000.0f);
+    CHECK_NOTHROW(Llama::check(with("hidden_act", "silu")));
+
+    // rope_theta that is not a number: it used to fall back to 10000.
+    for (const char* v : {"100000", "abc"})
+      CHECK_THROWS_WITH_AS(with("rope_theta", v), doctest::Contains((std::string("m/config.json: 'rope_theta' is \"") + v + "\", not a number").c_str()),
+                           awq::Error);
+    CHECK_THROWS_WITH_AS(with("rope_parameters", {{"rope_theta", "1e4"}, {"rope_type", "default"}}),
+                         doctest::Contains("'rope_parameters.rope_theta' is \"1e4\", not a number"), awq::Error);
+    // An activation other than SwiGLU's silu: it used to run as silu.
+    for (const char* act : {"gelu", "relu", "gelu_pytorch_tanh"})
+      CHECK_THROWS_WITH_AS(Llama::check(with("hidden_act", act)),
+                           doctest::Contains((std::string("hidden_act '") + act + "' is not supported (accepted: silu)").c_str()), awq::Error);
+    CHECK_THROWS_WITH_AS(with("hidden_act", 3), doctest::Contains("'hidden_act' is 3, not a string"), awq::Error);
+    // RoPE scaling (Llama 3.1 / 3.2's "llama3", linear, …): not implemented, so refused.
+    const nlohmann::json llama3 = {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                   {"original_max_position_embeddings", 8192}};
+    CHECK_THROWS_WITH_AS(with("rope_scaling", llama3), doctest::Contains("rope scaling (type llama3) is not supported (accepted: none)"), awq::Error);
+    CHECK_THROWS_WITH_AS(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), doctest::Contains("rope scaling (type linear)"), awq::Error);
+    CHECK_THROWS_WITH_AS(with("rope_parameters", {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0}}),
+                         doctest::Contains("'rope_parameters' is"), awq::Error);
+    // Context: absent is "not given"; zero or negative is no context at all.
+    for (const int n : {0, -5})
+      CHECK_THROWS_WITH_AS(with("max_position_embeddings", n),
+                           doctest::Contains(("'max_position_embeddings' is " + std::to_string(n) + ", out of range").c_str()), awq::Error);
+    CHECK_THROWS_WITH_AS(with("max_position_embeddings", "2048"), doctest::Contains("'max_position_embeddings' is missing or not an integer"),
+                         awq::Error);
+    // bos/eos ids: integers inside the vocabulary (128 here).
+    const int outside = std::uniform_int_distribution<int>(c.vocab, 99999999)(rng);
+    CHECK_THROWS_WITH_AS(with("eos_token_id", "x"), doctest::Contains("'eos_token_id' is \"x\", not a token id (accepted: an integer from 0 to 127"),
+                         awq::Error);
+    CHECK_THROWS_WITH_AS(with("eos_token_id", outside), doctest::Contains(("'eos_token_id' is " + std::to_string(outside) + ", not a token id").c_str()),
+                         awq::Error);
+    CHECK_THROWS_WITH_AS(with("eos_token_id", {2, outside}), doctest::Contains(("'eos_token_id[1]' is " + std::to_string(outside)).c_str()), awq::Error);
+    CHECK_THROWS_WITH_AS(with("eos_token_id", nlohmann::json::array()), doctest::Contains("'eos_token_id' is []"), awq::Error);
+    CHECK_THROWS_WITH_AS(with("bos_token_id", -1), doctest::Contains("'bos_token_id' is -1, not a token id"), awq::Error);
+    CHECK_THROWS_WITH_AS(with("bos_token_id", 2.0), doctest::Contains("'bos_token_id' is 2.0, not a token id"), awq::Error);
+    // Sizes wider than an int: the value as read, not a narrowed one (2^32 + 64 would read as 64).
+    CHECK_THROWS_WITH_AS(with("num_hidden_layers", 99999999999LL),
+                         doctest::Contains("'num_hidden_layers' is 99999999999, out of range (accepted: an integer from 1 to 2147483647)"),
+                         awq::Error);
+    CHECK_THROWS_WITH_AS(with("hidden_size", (1LL << 32) + 64), doctest::Contains("'hidden_size' is 4294967360, out of range"), awq::Error);
+    CHECK_THROWS_WITH_AS(with("head_dim", -16), doctest::Contains("'head_dim' is -16, out of range"), awq::Error);
+    // Switches of the wrong type used to read as their default.
+    CHECK_THROWS_WITH_AS(with("tie_word_embeddings", "true"), doctest::Contains("'tie_word_embeddings' is \"true\", not true or false"),
+                         awq::Error);
+    CHECK_THROWS_WITH_AS(with("model_type", 7), doctest::Contains("'model_type' is missing or not a string (7)"), awq::Error);
+  }
+
+  TEST_CASE("HfSource: more layers than stored, and an AWQ output given as the model, are named as such") {
+    const fs::path tmp = fs::temp_directory_path() / ("awq_model_src_" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const std::string gold = golden_dir("arch_llama3_gqa") + "/hf";
+    fs::copy_file(gold + "/model.safetensors", tmp / "model.safetensors");
+    nlohmann::json cfg = nlohmann::json::parse(std::ifstream(gold + "/config.json"));
+    const auto write_config = [&] { std::ofstream(tmp / "config.json") << cfg.dump(); };
+    write_config();
+    CHECK(awq::model::HfSource::open(tmp.string()).config().layers == 2);
+    // num_hidden_layers past the two stored blocks: said at open, not as a tensor missing later.
+    std::random_device rd;
+    const unsigned seed = rd();
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    const int layers = std::uniform_int_distribution<int>(3, 100000)(rng);
+    cfg["num_hidden_layers"] = layers;
+    write_config();
+    CHECK_THROWS_WITH_AS(awq::model::HfSource::open(tmp.string()),
+                         doctest::Contains(("config.json: num_hidden_layers " + std::to_string(layers) +
+                                           " but the checkpoint has 2 layers (layers.0 to layers.1)").c_str()),
+                         awq::Error);
+    cfg["num_hidden_layers"] = 99999999999LL;
+    write_config();
+    CHECK_THROWS_WITH_AS(awq::model::HfSource::open(tmp.string()), doctest::Contains("'num_hidden_layers' is 99999999999, out of range"),
+                         awq::Error);
+    // An AWQ output (q_proj stored as qweight, a quantization_config) given as the model to quantize.
+    cfg["num_hidden_layers"] = 2;
+    cfg["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 64}, {"zero_point", true}, {"version", "gemm"}};
+    write_config();
+    {
+      const auto orig = awq::io::SafetensorsFile::open(gold + "/model.safetensors");
+      awq::io::SafetensorsWriter w;
+      for (const auto& n : orig.names()) {
+        const auto t = orig.tensor(n);
+        const std::string suffix = "q_proj.weight";
+        if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
+          w.add(n.substr(0, n.size() - 6) + "qweight", "I32", {4}, std::vector<std::uint8_t>(16, 7));
+        else
+          w.add(n, t.dtype, t.shape, t.data);
+      }
+      w.write((tmp / "model.safetensors").string());
+    }
+    const auto q = awq::model::HfSource::open(tmp.string());
+    CHECK(q.quantized());
+    const auto block0 = [&] { return awq::model::load_block<Cpu, Llama>(q, q.config(), 0); };
+    CHECK_THROWS_WITH_AS(block0(),
+                         doctest::Contains("is already AWQ-quantized (it has 'model.layers.0.self_attn.q_proj.qweight' and a "
+                                           "quantization_config, no 'model.layers.0.self_attn.q_proj.weight'); give the full-precision model"),
+                         awq::Error);
     fs::remove_all(tmp);
   }
 

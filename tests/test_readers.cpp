@@ -5,8 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <random>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -15,6 +19,7 @@
 
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
+#include "awq/model/source.hpp"
 #include "malformed_files.hpp"
 
 namespace fs = std::filesystem;
@@ -259,4 +264,84 @@ TEST_CASE("detect_format: GGUF, safetensors, or neither with the reason") {
   CHECK_THROWS_WITH_AS(detect_format((dir / "none").string()), doctest::Contains("cannot open"), awq::Error);
   CHECK(std::string(awq::io::format_name(FileFormat::safetensors)) == "safetensors");
   fs::remove_all(dir);
+}
+
+TEST_CASE("gguf config: the architecture is checked first, and metadata that changes the maths is checked, never narrowed or ignored") {
+  // A llama GGUF of metadata and token_embd.weight [vocab 16, hidden 8] alone: what
+  // ModelConfig::from_gguf reads. `keys` maps each key to the writer of its type and value.
+  using Kv = std::map<std::string, std::function<void(awq_test::GgufWriter&)>>;
+  const auto u32 = [](std::uint32_t v) { return [v](awq_test::GgufWriter& w) { w.put<std::uint32_t>(4), w.put<std::uint32_t>(v); }; };
+  const auto u64 = [](std::uint64_t v) { return [v](awq_test::GgufWriter& w) { w.put<std::uint32_t>(10), w.put<std::uint64_t>(v); }; };
+  const auto str = [](std::string v) { return [v](awq_test::GgufWriter& w) { w.put<std::uint32_t>(8), w.str(v); }; };
+  const Kv base = {{"general.architecture", str("llama")},      {"llama.embedding_length", u32(8)},
+                   {"llama.feed_forward_length", u32(16)},     {"llama.attention.head_count", u32(2)},
+                   {"llama.attention.head_count_kv", u32(2)},  {"llama.block_count", u32(1)},
+                   {"llama.context_length", u32(64)},          {"llama.rope.dimension_count", u32(4)},
+                   {"tokenizer.ggml.bos_token_id", u32(1)},    {"tokenizer.ggml.eos_token_id", u32(2)}};
+  const auto file = [&](const Kv& keys, bool rope_freqs = false) {
+    std::vector<awq_test::GgufTensorSpec> t = {{"token_embd.weight", {8, 16}, 0, 0}};
+    if (rope_freqs) t.push_back({"rope_freqs.weight", {2}, 0, 512});
+    return awq::io::GgufFile::from_bytes(awq_test::gguf_file(keys.size(), [&](awq_test::GgufWriter& w) {
+      for (const auto& [k, v] : keys) w.str(k), v(w);
+    }, t, rope_freqs ? 544 : 512), "cfg.gguf");
+  };
+  const auto config = [&](const Kv& keys, bool rope_freqs = false) { return awq::model::ModelConfig::from_gguf(file(keys, rope_freqs), "cfg.gguf"); };
+  const auto with = [&](const std::string& k, std::function<void(awq_test::GgufWriter&)> v) {
+    Kv keys = base;
+    keys[k] = std::move(v);
+    return keys;
+  };
+  const auto c = config(base);
+  CHECK(c.vocab == 16);
+  CHECK(c.head_dim == 4);
+  CHECK(c.max_positions == 64);
+  CHECK(c.bos_token == 1);
+  CHECK(c.eos_token == 2);
+  // Fresh valid values are read as stored.
+  std::random_device rd;
+  const unsigned seed = rd();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const auto layers = std::uniform_int_distribution<std::uint32_t>(1, 100000)(rng), eos = std::uniform_int_distribution<std::uint32_t>(0, 15)(rng);
+  CHECK(config(with("llama.block_count", u32(layers))).layers == static_cast<int>(layers));
+  CHECK(config(with("tokenizer.ggml.eos_token_id", u32(eos))).eos_token == static_cast<int>(eos));
+  CHECK(config(with("llama.rope.scaling.type", str("none"))).rope_theta == 10000.0f);
+
+  // Another architecture: named as such, before any of its keys is looked for (in the library's
+  // reader and through the weight source).
+  CHECK_THROWS_WITH_AS(config(with("general.architecture", str("gpt2"))),
+                       doctest::Contains("cfg.gguf: general.architecture 'gpt2' is not supported (accepted: llama)"), awq::Error);
+  CHECK_THROWS_WITH_AS(awq::model::GgufSource(file(with("general.architecture", str("gpt2"))), "m.gguf"),
+                       doctest::Contains("architecture 'gpt2' is not supported (accepted: llama)"), awq::Error);
+  // Sizes wider than an int: the value as stored, not as narrowed (4000000000 would read as -294967296).
+  const std::uint32_t wide = 2147483648u + std::uniform_int_distribution<std::uint32_t>(0, 2000000000u)(rng);
+  CHECK_THROWS_WITH_AS(config(with("llama.block_count", u32(wide))),
+                       doctest::Contains(("cfg.gguf: GGUF metadata 'llama.block_count' is " + std::to_string(wide) +
+                                         ", out of range (accepted: an integer from 1 to 2147483647)").c_str()),
+                       awq::Error);
+  CHECK_THROWS_WITH_AS(config(with("llama.block_count", u32(4000000000u))), doctest::Contains("'llama.block_count' is 4000000000, out of range"),
+                       awq::Error);
+  CHECK_THROWS_WITH_AS(config(with("llama.embedding_length", u64(~0ull))),
+                       doctest::Contains("'llama.embedding_length' is 18446744073709551615, out of range"), awq::Error);
+  CHECK_THROWS_WITH_AS(config(with("llama.embedding_length", u64((1ull << 32) + 8))),
+                       doctest::Contains("'llama.embedding_length' is 4294967304, out of range"), awq::Error);
+  // Context, rotary size, scaling.
+  CHECK_THROWS_WITH_AS(config(with("llama.context_length", u32(0))), doctest::Contains("'llama.context_length' is 0, out of range"), awq::Error);
+  for (std::uint32_t d : {0u, 3u, 2u, 63u})
+    CHECK_THROWS_WITH_AS(config(with("llama.rope.dimension_count", u32(d))),
+                         doctest::Contains(("'llama.rope.dimension_count' is " + std::to_string(d) + ", not the head size 4").c_str()), awq::Error);
+  CHECK_THROWS_WITH_AS(config(with("llama.rope.scaling.type", str("linear"))),
+                       doctest::Contains("rope scaling (type linear) is not supported (accepted: none)"), awq::Error);
+  CHECK_THROWS_WITH_AS(config(base, true), doctest::Contains("'rope_freqs.weight': rope scaling"), awq::Error);
+  // Token ids outside the embedding's rows.
+  for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id"}) {
+    CAPTURE(k);
+    const std::uint32_t bad = std::uniform_int_distribution<std::uint32_t>(16, 99999999)(rng);
+    CHECK_THROWS_WITH_AS(config(with(k, u32(bad))),
+                         doctest::Contains((std::string("'") + k + "' is " + std::to_string(bad) + ", not a token id (accepted: 0 to 15").c_str()),
+                         awq::Error);
+    CHECK_THROWS_WITH_AS(config(with(k, u32(99999999))), doctest::Contains("is 99999999, not a token id"), awq::Error);
+  }
+  // rope.freq_base of the wrong type is named by the reader.
+  CHECK_THROWS_WITH_AS(config(with("llama.rope.freq_base", str("1e4"))), doctest::Contains("'llama.rope.freq_base' has value type str"), awq::Error);
 }

@@ -1,20 +1,26 @@
 /// \file
-/// \brief Writing a file so that a failure never loses or half-writes it: the contents go to
-///        `path.tmp`, are flushed and fsync'ed, then renamed over `path` (and the directory is
-///        fsync'ed). A full disk, a file-size limit or an exception from the writer leaves the
-///        previous `path` untouched and removes the temporary file.
+/// \brief Writing a file so that a failure never loses or half-writes it: the contents go to a
+///        hidden sibling, `.NAME.awq-tmp`, are flushed and fsync'ed, then renamed over the target
+///        (and the directory is fsync'ed). A full disk, a file-size limit or an exception from the
+///        writer leaves the previous file untouched and removes the temporary one. The target is
+///        `path` or, when `path` is a symbolic link, the file it points to (the link stays); a
+///        target that exists and is not a regular file (a device, a directory, a pipe) is refused
+///        before anything is written, so that a rename never replaces it.
 #pragma once
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <utility>
 
 #include "awq/error.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 /// 1 where fsync(2) is available (POSIX): written files and their directory are synced.
 #define AWQ_HAVE_FSYNC 1
@@ -67,22 +73,69 @@ inline void fsync_path(const std::string& path, bool directory) {
 #endif
 }
 
-inline std::string parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
+// Creates (or truncates) the temporary file; never follows a link planted at its name. A file
+// replacing an existing one gets that one's permissions.
+inline std::FILE* open_temp(const std::string& tmp, const std::string& target) {
+#if AWQ_HAVE_FSYNC
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+  if (fd < 0) return nullptr;
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0) (void)::fchmod(fd, st.st_mode & 07777);
+  std::FILE* f = ::fdopen(fd, "wb");
+  if (!f) ::close(fd);
+  return f;
+#else
+  (void)target;
+  return std::fopen(tmp.c_str(), "wb");
+#endif
 }
 }  // namespace detail
 
-/// \brief Calls `fill(FileSink&)` to write `path.tmp`, then flushes, syncs and renames it to `path`.
+/// The file write_atomically(path) replaces: `path`, or the file a symbolic link at `path`
+/// points to (resolved to its real location, so that the link stays a link).
+inline std::string atomic_target(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_symlink(path, ec)) return path;
+  const auto real = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : real.string();
+}
+
+/// The temporary file write_atomically(path) writes before the rename: `.NAME.awq-tmp` beside
+/// the target (hidden, and a name no one else uses, so that no user file is overwritten).
+inline std::string atomic_temp(const std::string& path) {
+  const std::filesystem::path t(atomic_target(path));
+  return (t.parent_path() / ("." + t.filename().string() + ".awq-tmp")).string();
+}
+
+/// \brief What write_atomically(path) checks before it writes, for callers that check their
+///        outputs before long work: the target, when it exists, is a regular file, and the
+///        temporary name is free or a regular file (a stale one from a killed run).
+/// \throws awq::Error naming the path otherwise.
+inline void check_atomic_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  constexpr const char* fn = "awq::io::write_atomically: ";
+  std::error_code ec;
+  const std::string target = atomic_target(path), tmp = atomic_temp(path);
+  const auto st = fs::status(target, ec);
+  awq::detail::require(!fs::exists(st) || fs::is_regular_file(st), fn, path,
+                       " exists and is not a regular file (a directory, device or pipe is never replaced; give a file name)");
+  const auto tt = fs::symlink_status(tmp, ec);
+  awq::detail::require(!fs::exists(tt) || fs::is_regular_file(tt), fn, "the temporary name ", tmp,
+                       " is taken by something other than a file; remove it");
+}
+
+/// \brief Calls `fill(FileSink&)` to write the temporary file atomic_temp(path), then flushes,
+///        syncs and renames it to atomic_target(path).
 ///
-/// \throws awq::Error naming the path when the file cannot be created, written, synced or
-///         renamed; any exception from `fill` is rethrown. In every failure case `path.tmp` is
-///         removed and `path` keeps its previous contents.
+/// \throws awq::Error naming the path when the target is not a regular file
+///         (check_atomic_target), or the file cannot be created, written, synced or renamed; any
+///         exception from `fill` is rethrown. In every failure case the temporary file is
+///         removed and the target keeps its previous contents.
 template <class Fill>
 void write_atomically(const std::string& path, Fill&& fill) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  check_atomic_target(path);
+  const std::string target = atomic_target(path), tmp = atomic_temp(path);
+  std::FILE* f = detail::open_temp(tmp, target);
   if (!f) {
     const int e = errno;
     throw Error(awq::detail::concat("awq::io::write_atomically: cannot create ", tmp, ": ", std::strerror(e)));
@@ -109,20 +162,21 @@ void write_atomically(const std::string& path, Fill&& fill) {
   if (!ok) {
     fail();
     throw Error(awq::detail::concat("awq::io::write_atomically: flushing ", tmp, " failed: ", std::strerror(e),
-                                    " (disk full or file size limit?); ", path, " is unchanged"));
+                                    " (disk full or file size limit?); ", target, " is unchanged"));
   }
   if (std::fclose(f) != 0) {
     e = errno;
     std::remove(tmp.c_str());
-    throw Error(awq::detail::concat("awq::io::write_atomically: closing ", tmp, " failed: ", std::strerror(e), "; ", path,
+    throw Error(awq::detail::concat("awq::io::write_atomically: closing ", tmp, " failed: ", std::strerror(e), "; ", target,
                                     " is unchanged"));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
     e = errno;
     std::remove(tmp.c_str());
-    throw Error(awq::detail::concat("awq::io::write_atomically: cannot rename ", tmp, " to ", path, ": ", std::strerror(e)));
+    throw Error(awq::detail::concat("awq::io::write_atomically: cannot rename ", tmp, " to ", target, ": ", std::strerror(e)));
   }
-  detail::fsync_path(detail::parent_dir(path), true);
+  const auto dir = std::filesystem::path(target).parent_path();
+  detail::fsync_path(dir.empty() ? "." : dir.string(), true);
 }
 
 }  // namespace io

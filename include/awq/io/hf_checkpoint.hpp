@@ -29,6 +29,7 @@
 #include "awq/backend/cpu.hpp"
 #include "awq/error.hpp"
 #include "awq/io/gguf.hpp"
+#include "awq/io/json_error.hpp"
 #include "awq/io/safetensors.hpp"
 #include "awq/io/safetensors_header.hpp"
 
@@ -215,8 +216,8 @@ class HfCheckpoint {
     awq::detail::require(static_cast<bool>(f), "awq::io::HfCheckpoint: cannot read ", path);
     try {
       return nlohmann::json::parse(f);
-    } catch (const std::exception& e) {
-      throw Error(awq::detail::concat("awq::io::HfCheckpoint: ", path, " is not valid JSON: ", e.what()));
+    } catch (const nlohmann::json::exception& e) {  // nlohmann's id ("[json.exception...]") means nothing to a user
+      throw Error(awq::detail::concat("awq::io::HfCheckpoint: ", path, " is not valid JSON: ", json_error_text(e)));
     }
   }
 

@@ -5,7 +5,7 @@
 /// Format: an 8-byte little-endian header length N, N bytes of JSON
 /// `{"name": {"dtype": "F16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
 /// then the data. The reader checks the header length, every offset and every shape against
-/// the file before use; the writer writes to `path.tmp`, flushes and renames, so a failure never
+/// the file before use; the writer writes to a temporary sibling, flushes and renames, so a failure never
 /// leaves a half-written file under the final name.
 #pragma once
 
@@ -23,6 +23,7 @@
 
 #include "awq/error.hpp"
 #include "awq/io/atomic_file.hpp"
+#include "awq/io/json_error.hpp"
 #include "awq/io/mapped_file.hpp"
 
 namespace awq {
@@ -91,7 +92,7 @@ class SafetensorsWriter {
   void metadata(const std::string& key, const std::string& value) { meta_[key] = value; }
 
   /// Writes the file: tensors in name order (so equal inputs give equal bytes), atomically
-  /// (io::write_atomically: `path.tmp`, fsync, rename; a failure leaves `path` as it was).
+  /// (io::write_atomically: a hidden temporary sibling, fsync, rename; a failure leaves `path` as it was).
   void write(const std::string& path) const {
     nlohmann::ordered_json h;
     if (!meta_.empty()) h["__metadata__"] = meta_;
@@ -217,7 +218,7 @@ class StHeaderSax : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) override {
-    fail(awq::detail::concat("malformed JSON header: ", ex.what()));
+    fail(awq::detail::concat("malformed JSON header (not valid JSON): ", json_error_text(ex)));  // without nlohmann's id
   }
 
  private:

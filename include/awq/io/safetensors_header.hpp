@@ -18,6 +18,7 @@
 
 #include "awq/error.hpp"
 #include "awq/io/have_mmap.hpp"
+#include "awq/io/json_error.hpp"
 #include "awq/io/safetensors.hpp"
 
 namespace awq {
@@ -61,8 +62,8 @@ inline SafetensorsHeader parse_safetensors_header(const std::string& text, const
   nlohmann::json h;
   try {
     h = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw Error(awq::detail::concat("awq::io::safetensors: ", path, ": malformed JSON header: ", e.what()));
+  } catch (const nlohmann::json::exception& e) {  // without nlohmann's "[json.exception...]" id
+    throw Error(awq::detail::concat("awq::io::safetensors: ", path, ": malformed JSON header (not valid JSON): ", json_error_text(e)));
   }
   awq::detail::require(h.is_object(), "awq::io::safetensors: ", path, ": header is not a JSON object");
   awq::detail::require(h.size() <= SafetensorsFile::kMaxTensors, "awq::io::safetensors: ", path, ": ", h.size(),

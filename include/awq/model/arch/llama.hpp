@@ -168,6 +168,9 @@ struct Llama {
                     "' is not supported (supported: llama, mistral, qwen2; SmolLM and Llama 2/3 are llama)");
     detail::require(c.n_heads % c.n_kv_heads == 0 && c.head_dim % 2 == 0, "awq::model::Llama: heads ", c.n_heads, "/",
                     c.n_kv_heads, " and head_dim ", c.head_dim, " do not form a GQA layout");
+    // The MLP is SwiGLU: another hidden_act (gelu, relu, …) would run as silu without a word.
+    detail::require(c.activation.empty() || c.activation == "silu", "awq::model::Llama: hidden_act '", c.activation,
+                    "' is not supported (accepted: silu)");
   }
 
   /// Hugging Face name prefix of block `layer`.

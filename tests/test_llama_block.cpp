@@ -538,6 +538,43 @@ TEST_CASE("CPU head: tiled log-sum-exp perplexity against float64, with progress
   for (std::size_t i = 1; i < events.size(); ++i) CHECK(events[i].done > events[i - 1].done);
 }
 
+TEST_CASE("search modes: a damping too small for GPTQ's Hessian is an error naming the linear and the damping") {
+  const MemorySource src = tiny_source();
+  const awq::model::Batch b{1, 16};  // 16 tokens for 64 channels: a Hessian of rank 16
+  const auto v = random_weights(b.tokens(), 64, Dist::normal, 3, 1.0);
+  const std::vector<float> calib(v.begin(), v.end());
+  std::vector<awq::model::Stream> none;
+  awq::model::PipelineOptions opt;
+  opt.block.quant = awq::QuantSpec{4, 32, true};
+  opt.block.mode = awq::model::SearchMode::improved();
+  opt.block.mode.gptq_damp = 1e-300;
+  const auto run = [&] { awq::model::quantize_model<Cpu, Llama>(src, b, calib, none, opt, [](const awq::model::QuantizedBlock&) {}); };
+  CHECK_THROWS_WITH_AS(run(), doctest::Contains("the Hessian of the input of 'self_attn.q_proj' (64 channels, 16 tokens) is not positive "
+                                         "definite at damp 1e-300; a larger damp makes it so"),
+                       awq::NotPositiveDefinite);
+  opt.block.mode.gptq_damp = 0.05;  // the default at W4 makes it definite
+  CHECK_NOTHROW(run());
+}
+
+TEST_CASE("search modes: activation scales too extreme for fp16 weights are an error, in every mode") {
+  // 4 tokens: some of the 96 SwiGLU channels are near zero on all of them, the down group's scales
+  // span 1e-6 to 1e6, and up_proj's rows divided by them overflow fp16 (NaN downstream).
+  const MemorySource src = tiny_source();
+  const awq::model::Batch b{1, 4};
+  const auto v = random_weights(b.tokens(), 64, Dist::normal, 3, 1.0);
+  const std::vector<float> calib(v.begin(), v.end());
+  for (const char* mode : {"reference", "improved"}) {
+    CAPTURE(mode);
+    std::vector<awq::model::Stream> none;
+    awq::model::PipelineOptions opt;
+    opt.block.quant = awq::QuantSpec{4, 32, true};
+    opt.block.mode = awq::model::SearchMode::parse(mode);
+    const auto run = [&] { awq::model::quantize_model<Cpu, Llama>(src, b, calib, none, opt, [](const awq::model::QuantizedBlock&) {}); };
+    CHECK_THROWS_WITH_AS(run(), doctest::Contains("overflows: its weights with the folded activation scales exceed fp16's range"),
+                         awq::Error);
+  }
+}
+
 TEST_CASE("search modes: with planted outlier channels, the improved mode's output error stays within 1.25x the reference's") {
   const MemorySource src = tiny_source();
   // Hidden states whose channels 5, 20 and 41 are 30x the others (the activation outliers AWQ protects).

@@ -201,7 +201,7 @@ class GptqFactor {
   /// \param h    H [K, K], contiguous device memory (symmetrised here)
   /// \param damp λ = damp · mean(diag H), after the dead channels' H_ii = 1
   /// \throws awq::Error as awq::GptqFactor does: h not square, empty or not contiguous, a
-  ///         non-finite value, a negative diagonal value, H + λI not positive definite.
+  ///         non-finite value, a negative diagonal value; awq::NotPositiveDefinite for H + λI.
   explicit GptqFactor(const MatrixView<const float>& h, double damp = 0.01) {
     constexpr const char* fn = "awq::cuda::GptqFactor";
     awq::detail::require(h.rows() == h.cols() && h.rows() > 0, fn, ": the Hessian is ", h.rows(), "x", h.cols(),
@@ -259,8 +259,10 @@ class GptqFactor {
                                           static_cast<int>(work.size()), info.data()),
                          "cusolverDnDpotrf");
     const int potrf_info = info_value();
-    awq::detail::require(potrf_info == 0, fn, ": H + lambda I (lambda = ", lambda, ") is not positive definite (cuSOLVER potrf info ",
-                         potrf_info, ")");
+    if (potrf_info != 0)
+      throw NotPositiveDefinite(awq::detail::concat(fn, ": H + lambda I (damp ", damp, ", lambda = ", lambda,
+                                                    ") is not positive definite (cuSOLVER potrf info ", potrf_info,
+                                                    "); a larger damp makes it so"));
     detail::check_solver(cusolverDnXtrtri(sh, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k_, CUDA_R_64F, l.data(), k_, work.data(),
                                           work.size() * sizeof(double), host_work.data(), host_bytes, info.data()),
                          "cusolverDnXtrtri");

@@ -56,6 +56,14 @@ struct GptqOptions {
   }
 };
 
+/// \brief Thrown when H + λI is not positive definite: the input's Gram matrix is singular (or
+///        nearly so) at this damping, and a larger damp makes it definite. Callers that can name
+///        the damping's source (a command-line option, a linear) catch this one.
+class NotPositiveDefinite : public Error {
+ public:
+  using Error::Error;
+};
+
 /// The range [lo, hi] of a group's updated weights cut to [lo0, hi0], that of the weights as given
 /// (GptqOptions::Groups::updated_within); where the two do not meet, [lo0, hi0].
 AWQ_HOST_DEVICE void gptq_range_within(float& lo, float& hi, float lo0, float hi0) {
@@ -73,7 +81,7 @@ class GptqFactor {
   /// \param h    H [K, K] (symmetrised here: a product on a GPU need not be exactly symmetric)
   /// \param damp λ = damp · mean(diag H), after the dead channels' H_ii = 1
   /// \throws awq::Error when h is not square or empty, holds a non-finite value or a negative
-  ///         diagonal value, or H + λI is not positive definite.
+  ///         diagonal value; awq::NotPositiveDefinite when H + λI is not positive definite.
   explicit GptqFactor(const MatrixView<const float>& h, double damp = 0.01) {
     constexpr const char* fn = "awq::GptqFactor";
     detail::require(h.rows() == h.cols() && h.rows() > 0, fn, ": the Hessian is ", h.rows(), "x", h.cols(),
@@ -112,7 +120,9 @@ class GptqFactor {
       for (index_t i = 0; i < jb; ++i) {
         for (index_t j = 0; j < i; ++j) d(i, j) = (d(i, j) - d.row(i).head(j).dot(d.row(j).head(j))) / d(j, j);
         const double v = d(i, i) - d.row(i).head(i).squaredNorm();
-        detail::require(v > 0 && std::isfinite(v), fn, ": H + lambda I (lambda = ", lambda, ") is not positive definite");
+        if (!(v > 0 && std::isfinite(v)))
+          throw NotPositiveDefinite(detail::concat(fn, ": H + lambda I (damp ", damp, ", lambda = ", lambda,
+                                                   ") is not positive definite; a larger damp makes it so"));
         d(i, i) = std::sqrt(v);
       }
       Matrix& di = dinv[static_cast<std::size_t>(p)];

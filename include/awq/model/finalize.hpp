@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "awq/backend/cpu.hpp"
@@ -56,6 +57,18 @@ inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSp
         w(r, i) = (static_cast<float>(q.codes[static_cast<std::size_t>(r * q.in + i)]) - z[gi]) * s16;
     }
   return q;
+}
+
+/// \throws awq::Error naming linear `name` when one of q's fp16 scales is not finite: its weights,
+///         with the activation scales folded in, span more than fp16 holds (65504 · 2^bits). Few
+///         calibration tokens make such scales (a channel that happens to be near zero on all of
+///         them); a checkpoint with them would compute NaN.
+inline void require_finite_scales(const std::string& name, const QuantizedLinear& q) {
+  for (std::size_t i = 0; i < q.scales.size(); ++i)
+    detail::require(std::isfinite(static_cast<float>(q.scales[i])), "awq::model::finalize: the fp16 scale of '", name, "' at row ",
+                    static_cast<index_t>(i) / q.groups, ", group ", static_cast<index_t>(i) % q.groups,
+                    " overflows: its weights with the folded activation scales exceed fp16's range (more calibration tokens "
+                    "give steadier activation scales)");
 }
 
 /// finalize_linear with GPTQ's error feedback (awq/gptq.hpp) through `f`, the factor of the

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "awq/detail/serial_worker.hpp"
+#include "awq/gptq.hpp"
 #include "awq/model/arch.hpp"
 #include "awq/model/block.hpp"
 #include "awq/model/checkpoint.hpp"
@@ -133,7 +134,10 @@ BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& b
 template <class Backend, class Arch>
 std::map<std::string, QuantizedLinear> finalize_block(const ModelConfig& c, Block<Backend>& blk, const QuantSpec& spec) {
   std::map<std::string, QuantizedLinear> out;
-  for (const auto& l : Arch::linears(c)) out[l] = Finalize<Backend>::run(blk.at(l + ".weight").matrix(), spec);
+  for (const auto& l : Arch::linears(c)) {
+    out[l] = Finalize<Backend>::run(blk.at(l + ".weight").matrix(), spec);
+    require_finite_scales(l, out[l]);
+  }
   return out;
 }
 
@@ -231,7 +235,12 @@ std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c,
       const Tensor<Backend>& x = in[static_cast<std::size_t>(slot)];
       Buf h(static_cast<std::size_t>(x.cols * x.cols));
       Backend::gram(MatrixView<const float>(x.matrix()), make_row_major(h.data(), x.cols, x.cols));
-      factors.emplace(slot, Finalize<Backend>::factor(make_row_major<const float>(h.data(), x.cols, x.cols), opt.damp));
+      try {
+        factors.emplace(slot, Finalize<Backend>::factor(make_row_major<const float>(h.data(), x.cols, x.cols), opt.damp));
+      } catch (const NotPositiveDefinite&) {  // say which linear, and what to change
+        throw NotPositiveDefinite(detail::concat(fn, ": the Hessian of the input of '", l, "' (", x.cols, " channels, ", x.rows,
+                                                 " tokens) is not positive definite at damp ", opt.damp, "; a larger damp makes it so"));
+      }
     }
     const auto w = blk.at(l + ".weight").matrix();
     if (cross && fp_target > 0) {
@@ -241,6 +250,7 @@ std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c,
       Finalize<Backend>::retarget(w, factors.at(slot), make_row_major<const float>(e->second.data(), w.cols(), w.cols()), fp_target);
     }
     out[l] = Finalize<Backend>::gptq(w, spec, factors.at(slot), opt);
+    require_finite_scales(l, out[l]);
   }
   return out;
 }

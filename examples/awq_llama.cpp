@@ -12,8 +12,13 @@
 // those of the checkpoints.
 #include <awq/awq.hpp>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "cli/aligned_heap.hpp"
 #include "cli/inspect.hpp"
@@ -23,12 +28,30 @@
 #include "llama/job_cpu.hpp"
 #include "llama/job_cuda.hpp"
 
-int main(int argc, char** argv) try {
+namespace {
+
+// The command's exit code once its output is on stdout: 2, with the reason, when stdout could not
+// take all of it (a full disk, /dev/full), which would otherwise pass for success.
+int finish_output(int rc) {
+  errno = 0;
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout);
+  if (!failed) return rc;
+  int e = errno;  // this flush's reason; an earlier failure (generate flushes as it goes) left none
+  if (!e && ::write(STDOUT_FILENO, "", 0) < 0) e = errno;  // a device that refuses writes says why again
+  std::fprintf(stderr, "awq_llama: writing the output failed%s%s\n", e ? ": " : "", e ? std::strerror(e) : "");
+  return rc ? rc : 2;
+}
+
+int run(int argc, char** argv) {
   const awq_cli::Args a = awq_cli::parse(argc, argv);
+  // A closed stdout: refused before any work (a file opened later would take descriptor 1 and the
+  // output would go into it).
+  awq::detail::require(::fcntl(STDOUT_FILENO, F_GETFD) != -1, "writing the output failed: stdout is closed");
   if (a.cmd == "help") return std::fputs(awq_cli::help_text().c_str(), stdout) < 0 ? 2 : 0;
   if (a.cmd == "inspect") return awq_cli::inspect(a.inspect_file);
   awq::detail::require(a.backend == "cpu" || awq_example::tool_has_cuda(), awq_example::kBuiltWithoutCuda);
   awq_cli::check_environment(a);
+  for (const auto& w : awq_cli::warnings(a)) std::fprintf(stderr, "awq_llama: %s\n", w.c_str());
   if (a.cmd == "generate" && a.backend == "cuda") return awq_example::run_generate_cuda(a);
   if (a.cmd == "generate") return awq_example::run_generate<awq_example::CpuGeneration>(a);
   awq_example::JobArgs job;
@@ -53,6 +76,12 @@ int main(int argc, char** argv) try {
   job.gptq_damp = a.gptq_damp;
   if (a.backend == "cuda") return awq_example::run_job_cuda(job);
   return awq_example::run_job_cpu(job);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  return finish_output(run(argc, argv));
 } catch (const std::exception& e) {
   std::fprintf(stderr, "awq_llama: %s\n", awq_cli::describe(e).c_str());
   return 2;

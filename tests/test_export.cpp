@@ -152,8 +152,8 @@ TEST_CASE("export: a sharded export reads back equal to a single-file one and to
   export_model(src, s.path / "one", awq_example::kDefaultShardBytes, nullptr, -1, &blocks);
   const std::uint64_t limit = 6000;
   export_model(src, s.path / "many", limit);
-  CHECK(!fs::exists(s.path / "one.tmp"));
-  CHECK(!fs::exists(s.path / "many.tmp"));
+  CHECK(!fs::exists(awq_example::HfExport::sibling((s.path / "one").string(), "tmp")));
+  CHECK(!fs::exists(awq_example::HfExport::sibling((s.path / "many").string(), "tmp")));
 
   const auto one = files_of(s.path / "one"), many = files_of(s.path / "many");
   std::vector<std::string> listing;
@@ -254,20 +254,30 @@ TEST_CASE("export: interrupted mid-run the old export stays, resumed from the ch
   const fs::path dst = s.path / "dst";
   export_model(src, dst, awq_example::kDefaultShardBytes);
   const auto before = files_of(dst);
+  const fs::path dst_tmp = awq_example::HfExport::sibling(dst.string(), "tmp");
+  CHECK(dst_tmp == s.path / ".dst.awq-tmp");
+  fs::create_directories(dst_tmp);
+  std::ofstream(dst_tmp / "model-00001-of-00002.safetensors") << "left by a killed run";
+  // Names a user may have beside the export are not the export's.
   fs::create_directories(s.path / "dst.tmp");
-  std::ofstream(s.path / "dst.tmp" / "model-00001-of-00002.safetensors") << "left by a killed run";
+  fs::create_directories(s.path / "dst.old");
   fs::create_directories(s.path / "ck");
   const awq::model::BlockCheckpoint ck((s.path / "ck").string(), "synthetic w4 g64");
   CHECK_THROWS_AS(export_model(src, dst, limit, &ck, 1), Crash);  // crashes after two blocks
   CHECK(files_of(dst) == before);                                  // the old export, untouched
-  CHECK(!fs::exists(s.path / "dst.tmp"));
+  // An export into directories it had to make takes them away again when it does not finish.
+  CHECK_THROWS_AS(export_model(src, s.path / "new" / "deeper" / "dst", limit, nullptr, 0), Crash);
+  CHECK(!fs::exists(s.path / "new"));
+  CHECK(!fs::exists(dst_tmp));
   CHECK(ck.has(0));
   CHECK(ck.has(1));
   CHECK(!ck.has(2));
   CHECK(export_model(src, dst, limit, &ck) == 2);
   CHECK(files_of(dst) == want);
-  CHECK(!fs::exists(s.path / "dst.tmp"));
-  CHECK(!fs::exists(s.path / "dst.old"));
+  CHECK(!fs::exists(dst_tmp));
+  CHECK(!fs::exists(awq_example::HfExport::sibling(dst.string(), "old")));
+  CHECK(fs::is_directory(s.path / "dst.tmp"));
+  CHECK(fs::is_directory(s.path / "dst.old"));
 }
 
 TEST_CASE("export: the sharded writer streams, its resident memory does not grow with the data written") {

@@ -16,7 +16,10 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <cstring>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +27,7 @@
 #include "llama/awq_dir.hpp"
 #include "llama/engine.hpp"
 #include "llama/export.hpp"
+#include "llama/random_llama.hpp"
 #include "llama/w4_linear.hpp"
 #include "support.hpp"
 
@@ -223,6 +227,100 @@ TEST_SUITE("generation") {
     }
     CHECK_THROWS_WITH_AS(awq_example::Sampler(awq_example::SamplingOptions{-1.0f, 1.0f, 0}), doctest::Contains("temperature -1"), awq::Error);
     CHECK_THROWS_WITH_AS(awq_example::Sampler(awq_example::SamplingOptions{1.0f, 0.0f, 0}), doctest::Contains("top_p 0"), awq::Error);
+  }
+
+  TEST_CASE("generate: NaN or Inf in the weights stop the generation with an error naming the position") {
+    // The golden model with one fresh weight poisoned: NaN or ±Inf in a norm or a projection.
+    struct PoisonedSource {
+      awq::model::HfSource src;
+      std::string name;
+      std::size_t at;
+      float value;
+      const awq::model::ModelConfig& config() const { return src.config(); }
+      bool contains(const std::string& n) const { return src.contains(n); }
+      std::vector<float> load(const std::string& n, const std::vector<std::int64_t>& shape) const {
+        std::vector<float> v = src.load(n, shape);
+        if (n == name) v[at % v.size()] = value;
+        return v;
+      }
+    };
+    std::random_device rd;
+    const unsigned seed = rd();
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    const auto src = awq::model::HfSource::open(golden_dir("arch_smollm_tied") + "/hf");
+    const std::vector<int> prompt = golden_ids("smollm_tied", 0);
+    const auto clean = awq_example::load_fp_weights(src);
+    CHECK(greedy(clean, prompt, 4).size() == 4);  // the clean model generates
+    const char* names[] = {"model.layers.0.input_layernorm.weight", "model.layers.1.mlp.down_proj.weight", "model.norm.weight",
+                           "model.layers.0.self_attn.v_proj.weight"};
+    const float values[] = {std::nanf(""), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+    for (int trial = 0; trial < 3; ++trial) {
+      const PoisonedSource bad{src, names[rng() % 4], static_cast<std::size_t>(rng()), values[rng() % 3]};
+      CAPTURE(bad.name);
+      CAPTURE(bad.value);
+      const auto w = awq_example::load_fp_weights(bad);
+      for (const float temperature : {0.0f, 1.0f}) {
+        awq_example::LlamaEngine<awq_example::FpLinear> e(w, static_cast<int>(prompt.size()) + 4);
+        awq_example::Sampler pick(awq_example::SamplingOptions{temperature, 0.9f, 1});
+        std::vector<int> out;
+        CHECK_THROWS_WITH_AS(awq_example::generate(e, prompt, 4, pick, -1, [&](int id) { out.push_back(id); }),
+                             doctest::Contains(("the model's logits at position " + std::to_string(prompt.size() - 1) +
+                                                " are not finite").c_str()),
+                             awq::Error);
+        CHECK(out.empty());  // nothing was printed
+      }
+    }
+    // A step's logits, checked alone: the first non-finite value is named with its position.
+    std::vector<float> logits(64, 0.5f);
+    CHECK_NOTHROW(awq_example::check_finite_logits(logits, 3));
+    logits[rng() % 64] = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_WITH_AS(awq_example::check_finite_logits(logits, 7),
+                         doctest::Contains("the model's logits at position 7 are not finite (+Inf for token"), awq::Error);
+  }
+
+  TEST_CASE("AWQ directory: quantization_config's group_size must match the groups of the tensors' scales") {
+    // One AutoAWQ GEMM linear [n 64, k 256] of a fresh group, in a directory whose config says a group.
+    const fs::path dir = fs::temp_directory_path() / ("awq_generate_group_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::random_device rd;
+    const unsigned seed = rd();
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    const awq::index_t n = 64, k = 256, group = awq::index_t{32} << (rng() % 4);  // 32, 64, 128 or 256
+    CAPTURE(group);
+    const awq_example::RandomAwqLinear lin(n, k, group, rng());
+    awq::io::SafetensorsWriter w;
+    const std::string name = "model.layers.0.self_attn.q_proj";
+    const auto bytes = [](const auto& v) {
+      std::vector<std::uint8_t> b(v.size() * sizeof(v[0]));
+      std::memcpy(b.data(), v.data(), b.size());
+      return b;
+    };
+    w.add(name + ".qweight", "I32", {k, n / 8}, bytes(lin.qweight));
+    w.add(name + ".qzeros", "I32", {k / group, n / 8}, bytes(lin.qzeros));
+    w.add(name + ".scales", "F16", {k / group, n}, bytes(lin.scales));
+    w.write((dir / "model.safetensors").string());
+    const auto with_group = [&](int g) {
+      nlohmann::json c = {{"model_type", "llama"}, {"hidden_size", k}, {"intermediate_size", 512}, {"num_attention_heads", 4},
+                          {"num_hidden_layers", 1}, {"vocab_size", 64}};
+      c["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", g}, {"zero_point", true}, {"version", "gemm"}};
+      std::ofstream(dir / "config.json") << c.dump();
+      const auto src = awq::model::HfSource::open(dir.string());
+      return awq_example::read_awq_gemm(src, name, {n, k});
+    };
+    CHECK(with_group(static_cast<int>(group)).groups == k / group);
+    for (const int g : {32, 64, 128, 256, -1}) {
+      if (g == group || (g == -1 && group == k)) continue;  // -1: one group of all k inputs
+      CAPTURE(g);
+      CHECK_THROWS_WITH_AS(with_group(g),
+                           doctest::Contains(("config.json: quantization_config group_size " + std::to_string(g) + " does not match tensor '" +
+                                              name + ".scales' (" + std::to_string(k / group) + " groups over 256 inputs: group size " +
+                                              std::to_string(group)).c_str()),
+                           awq::Error);
+    }
+    fs::remove_all(dir);
   }
 
   TEST_CASE("quantization_config: what the engine cannot run is an error that says what it can") {

@@ -254,8 +254,8 @@ TEST_SUITE("model") {
       CHECK(!sa.empty());
       CHECK(sa == sb);
     }
-    CHECK(!std::filesystem::exists(d2 + ".tmp"));
-    CHECK(!std::filesystem::exists(d2 + ".old"));
+    CHECK(!std::filesystem::exists(awq_example::HfExport::sibling(d2, "tmp")));
+    CHECK(!std::filesystem::exists(awq_example::HfExport::sibling(d2, "old")));
     const auto st = awq::io::SafetensorsFile::open(d1 + "/model.safetensors");
     const auto& v7 = r.blocks[7].linears.at("self_attn.v_proj");
     CHECK(read_back(st, "model.layers.7.self_attn.v_proj", 3, v7.out, v7.in, v7.groups) == dequantized(v7));

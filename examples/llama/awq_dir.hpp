@@ -75,6 +75,21 @@ inline awq::model::AwqGemmPacked read_awq_gemm(const awq::model::HfSource& src, 
   awq::detail::require(groups > 0 && sc.shape[1] == n && qz.shape == std::vector<std::int64_t>{groups, n / 8}, src.dir(), ": '",
                        name, ".scales' (", sc.shape[0], " x ", sc.shape[1], ") and '.qzeros' (", qz.shape[0], " x ", qz.shape[1],
                        ") do not fit a ", n, " x ", k, " linear");
+  // quantization_config's group_size against the tensors' own (k / groups): the kernels follow
+  // the scales' shape, so a config that says otherwise describes another checkpoint (a stale or
+  // hand-edited config.json), and whoever reads the config (AutoAWQ, vLLM) would misread these.
+  const nlohmann::json& cj = src.config_json();
+  if (cj.contains("quantization_config") && cj["quantization_config"].is_object()) {
+    const nlohmann::json& q = cj["quantization_config"];
+    const nlohmann::json gs = q.contains("group_size") ? q["group_size"] : q.contains("q_group_size") ? q["q_group_size"] : nlohmann::json();
+    if (gs.is_number_integer()) {
+      const std::int64_t g = gs.get<std::int64_t>(), actual = k % groups == 0 ? k / groups : 0;
+      awq::detail::require(g == -1 ? groups == 1 : (g > 0 && k % g == 0 && k / g == groups), src.dir(), "/config.json: quantization_config ",
+                           q.contains("group_size") ? "group_size " : "q_group_size ", g, " does not match tensor '", name, ".scales' (",
+                           groups, " groups over ", k, " inputs: group size ", actual ? std::to_string(actual) : std::string("uneven"),
+                           groups == 1 ? ", i.e. -1 (per channel)" : "", ")");
+    }
+  }
   awq::model::AwqGemmPacked p;
   p.in = k;
   p.out = n;

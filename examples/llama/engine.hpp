@@ -371,6 +371,15 @@ struct Generation {
   int decode_steps = 0;     ///< forwards of one token
 };
 
+/// Throws awq::Error unless every value of `logits` (a step's, computed at `position`) is finite.
+inline void check_finite_logits(const std::vector<float>& logits, int position) {
+  for (std::size_t i = 0; i < logits.size(); ++i)
+    if (!std::isfinite(logits[i]))
+      throw awq::Error(awq::detail::concat("the model's logits at position ", position, " are not finite (",
+                                           std::isnan(logits[i]) ? "NaN" : logits[i] > 0 ? "+Inf" : "-Inf", " for token ", i,
+                                           "; NaN or Inf in its weights?)"));
+}
+
 /// \brief Prefills `prompt`, then picks up to `max_new` tokens one at a time, stopping at `eos`
 ///        (−1: none); `on_token(id)` is called with each new token as it is chosen. Engine:
 ///        LlamaEngine or a GPU engine with the same forward/position/capacity.
@@ -385,6 +394,10 @@ Generation generate(Engine& e, const std::vector<int>& prompt, int max_new, Samp
   std::vector<float> logits = e.forward(prompt);
   g.prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
   for (;;) {
+    // NaN or Inf in the weights reach the logits: argmax would pick token 0 every step and print
+    // garbage with success. One pass over the vocabulary on the host (the GPU engine's logits are
+    // copied back already) against a step's whole forward.
+    check_finite_logits(logits, e.position() - 1);
     const int id = pick(logits);
     if (id == eos) {
       g.stopped_at_eos = true;

@@ -4,8 +4,8 @@
 // model.safetensors) with AutoAWQ "GEMM" tensors (4-bit) or the library's plain layout (other
 // widths), fp16 embeddings, norms and biases, and the tokenizer files. Streamed: each block is
 // packed and written to the open shard as the driver hands it over (the sink), so memory holds
-// one linear's packed tensors at a time. Atomic: everything goes to the sibling DIR.tmp, renamed
-// to DIR at the end; an existing DIR is replaced only then.
+// one linear's packed tensors at a time. Atomic: everything goes to the hidden sibling
+// .DIR.awq-tmp, renamed to DIR at the end; an existing DIR is replaced only then.
 #pragma once
 
 #include <awq/awq.hpp>
@@ -124,15 +124,20 @@ constexpr std::uint64_t kHeaderReserve = 256 * 1024;
 
 /// \brief A quantized model being exported to `dir`: blocks written to the open shard as they
 ///        finish (the driver's sink), then the model-level tensors, then finish() puts it in place.
-///        Destroyed unfinished, it removes `dir.tmp` and leaves `dir` as it was.
+///        Destroyed unfinished, it removes its temporary directory (and the parents it created)
+///        and leaves `dir` as it was.
 class HfExport {
  public:
-  /// Starts the export into the sibling `dir.tmp` (a stale one from a killed run is removed),
-  /// shards of at most `shard_bytes`.
+  /// Starts the export into the hidden sibling `.NAME.awq-tmp` (a stale one from a killed run is
+  /// removed; a name no user file has), shards of at most `shard_bytes`.
   HfExport(const std::string& dir, const awq::QuantSpec& spec, std::uint64_t shard_bytes = kDefaultShardBytes)
-      : spec_(spec), dir_(dir), tmp_(dir + ".tmp") {
-    std::filesystem::remove_all(tmp_);
-    std::filesystem::create_directories(tmp_);
+      : spec_(spec), dir_(dir), tmp_(sibling(dir, "tmp")) {
+    namespace fs = std::filesystem;
+    // The parent directories this export creates, removed again if it does not finish.
+    for (fs::path p = fs::absolute(fs::path(dir_)).parent_path(); !p.empty() && !fs::exists(p) && p != p.parent_path(); p = p.parent_path())
+      created_.push_back(p);
+    fs::remove_all(tmp_);
+    fs::create_directories(tmp_);
     st_ = std::make_unique<awq::io::ShardedSafetensorsWriter>(tmp_, shard_bytes, kHeaderReserve);
   }
   HfExport(const HfExport&) = delete;
@@ -142,6 +147,14 @@ class HfExport {
     st_.reset();  // its temporary files first
     std::error_code ec;
     std::filesystem::remove_all(tmp_, ec);
+    for (const auto& p : created_) std::filesystem::remove(p, ec);  // only if still empty, innermost first
+  }
+
+  /// The hidden sibling `.NAME.awq-TAG` of directory `dir` (the export's temporary and old copies).
+  static std::string sibling(const std::string& dir, const std::string& tag) {
+    std::filesystem::path p = std::filesystem::path(dir).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();  // "out/" names "out"
+    return (p.parent_path() / ("." + p.filename().string() + ".awq-" + tag)).string();
   }
 
   /// Packs one block's linears and writes them with its other tensors (fp16).
@@ -158,7 +171,7 @@ class HfExport {
 
   /// Writes the last shard, the index, `config` (with the layer count and quantization_config),
   /// `files` as given (tokenizer files) and `raw_files` byte for byte (merges.txt), then renames
-  /// `dir.tmp` to `dir`, replacing it.
+  /// the temporary directory to `dir`, replacing it.
   void finish(nlohmann::ordered_json config, const std::map<std::string, nlohmann::ordered_json>& files,
               const std::map<std::string, std::string>& raw_files = {}) {
     namespace fs = std::filesystem;
@@ -176,7 +189,7 @@ class HfExport {
     for (const auto& [name, j] : files) write_json(name, j);
     for (const auto& f : raw_files)
       awq::io::write_atomically((fs::path(tmp_) / f.first).string(), [&](awq::io::FileSink& out) { out.write(f.second); });
-    const fs::path old_dir(dir_ + ".old");
+    const fs::path old_dir(sibling(dir_, "old"));
     fs::remove_all(old_dir);
     if (fs::exists(dir_)) fs::rename(dir_, old_dir);
     fs::rename(tmp_, dir_);
@@ -192,6 +205,7 @@ class HfExport {
  private:
   awq::QuantSpec spec_;
   std::string dir_, tmp_;
+  std::vector<std::filesystem::path> created_;
   std::unique_ptr<awq::io::ShardedSafetensorsWriter> st_;
   int blocks_ = 0;
   bool done_ = false;

@@ -89,10 +89,9 @@ int run_generate(const awq_cli::Args& a) {
     awq::model::Llama::check(src.config());
     awq::detail::require(!a.dequantize, "--dequantize: ", a.model, " is not an AWQ checkpoint (its weights run in ", fp, " already)");
     BpeTokenizer tok(src.gguf());
-    const auto& g = src.gguf();
-    const std::vector<int> prompt =
-        prompt_tokens(a, tok, g.has("llama.context_length") ? static_cast<long long>(g.get_int("llama.context_length")) : 0);
-    const int eos = g.has("tokenizer.ggml.eos_token_id") ? static_cast<int>(g.get_int("tokenizer.ggml.eos_token_id")) : -1;
+    // The context and EOS as ModelConfig::from_gguf read and checked them (positive, in the vocabulary).
+    const std::vector<int> prompt = prompt_tokens(a, tok, src.config().max_positions);
+    const int eos = src.config().eos_token;
     return run_generation<B>(a, load_fp_weights<Fp>(src), prompt, tok, eos, since(), fp + " (GGUF dequantized)");
   }
   const auto src = awq::model::HfSource::open(a.model);
@@ -103,11 +102,10 @@ int run_generate(const awq_cli::Args& a) {
                        " already)");
   awq::model::Llama::check(src.config());
   BpeTokenizer tok = BpeTokenizer::from_hf_dir(a.model);
-  const auto ctx = cj.contains("max_position_embeddings") && cj["max_position_embeddings"].is_number_integer()
-                       ? cj["max_position_embeddings"].get<long long>() : 0;
-  const std::vector<int> prompt = prompt_tokens(a, tok, ctx);
-  const nlohmann::json e = cj.contains("eos_token_id") ? cj["eos_token_id"] : nlohmann::json();
-  const int eos = e.is_number_integer() ? e.get<int>() : e.is_array() && !e.empty() && e[0].is_number_integer() ? e[0].get<int>() : -1;
+  // max_position_embeddings and eos_token_id (the first of a list) as ModelConfig::from_hf read and
+  // checked them: a malformed value is an error there, not "no context" or "no EOS" here.
+  const std::vector<int> prompt = prompt_tokens(a, tok, src.config().max_positions);
+  const int eos = src.config().eos_token;
   if (!quantized) return run_generation<B>(a, load_fp_weights<Fp>(src), prompt, tok, eos, since(), fp);
   if (a.dequantize) return run_generation<B>(a, load_awq_weights<Fp>(src), prompt, tok, eos, since(), fp + " (AWQ dequantized)");
   return run_generation<B>(a, load_awq_weights<typename B::W4>(src), prompt, tok, eos, since(), B::w4);

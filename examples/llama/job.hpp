@@ -16,9 +16,11 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -83,6 +85,40 @@ inline double rel_mse(const std::vector<float>& a, const std::vector<float>& ref
   return den > 0 ? num / den : 0.0;
 }
 
+/// FNV-1a (64 bits) of `n` bytes, continuing from `h`.
+inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 14695981039346656037ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+/// What the model at `path` is, cheaply: each file's name, size and modification time (the file,
+/// or every file of the directory), hashed. A model rewritten in place gets another fingerprint.
+inline std::string model_fingerprint(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    for (const auto& e : fs::directory_iterator(path, ec))
+      if (e.is_regular_file(ec)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  std::uint64_t h = fnv1a(nullptr, 0);
+  for (const auto& f : files) {
+    const std::string name = f.filename().string();
+    const auto size = static_cast<std::uint64_t>(fs::file_size(f, ec));
+    const auto time = static_cast<std::int64_t>(fs::last_write_time(f, ec).time_since_epoch().count());
+    h = fnv1a(name.data(), name.size(), h);
+    h = fnv1a(&size, sizeof size, h);
+    h = fnv1a(&time, sizeof time, h);
+  }
+  char b[24];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(h));
+  return b;
+}
+
 template <class Backend, class Arch, class Source>
 int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const ExportBase& xb) {
   using Clock = std::chrono::steady_clock;
@@ -90,8 +126,7 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
   const auto t_load = Clock::now();
   const awq::model::ModelConfig& c = src.config();
   Arch::check(c);
-  for (const auto& q : a.configs)  // refuse what this model cannot take before any work
-    for (int k : {c.hidden, c.intermediate, c.n_heads * c.head_dim}) (void)q.group_for(k);
+  awq_cli::check_groups(a.configs, c);  // refuse what this model cannot take before any work
   const bool evaluate = a.eval_tokens > 0;
   std::vector<int> calib = tok.encode(awq_cli::read_text(a.calib_text, "--calib-text")),
                    eval = evaluate ? tok.encode(awq_cli::read_text(a.eval_text, "--eval-text")) : std::vector<int>();
@@ -146,7 +181,12 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
         std::snprintf(b, sizeof b, "%.17g", v);
         return std::string(b);
       };
-      const std::string run = a.model + " " + row.config + " layers=" + std::to_string(n_layers) + " calib=" + a.calib_text + ":" +
+      // The model's files and the calibration tokens themselves, not only their paths: a text or
+      // model rewritten in place must not resume another run's blocks.
+      char tokens[24];
+      std::snprintf(tokens, sizeof tokens, "%016llx", static_cast<unsigned long long>(fnv1a(calib.data(), calib.size() * sizeof(int))));
+      const std::string run = a.model + "@" + model_fingerprint(a.model) + " " + row.config + " layers=" + std::to_string(n_layers) +
+                              " calib=" + a.calib_text + "@" + tokens + ":" +
                               std::to_string(n_cal) + "x" + std::to_string(a.seq_len) + " search_seqs=" + std::to_string(a.search_seqs) +
                               (opt.block.mode.is_reference() ? std::string() : " mode=" + opt.block.mode.variants()) +
                               (row.gptq_damp ? " gptq_damp=" + real_text(*row.gptq_damp) : std::string());
@@ -156,6 +196,9 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
     std::unique_ptr<HfExport> ex;  // streamed: each block goes to disk as it finishes
     const std::string export_dir = a.export_dir.empty() ? std::string() : a.export_dir + "/" + row.config;
     if (!export_dir.empty()) ex = std::make_unique<HfExport>(export_dir, q, a.shard_bytes);
+    if (ex && partial)
+      std::fprintf(stderr, "warning: --layers %d: %s gets a truncated model, %d of %d blocks (its config says num_hidden_layers %d)\n",
+                   n_layers, export_dir.c_str(), n_layers, c.layers, n_layers);
     // The model-level tensors (embedding, final norm, lm_head) are read and written first, on a
     // thread of their own while the first block computes; the sink waits for them before the
     // first block, so the file's order stays fixed. The sources are safe to read from two threads.
@@ -165,13 +208,19 @@ int run_job_on(const JobArgs& a, const Source& src, BpeTokenizer& tok, const Exp
         for (const awq::model::TensorSpec& t : awq::model::model_tensors<Arch>(c)) ex->add_tensor(t.name, t.shape, src.load(t.name, t.shape));
       });
     auto t0 = Clock::now();
-    const auto res = awq::model::quantize_model<Backend, Arch>(src, cb, calib_h, streams, opt, [&](const awq::model::QuantizedBlock& b) {
-      auto& chosen = row.alphas.emplace_back();
-      for (const auto& [group, r] : b.result.scales) chosen[group] = r.best_alpha;
-      if (!ex) return;
-      if (outer.valid()) outer.get();
-      ex->add_block(b);
-    });
+    const auto res = [&] {
+      try {
+        return awq::model::quantize_model<Backend, Arch>(src, cb, calib_h, streams, opt, [&](const awq::model::QuantizedBlock& b) {
+          auto& chosen = row.alphas.emplace_back();
+          for (const auto& [group, r] : b.result.scales) chosen[group] = r.best_alpha;
+          if (!ex) return;
+          if (outer.valid()) outer.get();
+          ex->add_block(b);
+        });
+      } catch (const awq::NotPositiveDefinite& e) {  // the damping is the option's (or its default)
+        throw awq::Error(awq::detail::concat("--gptq-damp ", row.gptq_damp ? *row.gptq_damp : 0.0, ": ", e.what()));
+      }
+    }();
     row.pass_s = since(t0);
     row.resumed = res.resumed;
     row.phases = res.seconds;

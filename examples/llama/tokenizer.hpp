@@ -12,6 +12,7 @@
 
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
+#include <awq/io/json_error.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -32,7 +33,7 @@ class BpeTokenizer {
   /// How text is cut into the pieces the BPE runs on (see the file comment).
   enum class Pretokenizer { smollm, gpt2 };
 
-  explicit BpeTokenizer(const awq::io::GgufFile& g) : BpeTokenizer(gguf_tokens(g), g.value("tokenizer.ggml.merges").strs) {}
+  explicit BpeTokenizer(const awq::io::GgufFile& g) : BpeTokenizer(gguf_tokens(g), gguf_merges(g)) {}
 
   /// From the token strings (by id) and the merges ("a b", by rank).
   BpeTokenizer(const std::vector<std::string>& toks, const std::vector<std::string>& merges, Pretokenizer pre = Pretokenizer::smollm)
@@ -294,14 +295,25 @@ class BpeTokenizer {
                          g.get_string("tokenizer.ggml.model"), "', only gpt2 (byte-level BPE) is supported");
     return g.value("tokenizer.ggml.tokens").strs;
   }
+  /// tokenizer.ggml.merges, every entry checked: a malformed one ("ab", no space between the
+  /// pair) would never match a pair, and encode() would quietly fall back to single bytes.
+  static const std::vector<std::string>& gguf_merges(const awq::io::GgufFile& g) {
+    const awq::io::GgufValue& v = g.value("tokenizer.ggml.merges");
+    awq::detail::require(v.type == 9 && (v.array_type == 8 || v.length() == 0), "BpeTokenizer: ", g.path(),
+                         ": tokenizer.ggml.merges is not an array of strings");
+    for (std::size_t r = 0; r < v.strs.size(); ++r)
+      awq::detail::require(is_merge(v.strs[r]), "BpeTokenizer: ", g.path(), ": tokenizer.ggml.merges[", r, "] is '", v.strs[r],
+                           "'; expected two symbols separated by one space (\"a b\")");
+    return v.strs;
+  }
 
   static nlohmann::json read_json(const std::string& path) {
     std::ifstream f(path);
     awq::detail::require(static_cast<bool>(f), "BpeTokenizer: cannot open ", path);
     try {
       return nlohmann::json::parse(f);
-    } catch (const nlohmann::json::exception& e) {
-      throw awq::Error(awq::detail::concat("BpeTokenizer: ", path, " is not valid JSON (", e.what(), ")"));
+    } catch (const nlohmann::json::exception& e) {  // without nlohmann's "[json.exception...]" id
+      throw awq::Error(awq::detail::concat("BpeTokenizer: ", path, " is not valid JSON: ", awq::io::json_error_text(e)));
     }
   }
   static nlohmann::json field(const nlohmann::json& o, const char* k) { return o.is_object() && o.contains(k) ? o[k] : nlohmann::json(); }

@@ -18,6 +18,7 @@ cd "$work" || exit 1
 
 "$writer" tiny.gguf || { echo "cannot write tiny.gguf"; exit 1; }
 for i in $(seq 40); do echo "The quick brown fox jumps over the lazy dog, again and again ($i)."; done > text.txt
+cp text.txt eval.txt  # the same words in another file: an --eval-text equal to --calib-text is warned about
 printf 'short text\n' > short.txt
 printf 'na\xefve caf\xe9\n' > latin1.txt
 printf 'not a model\n' > notes.txt
@@ -33,7 +34,7 @@ cp "$here/../golden/arch_opt/hf/config.json" "$here/../golden/arch_opt/hf/model.
 printf '{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64}\n' > gpt2/config.json
 cp hf/model.safetensors gpt2/
 
-req=(--model tiny.gguf --calib-text text.txt --eval-text text.txt)
+req=(--model tiny.gguf --calib-text text.txt --eval-text eval.txt)
 S=(--seq-len 16 --eval-tokens 64)  # fits the tiny model and texts
 fails=0 n=0
 # check NAME EXPECTED_EXIT EXPECTED_TEXT ARGS...: the exit code, and the text in the output.
@@ -56,9 +57,33 @@ check() {
   if [ "$rc" != "$want_rc" ] || ! grep -qF -- "$want" <<< "$out"; then
     fails=$((fails + 1))
     printf 'FAIL %s: exit %s (want %s), output:\n%s\n(want it to contain: %s)\n' "$name" "$rc" "$want_rc" "$out" "$want"
-  elif [ "$want_rc" = 2 ] && [ "$(printf '%s\n' "$out" | grep -c .)" != 1 ] || { [ "$want_rc" = 2 ] && ! grep -q '^awq_llama: ' <<< "$out"; }; then
+  elif [ "$want_rc" = 2 ] && [ -z "${late:-}" ] && [ "$(printf '%s\n' "$out" | grep -c .)" != 1 ] ||
+       { [ "$want_rc" = 2 ] && ! printf '%s\n' "$out" | tail -1 | grep -q '^awq_llama: '; }; then
     fails=$((fails + 1))
     printf 'FAIL %s: an error must be one line "awq_llama: ...", got:\n%s\n' "$name" "$out"
+  elif grep -q -e 'awq::' -e '^awq_llama: awq: ' -e 'json\.exception' -e 'BpeTokenizer: ' <<< "$out"; then
+    fails=$((fails + 1))
+    printf 'FAIL %s: a message names the library'"'"'s internals:\n%s\n' "$name" "$out"
+  fi
+}
+# check_late ...: as check, for an error found during the run (after its progress lines): the
+# error is the last line.
+check_late() { late=1 check "$@"; }
+# check_output_lost NAME ARGS...: with stdout on /dev/full, the output cannot be written: exit 2 and
+# the last line on stderr says so (not a silent exit 0).
+check_output_lost() {
+  local name=$1 out rc
+  shift
+  [ -c /dev/full ] || return 0  # no /dev/full here: nothing to test with
+  out=$(timeout 120 "$tool" "$@" 2>&1 > /dev/full)
+  rc=$?
+  n=$((n + 1))
+  if [ "$mode" = --table ]; then
+    printf '| %s > /dev/full | %s | %s |\n' "$name" "$rc" "$(printf '%s\n' "$out" | tail -1 | cut -c1-150)"
+  elif [ "$rc" != 2 ] || [ "$(printf '%s\n' "$out" | tail -1)" != "awq_llama: writing the output failed: No space left on device" ]; then
+    fails=$((fails + 1))
+    printf 'FAIL %s > /dev/full: exit %s (want 2), output:\n%s\n(want it to end with: awq_llama: writing the output failed: No space left on device)\n' \
+      "$name" "$rc" "$out"
   fi
 }
 
@@ -93,7 +118,7 @@ check "--eval-dequantized on the cpu backend" 2 "--eval-dequantized applies to -
 check "--tf32=1" 2 "--tf32 takes no value (got '1')" "${req[@]}" "${S[@]}" --tf32=1
 check "--math fp8" 2 "--math: 'fp8' is not a math mode (accepted: fp32, tf32, fp16, bf16)" "${req[@]}" "${S[@]}" --math fp8
 check "--math fp16 on the cpu backend" 2 "--math fp16 applies to --backend cuda only (the backend is cpu)" "${req[@]}" "${S[@]}" --math fp16
-check "--eval-tokens 0 with --eval-text" 2 "--eval-text text.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
+check "--eval-tokens 0 with --eval-text" 2 "--eval-text eval.txt is given with --eval-tokens 0 (no evaluation)" "${req[@]}" --seq-len 16 --eval-tokens 0
 check "--mode fast" 2 "--mode: 'fast' is not a search mode (accepted: reference, improved (sequential+gptq-regroup-within+fp-target), sequential, refine, gptq, gptq-regroup, gptq-regroup-within, fp-target" "${req[@]}" "${S[@]}" --mode fast
 check "--mode fp-target" 2 "--mode: 'fp-target' asks for fp-target without sequential calibration and a gptq rounding (e.g. sequential+gptq+fp-target)" "${req[@]}" "${S[@]}" --mode fp-target
 check "--mode improved+gptq" 2 "--mode: 'improved+gptq' joins two roundings" "${req[@]}" "${S[@]}" --mode improved+gptq
@@ -102,9 +127,19 @@ check "--threads -1" 2 "--threads: -1 is out of range" "${req[@]}" "${S[@]}" --t
 check "--threads 100000" 2 "--threads: 100000 is out of range (accepted: 0 (all) or 1 to" "${req[@]}" "${S[@]}" --threads 100000
 check "--threads abc" 2 "--threads: 'abc' is not a whole number" "${req[@]}" "${S[@]}" --threads abc
 check "--seq-len given twice" 2 "--seq-len is given twice" "${req[@]}" "${S[@]}" --seq-len 8
-check "--model missing" 2 "--model absent.gguf: no such file" --model absent.gguf --calib-text text.txt --eval-text text.txt
-check "--model not GGUF" 2 "--model notes.txt: not a GGUF file or a Hugging Face model directory (not GGUF" --model notes.txt --calib-text text.txt --eval-text text.txt
-check "--calib-text missing" 2 "--calib-text absent.txt: no such file" --model tiny.gguf --calib-text absent.txt --eval-text text.txt
+check "--help=1" 2 "--help takes no value (got '1')" "${req[@]}" --help=1
+check "--help=1 alone" 2 "--help takes no value (got '1')" --help=1
+check "--prompt without generate" 2 "unknown option --prompt (an option of the generate command" --prompt Hi --model tiny.gguf
+check "--gptq-damp with --mode reference" 2 "--gptq-damp 0.5 has no effect with --mode reference, which has no gptq rounding" \
+  "${req[@]}" "${S[@]}" --mode reference --gptq-damp 0.5
+check "--gptq-damp with --mode sequential" 2 "--gptq-damp 0.5 has no effect with --mode sequential" "${req[@]}" "${S[@]}" --gptq-damp 0.5 --mode sequential
+check "--configs w4g64,w4g128 on hidden 64" 2 "--configs w4g128: group 128 does not divide the model's input width 64 (accepted here: 32, 64)" \
+  "${req[@]}" "${S[@]}" --configs w4g64,w4g128
+check "--shard-size with 20 digits" 2 "--shard-size: 99999999999999999999GB is out of range (accepted: a whole number of bytes with an optional unit B, KB, MB, GB, TB" \
+  "${req[@]}" "${S[@]}" --export exp/x --shard-size 99999999999999999999GB
+check "--model missing" 2 "--model absent.gguf: no such file" --model absent.gguf --calib-text text.txt --eval-text eval.txt
+check "--model not GGUF" 2 "--model notes.txt: not a GGUF file or a Hugging Face model directory (not GGUF" --model notes.txt --calib-text text.txt --eval-text eval.txt
+check "--calib-text missing" 2 "--calib-text absent.txt: no such file" --model tiny.gguf --calib-text absent.txt --eval-text eval.txt
 check "--eval-text Latin-1" 2 "--eval-text latin1.txt: not valid UTF-8 at byte offset 2" --model tiny.gguf --calib-text text.txt --eval-text latin1.txt
 check "--eval-text shorter than --seq-len" 2 "--eval-text short.txt: 11 tokens, fewer than one sequence of --seq-len 16" \
   --model tiny.gguf --calib-text text.txt --eval-text short.txt --seq-len 16 --eval-tokens 64
@@ -112,13 +147,40 @@ check "--report in a missing directory" 2 "--report nodir/r.json: directory 'nod
 check "--report is a directory" 2 "--report outdir: is a directory" "${req[@]}" "${S[@]}" --report outdir
 check "--export under a file" 2 "--export text.txt/x: '" "${req[@]}" "${S[@]}" --export text.txt/x
 check "--checkpoint under a file" 2 "--checkpoint text.txt/x: '" "${req[@]}" "${S[@]}" --checkpoint text.txt/x
+# An output over an input (the same file through a symbolic or hard link too) is refused before any work.
+mkdir -p texts && cp text.txt texts/calib.txt && ln -sf eval.txt evallink.txt && ln -f text.txt hardlink.txt
+sum_before=$(cat tiny.gguf text.txt eval.txt opt/config.json | cksum)
+check "--report is the --model file" 2 "--report tiny.gguf is the same file as --model tiny.gguf" "${req[@]}" "${S[@]}" --report tiny.gguf
+check "--report is --calib-text through a hard link" 2 "--report hardlink.txt is the same file as --calib-text text.txt" "${req[@]}" "${S[@]}" --report hardlink.txt
+check "--report is --eval-text through a symbolic link" 2 "--report evallink.txt is the same file as --eval-text eval.txt" "${req[@]}" "${S[@]}" --report evallink.txt
+check "--report is --eval-text spelled otherwise" 2 "--report ./outdir/../eval.txt is the same file as --eval-text eval.txt" "${req[@]}" "${S[@]}" --report ./outdir/../eval.txt
+check "--report is a file of the --model directory" 2 "--report opt/config.json is the same file as opt/config.json of --model opt" \
+  --model opt --calib-text text.txt --eval-text eval.txt "${S[@]}" --report opt/config.json
+check "--export holds --model" 2 "--export . holds --model tiny.gguf" "${req[@]}" "${S[@]}" --export .
+check "--export is the --model directory" 2 "--export opt/ holds --model opt" --model opt --calib-text text.txt --eval-text eval.txt "${S[@]}" --export opt/
+check "--checkpoint holds --calib-text" 2 "--checkpoint texts holds --calib-text texts/calib.txt" \
+  --model tiny.gguf --calib-text texts/calib.txt --eval-text eval.txt "${S[@]}" --checkpoint texts
+check "--checkpoint above the inputs" 2 "--checkpoint $work holds --model tiny.gguf" "${req[@]}" "${S[@]}" --checkpoint "$work"
+[ "$mode" != --table ] && [ "$(cat tiny.gguf text.txt eval.txt opt/config.json | cksum)" != "$sum_before" ] && { fails=$((fails + 1)); echo "FAIL: an input was changed"; }
+check "--export and --checkpoint the same directory" 2 "--export outdir/same and --checkpoint outdir/same/ are the same directory" \
+  "${req[@]}" "${S[@]}" --export outdir/same --checkpoint outdir/same/
+check "--checkpoint inside --export" 2 "--checkpoint outdir/e/ck is inside --export outdir/e" "${req[@]}" "${S[@]}" --export outdir/e --checkpoint outdir/e/ck
+check "--export inside --checkpoint" 2 "--export outdir/ck/e is inside --checkpoint outdir/ck" "${req[@]}" "${S[@]}" --export outdir/ck/e --checkpoint outdir/ck
 check "inspect without a file" 2 "inspect: a file is required" inspect
+check "inspect an empty path" 2 "inspect: an empty path (accepted: FILE.gguf|FILE.safetensors|HF_DIR)" inspect ''
 check "inspect missing" 2 "inspect: absent.gguf: no such file or directory" inspect absent.gguf
 check "inspect a text file" 2 "notes.txt is neither a GGUF nor a safetensors file: not GGUF (the first bytes are 'not '" inspect notes.txt
 check "inspect an empty file" 2 "empty.bin is neither a GGUF nor a safetensors file: 0 bytes are too few" inspect empty.bin
 check "inspect GGUF" 0 "blk.0.ffn_down.weight            F32      128x6" inspect tiny.gguf
 check "inspect safetensors" 0 "safetensors, 1 tensors" inspect hf/model.safetensors
 check "inspect HF directory" 0 '["LlamaForCausalLM"]' inspect hf
+# Messages of the library's readers, without its C++ names or nlohmann's ids (check refuses those).
+head -c 200 tiny.gguf > trunc.gguf
+mkdir -p badjson && printf '{"model_type": "llama",\n' > badjson/config.json && cp hf/model.safetensors badjson/
+check "inspect a truncated GGUF" 2 "awq_llama: trunc.gguf: " inspect trunc.gguf
+check "a truncated GGUF as --model" 2 "awq_llama: trunc.gguf: " --model trunc.gguf --calib-text text.txt --eval-text eval.txt "${S[@]}"
+check "inspect a directory with a broken config.json" 2 "inspect: badjson/config.json is not valid JSON (parse error at line 2" inspect badjson
+check "generate on a directory with a broken config.json" 2 "awq_llama: badjson/config.json is not valid JSON" generate --model badjson --prompt hi
 check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
 check "a run without evaluation" 0 "w4-g64-asym: quantized (no evaluation)" --model tiny.gguf --calib-text text.txt --seq-len 16 \
   --eval-tokens 0 --configs w4g64 --calib-seqs 2 --threads 1
@@ -138,13 +200,35 @@ check "generate --temperature -1" 2 "--temperature: -1 is out of range" "${G[@]}
 check "generate --top-p 0" 2 "--top-p: 0 is out of range (accepted: a number with 0 < P <= 1)" "${G[@]}" --prompt hi --top-p 0
 check "generate --top-p abc" 2 "--top-p: 'abc' is not a number" "${G[@]}" --prompt hi --top-p abc
 check "generate --seed -3" 2 "--seed: -3 is out of range" "${G[@]}" --prompt hi --seed -3
-check "generate a quantize option" 2 "unknown option --calib-text of generate" "${G[@]}" --prompt hi --calib-text text.txt
+check "generate --seed 2^63" 2 "--seed: 9223372036854775808 is out of range (accepted: an integer from 0 to 9223372036854775807)" \
+  "${G[@]}" --prompt hi --temperature 1 --seed 9223372036854775808
+check "generate --temperature 1e-320" 2 "--temperature: 1e-320 is out of range (accepted: 0 = greedy, or a number up to 100; nonzero values from 1.17549e-38)" \
+  "${G[@]}" --prompt hi --temperature 1e-320
+check "generate --temperature 1e999" 2 "--temperature: 1e999 is out of range" "${G[@]}" --prompt hi --temperature 1e999
+check "generate --temperature 0x1p3" 2 "--temperature: '0x1p3' is not a number" "${G[@]}" --prompt hi --temperature 0x1p3
+check "generate --top-p 1e-50" 2 "--top-p: 1e-50 is out of range (accepted: a number with 0 < P <= 1; nonzero values from 1.17549e-38)" \
+  "${G[@]}" --prompt hi --temperature 1 --top-p 1e-50
+check "generate --seed at temperature 0" 2 "--seed 7 has no effect at --temperature 0 (greedy decoding" "${G[@]}" --prompt hi --seed 7
+check "generate --top-p at --temperature 0" 2 "--top-p 0.1 has no effect at --temperature 0" "${G[@]}" --prompt hi --top-p 0.1 --temperature 0
+check "generate a quantize option" 2 "unknown option --calib-text of generate (an option of the quantize command" "${G[@]}" --prompt hi --calib-text text.txt
 check "generate --dequantize on a GGUF" 2 "--dequantize: tiny.gguf is not an AWQ checkpoint" "${G[@]}" --prompt hi --dequantize
 check "generate missing model" 2 "--model absent.gguf: no such file" generate --model absent.gguf --prompt hi
 check "generate --backend tpu" 2 "--backend: 'tpu' is not a backend (accepted: cpu, cuda)" "${G[@]}" --prompt hi --backend tpu
 check "generate --backend cuda without CUDA" 2 "--backend cuda: this awq_llama was built without CUDA (use awq_llama_cuda)" \
   "${G[@]}" --prompt hi --backend cuda
 check "generate greedy on the GGUF" 0 "decode 7 tokens" "${G[@]}" --prompt "The quick" --max-new-tokens 8 --threads 1
+# Output that cannot be written is an error, not a silent success.
+check_output_lost "generate" "${G[@]}" --prompt "The quick" --max-new-tokens 8 --threads 1
+check_output_lost "inspect" inspect tiny.gguf
+check_output_lost "--help" --help
+check_output_lost "a whole run" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1
+if [ "$mode" != --table ]; then
+  n=$((n + 1))
+  out=$(timeout 120 "$tool" "${G[@]}" --prompt "The quick" --max-new-tokens 2 --threads 1 2>&1 >&-)
+  rc=$?
+  [ "$rc" = 2 ] && [ "$out" = "awq_llama: writing the output failed: stdout is closed" ] ||
+    { fails=$((fails + 1)); printf 'FAIL generate with stdout closed: exit %s (want 2), output:\n%s\n' "$rc" "$out"; }
+fi
 check "export w4g64 and w3g64" 0 "exported exp/w3-g64-asym" "${req[@]}" "${S[@]}" --configs w4g64,w3g64 --calib-seqs 2 --threads 1 --export exp
 check "generate W4 on the export" 0 "W4A16 (AWQ, CPU kernel)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8
 check "generate dequantized on the export" 0 "fp32 (AWQ dequantized)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8 --dequantize
@@ -162,19 +246,38 @@ check "a sharded export" 0 "exported exp/plain/w4-g64-asym: " "${run[@]}" --expo
 check "a sharded export with --checkpoint" 0 "exported exp/ck/w4-g64-asym: " "${run[@]}" --export exp/ck --checkpoint ck
 [ "$mode" != --table ] && { diff -r exp/plain exp/ck > /dev/null || { fails=$((fails + 1)); echo "FAIL: --checkpoint changed the export's bytes"; }; }
 rm -f ck/w4-g64-asym/block_1.safetensors
-mkdir -p exp/ck/w4-g64-asym.tmp && echo "left by a killed run" > exp/ck/w4-g64-asym.tmp/model-00001-of-00002.safetensors
+mkdir -p exp/ck/.w4-g64-asym.awq-tmp && echo "left by a killed run" > exp/ck/.w4-g64-asym.awq-tmp/model-00001-of-00002.safetensors
 check "an interrupted export resumed" 0 "w4-g64-asym: 1 of 2 blocks resumed from ck" "${run[@]}" --export exp/ck --checkpoint ck
+# The calibration text rewritten in place: its blocks are not the checkpoint's (refused, never resumed).
+cp text.txt calib2.txt
+check "a checkpoint made on other calibration tokens" 0 "exported exp/ck2/w4-g64-asym" "${run[@]/text.txt/calib2.txt}" --export exp/ck2 --checkpoint ck2
+sed -i 's/fox/cat/' calib2.txt
+check_late "a checkpoint of a rewritten --calib-text" 2 "belongs to another run" "${run[@]/text.txt/calib2.txt}" --export exp/ck2 --checkpoint ck2
+check "--layers with --export: a warning" 0 "warning: --layers 1: exp/one/w4-g64-asym gets a truncated model, 1 of 2 blocks" \
+  "${run[@]}" --layers 1 --export exp/one
+# Outputs that a rename must not replace, refused before any work.
+mkfifo pipe.json 2>/dev/null && check "--report a pipe" 2 "--report pipe.json: pipe.json exists and is not a regular file" "${req[@]}" "${S[@]}" --report pipe.json
+mkdir -p outdir/.r.json.awq-tmp
+check "--report whose temporary name is a directory" 2 "--report outdir/r.json: the temporary name outdir/.r.json.awq-tmp is taken" \
+  "${req[@]}" "${S[@]}" --report outdir/r.json
+check_late "--gptq-damp too small for the Hessian" 2 "--gptq-damp 1e-300: the Hessian of the input of 'self_attn.q_proj'" \
+  "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 1 --threads 1 --gptq-damp 1e-300
 # An OPT directory (model_type opt): quantized, evaluated and exported; what it cannot take refused.
-O=(--model opt --calib-text text.txt --eval-text text.txt --calib-seqs 2 --threads 1)
+O=(--model opt --calib-text text.txt --eval-text eval.txt --calib-seqs 2 --threads 1)
 check "an OPT directory: quantize, evaluate, export" 0 "exported exp/opt/w4-g32-asym" "${O[@]}" "${S[@]}" --configs w4g32 --export exp/opt
-check "an OPT directory: --seq-len beyond its 128 positions" 2 "--seq-len 200: the model's context length is 128" "${O[@]}" --seq-len 200 --eval-tokens 400
-check "an OPT directory: group 64 does not divide ffn_dim 96" 2 "group_size 64 does not divide in_features 96" "${O[@]}" "${S[@]}" --configs w4g64
+check "an OPT directory: --seq-len beyond its 128 positions" 2 "--seq-len 200: the model's context length is 128" "${O[@]}" --configs w4g32 \
+  --seq-len 200 --eval-tokens 400
+check "an OPT directory: group 64 does not divide ffn_dim 96" 2 \
+  "--configs w4g64: group 64 does not divide the model's input width 96 (accepted here: 32)" "${O[@]}" "${S[@]}" --configs w4g32,w4g64
 check "an OPT directory without a tokenizer" 2 "notok has no tokenizer (accepted: tokenizer.json, or vocab.json with merges.txt)" \
-  --model notok --calib-text text.txt --eval-text text.txt "${S[@]}"
+  --model notok --calib-text text.txt --eval-text eval.txt "${S[@]}" --configs w4g32
 check "generate on an OPT directory" 2 "architecture 'opt' is not supported (supported: llama, mistral, qwen2" generate --model opt --prompt hi
 check "an unsupported model_type" 2 "--model gpt2: model_type 'gpt2' is not supported (supported: llama, mistral, qwen2, opt)" \
-  --model gpt2 --calib-text text.txt --eval-text text.txt "${S[@]}"
+  --model gpt2 --calib-text text.txt --eval-text eval.txt "${S[@]}"
 check "a whole run in the improved mode" 0 "improved search" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --mode improved
+check "--eval-text the same file as --calib-text: a warning" 0 \
+  "awq_llama: warning: --eval-text ./text.txt is the same file as --calib-text text.txt: the perplexity is measured on the calibration text" \
+  --model tiny.gguf --calib-text text.txt --eval-text ./text.txt "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1
 
 if [ "$mode" != --table ]; then
   [ -s outdir/r.json ] || { fails=$((fails + 1)); echo "FAIL: the whole run wrote no report"; }

@@ -3,6 +3,7 @@
 // named as neither format.
 #pragma once
 
+#include <awq/io/json_error.hpp>
 #include <awq/error.hpp>
 #include <awq/io/gguf.hpp>
 #include <awq/io/safetensors.hpp>
@@ -97,7 +98,7 @@ inline int inspect_hf_directory(const std::string& dir) {
     std::ifstream f(root / "config.json");
     cfg = nlohmann::json::parse(f);
   } catch (const nlohmann::json::exception& e) {
-    throw awq::Error("inspect: " + (root / "config.json").string() + " is not valid JSON (" + e.what() + ")");
+    throw awq::Error("inspect: " + (root / "config.json").string() + " is not valid JSON (" + awq::io::json_error_text(e) + ")");
   }
   awq::detail::require(cfg.is_object(), "inspect: ", (root / "config.json").string(), " is not a JSON object");
   auto field = [&](const char* k) { return cfg.contains(k) ? cfg[k].dump() : std::string("(not given)"); };
@@ -118,7 +119,7 @@ inline int inspect_hf_directory(const std::string& dir) {
       const auto j = nlohmann::json::parse(f);
       for (const auto& [name, shard] : j.at("weight_map").items()) ++indexed[shard.get<std::string>()];
     } catch (const nlohmann::json::exception& e) {
-      throw awq::Error("inspect: " + index.string() + " is not a valid index (" + e.what() + ")");
+      throw awq::Error("inspect: " + index.string() + " is not a valid index (" + awq::io::json_error_text(e) + ")");
     }
   }
   std::vector<std::string> shards;

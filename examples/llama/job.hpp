@@ -5,6 +5,7 @@
 // in every run), then perplexity from the last block's outputs — O(one block) of weights in memory.
 #pragma once
 
+#include <awq/io/json_error.hpp>
 #include <awq/model/arch/llama.hpp>
 #include <awq/model/arch/opt.hpp>
 #include <awq/model/head.hpp>
@@ -345,6 +346,8 @@ int run_job(const JobArgs& a) {
     return with_hf_arch(a.model, [&](auto arch) {
       using Arch = decltype(arch);
       const auto src = awq::model::HfSource::open(a.model);
+      awq::detail::require(!src.quantized(), "--model ", a.model, " is already AWQ-quantized (its config has a quantization_config); "
+                           "give the full-precision model");
       Arch::check(src.config());
       awq_cli::check_model(a, src.config().layers, src.config().max_positions);
       BpeTokenizer tok = BpeTokenizer::from_hf_dir(a.model);
@@ -352,7 +355,12 @@ int run_job(const JobArgs& a) {
       xb.config = nlohmann::ordered_json::parse(src.config_json().dump());
       for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
         std::ifstream in(fs::path(a.model) / f);
-        if (in) xb.files[f] = nlohmann::ordered_json::parse(in);
+        if (!in) continue;
+        try {
+          xb.files[f] = nlohmann::ordered_json::parse(in);
+        } catch (const nlohmann::json::exception& e) {
+          throw awq::Error("--model " + a.model + ": " + f + " is not valid JSON: " + awq::io::json_error_text(e));
+        }
       }
       for (const char* f : {"vocab.json", "merges.txt", "special_tokens_map.json"}) {
         std::ifstream in(fs::path(a.model) / f, std::ios::binary);

@@ -178,7 +178,10 @@ class BpeTokenizer {
   std::string decode(const std::vector<int>& ids) const {
     std::string out;
     for (int id : ids) {
-      const std::string& t = id_to_token_.at(static_cast<std::size_t>(id));
+      // An id past the tokenizer's tokens (an embedding padded beyond them) has no text.
+      awq::detail::require(id >= 0 && static_cast<std::size_t>(id) < id_to_token_.size(), "the tokenizer has no token ", id, " (it has ",
+                           id_to_token_.size(), "; the model's embedding is larger than its vocabulary)");
+      const std::string& t = id_to_token_[static_cast<std::size_t>(id)];
       for (std::size_t i = 0; i < t.size();) {
         const std::size_t n = utf8_len(static_cast<unsigned char>(t[i]));
         const auto it = sym_byte_.find(t.substr(i, n));

@@ -179,7 +179,7 @@ head -c 200 tiny.gguf > trunc.gguf
 mkdir -p badjson && printf '{"model_type": "llama",\n' > badjson/config.json && cp hf/model.safetensors badjson/
 check "inspect a truncated GGUF" 2 "awq_llama: trunc.gguf: " inspect trunc.gguf
 check "a truncated GGUF as --model" 2 "awq_llama: trunc.gguf: " --model trunc.gguf --calib-text text.txt --eval-text eval.txt "${S[@]}"
-check "inspect a directory with a broken config.json" 2 "inspect: badjson/config.json is not valid JSON (parse error at line 2" inspect badjson
+check "inspect a directory with a broken config.json" 2 "inspect: badjson/config.json is not valid JSON (at line 2" inspect badjson
 check "generate on a directory with a broken config.json" 2 "awq_llama: badjson/config.json is not valid JSON" generate --model badjson --prompt hi
 check "a whole run on the tiny model" 0 "w4-g64" "${req[@]}" "${S[@]}" --configs w4g64 --calib-seqs 2 --threads 1 --report outdir/r.json
 check "a run without evaluation" 0 "w4-g64-asym: quantized (no evaluation)" --model tiny.gguf --calib-text text.txt --seq-len 16 \
@@ -231,6 +231,8 @@ if [ "$mode" != --table ]; then
 fi
 check "export w4g64 and w3g64" 0 "exported exp/w3-g64-asym" "${req[@]}" "${S[@]}" --configs w4g64,w3g64 --calib-seqs 2 --threads 1 --export exp
 check "generate W4 on the export" 0 "W4A16 (AWQ, CPU kernel)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8
+check "quantize an AWQ export" 2 "--model exp/w4-g64-asym is already AWQ-quantized (its config has a quantization_config); give the full-precision model" \
+  --model exp/w4-g64-asym --calib-text text.txt --eval-text eval.txt "${S[@]}"
 check "generate dequantized on the export" 0 "fp32 (AWQ dequantized)" generate --model exp/w4-g64-asym --prompt "The quick" --max-new-tokens 8 --dequantize
 check "generate a 3-bit export" 2 'quantization_config has version "awq_cpp_plain"; this engine runs AutoAWQ GEMM checkpoints: quant_method "awq", version "gemm", bits 4' \
   generate --model exp/w3-g64-asym --prompt hi

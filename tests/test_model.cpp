@@ -54,9 +54,9 @@ namespace {
 std::uint64_t quantize_hf_dir(const std::string& dir) {
   const auto src = awq::model::HfSource::open(dir);
   const auto& c = src.config();
-  // 256 tokens: with fewer, some of the 768 MLP channels are near zero on every token, and their
+  // 128 tokens: with fewer, some of the 768 MLP channels are near zero on every token, and their
   // activation scales, folded into up_proj, overflow its fp16 scales (an error since finalize checks).
-  const awq::model::Batch calib{8, 32};
+  const awq::model::Batch calib{4, 32};
   std::vector<float> h(static_cast<std::size_t>(calib.tokens() * c.hidden));
   for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(static_cast<int>((i * 2654435761u) % 2001) - 1000) / 500.0f;
   std::vector<awq::model::Stream> none;

@@ -190,6 +190,11 @@ void gptq_rows(const MatrixView<float>& w, index_t r0, index_t nr, index_t g, co
   std::vector<float> s16(static_cast<std::size_t>(nr)), zero(static_cast<std::size_t>(nr));
   const auto set_group = [&](index_t r, index_t j, float lo, float hi) {
     const GroupParams<float> p = group_params<Fmt>(lo, hi);
+    // A range beyond fp16's (weights with extreme activation scales folded in) would turn every
+    // code of the group into a cast of NaN.
+    detail::require(std::isfinite(static_cast<float>(Eigen::half(p.scale))), "awq::gptq_quantize: the fp16 scale of row ", r0 + r,
+                    ", group ", j, " overflows: its weights with the folded activation scales exceed fp16's range (range ", lo, " to ",
+                    hi, ")");
     scales(r0 + r, j) = Eigen::half(p.scale);
     zeros(r0 + r, j) = static_cast<std::uint8_t>(p.zero);
   };

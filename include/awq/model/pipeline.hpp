@@ -249,7 +249,11 @@ std::map<std::string, QuantizedLinear> finalize_block_gptq(const ModelConfig& c,
                       w.cols(), " cross product for input slot ", slot, " of '", l, "'");
       Finalize<Backend>::retarget(w, factors.at(slot), make_row_major<const float>(e->second.data(), w.cols(), w.cols()), fp_target);
     }
-    out[l] = Finalize<Backend>::gptq(w, spec, factors.at(slot), opt);
+    try {
+      out[l] = Finalize<Backend>::gptq(w, spec, factors.at(slot), opt);
+    } catch (const Error& e) {  // say which linear
+      throw Error(detail::concat(fn, ": '", l, "': ", e.what()));
+    }
     require_finite_scales(l, out[l]);
   }
   return out;

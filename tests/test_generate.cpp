@@ -29,6 +29,7 @@
 #include "llama/export.hpp"
 #include "llama/random_llama.hpp"
 #include "llama/w4_linear.hpp"
+#include "fresh_rng.hpp"
 #include "support.hpp"
 
 using namespace awq_test;
@@ -244,10 +245,7 @@ TEST_SUITE("generation") {
         return v;
       }
     };
-    std::random_device rd;
-    const unsigned seed = rd();
-    CAPTURE(seed);
-    std::mt19937 rng(seed);
+    AWQ_TEST_FRESH_RNG(rng);
     const auto src = awq::model::HfSource::open(golden_dir("arch_smollm_tied") + "/hf");
     const std::vector<int> prompt = golden_ids("smollm_tied", 0);
     const auto clean = awq_example::load_fp_weights(src);
@@ -284,10 +282,7 @@ TEST_SUITE("generation") {
     const fs::path dir = fs::temp_directory_path() / ("awq_generate_group_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
-    std::random_device rd;
-    const unsigned seed = rd();
-    CAPTURE(seed);
-    std::mt19937 rng(seed);
+    AWQ_TEST_FRESH_RNG(rng);
     const awq::index_t n = 64, k = 256, group = awq::index_t{32} << (rng() % 4);  // 32, 64, 128 or 256
     CAPTURE(group);
     const awq_example::RandomAwqLinear lin(n, k, group, rng());

@@ -24,6 +24,7 @@
 #include "awq/io/safetensors.hpp"
 #include "awq/io/safetensors_sharded.hpp"
 #include "llama/tokenizer.hpp"
+#include "fresh_rng.hpp"
 #include "malformed_files.hpp"
 
 namespace fs = std::filesystem;
@@ -686,10 +687,7 @@ TEST_CASE("hf io: a JSON file that does not parse is named with its line and col
   TempDir dir("badjson");
   const fs::path d = dir.path;
   // A fresh malformed text: a random number of good lines, then a key with no value.
-  std::random_device rd;
-  const unsigned seed = rd();
-  CAPTURE(seed);
-  std::mt19937 rng(seed);
+  AWQ_TEST_FRESH_RNG(rng);
   const int lines = std::uniform_int_distribution<int>(1, 9)(rng);
   std::string text = "{\n";
   for (int i = 0; i < lines; ++i) text += "  \"k" + std::to_string(i) + "\": " + std::to_string(rng() % 1000) + ",\n";
@@ -746,10 +744,7 @@ TEST_CASE("tokenizer: a GGUF merges entry that is not a space-separated pair is 
   };
   awq_example::BpeTokenizer good(gguf({"a b", "ab c"}));
   CHECK(good.encode("abc") == std::vector<int>{4});
-  std::random_device rd;
-  const unsigned seed = rd();
-  CAPTURE(seed);
-  std::mt19937 rng(seed);
+  AWQ_TEST_FRESH_RNG(rng);
   const std::vector<std::string> broken = {"nospace", "ab", " ab", "ab ", "a  b", "a b c", ""};
   const std::string bad = broken[rng() % broken.size()];
   std::vector<std::string> merges = {"a b", "ab c"};

@@ -37,6 +37,7 @@
 #ifndef AWQ_TEST_HAS_ASAN
 #define AWQ_TEST_HAS_ASAN 0
 #endif
+#include "fresh_rng.hpp"
 #include "support.hpp"
 
 extern char** environ;
@@ -240,10 +241,7 @@ TEST_SUITE("model API") {
     CHECK(c.bos_token == 1);
     CHECK(c.eos_token == 2);
     // Fresh valid values are read as given.
-    std::random_device rd;
-    const unsigned seed = rd();
-    CAPTURE(seed);
-    std::mt19937 rng(seed);
+    AWQ_TEST_FRESH_RNG(rng);
     const double theta = std::uniform_real_distribution<double>(1e3, 1e7)(rng);
     const int eos = std::uniform_int_distribution<int>(0, c.vocab - 1)(rng);
     CHECK(with("rope_theta", theta).rope_theta == static_cast<float>(theta));
@@ -309,10 +307,7 @@ TEST_SUITE("model API") {
     write_config();
     CHECK(awq::model::HfSource::open(tmp.string()).config().layers == 2);
     // num_hidden_layers past the two stored blocks: said at open, not as a tensor missing later.
-    std::random_device rd;
-    const unsigned seed = rd();
-    CAPTURE(seed);
-    std::mt19937 rng(seed);
+    AWQ_TEST_FRESH_RNG(rng);
     const int layers = std::uniform_int_distribution<int>(3, 100000)(rng);
     cfg["num_hidden_layers"] = layers;
     write_config();

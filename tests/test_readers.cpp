@@ -20,6 +20,7 @@
 #include "awq/io/gguf.hpp"
 #include "awq/io/safetensors.hpp"
 #include "awq/model/source.hpp"
+#include "fresh_rng.hpp"
 #include "malformed_files.hpp"
 
 namespace fs = std::filesystem;
@@ -298,10 +299,7 @@ TEST_CASE("gguf config: the architecture is checked first, and metadata that cha
   CHECK(c.bos_token == 1);
   CHECK(c.eos_token == 2);
   // Fresh valid values are read as stored.
-  std::random_device rd;
-  const unsigned seed = rd();
-  CAPTURE(seed);
-  std::mt19937 rng(seed);
+  AWQ_TEST_FRESH_RNG(rng);
   const auto layers = std::uniform_int_distribution<std::uint32_t>(1, 100000)(rng), eos = std::uniform_int_distribution<std::uint32_t>(0, 15)(rng);
   CHECK(config(with("llama.block_count", u32(layers))).layers == static_cast<int>(layers));
   CHECK(config(with("tokenizer.ggml.eos_token_id", u32(eos))).eos_token == static_cast<int>(eos));

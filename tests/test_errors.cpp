@@ -7,9 +7,11 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "awq/awq.hpp"
+#include "awq/search.hpp"
 
 namespace {
 
@@ -31,6 +33,15 @@ TEST_CASE("bad inputs raise awq::Error with a message naming the argument and va
   std::vector<std::uint8_t> codes(4 * 128, 1);
   auto C = awq::make_row_major(codes.data(), 4, 128);
   auto s = ones(4), z = ones(4);
+  // search_scales over the linear W on fresh-looking x with group `group` and the given mean |x|
+  const auto search = [&](int group, std::vector<float> x_mean) {
+    std::vector<float> x(8 * 128);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+    awq::ScaleSearchOptions so;
+    so.quant = awq::QuantSpec{4, group, true};
+    const std::vector<awq::Linear<float>> lin = {{W, nullptr}};
+    (void)awq::search_scales(awq::make_row_major<const float>(x.data(), 8, 128), lin, awq::LinearsBlock<float>(lin), so, std::move(x_mean));
+  };
 
   const std::vector<BadCase> cases = {
       {"group size not supported", [&] { awq::pseudo_quantize(awq::QuantSpec{4, 48, true}, W, O); }, "group_size 48"},
@@ -132,6 +143,53 @@ TEST_CASE("bad inputs raise awq::Error with a message naming the argument and va
                                 awq::make_row_major<const float>(zc.data(), 4, 3), awq::make_row_major(o.data(), 4, 128));
        },
        "scales has 3 groups"},
+      {"dequantize: zero not a stored code",
+       [&] {
+         std::vector<std::uint8_t> c(32, 2);
+         std::vector<float> o(32), sc{1.0f}, zc{8.5f};
+         awq::dequantize(4, awq::make_row_major<const std::uint8_t>(c.data(), 1, 32), awq::make_row_major<const float>(sc.data(), 1, 1),
+                         awq::make_row_major<const float>(zc.data(), 1, 1), awq::make_row_major(o.data(), 1, 32));
+       },
+       "zero 8.5 at row 0, group 0 is not a 4-bit code"},
+      {"dequantize: zero above the codes",
+       [&] {
+         std::vector<std::uint8_t> c(32, 2);
+         std::vector<float> o(32), sc{1.0f}, zc{300.0f};
+         awq::dequantize(4, awq::make_row_major<const std::uint8_t>(c.data(), 1, 32), awq::make_row_major<const float>(sc.data(), 1, 1),
+                         awq::make_row_major<const float>(zc.data(), 1, 1), awq::make_row_major(o.data(), 1, 32));
+       },
+       "zero 300 at row 0, group 0 is not a 4-bit code"},
+      {"apply_clip: negative bound",
+       [&] {
+         auto v = w;
+         std::vector<float> c{1.0f, 1.0f, -0.01f, 1.0f};
+         awq::apply_clip(awq::make_row_major(v.data(), 4, 128), awq::make_row_major<const float>(c.data(), 4, 1));
+       },
+       "awq::apply_clip: clip bound at row 2, group 0 is -0.01"},
+      {"apply_clip: NaN bound",
+       [&] {
+         auto v = w;
+         std::vector<float> c(8, 1.0f);
+         c[3] = std::nanf("");
+         awq::apply_clip(awq::make_row_major(v.data(), 4, 128), awq::make_row_major<const float>(c.data(), 4, 2));
+       },
+       "awq::apply_clip: clip bound at row 1, group 1 is nan"},
+      {"search_scales: group does not divide, named", [&] { search(256, {}); },
+       "awq::search_scales: group_size 256 does not divide in_features 128"},
+      {"search_scales: negative mean |x|",
+       [&] {
+         std::vector<float> m(128, 0.5f);
+         m[17] = -0.25f;
+         search(128, m);
+       },
+       "awq::search_scales: x_mean[17] is -0.25"},
+      {"search_scales: NaN mean |x|",
+       [&] {
+         std::vector<float> m(128, 0.5f);
+         m[101] = std::nanf("");
+         search(128, m);
+       },
+       "awq::search_scales: x_mean[101] is nan"},
   };
   CHECK(cases.size() >= 15);
   for (const auto& c : cases) {

@@ -414,6 +414,18 @@ TEST_CASE("ActStats: streaming, merge and element types") {
     CHECK(rel(m1[static_cast<std::size_t>(c)], ref) < 1e-6);
     CHECK(rel(m2[static_cast<std::size_t>(c)], ref) < 1e-6);
   }
+  // double activations are summed as given, not through float: a mean of 1 + 1e-12 stays above 1
+  awq::ActStats d(k);
+  d.update(cview(x, t, k));
+  for (long c = 0; c < k; ++c) {
+    double ref = 0;
+    for (long i = 0; i < t; ++i) ref += std::fabs(x[static_cast<std::size_t>(i * k + c)]);
+    CHECK(rel(d.mean<double>()[static_cast<std::size_t>(c)], ref / t) < 1e-13);
+  }
+  const std::vector<double> near_one(static_cast<std::size_t>(k), 1.0 + 1e-12);
+  awq::ActStats one(k);
+  one.update(cview(near_one, 1, k));
+  CHECK(one.mean<double>()[0] - 1.0 == doctest::Approx(1e-12).epsilon(1e-3));
   const auto xh = cast_vec<Eigen::bfloat16>(x);
   awq::ActStats h(k);
   h.update(cview(xh, t, k));

@@ -81,11 +81,12 @@ struct QuantSpec {
                     "awq::QuantSpec: group_size ", group_size,
                     " is not supported (32, 64, 128, 256 or -1 for per-channel)");
   }
-  /// Group length for `in_features`; throws when it does not divide `in_features`.
-  index_t group_for(index_t in_features) const {
+  /// Group length for `in_features`; throws when it does not divide `in_features`, naming `fn`
+  /// (the caller).
+  index_t group_for(index_t in_features, const char* fn = "awq::QuantSpec::group_for") const {
     validate();
     const index_t g = group_size == kPerChannel ? in_features : group_size;
-    detail::require(in_features > 0 && in_features % g == 0, "awq: group_size ", group_size,
+    detail::require(in_features > 0 && in_features % g == 0, fn, ": group_size ", group_size,
                     " does not divide in_features ", in_features);
     return g;
   }

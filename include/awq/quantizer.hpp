@@ -234,10 +234,13 @@ void quantize(const MatrixView<T>& w, const MatrixView<std::uint8_t>& codes, con
 }
 
 /// \brief Dequantize codes [out, in] with scales and zeros [out, in / group] into `out`.
-/// The group length is in / scales.cols(). Codes above 2^bits - 1 are rejected.
-template <class C, class S, class Z, class U>
+/// The group length is in / scales.cols(). Codes above 2^bits - 1 are rejected, and so are zeros
+/// that are not stored codes (integers in [0, 2^bits - 1]). `C`, the type (q − z)·s is computed
+/// in, defaults to the scales' acc_t.
+template <class C0 = void, class S, class Z, class U>
 void dequantize(int bits, const MatrixView<const std::uint8_t>& codes, const MatrixView<S>& scales,
                 const MatrixView<Z>& zeros, const MatrixView<U>& out) {
+  using C = std::conditional_t<std::is_void_v<C0>, acc_t<std::remove_cv_t<S>>, C0>;
   constexpr const char* fn = "awq::dequantize";
   detail::require(bits >= 2 && bits <= 8, fn, ": bits ", bits, " is out of range [2, 8]");
   detail::require_shape(out, codes.rows(), codes.cols(), fn, "out");
@@ -250,6 +253,9 @@ void dequantize(int bits, const MatrixView<const std::uint8_t>& codes, const Mat
   for (index_t r = 0; r < codes.rows(); ++r) {
     for (index_t j = 0; j < scales.cols(); ++j) {
       const GroupParams<C> p{static_cast<C>(scales(r, j)), static_cast<C>(zeros(r, j))};
+      const double z = static_cast<double>(p.zero);
+      detail::require(z >= 0 && z <= max_code && z == std::floor(z), fn, ": zero ", z, " at row ", r, ", group ", j,
+                      " is not a ", bits, "-bit code");
       for (index_t i = 0; i < g; ++i) {
         const int q = codes(r, j * g + i);
         detail::require(q <= max_code, fn, ": code ", q, " at row ", r, ", column ", j * g + i,

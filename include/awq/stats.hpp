@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <vector>
+#include <type_traits>
 
 #include "awq/error.hpp"
 #include "awq/view.hpp"
@@ -29,11 +30,18 @@ class ActStats {
   /// Throws awq::Error on a channel mismatch or a non-finite activation (naming token and channel).
   template <class T>
   void update(const MatrixView<T>& x) {
+    // float and double exactly; the 16-bit types through float, the conversion they define
+    const auto to_double = [](const auto& v) {
+      if constexpr (std::is_floating_point_v<std::remove_cv_t<std::remove_reference_t<decltype(v)>>>)
+        return static_cast<double>(v);
+      else
+        return static_cast<double>(static_cast<float>(v));
+    };
     detail::require(x.cols() == channels(), "awq::ActStats::update: x has ", x.cols(), " channels, expected ",
                     channels());
     for (index_t t = 0; t < x.rows(); ++t) {
       for (index_t c = 0; c < x.cols(); ++c) {
-        const double v = static_cast<double>(static_cast<float>(x(t, c)));
+        const double v = to_double(x(t, c));
         if (!std::isfinite(v)) {
           throw Error(detail::concat("awq::ActStats::update: non-finite activation ", v, " at token ", tokens_ + t,
                                      ", channel ", c));

@@ -65,7 +65,7 @@ ClipSearchResult<acc_t<S>> search_clip(const MatrixView<const S>& w, const Matri
   detail::require(opt.n_grid >= 1 && opt.max_shrink >= 0 && opt.max_shrink < 1, fn, ": n_grid ", opt.n_grid,
                   " / max_shrink ", opt.max_shrink, " out of range");
   detail::require(opt.n_sample_tokens >= 1 && opt.row_batch >= 1, fn, ": n_sample_tokens and row_batch must be positive");
-  const index_t g = opt.quant.group_for(k);
+  const index_t g = opt.quant.group_for(k, fn);
   const index_t ng = k / g, rows = w.rows();
   const int n_shrink = static_cast<int>(opt.max_shrink * opt.n_grid);
   detail::require(n_shrink >= 1, fn, ": max_shrink * n_grid < 1 tries nothing");
@@ -113,6 +113,11 @@ void apply_clip(const MatrixView<S>& w, const MatrixView<C>& clip) {
                   " groups, which does not divide in_features ", w.cols());
   detail::require_shape(clip, w.rows(), clip.cols(), fn, "clip");
   const index_t g = w.cols() / clip.cols();
+  for (index_t r = 0; r < w.rows(); ++r)
+    for (index_t j = 0; j < clip.cols(); ++j) {
+      const C c = clip(r, j);  // a negative bound would flip weights' signs, a NaN one skip the clamp
+      detail::require(std::isfinite(static_cast<double>(c)) && c >= C(0), fn, ": clip bound at row ", r, ", group ", j, " is ", c);
+    }
   for (index_t r = 0; r < w.rows(); ++r)
     for (index_t c = 0; c < w.cols(); ++c) {
       const S b = static_cast<S>(clip(r, c / g));

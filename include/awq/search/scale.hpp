@@ -144,7 +144,7 @@ MatrixView<const S> row_major_or_copy(const MatrixView<const S>& v, typename Bac
 /// \param block   the module whose output is judged (see LinearsBlock for the interface)
 /// \param opt     grid, quantizer, duo scaling, progress callback
 /// \param x_mean  mean |x| per input channel when already known (from ActStats over more data
-///                than the sample); empty: computed from x
+///                than the sample), each finite and ≥ 0; empty: computed from x
 /// \param reference what the candidates' outputs are compared with, [tokens, block.output_cols()]
 ///                in the backend's memory; an empty view: the block's output with the original
 ///                weights, computed here (the reference's loss). A caller that already has that
@@ -168,7 +168,7 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   detail::require(opt.n_grid >= 1, fn, ": n_grid ", opt.n_grid, " must be at least 1");
   detail::require(opt.refine_steps >= 0 && opt.refine_steps <= 16, fn, ": refine_steps ", opt.refine_steps, " out of range (0 to 16)");
   const index_t k = x.cols();
-  const index_t g = opt.quant.group_for(k);
+  const index_t g = opt.quant.group_for(k, fn);
   std::vector<typename Backend::template buffer<S>> copies(linears.size() + 1);
   std::vector<MatrixView<const S>> orig_w;
   for (std::size_t i = 0; i < linears.size(); ++i) {
@@ -183,6 +183,9 @@ ScaleSearchResult<acc_t<S>> search_scales(const MatrixView<const S>& x, const st
   [[maybe_unused]] const auto held = Backend::hold_operand(xr);  // every grid point multiplies xr: one conversion for them all
   if (x_mean.empty()) x_mean = Backend::channel_abs_mean(xr);
   detail::require(static_cast<index_t>(x_mean.size()) == k, fn, ": x_mean has ", x_mean.size(), " channels, expected ", k);
+  for (index_t c = 0; c < k; ++c)  // pow of a negative or NaN mean is NaN: the search would fall back to scales of 1 unnoticed
+    detail::require(std::isfinite(x_mean[static_cast<std::size_t>(c)]) && x_mean[static_cast<std::size_t>(c)] >= 0, fn, ": x_mean[", c,
+                    "] is ", x_mean[static_cast<std::size_t>(c)], "; a mean |x| is finite and not negative");
   std::vector<F> w_mean;
   if (opt.duo_scaling) w_mean = Backend::duo_weight_mean(orig_w, g);
 

@@ -226,6 +226,41 @@ struct LlamaWithoutCapture : Llama {
 };
 static_assert(!awq::model::has_capture<LlamaWithoutCapture, Cpu>::value, "a deleted capture is no capture");
 
+/// Llama policies described wrongly, one fault each (the driver's checks name it).
+struct LinearInTwoGroups : Llama {
+  static constexpr const char* name = "llama-two-groups";
+  static std::vector<awq::model::LinearGroup> groups(const awq::model::ModelConfig& c) {
+    auto g = Llama::groups(c);
+    g.push_back({"up_again", {"mlp.up_proj"}, awq::model::LinearGroup::Prev::norm, "post_attention_layernorm", 2, "mlp"});
+    return g;
+  }
+};
+struct SlotOutOfRange : Llama {
+  static constexpr const char* name = "llama-slot";
+  static std::vector<awq::model::LinearGroup> groups(const awq::model::ModelConfig& c) {
+    auto g = Llama::groups(c);
+    g.back().input = 7;
+    return g;
+  }
+};
+struct FoldIntoWrongRows : Llama {
+  static constexpr const char* name = "llama-prev";
+  static std::vector<awq::model::LinearGroup> groups(const awq::model::ModelConfig& c) {
+    auto g = Llama::groups(c);
+    g.back().prev = "self_attn.q_proj";  // 64 output rows for down_proj's 96 input channels
+    return g;
+  }
+};
+struct CaptureLeftEmpty : LlamaWithoutCapture {
+  static constexpr const char* name = "llama-no-inputs";
+  template <class Backend>
+  static void forward(const awq::model::ModelConfig& c, const awq::model::Batch& b, const awq::model::Block<Backend>& blk,
+                      const awq::MatrixView<const float>& x, const awq::MatrixView<float>& out, std::vector<awq::model::Tensor<Backend>>* cap) {
+    Llama::forward<Backend>(c, b, blk, x, out, nullptr);
+    if (cap) cap->clear();
+  }
+};
+
 template <class Arch = Llama>
 awq::model::PipelineResult run(const MemorySource& src, const awq::model::BlockCheckpoint* ck, Collected& out, int throw_after = -1,
                                const awq::model::SearchMode& mode = {}) {
@@ -303,6 +338,49 @@ TEST_CASE("model driver: a run stopped after block 1 resumes from its files and 
   Collected partial;
   CHECK_THROWS_WITH_AS(run(src, &ck, partial), doctest::Contains("tensor 'scales.gate_up' is missing"), awq::Error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("model driver: a wrong description, batch, capture or group is an awq::Error naming it, before any search") {
+  const MemorySource src = tiny_source();
+  Collected out;
+  const auto fails = [&](auto arch, const char* fragment) {
+    using Arch = decltype(arch);
+    CAPTURE(Arch::name);
+    CHECK_THROWS_WITH_AS(run<Arch>(src, nullptr, out), doctest::Contains(fragment), awq::Error);
+    CHECK(out.searched == 0);  // refused before any block's search
+  };
+  fails(LinearInTwoGroups{}, "architecture 'llama-two-groups': 'mlp.up_proj' is in groups 'gate_up' and 'up_again'");
+  fails(SlotOutOfRange{}, "architecture 'llama-slot': group 'down' reads input slot 7, but the block captures 4 inputs");
+  fails(FoldIntoWrongRows{}, "group 'down' folds into the output rows of 'self_attn.q_proj', which are not its 96 input channels");
+  fails(CaptureLeftEmpty{}, "the capture of architecture 'llama-no-inputs' holds 0 inputs, expected 4");
+
+  // The quantizer's group against every linear, named, before block 0 is read.
+  std::vector<awq::model::Stream> none;
+  awq::model::PipelineOptions opt;
+  opt.block.quant = awq::QuantSpec{4, 64, true};
+  const auto sink = [](const awq::model::QuantizedBlock&) { FAIL("no block may reach the sink"); };
+  const auto quantize = [&](const MemorySource& m, awq::model::Batch b, std::vector<awq::model::Stream>& st) {
+    awq::model::quantize_model<Cpu, Llama>(m, b, tiny_hidden(77), st, opt, sink);
+  };
+  CHECK_THROWS_WITH_AS(quantize(src, {2, 16}, none),
+                       doctest::Contains("group_size 64 does not divide the 96 input features of 'mlp.down_proj'"), awq::Error);
+  // Batches: negative fields whose product is the right token count are not a batch.
+  opt.block.quant = awq::QuantSpec{4, 32, true};
+  CHECK_THROWS_WITH_AS(quantize(src, {-2, -16}, none),
+                       doctest::Contains("the calibration batch is -2 sequences of -16 tokens"), awq::Error);
+  std::vector<awq::model::Stream> streams = {{awq::model::StreamKind::fp, awq::model::Batch{-1, -32}, tiny_hidden(78)}};
+  CHECK_THROWS_WITH_AS(quantize(src, {2, 16}, streams),
+                       doctest::Contains("stream 0 is -1 sequences of -32 tokens"), awq::Error);
+  MemorySource empty = src;
+  empty.cfg.layers = 0;
+  CHECK_THROWS_WITH_AS(quantize(empty, {2, 16}, none),
+                       doctest::Contains("the model has 0 layers"), awq::Error);
+
+  // A block's tensors are vectors or matrices; a checkpoint's directory exists from the start.
+  awq::model::Block<Cpu> blk;
+  CHECK_THROWS_WITH_AS(blk.put("norm.weight", {}, {1.0f}), doctest::Contains("'norm.weight' has 0 dimensions"), awq::Error);
+  const std::string missing = (std::filesystem::temp_directory_path() / ("awq_no_such_dir_" + std::to_string(::getpid()))).string();
+  CHECK_THROWS_WITH_AS(awq::model::BlockCheckpoint(missing, "run"), doctest::Contains("is not an existing directory"), awq::Error);
 }
 
 TEST_CASE("model driver: a policy without capture runs forward in the sequential mode, with the same results") {

@@ -35,6 +35,8 @@
 /// awq::model::Llama (RMSNorm, RoPE, SwiGLU) and awq::model::Opt (LayerNorm with bias, ReLU).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -50,9 +52,14 @@ namespace awq::model {
 ///        module whose output is the search loss.
 struct LinearGroup {
   /// What produces the group's input, where 1/s is folded.
+  /// The fold is exact only when what lies between `prev` and the input commutes with a positive
+  /// per-channel scale: a norm's affine part, identity, ReLU (the shipped policies). Across GELU or
+  /// SiLU it changes the model; there, give the block a per-channel multiplier after the activation
+  /// (a ones vector among its tensors, applied in `forward`) and fold into it as a `norm`, which
+  /// is what AutoAWQ's ScaledActivation does.
   enum class Prev {
-    norm,   ///< a norm's weight (and bias): `prev` + ".weight" / ".bias"
-    linear  ///< a previous linear's output rows (and bias)
+    norm,   ///< a norm's weight (and bias), or any per-channel multiplier: `prev` + ".weight" / ".bias"
+    linear  ///< a previous linear's output rows (and bias), all of them: its rows are the input's channels
   };
   std::string name;                  ///< key of the group ("qkv"): checkpoints and reports
   std::vector<std::string> linears;  ///< linears fed by the input, e.g. {"self_attn.q_proj", …}
@@ -68,6 +75,75 @@ struct ClipTarget {
   std::string linear;  ///< "self_attn.v_proj"
   int input = 0;       ///< slot of the captured input
 };
+
+/// \brief Checks `Arch`'s description of its block (groups, clip targets, input slots, tensor
+///        shapes) and that `spec`'s groups divide every quantized linear's input, before any block is
+///        read: a wrong description would otherwise fail deep in a search, or fold silently wrong.
+///        awq::Error naming the architecture and the group, linear or slot at fault.
+template <class Arch>
+void check_description(const ModelConfig& c, const QuantSpec& spec) {
+  static_assert(Arch::n_inputs >= 1, "an architecture captures at least one group input");
+  spec.validate();
+  const std::string fn = std::string("awq::model: architecture '") + Arch::name + "'";
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  for (const auto& t : Arch::block_tensors(c)) shapes[t.name] = t.shape;
+  const auto shape = [&](const std::string& name) {
+    const auto it = shapes.find(name);
+    return it == shapes.end() ? std::vector<std::int64_t>{} : it->second;
+  };
+  const auto in_features = [&](const std::string& l) {
+    const auto w = shape(l + ".weight");
+    detail::require(w.size() == 2 && w[0] > 0 && w[1] > 0, fn, ": '", l, "' has no [out, in] weight among the block's tensors");
+    return static_cast<index_t>(w[1]);
+  };
+  const auto slot_cols = [&](int slot, const std::string& what) {
+    detail::require(slot >= 0 && slot < Arch::n_inputs, fn, ": ", what, " reads input slot ", slot, ", but the block captures ",
+                    Arch::n_inputs, " inputs");
+    return Arch::input_cols(c, slot);
+  };
+  for (const auto& l : Arch::linears(c)) {
+    const index_t in = in_features(l);
+    detail::require(spec.group_size == kPerChannel || in % spec.group_size == 0, fn, ": group_size ", spec.group_size,
+                    " does not divide the ", in, " input features of '", l, "'");
+  }
+  std::map<std::string, std::string> group_of;
+  for (const auto& g : Arch::groups(c)) {
+    detail::require(!g.linears.empty(), fn, ": group '", g.name, "' has no linear");
+    const index_t cols = slot_cols(g.input, "group '" + g.name + "'");
+    for (const auto& l : g.linears) {
+      const auto [it, fresh] = group_of.emplace(l, g.name);
+      detail::require(fresh, fn, ": '", l, "' is in groups '", it->second, "' and '", g.name, "'; one group scales a linear's input");
+      detail::require(in_features(l) == cols, fn, ": '", l, "' of group '", g.name, "' has ", in_features(l),
+                      " input features, but input slot ", g.input, " has ", cols, " columns");
+    }
+    const auto pw = shape(g.prev + ".weight");
+    if (g.prev_kind == LinearGroup::Prev::norm)
+      detail::require(pw.size() == 1 && pw[0] == cols, fn, ": group '", g.name, "' folds into '", g.prev,
+                      ".weight', which is not a vector of its ", cols, " input channels");
+    else
+      detail::require(pw.size() == 2 && pw[0] == cols, fn, ": group '", g.name, "' folds into the output rows of '", g.prev,
+                      "', which are not its ", cols, " input channels");
+  }
+  for (const auto& t : Arch::clip_targets(c)) {
+    const index_t cols = slot_cols(t.input, "clip target '" + t.name + "'");
+    detail::require(in_features(t.linear) == cols, fn, ": clip target '", t.name, "' ('", t.linear, "') has ", in_features(t.linear),
+                    " input features, but input slot ", t.input, " has ", cols, " columns");
+  }
+}
+
+/// \brief Checks what a capture forward left in `in`: Arch::n_inputs tensors of [tokens,
+///        Arch::input_cols(c, slot)] (awq::Error naming the architecture and the slot).
+template <class Arch, class Backend>
+void check_capture(const ModelConfig& c, index_t tokens, const std::vector<Tensor<Backend>>& in) {
+  const std::string fn = std::string("awq::model: the capture of architecture '") + Arch::name + "'";
+  detail::require(in.size() == static_cast<std::size_t>(Arch::n_inputs), fn, " holds ", in.size(), " inputs, expected ", Arch::n_inputs);
+  for (int s = 0; s < Arch::n_inputs; ++s) {
+    const Tensor<Backend>& t = in[static_cast<std::size_t>(s)];
+    detail::require(t.rows == tokens && t.cols == Arch::input_cols(c, s) && static_cast<index_t>(t.data.size()) == tokens * t.cols, fn,
+                    ": input slot ", s, " is ", t.rows, " x ", t.cols, " (", t.data.size(), " values), expected ", tokens, " x ",
+                    Arch::input_cols(c, s));
+  }
+}
 
 /// The weights and biases of group `g`'s linears in `blk`, in order: a module's search arguments,
 /// or the module itself as `LinearsBlock` when the loss is the linears' own output.

@@ -71,8 +71,10 @@ class Block {
   bool contains(const std::string& name) const { return t_.count(name) != 0; }
   /// Adds (or replaces) a tensor from host values of the given shape.
   void put(const std::string& name, const std::vector<std::int64_t>& shape, const std::vector<float>& host) {
+    detail::require(shape.size() == 1 || shape.size() == 2, "awq::model::Block::put: '", name, "' has ", shape.size(),
+                    " dimensions (a block holds vectors and matrices)");
     Tensor<Backend> t;
-    t.rows = static_cast<index_t>(shape.at(0));
+    t.rows = static_cast<index_t>(shape[0]);
     t.cols = shape.size() > 1 ? static_cast<index_t>(shape[1]) : 1;
     detail::require(static_cast<std::size_t>(t.rows * t.cols) == host.size(), "awq::model::Block::put: '", name, "' has ",
                     host.size(), " values for its shape");

@@ -40,8 +40,13 @@ struct GivenResults {
 /// \brief The per-block checkpoint files of one run.
 class BlockCheckpoint {
  public:
-  /// `dir` must exist; `run_id` names everything the results depend on.
-  BlockCheckpoint(std::string dir, std::string run_id) : dir_(std::move(dir)), run_id_(std::move(run_id)) {}
+  /// `dir` must be an existing directory (checked here, not after the first block's search);
+  /// `run_id` names everything the results depend on.
+  BlockCheckpoint(std::string dir, std::string run_id) : dir_(std::move(dir)), run_id_(std::move(run_id)) {
+    struct stat st {};
+    detail::require(::stat(dir_.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "awq::model::BlockCheckpoint: '", dir_,
+                    "' is not an existing directory");
+  }
 
   /// The file of block `block`.
   std::string path(int block) const { return dir_ + "/block_" + std::to_string(block) + ".safetensors"; }

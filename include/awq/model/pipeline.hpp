@@ -56,6 +56,7 @@ struct BlockOptions {
 template <class Backend, class Arch>
 BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& blk, std::vector<Tensor<Backend>>& in,
                          const BlockOptions& opt, const GivenResults* given = nullptr) {
+  check_capture<Arch>(c, b.tokens(), in);
   ScaleSearchOptions so;
   so.quant = opt.quant;
   so.duo_scaling = opt.duo_scaling;
@@ -350,15 +351,22 @@ Block<Backend> load_block(const Source& src, const ModelConfig& c, int layer) {
 template <class Backend, class Arch, class Source, class Sink>
 PipelineResult quantize_model(const Source& src, const Batch& calib, const std::vector<float>& calib_hidden,
                               std::vector<Stream>& streams, const PipelineOptions& opt, Sink&& sink) {
+  constexpr const char* fn = "awq::model::quantize_model";
   const ModelConfig& c = src.config();
   Arch::check(c);
+  detail::require(c.layers >= 1, fn, ": the model has ", c.layers, " layers");
+  check_description<Arch>(c, opt.block.quant);
   const index_t H = c.hidden;
-  detail::require(calib.tokens() > 0 && static_cast<index_t>(calib_hidden.size()) == calib.tokens() * H,
-                  "awq::model::quantize_model: calibration hidden states hold ", calib_hidden.size(), " values, expected ",
-                  calib.tokens(), " x ", H);
-  for (const auto& s : streams)
-    detail::require(static_cast<index_t>(s.hidden.size()) == s.batch.tokens() * H, "awq::model::quantize_model: a stream holds ",
-                    s.hidden.size(), " values, expected ", s.batch.tokens(), " x ", H);
+  detail::require(calib.n_seq >= 1 && calib.seq_len >= 1, fn, ": the calibration batch is ", calib.n_seq, " sequences of ",
+                  calib.seq_len, " tokens");
+  detail::require(static_cast<index_t>(calib_hidden.size()) == calib.tokens() * H, fn, ": calibration hidden states hold ",
+                  calib_hidden.size(), " values, expected ", calib.tokens(), " x ", H);
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    const Batch& sb = streams[i].batch;
+    detail::require(sb.n_seq >= 1 && sb.seq_len >= 1, fn, ": stream ", i, " is ", sb.n_seq, " sequences of ", sb.seq_len, " tokens");
+    detail::require(static_cast<index_t>(streams[i].hidden.size()) == sb.tokens() * H, fn, ": stream ", i, " holds ",
+                    streams[i].hidden.size(), " values, expected ", sb.tokens(), " x ", H);
+  }
   using Buf = typename Backend::template buffer<float>;
   const auto mat = [](Buf& b, index_t rows, index_t cols) { return make_row_major(b.data(), rows, cols); };
   Buf h = Backend::upload(calib_hidden.data(), calib_hidden.size()), next(calib_hidden.size());
@@ -445,6 +453,7 @@ PipelineResult quantize_model(const Source& src, const Batch& calib, const std::
       capture_inputs<Arch>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), in);
     else
       Arch::template forward<Backend>(c, calib, blk, mat(h, calib.tokens(), H), mat(next, calib.tokens(), H), &in);
+    check_capture<Arch>(c, calib.tokens(), in);
     if (retarget) {  // the full-precision block a few sequences at a time: its inputs live for one chunk
       const int per = std::max(1, static_cast<int>(opt.stream_chunk_tokens / std::max(1, calib.seq_len)));
       for (int s0 = 0; s0 < calib.n_seq; s0 += per) {

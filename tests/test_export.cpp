@@ -143,6 +143,101 @@ bool reset_peak() {
 
 }  // namespace
 
+namespace {
+
+/// A checkpoint writer that keeps what it is given (write_linear's Writer contract).
+struct RecordingWriter {
+  struct Entry {
+    std::string dtype;
+    std::vector<std::int64_t> shape;
+    std::vector<std::uint8_t> bytes;
+  };
+  std::map<std::string, Entry> t;
+  template <class T>
+  void add_typed(const std::string& name, const std::string& dtype, const std::vector<std::int64_t>& shape, const std::vector<T>& v) {
+    REQUIRE(t.count(name) == 0);
+    Entry e{dtype, shape, std::vector<std::uint8_t>(v.size() * sizeof(T))};
+    std::memcpy(e.bytes.data(), v.data(), e.bytes.size());
+    t[name] = std::move(e);
+  }
+  template <class T>
+  std::vector<T> values(const std::string& name) const {
+    const Entry& e = t.at(name);
+    std::vector<T> v(e.bytes.size() / sizeof(T));
+    std::memcpy(v.data(), e.bytes.data(), e.bytes.size());
+    return v;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("write_block: 4-bit linears in the AutoAWQ GEMM layout, other widths in the plain layout, the rest in fp16") {
+  const awq::index_t out = 48, in = 128;
+  for (const int bits : {4, 3}) {
+    CAPTURE(bits);
+    const awq::QuantSpec spec{bits, 32, true};
+    auto wd = awq_test::random_weights(out, in, awq_test::Dist::outliers, 500 + static_cast<std::uint64_t>(bits));
+    std::vector<float> w(wd.begin(), wd.end());
+    awq::model::QuantizedBlock b;
+    b.prefix = "model.layers.2.";
+    b.linears["mlp.up_proj"] = awq::model::finalize_linear(awq::make_row_major(w.data(), out, in), spec);
+    b.tensors["post_attention_layernorm.weight"] = {0.5f, -1.25f, 3.0f};
+    b.shapes["post_attention_layernorm.weight"] = {3};
+    const awq::model::QuantizedLinear& q = b.linears.at("mlp.up_proj");
+    CHECK(q.bits == bits);
+    RecordingWriter rw;
+    awq::model::write_block(rw, b);
+    const std::string p = "model.layers.2.mlp.up_proj";
+    REQUIRE(rw.t.size() == 4);
+    // The codes as written, [out, in], and the zeros [out, groups], unpacked from either layout.
+    std::vector<std::uint8_t> codes(static_cast<std::size_t>(out * in)), zeros(static_cast<std::size_t>(out * q.groups));
+    std::vector<Eigen::half> scales = rw.values<Eigen::half>(p + ".scales");
+    if (bits == 4) {
+      CHECK(rw.t.at(p + ".qweight").dtype == "I32");
+      CHECK(rw.t.at(p + ".qweight").shape == std::vector<std::int64_t>{in, out / 8});
+      CHECK(rw.t.at(p + ".scales").shape == std::vector<std::int64_t>{q.groups, out});
+      const auto qw = rw.values<std::int32_t>(p + ".qweight"), qz = rw.values<std::int32_t>(p + ".qzeros");
+      awq::unpack_awq_gemm(awq::make_row_major(qw.data(), in, out / 8), awq::make_row_major(codes.data(), out, in));
+      awq::unpack_awq_gemm(awq::make_row_major(qz.data(), q.groups, out / 8), awq::make_row_major(zeros.data(), out, q.groups));
+      std::vector<Eigen::half> st(scales.size());  // [groups, out] → [out, groups]
+      for (awq::index_t r = 0; r < out; ++r)
+        for (awq::index_t g = 0; g < q.groups; ++g) st[static_cast<std::size_t>(r * q.groups + g)] = scales[static_cast<std::size_t>(g * out + r)];
+      scales = st;
+    } else {
+      const awq::index_t rb = awq::plain_row_bytes(in, bits);
+      CHECK(rw.t.at(p + ".qweight").dtype == "U8");
+      CHECK(rw.t.at(p + ".qweight").shape == std::vector<std::int64_t>{out, rb});
+      CHECK(rw.t.at(p + ".scales").shape == std::vector<std::int64_t>{out, q.groups});
+      const auto qw = rw.values<std::uint8_t>(p + ".qweight");
+      awq::unpack_plain(bits, awq::make_row_major(qw.data(), out, rb), awq::make_row_major(codes.data(), out, in));
+      zeros = rw.values<std::uint8_t>(p + ".qzeros");
+    }
+    CHECK(codes == q.codes);
+    CHECK(zeros == q.zeros);
+    CHECK(std::equal(scales.begin(), scales.end(), q.scales.begin(), [](Eigen::half x, Eigen::half y) {
+      return Eigen::numext::bit_cast<std::uint16_t>(x) == Eigen::numext::bit_cast<std::uint16_t>(y);
+    }));
+    // What they dequantize to is the weight finalize left in w, to float rounding.
+    double worst = 0;
+    for (awq::index_t r = 0; r < out; ++r)
+      for (awq::index_t c = 0; c < in; ++c) {
+        const std::size_t g = static_cast<std::size_t>(r * q.groups + c / (in / q.groups));
+        const double v = (double(codes[static_cast<std::size_t>(r * in + c)]) - zeros[g]) * double(static_cast<float>(scales[g]));
+        worst = std::max(worst, std::fabs(v - w[static_cast<std::size_t>(r * in + c)]));
+      }
+    CHECK(worst <= 1e-6);
+    CHECK(rw.t.at("model.layers.2.post_attention_layernorm.weight").dtype == "F16");
+    CHECK(rw.values<Eigen::half>("model.layers.2.post_attention_layernorm.weight")[1] == Eigen::half(-1.25f));
+    // A linear must say its width; its packer takes no other.
+    awq::model::QuantizedLinear unset = q;
+    unset.bits = 0;
+    RecordingWriter none;
+    CHECK_THROWS_WITH_AS(awq::model::write_linear(none, "x", unset), doctest::Contains("'x' has bits 0"), awq::Error);
+    if (bits == 4)
+      CHECK_THROWS_WITH_AS((void)awq::model::pack_awq_gemm(q, 3), doctest::Contains("bits 3 for a 4-bit linear"), awq::Error);
+  }
+}
+
 TEST_CASE("export: a sharded export reads back equal to a single-file one and to the driver's blocks, the index is consistent") {
   Scratch s("shards");
   fs::create_directories(s.path / "model");

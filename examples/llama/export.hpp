@@ -15,6 +15,7 @@
 #include <awq/model/arch/llama.hpp>
 #include <awq/model/pipeline.hpp>
 #include <awq/model/source.hpp>
+#include <awq/model/write.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -33,25 +34,6 @@ inline std::vector<Eigen::half> to_half(const std::vector<float>& v) {
   std::vector<Eigen::half> h(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::half(v[i]);
   return h;
-}
-
-/// Writes linear `name`'s quantized tensors through `w` (a SafetensorsWriter or a ShardedSafetensorsWriter).
-template <class Writer>
-void add_linear(Writer& w, const std::string& name, const awq::model::QuantizedLinear& q, int bits) {
-  using V = std::vector<std::int64_t>;
-  if (bits == 4) {  // AutoAWQ GEMM
-    const awq::model::AwqGemmPacked p = awq::model::pack_awq_gemm(q, bits);
-    w.add_typed(name + ".qweight", "I32", V{q.in, q.out / 8}, p.qweight);
-    w.add_typed(name + ".qzeros", "I32", V{q.groups, q.out / 8}, p.qzeros);
-    w.add_typed(name + ".scales", "F16", V{q.groups, q.out}, p.scales);
-  } else {  // awq plain layout: row-major [out, in] bit streams, zeros and scales per (row, group)
-    const awq::index_t rb = awq::plain_row_bytes(q.in, bits);
-    std::vector<std::uint8_t> packed(static_cast<std::size_t>(q.out * rb));
-    awq::pack_plain(bits, awq::make_row_major(q.codes.data(), q.out, q.in), awq::make_row_major(packed.data(), q.out, rb));
-    w.add_typed(name + ".qweight", "U8", V{q.out, rb}, packed);
-    w.add_typed(name + ".qzeros", "U8", V{q.out, q.groups}, q.zeros);
-    w.add_typed(name + ".scales", "F16", V{q.out, q.groups}, q.scales);
-  }
 }
 
 /// tokenizer.json of a GGUF file's byte-level BPE tokenizer.
@@ -159,8 +141,7 @@ class HfExport {
 
   /// Packs one block's linears and writes them with its other tensors (fp16).
   void add_block(const awq::model::QuantizedBlock& b) {
-    for (const auto& [name, q] : b.linears) add_linear(*st_, b.prefix + name, q, spec_.bits);
-    for (const auto& [name, v] : b.tensors) st_->add_typed(b.prefix + name, "F16", b.shapes.at(name), to_half(v));
+    awq::model::write_block(*st_, b);
     ++blocks_;
   }
 

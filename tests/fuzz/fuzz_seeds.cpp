@@ -54,7 +54,7 @@ void write_checkpoint(const std::string& path, Mat w) {
   awq::io::SafetensorsWriter st;
   st.metadata("format", "pt");
   const awq::QuantSpec spec{4, 32, true};
-  awq_example::add_linear(st, "model.layers.0.self_attn.q_proj", awq::model::finalize_linear(awq::as_view(w), spec), spec.bits);
+  awq::model::write_linear(st, "model.layers.0.self_attn.q_proj", awq::model::finalize_linear(awq::as_view(w), spec));
   st.add_typed("model.layers.0.input_layernorm.weight", "F16", {w.cols()},
                std::vector<Eigen::half>(static_cast<std::size_t>(w.cols()), Eigen::half(1.0f)));
   st.write(path);

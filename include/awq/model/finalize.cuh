@@ -97,9 +97,10 @@ struct Finalize<backend::cuda> {
     detail::require(w.col_stride() == 1 && w.row_stride() == w.cols(), fn, ": the weight must be contiguous (row_stride ",
                     w.row_stride(), ", cols ", w.cols(), ")");
     QuantizedLinear q;
+    q.bits = spec.bits;
     q.out = w.rows();
     q.in = w.cols();
-    q.groups = q.in / spec.group_for(q.in);
+    q.groups = q.in / spec.group_for(q.in, fn);
     const index_t g = q.in / q.groups, n_groups = q.out * q.groups;
     if (n_groups == 0) return q;
     cudaStream_t st = backend::cuda::stream();
@@ -132,9 +133,10 @@ struct Finalize<backend::cuda> {
   static QuantizedLinear gptq(const MatrixView<float>& w, const QuantSpec& spec, const Factor& f, const GptqOptions& opt) {
     namespace cu = ::awq::cuda;
     QuantizedLinear q;
+    q.bits = spec.bits;
     q.out = w.rows();
     q.in = w.cols();
-    q.groups = q.in / spec.group_for(q.in);
+    q.groups = q.in / spec.group_for(q.in, "awq::model::Finalize<cuda>::gptq");
     const auto n_groups = static_cast<std::size_t>(q.out * q.groups);
     cu::DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(q.out * q.in)), zeros(n_groups);
     cu::DeviceBuffer<__half> scales(n_groups);

@@ -26,6 +26,7 @@ struct QuantizedLinear {
   index_t out = 0;                   ///< out_features
   index_t in = 0;                    ///< in_features
   index_t groups = 0;                ///< in / group size
+  int bits = 0;                      ///< code width (the spec's; set by every finalize)
   std::vector<std::uint8_t> codes;   ///< [out, in]
   std::vector<std::uint8_t> zeros;   ///< [out, groups], stored codes
   std::vector<Eigen::half> scales;   ///< [out, groups]
@@ -37,9 +38,10 @@ struct QuantizedLinear {
 /// that sits on a rounding tie (±c at c / scale = (2^b − 1) / 2) to a code the search never saw.
 inline QuantizedLinear finalize_linear(const MatrixView<float>& w, const QuantSpec& spec) {
   QuantizedLinear q;
+  q.bits = spec.bits;
   q.out = w.rows();
   q.in = w.cols();
-  q.groups = q.in / spec.group_for(q.in);
+  q.groups = q.in / spec.group_for(q.in, "awq::model::finalize_linear");
   const index_t g = q.in / q.groups;
   q.codes.resize(static_cast<std::size_t>(q.out * q.in));
   std::vector<float> s(static_cast<std::size_t>(q.out * q.groups)), z(s.size());
@@ -77,9 +79,10 @@ inline void require_finite_scales(const std::string& name, const QuantizedLinear
 inline QuantizedLinear finalize_linear_gptq(const MatrixView<float>& w, const QuantSpec& spec, const GptqFactor& f,
                                             const GptqOptions& opt) {
   QuantizedLinear q;
+  q.bits = spec.bits;
   q.out = w.rows();
   q.in = w.cols();
-  q.groups = q.in / spec.group_for(q.in);
+  q.groups = q.in / spec.group_for(q.in, "awq::model::finalize_linear_gptq");
   q.codes.resize(static_cast<std::size_t>(q.out * q.in));
   q.zeros.resize(static_cast<std::size_t>(q.out * q.groups));
   q.scales.resize(q.zeros.size());
@@ -136,7 +139,9 @@ struct AwqGemmPacked {
 };
 
 /// Packs a 4-bit linear into the AutoAWQ GEMM layout; awq::Error unless 4-bit with N % 8 == 0.
+/// `bits` must be the linear's own (q.bits, where set).
 inline AwqGemmPacked pack_awq_gemm(const QuantizedLinear& q, int bits) {
+  detail::require(q.bits == 0 || q.bits == bits, "awq::model::pack_awq_gemm: bits ", bits, " for a ", q.bits, "-bit linear");
   detail::require(bits == 4 && q.out % 8 == 0, "awq::model::pack_awq_gemm: ", bits, "-bit weights with ", q.out,
                   " outputs (accepted: 4-bit, outputs a multiple of 8)");
   AwqGemmPacked p;

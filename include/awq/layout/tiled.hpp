@@ -64,23 +64,23 @@ struct TiledW4A16 {
     nibble = 2 * hi_col + half8 + 4 * odd;
     word = ((static_cast<std::size_t>(nt) * (t.kp / kTiledK) + kt) * 32 + lane) * 4 + w;
   }
-  /// The 4-bit code of row k (input), column n (output); padded positions read 0.
-  int code(int k, int n) const {
+  /// The 4-bit code of input row `row` (of k), output column `col` (of n); padded positions read 0.
+  int code(int row, int col) const {
     std::size_t word;
     int nibble;
-    code_position(*this, k, n, word, nibble);
+    code_position(*this, row, col, word, nibble);
     return static_cast<int>((qweight[word] >> (4 * nibble)) & 0xFu);
   }
   /// Index into `scales` of group g, column n (also the nibble's word in qzeros times 8 + j).
-  std::size_t scale_index(int g, int n) const {
-    return ((static_cast<std::size_t>(g) * (np / kTiledN) + n / kTiledN) * 8 + n % 8) * 8 + (n % kTiledN) / 8;
+  std::size_t scale_index(int g, int col) const {
+    return ((static_cast<std::size_t>(g) * (np / kTiledN) + col / kTiledN) * 8 + col % 8) * 8 + (col % kTiledN) / 8;
   }
   /// fp16 bits of the scale of group g, column n.
-  std::uint16_t scale_bits(int g, int n) const { return scales[scale_index(g, n)]; }
+  std::uint16_t scale_bits(int g, int col) const { return scales[scale_index(g, col)]; }
   /// Zero point of group g, column n (8 without zeros).
-  int zero(int g, int n) const {
+  int zero(int g, int col) const {
     if (qzeros.empty()) return 8;
-    const std::size_t i = scale_index(g, n);
+    const std::size_t i = scale_index(g, col);
     return static_cast<int>((qzeros[i / 8] >> (4 * (i % 8))) & 0xFu);
   }
 };

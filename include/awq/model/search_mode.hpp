@@ -97,7 +97,7 @@ struct SearchMode {
       else if (part == "refine") p.alpha_refine = kRefineSteps;
       else if (part == "fp-target") p.fp_target = kFpTarget;
       else {
-        const auto* r = std::find_if(std::begin(kRoundings), std::end(kRoundings), [&](const auto& e) { return part == e.first; });
+        const auto* r = std::find_if(std::begin(kRoundings), std::end(kRoundings), [&](const auto& kv) { return part == kv.first; });
         if (r == std::end(kRoundings)) throw bad();
         p.rounding = r->second;
       }

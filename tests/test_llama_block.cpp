@@ -353,6 +353,16 @@ TEST_CASE("model driver: a wrong description, batch, capture or group is an awq:
   fails(SlotOutOfRange{}, "architecture 'llama-slot': group 'down' reads input slot 7, but the block captures 4 inputs");
   fails(FoldIntoWrongRows{}, "group 'down' folds into the output rows of 'self_attn.q_proj', which are not its 96 input channels");
   fails(CaptureLeftEmpty{}, "the capture of architecture 'llama-no-inputs' holds 0 inputs, expected 4");
+  {  // the same checks where a caller searches blocks itself
+    awq::model::Block<Cpu> blk = awq::model::load_block<Cpu, Llama>(src, src.cfg, 0);
+    std::vector<awq::model::Tensor<Cpu>> in;
+    awq::model::BlockOptions bo;
+    bo.quant = awq::QuantSpec{4, 32, true};
+    const auto search = [&] { awq::model::search_block<Cpu, LinearInTwoGroups>(src.cfg, {2, 16}, blk, in, bo); };
+    CHECK_THROWS_WITH_AS(search(), doctest::Contains("'mlp.up_proj' is in groups 'gate_up' and 'up_again'"), awq::Error);
+    const auto search_llama = [&] { awq::model::search_block<Cpu, Llama>(src.cfg, {2, 16}, blk, in, bo); };
+    CHECK_THROWS_WITH_AS(search_llama(), doctest::Contains("the capture of architecture 'llama' holds 0 inputs"), awq::Error);
+  }
 
   // The quantizer's group against every linear, named, before block 0 is read.
   std::vector<awq::model::Stream> none;

@@ -56,6 +56,7 @@ struct BlockOptions {
 template <class Backend, class Arch>
 BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& blk, std::vector<Tensor<Backend>>& in,
                          const BlockOptions& opt, const GivenResults* given = nullptr) {
+  check_description<Arch>(c, opt.quant);  // quantize_model's check, again for callers that search blocks themselves
   check_capture<Arch>(c, b.tokens(), in);
   ScaleSearchOptions so;
   so.quant = opt.quant;

@@ -14,6 +14,7 @@
 #include <random>
 #include <string>
 
+#include "fresh_rng.hpp"
 #include "support.hpp"
 
 using namespace awq_test;
@@ -351,7 +352,7 @@ TEST_CASE("model driver: a wrong description, batch, capture or group is an awq:
   };
   fails(LinearInTwoGroups{}, "architecture 'llama-two-groups': 'mlp.up_proj' is in groups 'gate_up' and 'up_again'");
   fails(SlotOutOfRange{}, "architecture 'llama-slot': group 'down' reads input slot 7, but the block captures 4 inputs");
-  fails(FoldIntoWrongRows{}, "group 'down' folds into the output rows of 'self_attn.q_proj', which are not its 96 input channels");
+  fails(FoldIntoWrongRows{}, "group 'down' folds into rows 0 .. 95 of 'self_attn.q_proj', which has 64 output rows");
   fails(CaptureLeftEmpty{}, "the capture of architecture 'llama-no-inputs' holds 0 inputs, expected 4");
   {  // the same checks where a caller searches blocks itself
     awq::model::Block<Cpu> blk = awq::model::load_block<Cpu, Llama>(src, src.cfg, 0);
@@ -391,6 +392,64 @@ TEST_CASE("model driver: a wrong description, batch, capture or group is an awq:
   CHECK_THROWS_WITH_AS(blk.put("norm.weight", {}, {1.0f}), doctest::Contains("'norm.weight' has 0 dimensions"), awq::Error);
   const std::string missing = (std::filesystem::temp_directory_path() / ("awq_no_such_dir_" + std::to_string(::getpid()))).string();
   CHECK_THROWS_WITH_AS(awq::model::BlockCheckpoint(missing, "run"), doctest::Contains("is not an existing directory"), awq::Error);
+}
+
+TEST_CASE("fold_group: into a fused previous linear's rows from prev_row, the product through it unchanged") {
+  // GPT-2's layout: c_attn [3 n, k] computes q, k, v; out_proj [m, n] reads v = rows 2 n .. 3 n − 1.
+  const awq::index_t n = 24, k = 16, m = 8, t = 5;
+  AWQ_TEST_FRESH_RNG(rng);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> ud(0.25f, 4.0f);
+  const auto fresh = [&](std::size_t size) {
+    std::vector<float> v(size);
+    for (auto& e : v) e = nd(rng);
+    return v;
+  };
+  awq::model::Block<Cpu> blk;
+  blk.put("c_attn.weight", {3 * n, k}, fresh(static_cast<std::size_t>(3 * n * k)));
+  blk.put("c_attn.bias", {3 * n}, fresh(static_cast<std::size_t>(3 * n)));
+  blk.put("out_proj.weight", {m, n}, fresh(static_cast<std::size_t>(m * n)));
+  const std::vector<float> x = fresh(static_cast<std::size_t>(t * k));
+  // out_proj(v(x)) in float64, v = rows 2n.. of c_attn
+  const auto through = [&](const awq::model::Block<Cpu>& b) {
+    const auto w = b.host("c_attn.weight"), bias = b.host("c_attn.bias"), o = b.host("out_proj.weight");
+    std::vector<double> y(static_cast<std::size_t>(t * m));
+    for (awq::index_t i = 0; i < t; ++i)
+      for (awq::index_t r = 0; r < m; ++r)
+        for (awq::index_t c = 0; c < n; ++c) {
+          double v = bias[static_cast<std::size_t>(2 * n + c)];
+          for (awq::index_t j = 0; j < k; ++j) v += double(w[static_cast<std::size_t>((2 * n + c) * k + j)]) * x[static_cast<std::size_t>(i * k + j)];
+          y[static_cast<std::size_t>(i * m + r)] += double(o[static_cast<std::size_t>(r * n + c)]) * v;
+        }
+    return y;
+  };
+  const auto before = through(blk);
+  const auto w0 = blk.host("c_attn.weight"), b0 = blk.host("c_attn.bias");
+  std::vector<float> s(static_cast<std::size_t>(n));
+  for (auto& e : s) e = ud(rng);
+  const awq::model::LinearGroup g{"o", {"out_proj"}, awq::model::LinearGroup::Prev::linear, "c_attn", 1, "", 2 * n};
+  awq::model::fold_group(blk, g, s);
+  const auto w1 = blk.host("c_attn.weight"), b1 = blk.host("c_attn.bias");
+  bool q_k_kept = true, v_divided = true;
+  for (awq::index_t r = 0; r < 3 * n; ++r) {
+    const float d = r < 2 * n ? 1.0f : s[static_cast<std::size_t>(r - 2 * n)];
+    q_k_kept = q_k_kept && (r >= 2 * n || (b1[static_cast<std::size_t>(r)] == b0[static_cast<std::size_t>(r)]));
+    v_divided = v_divided && (r < 2 * n || b1[static_cast<std::size_t>(r)] == b0[static_cast<std::size_t>(r)] / d);
+    for (awq::index_t j = 0; j < k; ++j) {
+      const std::size_t i = static_cast<std::size_t>(r * k + j);
+      q_k_kept = q_k_kept && (r >= 2 * n || w1[i] == w0[i]);
+      v_divided = v_divided && (r < 2 * n || w1[i] == w0[i] / d);
+    }
+  }
+  CHECK(q_k_kept);   // q and k rows bit for bit
+  CHECK(v_divided);  // v rows and their bias ÷ s
+  const auto after = through(blk);
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    err = std::max(err, std::fabs(after[i] - before[i]));
+    ref = std::max(ref, std::fabs(before[i]));
+  }
+  CHECK(err <= 1e-5 * ref);  // the fold is exact to float rounding
 }
 
 TEST_CASE("model driver: a policy without capture runs forward in the sequential mode, with the same results") {

@@ -59,7 +59,7 @@ struct LinearGroup {
   /// is what AutoAWQ's ScaledActivation does.
   enum class Prev {
     norm,   ///< a norm's weight (and bias), or any per-channel multiplier: `prev` + ".weight" / ".bias"
-    linear  ///< a previous linear's output rows (and bias), all of them: its rows are the input's channels
+    linear  ///< a previous linear's output rows (and bias), `prev_row` on: those rows are the input's channels
   };
   std::string name;                  ///< key of the group ("qkv"): checkpoints and reports
   std::vector<std::string> linears;  ///< linears fed by the input, e.g. {"self_attn.q_proj", …}
@@ -67,6 +67,10 @@ struct LinearGroup {
   std::string prev;                  ///< "input_layernorm", or "self_attn.v_proj"
   int input = 0;                     ///< slot of the captured input
   std::string module;                ///< loss module ("self_attn", "mlp"), empty: the linears themselves
+  /// Prev::linear: the first of `prev`'s output rows that make the input. Non-zero for a fused
+  /// projection, e.g. GPT-2's c_attn [3 H, H], whose rows 2 H .. 3 H − 1 are the v that out_proj
+  /// reads; its other rows are left as they are.
+  index_t prev_row = 0;
 };
 
 /// \brief A linear whose weights the clip search bounds, and the captured input it reads.
@@ -121,8 +125,9 @@ void check_description(const ModelConfig& c, const QuantSpec& spec) {
       detail::require(pw.size() == 1 && pw[0] == cols, fn, ": group '", g.name, "' folds into '", g.prev,
                       ".weight', which is not a vector of its ", cols, " input channels");
     else
-      detail::require(pw.size() == 2 && pw[0] == cols, fn, ": group '", g.name, "' folds into the output rows of '", g.prev,
-                      "', which are not its ", cols, " input channels");
+      detail::require(pw.size() == 2 && g.prev_row >= 0 && pw[0] >= g.prev_row + cols, fn, ": group '", g.name, "' folds into rows ",
+                      g.prev_row, " .. ", g.prev_row + cols - 1, " of '", g.prev, "', which has ", pw.size() == 2 ? pw[0] : 0,
+                      " output rows");
   }
   for (const auto& t : Arch::clip_targets(c)) {
     const index_t cols = slot_cols(t.input, "clip target '" + t.name + "'");

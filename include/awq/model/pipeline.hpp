@@ -49,6 +49,24 @@ struct BlockOptions {
   ProgressCallback progress{};    ///< per search phase
 };
 
+/// \brief Folds group `g`'s scales into `blk`: `prev` ÷ s (a norm's weight and bias, or the
+///        previous linear's output rows g.prev_row .. g.prev_row + s.size() − 1 and their bias),
+///        the group's linears' input columns × s. The block's output is unchanged wherever the op
+///        between `prev` and the input commutes with the scale (LinearGroup::Prev).
+template <class Backend>
+void fold_group(Block<Backend>& blk, const LinearGroup& g, const std::vector<float>& s) {
+  const std::string pw = g.prev + ".weight", pb = g.prev + ".bias";
+  if (g.prev_kind == LinearGroup::Prev::norm) {
+    Backend::scale_cols(blk.at(pw).as_row(), s, true);
+    if (blk.contains(pb)) Backend::scale_cols(blk.at(pb).as_row(), s, true);
+  } else {
+    const auto n = static_cast<index_t>(s.size());
+    Backend::scale_rows(blk.at(pw).matrix().middle_rows(g.prev_row, n), s, true);
+    if (blk.contains(pb)) Backend::scale_rows(blk.at(pb).as_col().middle_rows(g.prev_row, n), s, true);
+  }
+  for (const auto& l : g.linears) Backend::scale_cols(blk.at(l + ".weight").matrix(), s, false);
+}
+
 /// \brief One block's searches on its captured inputs (`in`, from Arch::forward), modifying `blk`
 ///        in place: every group searched on the original weights, all folded, then the clip search
 ///        on the scaled weights and inputs, then the clamp. Not yet quantized. `in` is scaled with
@@ -89,15 +107,7 @@ BlockResult search_block(const ModelConfig& c, const Batch& b, Block<Backend>& b
     for (std::size_t i = 0; i < s.size(); ++i)
       detail::require(std::isfinite(s[i]) && s[i] > 0, "awq::model::search_block: scale ", s[i], " of group '", g.name,
                       "' at channel ", i, " is not finite and positive");
-    const std::string pw = g.prev + ".weight", pb = g.prev + ".bias";
-    if (g.prev_kind == LinearGroup::Prev::norm) {
-      Backend::scale_cols(blk.at(pw).as_row(), s, true);
-      if (blk.contains(pb)) Backend::scale_cols(blk.at(pb).as_row(), s, true);
-    } else {
-      Backend::scale_rows(blk.at(pw).matrix(), s, true);
-      if (blk.contains(pb)) Backend::scale_rows(blk.at(pb).as_col(), s, true);
-    }
-    for (const auto& l : g.linears) Backend::scale_cols(blk.at(l + ".weight").matrix(), s, false);
+    fold_group(blk, g, s);
     Backend::scale_cols(in.at(static_cast<std::size_t>(g.input)).matrix(), s, true);
   }
 

@@ -248,6 +248,10 @@ TEST_SUITE("model API") {
     CHECK(with("eos_token_id", eos).eos_token == eos);
     CHECK(with("eos_token_id", {eos, 1}).eos_token == eos);
     CHECK(with("rope_scaling", nullptr).rope_theta == 500000.0f);
+    // Keys no shipped policy reads stay at hand for an engine's own (here a fresh value).
+    const int rotary_dim = std::uniform_int_distribution<int>(1, 64)(rng);
+    CHECK(with("rotary_dim", rotary_dim).raw.at("rotary_dim").get<int>() == rotary_dim);
+    CHECK(c.raw == base);
     CHECK_NOTHROW(Llama::check(with("hidden_act", "silu")));
 
     // rope_theta that is not a number: it used to fall back to 10000.

@@ -37,6 +37,9 @@ struct ModelConfig {
   int embed_proj_dim = 0;          ///< OPT's word_embed_proj_dim (0: not given, i.e. hidden)
   int bos_token = -1;              ///< bos_token_id (-1: not given)
   int eos_token = -1;              ///< eos_token_id, the first of a list (-1: not given)
+  /// The configuration as read (config.json; null from GGUF): what an architecture policy of an
+  /// engine's own reads beyond the fields above (a rotary fraction, a parallel-block switch).
+  nlohmann::json raw;
 
   /// Throws awq::Error unless every size is positive and the heads divide evenly.
   void validate(const std::string& where) const {
@@ -173,6 +176,7 @@ struct ModelConfig {
       c.norm_before = opt_bool("do_layer_norm_before", true);
       c.embed_proj_dim = opt_int("word_embed_proj_dim", 0);
     }
+    c.raw = j;
     c.validate(where);
     return c;
   }

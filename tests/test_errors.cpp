@@ -33,6 +33,13 @@ TEST_CASE("bad inputs raise awq::Error with a message naming the argument and va
   std::vector<std::uint8_t> codes(4 * 128, 1);
   auto C = awq::make_row_major(codes.data(), 4, 128);
   auto s = ones(4), z = ones(4);
+  // dequantize of one 4-bit group of 32 codes whose zero is `zero` (the type of the computation deduced)
+  const auto dequantize_with_zero = [](float zero) {
+    std::vector<std::uint8_t> c(32, 2);
+    std::vector<float> o(32), sc{1.0f}, zc{zero};
+    awq::dequantize(4, awq::make_row_major<const std::uint8_t>(c.data(), 1, 32), awq::make_row_major<const float>(sc.data(), 1, 1),
+                    awq::make_row_major<const float>(zc.data(), 1, 1), awq::make_row_major(o.data(), 1, 32));
+  };
   // search_scales over the linear W on fresh-looking x with group `group` and the given mean |x|
   const auto search = [&](int group, std::vector<float> x_mean) {
     std::vector<float> x(8 * 128);
@@ -143,22 +150,8 @@ TEST_CASE("bad inputs raise awq::Error with a message naming the argument and va
                                 awq::make_row_major<const float>(zc.data(), 4, 3), awq::make_row_major(o.data(), 4, 128));
        },
        "scales has 3 groups"},
-      {"dequantize: zero not a stored code",
-       [&] {
-         std::vector<std::uint8_t> c(32, 2);
-         std::vector<float> o(32), sc{1.0f}, zc{8.5f};
-         awq::dequantize(4, awq::make_row_major<const std::uint8_t>(c.data(), 1, 32), awq::make_row_major<const float>(sc.data(), 1, 1),
-                         awq::make_row_major<const float>(zc.data(), 1, 1), awq::make_row_major(o.data(), 1, 32));
-       },
-       "zero 8.5 at row 0, group 0 is not a 4-bit code"},
-      {"dequantize: zero above the codes",
-       [&] {
-         std::vector<std::uint8_t> c(32, 2);
-         std::vector<float> o(32), sc{1.0f}, zc{300.0f};
-         awq::dequantize(4, awq::make_row_major<const std::uint8_t>(c.data(), 1, 32), awq::make_row_major<const float>(sc.data(), 1, 1),
-                         awq::make_row_major<const float>(zc.data(), 1, 1), awq::make_row_major(o.data(), 1, 32));
-       },
-       "zero 300 at row 0, group 0 is not a 4-bit code"},
+      {"dequantize: zero not a stored code", [&] { dequantize_with_zero(8.5f); }, "zero 8.5 at row 0, group 0 is not a 4-bit code"},
+      {"dequantize: zero above the codes", [&] { dequantize_with_zero(300.0f); }, "zero 300 at row 0, group 0 is not a 4-bit code"},
       {"apply_clip: negative bound",
        [&] {
          auto v = w;

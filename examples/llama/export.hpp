@@ -19,7 +19,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <Eigen/Core>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -29,12 +28,6 @@
 #include <vector>
 
 namespace awq_example {
-
-inline std::vector<Eigen::half> to_half(const std::vector<float>& v) {
-  std::vector<Eigen::half> h(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::half(v[i]);
-  return h;
-}
 
 /// tokenizer.json of a GGUF file's byte-level BPE tokenizer.
 inline nlohmann::ordered_json tokenizer_json(const awq::io::GgufFile& g) {
@@ -147,7 +140,7 @@ class HfExport {
 
   /// Writes a model-level fp16 tensor (embedding, final norm, lm_head).
   void add_tensor(const std::string& name, const std::vector<std::int64_t>& shape, const std::vector<float>& v) {
-    st_->add_typed(name, "F16", shape, to_half(v));
+    awq::model::write_fp16(*st_, name, shape, v);
   }
 
   /// Writes the last shard, the index, `config` (with the layer count and quantization_config),

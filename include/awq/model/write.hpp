@@ -43,16 +43,20 @@ void write_linear(Writer& w, const std::string& name, const QuantizedLinear& q) 
   }
 }
 
+/// \brief Writes an unquantized tensor (a norm, a bias, an embedding) through `w` in fp16.
+template <class Writer>
+void write_fp16(Writer& w, const std::string& name, const std::vector<std::int64_t>& shape, const std::vector<float>& v) {
+  std::vector<Eigen::half> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::half(v[i]);
+  w.add_typed(name, "F16", shape, h);
+}
+
 /// \brief Writes block `b` as quantize_model's sink receives it: its linears (write_linear) and
-///        its other tensors (norms, biases, after the folds) in fp16, each under `b.prefix`.
+///        its other tensors (norms, biases, after the folds) in fp16 (write_fp16), each under `b.prefix`.
 template <class Writer>
 void write_block(Writer& w, const QuantizedBlock& b) {
   for (const auto& [name, q] : b.linears) write_linear(w, b.prefix + name, q);
-  for (const auto& [name, v] : b.tensors) {
-    std::vector<Eigen::half> h(v.size());
-    for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::half(v[i]);
-    w.add_typed(b.prefix + name, "F16", b.shapes.at(name), h);
-  }
+  for (const auto& [name, v] : b.tensors) write_fp16(w, b.prefix + name, b.shapes.at(name), v);
 }
 
 }  // namespace awq::model
